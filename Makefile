@@ -1,0 +1,42 @@
+# Two commands for a fresh machine with Python 3.11+: `make up` runs Giliran, `make test` tests it.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: up demo test lint typecheck unit integration e2e asyncapi bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+up: $(STAMP)          ## run the whole system on this box (add ARGS=--demo for a session open now)
+	$(BIN)/giliran up $(ARGS)
+
+demo: $(STAMP)        ## run with an ad-hoc session at cikarang-utara open now
+	$(BIN)/giliran up --demo $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: lint typecheck  ## the full suite: lint, types, import contracts, unit, integration, e2e
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+asyncapi: $(STAMP)    ## regenerate docs/asyncapi.yaml from the FastStream apps
+	$(BIN)/giliran asyncapi > docs/asyncapi.yaml
+
+bench: $(STAMP)       ## drive lifecycles through a running stack (see bench/README.md)
+	$(BIN)/python bench/lifecycle.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,215 @@
+"""The `giliran` command: `up` runs the whole one-box system, `service NAME` runs one service."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from giliran.embedded import (
+    ManagedProcess,
+    _die_with_parent,
+    mongo_wire_store,
+    nats_server,
+    port_open,
+)
+from giliran.settings import DEFAULT_PORTS, SERVICES, ServiceName, Settings
+
+log = logging.getLogger("giliran")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "giliran"
+
+
+def _nik_key(data_dir: Path) -> str:
+    """One secret per data directory, created on first start, readable only by its owner."""
+    path = data_dir / "secrets" / "nik_hash_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _pick_port(preferred: int) -> int:
+    from giliran.embedded import free_port
+
+    return preferred if not port_open("127.0.0.1", preferred) else free_port()
+
+
+class Stack:
+    """Everything `giliran up` started, stopped in reverse order."""
+
+    def __init__(self) -> None:
+        self.infrastructure: list[ManagedProcess] = []
+        self.services: dict[str, subprocess.Popen[bytes]] = {}
+        self.env: dict[str, str] = {}
+
+    def start_service(self, name: str) -> None:
+        self.services[name] = subprocess.Popen(
+            [sys.executable, "-m", "giliran.cli", "service", name],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches `up` only; it stops children in order
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+
+    def stop(self) -> None:
+        for process in self.services.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for name, process in self.services.items():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in 15s; killing it", name)
+                process.kill()
+                process.wait()
+        for infra in reversed(self.infrastructure):
+            infra.stop()
+
+
+def _wait_ready(urls: dict[str, str], timeout: float) -> dict[str, bool]:
+    deadline = time.monotonic() + timeout
+    ready = dict.fromkeys(urls, False)
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline and not all(ready.values()):
+            for name, url in urls.items():
+                if ready[name]:
+                    continue
+                try:
+                    ready[name] = client.get(f"{url}/readyz").status_code == 200
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+    return ready
+
+
+def up(args: argparse.Namespace) -> int:
+    settings = Settings()
+    data_dir: Path = (args.data or default_data_dir()).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stack = Stack()
+    env = dict(os.environ)
+    stopping = False
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if "GILIRAN_NATS_URL" not in os.environ:
+            nats = nats_server(data_dir, port=_pick_port(4222)).start()
+            stack.infrastructure.append(nats)
+            nats.wait_listening()
+            env["GILIRAN_NATS_URL"] = f"nats://127.0.0.1:{nats.port}"
+        if "GILIRAN_MONGO_URL" not in os.environ:
+            store = mongo_wire_store(data_dir, port=_pick_port(27017)).start()
+            stack.infrastructure.append(store)
+            store.wait_listening()
+            env["GILIRAN_MONGO_URL"] = f"mongodb://127.0.0.1:{store.port}/?directConnection=true"
+        env.setdefault("GILIRAN_NIK_HASH_KEY", _nik_key(data_dir))
+        if args.demo:
+            env["GILIRAN_DEMO"] = "true"
+        env.setdefault("GILIRAN_PUBLIC_URL", settings.url_of("intake"))
+        stack.env = env
+        for service_name in SERVICES:
+            stack.start_service(service_name)
+        urls: dict[str, str] = {n: settings.url_of(n) for n in SERVICES}
+        ready = _wait_ready(urls, timeout=args.ready_timeout)
+        if not all(ready.values()):
+            late = ", ".join(n for n, ok in ready.items() if not ok)
+            print(f"giliran: not ready after {args.ready_timeout:.0f}s: {late}", file=sys.stderr)
+            return 1
+        print(f"Giliran is up (data: {data_dir})", flush=True)
+        print(f"  NATS      {env['GILIRAN_NATS_URL']}")
+        print(f"  store     {env['GILIRAN_MONGO_URL']}")
+        for label, url in urls.items():
+            print(f"  {label:<9} {url}  (/healthz /readyz /metrics /docs)")
+        if args.demo:
+            print(f"  demo      session open now at site '{settings.demo_site}', counters 1-4")
+        print("Press Ctrl-C to stop.", flush=True)
+        while not stopping:
+            for label, process in list(stack.services.items()):
+                if process.poll() is not None and not stopping:
+                    log.warning("%s exited with %s; restarting it", label, process.returncode)
+                    stack.start_service(label)
+            time.sleep(0.5)
+        return 0
+    finally:
+        print("giliran: stopping...", file=sys.stderr, flush=True)
+        stack.stop()
+        print("giliran: stopped", file=sys.stderr, flush=True)
+
+
+def build_service(name: ServiceName, settings: Settings) -> Any:
+    """The (app, runtime) pair of a service. Imported by name: the kernel never imports services."""
+    module = importlib.import_module(f"services.{name}.app")
+    return module.build(settings)
+
+
+def service(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = Settings()
+    logging.getLogger().setLevel(settings.log_level)
+    app, _ = build_service(args.name, settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port_of(args.name),
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+    return 0
+
+
+def asyncapi(_: argparse.Namespace) -> int:
+    from giliran.docs import asyncapi_yaml
+
+    sys.stdout.write(asyncapi_yaml())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    parser = argparse.ArgumentParser(prog="giliran", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    p_up = commands.add_parser("up", help="run NATS, the store and the four services on this box")
+    p_up.add_argument("--data", type=Path, help=f"data directory (default {default_data_dir()})")
+    p_up.add_argument("--demo", action="store_true", help="open an ad-hoc session now")
+    p_up.add_argument("--ready-timeout", type=float, default=60.0)
+    p_up.set_defaults(func=up)
+    p_service = commands.add_parser("service", help="run one service (what a container runs)")
+    p_service.add_argument("name", choices=SERVICES)
+    p_service.set_defaults(func=service)
+    p_docs = commands.add_parser("asyncapi", help="print the AsyncAPI document of all services")
+    p_docs.set_defaults(func=asyncapi)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+__all__ = ["DEFAULT_PORTS", "main"]

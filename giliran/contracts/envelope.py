@@ -1,0 +1,81 @@
+"""The CloudEvents 1.0 envelope every Giliran event travels in."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from ulid import ULID
+
+from giliran.contracts.subjects import SiteSlug, event_subject, event_type
+
+
+def new_id() -> str:
+    """A ULID: sortable by creation time, unique without coordination; also the Nats-Msg-Id."""
+    return str(ULID())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class EventData(BaseModel):
+    """Base of every event payload; subclasses name their entity, event and version."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entity: ClassVar[str]
+    event: ClassVar[str]
+    version: ClassVar[int] = 1
+
+    @classmethod
+    def type_name(cls) -> str:
+        return event_type(cls.entity, cls.event, cls.version)
+
+    @classmethod
+    def subject_for(cls, site: str) -> str:
+        return event_subject(site, cls.entity, cls.event)
+
+
+DataT = TypeVar("DataT", bound=EventData)
+
+
+class Event(BaseModel, Generic[DataT]):
+    """CloudEvents attributes; `subject` carries the site slug, `data` the typed payload."""
+
+    model_config = ConfigDict(frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(min_length=1, max_length=64)
+    source: str = Field(min_length=1, max_length=128, description="publishing service")
+    type: str = Field(pattern=r"^giliran\.[a-z_]+\.[a-z_]+\.v[0-9]+$")
+    time: AwareDatetime
+    subject: SiteSlug
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: DataT
+
+    @property
+    def site(self) -> str:
+        return self.subject
+
+    @property
+    def nats_subject(self) -> str:
+        entity, event = self.type.split(".")[1:3]
+        return event_subject(self.subject, entity, event)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def new_event(data: DataT, *, site: str, source: str, at: datetime | None = None) -> Event[DataT]:
+    event_class: Any = Event[type(data)]  # type: ignore[misc]
+    event: Event[DataT] = event_class(
+        id=new_id(),
+        source=f"giliran/{source}",
+        type=data.type_name(),
+        time=at or utcnow(),
+        subject=site,
+        data=data,
+    )
+    return event

@@ -1,0 +1,256 @@
+"""Event payloads (version 1) of the minimum event set, and the registry that parses them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from giliran.contracts.envelope import Event, EventData
+
+ServiceCode = Annotated[
+    str, StringConstraints(pattern=r"^[A-Z0-9]+(?:-[A-Z0-9]+)*$", min_length=1, max_length=32)
+]
+CounterId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+E164 = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$")]
+
+
+class Channel(StrEnum):
+    """How a request reached us."""
+
+    ONLINE = "online"
+    KIOSK = "kiosk"
+    COUNTER = "counter"
+
+
+class Language(StrEnum):
+    ID = "id"
+    EN = "en"
+
+
+class TicketStatus(StrEnum):
+    WAITING = "waiting"
+    CALLED = "called"
+    COMPLETED = "completed"
+    NO_SHOW = "no_show"
+    TRANSFERRED = "transferred"
+    CANCELLED = "cancelled"
+
+
+class CitizenRef(BaseModel):
+    """The least a consumer needs about a citizen: never a full NIK; a phone only to notify."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    nik_masked: str | None = Field(default=None, pattern=r"^\*{12}[0-9]{4}$")
+    nik_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    phone: E164 | None = None
+    language: Language = Language.ID
+
+
+# --- request ---------------------------------------------------------------------------------
+
+
+class RequestSubmitted(EventData):
+    entity = "request"
+    event = "submitted"
+
+    request_id: str
+    session_id: str
+    services: list[ServiceCode] = Field(min_length=1, max_length=10)
+    channel: Channel
+    citizen: CitizenRef
+    submitted_at: AwareDatetime
+
+
+class RequestCancelled(EventData):
+    entity = "request"
+    event = "cancelled"
+
+    request_id: str
+    reason: str = Field(max_length=200)
+    cancelled_at: AwareDatetime
+
+
+# --- ticket ----------------------------------------------------------------------------------
+
+
+class TicketFacts(EventData):
+    """Fields every ticket event repeats, so a consumer can act on any of them in any order."""
+
+    entity = "ticket"
+    event = "facts"
+
+    ticket_id: str
+    request_id: str
+    session_id: str
+    service: ServiceCode
+    number: str = Field(pattern=r"^[A-Z]{1,3}-[0-9]{3,}$")
+    issued_at: AwareDatetime
+
+
+class TicketIssued(TicketFacts):
+    event = "issued"
+    waiting_ahead: int = Field(ge=0, description="tickets ahead in the same line when issued")
+
+
+class TicketCalled(TicketFacts):
+    event = "called"
+    counter: CounterId
+    called_at: AwareDatetime
+
+
+class TicketRecalled(TicketFacts):
+    event = "recalled"
+    counter: CounterId
+    recalled_at: AwareDatetime
+
+
+class TicketCompleted(TicketFacts):
+    event = "completed"
+    counter: CounterId
+    called_at: AwareDatetime
+    completed_at: AwareDatetime
+
+
+class TicketNoShow(TicketFacts):
+    event = "no_show"
+    counter: CounterId
+    marked_at: AwareDatetime
+
+
+class TicketTransferred(TicketFacts):
+    event = "transferred"
+    counter: CounterId
+    to_service: ServiceCode
+    new_ticket_id: str
+    transferred_at: AwareDatetime
+
+
+class TicketCancelled(TicketFacts):
+    event = "cancelled"
+    reason: str = Field(max_length=200)
+    cancelled_at: AwareDatetime
+
+
+# --- counter ---------------------------------------------------------------------------------
+
+
+class CounterOpened(EventData):
+    entity = "counter"
+    event = "opened"
+
+    counter: CounterId
+    session_id: str
+    services: list[ServiceCode]
+    at: AwareDatetime
+
+
+class CounterClosed(EventData):
+    entity = "counter"
+    event = "closed"
+
+    counter: CounterId
+    session_id: str
+    at: AwareDatetime
+
+
+# --- notification ----------------------------------------------------------------------------
+
+
+class NotificationSent(EventData):
+    entity = "notification"
+    event = "sent"
+
+    delivery_id: str
+    cause_event_id: str
+    cause_type: str
+    request_id: str | None = None
+    ticket_id: str | None = None
+    channel: str
+    template: str
+    cost_units: int = Field(ge=0)
+    sent_at: AwareDatetime
+
+
+class NotificationFailed(EventData):
+    entity = "notification"
+    event = "failed"
+
+    delivery_id: str
+    cause_event_id: str
+    cause_type: str
+    request_id: str | None = None
+    ticket_id: str | None = None
+    channel: str
+    template: str
+    reason: str = Field(max_length=500)
+    failed_at: AwareDatetime
+
+
+# --- feedback --------------------------------------------------------------------------------
+
+
+SkmScore = Annotated[int, Field(ge=1, le=4)]
+
+
+class FeedbackSubmitted(EventData):
+    """An SKM answer (PermenPANRB 14/2017): elements U1..U9, each on a 1-4 scale."""
+
+    entity = "feedback"
+    event = "submitted"
+
+    feedback_id: str
+    request_id: str
+    session_id: str
+    service: ServiceCode
+    scores: dict[Annotated[str, StringConstraints(pattern=r"^U[1-9]$")], SkmScore] = Field(
+        min_length=9, max_length=9
+    )
+    submitted_at: AwareDatetime
+
+
+EVENT_MODELS: tuple[type[EventData], ...] = (
+    RequestSubmitted,
+    RequestCancelled,
+    TicketIssued,
+    TicketCalled,
+    TicketRecalled,
+    TicketCompleted,
+    TicketNoShow,
+    TicketTransferred,
+    TicketCancelled,
+    CounterOpened,
+    CounterClosed,
+    NotificationSent,
+    NotificationFailed,
+    FeedbackSubmitted,
+)
+EVENTS_BY_TYPE: dict[str, type[EventData]] = {m.type_name(): m for m in EVENT_MODELS}
+
+
+class UnknownEventType(ValueError):
+    """A type this build does not know: newer producers may publish it; consumers skip it."""
+
+
+def parse_event(raw: bytes | str | dict[str, Any]) -> Event[EventData]:
+    """Validate an envelope and its payload against the model its `type` names.
+
+    Raises UnknownEventType for an unknown type and pydantic.ValidationError for a malformed one.
+    """
+    envelope = (
+        Event[dict[str, Any]].model_validate(raw)  # type: ignore[type-var]
+        if isinstance(raw, dict)
+        else Event[dict[str, Any]].model_validate_json(raw)  # type: ignore[type-var]
+    )
+    model = EVENTS_BY_TYPE.get(envelope.type)
+    if model is None:
+        raise UnknownEventType(envelope.type)
+    parsed: Event[EventData] = Event[model].model_validate(  # type: ignore[valid-type]
+        envelope.model_dump(mode="json")
+    )
+    return parsed
+
+
+__all__ = ["EVENTS_BY_TYPE", "EVENT_MODELS", "UnknownEventType", "ValidationError", "parse_event"]

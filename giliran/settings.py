@@ -1,0 +1,62 @@
+"""One settings class for every process, read from GILIRAN_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ServiceName = Literal["intake", "queue", "notify", "reporting"]
+SERVICES: tuple[ServiceName, ...] = ("intake", "queue", "notify", "reporting")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PORTS: dict[ServiceName, int] = {
+    "intake": 8101,
+    "queue": 8102,
+    "reporting": 8103,
+    "notify": 8104,
+}
+
+
+class Settings(BaseSettings):
+    """Everything a service process needs to know about its surroundings."""
+
+    model_config = SettingsConfigDict(env_prefix="GILIRAN_", extra="ignore")
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    mongo_url: str = "mongodb://127.0.0.1:27017"
+    # Each service owns the database "<db_prefix>_<service>"; tests use a unique prefix per test.
+    db_prefix: str = "giliran"
+    host: str = "127.0.0.1"
+    intake_port: int = DEFAULT_PORTS["intake"]
+    queue_port: int = DEFAULT_PORTS["queue"]
+    reporting_port: int = DEFAULT_PORTS["reporting"]
+    notify_port: int = DEFAULT_PORTS["notify"]
+    # Public base URL of intake, used in status links sent to citizens.
+    public_url: str = ""
+    catalogue_dir: Path = REPO_ROOT / "deploy" / "sites"
+    timezone: str = "Asia/Jakarta"
+    # --demo: an ad-hoc session at the demo site, open from start-up for 12 hours.
+    demo: bool = False
+    demo_site: str = "cikarang-utara"
+    # Key of the keyed NIK hash (HMAC-SHA256), required by intake; `giliran up` makes one.
+    nik_hash_key: SecretStr | None = None
+    # How long POST /requests waits for the queue to issue tickets before answering 202.
+    ticket_wait_seconds: float = 2.0
+    # Consumer retry policy: deliveries before a message is dead-lettered, and backoff between them.
+    max_deliver: int = 5
+    retry_backoff_seconds: list[float] = Field(default_factory=lambda: [0.5, 2.0, 5.0, 15.0])
+    outbox_poll_seconds: float = 0.5
+    log_level: str = "INFO"
+
+    def port_of(self, service: ServiceName) -> int:
+        port: int = getattr(self, f"{service}_port")
+        return port
+
+    def url_of(self, service: ServiceName) -> str:
+        return f"http://{self.host}:{self.port_of(service)}"
+
+    def database_name(self, service: ServiceName) -> str:
+        return f"{self.db_prefix}_{service}"

@@ -1,0 +1,207 @@
+"""MongoDB access shared by every service: the client, the transactional outbox and the inbox."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from giliran.contracts import Event, EventData
+
+log = logging.getLogger("giliran.store")
+
+Document = dict[str, Any]
+Collection = AsyncCollection[Document]
+Database = AsyncDatabase[Document]
+
+
+def instant(moment: datetime) -> str:
+    """How an instant is stored: a fixed-width UTC ISO-8601 string, so string order is time order.
+    (Not BSON dates: the embedded server turns a date written by $set into a naive string; see
+    docs/decisions/0004-instants-as-strings.md.)"""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def from_instant(value: str | datetime) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(value)
+
+
+def connect(url: str, *, timeout_seconds: float = 5.0) -> AsyncMongoClient[Document]:
+    """A client that fails fast (a counter must not hang when the store is down)."""
+    ms = int(timeout_seconds * 1000)
+    return AsyncMongoClient(
+        url,
+        tz_aware=True,
+        serverSelectionTimeoutMS=ms,
+        connectTimeoutMS=ms,
+        socketTimeoutMS=ms * 2,
+    )
+
+
+# --- transactional outbox --------------------------------------------------------------------
+#
+# A change and the events it causes are written in ONE single-document update: the events sit in
+# the changed document under `outbox.<event id>` and `outbox_n` counts them. A single-document
+# write is atomic in MongoDB and in the embedded server alike, so an event exists exactly when its
+# change does. The relay publishes pending events with Nats-Msg-Id = event id, then removes them.
+# (Why a keyed sub-document and not an array: see docs/decisions/0003-outbox-in-the-document.md.)
+
+OUTBOX = "outbox"
+OUTBOX_COUNT = "outbox_n"
+
+
+def outbox_fields(events: Sequence[Event[Any]]) -> Document:
+    """Fields to put in a new document that is inserted together with its events."""
+    return {
+        OUTBOX: {e.id: e.to_json_dict() for e in events},
+        OUTBOX_COUNT: len(events),
+    }
+
+
+def with_outbox(update: Document, events: Sequence[Event[Any]]) -> Document:
+    """Extend an update document so it also records `events` in the changed document's outbox."""
+    merged: Document = {op: dict(fields) for op, fields in update.items()}
+    merged.setdefault("$set", {}).update({f"{OUTBOX}.{e.id}": e.to_json_dict() for e in events})
+    merged.setdefault("$inc", {})[OUTBOX_COUNT] = len(events)
+    return merged
+
+
+async def ensure_outbox_index(collection: Collection) -> None:
+    await collection.create_index(OUTBOX_COUNT)
+
+
+Publish = Callable[[Document], Awaitable[None]]
+
+
+class OutboxRelay:
+    """Moves events from the outboxes of `collections` to the bus; safe to run in many instances."""
+
+    def __init__(
+        self,
+        collections: Iterable[Collection],
+        publish: Publish,
+        *,
+        poll_seconds: float = 0.5,
+        batch: int = 200,
+    ) -> None:
+        self._collections = list(collections)
+        self._publish = publish
+        self._poll_seconds = poll_seconds
+        self._batch = batch
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+        self.last_error: str | None = None
+
+    def wake(self) -> None:
+        """Called after a local write so events leave at once rather than at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        backoff = self._poll_seconds
+        while True:
+            try:
+                moved = await self.drain_once()
+                self.last_error = None
+                backoff = self._poll_seconds
+            except Exception as exc:  # NATS or the store is down: keep the events, try again.
+                moved = 0
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("outbox relay: %s; retrying in %.1fs", self.last_error, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            if moved:
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
+            except TimeoutError:
+                pass
+
+    async def drain_once(self) -> int:
+        """Publish every pending event once; returns how many left the outbox."""
+        moved = 0
+        for collection in self._collections:
+            cursor = collection.find({OUTBOX_COUNT: {"$gt": 0}}, {OUTBOX: 1}, limit=self._batch)
+            async for doc in cursor:
+                events = sorted(
+                    (doc.get(OUTBOX) or {}).values(), key=lambda e: (e["time"], e["id"])
+                )
+                for event in events:
+                    await self._publish(event)
+                    # Only the first remover decrements, so concurrent relays never miscount.
+                    await collection.update_one(
+                        {"_id": doc["_id"], f"{OUTBOX}.{event['id']}": {"$exists": True}},
+                        {"$unset": {f"{OUTBOX}.{event['id']}": ""}, "$inc": {OUTBOX_COUNT: -1}},
+                    )
+                    moved += 1
+        self.published += moved
+        return moved
+
+    async def pending(self) -> int:
+        total = 0
+        for collection in self._collections:
+            total += await collection.count_documents({OUTBOX_COUNT: {"$gt": 0}})
+        return total
+
+
+# --- inbox: which events a consumer has already handled ------------------------------------
+
+
+class Inbox:
+    """Event ids a consumer has handled. Handlers are idempotent on their own as well; the inbox
+    makes a redelivery cheap and lets a handler ask whether it already ran."""
+
+    def __init__(self, database: Database, consumer: str) -> None:
+        self._collection: Collection = database[f"inbox_{consumer.replace('-', '_')}"]
+
+    async def ensure_indexes(self) -> None:
+        await self._collection.create_index("handled_at")
+
+    async def seen(self, event_id: str) -> bool:
+        return await self._collection.find_one({"_id": event_id}, {"_id": 1}) is not None
+
+    async def record(self, event: Event[EventData]) -> None:
+        try:
+            await self._collection.insert_one(
+                {"_id": event.id, "type": event.type, "handled_at": instant(datetime.now(UTC))}
+            )
+        except DuplicateKeyError:
+            pass
+
+    async def forget_before(self, age: timedelta) -> int:
+        """Inbox entries outlive the stream's duplicate window many times over; trim old ones."""
+        result = await self._collection.delete_many(
+            {"handled_at": {"$lt": instant(datetime.now(UTC) - age)}}
+        )
+        return result.deleted_count
+
+
+async def ping(database: Database) -> bool:
+    try:
+        await database.command("ping")
+    except PyMongoError:
+        return False
+    return True

@@ -1,0 +1,70 @@
+"""Bus entrypoints of the queue: request events in, counter commands (request-reply) in."""
+
+from __future__ import annotations
+
+from faststream.nats import NatsBroker
+from pydantic import ValidationError
+
+from giliran.contracts import (
+    CallNext,
+    CommandReply,
+    CompleteTicket,
+    Problem,
+    RequestSubmitted,
+    utcnow,
+)
+from giliran.contracts.subjects import command_pattern, entity_events
+from giliran.errors import DomainError
+from giliran.runtime import ServiceRuntime
+from services.queue.handlers import Queue
+
+INVALID = Problem(
+    code="invalid_command",
+    message_id="Perintah tidak valid.",
+    message_en="Invalid command.",
+)
+
+
+def register(runtime: ServiceRuntime, queue: Queue) -> None:
+    runtime.consume(
+        "requests",
+        entity_events("request"),
+        {RequestSubmitted: queue.issue_tickets},
+    )
+    _register_commands(runtime.broker, queue)
+
+
+def _register_commands(broker: NatsBroker, queue: Queue) -> None:
+    # Core NATS request-reply in a queue group: every queue instance answers, each command once.
+
+    @broker.subscriber(
+        command_pattern("queue", "call_next"),
+        queue="queue",
+        title="queue:cmd.call_next",
+        description="A counter asks for its next ticket; replies CommandReply.",
+    )
+    async def on_call_next(body: dict[str, object]) -> CommandReply:
+        try:
+            command = CallNext.model_validate(body)
+            ticket = await queue.call_next(command.site, command.counter)
+        except ValidationError:
+            return CommandReply(ok=False, error=INVALID, at=utcnow())
+        except DomainError as exc:
+            return CommandReply(ok=False, error=exc.problem(), at=utcnow())
+        return CommandReply(ok=True, ticket=ticket, at=utcnow())
+
+    @broker.subscriber(
+        command_pattern("queue", "complete"),
+        queue="queue",
+        title="queue:cmd.complete",
+        description="A counter completes the ticket it is serving; replies CommandReply.",
+    )
+    async def on_complete(body: dict[str, object]) -> CommandReply:
+        try:
+            command = CompleteTicket.model_validate(body)
+            ticket = await queue.complete(command.site, command.ticket_id)
+        except ValidationError:
+            return CommandReply(ok=False, error=INVALID, at=utcnow())
+        except DomainError as exc:
+            return CommandReply(ok=False, error=exc.problem(), at=utcnow())
+        return CommandReply(ok=True, ticket=ticket, at=utcnow())

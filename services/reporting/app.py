@@ -1,0 +1,21 @@
+"""Composition root of the reporting service."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from giliran.runtime import ServiceRuntime, create_http_app
+from giliran.settings import Settings
+from services.reporting import http, subscribers
+from services.reporting.handlers import Reporting
+from services.reporting.store import FactStore
+
+
+def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
+    runtime = ServiceRuntime("reporting", settings)
+    store = FactStore(runtime.db)
+    runtime.on_startup(store.ensure_indexes)
+    reporting = Reporting(store=store, timezone=settings.timezone)
+    subscribers.register(runtime, reporting)
+    app = create_http_app(runtime, title="Giliran reporting", routers=[http.router(reporting)])
+    return app, runtime

@@ -1,0 +1,32 @@
+"""Reporting's own collections: one fact document per request and per ticket, built from events."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from giliran.store import Database, Document
+
+
+class FactStore:
+    """Facts are written with $set/$setOnInsert of values an event carries, so applying an event
+    twice, or events out of order, gives the same documents: the projection is idempotent."""
+
+    def __init__(self, database: Database) -> None:
+        self.requests = database["request_facts"]
+        self.tickets = database["ticket_facts"]
+
+    async def ensure_indexes(self) -> None:
+        await self.requests.create_index([("site", 1), ("day", 1)])
+        await self.tickets.create_index([("site", 1), ("day", 1), ("service", 1)])
+
+    async def upsert_request(self, request_id: str, fields: Document) -> None:
+        await self.requests.update_one({"_id": request_id}, {"$set": fields}, upsert=True)
+
+    async def upsert_ticket(self, ticket_id: str, fields: Document) -> None:
+        await self.tickets.update_one({"_id": ticket_id}, {"$set": fields}, upsert=True)
+
+    async def requests_on(self, site: str, day: date) -> list[Document]:
+        return await self.requests.find({"site": site, "day": day.isoformat()}).to_list()
+
+    async def tickets_on(self, site: str, day: date) -> list[Document]:
+        return await self.tickets.find({"site": site, "day": day.isoformat()}).to_list()

@@ -1,0 +1,18 @@
+"""Bus entrypoints of reporting: every event it projects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from giliran.bus import EventHandler
+from giliran.contracts import EventData, RequestSubmitted
+from giliran.contracts.subjects import all_events
+from giliran.runtime import ServiceRuntime
+from services.reporting.handlers import TICKET_EVENTS, Reporting
+
+
+def register(runtime: ServiceRuntime, reporting: Reporting) -> None:
+    handlers: dict[type[EventData], EventHandler] = {RequestSubmitted: reporting.record_request}
+    ticket_handler: Any = reporting.record_ticket
+    handlers.update(dict.fromkeys(TICKET_EVENTS, ticket_handler))
+    runtime.consume("projections", all_events(), handlers)
