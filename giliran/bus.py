@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -143,6 +144,9 @@ class EventConsumer:
     backoff_seconds: Sequence[float] = (0.5, 2.0, 5.0, 15.0)
     description: str = ""
     _broker: NatsBroker | None = field(default=None, init=False, repr=False)
+    _locks: dict[str, tuple[asyncio.Lock, int]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def register(self, broker: NatsBroker) -> None:
         self._broker = broker
@@ -167,7 +171,6 @@ class EventConsumer:
             await self.handle(msg)
 
     async def handle(self, msg: NatsMessage) -> None:
-        raw = msg.raw_message
         try:
             event = parse_event(msg.body)
         except UnknownEventType as exc:
@@ -182,6 +185,24 @@ class EventConsumer:
             self._count("ignored", event.type)
             await msg.ack()
             return
+        # A pulled batch is handled concurrently; two copies of one event must not both pass
+        # the inbox check, so handling is serialised per event id.
+        lock, users = self._locks.get(event.id, (asyncio.Lock(), 0))
+        self._locks[event.id] = (lock, users + 1)
+        try:
+            async with lock:
+                await self._handle_once(msg, event, handler)
+        finally:
+            lock, users = self._locks[event.id]
+            if users == 1:
+                del self._locks[event.id]
+            else:
+                self._locks[event.id] = (lock, users - 1)
+
+    async def _handle_once(
+        self, msg: NatsMessage, event: Event[EventData], handler: EventHandler
+    ) -> None:
+        raw = msg.raw_message
         if await self.inbox.seen(event.id):
             self._count("duplicate", event.type)
             await msg.ack()

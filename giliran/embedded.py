@@ -63,6 +63,9 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=self.env,
+                # Own session: a Ctrl-C at the terminal reaches only `giliran up`, which then
+                # stops the services before the servers they depend on.
+                start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         return self

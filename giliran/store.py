@@ -99,6 +99,7 @@ class OutboxRelay:
         self._batch = batch
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.published = 0
         self.last_error: str | None = None
 
@@ -107,38 +108,47 @@ class OutboxRelay:
         self._wake.set()
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
+        """Finish the batch in hand, then stop. (A flag, not Task.cancel(): on Python 3.11 a
+        cancel that lands while asyncio.wait_for completes is lost, and the relay ran on.)"""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            async with asyncio.timeout(10):
                 await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        except TimeoutError:
+            self._task.cancel()
+        self._task = None
 
     async def _run(self) -> None:
         backoff = self._poll_seconds
-        while True:
+        while not self._stopping:
+            self._wake.clear()
             try:
                 moved = await self.drain_once()
                 self.last_error = None
                 backoff = self._poll_seconds
             except Exception as exc:  # NATS or the store is down: keep the events, try again.
-                moved = 0
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("outbox relay: %s; retrying in %.1fs", self.last_error, backoff)
-                await asyncio.sleep(backoff)
+                await self._idle(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
-            if moved:
-                continue
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
-            except TimeoutError:
-                pass
+            if not moved:
+                await self._idle(self._poll_seconds)
+
+    async def _idle(self, seconds: float) -> None:
+        """Sleep until woken by a local write (or stop), or `seconds` pass."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
 
     async def drain_once(self) -> int:
         """Publish every pending event once; returns how many left the outbox."""

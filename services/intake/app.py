@@ -45,4 +45,5 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
         intake, public_url=settings.public_url, wait_seconds=settings.ticket_wait_seconds
     )
     app = create_http_app(runtime, title="Giliran intake", routers=[api])
+    app.state.intake = intake
     return app, runtime

@@ -197,7 +197,8 @@ class Intake:
                     return doc
                 waiter.clear()
                 try:
-                    await asyncio.wait_for(waiter.wait(), timeout=min(remaining, 0.25))
+                    async with asyncio.timeout(min(remaining, 0.25)):
+                        await waiter.wait()
                 except TimeoutError:
                     pass
         finally:

@@ -24,4 +24,5 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     subscribers.register(runtime, queue)
     runtime.publishes(TicketIssued, TicketCalled, TicketCompleted)
     app = create_http_app(runtime, title="Giliran queue", routers=[http.router(queue)])
+    app.state.queue = queue
     return app, runtime

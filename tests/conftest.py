@@ -1,0 +1,156 @@
+"""Fixtures: a real nats-server and the embedded MongoDB-wire store on free ports, and services."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from giliran.cli import build_service
+from giliran.embedded import ManagedProcess, mongo_wire_store, nats_server
+from giliran.runtime import ServiceRuntime
+from giliran.settings import ServiceName, Settings
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def store_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
+    """One embedded store for the session; every test gets its own databases (db_prefix)."""
+    if os.environ.get("GILIRAN_TEST_MONGO_URL"):
+        pytest.skip("using an external store")
+    server = mongo_wire_store(tmp_path_factory.mktemp("store")).start()
+    server.wait_listening()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mongo_url(store_server: ManagedProcess) -> str:
+    return os.environ.get(
+        "GILIRAN_TEST_MONGO_URL",
+        f"mongodb://127.0.0.1:{store_server.port}/?directConnection=true",
+    )
+
+
+@pytest.fixture
+def nats_proc(tmp_path: Path) -> Iterator[ManagedProcess]:
+    """A fresh nats-server with JetStream per test: no stream or consumer leaks between tests."""
+    server = nats_server(tmp_path).start()
+    server.wait_listening()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(nats_proc: ManagedProcess, mongo_url: str) -> Settings:
+    return Settings(
+        nats_url=f"nats://127.0.0.1:{nats_proc.port}",
+        mongo_url=mongo_url,
+        db_prefix=f"t{uuid.uuid4().hex[:12]}",
+        nik_hash_key=SecretStr("test-key"),
+        demo=True,
+        outbox_poll_seconds=0.2,
+        retry_backoff_seconds=[0.1, 0.2, 0.3, 0.5],
+        max_deliver=4,
+        ticket_wait_seconds=3.0,
+    )
+
+
+@dataclass
+class RunningService:
+    app: FastAPI
+    runtime: ServiceRuntime
+    http: httpx.AsyncClient
+
+
+@asynccontextmanager
+async def running(name: ServiceName, settings: Settings) -> AsyncIterator[RunningService]:
+    """A service in this event loop with its real lifespan (store, bus, consumers, relay)."""
+    app, runtime = build_service(name, settings)
+    async with app.router.lifespan_context(app):
+        await asyncio.wait_for(runtime.bus_started.wait(), timeout=15)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://{name}") as client:
+            yield RunningService(app, runtime, client)
+
+
+@pytest.fixture
+def run_service() -> Callable[[ServiceName, Settings], Any]:
+    return running
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], *, within: float = 10.0, interval: float = 0.05
+) -> Any:
+    """Poll until `check` returns a truthy value; fail with its last value after `within` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    last: Any = None
+    while loop.time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {within}s; last value: {last!r}")
+
+
+@asynccontextmanager
+async def nats_client(settings: Settings) -> AsyncIterator[nats.NATS]:
+    client = await nats.connect(settings.nats_url)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def request_event(
+    services: list[str], *, site: str = "cikarang-utara", session_id: str = "test-session"
+) -> Any:
+    """A `request.submitted` event as intake would publish it."""
+    from giliran.contracts import Channel, CitizenRef, RequestSubmitted, new_event, new_id, utcnow
+
+    return new_event(
+        RequestSubmitted(
+            request_id=new_id(),
+            session_id=session_id,
+            services=services,
+            channel=Channel.KIOSK,
+            citizen=CitizenRef(),
+            submitted_at=utcnow(),
+        ),
+        site=site,
+        source="test",
+    )
+
+
+async def publish(settings: Settings, event: Any, *, msg_id: str | None = None) -> None:
+    """Publish to JetStream as the outbox relay does; `msg_id` overrides the Nats-Msg-Id."""
+    from giliran.bus import ensure_streams, publish_event
+
+    async with nats_client(settings) as client:
+        js = client.jetstream()
+        await ensure_streams(js)
+        payload = event.to_json_dict() if hasattr(event, "to_json_dict") else event
+        if msg_id is None:
+            await publish_event(js, payload)
+        else:
+            import json
+
+            subject = (
+                event.nats_subject
+                if hasattr(event, "nats_subject")
+                else "giliran.{}.{}.{}".format(payload["subject"], *payload["type"].split(".")[1:3])
+            )
+            await js.publish(subject, json.dumps(payload).encode(), headers={"Nats-Msg-Id": msg_id})

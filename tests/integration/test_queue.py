@@ -1,0 +1,144 @@
+"""Queue service on real NATS and the embedded store: issue, call, complete, commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from giliran.contracts import CallNext, CommandReply, CompleteTicket
+from giliran.settings import Settings
+from tests.conftest import eventually, nats_client, publish, request_event, running
+
+pytestmark = pytest.mark.integration
+
+
+async def _waiting(queue: object, count: int) -> list[str]:
+    """Ids of tickets issued so far, once there are `count` of them."""
+    from services.queue.handlers import Queue
+
+    assert isinstance(queue, Queue)
+
+    async def enough() -> list[str] | None:
+        docs = await queue.store.tickets.find({}, {"_id": 1}).to_list()
+        return [d["_id"] for d in docs] if len(docs) >= count else None
+
+    found: list[str] = await eventually(enough, within=15)
+    return found
+
+
+async def test_numbers_run_per_line_and_session(settings: Settings) -> None:
+    async with running("queue", settings) as svc:
+        for services in (["KTP-CETAK"], ["KTP-CETAK", "KIA"], ["KTP-CETAK"]):
+            await publish(settings, request_event(services))
+        await publish(settings, request_event(["KTP-CETAK"], session_id="another-session"))
+        queue = svc.app.state.queue
+        await _waiting(queue, 5)
+        docs = await queue.store.tickets.find({}).sort("seq", 1).to_list()
+        numbers = sorted((d["session_id"], d["number"]) for d in docs)
+        assert numbers == [
+            ("another-session", "B-001"),
+            ("test-session", "B-001"),
+            ("test-session", "B-002"),
+            ("test-session", "B-003"),
+            ("test-session", "K-001"),
+        ]
+
+
+async def test_call_next_complete_over_http(settings: Settings) -> None:
+    async with running("queue", settings) as svc:
+        empty = await svc.http.post("/api/v1/sites/cikarang-utara/counters/1/call-next")
+        assert empty.status_code == 204
+        await publish(settings, request_event(["KK-UBAH"]))
+        await _waiting(svc.app.state.queue, 1)
+        called = await svc.http.post("/api/v1/sites/cikarang-utara/counters/1/call-next")
+        assert called.status_code == 200
+        ticket = called.json()["ticket"]
+        assert set(ticket) >= {"ticket_id", "request_id", "number", "service", "status"}
+        assert ticket["status"] == "called"
+
+        done = await svc.http.post(f"/api/v1/tickets/{ticket['ticket_id']}/complete")
+        assert done.json()["ticket"]["status"] == "completed"
+        again = await svc.http.post(f"/api/v1/tickets/{ticket['ticket_id']}/complete")
+        assert again.status_code == 409
+        error = again.json()["error"]
+        assert error["code"] == "ticket_not_completable"
+        assert "dipanggil" in error["message_id"] and "called" in error["message_en"]
+
+        unknown = await svc.http.post("/api/v1/sites/cikarang-utara/counters/99/call-next")
+        assert unknown.status_code == 404
+        assert unknown.json()["error"]["code"] == "unknown_counter"
+        missing = await svc.http.post("/api/v1/tickets/nope/complete")
+        assert missing.status_code == 404
+
+
+async def test_counter_commands_over_nats_request_reply(settings: Settings) -> None:
+    async with running("queue", settings) as svc, nats_client(settings) as client:
+        await publish(settings, request_event(["IKD"]))
+        await _waiting(svc.app.state.queue, 1)
+        site = "cikarang-utara"
+        reply = await client.request(
+            CallNext.subject(site),
+            CallNext(site=site, counter="3").model_dump_json().encode(),
+            timeout=5,
+        )
+        called = CommandReply.model_validate_json(reply.data)
+        assert called.ok and called.ticket is not None
+        assert called.ticket.number == "N-001" and called.ticket.counter == "3"
+
+        reply = await client.request(
+            CompleteTicket.subject(site),
+            CompleteTicket(site=site, ticket_id=called.ticket.ticket_id).model_dump_json().encode(),
+            timeout=5,
+        )
+        completed = CommandReply.model_validate_json(reply.data)
+        assert completed.ok and completed.ticket is not None
+        assert completed.ticket.status == "completed"
+
+        nothing = CommandReply.model_validate_json(
+            (
+                await client.request(
+                    CallNext.subject(site),
+                    CallNext(site=site, counter="3").model_dump_json().encode(),
+                    timeout=5,
+                )
+            ).data
+        )
+        assert nothing.ok and nothing.ticket is None
+
+        bad = await client.request(CallNext.subject(site), json.dumps({"x": 1}).encode(), timeout=5)
+        problem = CommandReply.model_validate_json(bad.data)
+        assert not problem.ok and problem.error is not None
+        assert problem.error.code == "invalid_command"
+
+
+async def test_simultaneous_calls_never_share_a_ticket(settings: Settings) -> None:
+    """20 call-next requests at the same instant on 5 counters over 20 waiting tickets."""
+    async with running("queue", settings) as svc:
+        for _ in range(20):
+            await publish(settings, request_event(["KTP-REKAM"]))
+        await _waiting(svc.app.state.queue, 20)
+
+        async def call(counter: int) -> str:
+            r = await svc.http.post(f"/api/v1/sites/cikarang-utara/counters/{counter}/call-next")
+            assert r.status_code == 200, r.text
+            ticket_id: str = r.json()["ticket"]["ticket_id"]
+            return ticket_id
+
+        called = await asyncio.gather(*(call(1 + i % 4) for i in range(20)))
+        assert len(set(called)) == 20
+        extra = await svc.http.post("/api/v1/sites/cikarang-utara/counters/1/call-next")
+        assert extra.status_code == 204
+
+
+async def test_longest_waiting_ticket_is_called_first(settings: Settings) -> None:
+    async with running("queue", settings) as svc:
+        for issued, services in enumerate((["KIA"], ["KTP-CETAK"], ["KIA"]), start=1):
+            await publish(settings, request_event(services))
+            await _waiting(svc.app.state.queue, issued)
+        order = []
+        for _ in range(3):
+            r = await svc.http.post("/api/v1/sites/cikarang-utara/counters/4/call-next")
+            order.append(r.json()["ticket"]["number"])
+        assert order == ["K-001", "B-001", "K-002"]
