@@ -155,11 +155,6 @@ def nik_hash(nik: str, key: bytes) -> str:
 
 # --- phone -----------------------------------------------------------------------------------
 
-_PHONE_TYPES = {
-    phonenumbers.PhoneNumberType.MOBILE,
-    phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
-}
-
 
 def normalize_phone(raw: str) -> str:
     """An Indonesian mobile number in E.164 (+628...), the only form stored."""
@@ -167,16 +162,14 @@ def normalize_phone(raw: str) -> str:
         number = phonenumbers.parse(raw, "ID")
     except phonenumbers.NumberParseException as exc:
         raise InvalidPhone() from exc
+    # Messages go out through Indonesian SMS/WhatsApp gateways: an Indonesian mobile number only.
     if (
-        not phonenumbers.is_valid_number(number)
-        or phonenumbers.number_type(number) not in _PHONE_TYPES
+        number.country_code != 62
+        or not phonenumbers.is_valid_number(number)
+        or phonenumbers.number_type(number) != phonenumbers.PhoneNumberType.MOBILE
     ):
         raise InvalidPhone()
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-def mask_phone(e164: str) -> str:
-    return e164[:5] + "*" * max(len(e164) - 8, 0) + e164[-3:]
 
 
 # --- sessions --------------------------------------------------------------------------------

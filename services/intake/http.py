@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from giliran.contracts import TicketView
 from giliran.contracts.subjects import SITE_PATTERN
+from giliran.privacy import mask_phone
 from giliran.store import Document
 from services.intake import domain
 from services.intake.handlers import Intake, SubmitRequest, tickets_of
@@ -47,7 +48,7 @@ def _view(doc: Document, status_url: str, warnings: tuple[str, ...] = ()) -> Req
         services=doc["services"],
         channel=doc["channel"],
         nik_masked=doc.get("nik_masked"),
-        phone_masked=domain.mask_phone(doc["phone"]) if doc.get("phone") else None,
+        phone_masked=mask_phone(doc["phone"]) if doc.get("phone") else None,
         status_url=status_url,
         tickets=tickets,
         warnings=list(warnings),

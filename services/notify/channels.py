@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from giliran.privacy import mask_phone
 from services.notify.domain import Message
 
 log = logging.getLogger("giliran.notify.console")
@@ -27,12 +28,8 @@ class ConsoleChannel:
     name = "console"
 
     def recipient_for(self, phone: str | None) -> str | None:
-        return mask(phone) if phone else "console"
+        return mask_phone(phone) if phone else "console"
 
     async def send(self, recipient: str, message: Message) -> int:
         log.info("[%s -> %s] %s", message.template, recipient, message.text)
         return 0
-
-
-def mask(phone: str) -> str:
-    return phone[:5] + "*" * max(len(phone) - 8, 0) + phone[-3:]
