@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import yaml
 from faststream.specification import AsyncAPI
 from pydantic import SecretStr
 
@@ -13,7 +14,10 @@ def asyncapi_yaml() -> str:
     from giliran.cli import build_service
 
     # Building an app wires its broker; nothing connects until the app starts.
-    settings = Settings(nik_hash_key=SecretStr("asyncapi-generation-only"))
+    # Fixed values, not the environment: the document must not change with where it is built.
+    settings = Settings(
+        nats_url="nats://localhost:4222", nik_hash_key=SecretStr("asyncapi-generation-only")
+    )
     brokers = [build_service(name, settings)[1].broker for name in SERVICES]
     spec = AsyncAPI(
         *brokers,
@@ -26,5 +30,8 @@ def asyncapi_yaml() -> str:
         ),
         schema_version="3.0.0",
     )
-    text: str = spec.to_specification().to_yaml()
+    # FastStream's channel order varies between runs; sort keys so the file is reproducible.
+    text: str = yaml.safe_dump(
+        spec.to_specification().to_jsonable(), sort_keys=True, allow_unicode=True, width=100
+    )
     return text

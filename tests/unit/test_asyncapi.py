@@ -1,0 +1,33 @@
+"""docs/asyncapi.yaml is generated from the FastStream apps; this fails when it is stale."""
+
+from __future__ import annotations
+
+import yaml
+
+from giliran.contracts import EVENT_MODELS
+from giliran.docs import asyncapi_yaml
+from giliran.settings import REPO_ROOT
+
+DOC = REPO_ROOT / "docs" / "asyncapi.yaml"
+
+
+def test_committed_asyncapi_matches_the_code() -> None:
+    assert DOC.read_text() == asyncapi_yaml(), "docs/asyncapi.yaml is stale: run `make asyncapi`"
+
+
+def test_asyncapi_documents_the_published_events_and_commands() -> None:
+    spec = yaml.safe_load(DOC.read_text())
+    addresses = {c["address"] for c in spec["channels"].values()}
+    for subject in (
+        "giliran.*.request.submitted",
+        "giliran.*.ticket.issued",
+        "giliran.*.ticket.called",
+        "giliran.*.ticket.completed",
+        "giliran.*.notification.sent",
+        "giliran.*.cmd.queue.call_next",
+        "giliran.*.cmd.queue.complete",
+    ):
+        assert subject in addresses, subject
+    schemas = set(spec["components"]["schemas"])
+    assert {"Event[TicketCalled]", "Event[RequestSubmitted]", "Event[NotificationSent]"} <= schemas
+    assert len(EVENT_MODELS) == 14

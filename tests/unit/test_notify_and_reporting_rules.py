@@ -1,0 +1,90 @@
+"""Pure rules of notify (message text, SMS segments) and reporting (local day, percentiles)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from giliran.contracts import TicketCalled, TicketIssued, new_event
+from services.notify.domain import Renderer, delivery_id, sms_segments
+from services.reporting.domain import distribution, local_day, percentile
+
+NOW = datetime(2026, 11, 29, 2, 5, tzinfo=UTC)
+
+
+def _issued() -> object:
+    return new_event(
+        TicketIssued(
+            ticket_id="r1-KIA",
+            request_id="r1",
+            session_id="s",
+            service="KIA",
+            number="K-007",
+            issued_at=NOW,
+            waiting_ahead=3,
+        ),
+        site="cikarang-utara",
+        source="queue",
+        at=NOW,
+    )
+
+
+def test_issued_message_in_both_languages_says_free() -> None:
+    renderer = Renderer()
+    event = _issued()
+    indonesian = renderer.render(event, "id", "http://x/api/v1/requests/r1")  # type: ignore[arg-type]
+    english = renderer.render(event, "en", None)  # type: ignore[arg-type]
+    assert "K-007" in indonesian.text and "GRATIS" in indonesian.text
+    assert "3 orang di depan Anda" in indonesian.text
+    assert "FREE" in english.text and "Status" not in english.text
+    assert indonesian.segments == 1
+
+
+def test_called_message_gives_counter_and_wib_time() -> None:
+    event = new_event(
+        TicketCalled(
+            ticket_id="r1-KIA", request_id="r1", session_id="s", service="KIA",
+            number="K-007", issued_at=NOW, counter="3", called_at=NOW,
+        ),
+        site="cikarang-utara", source="queue", at=NOW,
+    )  # fmt: skip
+    text = Renderer().render(event, "fr", None).text  # unknown language: Bahasa Indonesia
+    assert text == "Giliran: nomor antrean K-007, silakan menuju loket 3 sekarang (09.05 WIB)."
+
+
+def test_delivery_ids_are_one_per_event_channel_recipient() -> None:
+    assert delivery_id("e1", "sms", "+62812") == delivery_id("e1", "sms", "+62812")
+    assert len({delivery_id("e1", "sms", "a"), delivery_id("e1", "wa", "a")}) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [("a" * 160, 1), ("a" * 161, 2), ("a" * 306, 2), ("a" * 307, 3), ("€" * 80, 1),
+     ("€" * 81, 2), ("é" * 160, 1), ("ł" * 70, 1), ("ł" * 71, 2), ("ł" * 134, 2)],
+)  # fmt: skip
+def test_sms_segments(text: str, parts: int) -> None:
+    assert sms_segments(text) == parts
+
+
+def test_the_report_day_is_the_site_local_day() -> None:
+    assert local_day(datetime(2026, 11, 28, 17, 30, tzinfo=UTC), "Asia/Jakarta") == date(
+        2026, 11, 29
+    )
+
+
+def test_distribution_of_waits() -> None:
+    d = distribution([30.0, 10.0, 20.0, 40.0])
+    assert (d.count, d.mean, d.p50, d.p90, d.max) == (4, 25.0, 20.0, 40.0, 40.0)
+    assert distribution([]).p50 is None
+
+
+@given(st.lists(st.floats(0, 1e6), min_size=1, max_size=200), st.floats(0, 100))
+def test_percentiles_are_observed_values_in_order(values: list[float], q: float) -> None:
+    ordered = sorted(values)
+    p = percentile(ordered, q)
+    assert p in values
+    assert ordered[0] <= p <= ordered[-1]
+    assert percentile(ordered, 50) <= percentile(ordered, 95)
