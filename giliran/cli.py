@@ -171,6 +171,8 @@ def service(args: argparse.Namespace) -> int:
 
     settings = Settings()
     logging.getLogger().setLevel(settings.log_level)
+    # FastStream logs a line per subscriber task callback at INFO: noise for an operator.
+    logging.getLogger("faststream").setLevel(logging.WARNING)
     app, _ = build_service(args.name, settings)
     uvicorn.run(
         app,
