@@ -86,7 +86,7 @@ class Notifier:
                 existing = await self.store.get(key)
                 if existing is not None and existing["status"] != "sending":
                     continue  # already sent (or finally failed): a redelivery sends nothing
-                # Crashed between sending and recording: send again (see ADR 0004).
+                # Crashed between sending and recording: send again (docs/decisions/0005).
             cost = await channel.send(recipient, message)
             now = self.clock()
             sent = new_event(
