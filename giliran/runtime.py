@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -41,6 +43,7 @@ from giliran.store import (
 log = logging.getLogger("giliran.runtime")
 
 Hook = Callable[[], Awaitable[None]]
+INBOX_KEEP = timedelta(days=7)
 
 
 class ServiceRuntime:
@@ -59,6 +62,7 @@ class ServiceRuntime:
         self._startup: list[Hook] = []
         self.relay: OutboxRelay | None = None
         self._bus_task: asyncio.Task[None] | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
         self.bus_started = asyncio.Event()
         Gauge(
             "giliran_outbox_published",
@@ -123,6 +127,18 @@ class ServiceRuntime:
         # The bus may be down at start: HTTP serves at once (intake keeps accepting requests into
         # its outbox) while this task keeps trying to connect.
         self._bus_task = asyncio.create_task(self._start_bus(), name="bus-start")
+        self._housekeeping = asyncio.create_task(self._trim_inboxes(), name="inbox-trim")
+
+    async def _trim_inboxes(self) -> None:
+        """Inbox entries only need to outlive redelivery (ack wait x max deliver, minutes);
+        keeping a week bounds the collection while leaving a wide margin."""
+        while True:
+            for consumer in self.consumers:
+                try:
+                    await consumer.inbox.forget_before(INBOX_KEEP)
+                except Exception as exc:
+                    log.warning("%s: inbox trim failed: %s", consumer.durable, exc)
+            await asyncio.sleep(3600)
 
     async def _start_bus(self) -> None:
         delay = 0.2
@@ -149,8 +165,12 @@ class ServiceRuntime:
     async def stop(self) -> None:
         if self.relay is not None:
             await self.relay.stop()
-        if self._bus_task is not None and not self._bus_task.done():
-            self._bus_task.cancel()
+        for task in (self._bus_task, self._housekeeping):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    async with asyncio.timeout(5):
+                        await task
         try:
             await self.broker.stop()
         except Exception as exc:
