@@ -113,6 +113,10 @@ class Catalogue(BaseModel):
 
 def load_catalogue(directory: Path) -> Catalogue:
     """Every `*.yaml` in `directory` that declares a `site`; an invalid file fails start-up."""
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"catalogue directory {directory} does not exist (GILIRAN_CATALOGUE_DIR)"
+        )
     sites: dict[str, SiteDef] = {}
     for path in sorted(directory.glob("*.yaml")):
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -122,4 +126,7 @@ def load_catalogue(directory: Path) -> Catalogue:
         if site.site in sites:
             raise ValueError(f"site {site.site} is defined twice ({path})")
         sites[site.site] = site
+    if not sites:
+        # A service with no sites would look healthy and refuse every request.
+        raise ValueError(f"no site is defined in {directory} (GILIRAN_CATALOGUE_DIR)")
     return Catalogue(sites=sites)

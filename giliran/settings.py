@@ -56,7 +56,9 @@ class Settings(BaseSettings):
         return port
 
     def url_of(self, service: ServiceName) -> str:
-        return f"http://{self.host}:{self.port_of(service)}"
+        """Where this machine reaches a service (a wildcard listen address is not a URL)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port_of(service)}"
 
     def database_name(self, service: ServiceName) -> str:
         return f"{self.db_prefix}_{service}"

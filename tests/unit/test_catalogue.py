@@ -54,3 +54,10 @@ def test_a_session_that_closes_before_it_opens_is_refused(tmp_path: Path) -> Non
     raw["schedule"]["closes"] = "09:00"
     with pytest.raises(ValidationError, match="opens must be before closes"):
         load_catalogue(_write(tmp_path, {"schedule": raw["schedule"]}))
+
+
+def test_a_missing_or_empty_catalogue_stops_start_up(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        load_catalogue(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="no site"):
+        load_catalogue(tmp_path)

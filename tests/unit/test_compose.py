@@ -1,0 +1,272 @@
+"""compose.yaml and the Dockerfile agree with the code, checked without Docker.
+
+The ports, commands and GILIRAN_* variables in compose.yaml are easy to let drift from
+giliran.settings and giliran.cli; these tests read the files as data and compare.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from giliran.settings import SERVICES, ServiceName, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "compose.yaml"
+INFRASTRUCTURE = ("nats", "mongo")
+GILIRAN_VARIABLE = re.compile(r"\bGILIRAN_[A-Z0-9_]+\b")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict), "compose.yaml is not a mapping"
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found = compose.get("services")
+    assert isinstance(found, dict) and found, "compose.yaml has no services"
+    return found
+
+
+def _service(services: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    assert name in services, f"compose.yaml has no service {name!r}"
+    service = services[name]
+    assert isinstance(service, dict)
+    return service
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    command = service.get("command")
+    if isinstance(command, str):
+        return shlex.split(command)
+    assert isinstance(command, list), f"command must be a list or a string, not {command!r}"
+    return [str(part) for part in command]
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):  # ["KEY=value", ...]
+        return dict(str(item).partition("=")[::2] for item in env)
+    assert isinstance(env, dict)
+    return {str(key): "" if value is None else str(value) for key, value in env.items()}
+
+
+def _ports(service: dict[str, Any]) -> list[tuple[int, int]]:
+    """(published, target) pairs from short ("8101:8101", "127.0.0.1:8101:8101") or long syntax."""
+    pairs: list[tuple[int, int]] = []
+    for entry in service.get("ports", []):
+        if isinstance(entry, dict):
+            pairs.append((int(entry["published"]), int(entry["target"])))
+            continue
+        parts = str(entry).split("/")[0].split(":")
+        assert len(parts) >= 2, f"port {entry!r} is not published on the host"
+        pairs.append((int(parts[-2]), int(parts[-1])))
+    return pairs
+
+
+def _healthcheck_test(service: dict[str, Any]) -> str:
+    test = service.get("healthcheck", {}).get("test")
+    assert test, "no healthcheck test"
+    return test if isinstance(test, str) else " ".join(str(part) for part in test)
+
+
+def _dockerfile_path(service: dict[str, Any]) -> Path:
+    build = service.get("build")
+    assert build is not None, "app service is not built from the Dockerfile"
+    if isinstance(build, str):
+        return ROOT / build / "Dockerfile"
+    # compose resolves `dockerfile` relative to the build context.
+    return ROOT / str(build.get("context", ".")) / str(build.get("dockerfile", "Dockerfile"))
+
+
+def _instructions(dockerfile: Path) -> Iterator[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    logical = ""
+    for raw in dockerfile.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            logical += line[:-1] + " "
+            continue
+        logical += line
+        keyword, _, arguments = logical.partition(" ")
+        yield keyword.upper(), arguments.strip()
+        logical = ""
+
+
+def _exec_or_shell(arguments: str) -> list[str]:
+    if arguments.startswith("["):
+        parsed = json.loads(arguments)
+        assert isinstance(parsed, list)
+        return [str(part) for part in parsed]
+    return shlex.split(arguments)
+
+
+def _dockerfile_env(dockerfile: Path) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for keyword, arguments in _instructions(dockerfile):
+        if keyword == "ENV":
+            for pair in shlex.split(arguments):
+                key, _, value = pair.partition("=")
+                env[key] = value
+    return env
+
+
+def _app_dockerfile(services: dict[str, dict[str, Any]]) -> Path:
+    return _dockerfile_path(_service(services, SERVICES[0]))
+
+
+def _clear_giliran_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("GILIRAN_"):
+            monkeypatch.delenv(key)
+
+
+def _container_settings(
+    monkeypatch: pytest.MonkeyPatch, dockerfile: Path, service: dict[str, Any]
+) -> Settings:
+    """The Settings a container would see: the image's ENV, then the compose environment."""
+    _clear_giliran_environment(monkeypatch)
+    for key, value in {**_dockerfile_env(dockerfile), **_environment(service)}.items():
+        if key.startswith("GILIRAN_"):
+            monkeypatch.setenv(key, value)
+    return Settings()
+
+
+@pytest.fixture
+def default_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings with no GILIRAN_* from the developer's shell: the documented defaults."""
+    _clear_giliran_environment(monkeypatch)
+    return Settings()
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_service_has_a_compose_service_running_it(
+    services: dict[str, dict[str, Any]], name: ServiceName
+) -> None:
+    assert _command(_service(services, name)) == ["giliran", "service", name]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_published_port_is_the_settings_port(
+    services: dict[str, dict[str, Any]],
+    name: ServiceName,
+    default_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    service = _service(services, name)
+    listens_on = _container_settings(monkeypatch, _app_dockerfile(services), service).port_of(name)
+    assert _ports(service) == [(default_settings.port_of(name), listens_on)]
+    assert listens_on == default_settings.port_of(name)
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_healthcheck_asks_readyz_on_the_service_port(
+    services: dict[str, dict[str, Any]], name: ServiceName, default_settings: Settings
+) -> None:
+    test = _healthcheck_test(_service(services, name))
+    assert f"127.0.0.1:{default_settings.port_of(name)}/readyz" in test
+    assert "curl" not in test, "python:3.11-slim has no curl"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_container_listens_everywhere_and_finds_the_catalogue(
+    services: dict[str, dict[str, Any]], name: ServiceName, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dockerfile = _app_dockerfile(services)
+    settings = _container_settings(monkeypatch, dockerfile, _service(services, name))
+    assert settings.host == "0.0.0.0"
+    # The default catalogue_dir is derived from where the package is installed, which in the
+    # image is site-packages (deploy/sites is not packaged): it must be set explicitly.
+    configured = {**_dockerfile_env(dockerfile), **_environment(_service(services, name))}
+    assert "GILIRAN_CATALOGUE_DIR" in configured
+    assert settings.catalogue_dir.as_posix().endswith("deploy/sites")
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_app_services_wait_for_healthy_nats_and_mongo(
+    services: dict[str, dict[str, Any]], name: ServiceName
+) -> None:
+    depends_on = _service(services, name).get("depends_on")
+    assert isinstance(depends_on, dict), "depends_on needs the long form to carry a condition"
+    for infrastructure in INFRASTRUCTURE:
+        assert infrastructure in depends_on, f"{name} does not depend on {infrastructure}"
+        assert depends_on[infrastructure].get("condition") == "service_healthy"
+
+
+@pytest.mark.parametrize("name", INFRASTRUCTURE)
+def test_infrastructure_has_a_healthcheck(services: dict[str, dict[str, Any]], name: str) -> None:
+    assert _healthcheck_test(_service(services, name))
+
+
+def test_every_giliran_variable_is_a_settings_field(services: dict[str, dict[str, Any]]) -> None:
+    named = set(GILIRAN_VARIABLE.findall(COMPOSE.read_text(encoding="utf-8")))
+    named |= {
+        key for key in _dockerfile_env(_app_dockerfile(services)) if key.startswith("GILIRAN_")
+    }
+    assert {"GILIRAN_NATS_URL", "GILIRAN_MONGO_URL"} <= named
+    unknown = sorted(
+        name for name in named if name.removeprefix("GILIRAN_").lower() not in Settings.model_fields
+    )
+    assert not unknown, f"not fields of giliran.settings.Settings (ignored at run time): {unknown}"
+
+
+def test_intake_gets_the_nik_hash_key_from_the_environment(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    key = _environment(_service(services, "intake")).get("GILIRAN_NIK_HASH_KEY", "")
+    # Required and interpolated: never a literal secret committed in compose.yaml.
+    assert re.fullmatch(r"\$\{GILIRAN_NIK_HASH_KEY:\?[^}]*\}", key), key
+
+
+def test_nats_runs_jetstream_on_a_volume(services: dict[str, dict[str, Any]]) -> None:
+    nats = _service(services, "nats")
+    command = _command(nats)
+    assert "-js" in command or "--jetstream" in command
+    store_flags = [i for i, part in enumerate(command) if part in ("-sd", "--store_dir")]
+    assert store_flags, "JetStream store directory not set"
+    store_dir = command[store_flags[-1] + 1]
+    mounts = [str(volume).split(":")[1] for volume in nats.get("volumes", [])]
+    assert store_dir in mounts, f"JetStream data in {store_dir} is not on a volume"
+
+
+def test_app_services_share_one_image_built_from_the_dockerfile(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    images = {_service(services, name).get("image") for name in SERVICES}
+    builds = {
+        json.dumps(_service(services, name).get("build"), sort_keys=True) for name in SERVICES
+    }
+    assert len(images) == 1 and None not in images, f"one image for all services, got {images}"
+    assert len(builds) == 1, "services build the image differently"
+    assert _app_dockerfile(services).is_file()
+
+
+def test_dockerfile_runs_the_declared_console_script(services: dict[str, dict[str, Any]]) -> None:
+    dockerfile = _app_dockerfile(services)
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "scripts"
+    ]
+    assert "giliran" in scripts
+    final: dict[str, list[str]] = {}
+    for keyword, arguments in _instructions(dockerfile):
+        if keyword in ("CMD", "ENTRYPOINT"):
+            final[keyword] = _exec_or_shell(arguments)
+    assert final, "the Dockerfile has neither CMD nor ENTRYPOINT"
+    runs = final.get("ENTRYPOINT", []) + final.get("CMD", [])
+    assert runs[:1] == ["giliran"], f"the image runs {runs}, not the giliran console script"
+    # The default command is one service; compose overrides it per container.
+    assert len(runs) == 3 and runs[1] == "service" and runs[2] in SERVICES, runs
