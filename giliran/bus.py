@@ -185,19 +185,21 @@ class EventConsumer:
             self._count("ignored", event.type)
             await msg.ack()
             return
-        # A pulled batch is handled concurrently; two copies of one event must not both pass
-        # the inbox check, so handling is serialised per event id.
-        lock, users = self._locks.get(event.id, (asyncio.Lock(), 0))
-        self._locks[event.id] = (lock, users + 1)
+        # A pulled batch is handled concurrently, but events sharing an ordering key (one
+        # citizen's request) are handled one at a time in stream order - asyncio locks are FIFO
+        # and tasks start in batch order - and two copies of one event never both pass the inbox.
+        key = event.data.ordering_key() or event.id
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
         try:
             async with lock:
                 await self._handle_once(msg, event, handler)
         finally:
-            lock, users = self._locks[event.id]
+            lock, users = self._locks[key]
             if users == 1:
-                del self._locks[event.id]
+                del self._locks[key]
             else:
-                self._locks[event.id] = (lock, users - 1)
+                self._locks[key] = (lock, users - 1)
 
     async def _handle_once(
         self, msg: NatsMessage, event: Event[EventData], handler: EventHandler

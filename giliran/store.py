@@ -173,7 +173,7 @@ class OutboxRelay:
     async def pending(self) -> int:
         total = 0
         for collection in self._collections:
-            total += await collection.count_documents({OUTBOX_COUNT: {"$gt": 0}})
+            total += await count(collection, {OUTBOX_COUNT: {"$gt": 0}})
         return total
 
 
@@ -207,6 +207,14 @@ class Inbox:
             {"handled_at": {"$lt": instant(datetime.now(UTC) - age)}}
         )
         return result.deleted_count
+
+
+async def count(collection: Collection, query: Document) -> int:
+    """Documents matching `query`, by aggregation rather than count_documents(): the embedded
+    server runs count_documents' $group in Python (~40 ms at 3,000 documents) but $match+$count
+    in SQL (<1 ms)."""
+    found = await (await collection.aggregate([{"$match": query}, {"$count": "n"}])).to_list()
+    return int(found[0]["n"]) if found else 0
 
 
 async def ping(database: Database) -> bool:

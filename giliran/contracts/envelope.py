@@ -33,6 +33,12 @@ class EventData(BaseModel):
     def type_name(cls) -> str:
         return event_type(cls.entity, cls.event, cls.version)
 
+    def ordering_key(self) -> str | None:
+        """Events with the same key are handled in stream order by each consumer (e.g. all events
+        of one citizen's request); None means no ordering need beyond the event itself."""
+        request_id = getattr(self, "request_id", None)
+        return str(request_id) if request_id else None
+
     @classmethod
     def subject_for(cls, site: str) -> str:
         return event_subject(site, cls.entity, cls.event)

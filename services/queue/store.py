@@ -9,7 +9,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from giliran.contracts import Event, TicketStatus, TicketView
-from giliran.store import Database, Document, outbox_fields, with_outbox
+from giliran.store import Database, Document, count, outbox_fields, with_outbox
 
 
 def ticket_view(doc: Document) -> TicketView:
@@ -61,8 +61,9 @@ class TicketStore:
         return True
 
     async def waiting_in_line(self, site: str, session_id: str, service: str) -> int:
-        return await self.tickets.count_documents(
-            {"site": site, "session_id": session_id, "service": service, "status": "waiting"}
+        return await count(
+            self.tickets,
+            {"site": site, "session_id": session_id, "service": service, "status": "waiting"},
         )
 
     async def oldest_waiting(self, site: str, services: list[str]) -> Document | None:
