@@ -93,7 +93,6 @@ class ServiceRuntime:
             max_deliver=self.settings.max_deliver,
             backoff_seconds=tuple(self.settings.retry_backoff_seconds),
         )
-        consumer.register(self.broker)
         self.consumers.append(consumer)
         return consumer
 
@@ -147,6 +146,8 @@ class ServiceRuntime:
                 await self.broker.connect()
                 await ensure_streams(jetstream(self.broker))
                 await self.broker.start()
+                for consumer in self.consumers:
+                    await consumer.start(jetstream(self.broker))
                 break
             except Exception as exc:
                 log.warning("%s: bus not ready (%s); retrying in %.1fs", self.service, exc, delay)
@@ -165,6 +166,8 @@ class ServiceRuntime:
     async def stop(self) -> None:
         if self.relay is not None:
             await self.relay.stop()
+        for consumer in self.consumers:
+            await consumer.stop()
         for task in (self._bus_task, self._housekeeping):
             if task is not None and not task.done():
                 task.cancel()

@@ -34,8 +34,8 @@ class EventData(BaseModel):
         return event_type(cls.entity, cls.event, cls.version)
 
     def ordering_key(self) -> str | None:
-        """Events with the same key are handled in stream order by each consumer (e.g. all events
-        of one citizen's request); None means no ordering need beyond the event itself."""
+        """Each consumer handles events with the same key in stream order (all events of one
+        citizen's request); None: no order needed beyond the event itself."""
         request_id = getattr(self, "request_id", None)
         return str(request_id) if request_id else None
 
