@@ -5,6 +5,7 @@ from giliran.contracts.envelope import Event, EventData, new_event, new_id, utcn
 from giliran.contracts.events import (
     EVENT_MODELS,
     EVENTS_BY_TYPE,
+    TICKET_EVENTS,
     Channel,
     CitizenRef,
     CounterClosed,
@@ -31,6 +32,7 @@ from giliran.contracts.events import (
 __all__ = [
     "EVENTS_BY_TYPE",
     "EVENT_MODELS",
+    "TICKET_EVENTS",
     "CallNext",
     "Channel",
     "CitizenRef",

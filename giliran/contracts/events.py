@@ -159,9 +159,11 @@ class CounterClosed(EventData):
 # --- notification ----------------------------------------------------------------------------
 
 
-class NotificationSent(EventData):
+class NotificationFacts(EventData):
+    """Fields both notification events carry."""
+
     entity = "notification"
-    event = "sent"
+    event = "facts"
 
     delivery_id: str
     cause_event_id: str
@@ -170,21 +172,18 @@ class NotificationSent(EventData):
     ticket_id: str | None = None
     channel: str
     template: str
+
+
+class NotificationSent(NotificationFacts):
+    event = "sent"
+
     cost_units: int = Field(ge=0)
     sent_at: AwareDatetime
 
 
-class NotificationFailed(EventData):
-    entity = "notification"
+class NotificationFailed(NotificationFacts):
     event = "failed"
 
-    delivery_id: str
-    cause_event_id: str
-    cause_type: str
-    request_id: str | None = None
-    ticket_id: str | None = None
-    channel: str
-    template: str
     reason: str = Field(max_length=500)
     failed_at: AwareDatetime
 
@@ -228,6 +227,9 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     FeedbackSubmitted,
 )
 EVENTS_BY_TYPE: dict[str, type[EventData]] = {m.type_name(): m for m in EVENT_MODELS}
+TICKET_EVENTS: tuple[type[TicketFacts], ...] = tuple(
+    m for m in EVENT_MODELS if issubclass(m, TicketFacts)
+)
 
 
 class UnknownEventType(ValueError):

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from giliran.contracts import (
-    TicketCalled,
-    TicketCancelled,
-    TicketCompleted,
-    TicketIssued,
-    TicketNoShow,
-    TicketRecalled,
-    TicketTransferred,
-)
+from giliran.contracts import TICKET_EVENTS
 from giliran.contracts.subjects import entity_events
 from giliran.runtime import ServiceRuntime
 from services.intake.handlers import Intake
 
 
 def register(runtime: ServiceRuntime, intake: Intake) -> None:
-    models = (
-        TicketIssued,
-        TicketCalled,
-        TicketRecalled,
-        TicketCompleted,
-        TicketNoShow,
-        TicketTransferred,
-        TicketCancelled,
+    runtime.consume(
+        "tickets", entity_events("ticket"), dict.fromkeys(TICKET_EVENTS, intake.record_ticket)
     )
-    runtime.consume("tickets", entity_events("ticket"), dict.fromkeys(models, intake.record_ticket))

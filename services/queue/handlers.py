@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from giliran.catalogue import Catalogue, SiteDef
 from giliran.contracts import (
@@ -19,7 +20,7 @@ from giliran.contracts import (
     utcnow,
 )
 from giliran.errors import Unprocessable
-from giliran.store import from_instant, instant
+from giliran.store import Document, from_instant, instant
 from services.queue import domain
 from services.queue.store import TicketStore, ticket_view
 
@@ -116,16 +117,7 @@ class Queue:
                 return None
             now = self.clock()
             called = new_event(
-                TicketCalled(
-                    ticket_id=candidate["_id"],
-                    request_id=candidate["request_id"],
-                    session_id=candidate["session_id"],
-                    service=candidate["service"],
-                    number=candidate["number"],
-                    issued_at=from_instant(candidate["issued_at"]),
-                    counter=counter.id,
-                    called_at=now,
-                ),
+                TicketCalled(**_facts(candidate), counter=counter.id, called_at=now),
                 site=site.site,
                 source=SOURCE,
                 at=now,
@@ -154,12 +146,7 @@ class Queue:
         now = self.clock()
         completed = new_event(
             TicketCompleted(
-                ticket_id=doc["_id"],
-                request_id=doc["request_id"],
-                session_id=doc["session_id"],
-                service=doc["service"],
-                number=doc["number"],
-                issued_at=from_instant(doc["issued_at"]),
+                **_facts(doc),
                 counter=doc["counter"],
                 called_at=from_instant(doc["called_at"]),
                 completed_at=now,
@@ -187,3 +174,15 @@ class Queue:
         if doc is None:
             raise domain.TicketNotFound(ticket_id)
         return ticket_view(doc)
+
+
+def _facts(doc: Document) -> dict[str, Any]:
+    """The fields every ticket event repeats, from the stored ticket."""
+    return {
+        "ticket_id": doc["_id"],
+        "request_id": doc["request_id"],
+        "session_id": doc["session_id"],
+        "service": doc["service"],
+        "number": doc["number"],
+        "issued_at": from_instant(doc["issued_at"]),
+    }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from faststream.nats import NatsBroker
 from pydantic import ValidationError
 
@@ -11,6 +13,7 @@ from giliran.contracts import (
     CompleteTicket,
     Problem,
     RequestSubmitted,
+    TicketView,
     utcnow,
 )
 from giliran.contracts.subjects import command_pattern, entity_events
@@ -44,14 +47,11 @@ def _register_commands(broker: NatsBroker, queue: Queue) -> None:
         description="A counter asks for its next ticket; replies CommandReply.",
     )
     async def on_call_next(body: dict[str, object]) -> CommandReply:
-        try:
+        async def run() -> TicketView | None:
             command = CallNext.model_validate(body)
-            ticket = await queue.call_next(command.site, command.counter)
-        except ValidationError:
-            return CommandReply(ok=False, error=INVALID, at=utcnow())
-        except DomainError as exc:
-            return CommandReply(ok=False, error=exc.problem(), at=utcnow())
-        return CommandReply(ok=True, ticket=ticket, at=utcnow())
+            return await queue.call_next(command.site, command.counter)
+
+        return await _reply(run)
 
     @broker.subscriber(
         command_pattern("queue", "complete"),
@@ -60,11 +60,19 @@ def _register_commands(broker: NatsBroker, queue: Queue) -> None:
         description="A counter completes the ticket it is serving; replies CommandReply.",
     )
     async def on_complete(body: dict[str, object]) -> CommandReply:
-        try:
+        async def run() -> TicketView | None:
             command = CompleteTicket.model_validate(body)
-            ticket = await queue.complete(command.site, command.ticket_id)
-        except ValidationError:
-            return CommandReply(ok=False, error=INVALID, at=utcnow())
-        except DomainError as exc:
-            return CommandReply(ok=False, error=exc.problem(), at=utcnow())
-        return CommandReply(ok=True, ticket=ticket, at=utcnow())
+            return await queue.complete(command.site, command.ticket_id)
+
+        return await _reply(run)
+
+
+async def _reply(run: Callable[[], Awaitable[TicketView | None]]) -> CommandReply:
+    """The same answer shape for every command: the ticket, or a bilingual problem."""
+    try:
+        ticket = await run()
+    except ValidationError:
+        return CommandReply(ok=False, error=INVALID, at=utcnow())
+    except DomainError as exc:
+        return CommandReply(ok=False, error=exc.problem(), at=utcnow())
+    return CommandReply(ok=True, ticket=ticket, at=utcnow())
