@@ -129,6 +129,7 @@ async def submit(client: httpx.AsyncClient, run: Run, index: int) -> Issue:
         "services": [services[index % len(services)]],
         "name": f"Bench {index + 1}",
         "phone": args.phone,
+        "consent": True,
         "channel": "kiosk",
     }
     started = time.perf_counter()

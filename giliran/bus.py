@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ from giliran.contracts.subjects import (
     STREAM_SUBJECTS,
     dead_letter_subject,
 )
-from giliran.errors import Unprocessable
+from giliran.errors import RetryLater, Unprocessable
 from giliran.store import Inbox
 
 log = logging.getLogger("giliran.bus")
@@ -269,7 +270,12 @@ class EventConsumer:
             if delivered >= self.max_deliver:
                 await self._dead_letter(raw, f"{type(exc).__name__}: {exc}")
             else:
-                delay = self.backoff_seconds[min(delivered, len(self.backoff_seconds)) - 1]
+                if isinstance(exc, RetryLater):
+                    delay = exc.delay_seconds
+                else:
+                    step = self.backoff_seconds[min(delivered, len(self.backoff_seconds)) - 1]
+                    # Jitter spreads the retries of many failed messages over time.
+                    delay = step * random.uniform(0.75, 1.25)
                 log.warning(
                     "%s: %s %s failed (delivery %d), retrying in %.1fs: %s",
                     self.durable,

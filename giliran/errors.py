@@ -37,6 +37,15 @@ class Unavailable(DomainError):
     http_status = 503
 
 
+class RetryLater(Exception):
+    """A handler's own word on when to try again (e.g. a gateway's Retry-After, its own backoff);
+    the consumer NAKs the message with this delay."""
+
+    def __init__(self, reason: str, delay_seconds: float) -> None:
+        super().__init__(reason)
+        self.delay_seconds = delay_seconds
+
+
 class Unprocessable(Exception):
     """An event that can never be handled (e.g. it names an unknown site): dead-letter it at once
     instead of retrying."""

@@ -60,9 +60,10 @@ class ServiceRuntime:
         self.consumers: list[EventConsumer] = []
         self._outbox: list[Collection] = []
         self._startup: list[Hook] = []
+        self._periodic: list[tuple[float, Hook]] = []
+        self._periodic_tasks: list[asyncio.Task[None]] = []
         self.relay: OutboxRelay | None = None
         self._bus_task: asyncio.Task[None] | None = None
-        self._housekeeping: asyncio.Task[None] | None = None
         self.bus_started = asyncio.Event()
         Gauge(
             "giliran_outbox_published",
@@ -75,11 +76,20 @@ class ServiceRuntime:
     def on_startup(self, hook: Hook) -> None:
         self._startup.append(hook)
 
+    def every(self, seconds: float, job: Hook) -> None:
+        """Run `job` now and then every `seconds` while the service runs (failures are logged)."""
+        self._periodic.append((seconds, job))
+
     def use_outbox(self, *collections: Collection) -> None:
         self._outbox.extend(collections)
 
     def consume(
-        self, name: str, subject: str, handlers: Mapping[type[EventData], EventHandler]
+        self,
+        name: str,
+        subject: str,
+        handlers: Mapping[type[EventData], EventHandler],
+        *,
+        max_deliver: int | None = None,
     ) -> EventConsumer:
         """Register a durable pull consumer named `<service>-<name>` with its own inbox."""
         durable = f"{self.service}-{name}"
@@ -90,7 +100,7 @@ class ServiceRuntime:
             handlers=handlers,
             inbox=Inbox(self.db, durable),
             metrics=self.consumer_metrics,
-            max_deliver=self.settings.max_deliver,
+            max_deliver=max_deliver or self.settings.max_deliver,
             backoff_seconds=tuple(self.settings.retry_backoff_seconds),
         )
         self.consumers.append(consumer)
@@ -126,18 +136,24 @@ class ServiceRuntime:
         # The bus may be down at start: HTTP serves at once (intake keeps accepting requests into
         # its outbox) while this task keeps trying to connect.
         self._bus_task = asyncio.create_task(self._start_bus(), name="bus-start")
-        self._housekeeping = asyncio.create_task(self._trim_inboxes(), name="inbox-trim")
+        # Inbox entries only need to outlive redelivery (ack wait x max deliver: minutes);
+        # a week bounds the collections with a wide margin.
+        self.every(3600, self._trim_inboxes)
+        self._periodic_tasks = [
+            asyncio.create_task(self._repeat(seconds, job)) for seconds, job in self._periodic
+        ]
 
     async def _trim_inboxes(self) -> None:
-        """Inbox entries only need to outlive redelivery (ack wait x max deliver, minutes);
-        keeping a week bounds the collection while leaving a wide margin."""
+        for consumer in self.consumers:
+            await consumer.inbox.forget_before(INBOX_KEEP)
+
+    async def _repeat(self, seconds: float, job: Hook) -> None:
         while True:
-            for consumer in self.consumers:
-                try:
-                    await consumer.inbox.forget_before(INBOX_KEEP)
-                except Exception as exc:
-                    log.warning("%s: inbox trim failed: %s", consumer.durable, exc)
-            await asyncio.sleep(3600)
+            try:
+                await job()
+            except Exception as exc:
+                log.warning("%s: periodic %s failed: %s", self.service, job.__name__, exc)
+            await asyncio.sleep(seconds)
 
     async def _start_bus(self) -> None:
         delay = 0.2
@@ -168,7 +184,7 @@ class ServiceRuntime:
             await self.relay.stop()
         for consumer in self.consumers:
             await consumer.stop()
-        for task in (self._bus_task, self._housekeeping):
+        for task in (self._bus_task, *self._periodic_tasks):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -14,6 +14,7 @@ ServiceCode = Annotated[
 ]
 CounterId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 E164 = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$")]
+Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
 
 
 class Channel(StrEnum):
@@ -45,7 +46,10 @@ class CitizenRef(BaseModel):
 
     nik_masked: str | None = Field(default=None, pattern=r"^\*{12}[0-9]{4}$")
     nik_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    # Contact details travel only with the citizen's consent to be notified (UU 27/2022).
+    consent: bool = False
     phone: E164 | None = None
+    email: Email | None = None
     language: Language = Language.ID
 
 

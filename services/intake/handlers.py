@@ -54,6 +54,10 @@ class SubmitRequest(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     nik: str | None = Field(default=None, max_length=32)
     phone: str | None = Field(default=None, max_length=32)
+    email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    consent: bool = Field(
+        default=False, description="the citizen agrees to be notified by SMS/WhatsApp/e-mail"
+    )
     channel: Channel = Channel.ONLINE
     language: Language = Language.ID
 
@@ -107,6 +111,11 @@ class Intake:
         today = now.astimezone(ZoneInfo(site.timezone)).date()
         nik = domain.check_nik(command.nik, today) if command.nik else None
         phone = domain.normalize_phone(command.phone) if command.phone else None
+        # Contact details serve notifications only: without consent they are not kept.
+        warnings: list[str] = list(nik.warnings) if nik else []
+        if not command.consent and (phone or command.email):
+            phone, warnings = None, [*warnings, "contact_ignored_without_consent"]
+        email = command.email if command.consent else None
         session = domain.session_for_registration(
             site, now, self.holidays, await self._adhoc_sessions(site.site, now)
         )
@@ -114,7 +123,9 @@ class Intake:
         citizen = CitizenRef(
             nik_masked=nik.masked if nik else None,
             nik_hash=domain.nik_hash(nik.nik, self.nik_key) if nik else None,
+            consent=command.consent,
             phone=phone,
+            email=email,
             language=command.language,
         )
         event = new_event(
@@ -142,12 +153,14 @@ class Intake:
             "nik_masked": citizen.nik_masked,
             "nik_hash": citizen.nik_hash,
             "phone": phone,
+            "email": email,
+            "consent": command.consent,
             "submitted_at": instant(now),
             "tickets": {},
         }
         await self.store.insert(doc, [event])
         self.wake()
-        return doc, nik.warnings if nik else ()
+        return doc, tuple(warnings)
 
     async def record_ticket(self, event: Event[TicketFacts]) -> None:
         """Follow a ticket's status from the queue's events (idempotent, order-tolerant)."""

@@ -4,29 +4,47 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from giliran.contracts import NotificationSent
+from giliran.contracts import NotificationFailed, NotificationSent, utcnow
 from giliran.runtime import ServiceRuntime, create_http_app
 from giliran.settings import Settings
 from services.notify import http, subscribers
-from services.notify.channels import ConsoleChannel
+from services.notify.channels import build_channel
+from services.notify.config import load_notify_config
 from services.notify.domain import Renderer
-from services.notify.handlers import Notifier
+from services.notify.handlers import ChannelWorker
 from services.notify.store import DeliveryStore
+
+PURGE_EVERY_SECONDS = 600
 
 
 def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
+    config = load_notify_config(settings.notify_config)
     runtime = ServiceRuntime("notify", settings)
     store = DeliveryStore(runtime.db)
     runtime.on_startup(store.ensure_indexes)
     runtime.use_outbox(store.deliveries)
-    notifier = Notifier(
-        store=store,
-        channels=[ConsoleChannel()],
-        renderer=Renderer(timezone=settings.timezone),
-        wake=runtime.wake_relay,
-        public_url=settings.public_url,
-    )
-    subscribers.register(runtime, notifier)
-    runtime.publishes(NotificationSent)
-    app = create_http_app(runtime, title="Giliran notify", routers=[http.router(store)])
+    renderer = Renderer(timezone=settings.timezone)
+    workers = [
+        ChannelWorker(
+            channel=build_channel(channel),
+            retry=channel.retry,
+            store=store,
+            renderer=renderer,
+            config=config,
+            wake=runtime.wake_relay,
+            public_url=settings.public_url,
+        )
+        for channel in config.enabled
+    ]
+    subscribers.register(runtime, workers)
+    runtime.publishes(NotificationSent, NotificationFailed)
+
+    async def purge_contacts() -> None:
+        await store.purge_contacts(utcnow())
+
+    runtime.every(PURGE_EVERY_SECONDS, purge_contacts)
+    api = http.router(store, {w.channel.name: w for w in workers})
+    app = create_http_app(runtime, title="Giliran notify", routers=[api])
+    app.state.notify_store = store
+    app.state.workers = workers
     return app, runtime

@@ -1,7 +1,11 @@
-"""Notification rules with no I/O: which events make a message, its text, its SMS segment count."""
+"""Notification rules with no I/O: which event says what, stale and approaching rules, texts,
+SMS segments and webhook signatures."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,21 +13,90 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from giliran.contracts import Event, EventData, TicketCalled, TicketCompleted, TicketIssued
+from giliran.contracts import (
+    EventData,
+    RequestCancelled,
+    TicketCalled,
+    TicketCompleted,
+    TicketIssued,
+    TicketNoShow,
+    TicketRecalled,
+    TicketStatus,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 
-# Which ticket events tell the citizen something, and the template that says it.
+# Which events tell the citizen something, and the template that says it.
 TEMPLATE_OF: dict[type[EventData], str] = {
     TicketIssued: "ticket_issued",
     TicketCalled: "ticket_called",
+    TicketRecalled: "ticket_called",
     TicketCompleted: "ticket_completed",
+    TicketNoShow: "ticket_no_show",
+    RequestCancelled: "session_cancelled",
+}
+APPROACHING = "ticket_approaching"
+
+SUBJECTS: Mapping[str, Mapping[str, str]] = {
+    "ticket_issued": {"id": "Nomor antrean Anda", "en": "Your queue number"},
+    "ticket_approaching": {"id": "Giliran Anda sebentar lagi", "en": "Your turn is coming"},
+    "ticket_called": {"id": "Nomor Anda dipanggil", "en": "Your number is called"},
+    "ticket_completed": {"id": "Layanan selesai", "en": "Service completed"},
+    "ticket_no_show": {"id": "Nomor Anda terlewat", "en": "You missed your call"},
+    "session_cancelled": {"id": "Sesi layanan dibatalkan", "en": "Service session cancelled"},
+}
+
+_RANK = {
+    TicketStatus.WAITING: 0,
+    TicketStatus.CALLED: 1,
+    TicketStatus.COMPLETED: 2,
+    TicketStatus.NO_SHOW: 2,
+    TicketStatus.TRANSFERRED: 2,
+    TicketStatus.CANCELLED: 2,
+}
+STATUS_OF_TEMPLATE = {
+    "ticket_issued": TicketStatus.WAITING,
+    "ticket_approaching": TicketStatus.WAITING,
+    "ticket_called": TicketStatus.CALLED,
 }
 
 
-def delivery_id(event_id: str, channel: str, recipient: str) -> str:
-    """One delivery per (event, channel, recipient): the key that makes sending idempotent."""
-    return f"{event_id}:{channel}:{recipient}"
+def status_rank(status: TicketStatus) -> int:
+    return _RANK[status]
+
+
+def is_stale(template: str, current: TicketStatus | None) -> bool:
+    """A message about a state the ticket has already left is not sent: "go to counter 2" after
+    the service completed would only confuse (it is recorded as dropped instead)."""
+    announced = STATUS_OF_TEMPLATE.get(template)
+    if announced is None or current is None:
+        return False
+    return status_rank(current) > status_rank(announced)
+
+
+def approaching_due(
+    waiting_in_order: Sequence[tuple[str, int]], threshold: int, already: set[str]
+) -> list[str]:
+    """Tickets to tell "your turn is near": within `threshold` of the front of their line now,
+    but not when they were issued (they knew already), and not told before.
+    `waiting_in_order` holds (ticket id, tickets ahead at issue) in call order."""
+    return [
+        ticket_id
+        for ahead_now, (ticket_id, ahead_at_issue) in enumerate(waiting_in_order)
+        if ahead_now <= threshold < ahead_at_issue and ticket_id not in already
+    ]
+
+
+def delivery_id(cause: str, channel: str, recipient_key: str) -> str:
+    """One delivery per (cause, channel, recipient): the key that makes sending idempotent."""
+    return f"{cause}:{channel}:{recipient_key}"
+
+
+def sign_webhook(secret: str, timestamp: int, body: bytes) -> str:
+    """`t=<unix time>,v1=<hex HMAC-SHA256 of "<t>." + body>`: the receiver recomputes it with the
+    shared secret and rejects old timestamps, so a captured call cannot be replayed later."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
 
 
 @dataclass(frozen=True)
@@ -31,6 +104,7 @@ class Message:
     template: str
     language: str
     text: str
+    subject: str
 
     @property
     def segments(self) -> int:
@@ -65,12 +139,18 @@ class Renderer:
         )
         self._zone = ZoneInfo(timezone)
 
-    def render(self, event: Event[Any], language: str, status_url: str | None) -> Message:
-        template = TEMPLATE_OF[type(event.data)]
+    def render(
+        self, template: str, language: str, data: Mapping[str, Any], **extra: Any
+    ) -> Message:
         lang = language if language in ("id", "en") else "id"
-        data = event.data.model_dump()
-        local_time = event.time.astimezone(self._zone).strftime("%H.%M")
+        at = extra.pop("at", None)
+        local_time = at.astimezone(self._zone).strftime("%H.%M") if at is not None else ""
         text = self._env.get_template(f"{template}.{lang}.txt.j2").render(
-            **data, local_time=local_time, status_url=status_url
+            **data, local_time=local_time, **extra
         )
-        return Message(template=template, language=lang, text=" ".join(text.split()))
+        return Message(
+            template=template,
+            language=lang,
+            text=" ".join(text.split()),
+            subject=SUBJECTS[template][lang],
+        )

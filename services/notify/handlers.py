@@ -1,111 +1,406 @@
-"""Notify use cases: remember how to reach a requester, and tell them about their ticket."""
+"""Notify use cases, one worker per channel: learn contacts, follow tickets, send each message
+once (recorded before and after), retry with backoff, drop stale ones, purge contacts."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from giliran.contracts import (
     Event,
+    EventData,
+    NotificationFailed,
     NotificationSent,
+    RequestCancelled,
     RequestSubmitted,
+    TicketCalled,
     TicketFacts,
+    TicketIssued,
+    TicketStatus,
     new_event,
     utcnow,
 )
-from giliran.store import instant
-from services.notify.channels import Channel
-from services.notify.domain import Renderer, delivery_id
+from giliran.errors import Conflict, NotFound, RetryLater, Unprocessable
+from giliran.store import Document, instant
+from services.notify.channels import (
+    Channel,
+    Contact,
+    Outgoing,
+    PermanentFailure,
+    Recipient,
+    TransientFailure,
+)
+from services.notify.channels.webhook import WebhookChannel
+from services.notify.config import NotifyConfig, Retry
+from services.notify.domain import (
+    APPROACHING,
+    TEMPLATE_OF,
+    Renderer,
+    approaching_due,
+    delivery_id,
+    is_stale,
+)
 from services.notify.store import DeliveryStore
 
+log = logging.getLogger("giliran.notify")
 SOURCE = "notify"
+
+STATUS_OF_EVENT: dict[str, TicketStatus] = {
+    "issued": TicketStatus.WAITING,
+    "called": TicketStatus.CALLED,
+    "recalled": TicketStatus.CALLED,
+    "completed": TicketStatus.COMPLETED,
+    "no_show": TicketStatus.NO_SHOW,
+    "transferred": TicketStatus.TRANSFERRED,
+    "cancelled": TicketStatus.CANCELLED,
+}
 
 
 class ContactUnknown(Exception):
     """A ticket event arrived before its request: retried until the request is seen."""
 
 
+def backoff_seconds(attempt: int, retry: Retry, retry_after: float | None = None) -> float:
+    """Exponential backoff with jitter (half to full step), never sooner than the gateway asks."""
+    step = min(retry.max_seconds, retry.base_seconds * 2.0 ** max(attempt - 1, 0))
+    delay: float = step * random.uniform(0.5, 1.0)
+    return max(delay, retry_after or 0.0)
+
+
 @dataclass
-class Notifier:
+class ChannelWorker:
+    """Everything one channel's consumer does; channels never share a worker or a consumer, so
+    a failing or slow gateway only ever delays itself."""
+
+    channel: Channel
+    retry: Retry
     store: DeliveryStore
-    channels: Sequence[Channel]
     renderer: Renderer
+    config: NotifyConfig
     wake: Callable[[], None]
     public_url: str = ""
     clock: Callable[[], datetime] = utcnow
 
-    async def remember_contact(self, event: Event[RequestSubmitted]) -> None:
+    # --- what events mean -------------------------------------------------------------------
+
+    async def on_request(self, event: Event[RequestSubmitted]) -> None:
         citizen = event.data.citizen
         await self.store.save_contact(
             event.data.request_id,
             {
                 "site": event.site,
-                "phone": citizen.phone,
+                "session_id": event.data.session_id,
+                "consent": citizen.consent,
+                # Without consent nothing that reaches a person is kept.
+                "phone": citizen.phone if citizen.consent else None,
+                "email": citizen.email if citizen.consent else None,
                 "language": citizen.language.value,
-                "submitted_at": instant(event.data.submitted_at),
+                "purge_after": instant(
+                    event.data.submitted_at + timedelta(hours=self.config.contact_retention_hours)
+                ),
             },
         )
 
-    async def notify_ticket(self, event: Event[TicketFacts]) -> None:
+    async def on_ticket(self, event: Event[TicketFacts]) -> None:
         ticket = event.data
-        contact = await self.store.contact(ticket.request_id)
-        if contact is None:
-            raise ContactUnknown(f"request {ticket.request_id} not seen yet")
-        status_url = (
-            f"{self.public_url.rstrip('/')}/api/v1/requests/{ticket.request_id}"
-            if self.public_url
-            else None
+        status = STATUS_OF_EVENT[event.type.split(".")[2]]
+        fields: Document = {
+            "site": event.site,
+            "session_id": ticket.session_id,
+            "service": ticket.service,
+            "request_id": ticket.request_id,
+            "number": ticket.number,
+            "issued_at": instant(ticket.issued_at),
+        }
+        if isinstance(ticket, TicketIssued):
+            fields["ahead_at_issue"] = ticket.waiting_ahead
+        await self.store.track_ticket(ticket.ticket_id, fields, status)
+        template = TEMPLATE_OF.get(type(ticket))
+        if template is not None:
+            data = ticket.model_dump()
+            if isinstance(ticket, TicketIssued):
+                data["ahead"] = ticket.waiting_ahead
+            await self._message(event.id, event.site, template, ticket.request_id, data, event)
+        if isinstance(ticket, TicketCalled):
+            await self._approaching(event.site, ticket)
+
+    async def on_cancelled(self, event: Event[RequestCancelled]) -> None:
+        if event.data.reason != "session_cancelled":
+            return  # the citizen cancelled: nothing to tell them
+        await self._message(
+            event.id,
+            event.site,
+            "session_cancelled",
+            event.data.request_id,
+            event.data.model_dump(),
+            event,
         )
-        message = self.renderer.render(event, contact.get("language", "id"), status_url)
-        for channel in self.channels:
-            recipient = channel.recipient_for(contact.get("phone"))
-            if recipient is None:
-                continue
-            key = delivery_id(event.id, channel.name, recipient)
-            begun = await self.store.begin(
+
+    async def on_event(self, event: Event[EventData]) -> None:
+        """Webhooks: the event itself, signed, to an agency that subscribed to its type."""
+        assert isinstance(self.channel, WebhookChannel)
+        if not self.channel.wants(event.type):
+            return
+        recipient = self.channel.recipient(None)
+        assert recipient is not None
+        await self._deliver(
+            cause=event.id,
+            site=event.site,
+            template="event",
+            recipient=recipient,
+            facts={
+                "cause_event_id": event.id,
+                "cause_type": event.type,
+                "request_id": getattr(event.data, "request_id", None),
+                "ticket_id": getattr(event.data, "ticket_id", None),
+                "session_id": getattr(event.data, "session_id", None),
+            },
+            outgoing=lambda key: Outgoing(
+                delivery_id=key,
+                template="event",
+                language="-",
+                text=event.type,
+                event=event.to_json_dict(),
+            ),
+        )
+
+    # --- messages ---------------------------------------------------------------------------
+
+    async def _contact(self, request_id: str) -> Contact | None:
+        doc = await self.store.contact(request_id)
+        if doc is None:
+            raise ContactUnknown(f"request {request_id} not seen yet")
+        if doc.get("purged"):
+            return None
+        return Contact(
+            phone=doc.get("phone"), email=doc.get("email"), language=doc.get("language", "id")
+        )
+
+    async def _message(
+        self,
+        cause: str,
+        site: str,
+        template: str,
+        request_id: str,
+        data: dict[str, Any],
+        event: Event[Any],
+    ) -> None:
+        try:
+            contact = await self._contact(request_id)
+        except ContactUnknown:
+            raise
+        if contact is None and self.channel.medium != "console":
+            return  # purged: nobody to tell
+        recipient = self.channel.recipient(contact)
+        if recipient is None:
+            return  # no consent or no address for this medium
+        base = self.public_url.rstrip("/")
+        status_url = f"{base}/api/v1/requests/{request_id}" if base else None
+        message = self.renderer.render(
+            template,
+            contact.language if contact else "id",
+            data,
+            status_url=status_url,
+            at=event.time,
+        )
+        await self._deliver(
+            cause=cause,
+            site=site,
+            template=template,
+            recipient=recipient,
+            facts={
+                "cause_event_id": event.id,
+                "cause_type": event.type,
+                "request_id": request_id,
+                "ticket_id": data.get("ticket_id"),
+                "session_id": data.get("session_id"),
+                "language": message.language,
+                "text": message.text,
+                "segments": message.segments,
+            },
+            outgoing=lambda key: Outgoing(
+                delivery_id=key,
+                template=template,
+                language=message.language,
+                text=message.text,
+                subject=message.subject,
+            ),
+        )
+
+    async def _approaching(self, site: str, called: TicketCalled) -> None:
+        """The line moved: tell those now near the front (once), if they were not already."""
+        threshold = self.config.approaching_for(site)
+        waiting = await self.store.waiting_in_line(
+            site, called.session_id, called.service, threshold + 1
+        )
+        order = [(d["_id"], int(d.get("ahead_at_issue", 0))) for d in waiting]
+        told = await self.store.approaching_told([t for t, _ in order], self.channel.name)
+        for ticket_id in approaching_due(order, threshold, told):
+            doc = next(d for d in waiting if d["_id"] == ticket_id)
+            ahead = [t for t, _ in order].index(ticket_id)
+            data = {**doc, "ticket_id": ticket_id, "ahead": ahead}
+            event = new_event(called, site=site, source=SOURCE)  # for time and type only
+            await self._message(
+                f"approaching-{ticket_id}", site, APPROACHING, doc["request_id"], data, event
+            )
+
+    # --- one delivery, exactly once where the channel allows --------------------------------
+
+    async def _deliver(
+        self,
+        *,
+        cause: str,
+        site: str,
+        template: str,
+        recipient: Recipient,
+        facts: Document,
+        outgoing: Callable[[str], Outgoing],
+    ) -> None:
+        key = delivery_id(cause, self.channel.name, recipient.key)
+        existing = await self.store.get(key)
+        if existing is not None and existing["status"] != "sending":
+            return  # sent, failed for good, or dropped: a redelivery changes nothing
+        if existing is None:
+            await self.store.begin(
                 {
                     "_id": key,
-                    "cause_event_id": event.id,
-                    "cause_type": event.type,
-                    "site": event.site,
-                    "request_id": ticket.request_id,
-                    "ticket_id": ticket.ticket_id,
-                    "channel": channel.name,
-                    "recipient": recipient,
-                    "template": message.template,
-                    "language": message.language,
-                    "text": message.text,
-                    "segments": message.segments,
+                    "site": site,
+                    "channel": self.channel.name,
+                    "medium": self.channel.medium,
+                    "recipient": recipient.masked,
+                    "template": template,
                     "status": "sending",
-                    "attempts": 1,
+                    "attempts": 0,
+                    "cost_units": 0,
                     "created_at": instant(self.clock()),
+                    **facts,
                 }
             )
-            if begun is None:
-                existing = await self.store.get(key)
-                if existing is not None and existing["status"] != "sending":
-                    continue  # already sent (or finally failed): a redelivery sends nothing
-                # Crashed between sending and recording: send again (docs/decisions/0005).
-            cost = await channel.send(recipient, message)
-            now = self.clock()
-            sent = new_event(
-                NotificationSent(
-                    delivery_id=key,
-                    cause_event_id=event.id,
-                    cause_type=event.type,
-                    request_id=ticket.request_id,
-                    ticket_id=ticket.ticket_id,
-                    channel=channel.name,
-                    template=message.template,
-                    cost_units=cost,
-                    sent_at=now,
-                ),
-                site=event.site,
-                source=SOURCE,
-                at=now,
-            )
+        # Crashed after a send but before recording it: the message goes again (ADR 0005).
+        ticket_id = facts.get("ticket_id")
+        if ticket_id and is_stale(template, await self.store.ticket_status(ticket_id)):
             await self.store.finish(
-                key, {"status": "sent", "sent_at": instant(now), "cost_units": cost}, [sent]
+                key, "dropped", {"last_error": "stale: the ticket has moved on"}
             )
+            return
+        attempt = await self.store.count_attempt(key)
+        try:
+            cost = await self.channel.send(recipient, outgoing(key))
+        except PermanentFailure as exc:
+            await self._fail(key, site, template, facts, str(exc))
+            raise Unprocessable(f"{self.channel.name}: {exc}") from exc
+        except TransientFailure as exc:
+            if attempt >= self.retry.max_attempts:
+                await self._fail(key, site, template, facts, f"after {attempt} attempts: {exc}")
+                raise Unprocessable(f"{self.channel.name}: gave up after {attempt}: {exc}") from exc
+            await self.store.note_error(key, str(exc))
+            raise RetryLater(
+                str(exc), backoff_seconds(attempt, self.retry, exc.retry_after)
+            ) from exc
+        now = self.clock()
+        sent = new_event(
+            NotificationSent(
+                delivery_id=key,
+                cause_event_id=facts["cause_event_id"],
+                cause_type=facts["cause_type"],
+                request_id=facts.get("request_id"),
+                ticket_id=ticket_id,
+                channel=self.channel.name,
+                template=template,
+                cost_units=cost,
+                sent_at=now,
+            ),
+            site=site,
+            source=SOURCE,
+            at=now,
+        )
+        await self.store.finish(
+            key, "sent", {"sent_at": instant(now), "cost_units": cost, "last_error": None}, [sent]
+        )
         self.wake()
+
+    async def _fail(self, key: str, site: str, template: str, facts: Document, reason: str) -> None:
+        now = self.clock()
+        failed = new_event(
+            NotificationFailed(
+                delivery_id=key,
+                cause_event_id=facts["cause_event_id"],
+                cause_type=facts["cause_type"],
+                request_id=facts.get("request_id"),
+                ticket_id=facts.get("ticket_id"),
+                channel=self.channel.name,
+                template=template,
+                reason=reason[:500],
+                failed_at=now,
+            ),
+            site=site,
+            source=SOURCE,
+            at=now,
+        )
+        await self.store.finish(
+            key, "failed", {"failed_at": instant(now), "last_error": reason}, [failed]
+        )
+        self.wake()
+        log.warning("%s: delivery %s failed: %s", self.channel.name, key, reason)
+
+    # --- operator actions -------------------------------------------------------------------
+
+    async def retry_failed(self, key: str) -> Document:
+        """Send a failed delivery again now (the operator's retry button)."""
+        doc = await self.store.get(key)
+        if doc is None:
+            raise DeliveryNotFound(key)
+        if doc["status"] != "failed":
+            raise DeliveryNotRetryable(key, doc["status"])
+        contact = None
+        if doc.get("request_id"):
+            contact = await self._contact(doc["request_id"])
+        recipient = self.channel.recipient(contact)
+        if recipient is None:
+            raise DeliveryNotRetryable(key, "contact purged")
+        reopened = await self.store.finish(
+            key, "sending", {"attempts": 0}, from_statuses=("failed",)
+        )
+        if not reopened:
+            raise DeliveryNotRetryable(key, "changed meanwhile")
+        facts = {k: doc.get(k) for k in ("cause_event_id", "cause_type", "request_id", "ticket_id")}
+        try:
+            await self._deliver(
+                cause=key.split(":")[0],
+                site=doc["site"],
+                template=doc["template"],
+                recipient=recipient,
+                facts=facts,
+                outgoing=lambda k: Outgoing(
+                    delivery_id=k,
+                    template=doc["template"],
+                    language=doc.get("language", "id"),
+                    text=doc.get("text", ""),
+                ),
+            )
+        except (RetryLater, Unprocessable) as exc:
+            await self._fail(key, doc["site"], doc["template"], facts, f"retry failed: {exc}")
+        updated = await self.store.get(key)
+        assert updated is not None
+        return updated
+
+
+class DeliveryNotFound(NotFound):
+    code = "delivery_not_found"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"Pengiriman '{key}' tidak ditemukan.", f"Delivery '{key}' not found.")
+
+
+class DeliveryNotRetryable(Conflict):
+    code = "delivery_not_retryable"
+
+    def __init__(self, key: str, why: str) -> None:
+        super().__init__(
+            f"Pengiriman '{key}' tidak dapat diulang ({why}).",
+            f"Delivery '{key}' cannot be retried ({why}).",
+        )

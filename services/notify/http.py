@@ -1,28 +1,45 @@
-"""HTTP entrypoints of notify: the delivery log."""
+"""HTTP entrypoints of notify: the delivery log, a per-session summary, and the operator page
+with a retry button for messages that failed for good."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Form, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
+from giliran.store import Document
+from services.notify.handlers import ChannelWorker, DeliveryNotFound
 from services.notify.store import DeliveryStore
+
+PAGES = Jinja2Templates(directory=Path(__file__).parent / "pages")
 
 
 class DeliveryView(BaseModel):
+    """A delivery as operators see it: the recipient is always masked."""
+
     delivery_id: str
-    ticket_id: str | None
-    request_id: str | None
-    cause_type: str
     channel: str
+    medium: str
     recipient: str
     template: str
-    language: str
-    text: str
-    segments: int
     status: str
+    attempts: int
+    cost_units: int
+    cause_type: str | None = None
+    ticket_id: str | None = None
+    request_id: str | None = None
+    session_id: str | None = None
+    language: str | None = None
+    text: str | None = None
+    segments: int | None = None
+    last_error: str | None = None
     created_at: datetime
     sent_at: datetime | None = None
 
@@ -31,20 +48,114 @@ class DeliveryList(BaseModel):
     deliveries: list[DeliveryView]
 
 
-def router(store: DeliveryStore) -> APIRouter:
-    api = APIRouter(prefix="/api/v1", tags=["deliveries"])
+class ChannelSummary(BaseModel):
+    channel: str
+    sent: int = 0
+    failed: int = 0
+    sending: int = 0
+    dropped: int = 0
+    cost_units: int = 0
+    last_errors: list[str] = []
 
-    @api.get("/deliveries", response_model=DeliveryList)
-    async def deliveries(ticket_id: Annotated[str, Query(max_length=128)]) -> DeliveryList:
-        docs = await store.list_for_ticket(ticket_id)
-        return DeliveryList(
-            deliveries=[
-                DeliveryView(
-                    delivery_id=d["_id"],
-                    **{k: v for k, v in d.items() if k in DeliveryView.model_fields},
-                )
-                for d in docs
-            ]
+
+class Summary(BaseModel):
+    site: str
+    session_id: str | None
+    channels: list[ChannelSummary]
+
+
+def _view(doc: Document) -> DeliveryView:
+    fields = DeliveryView.model_fields
+    return DeliveryView(delivery_id=doc["_id"], **{k: v for k, v in doc.items() if k in fields})
+
+
+def summarise(site: str, session_id: str | None, docs: list[Document]) -> Summary:
+    by_channel: dict[str, ChannelSummary] = {}
+    errors: dict[str, list[str]] = defaultdict(list)
+    for doc in docs:
+        entry = by_channel.setdefault(doc["channel"], ChannelSummary(channel=doc["channel"]))
+        status = doc["status"]
+        if status in ("sent", "failed", "sending", "dropped"):
+            setattr(entry, status, getattr(entry, status) + 1)
+        entry.cost_units += int(doc.get("cost_units") or 0)
+        if doc.get("last_error") and status != "sent":
+            errors[doc["channel"]].append(str(doc["last_error"]))
+    for name, entry in by_channel.items():
+        entry.last_errors = errors[name][-5:]
+    return Summary(
+        site=site,
+        session_id=session_id,
+        channels=sorted(by_channel.values(), key=lambda c: c.channel),
+    )
+
+
+def router(store: DeliveryStore, workers: dict[str, ChannelWorker]) -> APIRouter:
+    api = APIRouter(tags=["deliveries"])
+
+    async def query(
+        site: str | None, session_id: str | None, ticket_id: str | None
+    ) -> list[Document]:
+        filters: dict[str, Any] = {}
+        if ticket_id:
+            filters["ticket_id"] = ticket_id
+        if site:
+            filters["site"] = site
+        if session_id:
+            filters["session_id"] = session_id
+        return await store.list(filters)
+
+    @api.get("/api/v1/deliveries", response_model=DeliveryList)
+    async def deliveries(
+        ticket_id: Annotated[str | None, Query(max_length=128)] = None,
+        site: Annotated[str | None, Query(max_length=63)] = None,
+        session_id: Annotated[str | None, Query(max_length=128)] = None,
+    ) -> DeliveryList:
+        docs = await query(site, session_id, ticket_id)
+        return DeliveryList(deliveries=[_view(d) for d in docs])
+
+    @api.get("/api/v1/deliveries/summary", response_model=Summary)
+    async def summary(
+        site: Annotated[str, Query(max_length=63)],
+        session_id: Annotated[str | None, Query(max_length=128)] = None,
+    ) -> Summary:
+        return summarise(site, session_id, await query(site, session_id, None))
+
+    async def retry(delivery_id: str) -> Document:
+        doc = await store.get(delivery_id)
+        if doc is None or doc["channel"] not in workers:
+            raise DeliveryNotFound(delivery_id)
+        return await workers[doc["channel"]].retry_failed(delivery_id)
+
+    @api.post("/api/v1/deliveries/{delivery_id}/retry", response_model=DeliveryView)
+    async def retry_api(delivery_id: Annotated[str, PathParam(max_length=256)]) -> DeliveryView:
+        return _view(await retry(delivery_id))
+
+    @api.get("/operator", response_class=HTMLResponse)
+    async def operator(
+        request: Request,
+        site: Annotated[str, Query(max_length=63)] = "cikarang-utara",
+        session_id: Annotated[str | None, Query(max_length=128)] = None,
+    ) -> HTMLResponse:
+        docs = await query(site, session_id, None)
+        return PAGES.TemplateResponse(
+            request,
+            "operator.html",
+            {
+                "summary": summarise(site, session_id, docs),
+                "failed": [_view(d) for d in docs if d["status"] == "failed"],
+                "site": site,
+                "session_id": session_id or "",
+            },
         )
+
+    @api.post("/operator/retry")
+    async def operator_retry(
+        delivery_id: Annotated[str, Form(max_length=256)],
+        site: Annotated[str, Form(max_length=63)],
+        session_id: Annotated[str, Form(max_length=128)] = "",
+    ) -> RedirectResponse:
+        await retry(delivery_id)
+        target = f"/operator?site={site}" + (f"&session_id={session_id}" if session_id else "")
+        return RedirectResponse(target, status_code=303)
 
     return api

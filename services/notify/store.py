@@ -1,53 +1,138 @@
-"""Notify's own collections: contacts learnt from requests, and the delivery log with outbox."""
+"""Notify's own collections: contacts (purged on schedule), a ticket projection for the stale and
+approaching rules, and the delivery log with its outbox."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from giliran.contracts import Event
-from giliran.store import Database, Document, with_outbox
+from giliran.contracts import Event, TicketStatus
+from giliran.store import Database, Document, instant, with_outbox
+from services.notify.domain import status_rank
 
 
 class DeliveryStore:
     def __init__(self, database: Database) -> None:
         self.contacts = database["contacts"]
+        self.tickets = database["tickets"]
         self.deliveries = database["deliveries"]
 
     async def ensure_indexes(self) -> None:
+        await self.contacts.create_index([("purged", 1), ("purge_after", 1)])
+        await self.tickets.create_index(
+            [("site", 1), ("session_id", 1), ("service", 1), ("status", 1), ("issued_at", 1)]
+        )
         await self.deliveries.create_index([("ticket_id", 1), ("created_at", 1)])
-        await self.deliveries.create_index([("request_id", 1)])
+        await self.deliveries.create_index([("site", 1), ("session_id", 1), ("channel", 1)])
+        await self.deliveries.create_index([("status", 1)])
+
+    # --- contacts --------------------------------------------------------------------------
 
     async def save_contact(self, request_id: str, contact: Document) -> None:
-        await self.contacts.update_one({"_id": request_id}, {"$set": contact}, upsert=True)
+        """First writer wins: a redelivered request never brings back a purged phone number."""
+        await self.contacts.update_one(
+            {"_id": request_id}, {"$setOnInsert": {**contact, "purged": False}}, upsert=True
+        )
 
     async def contact(self, request_id: str) -> Document | None:
         return await self.contacts.find_one({"_id": request_id})
 
-    async def begin(self, doc: Document) -> Document | None:
-        """Record a delivery before sending. Returns None when this delivery was already begun
-        (then the caller looks at how far it got)."""
+    async def purge_contacts(self, now: datetime) -> int:
+        """Forget phone numbers and e-mail addresses whose retention ended; keep a tombstone so
+        later events of the request are recognised and skipped."""
+        result = await self.contacts.update_many(
+            {"purged": False, "purge_after": {"$lt": instant(now)}},
+            {"$set": {"purged": True, "phone": None, "email": None}},
+        )
+        return result.modified_count
+
+    # --- ticket projection -----------------------------------------------------------------
+
+    async def track_ticket(self, ticket_id: str, fields: Document, status: TicketStatus) -> None:
+        """Status only moves forward, whatever order events arrive in."""
+        current = await self.tickets.find_one({"_id": ticket_id}, {"status": 1})
+        if current is not None and status_rank(TicketStatus(current["status"])) > status_rank(
+            status
+        ):
+            return
+        await self.tickets.update_one(
+            {"_id": ticket_id}, {"$set": {**fields, "status": status.value}}, upsert=True
+        )
+
+    async def ticket_status(self, ticket_id: str) -> TicketStatus | None:
+        doc = await self.tickets.find_one({"_id": ticket_id}, {"status": 1})
+        return TicketStatus(doc["status"]) if doc else None
+
+    async def ticket(self, ticket_id: str) -> Document | None:
+        return await self.tickets.find_one({"_id": ticket_id})
+
+    async def waiting_in_line(
+        self, site: str, session_id: str, service: str, limit: int
+    ) -> list[Document]:
+        return (
+            await self.tickets.find(
+                {"site": site, "session_id": session_id, "service": service, "status": "waiting"}
+            )
+            .sort([("issued_at", 1), ("_id", 1)])
+            .limit(limit)
+            .to_list()
+        )
+
+    # --- deliveries ------------------------------------------------------------------------
+
+    async def begin(self, doc: Document) -> bool:
+        """Record a delivery before its first attempt; False when it already exists."""
         try:
             await self.deliveries.insert_one(doc)
         except DuplicateKeyError:
-            return None
-        return doc
+            return False
+        return True
 
     async def get(self, delivery_id: str) -> Document | None:
         return await self.deliveries.find_one({"_id": delivery_id}, {"outbox": 0})
 
-    async def finish(
-        self, delivery_id: str, fields: Document, events: Sequence[Event[Any]]
-    ) -> None:
-        await self.deliveries.update_one(
-            {"_id": delivery_id, "status": "sending"}, with_outbox({"$set": fields}, events)
-        )
+    async def count_attempt(self, delivery_id: str) -> int:
+        await self.deliveries.update_one({"_id": delivery_id}, {"$inc": {"attempts": 1}})
+        doc = await self.deliveries.find_one({"_id": delivery_id}, {"attempts": 1})
+        return int(doc["attempts"]) if doc else 1
 
-    async def list_for_ticket(self, ticket_id: str) -> list[Document]:
+    async def note_error(self, delivery_id: str, reason: str) -> None:
+        await self.deliveries.update_one({"_id": delivery_id}, {"$set": {"last_error": reason}})
+
+    async def finish(
+        self,
+        delivery_id: str,
+        status: str,
+        fields: Document,
+        events: Sequence[Event[Any]] = (),
+        *,
+        from_statuses: Sequence[str] = ("sending",),
+    ) -> bool:
+        update: Document = {"$set": {**fields, "status": status}}
+        result = await self.deliveries.update_one(
+            {"_id": delivery_id, "status": {"$in": list(from_statuses)}},
+            with_outbox(update, events) if events else update,
+        )
+        return result.modified_count == 1
+
+    async def approaching_told(self, ticket_ids: list[str], channel: str) -> set[str]:
+        docs = await self.deliveries.find(
+            {
+                "ticket_id": {"$in": ticket_ids},
+                "template": "ticket_approaching",
+                "channel": channel,
+            },
+            {"ticket_id": 1},
+        ).to_list()
+        return {d["ticket_id"] for d in docs}
+
+    async def list(self, query: Document, limit: int = 500) -> list[Document]:
         return (
-            await self.deliveries.find({"ticket_id": ticket_id}, {"outbox": 0})
+            await self.deliveries.find(query, {"outbox": 0, "outbox_n": 0})
             .sort([("created_at", 1), ("_id", 1)])
+            .limit(limit)
             .to_list()
         )

@@ -1,20 +1,38 @@
-"""Bus entrypoints of notify: requests (to learn contacts) and ticket events (to send messages)."""
+"""Bus entrypoints of notify: one durable consumer per channel, so channels never wait on each
+other."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from giliran.bus import EventHandler
-from giliran.contracts import EventData, RequestSubmitted
+from giliran.contracts import (
+    EVENT_MODELS,
+    TICKET_EVENTS,
+    EventData,
+    RequestCancelled,
+    RequestSubmitted,
+)
 from giliran.contracts.subjects import all_events
 from giliran.runtime import ServiceRuntime
-from services.notify.domain import TEMPLATE_OF
-from services.notify.handlers import Notifier
+from services.notify.channels.webhook import WebhookChannel
+from services.notify.handlers import ChannelWorker
+
+# A message NAKed while a gateway is down or its circuit is open is redelivered many times before
+# the worker's own attempt count gives up on it; this is only the server-side backstop.
+MAX_DELIVER = 200
 
 
-def register(runtime: ServiceRuntime, notifier: Notifier) -> None:
-    # One consumer in stream order, so a request's contact is known before its tickets arrive.
-    handlers: dict[type[EventData], EventHandler] = {RequestSubmitted: notifier.remember_contact}
-    ticket_handler: Any = notifier.notify_ticket
-    handlers.update(dict.fromkeys(TEMPLATE_OF, ticket_handler))
-    runtime.consume("messages", all_events(), handlers)
+def register(runtime: ServiceRuntime, workers: list[ChannelWorker]) -> None:
+    for worker in workers:
+        handlers: dict[type[EventData], EventHandler]
+        if isinstance(worker.channel, WebhookChannel):
+            handlers = dict.fromkeys(EVENT_MODELS, worker.on_event)
+        else:
+            on_ticket: Any = worker.on_ticket
+            handlers = {
+                RequestSubmitted: worker.on_request,
+                RequestCancelled: worker.on_cancelled,
+                **dict.fromkeys(TICKET_EVENTS, on_ticket),
+            }
+        runtime.consume(worker.channel.name, all_events(), handlers, max_deliver=MAX_DELIVER)

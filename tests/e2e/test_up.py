@@ -110,7 +110,13 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 def _submit(http: httpx.Client, stack: Stack, services: list[str], name: str) -> dict[str, object]:
     r = http.post(
         f"{stack.url('intake')}/api/v1/requests",
-        json={"site": SITE, "services": services, "name": name, "phone": "081234567890"},
+        json={
+            "site": SITE,
+            "services": services,
+            "name": name,
+            "phone": "081234567890",
+            "consent": True,
+        },
     )
     assert r.status_code in (201, 202), r.text
     body: dict[str, object] = r.json()

@@ -72,7 +72,8 @@ async def test_full_nik_is_never_kept_or_shown(settings: Settings) -> None:
     async with running("intake", settings) as svc:
         nik = "3216990101900001"  # kecamatan 99 does not exist in Bekasi: a warning, not an error
         r = await svc.http.post(
-            "/api/v1/requests", json={**GOOD, "nik": nik, "phone": "0812 3456 7890"}
+            "/api/v1/requests",
+            json={**GOOD, "nik": nik, "phone": "0812 3456 7890", "consent": True},
         )
         assert r.status_code in (201, 202), r.text
         assert r.json()["warnings"] == ["unknown_region"]
@@ -86,3 +87,18 @@ async def test_full_nik_is_never_kept_or_shown(settings: Settings) -> None:
         missing = await svc.http.get("/api/v1/requests/01NOSUCHREQUEST")
         assert missing.status_code == 404
         assert missing.json()["error"]["code"] == "request_not_found"
+
+
+async def test_contact_details_are_dropped_without_consent(settings: Settings) -> None:
+    async with running("intake", settings) as svc:
+        r = await svc.http.post(
+            "/api/v1/requests", json={**GOOD, "phone": "081234567890", "email": "a@b.id"}
+        )
+        assert r.status_code in (201, 202), r.text
+        assert r.json()["warnings"] == ["contact_ignored_without_consent"]
+        assert r.json()["phone_masked"] is None
+        doc = await svc.app.state.intake.store.requests.find_one({"_id": r.json()["request_id"]})
+        assert (doc["phone"], doc["email"], doc["consent"]) == (None, None, False)
+        event = next(iter(doc["outbox"].values()), None) if doc.get("outbox") else None
+        if event is not None:  # not yet relayed: what would go on the bus
+            assert event["data"]["citizen"]["phone"] is None

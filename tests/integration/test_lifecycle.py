@@ -18,6 +18,7 @@ REQUEST = {
     "name": "Siti Aminah",
     "nik": "3216094512900001",
     "phone": "0812-3456-7890",
+    "consent": True,
 }
 
 

@@ -8,51 +8,60 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from giliran.contracts import TicketCalled, TicketIssued, new_event
+from giliran.contracts import TicketCalled, TicketIssued
 from services.notify.domain import Renderer, delivery_id, sms_segments
 from services.reporting.domain import distribution, local_day, percentile
 
 NOW = datetime(2026, 11, 29, 2, 5, tzinfo=UTC)
 
 
-def _issued() -> object:
-    return new_event(
-        TicketIssued(
-            ticket_id="r1-KIA",
-            request_id="r1",
-            session_id="s",
-            service="KIA",
-            number="K-007",
-            issued_at=NOW,
-            waiting_ahead=3,
-        ),
-        site="cikarang-utara",
-        source="queue",
-        at=NOW,
-    )
+def _issued_data() -> dict[str, object]:
+    return {**TicketIssued(
+        ticket_id="r1-KIA", request_id="r1", session_id="s", service="KIA",
+        number="K-007", issued_at=NOW, waiting_ahead=3,
+    ).model_dump(), "ahead": 3}  # fmt: skip
 
 
 def test_issued_message_in_both_languages_says_free() -> None:
     renderer = Renderer()
-    event = _issued()
-    indonesian = renderer.render(event, "id", "http://x/api/v1/requests/r1")  # type: ignore[arg-type]
-    english = renderer.render(event, "en", None)  # type: ignore[arg-type]
+    indonesian = renderer.render(
+        "ticket_issued", "id", _issued_data(), status_url="http://x/api/v1/requests/r1", at=NOW
+    )
+    english = renderer.render("ticket_issued", "en", _issued_data(), status_url=None, at=NOW)
     assert "K-007" in indonesian.text and "GRATIS" in indonesian.text
     assert "3 orang di depan Anda" in indonesian.text
     assert "FREE" in english.text and "Status" not in english.text
     assert indonesian.segments == 1
+    assert (indonesian.subject, english.subject) == ("Nomor antrean Anda", "Your queue number")
 
 
 def test_called_message_gives_counter_and_wib_time() -> None:
-    event = new_event(
-        TicketCalled(
-            ticket_id="r1-KIA", request_id="r1", session_id="s", service="KIA",
-            number="K-007", issued_at=NOW, counter="3", called_at=NOW,
-        ),
-        site="cikarang-utara", source="queue", at=NOW,
+    called = TicketCalled(
+        ticket_id="r1-KIA", request_id="r1", session_id="s", service="KIA",
+        number="K-007", issued_at=NOW, counter="3", called_at=NOW,
     )  # fmt: skip
-    text = Renderer().render(event, "fr", None).text  # unknown language: Bahasa Indonesia
+    # an unknown language falls back to Bahasa Indonesia
+    text = Renderer().render("ticket_called", "fr", called.model_dump(), at=NOW).text
     assert text == "Giliran: nomor antrean K-007, silakan menuju loket 3 sekarang (09.05 WIB)."
+
+
+@pytest.mark.parametrize("language", ["id", "en"])
+@pytest.mark.parametrize(
+    "template",
+    ["ticket_issued", "ticket_approaching", "ticket_called", "ticket_completed",
+     "ticket_no_show", "session_cancelled"],
+)  # fmt: skip
+def test_every_message_fits_two_sms_segments(template: str, language: str) -> None:
+    data = {
+        **_issued_data(),
+        "counter": "12",
+        "reason": "session_cancelled",
+        "cancelled_at": NOW,
+    }
+    long_url = "https://giliran.bekasikab.go.id/api/v1/requests/01M8FC48KGKM7MGG92S8JZ6ED1"
+    message = Renderer().render(template, language, data, status_url=long_url, at=NOW)
+    assert message.segments <= 2, message.text
+    assert "{" not in message.text
 
 
 def test_delivery_ids_are_one_per_event_channel_recipient() -> None:

@@ -1,0 +1,45 @@
+"""Notification channels: one module each; `build_channel` turns configuration into a channel."""
+
+from __future__ import annotations
+
+from services.notify.channels.base import (
+    Channel,
+    Contact,
+    Outgoing,
+    PermanentFailure,
+    Recipient,
+    TransientFailure,
+)
+from services.notify.channels.console import ConsoleChannel
+from services.notify.channels.email import EmailChannel
+from services.notify.channels.http_gateway import HttpGatewayChannel
+from services.notify.channels.webhook import WebhookChannel
+from services.notify.config import (
+    ConsoleConfig,
+    EmailConfig,
+    HttpGatewayConfig,
+    WebhookConfig,
+)
+
+
+def build_channel(
+    config: ConsoleConfig | HttpGatewayConfig | WebhookConfig | EmailConfig,
+) -> Channel:
+    if isinstance(config, ConsoleConfig):
+        return ConsoleChannel(config)
+    if isinstance(config, HttpGatewayConfig):
+        return HttpGatewayChannel(config)
+    if isinstance(config, WebhookConfig):
+        return WebhookChannel(config)
+    return EmailChannel(config)
+
+
+__all__ = [
+    "Channel",
+    "Contact",
+    "Outgoing",
+    "PermanentFailure",
+    "Recipient",
+    "TransientFailure",
+    "build_channel",
+]

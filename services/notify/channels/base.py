@@ -1,0 +1,94 @@
+"""What every channel shares: recipients, outgoing messages, failures, and the guarded send."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiolimiter import AsyncLimiter
+from purgatory import AsyncCircuitBreakerFactory
+from purgatory.domain.model import OpenedState
+
+from services.notify.config import ChannelBase
+
+
+@dataclass(frozen=True)
+class Contact:
+    """How a citizen agreed to be reached (from request.submitted, purged on schedule)."""
+
+    phone: str | None = None
+    email: str | None = None
+    language: str = "id"
+
+
+@dataclass(frozen=True)
+class Recipient:
+    address: str = field(repr=False)  # full phone / e-mail / URL: used to send, never stored
+    masked: str  # what records, logs and the operator view show
+
+    @property
+    def key(self) -> str:
+        """Stable, non-reversible part of a delivery id."""
+        return hashlib.sha256(self.address.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    delivery_id: str
+    template: str
+    language: str
+    text: str
+    subject: str = ""
+    event: dict[str, Any] | None = None  # webhooks send the event itself
+
+
+class TransientFailure(Exception):
+    """Worth trying again later (timeouts, 5xx, 429, circuit open)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class PermanentFailure(Exception):
+    """Trying again will not help (4xx other than 429, a refused recipient)."""
+
+
+class Channel(Protocol):
+    name: str
+    medium: str  # console | sms | whatsapp | email | webhook
+
+    def recipient(self, contact: Contact | None) -> Recipient | None:
+        """Who this channel would reach, or None (no consent, no address for this medium)."""
+
+    async def send(self, recipient: Recipient, outgoing: Outgoing) -> int:
+        """Send once through the guard; return cost units. Raise Transient/PermanentFailure."""
+
+    async def close(self) -> None: ...
+
+
+class Guard:
+    """Per-gateway rate limit (leaky bucket) and circuit breaker around one send."""
+
+    def __init__(self, config: ChannelBase) -> None:
+        self.name = config.name
+        self._limiter = AsyncLimiter(max_rate=config.rate_per_second, time_period=1.0)
+        self._reset_seconds = config.breaker.reset_seconds
+        self._breakers = AsyncCircuitBreakerFactory(
+            default_threshold=config.breaker.failures,
+            default_ttl=config.breaker.reset_seconds,
+            # A refused message says nothing about the gateway's health.
+            exclude=[PermanentFailure],
+        )
+
+    async def call(self, send: Callable[[], Awaitable[int]]) -> int:
+        breaker = await self._breakers.get_breaker(self.name)
+        try:
+            async with breaker, self._limiter:
+                return await send()
+        except OpenedState as exc:
+            raise TransientFailure(
+                f"circuit open for {self.name}", retry_after=self._reset_seconds
+            ) from exc

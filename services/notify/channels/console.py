@@ -1,0 +1,32 @@
+"""The console channel: writes each message to the log (the embedded default and demo channel)."""
+
+from __future__ import annotations
+
+import logging
+
+from giliran.privacy import mask_phone
+from services.notify.channels.base import Contact, Outgoing, Recipient
+from services.notify.config import ConsoleConfig
+
+log = logging.getLogger("giliran.notify.console")
+
+
+class ConsoleChannel:
+    """Reaches nobody, so it needs no consent; never logs a full phone number."""
+
+    medium = "console"
+
+    def __init__(self, config: ConsoleConfig) -> None:
+        self.name = config.name
+
+    def recipient(self, contact: Contact | None) -> Recipient | None:
+        if contact is not None and contact.phone:
+            return Recipient(address=contact.phone, masked=mask_phone(contact.phone))
+        return Recipient(address="console", masked="console")
+
+    async def send(self, recipient: Recipient, outgoing: Outgoing) -> int:
+        log.info("[%s -> %s] %s", outgoing.template, recipient.masked, outgoing.text)
+        return 0
+
+    async def close(self) -> None:
+        return None
