@@ -74,7 +74,9 @@ class Guard:
 
     def __init__(self, config: ChannelBase) -> None:
         self.name = config.name
-        self._limiter = AsyncLimiter(max_rate=config.rate_per_second, time_period=1.0)
+        # Smooth pacing (a bucket of one): a gateway that allows N per second never sees more
+        # than N in any second, not 2N at the edge of a burst.
+        self._limiter = AsyncLimiter(max_rate=1, time_period=1.0 / config.rate_per_second)
         self._reset_seconds = config.breaker.reset_seconds
         self._breakers = AsyncCircuitBreakerFactory(
             default_threshold=config.breaker.failures,

@@ -1,0 +1,463 @@
+"""Notify against real local gateways (HTTP and SMTP on loopback), real NATS and the store."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from giliran.contracts import (
+    Channel,
+    CitizenRef,
+    RequestSubmitted,
+    TicketCalled,
+    TicketCompleted,
+    TicketIssued,
+    new_event,
+    new_id,
+    utcnow,
+)
+from giliran.contracts.subjects import DLQ_STREAM, STREAM
+from giliran.settings import Settings
+from services.notify.domain import sign_webhook
+from tests.conftest import RunningService, eventually, nats_client, publish, running
+from tests.fakes.gateway import FakeGateway
+from tests.fakes.smtp import FakeSmtp
+
+pytestmark = pytest.mark.integration
+
+SITE = "cikarang-utara"
+PHONE = "+6281234567890"
+FAST_RETRY = {"max_attempts": 3, "base_seconds": 0.05, "max_seconds": 0.2}
+
+
+def sms_channel(
+    gw: FakeGateway, name: str = "sms", path: str = "/sms", **extra: Any
+) -> dict[str, Any]:
+    """A Zenziva-style form API: userkey/passkey in the form, `to` in local 08... format."""
+    return {
+        "name": name,
+        "type": "http",
+        "medium": "sms",
+        "url": f"{gw.url}{path}",
+        "encoding": "form",
+        "fields": {
+            "userkey": "u",
+            "passkey": "p",
+            "to": "{phone_local}",
+            "message": "{text}",
+            "ref": "{ref}",
+        },
+        "retry": FAST_RETRY,
+        "rate_per_second": 200,
+        **extra,
+    }
+
+
+def whatsapp_channel(gw: FakeGateway) -> dict[str, Any]:
+    """A Fonnte-style JSON API: Authorization token header, `target` without the plus."""
+    return {
+        "name": "wa",
+        "type": "http",
+        "medium": "whatsapp",
+        "url": f"{gw.url}/wa",
+        "encoding": "json",
+        "headers": {"Authorization": "TOKEN"},
+        "fields": {"target": "{phone_digits}", "message": "{text}"},
+        "cost": "one",
+        "retry": FAST_RETRY,
+    }
+
+
+@asynccontextmanager
+async def notify_with(
+    settings: Settings, tmp_path: Path, channels: list[dict[str, Any]], **config: Any
+) -> AsyncIterator[RunningService]:
+    path = tmp_path / "notify.yaml"
+    path.write_text(yaml.safe_dump({"channels": channels, **config}))
+    async with running("notify", settings.model_copy(update={"notify_config": path})) as svc:
+        yield svc
+
+
+def request(consent: bool = True, email: str | None = None) -> Any:
+    return new_event(
+        RequestSubmitted(
+            request_id=new_id(),
+            session_id="cikarang-utara-20261129",
+            services=["KIA"],
+            channel=Channel.ONLINE,
+            citizen=CitizenRef(consent=consent, phone=PHONE, email=email),
+            submitted_at=utcnow(),
+        ),
+        site=SITE,
+        source="test",
+    )
+
+
+def ticket_events(req: Any, n: int = 1, ahead: int = 0) -> tuple[Any, Any, Any]:
+    facts = {
+        "ticket_id": f"{req.data.request_id}-KIA-{n}",
+        "request_id": req.data.request_id,
+        "session_id": req.data.session_id,
+        "service": "KIA",
+        "number": f"K-{n:03d}",
+        "issued_at": utcnow(),
+    }
+    now = utcnow()
+    return (
+        new_event(TicketIssued(**facts, waiting_ahead=ahead), site=SITE, source="test"),
+        new_event(TicketCalled(**facts, counter="2", called_at=now), site=SITE, source="test"),
+        new_event(
+            TicketCompleted(**facts, counter="2", called_at=now, completed_at=now),
+            site=SITE,
+            source="test",
+        ),
+    )
+
+
+async def deliveries(svc: RunningService, **query: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = (await svc.http.get("/api/v1/deliveries", params=query)).json()[
+        "deliveries"
+    ]
+    return found
+
+
+async def test_each_channel_sends_each_message_once_even_when_events_come_twice(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with (
+        FakeGateway() as gw,
+        notify_with(settings, tmp_path, [sms_channel(gw), whatsapp_channel(gw)]) as svc,
+    ):
+        req = request()
+        events = [req, *ticket_events(req)]
+        for event in events:
+            await publish(settings, event, msg_id=f"{event.id}-first")
+        for event in events:  # at-least-once delivery: everything comes again
+            await publish(settings, event, msg_id=f"{event.id}-again")
+
+        await gw.wait_for(6)
+
+        async def all_sent() -> list[dict[str, Any]] | None:
+            found = await deliveries(svc, site=SITE)
+            return found if sum(d["status"] == "sent" for d in found) == 6 else None
+
+        sent = await eventually(all_sent)
+        assert gw.count() == 6 and gw.duplicates() == 0
+        sms = [r for r in gw.received if r.path == "/sms"]
+        assert [r.form["to"] for r in sms] == ["081234567890"] * 3
+        assert "K-001" in sms[0].form["message"] and "GRATIS" in sms[0].form["message"]
+        assert "loket 2" in sms[1].form["message"]
+        wa = [r for r in gw.received if r.path == "/wa"]
+        assert wa[0].headers["authorization"] == "TOKEN"
+        assert wa[0].json["target"] == "6281234567890"
+        assert {d["recipient"] for d in sent} == {"+6281******890"}
+        assert PHONE not in json.dumps(sent)
+        assert sorted(d["cost_units"] for d in sent) == [1] * 6
+        async with nats_client(settings) as client:
+            js = client.jetstream()
+
+            async def sent_events() -> bool:
+                info = await js.stream_info(STREAM, subjects_filter="giliran.*.notification.sent")
+                return (info.state.subjects or {}).get(f"giliran.{SITE}.notification.sent") == 6
+
+            await eventually(sent_events)
+
+
+async def test_without_consent_nobody_is_contacted(settings: Settings, tmp_path: Path) -> None:
+    async with (
+        FakeGateway() as gw,
+        notify_with(
+            settings, tmp_path, [sms_channel(gw), {"name": "console", "type": "console"}]
+        ) as svc,
+    ):
+        req = request(consent=False)
+        issued, _, _ = ticket_events(req)
+        await publish(settings, req)
+        await publish(settings, issued)
+
+        async def logged() -> list[dict[str, Any]] | None:
+            return await deliveries(svc, ticket_id=issued.data.ticket_id) or None
+
+        found = await eventually(logged)
+        assert [(d["channel"], d["recipient"]) for d in found] == [("console", "console")]
+        assert gw.count() == 0
+        contact = await svc.app.state.notify_store.contact(req.data.request_id)
+        assert contact["phone"] is None and contact["consent"] is False
+
+
+async def test_gateway_errors_are_retried_with_backoff(settings: Settings, tmp_path: Path) -> None:
+    async with FakeGateway() as gw, notify_with(settings, tmp_path, [sms_channel(gw)]) as svc:
+        gw.fail_next(1, status=503, path_prefix="/sms")
+        gw.rate_limit(1, retry_after_seconds=0, path_prefix="/sms")
+        req = request()
+        issued, _, _ = ticket_events(req)
+        await publish(settings, req)
+        await publish(settings, issued)
+        await gw.wait_for(1)
+
+        async def sent() -> list[dict[str, Any]] | None:
+            found = await deliveries(svc, ticket_id=issued.data.ticket_id)
+            return found if found and found[0]["status"] == "sent" else None
+
+        (delivery,) = await eventually(sent)
+        assert delivery["attempts"] == 3
+        assert [r.status for r in gw.received] == [503, 429, 200]
+
+
+async def test_a_gateway_that_keeps_failing_dead_letters_and_reports(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with FakeGateway() as gw, notify_with(settings, tmp_path, [sms_channel(gw)]) as svc:
+        gw.fail_always(status=500, path_prefix="/sms")
+        req = request()
+        issued, _, _ = ticket_events(req)
+        await publish(settings, req)
+        await publish(settings, issued)
+
+        async def failed() -> list[dict[str, Any]] | None:
+            found = await deliveries(svc, ticket_id=issued.data.ticket_id)
+            return found if found and found[0]["status"] == "failed" else None
+
+        (delivery,) = await eventually(failed)
+        assert delivery["attempts"] == 3 and "HTTP 500" in delivery["last_error"]
+        assert gw.count("/sms") == 3
+        async with nats_client(settings) as client:
+            js = client.jetstream()
+
+            async def parked() -> bool:
+                return (await js.stream_info(DLQ_STREAM)).state.messages == 1
+
+            await eventually(parked)
+            msg = await js.get_last_msg(DLQ_STREAM, f"giliran.{SITE}.dlq.notify.ticket.issued")
+            assert msg.headers is not None and "HTTP 500" in msg.headers["Giliran-Reason"]
+            failed_event = json.loads(
+                (await js.get_last_msg(STREAM, f"giliran.{SITE}.notification.failed")).data or b""
+            )
+            assert failed_event["data"]["delivery_id"] == delivery["delivery_id"]
+
+        summary = (await svc.http.get("/api/v1/deliveries/summary", params={"site": SITE})).json()
+        assert summary["channels"][0]["failed"] == 1
+        page = await svc.http.get("/operator", params={"site": SITE})
+        assert "Kirim ulang" in page.text and "+6281******890" in page.text
+
+        # The operator fixes the gateway and presses retry.
+        gw.respond_ok(path_prefix="/sms")
+        retried = await svc.http.post(
+            "/operator/retry",
+            data={"delivery_id": delivery["delivery_id"], "site": SITE, "session_id": ""},
+        )
+        assert retried.status_code == 303
+        (after,) = await deliveries(svc, ticket_id=issued.data.ticket_id)
+        assert after["status"] == "sent"
+        assert gw.count("/sms") == 4
+        again = await svc.http.post(f"/api/v1/deliveries/{delivery['delivery_id']}/retry")
+        assert again.status_code == 409
+
+
+async def test_a_refused_message_fails_at_once(settings: Settings, tmp_path: Path) -> None:
+    async with FakeGateway() as gw, notify_with(settings, tmp_path, [sms_channel(gw)]) as svc:
+        gw.reject(status=400, path_prefix="/sms")
+        req = request()
+        issued, _, _ = ticket_events(req)
+        await publish(settings, req)
+        await publish(settings, issued)
+
+        async def failed() -> list[dict[str, Any]] | None:
+            found = await deliveries(svc, ticket_id=issued.data.ticket_id)
+            return found if found and found[0]["status"] == "failed" else None
+
+        (delivery,) = await eventually(failed)
+        assert delivery["attempts"] == 1 and gw.count() == 1
+
+
+async def test_a_burst_of_500_respects_the_gateway_rate_limit(
+    settings: Settings, tmp_path: Path
+) -> None:
+    rate = 100
+    async with (
+        FakeGateway() as gw,
+        notify_with(settings, tmp_path, [sms_channel(gw, rate_per_second=rate)]),
+    ):
+        req = request()
+        await publish(settings, req)
+        for n in range(1, 501):
+            issued, _, _ = ticket_events(req, n)
+            await publish(settings, issued)
+        await gw.wait_for(500, within=60)
+        assert gw.duplicates() == 0
+        assert gw.max_in_window(1.0) <= rate + 1
+
+
+async def test_a_stuck_gateway_does_not_delay_another_channel(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with FakeGateway() as gw:
+        gw.hang(60, path_prefix="/slow")
+        channels = [sms_channel(gw), sms_channel(gw, name="slow", path="/slow", timeout_seconds=60)]
+        async with notify_with(settings, tmp_path, channels):
+            req = request()
+            await publish(settings, req)
+            for n in range(1, 21):
+                issued, _, _ = ticket_events(req, n)
+                await publish(settings, issued)
+            await gw.wait_for(20, path_prefix="/sms")
+            answered_slow = [r for r in gw.received if r.path == "/slow" and r.status is not None]
+            assert answered_slow == []  # the slow gateway has not finished even one
+            gw.release()
+
+
+async def test_a_call_that_would_arrive_after_completion_is_dropped(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with FakeGateway() as gw, notify_with(settings, tmp_path, [sms_channel(gw)]) as svc:
+        req = request()
+        issued, called, completed = ticket_events(req)
+        for event in (req, issued, completed, called):  # "called" reaches notify late
+            await publish(settings, event)
+
+        async def settled() -> list[dict[str, Any]] | None:
+            found = await deliveries(svc, ticket_id=issued.data.ticket_id)
+            return found if len(found) == 3 else None
+
+        found = {d["template"]: d for d in await eventually(settled)}
+        assert found["ticket_called"]["status"] == "dropped"
+        assert "stale" in found["ticket_called"]["last_error"]
+        assert found["ticket_completed"]["status"] == "sent"
+        assert gw.count() == 2
+
+
+async def test_contacts_are_purged_and_then_never_used(settings: Settings, tmp_path: Path) -> None:
+    async with (
+        FakeGateway() as gw,
+        notify_with(settings, tmp_path, [sms_channel(gw)], contact_retention_hours=1) as svc,
+    ):
+        req = request()
+        issued, called, _ = ticket_events(req)
+        await publish(settings, req)
+        await publish(settings, issued)
+        await gw.wait_for(1)
+        store = svc.app.state.notify_store
+        assert await store.purge_contacts(utcnow()) == 0  # not yet due
+        assert await store.purge_contacts(utcnow() + timedelta(hours=1, minutes=1)) == 1
+        contact = await store.contact(req.data.request_id)
+        assert (contact["phone"], contact["purged"]) == (None, True)
+        await publish(settings, req, msg_id="replayed")  # a replay must not bring it back
+        await publish(settings, called)
+
+        async def handled() -> bool:
+            metrics = (await svc.http.get("/metrics")).text
+            return 'type="giliran.ticket.called.v1"' in metrics
+
+        await eventually(handled)
+        assert gw.count() == 1
+        assert (await store.contact(req.data.request_id))["phone"] is None
+
+
+def verify_signature(
+    secret: str, header: str, body: bytes, now: float, tolerance: int = 300
+) -> bool:
+    """A receiving agency's check, written from the documented scheme (not from our code)."""
+    parts = dict(p.split("=", 1) for p in header.split(","))
+    timestamp = int(parts["t"])
+    if abs(now - timestamp) > tolerance:
+        return False
+    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return hmac.compare_digest(expected.hexdigest(), parts["v1"])
+
+
+async def test_webhooks_carry_events_signed_with_hmac_sha256(
+    settings: Settings, tmp_path: Path
+) -> None:
+    secret = "s3cret-shared-with-the-agency"
+    hook = {
+        "name": "agency",
+        "type": "webhook",
+        "url": "",
+        "secret": secret,
+        "types": ["giliran.ticket.*"],
+        "retry": FAST_RETRY,
+    }
+    async with FakeGateway() as gw:
+        hook["url"] = f"{gw.url}/hook"
+        async with notify_with(settings, tmp_path, [hook]):
+            req = request()
+            events = [req, *ticket_events(req)]
+            for event in events:
+                await publish(settings, event)
+            received = await gw.wait_for(3)
+            now = datetime.now(UTC).timestamp()
+            for r in received:
+                signature = r.headers["x-giliran-signature"]
+                assert verify_signature(secret, signature, r.body, now)
+                assert not verify_signature("not-the-agency-secret", signature, r.body, now)
+                assert not verify_signature(secret, signature, r.body, now + 3600)  # replayed
+            types = [json.loads(r.body)["type"] for r in received]
+            assert types == [
+                "giliran.ticket.issued.v1",
+                "giliran.ticket.called.v1",
+                "giliran.ticket.completed.v1",
+            ]  # the request event was not subscribed
+            tampered = received[0].body.replace(b"K-001", b"K-999")
+            header = received[0].headers["x-giliran-signature"]
+            assert not verify_signature(secret, header, tampered, now)
+    assert sign_webhook("k" * 16, 1, b"x").startswith("t=1,v1=")
+
+
+async def test_email_reaches_a_consenting_citizen(settings: Settings, tmp_path: Path) -> None:
+    async with FakeSmtp() as smtp:
+        channel = {
+            "name": "email",
+            "type": "email",
+            "host": smtp.host,
+            "port": smtp.port,
+            "starttls": False,
+            "sender": "giliran@cikarangutara.go.id",
+            "retry": FAST_RETRY,
+        }
+        async with notify_with(settings, tmp_path, [channel]):
+            req = request(email="warga@example.id")
+            issued, _, _ = ticket_events(req)
+            await publish(settings, req)
+            await publish(settings, issued)
+            (mail,) = await smtp.wait_for(1)
+            assert mail.rcpt_tos == ["warga@example.id"]
+            assert mail.message["Subject"] == "Nomor antrean Anda"
+            assert "K-001" in mail.message.get_content()
+
+
+async def test_approaching_is_sent_once_when_the_line_moves_near(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with (
+        FakeGateway() as gw,
+        notify_with(settings, tmp_path, [sms_channel(gw)], approaching_ahead=2) as svc,
+    ):
+        req = request()
+        await publish(settings, req)
+        tickets = [ticket_events(req, n, ahead=n - 1) for n in range(1, 6)]
+        for issued, _, _ in tickets:
+            await publish(settings, issued)
+        await gw.wait_for(5)
+        for n in (0, 1):  # K-001 and K-002 are called: K-004 then K-005 come near
+            await publish(settings, tickets[n][1])
+        await gw.wait_for(9)
+
+        async def approaching() -> list[str] | None:
+            found = await deliveries(svc, site=SITE)
+            near = sorted(
+                d["ticket_id"][-1] for d in found if d["template"] == "ticket_approaching"
+            )
+            return near if len(near) == 2 else None
+
+        assert await eventually(approaching) == ["4", "5"]
+        texts = [r.form["message"] for r in gw.received if "lagi sebelum" in r.form["message"]]
+        assert texts[0].startswith("Giliran: nomor K-004") and "2 nomor lagi" in texts[0]
