@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -121,20 +121,27 @@ class NotifyConfig(BaseModel):
 _ENV = re.compile(r"\$\{([A-Z0-9_]+)\}")
 
 
-def _substitute(text: str) -> str:
-    """Secrets stay out of the file: ${NAME} is read from the environment (missing: an error)."""
+def _substitute(value: Any) -> Any:
+    """Secrets stay out of the file: ${NAME} in a string value is read from the environment
+    (after parsing, so comments are left alone and a secret cannot inject YAML)."""
 
-    def value(match: re.Match[str]) -> str:
+    def lookup(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in os.environ:
             raise ValueError(f"notify config needs the environment variable {name}")
         return os.environ[name]
 
-    return _ENV.sub(value, text)
+    if isinstance(value, str):
+        return _ENV.sub(lookup, value)
+    if isinstance(value, list):
+        return [_substitute(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v) for k, v in value.items()}
+    return value
 
 
 def load_notify_config(path: Path | None) -> NotifyConfig:
     if path is None:
         return NotifyConfig()
-    raw = yaml.safe_load(_substitute(path.read_text(encoding="utf-8"))) or {}
-    return NotifyConfig.model_validate(raw)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return NotifyConfig.model_validate(_substitute(raw))
