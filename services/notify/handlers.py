@@ -126,7 +126,7 @@ class ChannelWorker:
                 data["ahead"] = ticket.waiting_ahead
             await self._message(event.id, event.site, template, ticket.request_id, data, event)
         if isinstance(ticket, TicketCalled):
-            await self._approaching(event.site, ticket)
+            await self._approaching(event)
 
     async def on_cancelled(self, event: Event[RequestCancelled]) -> None:
         if event.data.reason != "session_cancelled":
@@ -189,10 +189,7 @@ class ChannelWorker:
         data: dict[str, Any],
         event: Event[Any],
     ) -> None:
-        try:
-            contact = await self._contact(request_id)
-        except ContactUnknown:
-            raise
+        contact = await self._contact(request_id)
         if contact is None and self.channel.medium != "console":
             return  # purged: nobody to tell
         recipient = self.channel.recipient(contact)
@@ -231,8 +228,9 @@ class ChannelWorker:
             ),
         )
 
-    async def _approaching(self, site: str, called: TicketCalled) -> None:
+    async def _approaching(self, event: Event[TicketFacts]) -> None:
         """The line moved: tell those now near the front (once), if they were not already."""
+        site, called = event.site, event.data
         threshold = self.config.approaching_for(site)
         waiting = await self.store.waiting_in_line(
             site, called.session_id, called.service, threshold + 1
@@ -243,7 +241,6 @@ class ChannelWorker:
             doc = next(d for d in waiting if d["_id"] == ticket_id)
             ahead = [t for t, _ in order].index(ticket_id)
             data = {**doc, "ticket_id": ticket_id, "ahead": ahead}
-            event = new_event(called, site=site, source=SOURCE)  # for time and type only
             await self._message(
                 f"approaching-{ticket_id}", site, APPROACHING, doc["request_id"], data, event
             )
