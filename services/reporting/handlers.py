@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from giliran.contracts import (
     Event,
+    FeedbackSubmitted,
     RequestSubmitted,
     TicketCalled,
     TicketCompleted,
@@ -18,6 +19,7 @@ from giliran.contracts import (
     TicketIssued,
 )
 from giliran.store import Document, from_instant, instant
+from services.reporting import ikm as ikm_rules
 from services.reporting.domain import Distribution, distribution, local_day
 from services.reporting.store import FactStore
 
@@ -29,6 +31,35 @@ class ServiceSummary(BaseModel):
     completed: int
     wait_seconds: Distribution
     service_seconds: Distribution
+
+
+class ElementScore(BaseModel):
+    element: str
+    name_id: str
+    name_en: str
+    nrr: float
+    nrr_weighted: float
+
+
+class GradeView(BaseModel):
+    letter: str
+    name_id: str
+    name_en: str
+
+
+class SatisfactionReport(BaseModel):
+    """IKM per PermenPANRB 14/2017 for a site and period (site-local days, inclusive)."""
+
+    site: str
+    first: date
+    last: date
+    responses: int
+    served: int
+    required_sample: int
+    meets_sample: bool
+    elements: list[ElementScore]
+    ikm: float | None
+    grade: GradeView | None
 
 
 class DaySummary(BaseModel):
@@ -83,6 +114,55 @@ class Reporting:
         if isinstance(ticket, TicketCompleted):
             fields["completed_at"] = instant(ticket.completed_at)
         await self.store.upsert_ticket(ticket.ticket_id, fields)
+
+    async def record_feedback(self, event: Event[FeedbackSubmitted]) -> None:
+        """One SKM answer per feedback id: the same answer twice is still one answer."""
+        answer = event.data
+        await self.store.upsert_feedback(
+            answer.feedback_id,
+            {
+                "site": event.site,
+                "day": local_day(answer.submitted_at, self.timezone).isoformat(),
+                "session_id": answer.session_id,
+                "service": answer.service,
+                "scores": dict(answer.scores),
+            },
+        )
+
+    async def satisfaction(self, site: str, first: date, last: date) -> SatisfactionReport:
+        answers = await self.store.feedback_between(site, first, last)
+        served = await self.store.completed_between(site, first, last)
+        survey = ikm_rules.tally(a["scores"] for a in answers)
+        required = ikm_rules.krejcie_morgan(served)
+        if survey.responses == 0:
+            return SatisfactionReport(
+                site=site, first=first, last=last, responses=0, served=served,
+                required_sample=required, meets_sample=False, elements=[], ikm=None, grade=None,
+            )  # fmt: skip
+        nrr = survey.nrr()
+        index = ikm_rules.published(ikm_rules.ikm(nrr))
+        band = ikm_rules.grade(index)
+        return SatisfactionReport(
+            site=site,
+            first=first,
+            last=last,
+            responses=survey.responses,
+            served=served,
+            required_sample=required,
+            meets_sample=survey.responses >= required,
+            elements=[
+                ElementScore(
+                    element=e,
+                    name_id=ikm_rules.ELEMENT_NAMES[e][0],
+                    name_en=ikm_rules.ELEMENT_NAMES[e][1],
+                    nrr=float(round(nrr[e], 4)),
+                    nrr_weighted=float(round(nrr[e] / 9, 4)),
+                )
+                for e in ikm_rules.ELEMENTS
+            ],
+            ikm=float(index),
+            grade=GradeView(letter=band.letter, name_id=band.name_id, name_en=band.name_en),
+        )
 
     async def day_summary(self, site: str, day: date) -> DaySummary:
         requests = await self.store.requests_on(site, day)

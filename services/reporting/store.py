@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from giliran.store import Database, Document
+from giliran.store import Database, Document, count
 
 
 class FactStore:
@@ -14,10 +14,12 @@ class FactStore:
     def __init__(self, database: Database) -> None:
         self.requests = database["request_facts"]
         self.tickets = database["ticket_facts"]
+        self.feedback = database["feedback_facts"]
 
     async def ensure_indexes(self) -> None:
         await self.requests.create_index([("site", 1), ("day", 1)])
         await self.tickets.create_index([("site", 1), ("day", 1), ("service", 1)])
+        await self.feedback.create_index([("site", 1), ("day", 1), ("service", 1)])
 
     async def upsert_request(self, request_id: str, fields: Document) -> None:
         await self.requests.update_one({"_id": request_id}, {"$set": fields}, upsert=True)
@@ -30,3 +32,21 @@ class FactStore:
 
     async def tickets_on(self, site: str, day: date) -> list[Document]:
         return await self.tickets.find({"site": site, "day": day.isoformat()}).to_list()
+
+    async def upsert_feedback(self, feedback_id: str, fields: Document) -> None:
+        await self.feedback.update_one({"_id": feedback_id}, {"$set": fields}, upsert=True)
+
+    async def feedback_between(self, site: str, first: date, last: date) -> list[Document]:
+        return await self.feedback.find(
+            {"site": site, "day": {"$gte": first.isoformat(), "$lte": last.isoformat()}}
+        ).to_list()
+
+    async def completed_between(self, site: str, first: date, last: date) -> int:
+        return await count(
+            self.tickets,
+            {
+                "site": site,
+                "day": {"$gte": first.isoformat(), "$lte": last.isoformat()},
+                "completed_at": {"$exists": True},
+            },
+        )

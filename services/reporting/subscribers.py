@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from giliran.bus import EventHandler
-from giliran.contracts import EventData, RequestSubmitted
+from giliran.contracts import EventData, FeedbackSubmitted, RequestSubmitted
 from giliran.contracts.subjects import all_events
 from giliran.runtime import ServiceRuntime
 from services.reporting.handlers import TICKET_EVENTS, Reporting
 
 
 def register(runtime: ServiceRuntime, reporting: Reporting) -> None:
-    handlers: dict[type[EventData], EventHandler] = {RequestSubmitted: reporting.record_request}
+    handlers: dict[type[EventData], EventHandler] = {
+        RequestSubmitted: reporting.record_request,
+        FeedbackSubmitted: reporting.record_feedback,
+    }
     ticket_handler: Any = reporting.record_ticket
     handlers.update(dict.fromkeys(TICKET_EVENTS, ticket_handler))
     runtime.consume("projections", all_events(), handlers)
