@@ -185,6 +185,17 @@ def service(args: argparse.Namespace) -> int:
     return 0
 
 
+def reporting(args: argparse.Namespace) -> int:
+    """`giliran reporting rebuild`: replay the stream into a fresh database and compare."""
+    import asyncio
+
+    settings = Settings()
+    module = importlib.import_module("services.reporting.rebuild")
+    prefix = args.into or f"{settings.db_prefix}_rebuild"
+    code: int = asyncio.run(module.main(settings, prefix, args.keep))
+    return code
+
+
 def asyncapi(_: argparse.Namespace) -> int:
     from giliran.docs import asyncapi_yaml
 
@@ -204,6 +215,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_service = commands.add_parser("service", help="run one service (what a container runs)")
     p_service.add_argument("name", choices=SERVICES)
     p_service.set_defaults(func=service)
+    p_reporting = commands.add_parser("reporting", help="reporting maintenance")
+    reporting_commands = p_reporting.add_subparsers(dest="action", required=True)
+    p_rebuild = reporting_commands.add_parser(
+        "rebuild",
+        help="replay the event stream into a fresh database and prove it equals the live one",
+    )
+    p_rebuild.add_argument("--into", help="database prefix for the rebuilt projections")
+    p_rebuild.add_argument("--keep", action="store_true", help="keep the rebuilt database")
+    p_rebuild.set_defaults(func=reporting)
     p_docs = commands.add_parser("asyncapi", help="print the AsyncAPI document of all services")
     p_docs.set_defaults(func=asyncapi)
     args = parser.parse_args(argv)

@@ -18,4 +18,5 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     reporting = Reporting(store=store, timezone=settings.timezone)
     subscribers.register(runtime, reporting)
     app = create_http_app(runtime, title="Giliran reporting", routers=[http.router(reporting)])
+    app.state.reporting = reporting
     return app, runtime

@@ -11,11 +11,16 @@ from giliran.runtime import ServiceRuntime
 from services.reporting.handlers import TICKET_EVENTS, Reporting
 
 
-def register(runtime: ServiceRuntime, reporting: Reporting) -> None:
+def handlers_for(reporting: Reporting) -> dict[type[EventData], EventHandler]:
+    """Which event feeds which projection: shared by the live consumer and the replay."""
     handlers: dict[type[EventData], EventHandler] = {
         RequestSubmitted: reporting.record_request,
         FeedbackSubmitted: reporting.record_feedback,
     }
     ticket_handler: Any = reporting.record_ticket
     handlers.update(dict.fromkeys(TICKET_EVENTS, ticket_handler))
-    runtime.consume("projections", all_events(), handlers)
+    return handlers
+
+
+def register(runtime: ServiceRuntime, reporting: Reporting) -> None:
+    runtime.consume("projections", all_events(), handlers_for(reporting))
