@@ -217,6 +217,12 @@ class EventConsumer:
         groups: dict[str, list[tuple[Msg, Event[EventData] | str]]] = {}
         for raw in messages:
             parsed = self._parse(raw)
+            if isinstance(parsed, Event) and type(parsed.data) not in self.handlers:
+                # Not ours (e.g. notify's own notification.sent): ack at once rather than
+                # queue it behind its request's events.
+                self._count("ignored", parsed.type)
+                await raw.ack()
+                continue
             if isinstance(parsed, Event):
                 key = parsed.data.ordering_key() or parsed.id
             else:

@@ -154,3 +154,14 @@ async def publish(settings: Settings, event: Any, *, msg_id: str | None = None) 
                 else "giliran.{}.{}.{}".format(payload["subject"], *payload["type"].split(".")[1:3])
             )
             await js.publish(subject, json.dumps(payload).encode(), headers={"Nats-Msg-Id": msg_id})
+
+
+async def publish_many(settings: Settings, events: list[Any]) -> None:
+    """Publish a burst over one connection (publish() connects per event: too slow for bursts)."""
+    from giliran.bus import ensure_streams, publish_event
+
+    async with nats_client(settings) as client:
+        js = client.jetstream()
+        await ensure_streams(js)
+        for event in events:
+            await publish_event(js, event.to_json_dict())
