@@ -11,7 +11,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ from giliran.contracts import (  # noqa: E402
     utcnow,
 )
 from giliran.embedded import ManagedProcess, free_port, mongo_wire_store, nats_server  # noqa: E402
-from tests.fakes.gateway import HOST, FakeGateway, Received  # noqa: E402
+from tests.fakes.gateway import FakeGateway, Received  # noqa: E402
 
 SITE = "cikarang-utara"
 SERVICE = "KIA"
@@ -108,22 +107,6 @@ def die_with_parent() -> None:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-class Gateway(FakeGateway):
-    """The test double with Nagle's algorithm off on its connections.
-
-    FakeGateway binds `socket.socket(AF_INET, SOCK_STREAM)`, whose proto is 0, and asyncio only
-    sets TCP_NODELAY on sockets whose proto is IPPROTO_TCP; uvicorn writes a response's head and
-    body separately, so on a kept-alive connection every answer waited ~40 ms for the client's
-    delayed ACK. A real gateway does not do that, and it would have been measured as notify."""
-
-    @staticmethod
-    def _bind(attempts: int = 5) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((HOST, 0))
-        return sock
 
 
 # --- the stack under test --------------------------------------------------------------------
@@ -467,7 +450,7 @@ def print_phase(phase: Phase, found: Figures, args: argparse.Namespace) -> None:
 async def bench(args: argparse.Namespace, root: Path) -> int:
     with servers(root) as stack:
         async with (
-            Gateway() as gw,
+            FakeGateway() as gw,
             notify_process(stack, gw.url, args.rate_limit),
         ):
             client = await nats.connect(stack.nats_url, name="giliran-bench-notify")
