@@ -3,6 +3,7 @@ handlers, show progress, and prove the rebuilt projections equal the live ones."
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from giliran.bus import EventHandler
-from giliran.contracts import EventData, UnknownEventType, parse_event
+from giliran.contracts import Event, EventData, UnknownEventType, parse_event
 from giliran.contracts.subjects import STREAM, all_events
 from giliran.settings import Settings
 from giliran.store import Collection, Database, connect
@@ -134,18 +135,25 @@ async def rebuild(
                 batch = await subscription.fetch(batch=256, timeout=2.0)
             except TimeoutError:
                 break
+            # As the live consumer does: one request's events in order, requests concurrently.
+            groups: dict[str, list[Event[EventData]]] = {}
             for msg in batch:
                 try:
                     event = parse_event(msg.data)
                 except (UnknownEventType, ValueError):
                     skipped += 1
                     continue
-                handler = handlers.get(type(event.data))
-                if handler is None:
+                if type(event.data) not in handlers:
                     skipped += 1
-                else:
-                    await handler(event)
-                    events += 1
+                    continue
+                groups.setdefault(event.data.ordering_key() or event.id, []).append(event)
+                events += 1
+
+            async def apply(group: list[Event[EventData]]) -> None:
+                for event in group:
+                    await handlers[type(event.data)](event)
+
+            await asyncio.gather(*(apply(g) for g in groups.values()))
             progress.show(events + skipped)
         seconds = time.monotonic() - started
         progress.show(events + skipped, final=True)
