@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -164,6 +164,21 @@ class Reporting:
             grade=GradeView(letter=band.letter, name_id=band.name_id, name_en=band.name_en),
         )
 
+    async def period(self, site: str, first: date, last: date) -> list[DaySummary]:
+        days = (last - first).days + 1
+        return [await self.day_summary(site, first + timedelta(days=i)) for i in range(days)]
+
+    async def kabupaten(self, day: date) -> KabupatenSummary:
+        sites = [await self.day_summary(s, day) for s in await self.store.sites_on(day)]
+        return KabupatenSummary(
+            date=day,
+            sites=sites,
+            submitted=sum(s.submitted for s in sites),
+            issued=sum(s.issued for s in sites),
+            called=sum(s.called for s in sites),
+            completed=sum(s.completed for s in sites),
+        )
+
     async def day_summary(self, site: str, day: date) -> DaySummary:
         requests = await self.store.requests_on(site, day)
         tickets = await self.store.tickets_on(site, day)
@@ -185,6 +200,17 @@ class Reporting:
             ],
             by_channel=dict(channels),
         )
+
+
+class KabupatenSummary(BaseModel):
+    """Every site with activity on a day, side by side, and their sum."""
+
+    date: date
+    sites: list[DaySummary]
+    submitted: int
+    issued: int
+    called: int
+    completed: int
 
 
 def _counts(tickets: list[Document]) -> dict[str, Any]:

@@ -1,32 +1,109 @@
-"""HTTP entrypoints of reporting: a site's day in figures."""
+"""HTTP entrypoints of reporting: a site's day and period in figures, the IKM, exports, the
+kabupaten roll-up and the printable daily report."""
 
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path as FilePath
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from fastapi.templating import Jinja2Templates
 
 from giliran.contracts.subjects import SITE_PATTERN
-from services.reporting.handlers import DaySummary, Reporting, SatisfactionReport
+from giliran.errors import DomainError
+from services.reporting import exports
+from services.reporting.handlers import (
+    DaySummary,
+    KabupatenSummary,
+    Reporting,
+    SatisfactionReport,
+)
+
+PAGES = Jinja2Templates(directory=FilePath(__file__).parent / "pages")
+MAX_PERIOD_DAYS = 366
+
+Site = Annotated[str, Path(pattern=SITE_PATTERN, max_length=63)]
+First = Annotated[date, Query(alias="from", description="first site-local day")]
+Last = Annotated[date, Query(alias="to", description="last site-local day, inclusive")]
+
+
+class PeriodInvalid(DomainError):
+    code = "period_invalid"
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"Periode tidak valid: 'from' harus sebelum atau sama dengan 'to', paling lama "
+            f"{MAX_PERIOD_DAYS} hari.",
+            f"Invalid period: 'from' must not be after 'to', and at most {MAX_PERIOD_DAYS} days.",
+        )
+
+
+def _check(first: date, last: date) -> None:
+    if first > last or (last - first).days >= MAX_PERIOD_DAYS:
+        raise PeriodInvalid()
+
+
+def _attachment(filename: str) -> dict[str, str]:
+    return {"Content-Disposition": f'attachment; filename="{filename}"'}
 
 
 def router(reporting: Reporting) -> APIRouter:
-    api = APIRouter(prefix="/api/v1", tags=["reports"])
+    api = APIRouter(tags=["reports"])
 
-    @api.get("/sites/{site}/summary", response_model=DaySummary)
+    @api.get("/api/v1/sites/{site}/summary", response_model=DaySummary)
     async def summary(
-        site: Annotated[str, Path(pattern=SITE_PATTERN, max_length=63)],
+        site: Site,
         day: Annotated[date, Query(alias="date", description="site-local day, YYYY-MM-DD")],
     ) -> DaySummary:
         return await reporting.day_summary(site, day)
 
-    @api.get("/sites/{site}/satisfaction", response_model=SatisfactionReport)
-    async def satisfaction(
-        site: Annotated[str, Path(pattern=SITE_PATTERN, max_length=63)],
-        first: Annotated[date, Query(alias="from", description="first site-local day")],
-        last: Annotated[date, Query(alias="to", description="last site-local day, inclusive")],
-    ) -> SatisfactionReport:
+    @api.get("/api/v1/sites/{site}/satisfaction", response_model=SatisfactionReport)
+    async def satisfaction(site: Site, first: First, last: Last) -> SatisfactionReport:
+        _check(first, last)
         return await reporting.satisfaction(site, first, last)
+
+    @api.get("/api/v1/sites/{site}/export.csv", response_class=Response)
+    async def export_csv(site: Site, first: First, last: Last) -> Response:
+        _check(first, last)
+        table = exports.rows(await reporting.period(site, first, last))
+        return Response(
+            exports.to_csv(table),
+            media_type="text/csv; charset=utf-8",
+            headers=_attachment(f"giliran-{site}-{first}-{last}.csv"),
+        )
+
+    @api.get("/api/v1/sites/{site}/export.xlsx", response_class=Response)
+    async def export_xlsx(site: Site, first: First, last: Last) -> Response:
+        _check(first, last)
+        table = exports.rows(await reporting.period(site, first, last))
+        ikm = await reporting.satisfaction(site, first, last)
+        return Response(
+            exports.to_xlsx(table, ikm),
+            media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            headers=_attachment(f"giliran-{site}-{first}-{last}.xlsx"),
+        )
+
+    @api.get("/api/v1/kabupaten/summary", response_model=KabupatenSummary)
+    async def kabupaten(
+        day: Annotated[date, Query(alias="date", description="local day, YYYY-MM-DD")],
+    ) -> KabupatenSummary:
+        return await reporting.kabupaten(day)
+
+    @api.get("/reports/daily", response_class=HTMLResponse)
+    async def daily(
+        request: Request,
+        site: Annotated[str, Query(pattern=SITE_PATTERN, max_length=63)],
+        day: Annotated[date, Query(alias="date")],
+    ) -> HTMLResponse:
+        return PAGES.TemplateResponse(
+            request,
+            "daily.html",
+            {
+                "day": await reporting.day_summary(site, day),
+                "ikm": await reporting.satisfaction(site, day, day),
+            },
+        )
 
     return api

@@ -50,3 +50,11 @@ class FactStore:
                 "completed_at": {"$exists": True},
             },
         )
+
+    async def sites_on(self, day: date) -> list[str]:
+        """Sites with any ticket or request on a day (for the kabupaten roll-up)."""
+        found: set[str] = set()
+        for collection in (self.tickets, self.requests):
+            async for doc in collection.find({"day": day.isoformat()}, {"site": 1}):
+                found.add(doc["site"])
+        return sorted(found)
