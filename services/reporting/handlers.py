@@ -12,12 +12,14 @@ from pydantic import BaseModel
 from giliran.contracts import (
     Event,
     FeedbackSubmitted,
+    NotificationSent,
     RequestSubmitted,
     TicketCalled,
     TicketCompleted,
     TicketFacts,
     TicketIssued,
 )
+from giliran.contracts.events import NotificationFacts
 from giliran.store import Document, from_instant, instant
 from services.reporting import ikm as ikm_rules
 from services.reporting.domain import Distribution, distribution, local_day
@@ -62,6 +64,12 @@ class SatisfactionReport(BaseModel):
     grade: GradeView | None
 
 
+class ChannelFigures(BaseModel):
+    sent: int = 0
+    failed: int = 0
+    cost_units: int = 0
+
+
 class DaySummary(BaseModel):
     site: str
     date: date
@@ -74,6 +82,7 @@ class DaySummary(BaseModel):
     service_seconds: Distribution
     by_service: list[ServiceSummary]
     by_channel: dict[str, int]
+    notifications: dict[str, ChannelFigures] = {}
 
 
 @dataclass
@@ -128,6 +137,23 @@ class Reporting:
                 "scores": dict(answer.scores),
             },
         )
+
+    async def record_notification(self, event: Event[NotificationFacts]) -> None:
+        """A delivery's outcome: sent (with its cost) or failed; a later success wins, as a
+        retried delivery ends sent."""
+        note = event.data
+        fields: dict[str, Any] = {
+            "site": event.site,
+            "day": local_day(event.time, self.timezone).isoformat(),
+            "channel": note.channel,
+            "template": note.template,
+        }
+        if isinstance(note, NotificationSent):
+            fields["sent_at"] = instant(note.sent_at)
+            fields["cost_units"] = note.cost_units
+        else:
+            fields["failed_at"] = instant(event.time)
+        await self.store.upsert_notification(note.delivery_id, fields)
 
     async def satisfaction(self, site: str, first: date, last: date) -> SatisfactionReport:
         answers = await self.store.feedback_between(site, first, last)
@@ -188,6 +214,14 @@ class Reporting:
         channels: dict[str, int] = defaultdict(int)
         for r in requests:
             channels[r["channel"]] += 1
+        notifications: dict[str, ChannelFigures] = {}
+        for n in await self.store.notifications_on(site, day):
+            figures = notifications.setdefault(n["channel"], ChannelFigures())
+            if n.get("sent_at"):
+                figures.sent += 1
+                figures.cost_units += int(n.get("cost_units", 0))
+            else:
+                figures.failed += 1
         return DaySummary(
             site=site,
             date=day,
@@ -199,6 +233,7 @@ class Reporting:
                 for code, group in sorted(by_service.items())
             ],
             by_channel=dict(channels),
+            notifications=dict(sorted(notifications.items())),
         )
 
 

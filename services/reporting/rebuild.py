@@ -160,7 +160,7 @@ async def rebuild(
         await subscription.unsubscribe()
     finally:
         await connection.close()
-    names = [store.requests.name, store.tickets.name, store.feedback.name]
+    names = [c.name for c in (store.requests, store.tickets, store.feedback, store.notifications)]
     comparisons = await compare(live_db, target_db, names)
     if not keep:
         await client.drop_database(target_db.name)

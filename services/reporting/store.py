@@ -15,11 +15,13 @@ class FactStore:
         self.requests = database["request_facts"]
         self.tickets = database["ticket_facts"]
         self.feedback = database["feedback_facts"]
+        self.notifications = database["notification_facts"]
 
     async def ensure_indexes(self) -> None:
         await self.requests.create_index([("site", 1), ("day", 1)])
         await self.tickets.create_index([("site", 1), ("day", 1), ("service", 1)])
         await self.feedback.create_index([("site", 1), ("day", 1), ("service", 1)])
+        await self.notifications.create_index([("site", 1), ("day", 1)])
 
     async def upsert_request(self, request_id: str, fields: Document) -> None:
         await self.requests.update_one({"_id": request_id}, {"$set": fields}, upsert=True)
@@ -58,3 +60,9 @@ class FactStore:
             async for doc in collection.find({"day": day.isoformat()}, {"site": 1}):
                 found.add(doc["site"])
         return sorted(found)
+
+    async def upsert_notification(self, key: str, fields: Document) -> None:
+        await self.notifications.update_one({"_id": key}, {"$set": fields}, upsert=True)
+
+    async def notifications_on(self, site: str, day: date) -> list[Document]:
+        return await self.notifications.find({"site": site, "day": day.isoformat()}).to_list()

@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from giliran.bus import EventHandler
-from giliran.contracts import EventData, FeedbackSubmitted, RequestSubmitted
+from giliran.contracts import (
+    EventData,
+    FeedbackSubmitted,
+    NotificationFailed,
+    NotificationSent,
+    RequestSubmitted,
+)
 from giliran.contracts.subjects import all_events
 from giliran.runtime import ServiceRuntime
 from services.reporting.handlers import TICKET_EVENTS, Reporting
@@ -16,6 +22,8 @@ def handlers_for(reporting: Reporting) -> dict[type[EventData], EventHandler]:
     handlers: dict[type[EventData], EventHandler] = {
         RequestSubmitted: reporting.record_request,
         FeedbackSubmitted: reporting.record_feedback,
+        NotificationSent: reporting.record_notification,
+        NotificationFailed: reporting.record_notification,
     }
     ticket_handler: Any = reporting.record_ticket
     handlers.update(dict.fromkeys(TICKET_EVENTS, ticket_handler))

@@ -74,6 +74,21 @@ async def test_ticket_life_from_registration_to_report(settings: Settings) -> No
             return summary if summary["completed"] == 1 else None
 
         summary = await eventually(report_complete)
+
+        async def messages_counted() -> dict[str, object] | None:
+            r = await reporting.http.get(
+                "/api/v1/sites/cikarang-utara/summary", params={"date": day}
+            )
+            body: dict[str, object] = r.json()
+            notes = body["notifications"]
+            return (
+                body
+                if isinstance(notes, dict) and notes.get("console", {}).get("sent") == 4
+                else None
+            )
+
+        counted = await eventually(messages_counted)
+        assert counted["notifications"] == {"console": {"sent": 4, "failed": 0, "cost_units": 0}}
         assert (summary["submitted"], summary["issued"], summary["called"]) == (1, 2, 1)
         wait = summary["wait_seconds"]
         assert isinstance(wait, dict) and wait["count"] == 1 and wait["p50"] >= 0
