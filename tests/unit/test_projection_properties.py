@@ -15,6 +15,7 @@ from giliran.contracts import (
     Channel,
     CitizenRef,
     FeedbackSubmitted,
+    NotificationSent,
     RequestSubmitted,
     TicketCalled,
     TicketCompleted,
@@ -35,6 +36,7 @@ class InMemoryFacts:
         self.requests: dict[str, dict[str, Any]] = {}
         self.tickets: dict[str, dict[str, Any]] = {}
         self.feedback: dict[str, dict[str, Any]] = {}
+        self.notifications: dict[str, dict[str, Any]] = {}
 
     async def upsert_request(self, key: str, fields: dict[str, Any]) -> None:
         self.requests.setdefault(key, {}).update(fields)
@@ -44,6 +46,12 @@ class InMemoryFacts:
 
     async def upsert_feedback(self, key: str, fields: dict[str, Any]) -> None:
         self.feedback.setdefault(key, {}).update(fields)
+
+    async def upsert_notification(self, key: str, fields: dict[str, Any]) -> None:
+        self.notifications.setdefault(key, {}).update(fields)
+
+    async def notifications_on(self, site: str, day: date) -> list[dict[str, Any]]:
+        return [d for d in self.notifications.values() if (d["site"], d["day"]) == (site, str(day))]
 
     async def requests_on(self, site: str, day: date) -> list[dict[str, Any]]:
         return [d for d in self.requests.values() if (d["site"], d["day"]) == (site, str(day))]
@@ -72,6 +80,13 @@ def lifecycle(n: int, wait: int, service_time: int, survey: bool) -> list[Any]:
             completed_at=called_at + timedelta(seconds=service_time),
         ),
     ]  # fmt: skip
+    events.append(
+        NotificationSent(
+            delivery_id=f"d{n}", cause_event_id="e", cause_type="giliran.ticket.called.v1",
+            request_id=request_id, ticket_id=f"t{n}", channel="sms", template="ticket_called",
+            cost_units=1, sent_at=called_at,
+        )
+    )  # fmt: skip
     if survey:
         events.append(
             FeedbackSubmitted(
@@ -114,6 +129,7 @@ def test_order_and_repetition_do_not_change_the_projection(
     assert store.requests == reference_store.requests
     assert store.tickets == reference_store.tickets
     assert store.feedback == reference_store.feedback
+    assert store.notifications == reference_store.notifications
     assert summary == reference
     assert (summary.issued, summary.completed) == (len(tickets), len(tickets))
     assert summary.wait_seconds.max == max(wait for wait, _, _ in tickets)
