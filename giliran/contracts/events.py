@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
@@ -37,6 +37,22 @@ class TicketStatus(StrEnum):
     NO_SHOW = "no_show"
     TRANSFERRED = "transferred"
     CANCELLED = "cancelled"
+
+    @property
+    def rank(self) -> int:
+        """How far along a ticket is: events may arrive out of order, and a consumer's view of
+        a ticket only ever moves to an equal or higher rank."""
+        return _RANK[self]
+
+
+_RANK = {
+    TicketStatus.WAITING: 0,
+    TicketStatus.CALLED: 1,
+    TicketStatus.COMPLETED: 2,
+    TicketStatus.NO_SHOW: 2,
+    TicketStatus.TRANSFERRED: 2,
+    TicketStatus.CANCELLED: 2,
+}
 
 
 class CitizenRef(BaseModel):
@@ -93,26 +109,32 @@ class TicketFacts(EventData):
     number: str = Field(pattern=r"^[A-Z]{1,3}-[0-9]{3,}$")
     issued_at: AwareDatetime
 
+    status_after: ClassVar[TicketStatus]  # the ticket's status once this event has happened
+
 
 class TicketIssued(TicketFacts):
     event = "issued"
+    status_after: ClassVar[TicketStatus] = TicketStatus.WAITING
     waiting_ahead: int = Field(ge=0, description="tickets ahead in the same line when issued")
 
 
 class TicketCalled(TicketFacts):
     event = "called"
+    status_after: ClassVar[TicketStatus] = TicketStatus.CALLED
     counter: CounterId
     called_at: AwareDatetime
 
 
 class TicketRecalled(TicketFacts):
     event = "recalled"
+    status_after: ClassVar[TicketStatus] = TicketStatus.CALLED
     counter: CounterId
     recalled_at: AwareDatetime
 
 
 class TicketCompleted(TicketFacts):
     event = "completed"
+    status_after: ClassVar[TicketStatus] = TicketStatus.COMPLETED
     counter: CounterId
     called_at: AwareDatetime
     completed_at: AwareDatetime
@@ -120,12 +142,14 @@ class TicketCompleted(TicketFacts):
 
 class TicketNoShow(TicketFacts):
     event = "no_show"
+    status_after: ClassVar[TicketStatus] = TicketStatus.NO_SHOW
     counter: CounterId
     marked_at: AwareDatetime
 
 
 class TicketTransferred(TicketFacts):
     event = "transferred"
+    status_after: ClassVar[TicketStatus] = TicketStatus.TRANSFERRED
     counter: CounterId
     to_service: ServiceCode
     new_ticket_id: str
@@ -134,6 +158,7 @@ class TicketTransferred(TicketFacts):
 
 class TicketCancelled(TicketFacts):
     event = "cancelled"
+    status_after: ClassVar[TicketStatus] = TicketStatus.CANCELLED
     reason: str = Field(max_length=200)
     cancelled_at: AwareDatetime
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -236,16 +236,7 @@ def session_for_registration(
 
 # --- ticket status as the citizen sees it ----------------------------------------------------
 
-_RANK: Mapping[TicketStatus, int] = {
-    TicketStatus.WAITING: 0,
-    TicketStatus.CALLED: 1,
-    TicketStatus.COMPLETED: 2,
-    TicketStatus.NO_SHOW: 2,
-    TicketStatus.TRANSFERRED: 2,
-    TicketStatus.CANCELLED: 2,
-}
-
 
 def newer_status(current: TicketStatus | None, incoming: TicketStatus) -> bool:
     """Events may arrive out of order; a ticket's status only moves forward."""
-    return current is None or _RANK[incoming] >= _RANK[current]
+    return current is None or incoming.rank >= current.rank

@@ -33,16 +33,6 @@ from services.intake.store import RequestStore
 
 SOURCE = "intake"
 
-_STATUS_OF_EVENT: dict[str, TicketStatus] = {
-    "issued": TicketStatus.WAITING,
-    "called": TicketStatus.CALLED,
-    "recalled": TicketStatus.CALLED,
-    "completed": TicketStatus.COMPLETED,
-    "no_show": TicketStatus.NO_SHOW,
-    "transferred": TicketStatus.TRANSFERRED,
-    "cancelled": TicketStatus.CANCELLED,
-}
-
 
 class SubmitRequest(BaseModel):
     """What a citizen (online) or a kiosk sends to register."""
@@ -165,7 +155,7 @@ class Intake:
     async def record_ticket(self, event: Event[TicketFacts]) -> None:
         """Follow a ticket's status from the queue's events (idempotent, order-tolerant)."""
         ticket = event.data
-        status = _STATUS_OF_EVENT[event.type.split(".")[2]]
+        status = ticket.status_after
         counter = getattr(ticket, "counter", None)
 
         def change(tickets: dict[str, Document]) -> dict[str, Document] | None:

@@ -46,23 +46,11 @@ SUBJECTS: Mapping[str, Mapping[str, str]] = {
     "session_cancelled": {"id": "Sesi layanan dibatalkan", "en": "Service session cancelled"},
 }
 
-_RANK = {
-    TicketStatus.WAITING: 0,
-    TicketStatus.CALLED: 1,
-    TicketStatus.COMPLETED: 2,
-    TicketStatus.NO_SHOW: 2,
-    TicketStatus.TRANSFERRED: 2,
-    TicketStatus.CANCELLED: 2,
-}
 STATUS_OF_TEMPLATE = {
     "ticket_issued": TicketStatus.WAITING,
     "ticket_approaching": TicketStatus.WAITING,
     "ticket_called": TicketStatus.CALLED,
 }
-
-
-def status_rank(status: TicketStatus) -> int:
-    return _RANK[status]
 
 
 def is_stale(template: str, current: TicketStatus | None) -> bool:
@@ -71,7 +59,7 @@ def is_stale(template: str, current: TicketStatus | None) -> bool:
     announced = STATUS_OF_TEMPLATE.get(template)
     if announced is None or current is None:
         return False
-    return status_rank(current) > status_rank(announced)
+    return current.rank > announced.rank
 
 
 def approaching_due(

@@ -20,7 +20,6 @@ from giliran.contracts import (
     TicketCalled,
     TicketFacts,
     TicketIssued,
-    TicketStatus,
     new_event,
     utcnow,
 )
@@ -48,16 +47,6 @@ from services.notify.store import DeliveryStore
 
 log = logging.getLogger("giliran.notify")
 SOURCE = "notify"
-
-STATUS_OF_EVENT: dict[str, TicketStatus] = {
-    "issued": TicketStatus.WAITING,
-    "called": TicketStatus.CALLED,
-    "recalled": TicketStatus.CALLED,
-    "completed": TicketStatus.COMPLETED,
-    "no_show": TicketStatus.NO_SHOW,
-    "transferred": TicketStatus.TRANSFERRED,
-    "cancelled": TicketStatus.CANCELLED,
-}
 
 
 class ContactUnknown(Exception):
@@ -107,7 +96,7 @@ class ChannelWorker:
 
     async def on_ticket(self, event: Event[TicketFacts]) -> None:
         ticket = event.data
-        status = STATUS_OF_EVENT[event.type.split(".")[2]]
+        status = ticket.status_after
         fields: Document = {
             "site": event.site,
             "session_id": ticket.session_id,

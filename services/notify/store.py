@@ -11,7 +11,6 @@ from pymongo.errors import DuplicateKeyError
 
 from giliran.contracts import Event, TicketStatus
 from giliran.store import Database, Document, instant, with_outbox
-from services.notify.domain import status_rank
 
 
 class DeliveryStore:
@@ -54,9 +53,7 @@ class DeliveryStore:
     async def track_ticket(self, ticket_id: str, fields: Document, status: TicketStatus) -> None:
         """Status only moves forward, whatever order events arrive in."""
         current = await self.tickets.find_one({"_id": ticket_id}, {"status": 1})
-        if current is not None and status_rank(TicketStatus(current["status"])) > status_rank(
-            status
-        ):
+        if current is not None and TicketStatus(current["status"]).rank > status.rank:
             return
         await self.tickets.update_one(
             {"_id": ticket_id}, {"$set": {**fields, "status": status.value}}, upsert=True
