@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     max_deliver: int = 5
     retry_backoff_seconds: list[float] = Field(default_factory=lambda: [0.5, 2.0, 5.0, 15.0])
     outbox_poll_seconds: float = 0.5
+    # Reports: the share of tickets called within this wait is "served within target".
+    target_wait_minutes: float = 30.0
     # Notification channels (YAML, see deploy/notify/); unset: the console channel only.
     notify_config: Path | None = None
     log_level: str = "INFO"

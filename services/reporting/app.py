@@ -15,7 +15,9 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     runtime = ServiceRuntime("reporting", settings)
     store = FactStore(runtime.db)
     runtime.on_startup(store.ensure_indexes)
-    reporting = Reporting(store=store, timezone=settings.timezone)
+    reporting = Reporting(
+        store=store, timezone=settings.timezone, target_wait_minutes=settings.target_wait_minutes
+    )
     subscribers.register(runtime, reporting)
     app = create_http_app(runtime, title="Giliran reporting", routers=[http.router(reporting)])
     app.state.reporting = reporting

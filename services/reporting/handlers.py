@@ -6,6 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
@@ -15,9 +16,12 @@ from giliran.contracts import (
     NotificationSent,
     RequestSubmitted,
     TicketCalled,
+    TicketCancelled,
     TicketCompleted,
     TicketFacts,
     TicketIssued,
+    TicketNoShow,
+    TicketTransferred,
 )
 from giliran.contracts.events import NotificationFacts
 from giliran.store import Document, from_instant, instant
@@ -26,13 +30,20 @@ from services.reporting.domain import Distribution, distribution, local_day
 from services.reporting.store import FactStore
 
 
-class ServiceSummary(BaseModel):
-    service: str
+class Counts(BaseModel):
     issued: int
     called: int
     completed: int
+    no_show: int
+    transferred: int
+    cancelled: int
+    within_target: float | None  # share of called tickets called within the target wait
     wait_seconds: Distribution
     service_seconds: Distribution
+
+
+class ServiceSummary(Counts):
+    service: str
 
 
 class ElementScore(BaseModel):
@@ -70,17 +81,23 @@ class ChannelFigures(BaseModel):
     cost_units: int = 0
 
 
-class DaySummary(BaseModel):
+class CounterSummary(Counts):
+    counter: str
+
+
+class HourSummary(Counts):
+    hour: str  # site-local hour the tickets were issued, "09"
+
+
+class DaySummary(Counts):
     site: str
     date: date
     timezone: str
+    target_wait_minutes: float
     submitted: int
-    issued: int
-    called: int
-    completed: int
-    wait_seconds: Distribution
-    service_seconds: Distribution
     by_service: list[ServiceSummary]
+    by_counter: list[CounterSummary]
+    by_hour: list[HourSummary]
     by_channel: dict[str, int]
     notifications: dict[str, ChannelFigures] = {}
 
@@ -89,6 +106,7 @@ class DaySummary(BaseModel):
 class Reporting:
     store: FactStore
     timezone: str = "Asia/Jakarta"
+    target_wait_minutes: float = 30.0
 
     async def record_request(self, event: Event[RequestSubmitted]) -> None:
         request = event.data
@@ -122,6 +140,13 @@ class Reporting:
             fields["counter"] = ticket.counter
         if isinstance(ticket, TicketCompleted):
             fields["completed_at"] = instant(ticket.completed_at)
+        if isinstance(ticket, TicketNoShow):
+            fields["no_show_at"] = instant(ticket.marked_at)
+        if isinstance(ticket, TicketTransferred):
+            fields["transferred_at"] = instant(ticket.transferred_at)
+            fields["transferred_to"] = ticket.to_service
+        if isinstance(ticket, TicketCancelled):
+            fields["cancelled_at"] = instant(ticket.cancelled_at)
         await self.store.upsert_ticket(ticket.ticket_id, fields)
 
     async def record_feedback(self, event: Event[FeedbackSubmitted]) -> None:
@@ -208,9 +233,16 @@ class Reporting:
     async def day_summary(self, site: str, day: date) -> DaySummary:
         requests = await self.store.requests_on(site, day)
         tickets = await self.store.tickets_on(site, day)
+        target = self.target_wait_minutes * 60
+        zone = ZoneInfo(self.timezone)
         by_service: dict[str, list[Document]] = defaultdict(list)
+        by_counter: dict[str, list[Document]] = defaultdict(list)
+        by_hour: dict[str, list[Document]] = defaultdict(list)
         for t in tickets:
             by_service[t["service"]].append(t)
+            if t.get("counter"):
+                by_counter[t["counter"]].append(t)
+            by_hour[f"{from_instant(t['issued_at']).astimezone(zone):%H}"].append(t)
         channels: dict[str, int] = defaultdict(int)
         for r in requests:
             channels[r["channel"]] += 1
@@ -226,11 +258,20 @@ class Reporting:
             site=site,
             date=day,
             timezone=self.timezone,
+            target_wait_minutes=self.target_wait_minutes,
             submitted=len(requests),
-            **_counts(tickets),
+            **_counts(tickets, target),
             by_service=[
-                ServiceSummary(service=code, **_counts(group))
+                ServiceSummary(service=code, **_counts(group, target))
                 for code, group in sorted(by_service.items())
+            ],
+            by_counter=[
+                CounterSummary(counter=c, **_counts(group, target))
+                for c, group in sorted(by_counter.items())
+            ],
+            by_hour=[
+                HourSummary(hour=h, **_counts(group, target))
+                for h, group in sorted(by_hour.items())
             ],
             by_channel=dict(channels),
             notifications=dict(sorted(notifications.items())),
@@ -248,8 +289,9 @@ class KabupatenSummary(BaseModel):
     completed: int
 
 
-def _counts(tickets: list[Document]) -> dict[str, Any]:
+def _counts(tickets: list[Document], target_wait_seconds: float) -> dict[str, Any]:
     waits = [_seconds(t["issued_at"], t["called_at"]) for t in tickets if t.get("called_at")]
+    within = sum(1 for w in waits if w <= target_wait_seconds)
     services = [
         _seconds(t["called_at"], t["completed_at"])
         for t in tickets
@@ -259,6 +301,10 @@ def _counts(tickets: list[Document]) -> dict[str, Any]:
         "issued": len(tickets),
         "called": sum(1 for t in tickets if t.get("called_at")),
         "completed": sum(1 for t in tickets if t.get("completed_at")),
+        "no_show": sum(1 for t in tickets if t.get("no_show_at")),
+        "transferred": sum(1 for t in tickets if t.get("transferred_at")),
+        "cancelled": sum(1 for t in tickets if t.get("cancelled_at")),
+        "within_target": round(within / len(waits), 4) if waits else None,
         "wait_seconds": distribution(waits),
         "service_seconds": distribution(services),
     }
@@ -268,5 +314,12 @@ def _seconds(start: str, end: str) -> float:
     return (from_instant(end) - from_instant(start)).total_seconds()
 
 
-# Registered for every ticket event that carries a new timestamp.
-TICKET_EVENTS = (TicketIssued, TicketCalled, TicketCompleted)
+# Registered for every ticket event that carries a new fact (a recall changes none of these).
+TICKET_EVENTS = (
+    TicketIssued,
+    TicketCalled,
+    TicketCompleted,
+    TicketNoShow,
+    TicketTransferred,
+    TicketCancelled,
+)

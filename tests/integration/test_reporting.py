@@ -77,6 +77,11 @@ async def test_out_of_order_and_repeated_events_give_the_same_summary(settings: 
         assert isinstance(service_seconds, dict) and service_seconds["p50"] == 300.0
         by_service = body["by_service"]
         assert isinstance(by_service, list) and by_service[0]["service"] == "KIA"
+        assert body["within_target"] == 1.0  # all called within 30 minutes
+        by_counter, by_hour = body["by_counter"], body["by_hour"]
+        assert isinstance(by_counter, list) and isinstance(by_hour, list)
+        assert [(c["counter"], c["completed"]) for c in by_counter] == [("1", 3)]
+        assert [(h["hour"], h["issued"]) for h in by_hour] == [("09", 3)]  # 02:00 UTC = 09 WIB
         # Requests are counted on the day they were submitted (today), not the session day.
         other = await svc.http.get(
             "/api/v1/sites/cikarang-utara/summary", params={"date": "2026-11-30"}

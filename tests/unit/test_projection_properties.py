@@ -133,3 +133,33 @@ def test_order_and_repetition_do_not_change_the_projection(
     assert summary == reference
     assert (summary.issued, summary.completed) == (len(tickets), len(tickets))
     assert summary.wait_seconds.max == max(wait for wait, _, _ in tickets)
+
+
+def test_no_shows_transfers_and_cancellations_are_counted() -> None:
+    from giliran.contracts import TicketCancelled, TicketNoShow, TicketTransferred
+
+    events = lifecycle(1, 60, 300, False)[:2] + lifecycle(2, 90, 300, False)[:2]
+    events += lifecycle(3, 120, 300, False)[:2]
+    facts = {"session_id": "s", "service": "KIA", "issued_at": START}
+    at = START + timedelta(minutes=40)
+    events += [
+        new_event(
+            TicketNoShow(**facts, ticket_id="t1", request_id="r1", number="K-001",
+                         counter="1", marked_at=at),
+            site="cikarang-utara", source="t",
+        ),
+        new_event(
+            TicketTransferred(**facts, ticket_id="t2", request_id="r2", number="K-002",
+                              counter="1", to_service="KK-UBAH", new_ticket_id="t9",
+                              transferred_at=at),
+            site="cikarang-utara", source="t",
+        ),
+        new_event(
+            TicketCancelled(**facts, ticket_id="t3", request_id="r3", number="K-003",
+                            reason="citizen left", cancelled_at=at),
+            site="cikarang-utara", source="t",
+        ),
+    ]  # fmt: skip
+    _, summary = asyncio.run(project(events))
+    assert (summary.issued, summary.no_show, summary.transferred, summary.cancelled) == (3, 1, 1, 1)
+    assert summary.within_target is None  # none was called
