@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from giliran.contracts import CallNext, CommandReply, CompleteTicket
-from giliran.settings import Settings
+from giliran.settings import REPO_ROOT, Settings
 from tests.conftest import eventually, nats_client, publish, request_event, running
 
 pytestmark = pytest.mark.integration
@@ -113,8 +115,13 @@ async def test_counter_commands_over_nats_request_reply(settings: Settings) -> N
         assert problem.error.code == "invalid_command"
 
 
-async def test_simultaneous_calls_never_share_a_ticket(settings: Settings) -> None:
+async def test_simultaneous_calls_never_share_a_ticket(settings: Settings, tmp_path: Path) -> None:
     """20 call-next requests at the same instant on 5 counters over 20 waiting tickets."""
+    site = yaml.safe_load((REPO_ROOT / "deploy" / "sites" / "cikarang-utara.yaml").read_text())
+    fifth = {**site["counters"][0], "id": "5", "name": {"id": "Loket 5", "en": "Counter 5"}}
+    site["counters"].append(fifth)
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(site))
+    settings = settings.model_copy(update={"catalogue_dir": tmp_path})
     async with running("queue", settings) as svc:
         for _ in range(20):
             await publish(settings, request_event(["KTP-REKAM"]))
@@ -126,7 +133,7 @@ async def test_simultaneous_calls_never_share_a_ticket(settings: Settings) -> No
             ticket_id: str = r.json()["ticket"]["ticket_id"]
             return ticket_id
 
-        called = await asyncio.gather(*(call(1 + i % 4) for i in range(20)))
+        called = await asyncio.gather(*(call(1 + i % 5) for i in range(20)))
         assert len(set(called)) == 20
         extra = await svc.http.post("/api/v1/sites/cikarang-utara/counters/1/call-next")
         assert extra.status_code == 204
