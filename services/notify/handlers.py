@@ -289,17 +289,7 @@ class ChannelWorker:
             ) from exc
         now = self.clock()
         sent = new_event(
-            NotificationSent(
-                delivery_id=key,
-                cause_event_id=facts["cause_event_id"],
-                cause_type=facts["cause_type"],
-                request_id=facts.get("request_id"),
-                ticket_id=ticket_id,
-                channel=self.channel.name,
-                template=template,
-                cost_units=cost,
-                sent_at=now,
-            ),
+            NotificationSent(**self._outcome(key, template, facts), cost_units=cost, sent_at=now),
             site=site,
             source=SOURCE,
             at=now,
@@ -313,15 +303,7 @@ class ChannelWorker:
         now = self.clock()
         failed = new_event(
             NotificationFailed(
-                delivery_id=key,
-                cause_event_id=facts["cause_event_id"],
-                cause_type=facts["cause_type"],
-                request_id=facts.get("request_id"),
-                ticket_id=facts.get("ticket_id"),
-                channel=self.channel.name,
-                template=template,
-                reason=reason[:500],
-                failed_at=now,
+                **self._outcome(key, template, facts), reason=reason[:500], failed_at=now
             ),
             site=site,
             source=SOURCE,
@@ -332,6 +314,18 @@ class ChannelWorker:
         )
         self.wake()
         log.warning("%s: delivery %s failed: %s", self.channel.name, key, reason)
+
+    def _outcome(self, key: str, template: str, facts: Document) -> dict[str, Any]:
+        """What notification.sent and notification.failed both say about a delivery."""
+        return {
+            "delivery_id": key,
+            "cause_event_id": facts["cause_event_id"],
+            "cause_type": facts["cause_type"],
+            "request_id": facts.get("request_id"),
+            "ticket_id": facts.get("ticket_id"),
+            "channel": self.channel.name,
+            "template": template,
+        }
 
     # --- operator actions -------------------------------------------------------------------
 
