@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -141,8 +141,8 @@ class Stack:
         return next((p for p, r in self.pids.items() if r == role), None)
 
 
-@contextlib.contextmanager
-def servers(root: Path) -> Iterator[Stack]:
+@asynccontextmanager
+async def servers(root: Path) -> AsyncIterator[Stack]:
     """nats-server (JetStream) and the embedded store on free ports, stopped on the way out."""
     stack = Stack(root=root, nats=nats_server(root), store=mongo_wire_store(root))
     try:
@@ -150,8 +150,8 @@ def servers(root: Path) -> Iterator[Stack]:
             server.start()
             assert server.process is not None
             stack.pids[server.process.pid] = server.name
-        stack.nats.wait_listening()
-        stack.store.wait_listening()
+        await stack.nats.wait_listening()
+        await stack.store.wait_listening()
         yield stack
     finally:
         stack.store.stop()
@@ -448,7 +448,7 @@ def print_phase(phase: Phase, found: Figures, args: argparse.Namespace) -> None:
 
 
 async def bench(args: argparse.Namespace, root: Path) -> int:
-    with servers(root) as stack:
+    async with servers(root) as stack:
         async with (
             FakeGateway() as gw,
             notify_process(stack, gw.url, args.rate_limit),

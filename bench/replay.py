@@ -84,8 +84,8 @@ async def run(args: argparse.Namespace) -> int:
     nats = nats_server(workdir).start()
     store = mongo_wire_store(workdir).start()
     try:
-        nats.wait_listening()
-        store.wait_listening()
+        await nats.wait_listening()
+        await store.wait_listening()
         settings = Settings(
             nats_url=f"nats://127.0.0.1:{nats.port}",
             mongo_url=f"mongodb://127.0.0.1:{store.port}/?directConnection=true",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import importlib
 import logging
 import os
@@ -10,10 +12,8 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
@@ -85,48 +85,49 @@ class Stack:
             infra.stop()
 
 
-def _wait_ready(urls: dict[str, str], timeout: float) -> dict[str, bool]:
-    deadline = time.monotonic() + timeout
+async def _wait_ready(urls: dict[str, str], within: float) -> dict[str, bool]:
     ready = dict.fromkeys(urls, False)
-    with httpx.Client(timeout=2.0) as client:
-        while time.monotonic() < deadline and not all(ready.values()):
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while loop.time() < deadline and not all(ready.values()):
             for name, url in urls.items():
                 if ready[name]:
                     continue
                 try:
-                    ready[name] = client.get(f"{url}/readyz").status_code == 200
+                    ready[name] = (await client.get(f"{url}/readyz")).status_code == 200
                 except httpx.HTTPError:
                     pass
-            time.sleep(0.2)
+            await asyncio.sleep(0.2)
     return ready
 
 
 def up(args: argparse.Namespace) -> int:
-    settings = Settings()
     data_dir: Path = (args.data or default_data_dir()).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(_up(args, data_dir, _nik_key(data_dir)))
+
+
+async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
+    settings = Settings()
     stack = Stack()
     env = dict(os.environ)
-    stopping = False
-
-    def on_signal(signum: int, _: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
     try:
         if "GILIRAN_NATS_URL" not in os.environ:
             nats = nats_server(data_dir, port=_pick_port(4222)).start()
             stack.infrastructure.append(nats)
-            nats.wait_listening()
+            await nats.wait_listening()
             env["GILIRAN_NATS_URL"] = f"nats://127.0.0.1:{nats.port}"
         if "GILIRAN_MONGO_URL" not in os.environ:
             store = mongo_wire_store(data_dir, port=_pick_port(27017)).start()
             stack.infrastructure.append(store)
-            store.wait_listening()
+            await store.wait_listening()
             env["GILIRAN_MONGO_URL"] = f"mongodb://127.0.0.1:{store.port}/?directConnection=true"
-        env.setdefault("GILIRAN_NIK_HASH_KEY", _nik_key(data_dir))
+        env.setdefault("GILIRAN_NIK_HASH_KEY", nik_key)
         if args.demo:
             env["GILIRAN_DEMO"] = "true"
         env.setdefault("GILIRAN_PUBLIC_URL", settings.url_of("intake"))
@@ -134,7 +135,7 @@ def up(args: argparse.Namespace) -> int:
         for service_name in SERVICES:
             stack.start_service(service_name)
         urls: dict[str, str] = {n: settings.url_of(n) for n in SERVICES}
-        ready = _wait_ready(urls, timeout=args.ready_timeout)
+        ready = await _wait_ready(urls, within=args.ready_timeout)
         if not all(ready.values()):
             late = ", ".join(n for n, ok in ready.items() if not ok)
             print(f"giliran: not ready after {args.ready_timeout:.0f}s: {late}", file=sys.stderr)
@@ -147,16 +148,19 @@ def up(args: argparse.Namespace) -> int:
         if args.demo:
             print(f"  demo      session open now at site '{settings.demo_site}', counters 1-4")
         print("Press Ctrl-C to stop.", flush=True)
-        while not stopping:
+        while not stopping.is_set():
             for label, process in list(stack.services.items()):
-                if process.poll() is not None and not stopping:
+                if process.poll() is not None and not stopping.is_set():
                     log.warning("%s exited with %s; restarting it", label, process.returncode)
                     stack.start_service(label)
-            time.sleep(0.5)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await stopping.wait()
         return 0
     finally:
         print("giliran: stopping...", file=sys.stderr, flush=True)
-        stack.stop()
+        # Waiting for processes to exit blocks; nothing else runs in this loop meanwhile.
+        await asyncio.to_thread(stack.stop)
         print("giliran: stopped", file=sys.stderr, flush=True)
 
 

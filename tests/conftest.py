@@ -31,7 +31,7 @@ def store_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedPr
     if os.environ.get("GILIRAN_TEST_MONGO_URL"):
         pytest.skip("using an external store")
     server = mongo_wire_store(tmp_path_factory.mktemp("store")).start()
-    server.wait_listening()
+    asyncio.run(server.wait_listening())
     yield server
     server.stop()
 
@@ -48,7 +48,7 @@ def mongo_url(store_server: ManagedProcess) -> str:
 def nats_proc(tmp_path: Path) -> Iterator[ManagedProcess]:
     """A fresh nats-server with JetStream per test: no stream or consumer leaks between tests."""
     server = nats_server(tmp_path).start()
-    server.wait_listening()
+    asyncio.run(server.wait_listening())
     yield server
     server.stop()
 

@@ -31,7 +31,7 @@ async def test_requests_taken_while_nats_is_down_are_ticketed_once_it_returns(
         ready = await intake.http.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["bus"] is False
 
-        nats_proc.start().wait_listening()
+        await nats_proc.start().wait_listening()
 
         async def all_ticketed() -> bool:
             for request_id in accepted:
