@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up demo test lint typecheck unit integration e2e asyncapi bench clean
+.PHONY: up demo test lint typecheck unit integration e2e asyncapi bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck  ## the full suite: lint, types, import contracts, unit, integration, e2e
+# Browser tests drive Debian's chromium (never a downloaded browser); as root, install it if absent.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not installed: browser tests will be skipped (apt-get install chromium)"; fi; }
+
+test: lint typecheck browser  ## the full suite: lint, types, import contracts, unit, integration, e2e
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)

@@ -185,6 +185,8 @@ def service(args: argparse.Namespace) -> int:
         log_level="warning",
         access_log=False,
         lifespan="on",
+        # Server-push streams (dashboards, boards) never end by themselves: bound the wait.
+        timeout_graceful_shutdown=5,
     )
     return 0
 

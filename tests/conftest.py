@@ -165,3 +165,52 @@ async def publish_many(settings: Settings, events: list[Any]) -> None:
         await ensure_streams(js)
         for event in events:
             await publish_event(js, event.to_json_dict())
+
+
+@asynccontextmanager
+async def serving(app: FastAPI, port: int) -> AsyncIterator[str]:
+    """Serve an ASGI app over real HTTP on 127.0.0.1 in this event loop (for the browser)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=1,  # open SSE streams would otherwise hold shutdown for ever
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: _started(server), within=20)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def _started(server: Any) -> bool:
+    return bool(server.started)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def require_chromium() -> None:
+    """Browser tests need Debian's chromium (`make test` installs it as root); in CI its absence
+    is a failure, elsewhere a skip with the reason."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} missing: .ci/run must install the chromium package")
+        pytest.skip(f"{CHROMIUM} missing (apt-get install chromium)")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
-from datetime import date, timedelta
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,6 +27,7 @@ from giliran.contracts.events import NotificationFacts
 from giliran.store import Document, from_instant, instant
 from services.reporting import ikm as ikm_rules
 from services.reporting.domain import Distribution, distribution, local_day
+from services.reporting.live import Changes, LiveView, live_view
 from services.reporting.store import FactStore
 
 
@@ -107,6 +108,7 @@ class Reporting:
     store: FactStore
     timezone: str = "Asia/Jakarta"
     target_wait_minutes: float = 30.0
+    changes: Changes = field(default_factory=Changes)
 
     async def record_request(self, event: Event[RequestSubmitted]) -> None:
         request = event.data
@@ -148,6 +150,7 @@ class Reporting:
         if isinstance(ticket, TicketCancelled):
             fields["cancelled_at"] = instant(ticket.cancelled_at)
         await self.store.upsert_ticket(ticket.ticket_id, fields)
+        self.changes.bump(event.site)
 
     async def record_feedback(self, event: Event[FeedbackSubmitted]) -> None:
         """One SKM answer per feedback id: the same answer twice is still one answer."""
@@ -214,6 +217,11 @@ class Reporting:
             ikm=float(index),
             grade=GradeView(letter=band.letter, name_id=band.name_id, name_en=band.name_en),
         )
+
+    async def live(self, site: str, now: datetime) -> LiveView:
+        version = self.changes.version(site)
+        tickets = await self.store.tickets_on(site, local_day(now, self.timezone))
+        return live_view(site, tickets, now, version)
 
     async def period(self, site: str, first: date, last: date) -> list[DaySummary]:
         days = (last - first).days + 1

@@ -3,26 +3,32 @@ kabupaten roll-up and the printable daily report."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path as FilePath
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
 
+from giliran.contracts import utcnow
 from giliran.contracts.subjects import SITE_PATTERN
 from giliran.errors import DomainError
-from services.reporting import exports
+from services.reporting import charts, exports
 from services.reporting.handlers import (
     DaySummary,
     KabupatenSummary,
     Reporting,
     SatisfactionReport,
 )
+from services.reporting.live import LiveView
 
 PAGES = Jinja2Templates(directory=FilePath(__file__).parent / "pages")
 MAX_PERIOD_DAYS = 366
+HEARTBEAT_SECONDS = 15.0
+COALESCE_SECONDS = 0.05
 
 Site = Annotated[str, Path(pattern=SITE_PATTERN, max_length=63)]
 First = Annotated[date, Query(alias="from", description="first site-local day")]
@@ -90,6 +96,49 @@ def router(reporting: Reporting) -> APIRouter:
         day: Annotated[date, Query(alias="date", description="local day, YYYY-MM-DD")],
     ) -> KabupatenSummary:
         return await reporting.kabupaten(day)
+
+    @api.get("/api/v1/sites/{site}/live", response_model=LiveView)
+    async def live_now(site: Site) -> LiveView:
+        return await reporting.live(site, utcnow())
+
+    @api.get("/api/v1/sites/{site}/live/stream")
+    async def live_stream(site: Site, request: Request) -> StreamingResponse:
+        """Server push (SSE): the live view now, then again within moments of every change;
+        EventSource reconnects by itself after a drop or a restart and gets the view anew."""
+
+        async def events() -> AsyncIterator[str]:
+            seen = -1
+            while not await request.is_disconnected():
+                version = await reporting.changes.wait(site, seen, HEARTBEAT_SECONDS)
+                if version == seen:
+                    yield ": heartbeat\n\n"
+                    continue
+                await asyncio.sleep(COALESCE_SECONDS)  # one update for a burst of events
+                view = await reporting.live(site, utcnow())
+                seen = view.version
+                yield f"id: {view.version}\nevent: live\ndata: {view.model_dump_json()}\n\n"
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    @api.get("/charts/{site}/waiting.svg", response_class=Response)
+    async def waiting_svg(site: Site) -> Response:
+        return Response(
+            charts.waiting_chart(await reporting.live(site, utcnow())),
+            media_type="image/svg+xml",
+            headers={"Cache-Control": "no-store"},
+        )
+
+    @api.get("/dashboard", response_class=HTMLResponse)
+    async def dashboard(
+        request: Request,
+        site: Annotated[str, Query(pattern=SITE_PATTERN, max_length=63)] = "cikarang-utara",
+    ) -> HTMLResponse:
+        view = await reporting.live(site, utcnow())
+        return PAGES.TemplateResponse(request, "dashboard.html", {"view": view})
 
     @api.get("/reports/daily", response_class=HTMLResponse)
     async def daily(

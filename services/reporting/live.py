@@ -1,0 +1,92 @@
+"""The live session view: what the dashboard shows now, and a per-site signal that it changed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from giliran.store import Document, from_instant
+
+
+class LineNow(BaseModel):
+    service: str
+    waiting: int
+    longest_wait_seconds: float | None
+
+
+class LiveView(BaseModel):
+    site: str
+    at: datetime
+    version: int
+    waiting: int
+    longest_wait_seconds: float | None
+    counters_active: int
+    served: int
+    no_show: int
+    lines: list[LineNow]
+
+
+def waiting(ticket: Document) -> bool:
+    return not any(
+        ticket.get(k) for k in ("called_at", "cancelled_at", "transferred_at", "no_show_at")
+    )
+
+
+def live_view(site: str, tickets: Sequence[Document], now: datetime, version: int) -> LiveView:
+    """Pure: the day's ticket facts at `now` -> the figures a waiting-room manager watches."""
+    lines: dict[str, list[float]] = defaultdict(list)
+    for t in tickets:
+        lines.setdefault(t["service"], [])
+        if waiting(t):
+            lines[t["service"]].append((now - from_instant(t["issued_at"])).total_seconds())
+    all_waits = [w for waits in lines.values() for w in waits]
+    return LiveView(
+        site=site,
+        at=now,
+        version=version,
+        waiting=len(all_waits),
+        longest_wait_seconds=max(all_waits) if all_waits else None,
+        counters_active=len({t["counter"] for t in tickets if t.get("counter")}),
+        served=sum(1 for t in tickets if t.get("completed_at")),
+        no_show=sum(1 for t in tickets if t.get("no_show_at")),
+        lines=[
+            LineNow(
+                service=service,
+                waiting=len(waits),
+                longest_wait_seconds=max(waits) if waits else None,
+            )
+            for service, waits in sorted(lines.items())
+        ],
+    )
+
+
+class Changes:
+    """A version number per site, bumped by the projection; watchers wait for it to move."""
+
+    def __init__(self) -> None:
+        self._versions: dict[str, int] = defaultdict(int)
+        self._moved: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+    def version(self, site: str) -> int:
+        return self._versions[site]
+
+    def bump(self, site: str) -> None:
+        self._versions[site] += 1
+        self._moved[site].set()
+        self._moved[site] = asyncio.Event()
+
+    async def wait(self, site: str, seen: int, seconds: float) -> int:
+        """The site's version once it differs from `seen`, or the same after `seconds`."""
+        if self._versions[site] != seen:
+            return self._versions[site]
+        moved = self._moved[site]
+        try:
+            async with asyncio.timeout(seconds):
+                await moved.wait()
+        except TimeoutError:
+            pass
+        return self._versions[site]

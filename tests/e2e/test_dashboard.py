@@ -1,0 +1,87 @@
+"""The live dashboard in real headless Chromium: it shows the figures, follows events pushed by
+the server within moments, and reconnects by itself after the reporting service restarts."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from playwright.async_api import Page, async_playwright
+
+from giliran.cli import build_service
+from giliran.contracts import TicketCalled, utcnow
+from giliran.embedded import free_port
+from giliran.settings import Settings
+from tests.conftest import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    publish_many,
+    request_event,
+    require_chromium,
+    serving,
+)
+from tests.integration.test_notify_channels import ticket_events
+
+pytestmark = pytest.mark.e2e
+
+
+async def shows(page: Page, element: str, text: str) -> float:
+    """Seconds until the element shows `text` (waits up to 10 s)."""
+    started = time.monotonic()
+    await page.wait_for_function(
+        f"document.getElementById({element!r}).textContent === {text!r}", timeout=10_000
+    )
+    return time.monotonic() - started
+
+
+async def test_dashboard_follows_the_session_live(settings: Settings) -> None:
+    require_chromium()
+    ARTIFACTS.mkdir(exist_ok=True)
+    port = free_port()
+    request = request_event(["KIA"], session_id="cikarang-utara-today")
+    tickets = [ticket_events(request, n) for n in range(1, 5)]
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = await browser.new_page(viewport={"width": 1280, "height": 800})
+        try:
+            app, _ = build_service("reporting", settings)
+            async with serving(app, port) as url:
+                await page.goto(f"{url}/dashboard?site=cikarang-utara")
+                assert await page.inner_text("#waiting") == "0"
+                await page.wait_for_function(
+                    "document.getElementById('status').textContent.startsWith('diperbarui')"
+                )
+                await publish_many(settings, [request, *(t[0] for t in tickets[:3])])
+                seconds = await shows(page, "waiting", "3")
+                print(f"\nissue → dashboard shows it: {seconds * 1000:.0f} ms (incl. bus)")
+                called = TicketCalled(
+                    **tickets[0][0].data.model_dump(exclude={"waiting_ahead"}),
+                    counter="2",
+                    called_at=utcnow(),
+                )
+                from giliran.contracts import new_event
+
+                await publish_many(settings, [new_event(called, site="cikarang-utara", source="t")])
+                await shows(page, "waiting", "2")
+                await shows(page, "counters", "1")
+                rows = await page.locator("#lines tr").all_inner_texts()
+                assert rows == ["KIA\t2\t0"]
+                loaded = await page.evaluate(
+                    "document.getElementById('chart').complete && "
+                    "document.getElementById('chart').naturalWidth > 0"
+                )
+                assert loaded
+                await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+            # The reporting service goes away: the page says so, and picks up again by itself.
+            await page.wait_for_function(
+                "document.getElementById('status').textContent.includes('menyambung')"
+            )
+            app, _ = build_service("reporting", settings)
+            async with serving(app, port):
+                await publish_many(settings, [tickets[3][0]])
+                await shows(page, "waiting", "3")
+                await page.screenshot(path=str(ARTIFACTS / "dashboard-after-restart.png"))
+        finally:
+            await browser.close()
