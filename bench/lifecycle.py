@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import resource
 import sys
@@ -18,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+from measure import Sample, percentile, sample
 
 TEMPLATES = ("ticket_issued", "ticket_called", "ticket_completed")
 REPORT_FIELDS = ("submitted", "issued", "called", "completed")
@@ -97,13 +97,6 @@ def epoch(value: str | None) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def expect(response: httpx.Response, *codes: int) -> Json:
@@ -295,12 +288,6 @@ async def wait_for_report(
 # --- processes -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Sample:
-    rss_kib: int
-    cpu_seconds: float
-
-
 def listening_inodes() -> dict[int, int]:
     """Port → socket inode of every listening TCP socket on this box."""
     found: dict[int, int] = {}
@@ -367,18 +354,6 @@ def stack_processes(args: argparse.Namespace) -> dict[int, str]:
     more = owners({inodes[p] for p in extra if p in inodes})
     found.update({more[inodes[p]]: role for p, role in extra.items() if inodes.get(p) in more})
     return found
-
-
-def sample(pid: int) -> Sample | None:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rss = next((int(line.split()[1]) for line in status.splitlines() if line[:6] == "VmRSS:"), 0)
-    fields = stat.rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime + stime
-    return Sample(rss_kib=rss, cpu_seconds=ticks / os.sysconf("SC_CLK_TCK"))
 
 
 def samples(processes: dict[int, str]) -> dict[int, tuple[str, Sample]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import math
 import os
 import re
 import resource
@@ -26,6 +25,7 @@ from typing import Any
 import httpx
 import nats
 import yaml
+from measure import Sample, percentile, sample
 from nats.js.client import JetStreamContext
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -62,39 +62,11 @@ PAUSE_MS = 50.0
 # --- small helpers ---------------------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
 def row(label: str, values: Sequence[float]) -> str:
     if not values:
         return f"  {label:<34} {0:>5}        -"
     figures = [percentile(values, p) for p in (50, 95, 99)] + [max(values)]
     return f"  {label:<34} {len(values):>5}" + "".join(f"{v:>9.1f}" for v in figures)
-
-
-@dataclass(frozen=True)
-class Sample:
-    rss_kib: int
-    cpu_seconds: float
-
-
-def sample(pid: int | None) -> Sample | None:
-    """VmRSS and CPU seconds (user + system) of a process, from /proc."""
-    if pid is None:
-        return None
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rss = next((int(line.split()[1]) for line in status.splitlines() if line[:6] == "VmRSS:"), 0)
-    fields = stat.rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])
-    return Sample(rss_kib=rss, cpu_seconds=ticks / os.sysconf("SC_CLK_TCK"))
 
 
 def mib(found: Sample | None) -> str:

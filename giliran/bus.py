@@ -256,11 +256,7 @@ class EventConsumer:
                 await self._dead_letter(raw, f"invalid event: {parsed.removeprefix('invalid:')}")
             return
         event = parsed
-        handler = self.handlers.get(type(event.data))
-        if handler is None:
-            self._count("ignored", event.type)
-            await raw.ack()
-            return
+        handler = self.handlers[type(event.data)]  # handle_batch acked events we do not handle
         if await self.inbox.seen(event.id):
             self._count("duplicate", event.type)
             await raw.ack()

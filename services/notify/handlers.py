@@ -247,25 +247,26 @@ class ChannelWorker:
         outgoing: Callable[[str], Outgoing],
     ) -> None:
         key = delivery_id(cause, self.channel.name, recipient.key)
-        existing = await self.store.get(key)
-        if existing is not None and existing["status"] != "sending":
-            return  # sent, failed for good, or dropped: a redelivery changes nothing
-        if existing is None:
-            await self.store.begin(
-                {
-                    "_id": key,
-                    "site": site,
-                    "channel": self.channel.name,
-                    "medium": self.channel.medium,
-                    "recipient": recipient.masked,
-                    "template": template,
-                    "status": "sending",
-                    "attempts": 0,
-                    "cost_units": 0,
-                    "created_at": instant(self.clock()),
-                    **facts,
-                }
-            )
+        # Insert first: the common case (a new delivery) costs one round trip, not two.
+        begun = await self.store.begin(
+            {
+                "_id": key,
+                "site": site,
+                "channel": self.channel.name,
+                "medium": self.channel.medium,
+                "recipient": recipient.masked,
+                "template": template,
+                "status": "sending",
+                "attempts": 0,
+                "cost_units": 0,
+                "created_at": instant(self.clock()),
+                **facts,
+            }
+        )
+        if not begun:
+            existing = await self.store.get(key)
+            if existing is not None and existing["status"] != "sending":
+                return  # sent, failed for good, or dropped: a redelivery changes nothing
         # Crashed after a send but before recording it: the message goes again (ADR 0005).
         ticket_id = facts.get("ticket_id")
         if ticket_id and is_stale(template, await self.store.ticket_status(ticket_id)):

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from giliran.contracts import Event, TicketStatus
@@ -92,8 +93,12 @@ class DeliveryStore:
         return await self.deliveries.find_one({"_id": delivery_id}, {"outbox": 0})
 
     async def count_attempt(self, delivery_id: str) -> int:
-        await self.deliveries.update_one({"_id": delivery_id}, {"$inc": {"attempts": 1}})
-        doc = await self.deliveries.find_one({"_id": delivery_id}, {"attempts": 1})
+        doc = await self.deliveries.find_one_and_update(
+            {"_id": delivery_id},
+            {"$inc": {"attempts": 1}},
+            projection={"attempts": 1},
+            return_document=ReturnDocument.AFTER,
+        )
         return int(doc["attempts"]) if doc else 1
 
     async def note_error(self, delivery_id: str, reason: str) -> None:

@@ -83,6 +83,6 @@ def check_completable(number: str, status: TicketStatus) -> None:
         raise TicketNotCompletable(number, status.value)
 
 
-def services_known(site: SiteDef, services: Iterable[str]) -> list[str]:
+def unknown_services(site: SiteDef, services: Iterable[str]) -> list[str]:
     """Services of a request that this site does not offer (empty when all are known)."""
     return [code for code in services if site.service(code) is None]

@@ -49,7 +49,7 @@ class Queue:
         site = self.catalogue.site(event.site)
         if site is None:
             raise Unprocessable(f"unknown site {event.site!r}")
-        unknown = domain.services_known(site, request.services)
+        unknown = domain.unknown_services(site, request.services)
         if unknown:
             raise Unprocessable(f"site {site.site} does not offer {unknown}")
         existing = {d["service"]: d for d in await self.store.for_request(request.request_id)}

@@ -137,6 +137,17 @@ async def deliveries(svc: RunningService, **query: str) -> list[dict[str, Any]]:
     return found
 
 
+async def delivery_in(svc: RunningService, ticket_id: str, status: str) -> dict[str, Any]:
+    """The ticket's only delivery, once it has reached `status`."""
+
+    async def reached() -> list[dict[str, Any]] | None:
+        found = await deliveries(svc, ticket_id=ticket_id)
+        return found if found and found[0]["status"] == status else None
+
+    (delivery,) = await eventually(reached)
+    return delivery
+
+
 async def test_each_channel_sends_each_message_once_even_when_events_come_twice(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -211,11 +222,7 @@ async def test_gateway_errors_are_retried_with_backoff(settings: Settings, tmp_p
         await publish(settings, issued)
         await gw.wait_for(1)
 
-        async def sent() -> list[dict[str, Any]] | None:
-            found = await deliveries(svc, ticket_id=issued.data.ticket_id)
-            return found if found and found[0]["status"] == "sent" else None
-
-        (delivery,) = await eventually(sent)
+        delivery = await delivery_in(svc, issued.data.ticket_id, "sent")
         assert delivery["attempts"] == 3
         assert [r.status for r in gw.received] == [503, 429, 200]
 
@@ -230,11 +237,7 @@ async def test_a_gateway_that_keeps_failing_dead_letters_and_reports(
         await publish(settings, req)
         await publish(settings, issued)
 
-        async def failed() -> list[dict[str, Any]] | None:
-            found = await deliveries(svc, ticket_id=issued.data.ticket_id)
-            return found if found and found[0]["status"] == "failed" else None
-
-        (delivery,) = await eventually(failed)
+        delivery = await delivery_in(svc, issued.data.ticket_id, "failed")
         assert delivery["attempts"] == 3 and "HTTP 500" in delivery["last_error"]
         assert gw.count("/sms") == 3
         async with nats_client(settings) as client:
@@ -278,11 +281,7 @@ async def test_a_refused_message_fails_at_once(settings: Settings, tmp_path: Pat
         await publish(settings, req)
         await publish(settings, issued)
 
-        async def failed() -> list[dict[str, Any]] | None:
-            found = await deliveries(svc, ticket_id=issued.data.ticket_id)
-            return found if found and found[0]["status"] == "failed" else None
-
-        (delivery,) = await eventually(failed)
+        delivery = await delivery_in(svc, issued.data.ticket_id, "failed")
         assert delivery["attempts"] == 1 and gw.count() == 1
 
 
