@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-from giliran.contracts.events import CounterId, ServiceCode, TicketStatus
+from giliran.contracts.events import CounterId, Outcome, PriorityReason, ServiceCode, TicketStatus
 from giliran.contracts.subjects import SiteSlug, command_subject
 
 
@@ -21,9 +21,35 @@ class TicketView(BaseModel):
     service: ServiceCode
     status: TicketStatus
     counter: CounterId | None = None
+    session_id: str | None = None
+    priority: PriorityReason | None = None
+    appointment_at: AwareDatetime | None = None
+    arrived: bool = True
+    # Keeps its place but cannot be called: the citizen is at another booth.
+    held: bool = False
+    recalls: int = 0
+    outcome: Outcome | None = None
     issued_at: AwareDatetime | None = None
+    queued_at: AwareDatetime | None = None
     called_at: AwareDatetime | None = None
+    started_at: AwareDatetime | None = None
     completed_at: AwareDatetime | None = None
+    eta: AwareDatetime | None = None
+
+
+CounterState = Literal["open", "paused", "closed"]
+
+
+class CounterView(BaseModel):
+    """A counter (loket/booth) as its console and the board see it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    counter: CounterId
+    status: CounterState
+    session_id: str | None = None
+    services: list[ServiceCode]
+    current_ticket_id: str | None = None
 
 
 class Problem(BaseModel):
@@ -44,14 +70,49 @@ class CallNext(BaseModel):
         return command_subject(site, "queue", "call_next")
 
 
+TicketId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
 class CompleteTicket(BaseModel):
     action: Literal["complete"] = "complete"
     site: SiteSlug
-    ticket_id: str = Field(min_length=1, max_length=128)
+    ticket_id: TicketId
+    # When given, the ticket must be at this counter (always given by consoles).
+    counter: CounterId | None = None
+    outcome: Outcome = Outcome.SERVED
 
     @staticmethod
     def subject(site: str) -> str:
         return command_subject(site, "queue", "complete")
+
+
+class TicketAction(BaseModel):
+    """A counter's action on one ticket. `to_service` for transfer, `reason` for cancel."""
+
+    action: Literal["call", "recall", "start", "no_show", "recheck_in", "transfer", "cancel"]
+    site: SiteSlug
+    counter: CounterId | None = None
+    ticket_id: TicketId
+    to_service: ServiceCode | None = None
+    reason: str | None = Field(default=None, max_length=200)
+
+    @staticmethod
+    def subject(site: str, action: str) -> str:
+        return command_subject(site, "queue", action)
+
+
+class CounterAction(BaseModel):
+    """Open (optionally with an ordered set of services), pause or close a counter."""
+
+    action: Literal["open", "pause", "close"]
+    site: SiteSlug
+    counter: CounterId
+    services: list[ServiceCode] | None = Field(default=None, min_length=1, max_length=20)
+    session_id: str | None = Field(default=None, max_length=64)
+
+    @staticmethod
+    def subject(site: str, action: str) -> str:
+        return command_subject(site, "queue", action)
 
 
 class CommandReply(BaseModel):
@@ -59,5 +120,6 @@ class CommandReply(BaseModel):
 
     ok: bool
     ticket: TicketView | None = None
+    counter: CounterView | None = None
     error: Problem | None = None
     at: AwareDatetime | None = None

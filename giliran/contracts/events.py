@@ -30,9 +30,28 @@ class Language(StrEnum):
     EN = "en"
 
 
+class PriorityReason(StrEnum):
+    """Who is called ahead by the priority ratio (DOMAIN.md): declared, or derived from the NIK."""
+
+    ELDERLY = "elderly"  # lansia, 60+ (from the NIK's birth date)
+    DISABILITY = "disability"
+    PREGNANCY = "pregnancy"
+    INFANT = "infant"  # a parent carrying an infant
+
+
+class Outcome(StrEnum):
+    """How a completed service ended (the officer's outcome code)."""
+
+    SERVED = "served"
+    DOCUMENTS_INCOMPLETE = "documents_incomplete"
+    REFERRED = "referred"
+    REJECTED = "rejected"
+
+
 class TicketStatus(StrEnum):
     WAITING = "waiting"
     CALLED = "called"
+    SERVING = "serving"
     COMPLETED = "completed"
     NO_SHOW = "no_show"
     TRANSFERRED = "transferred"
@@ -48,10 +67,11 @@ class TicketStatus(StrEnum):
 _RANK = {
     TicketStatus.WAITING: 0,
     TicketStatus.CALLED: 1,
-    TicketStatus.COMPLETED: 2,
-    TicketStatus.NO_SHOW: 2,
-    TicketStatus.TRANSFERRED: 2,
-    TicketStatus.CANCELLED: 2,
+    TicketStatus.SERVING: 2,
+    TicketStatus.COMPLETED: 3,
+    TicketStatus.NO_SHOW: 3,
+    TicketStatus.TRANSFERRED: 3,
+    TicketStatus.CANCELLED: 3,
 }
 
 
@@ -82,6 +102,23 @@ class RequestSubmitted(EventData):
     channel: Channel
     citizen: CitizenRef
     submitted_at: AwareDatetime
+    priority: PriorityReason | None = None
+    # A booked slot (start); None for walk-ins.
+    appointment_at: AwareDatetime | None = None
+    # False for a booking made ahead: its tickets keep a number but join the line only when
+    # `request.checked_in` arrives (QR or code at the kiosk).
+    arrived: bool = True
+
+
+class RequestCheckedIn(EventData):
+    """A booking's holder has arrived: their tickets join the line from `checked_in_at`."""
+
+    entity = "request"
+    event = "checked_in"
+
+    request_id: str
+    session_id: str
+    checked_in_at: AwareDatetime
 
 
 class RequestCancelled(EventData):
@@ -111,11 +148,24 @@ class TicketFacts(EventData):
 
     status_after: ClassVar[TicketStatus]  # the ticket's status once this event has happened
 
+    def facts(self) -> dict[str, Any]:
+        """Only the repeated fields, to build the ticket's next event from this one."""
+        return {name: getattr(self, name) for name in TicketFacts.model_fields}
+
 
 class TicketIssued(TicketFacts):
     event = "issued"
     status_after: ClassVar[TicketStatus] = TicketStatus.WAITING
     waiting_ahead: int = Field(ge=0, description="tickets ahead in the same line when issued")
+    priority: PriorityReason | None = None
+    appointment_at: AwareDatetime | None = None
+    arrived: bool = True
+    # The call time quoted to the citizen at issue (None when no counter serves the line yet);
+    # reporting measures how wrong it was.
+    eta: AwareDatetime | None = None
+    # A ticket re-made from another: a transfer to another line, or a no-show re-checked-in.
+    transferred_from: str | None = None
+    rechecked_from: str | None = None
 
 
 class TicketCalled(TicketFacts):
@@ -132,12 +182,23 @@ class TicketRecalled(TicketFacts):
     recalled_at: AwareDatetime
 
 
+class TicketStarted(TicketFacts):
+    """The citizen came to the counter after the call and service began."""
+
+    event = "started"
+    status_after: ClassVar[TicketStatus] = TicketStatus.SERVING
+    counter: CounterId
+    called_at: AwareDatetime
+    started_at: AwareDatetime
+
+
 class TicketCompleted(TicketFacts):
     event = "completed"
     status_after: ClassVar[TicketStatus] = TicketStatus.COMPLETED
     counter: CounterId
     called_at: AwareDatetime
     completed_at: AwareDatetime
+    outcome: Outcome = Outcome.SERVED
 
 
 class TicketNoShow(TicketFacts):
@@ -145,6 +206,7 @@ class TicketNoShow(TicketFacts):
     status_after: ClassVar[TicketStatus] = TicketStatus.NO_SHOW
     counter: CounterId
     marked_at: AwareDatetime
+    recalls: int = Field(default=0, ge=0)
 
 
 class TicketTransferred(TicketFacts):
@@ -183,6 +245,8 @@ class CounterClosed(EventData):
     counter: CounterId
     session_id: str
     at: AwareDatetime
+    # A pause (break, prayer) rather than the end of the counter's session.
+    paused: bool = False
 
 
 # --- notification ----------------------------------------------------------------------------
@@ -242,9 +306,11 @@ class FeedbackSubmitted(EventData):
 EVENT_MODELS: tuple[type[EventData], ...] = (
     RequestSubmitted,
     RequestCancelled,
+    RequestCheckedIn,
     TicketIssued,
     TicketCalled,
     TicketRecalled,
+    TicketStarted,
     TicketCompleted,
     TicketNoShow,
     TicketTransferred,

@@ -56,7 +56,7 @@ async def test_dashboard_follows_the_session_live(settings: Settings) -> None:
                 seconds = await shows(page, "waiting", "3")
                 print(f"\nissue → dashboard shows it: {seconds * 1000:.0f} ms (incl. bus)")
                 called = TicketCalled(
-                    **tickets[0][0].data.model_dump(exclude={"waiting_ahead"}),
+                    **tickets[0][0].data.facts(),
                     counter="2",
                     called_at=utcnow(),
                 )

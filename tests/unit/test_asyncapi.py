@@ -30,4 +30,10 @@ def test_asyncapi_documents_the_published_events_and_commands() -> None:
         assert subject in addresses, subject
     schemas = set(spec["components"]["schemas"])
     assert {"Event[TicketCalled]", "Event[RequestSubmitted]", "Event[NotificationSent]"} <= schemas
-    assert len(EVENT_MODELS) == 14
+    minimum = {
+        "request.submitted", "request.cancelled", "ticket.issued", "ticket.called",
+        "ticket.recalled", "ticket.completed", "ticket.no_show", "ticket.transferred",
+        "ticket.cancelled", "counter.opened", "counter.closed", "notification.sent",
+        "notification.failed", "feedback.submitted",
+    }  # fmt: skip
+    assert minimum <= {f"{m.entity}.{m.event}" for m in EVENT_MODELS}

@@ -39,12 +39,14 @@ MINIMUM_SET = {
     "ticket.cancelled", "counter.opened", "counter.closed", "notification.sent",
     "notification.failed", "feedback.submitted",
 }  # fmt: skip
+# Added beyond the blueprint's minimum (check-in of bookings, start of service).
+EXTENSIONS = {"request.checked_in", "ticket.started"}
 
 
 def test_every_event_of_the_minimum_set_has_a_v1_model() -> None:
     names = {f"{m.entity}.{m.event}" for m in EVENT_MODELS}
-    assert names == MINIMUM_SET
-    assert set(EVENTS_BY_TYPE) == {f"giliran.{n}.v1" for n in MINIMUM_SET}
+    assert names == MINIMUM_SET | EXTENSIONS
+    assert set(EVENTS_BY_TYPE) == {f"giliran.{n}.v1" for n in names}
 
 
 def test_subjects_follow_the_blueprint() -> None:
