@@ -7,6 +7,8 @@ from giliran.contracts.commands import (
     CounterAction,
     CounterView,
     Problem,
+    RequestStatusQuery,
+    RequestStatusReply,
     TicketAction,
     TicketView,
 )
@@ -66,6 +68,8 @@ __all__ = [
     "Problem",
     "RequestCancelled",
     "RequestCheckedIn",
+    "RequestStatusQuery",
+    "RequestStatusReply",
     "RequestSubmitted",
     "TicketAction",
     "TicketCalled",

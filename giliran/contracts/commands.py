@@ -35,6 +35,8 @@ class TicketView(BaseModel):
     started_at: AwareDatetime | None = None
     completed_at: AwareDatetime | None = None
     eta: AwareDatetime | None = None
+    # Tickets ahead of this one in its line (waiting only).
+    position: int | None = None
 
 
 CounterState = Literal["open", "paused", "closed"]
@@ -123,3 +125,22 @@ class CommandReply(BaseModel):
     counter: CounterView | None = None
     error: Problem | None = None
     at: AwareDatetime | None = None
+
+
+class RequestStatusQuery(BaseModel):
+    """Another service (intake's status page) asks the queue where a request's tickets stand."""
+
+    site: SiteSlug
+    request_id: str = Field(min_length=1, max_length=64)
+
+    @staticmethod
+    def subject(site: str) -> str:
+        return command_subject(site, "queue", "request_status")
+
+
+class RequestStatusReply(BaseModel):
+    """Each ticket of the request with its status, position in line and current ETA."""
+
+    ok: bool
+    tickets: list[TicketView] = Field(default_factory=list)
+    error: Problem | None = None

@@ -173,6 +173,9 @@ class TicketCalled(TicketFacts):
     status_after: ClassVar[TicketStatus] = TicketStatus.CALLED
     counter: CounterId
     called_at: AwareDatetime
+    # When the ticket joined the line (check-in, or issue for walk-ins): wait = called - queued.
+    queued_at: AwareDatetime | None = None
+    priority: PriorityReason | None = None
 
 
 class TicketRecalled(TicketFacts):
