@@ -113,7 +113,11 @@ async def rebuild(
     store = FactStore(target_db)
     await store.ensure_indexes()
     handlers: dict[type[EventData], EventHandler] = handlers_for(
-        Reporting(store=store, timezone=settings.timezone)
+        Reporting(
+            store=store,
+            timezone=settings.timezone,
+            target_wait_minutes=settings.target_wait_minutes,
+        )
     )
     connection = await nats.connect(settings.nats_url)
     events = skipped = 0
@@ -160,7 +164,7 @@ async def rebuild(
         await subscription.unsubscribe()
     finally:
         await connection.close()
-    names = [c.name for c in (store.requests, store.tickets, store.feedback, store.notifications)]
+    names = [c.name for c in store.collections()]
     comparisons = await compare(live_db, target_db, names)
     if not keep:
         await client.drop_database(target_db.name)
