@@ -83,17 +83,6 @@ class DaySummary(Counts):
     notifications: dict[str, ChannelFigures] = {}
 
 
-class PeriodSummary(Counts):
-    """A site over a period: the totals and one entry per day."""
-
-    site: str
-    first: date
-    last: date
-    target_wait_minutes: float
-    submitted: int
-    days: list[DaySummary]
-
-
 class KabupatenSummary(BaseModel):
     """Every site with activity on a day, side by side, and their sum."""
 

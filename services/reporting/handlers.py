@@ -41,16 +41,13 @@ from services.reporting.figures import (
     Counts,
     DaySummary,
     KabupatenSummary,
-    PeriodSummary,
-    SessionSummary,
     counts,
     day_figures,
-    grouped,
 )
 from services.reporting.live import Changes, LiveView, live_view
 from services.reporting.store import FactStore
 
-__all__ = ["DaySummary", "KabupatenSummary", "PeriodSummary", "Reporting", "SatisfactionReport"]
+__all__ = ["DaySummary", "KabupatenSummary", "Reporting", "SatisfactionReport"]
 
 
 class ElementScore(BaseModel):
@@ -284,40 +281,6 @@ class Reporting:
     async def period(self, site: str, first: date, last: date) -> list[DaySummary]:
         days = (last - first).days + 1
         return [await self.day_summary(site, first + timedelta(days=i)) for i in range(days)]
-
-    async def period_summary(self, site: str, first: date, last: date) -> PeriodSummary:
-        """A site over a period: days' cells merged into one set of figures, and the days."""
-        cells = await self.store.ticket_cells_where(first, last, site=site)
-        requests = tally(await self.store.request_cells_where(first, last, site=site))
-        return PeriodSummary(
-            site=site,
-            first=first,
-            last=last,
-            target_wait_minutes=self.target_wait_minutes,
-            submitted=requests.count("submitted"),
-            **counts(tally(cells), self.target_wait_minutes * 60),
-            days=[d for d in await self.period(site, first, last) if d.issued or d.submitted],
-        )
-
-    async def session_summary(self, site: str, session_id: str) -> SessionSummary | None:
-        """One session (a Sunday's MSC, a BOTRAM fair), over whatever days its tickets have."""
-        cells = await self.store.ticket_cells_where(date.min, date.max, site, session_id)
-        if not cells:
-            return None
-        day = min(date.fromisoformat(c["day"]) for c in cells)
-        return SessionSummary(
-            session_id=session_id, day=day, **counts(tally(cells), self.target_wait_minutes * 60)
-        )
-
-    async def sessions(self, site: str, first: date, last: date) -> list[SessionSummary]:
-        target = self.target_wait_minutes * 60
-        cells = await self.store.ticket_cells_where(first, last, site=site)
-        by_session = grouped(cells, lambda c: f"{c['day']}|{c['session_id']}")
-        return [
-            SessionSummary(session_id=k.split("|", 1)[1], day=date.fromisoformat(k[:10]),
-                           **counts(t, target))
-            for k, t in sorted(by_session.items(), reverse=True)
-        ]  # fmt: skip
 
     async def kabupaten(self, day: date) -> KabupatenSummary:
         sites = [await self.day_summary(s, day) for s in await self.store.sites_between(day, day)]
