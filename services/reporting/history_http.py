@@ -17,20 +17,10 @@ from services.reporting import charts
 from services.reporting.domain import local_day
 from services.reporting.figures import Counts, DaySummary
 from services.reporting.history import History, KabupatenPeriod, SitePeriod
-from services.reporting.http import MAX_PERIOD_DAYS, PAGES, PeriodInvalid
+from services.reporting.http import MAX_PERIOD_DAYS, OUTCOMES, PAGES, PRIORITIES, PeriodInvalid
 
 DEFAULT_DAYS = 30
-# Outcome and priority codes as the pages say them (Bahasa Indonesia / English).
-LABELS = {
-    "served": "dilayani / served",
-    "documents_incomplete": "berkas belum lengkap / documents incomplete",
-    "referred": "dirujuk / referred",
-    "rejected": "ditolak / rejected",
-    "elderly": "lansia / elderly",
-    "disability": "disabilitas / disability",
-    "pregnancy": "ibu hamil / pregnant",
-    "infant": "membawa bayi / with an infant",
-}
+LABELS = {**OUTCOMES, **PRIORITIES}
 SiteQuery = Annotated[str, Query(pattern=SITE_PATTERN, max_length=63)]
 SitePath = Annotated[str, Path(pattern=SITE_PATTERN, max_length=63)]
 SessionId = Annotated[str, Query(min_length=1, max_length=128)]

@@ -100,5 +100,18 @@ async def test_history_pages_from_the_dashboard(settings: Settings) -> None:
                 assert len(fairs) == 1 + len(kabupaten["fairs"]) == 4
                 assert "Kecamatan Cikarang Utara" in await page.inner_text("#sites")
                 await page.screenshot(path=str(ARTIFACTS / "history-kabupaten.png"), full_page=True)
+
+                # The daily report, with the new figures, prints on one A4 page.
+                await page.goto(f"{url}/reports/daily?site=cikarang-utara&date=2026-11-29")
+                assert await page.locator("#eta").count() == 1
+                pdf = await page.pdf(format="A4", print_background=True)
+                (ARTIFACTS / "daily-report.pdf").write_bytes(pdf)
+                pages = pdf.count(b"/Type /Page") - pdf.count(b"/Type /Pages")
+                if pages != 1:
+                    await page.emulate_media(media="print")
+                    await page.screenshot(
+                        path=str(ARTIFACTS / "daily-report-print.png"), full_page=True
+                    )
+                assert pages == 1
         finally:
             await browser.close()

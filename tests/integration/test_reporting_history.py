@@ -256,6 +256,26 @@ async def test_history_of_a_recorded_weekend_matches_an_independent_computation(
         )
         assert wrong.status_code == 422
 
+        # The printable daily report carries the ETA accuracy and the outcomes of the API.
+        day = (
+            await svc.http.get(
+                "/api/v1/sites/cikarang-utara/summary", params={"date": "2026-11-29"}
+            )
+        ).json()
+        check(day, session_lives)
+        report = await svc.http.get(
+            "/reports/daily", params={"site": "cikarang-utara", "date": "2026-11-29"}
+        )
+        eta = day["eta"]
+        assert f'<th class="n">{eta["quoted"]}</th>' in report.text
+        assert f"{eta['within_10_min'] * 100:.0f} %" in report.text
+        assert f"{eta['median_abs_error_seconds'] / 60:.1f} menit" in report.text
+        for code, n in day["outcomes"].items():
+            label = {"served": "dilayani", "documents_incomplete": "berkas belum lengkap",
+                     "referred": "dirujuk", "rejected": "ditolak"}[code]  # fmt: skip
+            assert f"{label} / " in report.text and f"<b>{n}</b>" in report.text
+        assert f'id="no-show">{day["no_show"]}<' in report.text
+
         # The pages show the same numbers.
         page = await svc.http.get("/history/kabupaten", params=period)
         assert page.status_code == 200
