@@ -5,6 +5,7 @@ the generated lifecycles, and a replay rebuilds the same projections."""
 
 from __future__ import annotations
 
+import csv
 import io
 import math
 import random
@@ -275,6 +276,18 @@ async def test_history_of_a_recorded_weekend_matches_an_independent_computation(
                      "referred": "dirujuk", "rejected": "ditolak"}[code]  # fmt: skip
             assert f"{label} / " in report.text and f"<b>{n}</b>" in report.text
         assert f'id="no-show">{day["no_show"]}<' in report.text
+
+        export = await svc.http.get(
+            "/api/v1/sites/cikarang-utara/export.csv",
+            params={"from": "2026-11-29", "to": "2026-11-29"},
+        )
+        header, *_, total = list(csv.reader(io.StringIO(export.text)))
+        row = dict(zip(header, total, strict=True))
+        assert int(row["Tidak hadir / No-shows"]) == day["no_show"]
+        assert int(row["Tiket dengan perkiraan / Tickets quoted"]) == eta["quoted"]
+        assert float(row["Perkiraan tepat ±10 menit (%) / ETA within ±10 min (%)"]) == round(
+            eta["within_10_min"] * 100, 1
+        )
 
         # The pages show the same numbers.
         page = await svc.http.get("/history/kabupaten", params=period)
