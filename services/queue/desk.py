@@ -102,9 +102,9 @@ class Desk:
         *,
         pinned: bool,
     ) -> Document:
+        # Before the first citizen of the day arrives no session is known yet: the counter opens
+        # anyway and binds to the session at its first call.
         session = session_id or await self.queue.current_session(site.site)
-        if session is None:
-            raise domain.NoSession(site.site)
         catalogue_services = domain.counter_of(site, counter_id).services
         while True:
             doc = await self.store.counter(site.site, counter_id)
@@ -118,7 +118,11 @@ class Desk:
                 return doc
             now = self.queue.clock()
             events: list[Event[Any]] = []
-            if doc is not None and doc["status"] == "open" and doc.get("session_id") != session:
+            if (
+                doc is not None
+                and doc["status"] == "open"
+                and doc.get("session_id") not in (None, session)
+            ):
                 events.append(
                     self._event(
                         site.site,
@@ -126,14 +130,17 @@ class Desk:
                         now,
                     )
                 )
-            events.append(
-                self._event(
-                    site.site,
-                    CounterOpened(counter=counter_id, session_id=session, services=chosen, at=now),
-                    now,
+            if session is not None:  # announced once it is bound to a session
+                events.append(
+                    self._event(
+                        site.site,
+                        CounterOpened(
+                            counter=counter_id, session_id=session, services=chosen, at=now
+                        ),
+                        now,
+                    )
                 )
-            )
-            fields = {
+            fields: Document = {
                 "status": "open",
                 "session_id": session,
                 "pinned": pinned,
@@ -165,15 +172,24 @@ class Desk:
                 if doc is None or doc["status"] == status:
                     return await self.counter(site.site, counter.id)
                 now = self.queue.clock()
-                event = self._event(
-                    site.site,
-                    CounterClosed(
-                        counter=counter.id, session_id=doc["session_id"], at=now, paused=paused
-                    ),
-                    now,
+                events = (
+                    [
+                        self._event(
+                            site.site,
+                            CounterClosed(
+                                counter=counter.id,
+                                session_id=doc["session_id"],
+                                at=now,
+                                paused=paused,
+                            ),
+                            now,
+                        )
+                    ]
+                    if doc.get("session_id")
+                    else []  # never announced as opened: nothing to announce
                 )
                 saved = await self.store.save_counter(
-                    site.site, counter.id, {"status": status}, [event], doc["revision"]
+                    site.site, counter.id, {"status": status}, events, doc["revision"]
                 )
                 if saved is not None:
                     break

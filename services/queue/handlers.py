@@ -232,7 +232,7 @@ class Queue:
         open_counters = [
             c["services"]
             for c in await self.store.counters_of(site)
-            if c["status"] == "open" and c.get("session_id") == session_id
+            if c["status"] == "open" and c.get("session_id") in (session_id, None)
         ]
         return eta.line_capacity(open_counters, service)
 

@@ -136,7 +136,11 @@ class TicketStore:
                 "service": doc["service"],
                 "status": TicketStatus.WAITING.value,
                 "arrived": True,
-                "queued_at": {"$lt": doc["queued_at"]},
+                # the same order call-next reads: arrival, then id
+                "$or": [
+                    {"queued_at": {"$lt": doc["queued_at"]}},
+                    {"queued_at": doc["queued_at"], "_id": {"$lt": doc["_id"]}},
+                ],
             },
         )
 
