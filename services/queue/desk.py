@@ -101,13 +101,14 @@ class Desk:
         session_id: str | None,
         *,
         pinned: bool,
+        known: Document | None = None,
     ) -> Document:
         # Before the first citizen of the day arrives no session is known yet: the counter opens
         # anyway and binds to the session at its first call.
         session = session_id or await self.queue.current_session(site.site)
         catalogue_services = domain.counter_of(site, counter_id).services
         while True:
-            doc = await self.store.counter(site.site, counter_id)
+            doc, known = known or await self.store.counter(site.site, counter_id), None
             chosen = list(services or (doc["services"] if doc else catalogue_services))
             if (
                 doc is not None
@@ -212,7 +213,7 @@ class Desk:
             if session is None:
                 return None
             state = await self._open(
-                site, counter.id, None, session, pinned=bool(doc and doc.get("pinned"))
+                site, counter.id, None, session, pinned=bool(doc and doc.get("pinned")), known=doc
             )
             called = await self._call_chosen(site, state)
         self.queue.touched(site.site)
@@ -243,11 +244,9 @@ class Desk:
                         break  # read again: the lines moved under us
                     return None
                 doc = by_id[choice.ticket_id]
-                result = await self._claim(site, state["counter"], doc, now)
-                if result == "called":
+                result, called = await self._claim(site, state["counter"], doc, now)
+                if called is not None:
                     await self.store.note_call(site.site, state["counter"], choice.priority)
-                    called = await self.store.get(doc["_id"])
-                    assert called is not None
                     return ticket_view(called)
                 if result == "elsewhere":
                     elsewhere.add(doc["request_id"])
@@ -256,14 +255,20 @@ class Desk:
                     waiting = [w for w in waiting if w.ticket_id != doc["_id"]]
         return None
 
-    async def _claim(self, site: SiteDef, counter: str, doc: Document, now: datetime) -> str:
+    async def _claim(
+        self, site: SiteDef, counter: str, doc: Document, now: datetime
+    ) -> tuple[str, Document | None]:
         """Call one waiting ticket: take its citizen's serving slot, then the ticket. Returns
-        "called", "elsewhere" (the citizen is at another counter) or "taken" (lost a race)."""
+        ("called", the ticket), ("elsewhere", None) when the citizen is at another counter, or
+        ("taken", None) when another counter won the race."""
         if not await self.store.claim_visit(doc["request_id"], doc["_id"], now):
             if not await self._heal_visit(doc["request_id"]):
-                return "elsewhere"
+                return "elsewhere", None
             if not await self.store.claim_visit(doc["request_id"], doc["_id"], now):
-                return "elsewhere"
+                return "elsewhere", None
+        # The call happens now, after the slot is ours: so a citizen's calls and completions
+        # are ordered in time as they are in fact (the slot is freed after a completion).
+        now = self.queue.clock()
         called = self._event(
             site.site,
             TicketCalled(
@@ -289,9 +294,10 @@ class Desk:
         )
         if moved is None:
             await self.store.release_visit(doc["request_id"], doc["_id"])
-            return "taken"
-        await self.store.set_held(doc["request_id"], True, except_ticket=doc["_id"])
-        return "called"
+            return "taken", None
+        if doc.get("multi", True):
+            await self.store.set_held(doc["request_id"], True, except_ticket=doc["_id"])
+        return "called", moved
 
     async def _heal_visit(self, request_id: str) -> bool:
         """Free a serving slot left by a crash (its ticket is no longer being served); True if
@@ -347,7 +353,7 @@ class Desk:
                 raise domain.NotThisCounter(doc["number"], counter.id)
             if not doc.get("arrived", True):
                 raise domain.NotCheckedIn(doc["number"])
-            result = await self._claim(site, counter.id, doc, self.queue.clock())
+            result, _ = await self._claim(site, counter.id, doc, self.queue.clock())
             if result == "elsewhere":
                 raise domain.CitizenElsewhere(doc["number"])
             if result == "taken":
@@ -398,7 +404,8 @@ class Desk:
             raise domain.IllegalTransition(action, doc["number"], TicketStatus(current["status"]))
         if release:
             await self.store.release_visit(doc["request_id"], doc["_id"])
-            await self.store.set_held(doc["request_id"], False)
+            if doc.get("multi", True):
+                await self.store.set_held(doc["request_id"], False)
         self.queue.touched(site.site)
         return moved
 
@@ -549,6 +556,7 @@ class Desk:
             "held": await self.store.visit_holder(doc["request_id"]) not in (None, new_id),
             "appointment_at": None,
             "recalls": 0,
+            "multi": True,  # the request now has more than one ticket
             **origin,
         }  # fmt: skip
         if not await self.store.insert_with_events(new_doc, [self._event(site.site, issued, now)]):

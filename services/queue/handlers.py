@@ -4,6 +4,7 @@ the lines: which session runs now, where a ticket stands, and its ETA."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,6 +35,7 @@ EARLY = timedelta(hours=1)
 LATE = timedelta(hours=3)
 # Without a known window (older producers), the session with the latest arrival within this long.
 ARRIVAL_FALLBACK = timedelta(hours=12)
+SESSION_TTL = 1.0
 
 
 @dataclass
@@ -47,6 +49,9 @@ class Queue:
     default_service: timedelta = timedelta(minutes=8)
     clock: Callable[[], datetime] = utcnow
     changes: Changes = field(default_factory=Changes)
+    # The running session per site, re-read at most every SESSION_TTL (a new session shows on
+    # other instances within that; on this one at once).
+    _sessions: dict[str, tuple[float, str | None]] = field(default_factory=dict)
 
     def site(self, slug: str) -> SiteDef:
         site = self.catalogue.site(slug)
@@ -71,6 +76,7 @@ class Queue:
         if unknown:
             raise Unprocessable(f"site {site.site} does not offer {unknown}")
         now = self.clock()
+        self._sessions.pop(site.site, None)
         await self.store.note_session(
             site.site,
             request.session_id,
@@ -155,6 +161,8 @@ class Queue:
             "is_priority": request.priority is not None,
             "appointment_at": instant(request.appointment_at) if request.appointment_at else None,
             "recalls": 0,
+            # Only a request with several tickets needs holds kept on its other tickets.
+            "multi": len(request.services) > 1,
             "channel": request.channel.value,
             # Masked only (************1234): what the officer checks against the card.
             "nik_masked": request.citizen.nik_masked,
@@ -174,6 +182,7 @@ class Queue:
             {"request_id": data.request_id, "arrived": False},
             {"$set": {"arrived": True, "queued_at": at}},
         )
+        self._sessions.pop(event.site, None)
         await self.store.note_session(event.site, data.session_id, None, None, data.checked_in_at)
         self.touched(event.site)
 
@@ -207,6 +216,15 @@ class Queue:
     async def current_session(self, site: str) -> str | None:
         """The session counters at `site` serve now: the latest whose window (widened) holds
         now; else, for producers that send no window, the one with the latest arrival today."""
+        cached = self._sessions.get(site)
+        moment = time.monotonic()
+        if cached is not None and cached[0] > moment:
+            return cached[1]
+        found = await self._current_session(site)
+        self._sessions[site] = (moment + SESSION_TTL, found)
+        return found
+
+    async def _current_session(self, site: str) -> str | None:
         now = self.clock()
         sessions = await self.store.sessions_of(site)
         running = [
