@@ -126,6 +126,8 @@ class Intake:
                 channel=command.channel,
                 citizen=citizen,
                 submitted_at=now,
+                session_opens_at=session.opens_at,
+                session_closes_at=session.closes_at,
             ),
             site=site.site,
             source=SOURCE,
