@@ -182,7 +182,8 @@ class Reporting:
                 "state": state,
                 "at": instant(change.at),
             },
-            order=f"{instant(change.at)}|{rank}",
+            # microseconds since the epoch, then the tie-breaker
+            order=round(change.at.timestamp() * 1_000_000) * 10 + rank,
         )
         self.changes.bump(event.site)
 

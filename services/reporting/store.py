@@ -140,10 +140,11 @@ class FactStore:
     async def notifications_on(self, site: str, day: date) -> list[Document]:
         return await self.notifications.find({"site": site, "day": day.isoformat()}).to_list()
 
-    async def set_counter(self, key: str, fields: Document, order: str) -> None:
-        """A counter's state after the latest of its open/close events: `order` (instant plus a
-        tie-breaker) only ever moves forward, whatever order the events arrive in."""
-        await self.counters.update_one({"_id": key}, {"$setOnInsert": {"order": ""}}, upsert=True)
+    async def set_counter(self, key: str, fields: Document, order: int) -> None:
+        """A counter's state after the latest of its open/close events: `order` (a number: the
+        embedded server compares strings that begin like a date as dates) only moves forward,
+        whatever order the events arrive in."""
+        await self.counters.update_one({"_id": key}, {"$setOnInsert": {"order": -1}}, upsert=True)
         await self.counters.update_one(
             {"_id": key, "order": {"$lt": order}}, {"$set": {**fields, "order": order}}
         )

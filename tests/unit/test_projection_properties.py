@@ -108,8 +108,8 @@ class InMemoryFacts:
     async def notifications_on(self, site: str, day: date) -> list[dict[str, Any]]:
         return [d for d in self.notifications.values() if (d["site"], d["day"]) == (site, str(day))]
 
-    async def set_counter(self, key: str, fields: dict[str, Any], order: str) -> None:
-        if self.counters.get(key, {}).get("order", "") < order:
+    async def set_counter(self, key: str, fields: dict[str, Any], order: int) -> None:
+        if self.counters.get(key, {}).get("order", -1) < order:
             self.counters[key] = {**fields, "order": order}
 
 
