@@ -94,9 +94,6 @@ class FactStore:
             query["session_id"] = session_id
         return await self.request_cells.find(query, {"seen": 0}).to_list()
 
-    async def requests_on(self, site: str, day: date) -> list[Document]:
-        return await self.requests.find({"site": site, "day": day.isoformat()}).to_list()
-
     async def tickets_on(self, site: str, day: date) -> list[Document]:
         return await self.tickets.find({"site": site, "day": day.isoformat()}).to_list()
 
@@ -126,13 +123,6 @@ class FactStore:
             async for doc in collection.find(query, {"site": 1}):
                 found.add(doc["site"])
         return sorted(found)
-
-    async def sessions_of(self, site: str, first: date, last: date) -> list[Document]:
-        """(session, day) pairs of a site in a period, newest first."""
-        pairs: set[tuple[str, str]] = set()
-        for doc in await self.ticket_cells_where(first, last, site=site):
-            pairs.add((doc["day"], doc["session_id"]))
-        return [{"day": d, "session_id": s} for d, s in sorted(pairs, reverse=True)]
 
     async def upsert_notification(self, key: str, fields: Document) -> None:
         await self.notifications.update_one({"_id": key}, {"$set": fields}, upsert=True)
