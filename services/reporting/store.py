@@ -143,6 +143,9 @@ class FactStore:
         return await self.counters.find({"site": site, "day": day.isoformat()}).to_list()
 
 
+KNOWN_CELLS = 10_000  # cells a process remembers creating (a busy day has a few thousand)
+
+
 def mark(owner_id: str, name: str) -> str:
     """A cell's record that one owner's fact is in it: a 48-bit hash, not the id, to keep cells
     small (two of a cell's few hundred facts colliding: about 1 in 10^10)."""
@@ -158,6 +161,8 @@ async def _contribute(cells: Collection, c: Contribution, owner_id: str, known: 
         # The embedded server's upsert would store "$inc" paths such as "n.issued" as literal
         # dotted keys in a new document: create the cell first, then update it.
         await _ensure(cells, c.cell.id, c.cell.fields())
+        if len(known) >= KNOWN_CELLS:  # bounded: a year of cells would not fit in memory
+            known.clear()
         known.add(c.cell.id)
     seen = mark(owner_id, c.name)
     update = c.update()
