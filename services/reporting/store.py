@@ -115,15 +115,6 @@ class FactStore:
             },
         )
 
-    async def sites_between(self, first: date, last: date) -> list[str]:
-        """Sites with any ticket or request in a period (for the kabupaten roll-up)."""
-        query = {"day": {"$gte": first.isoformat(), "$lte": last.isoformat()}}
-        found: set[str] = set()
-        for collection in (self.ticket_cells, self.request_cells):
-            async for doc in collection.find(query, {"site": 1}):
-                found.add(doc["site"])
-        return sorted(found)
-
     async def upsert_notification(self, key: str, fields: Document) -> None:
         await self.notifications.update_one({"_id": key}, {"$set": fields}, upsert=True)
 
