@@ -35,6 +35,27 @@ def from_instant(value: str | datetime) -> datetime:
     return datetime.fromisoformat(value)
 
 
+def indexed(query: Document) -> Document:
+    """The same query, written so the embedded server can use an index: a plain `{field: v}`
+    becomes `{field: {"$eq": v}}`. (For a plain equality nx-27017 also matches array elements,
+    an OR that makes SQLite scan the whole collection; `$eq` on a scalar is a plain comparison
+    that walks a matching index, sort included. MongoDB treats both forms alike.) Only scalar
+    values of ordinary fields are rewritten; `$or` branches are rewritten too."""
+    rewritten: Document = {}
+    for field, value in query.items():
+        if field == "$or" and isinstance(value, list):
+            rewritten[field] = [indexed(branch) for branch in value]
+        elif (
+            not field.startswith("$")
+            and field != "_id"
+            and isinstance(value, (str, int, float, bool))
+        ):
+            rewritten[field] = {"$eq": value}
+        else:
+            rewritten[field] = value
+    return rewritten
+
+
 def connect(url: str, *, timeout_seconds: float = 5.0) -> AsyncMongoClient[Document]:
     """A client that fails fast (a counter must not hang when the store is down)."""
     ms = int(timeout_seconds * 1000)
