@@ -62,6 +62,7 @@ class Admin:
             raise AdminInvalid(
                 f"Kolom 'date': tanggal {day} sudah lewat. Pilih hari ini atau sesudahnya.",
                 f"Field 'date': {day} is in the past. Choose today or a later date.",
+                "date",
             )
 
     async def add_session(self, site: str, change: AddSession) -> sessions.SessionWindow:
@@ -71,6 +72,7 @@ class Admin:
             raise AdminInvalid(
                 f"Kolom 'date': {change.date} ditandai tutup. Hapus dulu tanda tutupnya.",
                 f"Field 'date': {change.date} is marked closed. Remove the closed mark first.",
+                "date",
             )
         opens = change.opens or spec.schedule.opens
         closes = change.closes or spec.schedule.closes
@@ -98,6 +100,7 @@ class Admin:
             raise AdminInvalid(
                 f"Kolom 'session_id': sesi '{session_id}' bukan milik lokasi '{site}'.",
                 f"Field 'session_id': session '{session_id}' does not belong to site '{site}'.",
+                "session_id",
             )
 
         def cancel(doc: Document) -> Document:
@@ -179,12 +182,14 @@ class Admin:
             raise AdminInvalid(
                 f"Kolom 'quotas': layanan {', '.join(unknown)} tidak ada di lokasi ini.",
                 f"Field 'quotas': service(s) {', '.join(unknown)} not offered at this site.",
+                "quotas",
             )
         for code, limit in change.quotas.items():
             if limit is not None and limit < 0:
                 raise AdminInvalid(
                     f"Kolom 'quotas.{code}': kuota tidak boleh negatif.",
                     f"Field 'quotas.{code}': a quota cannot be negative.",
+                    f"quotas.{code}",
                 )
             await self.intake.store.set_limit(session_id, code, limit)
         return await self.quotas(site, session_id)

@@ -42,8 +42,11 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     intake = Intake(
         store=store,
         catalogue=catalogue,
-        # Indonesian public holidays plus cuti bersama (GOVERNMENT); years fill in on demand.
-        holidays=holidays.country_holidays("ID", categories=("public", "government")),
+        # Indonesian public holidays plus cuti bersama (GOVERNMENT), named in Bahasa Indonesia;
+        # years fill in on demand.
+        holidays=holidays.country_holidays(
+            "ID", categories=("public", "government"), language="id"
+        ),
         nik_key=hash_key.encode(),
         wake=runtime.wake_relay,
         cipher=NikCipher.from_keys(_secret(settings.nik_encryption_key), hash_key.encode()),

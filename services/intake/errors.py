@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from giliran.errors import Conflict, DomainError, NotFound
 
 
@@ -12,7 +10,7 @@ class InvalidRequest(DomainError):
 
     code = "invalid_request"
     http_status = 422
-    field: ClassVar[str | None] = None
+    field: str | None = None
 
 
 class UnknownSite(InvalidRequest):
@@ -198,3 +196,7 @@ class Forbidden(DomainError):
 
 class AdminInvalid(InvalidRequest):
     code = "admin_invalid"
+
+    def __init__(self, message_id: str, message_en: str, field: str | None = None) -> None:
+        super().__init__(message_id, message_en)
+        self.field = field

@@ -119,15 +119,16 @@ class RequestStore:
         """Optimistic read-modify-write of a site's overrides (admin edits are rare; the maps
         are rewritten whole because the embedded store stores $push-ed documents as text)."""
         while True:
-            current = await self.calendar_of(site)
+            current = await self.calendar.find_one({"_id": site})
+            if current is None:
+                fresh = {**change({"_id": site}), "_id": site, "version": 1}
+                try:
+                    await self.calendar.insert_one(fresh)
+                except DuplicateKeyError:
+                    continue  # another admin wrote first: apply the change to theirs
+                return fresh
             version = int(current.get("version", 0))
             changed = {**change(dict(current)), "_id": site, "version": version + 1}
-            if version == 0 and "version" not in current:
-                try:
-                    await self.calendar.insert_one(changed)
-                    return changed
-                except DuplicateKeyError:
-                    continue
             result = await self.calendar.replace_one({"_id": site, "version": version}, changed)
             if result.modified_count == 1:
                 return changed
