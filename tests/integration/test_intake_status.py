@@ -16,8 +16,6 @@ import pytest
 from pydantic import SecretStr
 
 from giliran.cli import build_service
-from giliran.embedded import free_port
-
 from giliran.contracts import (
     RequestStatusQuery,
     RequestStatusReply,
@@ -29,6 +27,7 @@ from giliran.contracts import (
     new_event,
     utcnow,
 )
+from giliran.embedded import free_port
 from giliran.settings import Settings
 from tests.conftest import (
     RunningService,
