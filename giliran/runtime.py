@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from faststream.nats import NatsBroker
+from nats.aio.msg import Msg
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from pymongo.errors import PyMongoError
 
@@ -62,6 +63,7 @@ class ServiceRuntime:
         self._startup: list[Hook] = []
         self._periodic: list[tuple[float, Hook]] = []
         self._periodic_tasks: list[asyncio.Task[None]] = []
+        self._watches: list[tuple[str, Callable[[str], None]]] = []
         self.relay: OutboxRelay | None = None
         self._bus_task: asyncio.Task[None] | None = None
         self.bus_started = asyncio.Event()
@@ -79,6 +81,11 @@ class ServiceRuntime:
     def every(self, seconds: float, job: Hook) -> None:
         """Run `job` now and then every `seconds` while the service runs (failures are logged)."""
         self._periodic.append((seconds, job))
+
+    def watch(self, subject: str, on_subject: Callable[[str], None]) -> None:
+        """Be told the subject of every message on `subject` (plain NATS, every instance, no
+        delivery guarantee): for refreshing what screens show, never for state changes."""
+        self._watches.append((subject, on_subject))
 
     def use_outbox(self, *collections: Collection) -> None:
         self._outbox.extend(collections)
@@ -164,6 +171,8 @@ class ServiceRuntime:
                 await self.broker.start()
                 for consumer in self.consumers:
                     await consumer.start(jetstream(self.broker))
+                for subject, on_subject in self._watches:
+                    await self._watch(subject, on_subject)
                 break
             except Exception as exc:
                 log.warning("%s: bus not ready (%s); retrying in %.1fs", self.service, exc, delay)
@@ -173,6 +182,12 @@ class ServiceRuntime:
         assert self.relay is not None
         self.relay.start()
         log.info("%s: bus connected, %d consumer(s) started", self.service, len(self.consumers))
+
+    async def _watch(self, subject: str, on_subject: Callable[[str], None]) -> None:
+        async def deliver(message: Msg) -> None:
+            on_subject(message.subject)
+
+        await self.broker.connection.subscribe(subject, cb=deliver)
 
     async def _publish(self, event: Document) -> None:
         if not self.bus_started.is_set() or not self.broker.connection.is_connected:

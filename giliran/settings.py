@@ -65,6 +65,16 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = 0.5
     # Reports: the share of tickets called within this wait is "served within target".
     target_wait_minutes: float = 30.0
+    # Queue call rules (README "Call rules"): one priority call per N normal calls; aging bound;
+    # appointment grace; recalls before a no-show; re-check-in window and its penalty.
+    queue_normal_per_priority: int = Field(default=3, ge=1)
+    queue_max_wait_minutes: float = Field(default=45.0, gt=0)
+    queue_appointment_grace_minutes: float = Field(default=10.0, ge=0)
+    queue_no_show_after_recalls: int = Field(default=2, ge=0)
+    queue_recheck_grace_minutes: float = Field(default=30.0, ge=0)
+    queue_recheck_penalty_minutes: float = Field(default=15.0, ge=0)
+    # ETA before a service has any completions of its own this session.
+    queue_default_service_minutes: float = Field(default=8.0, gt=0)
     # Notification channels (YAML, see deploy/notify/); unset: the console channel only.
     notify_config: Path | None = None
     log_level: str = "INFO"

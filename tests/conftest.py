@@ -116,9 +116,14 @@ async def nats_client(settings: Settings) -> AsyncIterator[nats.NATS]:
 
 
 def request_event(
-    services: list[str], *, site: str = "cikarang-utara", session_id: str = "test-session"
+    services: list[str],
+    *,
+    site: str = "cikarang-utara",
+    session_id: str = "test-session",
+    **fields: Any,
 ) -> Any:
-    """A `request.submitted` event as intake would publish it."""
+    """A `request.submitted` event as intake would publish it (`fields`: priority,
+    appointment_at, arrived, session window, citizen...)."""
     from giliran.contracts import Channel, CitizenRef, RequestSubmitted, new_event, new_id, utcnow
 
     return new_event(
@@ -126,9 +131,12 @@ def request_event(
             request_id=new_id(),
             session_id=session_id,
             services=services,
-            channel=Channel.KIOSK,
-            citizen=CitizenRef(),
-            submitted_at=utcnow(),
+            **{
+                "channel": Channel.KIOSK,
+                "citizen": CitizenRef(),
+                "submitted_at": utcnow(),
+                **fields,
+            },
         ),
         site=site,
         source="test",

@@ -105,6 +105,10 @@ class RequestSubmitted(EventData):
     priority: PriorityReason | None = None
     # A booked slot (start); None for walk-ins.
     appointment_at: AwareDatetime | None = None
+    # The session's window, so the queue knows which session is running now (counters never call
+    # a ticket left waiting from last Sunday). Optional for older producers.
+    session_opens_at: AwareDatetime | None = None
+    session_closes_at: AwareDatetime | None = None
     # False for a booking made ahead: its tickets keep a number but join the line only when
     # `request.checked_in` arrives (QR or code at the kiosk).
     arrived: bool = True

@@ -164,6 +164,8 @@ class Registration(IntakeBase):
                     channel=command.channel,
                     citizen=citizen,
                     submitted_at=now,
+                    session_opens_at=session.opens_at,
+                    session_closes_at=session.closes_at,
                     priority=priority,
                     appointment_at=command.appointment_at.astimezone(UTC)
                     if command.appointment_at

@@ -2,27 +2,71 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import FastAPI
 
 from giliran.catalogue import load_catalogue
-from giliran.contracts import TicketCalled, TicketCompleted, TicketIssued
+from giliran.contracts import (
+    CounterClosed,
+    CounterOpened,
+    TicketCalled,
+    TicketCancelled,
+    TicketCompleted,
+    TicketIssued,
+    TicketNoShow,
+    TicketRecalled,
+    TicketStarted,
+    TicketTransferred,
+)
 from giliran.runtime import ServiceRuntime, create_http_app
 from giliran.settings import Settings
-from services.queue import http, subscribers
+from services.queue import domain, http, subscribers
+from services.queue.desk import Desk, DeskPolicy
 from services.queue.handlers import Queue
 from services.queue.store import TicketStore
+
+HEAL_SECONDS = 30.0
 
 
 def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     runtime = ServiceRuntime("queue", settings)
     store = TicketStore(runtime.db)
     runtime.on_startup(store.ensure_indexes)
-    runtime.use_outbox(store.tickets)
+    runtime.use_outbox(store.tickets, store.counters)
     queue = Queue(
-        store=store, catalogue=load_catalogue(settings.catalogue_dir), wake=runtime.wake_relay
+        store=store,
+        catalogue=load_catalogue(settings.catalogue_dir),
+        wake=runtime.wake_relay,
+        default_service=timedelta(minutes=settings.queue_default_service_minutes),
     )
-    subscribers.register(runtime, queue)
-    runtime.publishes(TicketIssued, TicketCalled, TicketCompleted)
-    app = create_http_app(runtime, title="Giliran queue", routers=[http.router(queue)])
+    desk = Desk(
+        queue,
+        DeskPolicy(
+            call=domain.policy_from(settings),
+            no_show_after_recalls=settings.queue_no_show_after_recalls,
+            recheck_grace=timedelta(minutes=settings.queue_recheck_grace_minutes),
+            recheck_penalty=timedelta(minutes=settings.queue_recheck_penalty_minutes),
+        ),
+    )
+    subscribers.register(runtime, queue, desk)
+    # Boards served by this instance refresh on calls made by any instance.
+    runtime.watch("giliran.*.ticket.*", queue.changes.bump_from_subject)
+    runtime.watch("giliran.*.counter.*", queue.changes.bump_from_subject)
+    runtime.every(HEAL_SECONDS, desk.heal)
+    runtime.publishes(
+        TicketIssued,
+        TicketCalled,
+        TicketRecalled,
+        TicketStarted,
+        TicketCompleted,
+        TicketNoShow,
+        TicketTransferred,
+        TicketCancelled,
+        CounterOpened,
+        CounterClosed,
+    )
+    app = create_http_app(runtime, title="Giliran queue", routers=[http.router(queue, desk)])
     app.state.queue = queue
+    app.state.desk = desk
     return app, runtime

@@ -1,18 +1,21 @@
-"""Queue use cases: issue tickets for a request, call the next ticket, complete a ticket."""
+"""Queue use cases driven by intake's events (issue, check-in, cancel) and the queries that read
+the lines: which session runs now, where a ticket stands, and its ETA."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from giliran.catalogue import Catalogue, SiteDef
 from giliran.contracts import (
     Event,
+    RequestCancelled,
+    RequestCheckedIn,
     RequestSubmitted,
-    TicketCalled,
-    TicketCompleted,
+    TicketCancelled,
     TicketIssued,
     TicketStatus,
     TicketView,
@@ -20,27 +23,47 @@ from giliran.contracts import (
     utcnow,
 )
 from giliran.errors import Unprocessable
+from giliran.push import Changes
 from giliran.store import Document, from_instant, instant
-from services.queue import domain
-from services.queue.store import TicketStore, ticket_view
+from services.queue import domain, eta
+from services.queue.store import TicketStore, facts_of, ticket_view
 
 SOURCE = "queue"
+# A session counts as running from shortly before it opens until a while after it closes (the
+# queue is emptied after the doors close); outside that its waiting tickets are not called.
+EARLY = timedelta(hours=1)
+LATE = timedelta(hours=3)
+# Without a known window (older producers), the session with the latest arrival within this long.
+ARRIVAL_FALLBACK = timedelta(hours=12)
+SESSION_TTL = 1.0
 
 
 @dataclass
 class Queue:
-    """The queue's use cases over its store; `wake` tells the outbox relay there is work."""
+    """The queue's state changes from intake's events and its read side; `wake` tells the
+    outbox relay there is work; `changes` tells boards and consoles to refresh."""
 
     store: TicketStore
     catalogue: Catalogue
     wake: Callable[[], None]
+    default_service: timedelta = timedelta(minutes=8)
     clock: Callable[[], datetime] = utcnow
+    changes: Changes = field(default_factory=Changes)
+    # The running session per site, re-read at most every SESSION_TTL (a new session shows on
+    # other instances within that; on this one at once).
+    _sessions: dict[str, tuple[float, str | None]] = field(default_factory=dict)
 
-    def _site(self, slug: str) -> SiteDef:
+    def site(self, slug: str) -> SiteDef:
         site = self.catalogue.site(slug)
         if site is None:
             raise domain.UnknownSite(slug)
         return site
+
+    def touched(self, site: str) -> None:
+        self.wake()
+        self.changes.bump(site)
+
+    # --- from intake ---------------------------------------------------------------------------
 
     async def issue_tickets(self, event: Event[RequestSubmitted]) -> list[TicketView]:
         """One ticket per requested service, numbered per session and line. Idempotent: tickets
@@ -52,6 +75,15 @@ class Queue:
         unknown = domain.unknown_services(site, request.services)
         if unknown:
             raise Unprocessable(f"site {site.site} does not offer {unknown}")
+        now = self.clock()
+        self._sessions.pop(site.site, None)
+        await self.store.note_session(
+            site.site,
+            request.session_id,
+            request.session_opens_at,
+            request.session_closes_at,
+            now if request.arrived else None,
+        )
         existing = {d["service"]: d for d in await self.store.for_request(request.request_id)}
         issued: list[TicketView] = []
         for code in request.services:
@@ -61,128 +93,200 @@ class Queue:
             service = site.service(code)
             assert service is not None
             ticket_id = domain.ticket_id_for(request.request_id, code)
-            ahead = await self.store.waiting_in_line(site.site, request.session_id, code)
+            ahead = await self.store.waiting_in_line(request.session_id, code)
             seq = await self.store.next_sequence(
                 domain.line_key(request.session_id, service.prefix)
             )
-            now = self.clock()
-            number = domain.format_number(service.prefix, seq)
+            quoted = (
+                await self._eta(site, request.session_id, code, ahead, now)
+                if request.arrived
+                else None
+            )
             ticket_event = new_event(
                 TicketIssued(
                     ticket_id=ticket_id,
                     request_id=request.request_id,
                     session_id=request.session_id,
                     service=code,
-                    number=number,
+                    number=domain.format_number(service.prefix, seq),
                     issued_at=now,
                     waiting_ahead=ahead,
+                    priority=request.priority,
+                    appointment_at=request.appointment_at,
+                    arrived=request.arrived,
+                    eta=quoted,
                 ),
                 site=site.site,
                 source=SOURCE,
                 at=now,
             )
-            doc = {
-                "_id": ticket_id,
-                "site": site.site,
-                "session_id": request.session_id,
-                "request_id": request.request_id,
-                "service": code,
-                "prefix": service.prefix,
-                "seq": seq,
-                "number": number,
-                "status": TicketStatus.WAITING.value,
-                "issued_at": instant(now),
-                # Walk-ins queue from issue; check-in for appointments will move this.
-                "queued_at": instant(now),
-                "channel": request.channel.value,
-            }
+            doc = self._ticket_doc(site, ticket_event.data, request, now)
+            if quoted is not None:
+                doc["eta"] = instant(quoted)
             if await self.store.insert_with_events(doc, [ticket_event]):
                 issued.append(ticket_view(doc))
             else:  # a concurrent delivery won; its number stands and this one is left unused
                 again = await self.store.get(ticket_id)
                 assert again is not None
                 issued.append(ticket_view(again))
-        self.wake()
+        # A request submitted while the citizen is already at a booth (a counter walk-up adds a
+        # service) joins held.
+        holder = await self.store.visit_holder(request.request_id)
+        if holder is not None:
+            await self.store.set_held(request.request_id, True, except_ticket=holder)
+        self.touched(site.site)
         return issued
 
-    async def call_next(self, site_slug: str, counter_id: str) -> TicketView | None:
-        """Claim the longest-waiting ticket this counter serves; None when nothing is callable.
-        The claim is a conditional write, so two counters calling at once never share a ticket."""
-        site = self._site(site_slug)
-        counter = domain.counter_of(site, counter_id)
-        services = domain.callable_services(counter)
-        while True:
-            candidate = await self.store.oldest_waiting(site.site, services)
-            if candidate is None:
-                return None
-            now = self.clock()
-            called = new_event(
-                TicketCalled(**_facts(candidate), counter=counter.id, called_at=now),
-                site=site.site,
+    @staticmethod
+    def _ticket_doc(
+        site: SiteDef, facts: TicketIssued, request: RequestSubmitted, now: datetime
+    ) -> Document:
+        service = site.service(facts.service)
+        assert service is not None
+        return {
+            "_id": facts.ticket_id,
+            "site": site.site,
+            "session_id": facts.session_id,
+            "request_id": facts.request_id,
+            "service": facts.service,
+            "prefix": service.prefix,
+            "number": facts.number,
+            "status": TicketStatus.WAITING.value,
+            "issued_at": instant(now),
+            # Walk-ins queue from issue; a booking joins the line when it checks in.
+            "arrived": request.arrived,
+            "queued_at": instant(now) if request.arrived else None,
+            "held": False,
+            "priority": request.priority.value if request.priority else None,
+            "is_priority": request.priority is not None,
+            "appointment_at": instant(request.appointment_at) if request.appointment_at else None,
+            "recalls": 0,
+            # Only a request with several tickets needs holds kept on its other tickets.
+            "multi": len(request.services) > 1,
+            "channel": request.channel.value,
+            # Masked only (************1234): what the officer checks against the card.
+            "nik_masked": request.citizen.nik_masked,
+        }
+
+    async def check_in(self, event: Event[RequestCheckedIn]) -> None:
+        """A booking's holder arrived: its tickets join their lines from the check-in time.
+        Idempotent: a ticket already in line keeps its place."""
+        data = event.data
+        docs = await self.store.for_request(data.request_id)
+        if not docs:
+            # The request's own event has not been handled yet (events of one request are
+            # handled in order per consumer, so this means it is still in flight): try again.
+            raise Unprocessable(f"no tickets for request {data.request_id} yet")
+        at = instant(data.checked_in_at)
+        await self.store.tickets.update_many(
+            {"request_id": data.request_id, "arrived": False},
+            {"$set": {"arrived": True, "queued_at": at}},
+        )
+        self._sessions.pop(event.site, None)
+        await self.store.note_session(event.site, data.session_id, None, None, data.checked_in_at)
+        self.touched(event.site)
+
+    async def cancel_request(self, event: Event[RequestCancelled]) -> None:
+        """The citizen or an admin (session cancelled) withdrew the request: every ticket still
+        open is cancelled with the reason; finished ones are history and stay as they are."""
+        now = self.clock()
+        for doc in await self.store.for_request(event.data.request_id):
+            status = TicketStatus(doc["status"])
+            if status in domain.TERMINAL:
+                continue
+            cancelled = new_event(
+                TicketCancelled(
+                    **facts_of(doc), reason=event.data.reason, cancelled_at=event.data.cancelled_at
+                ),
+                site=doc["site"],
                 source=SOURCE,
                 at=now,
             )
-            doc = await self.store.transition(
-                candidate["_id"],
-                from_status=TicketStatus.WAITING,
-                set_fields={
-                    "status": TicketStatus.CALLED.value,
-                    "counter": counter.id,
-                    "called_at": instant(now),
-                },
-                events=[called],
+            await self.store.transition(
+                doc["_id"],
+                from_status=status,
+                set_fields={"status": "cancelled", "cancelled_at": instant(now), "held": False},
+                events=[cancelled],
             )
-            if doc is not None:
-                self.wake()
-                return ticket_view(doc)
-            # Another counter claimed it between our read and our write. Its write is committed,
-            # so reading again finds the next ticket: every lost race is someone else's progress.
+            await self.store.release_visit(doc["request_id"], doc["_id"])
+        self.touched(event.site)
 
-    async def complete(self, site_slug: str | None, ticket_id: str) -> TicketView:
-        doc = await self.store.get(ticket_id)
-        if doc is None or (site_slug is not None and doc["site"] != site_slug):
-            raise domain.TicketNotFound(ticket_id)
-        domain.check_completable(doc["number"], TicketStatus(doc["status"]))
+    # --- reads ---------------------------------------------------------------------------------
+
+    async def current_session(self, site: str) -> str | None:
+        """The session counters at `site` serve now: the latest whose window (widened) holds
+        now; else, for producers that send no window, the one with the latest arrival today."""
+        cached = self._sessions.get(site)
+        moment = time.monotonic()
+        if cached is not None and cached[0] > moment:
+            return cached[1]
+        found = await self._current_session(site)
+        self._sessions[site] = (moment + SESSION_TTL, found)
+        return found
+
+    async def _current_session(self, site: str) -> str | None:
         now = self.clock()
-        completed = new_event(
-            TicketCompleted(
-                **_facts(doc),
-                counter=doc["counter"],
-                called_at=from_instant(doc["called_at"]),
-                completed_at=now,
-            ),
-            site=doc["site"],
-            source=SOURCE,
-            at=now,
+        sessions = await self.store.sessions_of(site)
+        running = [
+            s
+            for s in sessions
+            if s.get("opens_at")
+            and from_instant(s["opens_at"]) - EARLY <= now <= from_instant(s["closes_at"]) + LATE
+        ]
+        if running:
+            return str(max(running, key=lambda s: (s["opens_at"], s["_id"]))["_id"])
+        recent = [
+            s
+            for s in sessions
+            if not s.get("opens_at")
+            and s.get("last_arrival")
+            and now - from_instant(s["last_arrival"]) <= ARRIVAL_FALLBACK
+        ]
+        if recent:
+            return str(max(recent, key=lambda s: (s["last_arrival"], s["_id"]))["_id"])
+        return None
+
+    async def _capacity(self, site: str, session_id: str, service: str) -> float:
+        open_counters = [
+            c["services"]
+            for c in await self.store.counters_of(site)
+            if c["status"] == "open" and c.get("session_id") in (session_id, None)
+        ]
+        return eta.line_capacity(open_counters, service)
+
+    async def _eta(
+        self, site: SiteDef, session_id: str, service: str, ahead: int, now: datetime
+    ) -> datetime | None:
+        capacity, paces = await asyncio.gather(
+            self._capacity(site.site, session_id, service),
+            self.store.service_seconds(session_id, service, eta.RECENT),
         )
-        updated = await self.store.transition(
-            ticket_id,
-            from_status=TicketStatus.CALLED,
-            set_fields={"status": TicketStatus.COMPLETED.value, "completed_at": instant(now)},
-            events=[completed],
+        return eta.estimate(
+            position=ahead,
+            capacity=capacity,
+            service_seconds=paces,
+            default=self.default_service,
+            now=now,
         )
-        if updated is None:
-            current = await self.store.get(ticket_id)
-            assert current is not None
-            domain.check_completable(current["number"], TicketStatus(current["status"]))
-            raise domain.TicketNotFound(ticket_id)  # pragma: no cover - status changed twice
-        self.wake()
-        return ticket_view(updated)
 
     async def ticket(self, ticket_id: str) -> TicketView:
         doc = await self.store.get(ticket_id)
         if doc is None:
             raise domain.TicketNotFound(ticket_id)
-        return ticket_view(doc)
+        return await self._with_place(doc)
 
+    async def _with_place(self, doc: Document) -> TicketView:
+        """A waiting ticket's position and a fresh ETA (recorded as quoted)."""
+        if doc["status"] != "waiting" or not doc.get("arrived", True):
+            return ticket_view(doc)
+        now = self.clock()
+        ahead = await self.store.ahead_of(doc)
+        site = self.site(doc["site"])
+        quoted = await self._eta(site, doc["session_id"], doc["service"], ahead, now)
+        if quoted is not None:
+            await self.store.record_quote(doc["_id"], now, quoted, ahead)
+        return ticket_view(doc, position=ahead, eta=quoted)
 
-def _facts(doc: Document) -> dict[str, Any]:
-    """The fields every ticket event repeats, from the stored ticket."""
-    return {
-        "ticket_id": doc["_id"],
-        "request_id": doc["request_id"],
-        "session_id": doc["session_id"],
-        "service": doc["service"],
-        "number": doc["number"],
-        "issued_at": from_instant(doc["issued_at"]),
-    }
+    async def request_status(self, site: str, request_id: str) -> list[TicketView]:
+        docs = [d for d in await self.store.for_request(request_id) if d["site"] == site]
+        return [await self._with_place(d) for d in docs]

@@ -1,44 +1,224 @@
-"""HTTP entrypoints of the queue: counter actions and ticket look-up."""
+"""HTTP entrypoints of the queue: counter actions, ticket and request look-ups, the board's data
+and its server push, and the two pages (counter console, waiting-room board)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path as FilePath
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Response
-from pydantic import BaseModel
+from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field
 
-from giliran.contracts import TicketView
+from giliran.catalogue import Text
+from giliran.contracts import CounterAction, CounterView, Outcome, TicketAction, TicketView
+from giliran.contracts.events import ServiceCode
 from giliran.contracts.subjects import SITE_PATTERN
+from giliran.push import sse_response
+from services.queue.board import BoardView, board_view
+from services.queue.desk import Desk
 from services.queue.handlers import Queue
+from services.queue.store import ticket_view
+from services.queue.subscribers import run_counter_action, run_ticket_action
+
+PAGES = Jinja2Templates(directory=FilePath(__file__).parent / "pages")
+WAITING_SHOWN = 30
+
+Site = Annotated[str, Path(pattern=SITE_PATTERN, max_length=63)]
+CounterPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+TicketPath = Annotated[str, Path(min_length=1, max_length=128)]
 
 
 class TicketEnvelope(BaseModel):
     ticket: TicketView
 
 
-def router(queue: Queue) -> APIRouter:
-    api = APIRouter(prefix="/api/v1", tags=["counter"])
+class CounterEnvelope(BaseModel):
+    counter: CounterView
+
+
+class CurrentTicket(BaseModel):
+    ticket: TicketView
+    nik_masked: str | None
+    service_name: Text
+    documents: list[Text]
+
+
+class CounterDetail(BaseModel):
+    """Everything a counter console shows."""
+
+    counter: CounterView
+    name: Text
+    current: CurrentTicket | None
+    waiting: list[TicketView]
+    transfer_to: list[ServiceCode]
+    no_show_after_recalls: int
+
+
+class OpenBody(BaseModel):
+    services: list[ServiceCode] | None = Field(default=None, min_length=1, max_length=20)
+    session_id: str | None = Field(default=None, max_length=64)
+
+
+class ActionBody(BaseModel):
+    to_service: ServiceCode | None = None
+    reason: str | None = Field(default=None, max_length=200)
+    outcome: Outcome = Outcome.SERVED
+
+
+TicketVerb = Literal["call", "recall", "start", "complete", "no-show", "transfer", "cancel"]
+
+
+def router(queue: Queue, desk: Desk) -> APIRouter:
+    api = APIRouter(tags=["counter"])
 
     @api.post(
-        "/sites/{site}/counters/{counter}/call-next",
+        "/api/v1/sites/{site}/counters/{counter}/call-next",
         response_model=TicketEnvelope,
         responses={204: {"description": "Nothing is waiting for this counter"}},
     )
-    async def call_next(
-        site: Annotated[str, Path(pattern=SITE_PATTERN, max_length=63)],
-        counter: Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,32}$")],
-    ) -> TicketEnvelope | Response:
-        ticket = await queue.call_next(site, counter)
+    async def call_next(site: Site, counter: CounterPath) -> TicketEnvelope | Response:
+        ticket = await desk.call_next(site, counter)
         if ticket is None:
             return Response(status_code=204)
         return TicketEnvelope(ticket=ticket)
 
-    @api.post("/tickets/{ticket_id}/complete", response_model=TicketEnvelope)
-    async def complete(ticket_id: Annotated[str, Path(max_length=128)]) -> TicketEnvelope:
-        return TicketEnvelope(ticket=await queue.complete(None, ticket_id))
+    @api.post("/api/v1/sites/{site}/counters/{counter}/{action}", response_model=CounterEnvelope)
+    async def counter_action(
+        site: Site,
+        counter: CounterPath,
+        action: Literal["open", "pause", "close"],
+        body: Annotated[OpenBody | None, Body()] = None,
+    ) -> CounterEnvelope:
+        command = CounterAction(
+            action=action,
+            site=site,
+            counter=counter,
+            services=body.services if body else None,
+            session_id=body.session_id if body else None,
+        )
+        return CounterEnvelope(counter=await run_counter_action(desk, command))
 
-    @api.get("/tickets/{ticket_id}", response_model=TicketEnvelope)
-    async def get_ticket(ticket_id: Annotated[str, Path(max_length=128)]) -> TicketEnvelope:
+    @api.get("/api/v1/sites/{site}/counters/{counter}", response_model=CounterDetail)
+    async def counter_detail(site: Site, counter: CounterPath) -> CounterDetail:
+        return await _detail(queue, desk, site, counter)
+
+    @api.post(
+        "/api/v1/sites/{site}/counters/{counter}/tickets/{ticket_id}/{verb}",
+        response_model=TicketEnvelope,
+    )
+    async def ticket_action(
+        site: Site,
+        counter: CounterPath,
+        ticket_id: TicketPath,
+        verb: TicketVerb,
+        body: Annotated[ActionBody | None, Body()] = None,
+    ) -> TicketEnvelope:
+        body = body or ActionBody()
+        if verb == "complete":
+            return TicketEnvelope(
+                ticket=await desk.complete(site, ticket_id, counter, body.outcome)
+            )
+        command = TicketAction(
+            action="no_show" if verb == "no-show" else verb,
+            site=site,
+            counter=counter,
+            ticket_id=ticket_id,
+            to_service=body.to_service,
+            reason=body.reason,
+        )
+        return TicketEnvelope(ticket=await run_ticket_action(desk, command))
+
+    @api.post("/api/v1/sites/{site}/tickets/{ticket_id}/recheck-in", response_model=TicketEnvelope)
+    async def recheck_in(site: Site, ticket_id: TicketPath) -> TicketEnvelope:
+        """A no-show back within the grace period rejoins the line (with the stated penalty)."""
+        return TicketEnvelope(ticket=await desk.recheck_in(site, ticket_id))
+
+    @api.post("/api/v1/tickets/{ticket_id}/complete", response_model=TicketEnvelope)
+    async def complete(ticket_id: TicketPath) -> TicketEnvelope:
+        return TicketEnvelope(ticket=await desk.complete(None, ticket_id))
+
+    @api.get("/api/v1/tickets/{ticket_id}", response_model=TicketEnvelope)
+    async def get_ticket(ticket_id: TicketPath) -> TicketEnvelope:
         return TicketEnvelope(ticket=await queue.ticket(ticket_id))
 
+    @api.get("/api/v1/sites/{site}/requests/{request_id}", response_model=list[TicketView])
+    async def request_status(
+        site: Site, request_id: Annotated[str, Path(max_length=64)]
+    ) -> list[TicketView]:
+        return await queue.request_status(site, request_id)
+
+    async def board(site: str) -> BoardView:
+        definition = queue.site(site)
+        session = await queue.current_session(definition.site)
+        return await board_view(queue.store, definition, session, queue.clock())
+
+    @api.get("/api/v1/sites/{site}/board", response_model=BoardView)
+    async def board_now(site: Site) -> BoardView:
+        return await board(site)
+
+    @api.get("/api/v1/sites/{site}/board/stream")
+    async def board_stream(site: Site, request: Request) -> StreamingResponse:
+        """Server push (SSE): the board now, then again within moments of every change."""
+        queue.site(site)
+        return sse_response(request, queue.changes, site, lambda: board(site), event="board")
+
+    @api.get("/board", response_class=HTMLResponse, include_in_schema=False)
+    async def board_page(
+        request: Request, site: Annotated[str, Query(pattern=SITE_PATTERN, max_length=63)]
+    ) -> HTMLResponse:
+        return PAGES.TemplateResponse(request, "board.html", {"view": await board(site)})
+
+    @api.get("/console", response_class=HTMLResponse, include_in_schema=False)
+    async def console_page(
+        request: Request,
+        site: Annotated[str, Query(pattern=SITE_PATTERN, max_length=63)],
+        counter: Annotated[str, Query(pattern=r"^[A-Za-z0-9_-]{1,32}$")],
+    ) -> HTMLResponse:
+        definition = queue.site(site)
+        detail = await _detail(queue, desk, site, counter)
+        names = {s.code: s.name.model_dump() for s in definition.services}
+        return PAGES.TemplateResponse(
+            request,
+            "console.html",
+            {"site": definition, "detail": detail, "names": names},
+        )
+
     return api
+
+
+async def _detail(queue: Queue, desk: Desk, site_slug: str, counter_id: str) -> CounterDetail:
+    site = queue.site(site_slug)
+    view = await desk.counter(site.site, counter_id)
+    definition = site.counter(counter_id)
+    assert definition is not None
+    current: CurrentTicket | None = None
+    if view.current_ticket_id:
+        doc = await queue.store.get(view.current_ticket_id)
+        if doc is not None:
+            service = site.service(doc["service"])
+            assert service is not None
+            current = CurrentTicket(
+                ticket=ticket_view(doc),
+                nik_masked=doc.get("nik_masked"),
+                service_name=service.name,
+                documents=service.documents,
+            )
+    session = view.session_id or await queue.current_session(site.site)
+    waiting = (
+        [
+            ticket_view(d)
+            for d in await queue.store.waiting_list(session, view.services, WAITING_SHOWN)
+        ]
+        if session
+        else []
+    )
+    return CounterDetail(
+        counter=view,
+        name=definition.name,
+        current=current,
+        waiting=waiting,
+        transfer_to=[s.code for s in site.services if s.code not in view.services],
+        no_show_after_recalls=desk.policy.no_show_after_recalls,
+    )

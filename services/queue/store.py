@@ -1,18 +1,35 @@
-"""The queue's own collections: tickets (with their outbox) and per-line number sequences."""
+"""The queue's own collections: tickets (with their outbox), line number sequences, counters,
+visits (which ticket of a request is being served) and sessions."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from giliran.contracts import Event, TicketStatus, TicketView
-from giliran.store import Database, Document, count, outbox_fields, with_outbox
+from giliran.contracts import CounterView, Event, TicketStatus, TicketView
+from giliran.store import (
+    Database,
+    Document,
+    count,
+    from_instant,
+    instant,
+    outbox_fields,
+    with_outbox,
+)
+
+NO_OUTBOX = {"outbox": 0}
 
 
-def ticket_view(doc: Document) -> TicketView:
+def ticket_view(doc: Document, **extra: Any) -> TicketView:
+    def when(key: str) -> datetime | None:
+        value = doc.get(key)
+        return from_instant(value) if value else None
+
     return TicketView(
         ticket_id=doc["_id"],
         request_id=doc["request_id"],
@@ -20,24 +37,68 @@ def ticket_view(doc: Document) -> TicketView:
         service=doc["service"],
         status=TicketStatus(doc["status"]),
         counter=doc.get("counter"),
-        issued_at=doc.get("issued_at"),
-        called_at=doc.get("called_at"),
-        completed_at=doc.get("completed_at"),
+        session_id=doc.get("session_id"),
+        priority=doc.get("priority"),
+        appointment_at=when("appointment_at"),
+        arrived=doc.get("arrived", True),
+        held=doc.get("held", False),
+        recalls=doc.get("recalls", 0),
+        outcome=doc.get("outcome"),
+        issued_at=when("issued_at"),
+        queued_at=when("queued_at"),
+        called_at=when("called_at"),
+        started_at=when("started_at"),
+        completed_at=when("completed_at"),
+        **extra,
     )
+
+
+def counter_view(doc: Document, current: str | None = None) -> CounterView:
+    return CounterView(
+        counter=doc["counter"],
+        status=doc["status"],
+        session_id=doc.get("session_id"),
+        services=doc["services"],
+        current_ticket_id=current,
+    )
+
+
+def counter_key(site: str, counter: str) -> str:
+    return f"{site}:{counter}"
 
 
 class TicketStore:
     def __init__(self, database: Database) -> None:
         self.tickets = database["tickets"]
         self.sequences = database["line_sequences"]
+        self.counters = database["counters"]
+        self.visits = database["visits"]
+        self.sessions = database["sessions"]
+        self.eta_quotes = database["eta_quotes"]
 
     async def ensure_indexes(self) -> None:
-        # call-next reads the oldest waiting ticket of a site's lines: one index walk, no scan.
-        await self.tickets.create_index([("site", 1), ("status", 1), ("queued_at", 1)])
-        await self.tickets.create_index([("request_id", 1)])
+        # call-next: the oldest callable tickets of one line, walked in order: no scans however
+        # long the line (the flat-latency target of the performance issue).
         await self.tickets.create_index(
-            [("site", 1), ("session_id", 1), ("service", 1), ("status", 1)]
+            [("session_id", 1), ("service", 1), ("status", 1), ("arrived", 1), ("held", 1),
+             ("queued_at", 1)]
+        )  # fmt: skip
+        await self.tickets.create_index(
+            [("session_id", 1), ("service", 1), ("status", 1), ("is_priority", 1),
+             ("queued_at", 1)]
+        )  # fmt: skip
+        await self.tickets.create_index([("session_id", 1), ("status", 1), ("appointment_at", 1)])
+        await self.tickets.create_index([("request_id", 1)])
+        await self.tickets.create_index([("site", 1), ("counter", 1), ("status", 1)])
+        await self.tickets.create_index([("site", 1), ("last_call_at", -1)])
+        await self.tickets.create_index(
+            [("session_id", 1), ("service", 1), ("status", 1), ("completed_at", -1)]
         )
+        await self.counters.create_index([("site", 1)])
+        await self.sessions.create_index([("site", 1), ("opens_at", -1)])
+        await self.eta_quotes.create_index([("ticket_id", 1)])
+
+    # --- tickets -----------------------------------------------------------------------------
 
     async def next_sequence(self, key: str) -> int:
         doc = await self.sequences.find_one_and_update(
@@ -47,10 +108,10 @@ class TicketStore:
         return int(doc["seq"])
 
     async def get(self, ticket_id: str) -> Document | None:
-        return await self.tickets.find_one({"_id": ticket_id}, {"outbox": 0})
+        return await self.tickets.find_one({"_id": ticket_id}, NO_OUTBOX)
 
     async def for_request(self, request_id: str) -> list[Document]:
-        return await self.tickets.find({"request_id": request_id}, {"outbox": 0}).to_list()
+        return await self.tickets.find({"request_id": request_id}, NO_OUTBOX).to_list()
 
     async def insert_with_events(self, doc: Document, events: Sequence[Event[Any]]) -> bool:
         """False when the ticket already exists (a redelivered or concurrent issue)."""
@@ -60,37 +121,264 @@ class TicketStore:
             return False
         return True
 
-    async def waiting_in_line(self, site: str, session_id: str, service: str) -> int:
+    async def waiting_in_line(self, session_id: str, service: str) -> int:
         return await count(
             self.tickets,
-            {"site": site, "session_id": session_id, "service": service, "status": "waiting"},
+            {"session_id": session_id, "service": service, "status": TicketStatus.WAITING.value},
         )
 
-    async def oldest_waiting(self, site: str, services: list[str]) -> Document | None:
-        cursor = (
-            self.tickets.find(
-                {"site": site, "status": TicketStatus.WAITING.value, "service": {"$in": services}},
-                {"outbox": 0},
-            )
-            .sort([("queued_at", 1), ("_id", 1)])
-            .limit(1)
+    async def ahead_of(self, doc: Document) -> int:
+        """Arrived tickets of the same line that joined before this one."""
+        return await count(
+            self.tickets,
+            {
+                "session_id": doc["session_id"],
+                "service": doc["service"],
+                "status": TicketStatus.WAITING.value,
+                "arrived": True,
+                # the same order call-next reads: arrival, then id
+                "$or": [
+                    {"queued_at": {"$lt": doc["queued_at"]}},
+                    {"queued_at": doc["queued_at"], "_id": {"$lt": doc["_id"]}},
+                ],
+            },
         )
-        found = await cursor.to_list()
-        return found[0] if found else None
+
+    async def callable_candidates(
+        self, session_id: str, services: Sequence[str], now: datetime, grace: timedelta
+    ) -> list[Document]:
+        """What the call rules need to choose from, read along the indexes: per line the oldest
+        callable tickets and the oldest priority ones, and the appointments due now."""
+        base = {"session_id": session_id, "status": "waiting", "arrived": True, "held": False}
+        fields = {"outbox": 0}
+
+        async def oldest(query: Document, limit: int) -> list[Document]:
+            cursor = self.tickets.find(query, fields).sort([("queued_at", 1), ("_id", 1)])
+            found: list[Document] = await cursor.limit(limit).to_list()
+            return found
+
+        queries = [oldest({**base, "service": s}, 4) for s in services]
+        queries += [oldest({**base, "service": s, "is_priority": True}, 2) for s in services]
+        due = {
+            **base,
+            "service": {"$in": list(services)},
+            "appointment_at": {"$gte": instant(now - grace), "$lte": instant(now)},
+        }
+        queries.append(oldest(due, 4))
+        found: dict[str, Document] = {}
+        for batch in await asyncio.gather(*queries):
+            for doc in batch:
+                found[doc["_id"]] = doc
+        return list(found.values())
 
     async def transition(
         self,
         ticket_id: str,
         *,
-        from_status: TicketStatus,
+        from_status: TicketStatus | Sequence[TicketStatus],
         set_fields: Document,
         events: Sequence[Event[Any]],
+        inc: Document | None = None,
+        extra_match: Document | None = None,
     ) -> Document | None:
         """Move a ticket from `from_status` with its events in one atomic write; None if it was
         no longer in that status (another counter got there first)."""
+        statuses = [from_status] if isinstance(from_status, TicketStatus) else list(from_status)
+        update: Document = {"$set": set_fields}
+        if inc:
+            update["$inc"] = inc
         return await self.tickets.find_one_and_update(
-            {"_id": ticket_id, "status": from_status.value},
-            with_outbox({"$set": set_fields}, events),
-            projection={"outbox": 0},
+            {
+                "_id": ticket_id,
+                "status": {"$in": [s.value for s in statuses]},
+                **(extra_match or {}),
+            },
+            with_outbox(update, events),
+            projection=NO_OUTBOX,
             return_document=ReturnDocument.AFTER,
         )
+
+    async def set_held(
+        self, request_id: str, held: bool, *, except_ticket: str | None = None
+    ) -> None:
+        query: Document = {"request_id": request_id, "status": TicketStatus.WAITING.value}
+        if except_ticket is not None:
+            query["_id"] = {"$ne": except_ticket}
+        await self.tickets.update_many(query, {"$set": {"held": held}})
+
+    async def at_counter(self, site: str, counter: str) -> Document | None:
+        """The ticket a counter is calling or serving now, if any."""
+        return await self.tickets.find_one(
+            {"site": site, "counter": counter, "status": {"$in": ["called", "serving"]}},
+            NO_OUTBOX,
+        )
+
+    async def waiting_list(
+        self, session_id: str, services: Sequence[str], limit: int
+    ) -> list[Document]:
+        cursor = self.tickets.find(
+            {"session_id": session_id, "service": {"$in": list(services)}, "status": "waiting"},
+            NO_OUTBOX,
+        ).sort([("queued_at", 1), ("_id", 1)])
+        found: list[Document] = await cursor.limit(limit).to_list()
+        return found
+
+    async def next_in_line(
+        self, session_id: str, service: str, limit: int
+    ) -> tuple[int, list[Document]]:
+        """How many wait in a line, and the first few in order of arrival."""
+        query = {"session_id": session_id, "service": service, "status": "waiting", "arrived": True}
+        cursor = self.tickets.find(query, {"number": 1}).sort([("queued_at", 1), ("_id", 1)])
+        waiting, first = await asyncio.gather(
+            count(self.tickets, query), cursor.limit(limit).to_list()
+        )
+        return waiting, first
+
+    async def recent_calls(self, site: str, limit: int) -> list[Document]:
+        cursor = self.tickets.find({"site": site, "called_at": {"$exists": True}}, NO_OUTBOX).sort(
+            [("called_at", -1)]
+        )
+        found: list[Document] = await cursor.limit(limit).to_list()
+        return found
+
+    async def service_seconds(self, session_id: str, service: str, limit: int) -> list[float]:
+        """Durations (call → complete) of the line's latest completions, oldest first."""
+        cursor = self.tickets.find(
+            {"session_id": session_id, "service": service, "status": "completed"},
+            {"called_at": 1, "completed_at": 1},
+        ).sort([("completed_at", -1)])
+        docs = await cursor.limit(limit).to_list()
+        return [
+            (from_instant(d["completed_at"]) - from_instant(d["called_at"])).total_seconds()
+            for d in reversed(docs)
+            if d.get("called_at") and d.get("completed_at")
+        ]
+
+    async def record_quote(
+        self, ticket_id: str, quoted_at: datetime, eta: datetime, ahead: int
+    ) -> None:
+        """Every ETA shown to a citizen, at most one per ticket per minute, so reporting can tell
+        how wrong the quotes were."""
+        minute = instant(quoted_at)[:16]
+        await self.eta_quotes.update_one(
+            {"_id": f"{ticket_id}@{minute}"},
+            {"$setOnInsert": {"ticket_id": ticket_id, "quoted_at": instant(quoted_at),
+                              "eta": instant(eta), "ahead": ahead}},
+            upsert=True,
+        )  # fmt: skip
+
+    # --- visits: one ticket of a request served at a time -----------------------------------
+
+    async def claim_visit(self, request_id: str, ticket_id: str, now: datetime) -> bool:
+        """Take the request's serving slot for `ticket_id`; False when another ticket has it.
+        Insert-or-conditional-update on one document: atomic, so two counters can never both
+        take it."""
+        claim = {"ticket_id": ticket_id, "since": instant(now)}
+        try:
+            await self.visits.insert_one({"_id": request_id, **claim})
+            return True
+        except DuplicateKeyError:
+            pass
+        taken = await self.visits.update_one(
+            {"_id": request_id, "ticket_id": None}, {"$set": claim}
+        )
+        return taken.modified_count == 1 or await self._is_claimed_by(request_id, ticket_id)
+
+    async def _is_claimed_by(self, request_id: str, ticket_id: str) -> bool:
+        doc = await self.visits.find_one({"_id": request_id})
+        return doc is not None and doc.get("ticket_id") == ticket_id
+
+    async def release_visit(self, request_id: str, ticket_id: str) -> None:
+        await self.visits.update_one(
+            {"_id": request_id, "ticket_id": ticket_id}, {"$set": {"ticket_id": None}}
+        )
+
+    async def visit_holder(self, request_id: str) -> str | None:
+        doc = await self.visits.find_one({"_id": request_id})
+        return doc.get("ticket_id") if doc else None
+
+    async def stale_visits(self) -> list[Document]:
+        return await self.visits.find({"ticket_id": {"$ne": None}}).to_list()
+
+    async def held_tickets(self) -> list[Document]:
+        return await self.tickets.find(
+            {"status": "waiting", "held": True}, {"request_id": 1}
+        ).to_list()
+
+    # --- counters ----------------------------------------------------------------------------
+
+    async def counter(self, site: str, counter: str) -> Document | None:
+        return await self.counters.find_one({"_id": counter_key(site, counter)}, NO_OUTBOX)
+
+    async def counters_of(self, site: str) -> list[Document]:
+        return await self.counters.find({"site": site}, NO_OUTBOX).to_list()
+
+    async def save_counter(
+        self,
+        site: str,
+        counter: str,
+        fields: Document,
+        events: Sequence[Event[Any]],
+        expect_revision: int | None,
+    ) -> Document | None:
+        """Write a counter's state with its events; None when someone changed it meanwhile."""
+        key = counter_key(site, counter)
+        update = with_outbox({"$set": {**fields, "site": site, "counter": counter}}, events)
+        update.setdefault("$inc", {})["revision"] = 1
+        if expect_revision is None:
+            try:
+                await self.counters.insert_one(
+                    {"_id": key, **fields, "site": site, "counter": counter, "revision": 1,
+                     **outbox_fields(events)}
+                )  # fmt: skip
+            except DuplicateKeyError:
+                return None
+            return await self.counter(site, counter)
+        return await self.counters.find_one_and_update(
+            {"_id": key, "revision": expect_revision},
+            update,
+            projection=NO_OUTBOX,
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def note_call(self, site: str, counter: str, priority: bool) -> None:
+        """The counter's memory for the priority ratio (normal calls since its last priority)."""
+        update = (
+            {"$set": {"normal_since_priority": 0}}
+            if priority
+            else {"$inc": {"normal_since_priority": 1}}
+        )
+        await self.counters.update_one({"_id": counter_key(site, counter)}, update)
+
+    # --- sessions ----------------------------------------------------------------------------
+
+    async def note_session(
+        self,
+        site: str,
+        session_id: str,
+        opens_at: datetime | None,
+        closes_at: datetime | None,
+        arrival: datetime | None,
+    ) -> None:
+        fields: Document = {"site": site}
+        if opens_at and closes_at:
+            fields |= {"opens_at": instant(opens_at), "closes_at": instant(closes_at)}
+        update: Document = {"$set": fields}
+        if arrival is not None:
+            update["$max"] = {"last_arrival": instant(arrival)}
+        await self.sessions.update_one({"_id": session_id}, update, upsert=True)
+
+    async def sessions_of(self, site: str) -> list[Document]:
+        return await self.sessions.find({"site": site}).to_list()
+
+
+def facts_of(doc: Document) -> dict[str, Any]:
+    """The fields every ticket event repeats, from the stored ticket."""
+    return {
+        "ticket_id": doc["_id"],
+        "request_id": doc["request_id"],
+        "session_id": doc["session_id"],
+        "service": doc["service"],
+        "number": doc["number"],
+        "issued_at": from_instant(doc["issued_at"]),
+    }

@@ -1,24 +1,35 @@
-"""Bus entrypoints of the queue: request events in, counter commands (request-reply) in."""
+"""Bus entrypoints of the queue: intake's request events in, counter commands (request-reply) in,
+and the other queue instances' ticket events watched so every board refreshes."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from faststream.nats import NatsBroker
-from pydantic import ValidationError
+from faststream.nats.annotations import NatsMessage
+from pydantic import BaseModel, ValidationError
 
 from giliran.contracts import (
     CallNext,
     CommandReply,
     CompleteTicket,
+    CounterAction,
+    CounterView,
     Problem,
+    RequestCancelled,
+    RequestCheckedIn,
+    RequestStatusQuery,
+    RequestStatusReply,
     RequestSubmitted,
+    TicketAction,
     TicketView,
     utcnow,
 )
-from giliran.contracts.subjects import command_pattern, entity_events
+from giliran.contracts.subjects import command_pattern, entity_events, site_of
 from giliran.errors import DomainError
 from giliran.runtime import ServiceRuntime
+from services.queue.desk import Desk
 from services.queue.handlers import Queue
 
 INVALID = Problem(
@@ -26,53 +37,143 @@ INVALID = Problem(
     message_id="Perintah tidak valid.",
     message_en="Invalid command.",
 )
+WRONG_SITE = Problem(
+    code="wrong_site",
+    message_id="Perintah ini untuk lokasi lain daripada subjeknya.",
+    message_en="The command names another site than its subject.",
+)
+
+Result = TicketView | CounterView | None
 
 
-def register(runtime: ServiceRuntime, queue: Queue) -> None:
+def register(runtime: ServiceRuntime, queue: Queue, desk: Desk) -> None:
     runtime.consume(
         "requests",
         entity_events("request"),
-        {RequestSubmitted: queue.issue_tickets},
+        {
+            RequestSubmitted: queue.issue_tickets,
+            RequestCheckedIn: queue.check_in,
+            RequestCancelled: queue.cancel_request,
+        },
     )
-    _register_commands(runtime.broker, queue)
+    _register_commands(runtime.broker, queue, desk)
 
 
-def _register_commands(broker: NatsBroker, queue: Queue) -> None:
+async def run_ticket_action(desk: Desk, command: TicketAction) -> TicketView:
+    """The one dispatcher of ticket actions, for HTTP and NATS alike."""
+    site, counter, ticket = command.site, command.counter, command.ticket_id
+    match command.action:
+        case "call":
+            if counter is None:
+                raise _counter_required()
+            return await desk.call(site, counter, ticket)
+        case "recall":
+            return await desk.recall(site, counter, ticket)
+        case "start":
+            return await desk.start(site, counter, ticket)
+        case "no_show":
+            return await desk.no_show(site, counter, ticket)
+        case "recheck_in":
+            return await desk.recheck_in(site, ticket)
+        case "transfer":
+            if command.to_service is None:
+                raise _field_required("to_service", "layanan tujuan", "the target service")
+            return await desk.transfer(site, counter, ticket, command.to_service)
+        case "cancel":
+            return await desk.cancel(site, counter, ticket, command.reason or "dibatalkan petugas")
+
+
+async def run_counter_action(desk: Desk, command: CounterAction) -> CounterView:
+    match command.action:
+        case "open":
+            return await desk.open(
+                command.site, command.counter, command.services, command.session_id
+            )
+        case "pause":
+            return await desk.pause(command.site, command.counter)
+        case "close":
+            return await desk.close(command.site, command.counter)
+
+
+class MissingField(DomainError):
+    code = "missing_field"
+
+
+def _field_required(name: str, what_id: str, what_en: str) -> MissingField:
+    return MissingField(
+        f"Kolom '{name}' wajib diisi: {what_id}.", f"Field '{name}' is required: {what_en}."
+    )
+
+
+def _counter_required() -> MissingField:
+    return _field_required("counter", "loket yang memanggil", "the calling counter")
+
+
+def _register_commands(broker: NatsBroker, queue: Queue, desk: Desk) -> None:
     # Core NATS request-reply in a queue group: every queue instance answers, each command once.
+    # The site in the body must be the subject's: permissions are granted per subject (site).
+
+    def command(
+        action: str, model: type[BaseModel], run: Callable[[Any], Awaitable[Result]], doc: str
+    ) -> None:
+        @broker.subscriber(
+            command_pattern("queue", action),
+            queue="queue",
+            title=f"queue:cmd.{action}",
+            description=doc,
+        )
+        async def handle(body: dict[str, object], message: NatsMessage) -> CommandReply:
+            try:
+                parsed = model.model_validate({**body, "action": action})
+            except ValidationError:
+                return CommandReply(ok=False, error=INVALID, at=utcnow())
+            if getattr(parsed, "site", None) != site_of(message.raw_message.subject):
+                return CommandReply(ok=False, error=WRONG_SITE, at=utcnow())
+            return await _reply(lambda: run(parsed))
+
+    async def call_next(c: CallNext) -> Result:
+        return await desk.call_next(c.site, c.counter)
+
+    async def complete(c: CompleteTicket) -> Result:
+        return await desk.complete(c.site, c.ticket_id, c.counter, c.outcome)
+
+    async def ticket_action(c: TicketAction) -> Result:
+        return await run_ticket_action(desk, c)
+
+    async def counter_action(c: CounterAction) -> Result:
+        return await run_counter_action(desk, c)
+
+    command("call_next", CallNext, call_next, "A counter asks for its next ticket.")
+    command("complete", CompleteTicket, complete, "A counter completes its ticket.")
+    for action in ("call", "recall", "start", "no_show", "recheck_in", "transfer", "cancel"):
+        command(action, TicketAction, ticket_action, f"A counter's '{action}' on one ticket.")
+    for action in ("open", "pause", "close"):
+        command(action, CounterAction, counter_action, f"A counter's '{action}'.")
 
     @broker.subscriber(
-        command_pattern("queue", "call_next"),
+        command_pattern("queue", "request_status"),
         queue="queue",
-        title="queue:cmd.call_next",
-        description="A counter asks for its next ticket; replies CommandReply.",
+        title="queue:cmd.request_status",
+        description="Where a request's tickets stand (position, ETA); replies RequestStatusReply.",
     )
-    async def on_call_next(body: dict[str, object]) -> CommandReply:
-        async def run() -> TicketView | None:
-            command = CallNext.model_validate(body)
-            return await queue.call_next(command.site, command.counter)
-
-        return await _reply(run)
-
-    @broker.subscriber(
-        command_pattern("queue", "complete"),
-        queue="queue",
-        title="queue:cmd.complete",
-        description="A counter completes the ticket it is serving; replies CommandReply.",
-    )
-    async def on_complete(body: dict[str, object]) -> CommandReply:
-        async def run() -> TicketView | None:
-            command = CompleteTicket.model_validate(body)
-            return await queue.complete(command.site, command.ticket_id)
-
-        return await _reply(run)
+    async def on_request_status(body: dict[str, object]) -> RequestStatusReply:
+        try:
+            query = RequestStatusQuery.model_validate(body)
+        except ValidationError:
+            return RequestStatusReply(ok=False, error=INVALID)
+        try:
+            tickets = await queue.request_status(query.site, query.request_id)
+        except DomainError as exc:
+            return RequestStatusReply(ok=False, error=exc.problem())
+        return RequestStatusReply(ok=True, tickets=tickets)
 
 
-async def _reply(run: Callable[[], Awaitable[TicketView | None]]) -> CommandReply:
-    """The same answer shape for every command: the ticket, or a bilingual problem."""
+async def _reply(run: Callable[[], Awaitable[Result]]) -> CommandReply:
+    """The same answer shape for every command: the ticket or counter, or a bilingual problem."""
     try:
-        ticket = await run()
-    except ValidationError:
-        return CommandReply(ok=False, error=INVALID, at=utcnow())
+        result = await run()
     except DomainError as exc:
         return CommandReply(ok=False, error=exc.problem(), at=utcnow())
-    return CommandReply(ok=True, ticket=ticket, at=utcnow())
+    if isinstance(result, CounterView):
+        return CommandReply(ok=True, counter=result, at=utcnow())
+    return CommandReply(ok=True, ticket=result, at=utcnow())

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
-from giliran.contracts import CallNext, CommandReply, CompleteTicket
+from giliran.contracts import CallNext, CommandReply, CompleteTicket, utcnow
 from giliran.settings import REPO_ROOT, Settings
 from tests.conftest import eventually, nats_client, publish, request_event, running
 
@@ -65,7 +66,7 @@ async def test_call_next_complete_over_http(settings: Settings) -> None:
         again = await svc.http.post(f"/api/v1/tickets/{ticket['ticket_id']}/complete")
         assert again.status_code == 409
         error = again.json()["error"]
-        assert error["code"] == "ticket_not_completable"
+        assert error["code"] == "illegal_transition"
         assert "dipanggil" in error["message_id"] and "called" in error["message_en"]
 
         unknown = await svc.http.post("/api/v1/sites/cikarang-utara/counters/99/call-next")
@@ -116,7 +117,8 @@ async def test_counter_commands_over_nats_request_reply(settings: Settings) -> N
 
 
 async def test_simultaneous_calls_never_share_a_ticket(settings: Settings, tmp_path: Path) -> None:
-    """20 call-next requests at the same instant on 5 counters over 20 waiting tickets."""
+    """5 counters calling and completing at once over 20 waiting tickets: each called once;
+    a counter still serving a ticket is refused another (409) instead of holding two."""
     site = yaml.safe_load((REPO_ROOT / "deploy" / "sites" / "cikarang-utara.yaml").read_text())
     fifth = {**site["counters"][0], "id": "5", "name": {"id": "Loket 5", "en": "Counter 5"}}
     site["counters"].append(fifth)
@@ -127,25 +129,53 @@ async def test_simultaneous_calls_never_share_a_ticket(settings: Settings, tmp_p
             await publish(settings, request_event(["KTP-REKAM"]))
         await _waiting(svc.app.state.queue, 20)
 
-        async def call(counter: int) -> str:
-            r = await svc.http.post(f"/api/v1/sites/cikarang-utara/counters/{counter}/call-next")
-            assert r.status_code == 200, r.text
-            ticket_id: str = r.json()["ticket"]["ticket_id"]
-            return ticket_id
+        async def work(counter: int) -> list[str]:
+            served = []
+            while True:
+                r = await svc.http.post(
+                    f"/api/v1/sites/cikarang-utara/counters/{counter}/call-next"
+                )
+                if r.status_code == 204:
+                    return served
+                assert r.status_code == 200, r.text
+                ticket_id: str = r.json()["ticket"]["ticket_id"]
+                busy = await svc.http.post(
+                    f"/api/v1/sites/cikarang-utara/counters/{counter}/call-next"
+                )
+                assert busy.status_code == 409 and busy.json()["error"]["code"] == "counter_busy"
+                done = await svc.http.post(f"/api/v1/tickets/{ticket_id}/complete")
+                assert done.status_code == 200, done.text
+                served.append(ticket_id)
 
-        called = await asyncio.gather(*(call(1 + i % 5) for i in range(20)))
-        assert len(set(called)) == 20
-        extra = await svc.http.post("/api/v1/sites/cikarang-utara/counters/1/call-next")
-        assert extra.status_code == 204
+        called = [
+            t for batch in await asyncio.gather(*(work(c) for c in range(1, 6))) for t in batch
+        ]
+        assert len(called) == 20 and len(set(called)) == 20
 
 
-async def test_longest_waiting_ticket_is_called_first(settings: Settings) -> None:
+async def test_a_counter_prefers_its_first_line_and_keeps_each_line_in_order(
+    settings: Settings,
+) -> None:
+    """Counter 4 opened for [KIA, KTP-CETAK]: waits count 25% less per position in that order,
+    so K-002 (8 min) goes before B-001 (9 min, second line); within a line, arrival order."""
     async with running("queue", settings) as svc:
-        for issued, services in enumerate((["KIA"], ["KTP-CETAK"], ["KIA"]), start=1):
+        queue = svc.app.state.queue
+        start = utcnow()
+        for issued, (minute, services) in enumerate(
+            ((0, ["KIA"]), (1, ["KTP-CETAK"]), (2, ["KIA"])), start=1
+        ):
+            queue.clock = lambda m=minute: start + timedelta(minutes=m)
             await publish(settings, request_event(services))
-            await _waiting(svc.app.state.queue, issued)
+            await _waiting(queue, issued)
+        queue.clock = lambda: start + timedelta(minutes=10)
+        opened = await svc.http.post(
+            "/api/v1/sites/cikarang-utara/counters/4/open",
+            json={"services": ["KIA", "KTP-CETAK"]},
+        )
+        assert opened.json()["counter"]["services"] == ["KIA", "KTP-CETAK"]
         order = []
         for _ in range(3):
             r = await svc.http.post("/api/v1/sites/cikarang-utara/counters/4/call-next")
             order.append(r.json()["ticket"]["number"])
-        assert order == ["K-001", "B-001", "K-002"]
+            await svc.http.post(f"/api/v1/tickets/{r.json()['ticket']['ticket_id']}/complete")
+        assert order == ["K-001", "K-002", "B-001"]

@@ -1,0 +1,642 @@
+"""Counter actions: open/pause/close a counter, call the next or a given ticket, recall, start,
+complete, no-show, re-check-in, transfer and cancel. One code path for HTTP and NATS commands."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from giliran.catalogue import SiteDef
+from giliran.contracts import (
+    CounterClosed,
+    CounterOpened,
+    CounterView,
+    EventData,
+    Outcome,
+    TicketCalled,
+    TicketCancelled,
+    TicketCompleted,
+    TicketIssued,
+    TicketNoShow,
+    TicketRecalled,
+    TicketStarted,
+    TicketStatus,
+    TicketTransferred,
+    TicketView,
+    new_event,
+)
+from giliran.contracts.envelope import Event
+from giliran.store import Document, from_instant, instant
+from services.queue import domain, rules
+from services.queue.handlers import SOURCE, Queue
+from services.queue.store import TicketStore, counter_view, facts_of, ticket_view
+
+# Lost races before call-next gives up for this click (each lost race is another counter's
+# progress, so this is only reached under extreme contention; the officer clicks again).
+MAX_ROUNDS = 8
+
+
+@dataclass(frozen=True)
+class DeskPolicy:
+    call: rules.CallPolicy = field(default_factory=rules.CallPolicy)
+    no_show_after_recalls: int = 2
+    recheck_grace: timedelta = timedelta(minutes=30)
+    recheck_penalty: timedelta = timedelta(minutes=15)
+
+
+@dataclass
+class Desk:
+    queue: Queue
+    policy: DeskPolicy = DeskPolicy()
+    # One action at a time per counter in this process: a double-click cannot call two tickets.
+    _locks: dict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+
+    @property
+    def store(self) -> TicketStore:
+        return self.queue.store
+
+    def _event(self, site: str, data: EventData, now: datetime) -> Event[Any]:
+        return new_event(data, site=site, source=SOURCE, at=now)
+
+    # --- counters ------------------------------------------------------------------------------
+
+    async def counter(self, site_slug: str, counter_id: str) -> CounterView:
+        site = self.queue.site(site_slug)
+        counter = domain.counter_of(site, counter_id)
+        doc = await self.store.counter(site.site, counter.id)
+        current = await self.store.at_counter(site.site, counter.id)
+        if doc is None:
+            return CounterView(counter=counter.id, status="closed", services=counter.services)
+        return counter_view(doc, current["_id"] if current else None)
+
+    async def open(
+        self,
+        site_slug: str,
+        counter_id: str,
+        services: Sequence[str] | None = None,
+        session_id: str | None = None,
+    ) -> CounterView:
+        """Open (or resume) a counter for a session, serving `services` in the given order
+        (default: its catalogue services). Without a session: the one running now."""
+        site = self.queue.site(site_slug)
+        counter = domain.counter_of(site, counter_id)
+        if services is not None:
+            unknown = domain.unknown_services(site, services)
+            if unknown:
+                raise domain.UnknownService(site.site, unknown)
+        async with self._locks[f"{site.site}:{counter.id}"]:
+            doc = await self._open(site, counter.id, services, session_id, pinned=bool(session_id))
+        self.queue.touched(site.site)
+        return counter_view(doc)
+
+    async def _open(
+        self,
+        site: SiteDef,
+        counter_id: str,
+        services: Sequence[str] | None,
+        session_id: str | None,
+        *,
+        pinned: bool,
+        known: Document | None = None,
+    ) -> Document:
+        # Before the first citizen of the day arrives no session is known yet: the counter opens
+        # anyway and binds to the session at its first call.
+        session = session_id or await self.queue.current_session(site.site)
+        catalogue_services = domain.counter_of(site, counter_id).services
+        while True:
+            doc, known = known or await self.store.counter(site.site, counter_id), None
+            chosen = list(services or (doc["services"] if doc else catalogue_services))
+            if (
+                doc is not None
+                and doc["status"] == "open"
+                and doc.get("session_id") == session
+                and doc["services"] == chosen
+            ):
+                return doc
+            now = self.queue.clock()
+            events: list[Event[Any]] = []
+            if (
+                doc is not None
+                and doc["status"] == "open"
+                and doc.get("session_id") not in (None, session)
+            ):
+                events.append(
+                    self._event(
+                        site.site,
+                        CounterClosed(counter=counter_id, session_id=doc["session_id"], at=now),
+                        now,
+                    )
+                )
+            if session is not None:  # announced once it is bound to a session
+                events.append(
+                    self._event(
+                        site.site,
+                        CounterOpened(
+                            counter=counter_id, session_id=session, services=chosen, at=now
+                        ),
+                        now,
+                    )
+                )
+            fields: Document = {
+                "status": "open",
+                "session_id": session,
+                "pinned": pinned,
+                "services": chosen,
+                "opened_at": instant(now),
+            }
+            if doc is None or doc.get("session_id") != session:
+                fields["normal_since_priority"] = 0
+            saved = await self.store.save_counter(
+                site.site, counter_id, fields, events, doc["revision"] if doc else None
+            )
+            if saved is not None:
+                return saved
+            # another instance changed the counter meanwhile: look again
+
+    async def pause(self, site_slug: str, counter_id: str) -> CounterView:
+        return await self._close(site_slug, counter_id, paused=True)
+
+    async def close(self, site_slug: str, counter_id: str) -> CounterView:
+        return await self._close(site_slug, counter_id, paused=False)
+
+    async def _close(self, site_slug: str, counter_id: str, *, paused: bool) -> CounterView:
+        site = self.queue.site(site_slug)
+        counter = domain.counter_of(site, counter_id)
+        status = "paused" if paused else "closed"
+        async with self._locks[f"{site.site}:{counter.id}"]:
+            while True:
+                doc = await self.store.counter(site.site, counter.id)
+                if doc is None or doc["status"] == status:
+                    return await self.counter(site.site, counter.id)
+                now = self.queue.clock()
+                events = (
+                    [
+                        self._event(
+                            site.site,
+                            CounterClosed(
+                                counter=counter.id,
+                                session_id=doc["session_id"],
+                                at=now,
+                                paused=paused,
+                            ),
+                            now,
+                        )
+                    ]
+                    if doc.get("session_id")
+                    else []  # never announced as opened: nothing to announce
+                )
+                saved = await self.store.save_counter(
+                    site.site, counter.id, {"status": status}, events, doc["revision"]
+                )
+                if saved is not None:
+                    break
+        self.queue.touched(site.site)
+        return counter_view(saved)
+
+    # --- calling -------------------------------------------------------------------------------
+
+    async def call_next(self, site_slug: str, counter_id: str) -> TicketView | None:
+        """The ticket the call rules choose for this counter, claimed atomically; None when
+        nothing is callable. Opens (or resumes) the counter for the running session."""
+        site = self.queue.site(site_slug)
+        counter = domain.counter_of(site, counter_id)
+        async with self._locks[f"{site.site}:{counter.id}"]:
+            busy = await self.store.at_counter(site.site, counter.id)
+            if busy is not None:
+                raise domain.CounterBusy(counter.id, busy["number"])
+            doc = await self.store.counter(site.site, counter.id)
+            session = await self._serving_session(site, counter.id, doc)
+            if session is None:
+                return None
+            state = await self._open(
+                site, counter.id, None, session, pinned=bool(doc and doc.get("pinned")), known=doc
+            )
+            called = await self._call_chosen(site, state)
+        self.queue.touched(site.site)
+        return called
+
+    async def _serving_session(
+        self, site: SiteDef, counter_id: str, doc: Document | None
+    ) -> str | None:
+        if doc is not None and doc.get("pinned") and doc["status"] == "open":
+            return str(doc["session_id"])
+        return await self.queue.current_session(site.site)
+
+    async def _call_chosen(self, site: SiteDef, state: Document) -> TicketView | None:
+        services: list[str] = state["services"]
+        memory = rules.CounterMemory(int(state.get("normal_since_priority", 0)))
+        grace = self.policy.call.appointment_grace
+        for _ in range(MAX_ROUNDS):
+            now = self.queue.clock()
+            docs = await self.store.callable_candidates(state["session_id"], services, now, grace)
+            by_id = {d["_id"]: d for d in docs}
+            waiting = [_waiting(d) for d in docs]
+            elsewhere: set[str] = set()
+            lost_race = False
+            while True:
+                choice = rules.choose(waiting, services, elsewhere, memory, now, self.policy.call)
+                if choice is None:
+                    if lost_race:
+                        break  # read again: the lines moved under us
+                    return None
+                doc = by_id[choice.ticket_id]
+                result, called = await self._claim(site, state["counter"], doc, now)
+                if called is not None:
+                    await self.store.note_call(site.site, state["counter"], choice.priority)
+                    return ticket_view(called)
+                if result == "elsewhere":
+                    elsewhere.add(doc["request_id"])
+                else:
+                    lost_race = True
+                    waiting = [w for w in waiting if w.ticket_id != doc["_id"]]
+        return None
+
+    async def _claim(
+        self, site: SiteDef, counter: str, doc: Document, now: datetime
+    ) -> tuple[str, Document | None]:
+        """Call one waiting ticket: take its citizen's serving slot, then the ticket. Returns
+        ("called", the ticket), ("elsewhere", None) when the citizen is at another counter, or
+        ("taken", None) when another counter won the race."""
+        if not await self.store.claim_visit(doc["request_id"], doc["_id"], now):
+            if not await self._heal_visit(doc["request_id"]):
+                return "elsewhere", None
+            if not await self.store.claim_visit(doc["request_id"], doc["_id"], now):
+                return "elsewhere", None
+        # The call happens now, after the slot is ours: so a citizen's calls and completions
+        # are ordered in time as they are in fact (the slot is freed after a completion).
+        now = self.queue.clock()
+        called = self._event(
+            site.site,
+            TicketCalled(
+                **facts_of(doc),
+                counter=counter,
+                called_at=now,
+                queued_at=from_instant(doc["queued_at"]) if doc.get("queued_at") else None,
+                priority=doc.get("priority"),
+            ),
+            now,
+        )
+        moved = await self.store.transition(
+            doc["_id"],
+            from_status=TicketStatus.WAITING,
+            set_fields={
+                "status": "called",
+                "counter": counter,
+                "called_at": instant(now),
+                "last_call_at": instant(now),
+                "held": False,
+            },
+            events=[called],
+        )
+        if moved is None:
+            await self.store.release_visit(doc["request_id"], doc["_id"])
+            return "taken", None
+        if doc.get("multi", True):
+            await self.store.set_held(doc["request_id"], True, except_ticket=doc["_id"])
+        return "called", moved
+
+    async def _heal_visit(self, request_id: str) -> bool:
+        """Free a serving slot left by a crash (its ticket is no longer being served); True if
+        the slot is free now."""
+        holder = await self.store.visit_holder(request_id)
+        if holder is None:
+            return True
+        doc = await self.store.get(holder)
+        if doc is not None and TicketStatus(doc["status"]) in domain.BEING_SERVED:
+            return False
+        if doc is not None and doc["status"] == "waiting":
+            # Claimed, then the process died before the ticket moved: only free it once the
+            # claim is old enough that no live call can still be completing it.
+            visit = await self.store.visits.find_one({"_id": request_id})
+            since = from_instant(visit["since"]) if visit and visit.get("since") else None
+            if since is not None and self.queue.clock() - since < timedelta(seconds=10):
+                return False
+        await self.store.release_visit(request_id, holder)
+        return True
+
+    async def heal(self) -> None:
+        await self.repair()
+
+    async def repair(self) -> int:
+        """Periodic repair after crashes: free stale serving slots and un-hold tickets whose
+        citizen is no longer at any counter. Returns how many requests it repaired."""
+        repaired = 0
+        for visit in await self.store.stale_visits():
+            if visit.get("ticket_id") and await self._heal_visit(visit["_id"]):
+                await self.store.set_held(visit["_id"], False)
+                repaired += 1
+        for doc in await self.store.held_tickets():
+            if await self.store.visit_holder(doc["request_id"]) is None:
+                await self.store.set_held(doc["request_id"], False)
+                repaired += 1
+        if repaired:
+            for site in self.queue.catalogue.sites:
+                self.queue.changes.bump(site)
+        return repaired
+
+    async def call(self, site_slug: str, counter_id: str, ticket_id: str) -> TicketView:
+        """Call a given waiting ticket of this counter's lines (the officer picked it)."""
+        site = self.queue.site(site_slug)
+        counter = domain.counter_of(site, counter_id)
+        async with self._locks[f"{site.site}:{counter.id}"]:
+            busy = await self.store.at_counter(site.site, counter.id)
+            if busy is not None:
+                raise domain.CounterBusy(counter.id, busy["number"])
+            doc = await self._ticket(site, ticket_id)
+            domain.check_action("call", doc["number"], TicketStatus(doc["status"]))
+            state = await self._open(site, counter.id, None, doc["session_id"], pinned=False)
+            if doc["service"] not in state["services"]:
+                raise domain.NotThisCounter(doc["number"], counter.id)
+            if not doc.get("arrived", True):
+                raise domain.NotCheckedIn(doc["number"])
+            result, _ = await self._claim(site, counter.id, doc, self.queue.clock())
+            if result == "elsewhere":
+                raise domain.CitizenElsewhere(doc["number"])
+            if result == "taken":
+                current = await self._ticket(site, ticket_id)
+                domain.check_action("call", current["number"], TicketStatus(current["status"]))
+            await self.store.note_call(site.site, counter.id, bool(doc.get("is_priority")))
+        self.queue.touched(site.site)
+        return await self.queue.ticket(ticket_id)
+
+    # --- acting on the ticket at the counter -----------------------------------------------
+
+    async def _ticket(self, site: SiteDef, ticket_id: str) -> Document:
+        doc = await self.store.get(ticket_id)
+        if doc is None or doc["site"] != site.site:
+            raise domain.TicketNotFound(ticket_id)
+        return doc
+
+    def _mine(self, doc: Document, counter: str | None) -> None:
+        if counter is not None and doc.get("counter") not in (None, counter):
+            raise domain.NotThisCounter(doc["number"], counter)
+
+    async def _move(
+        self,
+        site: SiteDef,
+        action: domain.Action,
+        doc: Document,
+        set_fields: Document,
+        event: EventData,
+        now: datetime,
+        *,
+        inc: Document | None = None,
+        release: bool = False,
+    ) -> Document:
+        """Apply a transition that the ticket's status allows, with its event; a 409 with the
+        reason when someone else moved the ticket first."""
+        status = TicketStatus(doc["status"])
+        domain.check_action(action, doc["number"], status)
+        moved = await self.store.transition(
+            doc["_id"],
+            from_status=status,
+            set_fields=set_fields,
+            events=[self._event(site.site, event, now)],
+            inc=inc,
+        )
+        if moved is None:
+            current = await self._ticket(site, doc["_id"])
+            domain.check_action(action, current["number"], TicketStatus(current["status"]))
+            raise domain.IllegalTransition(action, doc["number"], TicketStatus(current["status"]))
+        if release:
+            await self.store.release_visit(doc["request_id"], doc["_id"])
+            if doc.get("multi", True):
+                await self.store.set_held(doc["request_id"], False)
+        self.queue.touched(site.site)
+        return moved
+
+    async def recall(self, site_slug: str, counter: str | None, ticket_id: str) -> TicketView:
+        """Call the same ticket again (the citizen did not come); counted, and announced again."""
+        site = self.queue.site(site_slug)
+        doc = await self._ticket(site, ticket_id)
+        self._mine(doc, counter)
+        now = self.queue.clock()
+        moved = await self._move(
+            site,
+            "recall",
+            doc,
+            {"last_call_at": instant(now)},
+            TicketRecalled(**facts_of(doc), counter=doc.get("counter") or "-", recalled_at=now),
+            now,
+            inc={"recalls": 1},
+        )
+        return ticket_view(moved)
+
+    async def start(self, site_slug: str, counter: str | None, ticket_id: str) -> TicketView:
+        site = self.queue.site(site_slug)
+        doc = await self._ticket(site, ticket_id)
+        self._mine(doc, counter)
+        now = self.queue.clock()
+        moved = await self._move(
+            site,
+            "start",
+            doc,
+            {"status": "serving", "started_at": instant(now)},
+            TicketStarted(
+                **facts_of(doc),
+                counter=doc.get("counter") or "-",
+                called_at=from_instant(doc.get("called_at") or now),
+                started_at=now,
+            ),
+            now,
+        )
+        return ticket_view(moved)
+
+    async def complete(
+        self,
+        site_slug: str | None,
+        ticket_id: str,
+        counter: str | None = None,
+        outcome: Outcome = Outcome.SERVED,
+    ) -> TicketView:
+        doc = await self.store.get(ticket_id)
+        if doc is None or (site_slug is not None and doc["site"] != site_slug):
+            raise domain.TicketNotFound(ticket_id)
+        site = self.queue.site(doc["site"])
+        self._mine(doc, counter)
+        domain.check_action("complete", doc["number"], TicketStatus(doc["status"]))
+        now = self.queue.clock()
+        moved = await self._move(
+            site,
+            "complete",
+            doc,
+            {"status": "completed", "completed_at": instant(now), "outcome": outcome.value},
+            TicketCompleted(
+                **facts_of(doc),
+                counter=doc["counter"],
+                called_at=from_instant(doc["called_at"]),
+                completed_at=now,
+                outcome=outcome,
+            ),
+            now,
+            release=True,
+        )
+        return ticket_view(moved)
+
+    async def no_show(self, site_slug: str, counter: str | None, ticket_id: str) -> TicketView:
+        """The citizen did not come after the required recalls: their place is given up (they
+        may re-check-in within the grace period)."""
+        site = self.queue.site(site_slug)
+        doc = await self._ticket(site, ticket_id)
+        self._mine(doc, counter)
+        domain.check_action("no_show", doc["number"], TicketStatus(doc["status"]))
+        recalls = int(doc.get("recalls", 0))
+        if recalls < self.policy.no_show_after_recalls:
+            raise domain.RecallsNeeded(doc["number"], self.policy.no_show_after_recalls, recalls)
+        now = self.queue.clock()
+        moved = await self._move(
+            site,
+            "no_show",
+            doc,
+            {"status": "no_show", "no_show_at": instant(now)},
+            TicketNoShow(**facts_of(doc), counter=doc["counter"], marked_at=now, recalls=recalls),
+            now,
+            release=True,
+        )
+        return ticket_view(moved)
+
+    async def recheck_in(self, site_slug: str, ticket_id: str) -> TicketView:
+        """A no-show who comes back within the grace period returns to the line, with the same
+        number, as if they had arrived `recheck_penalty` later (never later than now)."""
+        site = self.queue.site(site_slug)
+        doc = await self._ticket(site, ticket_id)
+        new_id = domain.rechecked_id(ticket_id)
+        again = await self.store.get(new_id)
+        if again is not None:  # a retried re-check-in: the same answer
+            return ticket_view(again)
+        domain.check_action("recheck_in", doc["number"], TicketStatus(doc["status"]))
+        now = self.queue.clock()
+        if now - from_instant(doc["no_show_at"]) > self.policy.recheck_grace:
+            raise domain.RecheckTooLate(doc["number"], self.policy.recheck_grace.seconds / 60)
+        queued = min(now, from_instant(doc["queued_at"]) + self.policy.recheck_penalty)
+        return await self._reissue(
+            site, doc, new_id, doc["service"], queued, now, rechecked_from=doc["_id"]
+        )
+
+    async def _reissue(
+        self,
+        site: SiteDef,
+        doc: Document,
+        new_id: str,
+        service: str,
+        queued: datetime,
+        now: datetime,
+        **origin: str,
+    ) -> TicketView:
+        """A new ticket made from `doc` (re-check-in, transfer): same citizen and number."""
+        issued = TicketIssued(
+            ticket_id=new_id,
+            request_id=doc["request_id"],
+            session_id=doc["session_id"],
+            service=service,
+            number=doc["number"],
+            issued_at=now,
+            waiting_ahead=await self.store.waiting_in_line(doc["session_id"], service),
+            priority=doc.get("priority"),
+            arrived=True,
+            **origin,
+        )
+        target = site.service(service)
+        assert target is not None
+        new_doc = {
+            **{k: doc.get(k) for k in ("site", "session_id", "request_id", "number", "priority",
+                                       "is_priority", "channel", "nik_masked")},
+            "_id": new_id,
+            "service": service,
+            "prefix": target.prefix,
+            "status": "waiting",
+            "issued_at": instant(now),
+            "arrived": True,
+            "queued_at": instant(queued),
+            # the citizen may still be at this counter (transfer): the slot is freed right after
+            "held": await self.store.visit_holder(doc["request_id"]) not in (None, new_id),
+            "appointment_at": None,
+            "recalls": 0,
+            "multi": True,  # the request now has more than one ticket
+            **origin,
+        }  # fmt: skip
+        if not await self.store.insert_with_events(new_doc, [self._event(site.site, issued, now)]):
+            existing = await self.store.get(new_id)
+            assert existing is not None
+            return ticket_view(existing)
+        self.queue.touched(site.site)
+        return ticket_view(new_doc)
+
+    async def transfer(
+        self, site_slug: str, counter: str | None, ticket_id: str, to_service: str
+    ) -> TicketView:
+        """Send the citizen to another line, keeping their original arrival time there.
+        Returns the new ticket."""
+        site = self.queue.site(site_slug)
+        doc = await self._ticket(site, ticket_id)
+        self._mine(doc, counter)
+        if site.service(to_service) is None:
+            raise domain.UnknownService(site.site, [to_service])
+        if to_service == doc["service"]:
+            raise domain.SameService(doc["number"])
+        new_id = domain.transferred_id(ticket_id, to_service)
+        if TicketStatus(doc["status"]) == TicketStatus.TRANSFERRED and doc.get("to") == new_id:
+            return await self.queue.ticket(new_id)  # a retried transfer
+        domain.check_action("transfer", doc["number"], TicketStatus(doc["status"]))
+        now = self.queue.clock()
+        # New ticket first: a crash in between leaves the old one at the counter (the officer
+        # sees it and repeats the transfer, which finds the new ticket), never a citizen lost.
+        new = await self._reissue(
+            site,
+            doc,
+            new_id,
+            to_service,
+            from_instant(doc["queued_at"]),
+            now,
+            transferred_from=doc["_id"],
+        )
+        await self._move(
+            site,
+            "transfer",
+            doc,
+            {"status": "transferred", "transferred_at": instant(now), "to": new_id},
+            TicketTransferred(
+                **facts_of(doc),
+                counter=doc.get("counter") or "-",
+                to_service=to_service,
+                new_ticket_id=new_id,
+                transferred_at=now,
+            ),
+            now,
+            release=True,
+        )
+        return await self.queue.ticket(new.ticket_id)
+
+    async def cancel(
+        self, site_slug: str, counter: str | None, ticket_id: str, reason: str
+    ) -> TicketView:
+        site = self.queue.site(site_slug)
+        doc = await self._ticket(site, ticket_id)
+        if TicketStatus(doc["status"]) in domain.BEING_SERVED:
+            self._mine(doc, counter)
+        now = self.queue.clock()
+        moved = await self._move(
+            site,
+            "cancel",
+            doc,
+            {"status": "cancelled", "cancelled_at": instant(now), "held": False},
+            TicketCancelled(**facts_of(doc), reason=reason, cancelled_at=now),
+            now,
+            release=True,
+        )
+        return ticket_view(moved)
+
+
+def _waiting(doc: Document) -> rules.Waiting:
+    return rules.Waiting(
+        ticket_id=doc["_id"],
+        request_id=doc["request_id"],
+        service=doc["service"],
+        queued_at=from_instant(doc["queued_at"]),
+        priority=bool(doc.get("is_priority")),
+        appointment_at=from_instant(doc["appointment_at"]) if doc.get("appointment_at") else None,
+    )
