@@ -222,3 +222,33 @@ def require_chromium() -> None:
         if os.environ.get("CI"):
             pytest.fail(f"{CHROMIUM} missing: .ci/run must install the chromium package")
         pytest.skip(f"{CHROMIUM} missing (apt-get install chromium)")
+
+
+def service_process(
+    name: ServiceName, settings: Settings, log_dir: Path, port: int | None = None
+) -> ManagedProcess:
+    """A service as its own OS process (`giliran service NAME`), to crash it with kill -9;
+    restart it on the same `port` so browsers reconnect."""
+    import sys
+
+    from giliran.embedded import free_port
+
+    port = port or free_port()
+    env = {
+        **os.environ,
+        "GILIRAN_NATS_URL": settings.nats_url,
+        "GILIRAN_MONGO_URL": settings.mongo_url,
+        "GILIRAN_DB_PREFIX": settings.db_prefix,
+        "GILIRAN_CATALOGUE_DIR": str(settings.catalogue_dir),
+        "GILIRAN_NIK_HASH_KEY": "test-key",
+        "GILIRAN_OUTBOX_POLL_SECONDS": str(settings.outbox_poll_seconds),
+        f"GILIRAN_{name.upper()}_PORT": str(port),
+    }
+    return ManagedProcess(
+        name=name,
+        args=[sys.executable, "-m", "giliran.cli", "service", name],
+        host="127.0.0.1",
+        port=port,
+        log_path=log_dir / f"{name}.log",
+        env=env,
+    )

@@ -219,6 +219,8 @@ async def _detail(queue: Queue, desk: Desk, site_slug: str, counter_id: str) -> 
         name=definition.name,
         current=current,
         waiting=waiting,
-        transfer_to=[s.code for s in site.services if s.code not in view.services],
+        transfer_to=[
+            s.code for s in site.services if current is None or s.code != current.ticket.service
+        ],
         no_show_after_recalls=desk.policy.no_show_after_recalls,
     )

@@ -23,6 +23,7 @@ from giliran.store import (
 )
 
 NO_OUTBOX = {"outbox": 0}
+BUSY = ("called", "serving")
 
 
 def ticket_view(doc: Document, **extra: Any) -> TicketView:
@@ -145,10 +146,18 @@ class TicketStore:
         )
 
     async def callable_candidates(
-        self, session_id: str, services: Sequence[str], now: datetime, grace: timedelta
+        self,
+        session_id: str,
+        services: Sequence[str],
+        now: datetime,
+        grace: timedelta,
+        *,
+        want_priority: bool,
+        want_appointments: bool,
     ) -> list[Document]:
         """What the call rules need to choose from, read along the indexes: per line the oldest
-        callable tickets and the oldest priority ones, and the appointments due now."""
+        callable tickets; the oldest priority ones when a priority call may be due; the
+        appointments due now when the session has any."""
         base = {"session_id": session_id, "status": "waiting", "arrived": True, "held": False}
         fields = {"outbox": 0}
 
@@ -158,13 +167,15 @@ class TicketStore:
             return found
 
         queries = [oldest({**base, "service": s}, 4) for s in services]
-        queries += [oldest({**base, "service": s, "is_priority": True}, 2) for s in services]
-        due = {
-            **base,
-            "service": {"$in": list(services)},
-            "appointment_at": {"$gte": instant(now - grace), "$lte": instant(now)},
-        }
-        queries.append(oldest(due, 4))
+        if want_priority:
+            queries += [oldest({**base, "service": s, "is_priority": True}, 2) for s in services]
+        if want_appointments:
+            due = {
+                **base,
+                "service": {"$in": list(services)},
+                "appointment_at": {"$gte": instant(now - grace), "$lte": instant(now)},
+            }
+            queries.append(oldest(due, 4))
         found: dict[str, Document] = {}
         for batch in await asyncio.gather(*queries):
             for doc in batch:
@@ -206,12 +217,35 @@ class TicketStore:
             query["_id"] = {"$ne": except_ticket}
         await self.tickets.update_many(query, {"$set": {"held": held}})
 
-    async def at_counter(self, site: str, counter: str) -> Document | None:
-        """The ticket a counter is calling or serving now, if any."""
-        return await self.tickets.find_one(
-            {"site": site, "counter": counter, "status": {"$in": ["called", "serving"]}},
-            NO_OUTBOX,
+    async def at_counter(
+        self, site: str, counter: str, state: Document | None = None
+    ) -> Document | None:
+        """The ticket a counter is calling or serving now, if any: the counter's `current`
+        pointer, checked against the ticket itself (a pointer left by a crash is ignored).
+        A point read, so it costs the same however many tickets the store holds."""
+        state = state if state is not None else await self.counter(site, counter)
+        current = state.get("current") if state else None
+        if not current:
+            return None
+        doc = await self.get(current)
+        if doc is None or doc.get("counter") != counter or doc["status"] not in BUSY:
+            return None
+        return doc
+
+    async def point_counter_at(self, site: str, counter: str, ticket_id: str) -> None:
+        await self.counters.update_one(
+            {"_id": counter_key(site, counter)}, {"$set": {"current": ticket_id}}
         )
+
+    async def scan_at_counter(self, site: str, counter: str) -> Document | None:
+        """The slow, certain way (repair only): any ticket called or served at the counter."""
+        for status in BUSY:
+            found = await self.tickets.find_one(
+                {"site": site, "counter": counter, "status": status}, NO_OUTBOX
+            )
+            if found is not None:
+                return found
+        return None
 
     async def waiting_list(
         self, session_id: str, services: Sequence[str], limit: int
@@ -359,14 +393,22 @@ class TicketStore:
         opens_at: datetime | None,
         closes_at: datetime | None,
         arrival: datetime | None,
+        *,
+        appointments: bool = False,
     ) -> None:
         fields: Document = {"site": site}
         if opens_at and closes_at:
             fields |= {"opens_at": instant(opens_at), "closes_at": instant(closes_at)}
         update: Document = {"$set": fields}
+        if appointments:
+            fields["appointments"] = True
         if arrival is not None:
             update["$max"] = {"last_arrival": instant(arrival)}
         await self.sessions.update_one({"_id": session_id}, update, upsert=True)
+
+    async def session_has_appointments(self, session_id: str) -> bool:
+        doc = await self.sessions.find_one({"_id": session_id}, {"appointments": 1})
+        return bool(doc and doc.get("appointments"))
 
     async def sessions_of(self, site: str) -> list[Document]:
         return await self.sessions.find({"site": site}).to_list()
