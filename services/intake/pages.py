@@ -25,6 +25,12 @@ from services.intake.problems import describe
 from services.intake.skm import QUESTIONS
 
 PAGES = Jinja2Templates(directory=FilePath(__file__).parent / "pages")
+PRIORITY_NAMES = {
+    "elderly": {"id": "lansia", "en": "elderly"},
+    "disability": {"id": "penyandang disabilitas", "en": "disability"},
+    "pregnancy": {"id": "ibu hamil", "en": "pregnant"},
+    "infant": {"id": "membawa bayi", "en": "with an infant"},
+}
 Lang = Annotated[str, Query(pattern=r"^(id|en)$")]
 
 
@@ -215,6 +221,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         site: Site,
         service: Annotated[str, Form(max_length=32)],
         priority: Annotated[str, Form(max_length=20)] = "",
+        nik: Annotated[str, Form(max_length=32)] = "",
         lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
     ) -> Response:
         spec = intake.site(site)
@@ -224,6 +231,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                     "site": site,
                     "services": [service],
                     "name": "Pengunjung kios",
+                    "nik": nik or None,
                     "channel": Channel.KIOSK,
                     "language": Language(lang),
                     "priority": priority or None,
@@ -236,7 +244,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 request,
                 "kiosk.html",
                 lang,
-                status=409,
+                status=exc.http_status if isinstance(exc, DomainError) else 422,
                 site=spec,
                 window=None,
                 closed=None,
@@ -289,6 +297,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             qr=qr_svg(url),
             url=url,
             booths={t.service: booths_for(spec, t.service) for t in view.tickets},
+            priority_names=PRIORITY_NAMES,
             printed_at=f"{printed_at:%d-%m-%Y %H.%M} WIB",
             autoprint=bool(autoprint),
         )

@@ -108,6 +108,7 @@ class StatusView(BaseModel):
     checkin_code: str | None
     cancelled: bool
     nik_masked: str | None
+    priority: str | None = None
     live: bool  # the queue answered: positions and ETAs are current
     tickets: list[TicketLine]
     pending_services: list[str]
@@ -159,6 +160,7 @@ def status_view(
         checkin_code=doc.get("checkin_code"),
         cancelled=bool(doc.get("cancelled_at")),
         nik_masked=doc.get("nik_masked"),
+        priority=doc.get("priority"),
         live=queue is not None,
         tickets=lines,
         pending_services=[c for c in doc["services"] if c not in issued],

@@ -93,6 +93,20 @@ async def test_kiosk_walk_in_prints_a_ticket_with_a_qr_code(settings: Settings) 
         await page.wait_for_url("**/kiosk/ticket/**")
         number = await page.inner_text("[data-testid=number]")
         assert number == "B-001"
+        await page.screenshot(path=str(ARTIFACTS / "intake-ticket.png"), full_page=True)
+
+        # The next walk-in declares a priority and keys in a NIK on the on-screen keypad.
+        await page.goto(f"{url}/kiosk/cikarang-utara")
+        await page.locator("#more summary").tap()
+        await page.locator("label", has_text="Ibu hamil").tap()
+        for digit in "3216094512900003":
+            await page.locator(f"#keypad [data-key='{digit}']").tap()
+        await page.screenshot(path=str(ARTIFACTS / "intake-kiosk-keypad.png"))
+        await page.locator("button[data-service=KTP-CETAK]").tap()
+        await page.wait_for_url("**/kiosk/ticket/**")
+        assert await page.inner_text("[data-testid=number]") == "B-002"
+        assert await page.inner_text("[data-testid=nik]") == "NIK: ************0003"
+        assert await page.inner_text("[data-testid=priority]") == "Prioritas: ibu hamil"
         text = await page.inner_text("#ticket")
         assert "Pencetakan KTP-el" in text and "Loket 1" in text
         assert "Layanan ini GRATIS" in text
