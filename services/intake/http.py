@@ -12,7 +12,6 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from giliran.contracts import utcnow
 from giliran.contracts.subjects import SITE_PATTERN
 from services.intake import sessions
 from services.intake.errors import UnknownSite
@@ -210,7 +209,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         """Appointment slots of a bookable session with the places left in each."""
         spec = intake.site(site)
         window = sessions.session_for_booking(
-            spec, session_id, utcnow(), intake.holidays, await intake.overrides(site)
+            spec, session_id, intake.clock(), intake.holidays, await intake.overrides(site)
         )
         used = {d["what"]: int(d["used"]) for d in await intake.store.quotas_of(window.session_id)}
         zone = spec.timezone

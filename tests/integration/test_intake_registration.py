@@ -267,3 +267,24 @@ async def test_the_elderly_are_recognised_from_the_nik(fast: Settings) -> None:
         young = await svc.http.post("/api/v1/requests", json=body(2))
         assert old.json()["priority"] == "elderly"
         assert young.json()["priority"] is None
+
+
+async def test_an_appointment_slot_is_never_overbooked(fast: Settings) -> None:
+    async with running("intake", fast.model_copy(update={"demo": False})) as svc:
+        at(svc, FRIDAY_10_WIB)
+        slot = {"session_id": "cikarang-utara-20261129", "appointment_at": "2026-11-29T10:00+07:00"}
+        answers = await asyncio.gather(
+            *(svc.http.post("/api/v1/requests", json=body(n, **slot)) for n in range(1, 15))
+        )
+        codes = sorted(a.status_code for a in answers)
+        assert codes == [202] * 10 + [409] * 4, codes  # slot_capacity 10 (catalogue default)
+        full = next(a for a in answers if a.status_code == 409).json()["error"]
+        assert full["code"] == "slot_full" and "10.00" in full["message_id"]
+        slots = await svc.http.get(f"/api/v1/sites/{SITE}/sessions/{slot['session_id']}/slots")
+        left = {s["local"]: s["remaining"] for s in slots.json()}
+        assert left == {"09:00": 10, "09:30": 10, "10:00": 0, "10:30": 10}
+        # The refused bookings took no service place either.
+        quota = await svc.http.get(
+            f"/api/v1/admin/sites/{SITE}/sessions/{slot['session_id']}/quotas", headers=ADMIN
+        )
+        assert next(q for q in quota.json() if q["service"] == "KTP-CETAK")["used"] == 10
