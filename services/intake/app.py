@@ -56,6 +56,7 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
             exempt=frozenset(settings.rate_limit_exempt),
         ),
         purge_after_days=settings.purge_after_days,
+        timezone=settings.timezone,
         on_change=changes.bump,
     )
     runtime.on_startup(store.ensure_indexes)

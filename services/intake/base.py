@@ -29,6 +29,8 @@ class IntakeBase:
     cipher: NikCipher | None = None
     limits: Limits = field(default_factory=Limits)
     purge_after_days: int = 30
+    # The zone whose calendar days the retention counts (sessions' local dates).
+    timezone: str = "Asia/Jakarta"
     clock: Callable[[], datetime] = utcnow
     _waiters: dict[str, asyncio.Event] = field(default_factory=dict)
     # Called with a request id whenever one of its tickets changes (the status page's push).

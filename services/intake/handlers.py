@@ -132,7 +132,7 @@ class Intake(Registration):
         """Blank the personal data of requests whose session is older than the retention
         period; the request itself (services, tickets, times) stays for the statistics."""
         now = self.clock()
-        zone = ZoneInfo("Asia/Jakarta")
+        zone = ZoneInfo(self.timezone)
         before = purge_before(now.astimezone(zone).date(), self.purge_after_days).isoformat()
         purged = 0
         while batch := await self.store.to_purge(before):
