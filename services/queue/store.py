@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -302,7 +302,7 @@ class TicketStore:
     ) -> None:
         """Every ETA shown to a citizen, at most one per ticket per minute, so reporting can tell
         how wrong the quotes were."""
-        minute = instant(quoted_at)[:16]
+        minute = quoted_at.astimezone(UTC).strftime("%Y%m%dT%H%M")
         await self.eta_quotes.update_one(
             {"_id": f"{ticket_id}@{minute}"},
             {"$setOnInsert": {"ticket_id": ticket_id, "quoted_at": instant(quoted_at),
