@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -31,6 +31,12 @@ class ServiceDef(BaseModel):
     documents: list[Text] = Field(default_factory=list)
     # Adminduk services are free by law (UU 24/2013 Pasal 79A); the product never shows a price.
     free: bool = True
+    # Places per session (None: no limit); admins override it per session in intake.
+    quota: int | None = Field(default=None, ge=0)
+    # The agency that runs it (BOTRAM fairs host many; MSC has one, the Disdukcapil).
+    agency: str | None = None
+    # Online registration needs a NIK (adminduk); a kiosk walk-in may leave it to the officer.
+    requires_nik: bool = False
 
 
 class CounterDef(BaseModel):
@@ -39,6 +45,8 @@ class CounterDef(BaseModel):
     id: CounterId
     name: Text
     services: list[ServiceCode] = Field(min_length=1)
+    # Where to find it, printed on tickets ("Tenda B, sebelah panggung").
+    hint: Text | None = None
 
 
 HolidayCategory = Literal["PUBLIC", "GOVERNMENT"]
@@ -68,6 +76,27 @@ class ScheduleRule(BaseModel):
         return self
 
 
+class AgencyDef(BaseModel):
+    """An agency with a booth at a fair (Disdukcapil, Dinkes, Polres, Bapenda, BPJS...)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9-]{1,32}$")
+    name: Text
+
+
+class BookingRule(BaseModel):
+    """Online pre-registration: how far ahead it opens, appointment slots and check-in."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    days_ahead: int = Field(default=7, ge=0, le=90)
+    slot_minutes: int = Field(default=30, ge=5, le=240)
+    slot_capacity: int = Field(default=10, ge=1, le=10_000)
+    # A booking holder may check in this long before the session opens.
+    checkin_early_minutes: int = Field(default=60, ge=0, le=240)
+
+
 class SiteDef(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -79,6 +108,8 @@ class SiteDef(BaseModel):
     schedule: ScheduleRule
     services: list[ServiceDef] = Field(min_length=1)
     counters: list[CounterDef] = Field(min_length=1)
+    agencies: list[AgencyDef] = Field(default_factory=list)
+    booking: BookingRule = Field(default_factory=BookingRule)
 
     @model_validator(mode="after")
     def _consistent(self) -> SiteDef:
@@ -93,6 +124,10 @@ class SiteDef(BaseModel):
             unknown = [c for c in counter.services if c not in known]
             if unknown:
                 raise ValueError(f"counter {counter.id} serves unknown services {unknown}")
+        agencies = {a.id for a in self.agencies}
+        for service in self.services:
+            if service.agency is not None and service.agency not in agencies:
+                raise ValueError(f"service {service.code} names unknown agency {service.agency}")
         return self
 
     def service(self, code: str) -> ServiceDef | None:
@@ -111,8 +146,43 @@ class Catalogue(BaseModel):
         return self.sites.get(slug)
 
 
+class Venue(BaseModel):
+    """A place a fair template can be held: a kecamatan of the kabupaten."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    slug: str = Field(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+    name: str
+    kemendagri_code: str = Field(pattern=r"^[0-9]{2}\.[0-9]{2}\.[0-9]{2}$")
+
+
+def expand_template(raw: dict[str, Any]) -> list[SiteDef]:
+    """A fair template (BOTRAM) becomes one site per venue, `<template>-<venue>`, so every
+    service (the queue too) knows the fair's booths wherever an admin schedules it; `{venue}` in
+    the names is replaced by the kecamatan's name."""
+    body = {k: v for k, v in raw.items() if k not in ("template", "venues")}
+    venues = [Venue.model_validate(v) for v in raw.get("venues") or []]
+    if not venues:
+        raise ValueError(f"template {raw.get('template')!r} lists no venues")
+    sites = []
+    for venue in venues:
+        name = body.get("name") or {}
+        sites.append(
+            SiteDef.model_validate(
+                {
+                    **body,
+                    "site": f"{raw['template']}-{venue.slug}",
+                    "kemendagri_code": venue.kemendagri_code,
+                    "name": {k: str(v).replace("{venue}", venue.name) for k, v in name.items()},
+                }
+            )
+        )
+    return sites
+
+
 def load_catalogue(directory: Path) -> Catalogue:
-    """Every `*.yaml` in `directory` that declares a `site`; an invalid file fails start-up."""
+    """Every `*.yaml` in `directory` that declares a `site` (or a `template` with `venues`, which
+    becomes a site per venue); an invalid file fails start-up."""
     if not directory.is_dir():
         raise FileNotFoundError(
             f"catalogue directory {directory} does not exist (GILIRAN_CATALOGUE_DIR)"
@@ -120,12 +190,16 @@ def load_catalogue(directory: Path) -> Catalogue:
     sites: dict[str, SiteDef] = {}
     for path in sorted(directory.glob("*.yaml")):
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if not isinstance(raw, dict) or "site" not in raw:
+        if isinstance(raw, dict) and "template" in raw:
+            found = expand_template(raw)
+        elif isinstance(raw, dict) and "site" in raw:
+            found = [SiteDef.model_validate(raw)]
+        else:
             continue
-        site = SiteDef.model_validate(raw)
-        if site.site in sites:
-            raise ValueError(f"site {site.site} is defined twice ({path})")
-        sites[site.site] = site
+        for site in found:
+            if site.site in sites:
+                raise ValueError(f"site {site.site} is defined twice ({path})")
+            sites[site.site] = site
     if not sites:
         # A service with no sites would look healthy and refuse every request.
         raise ValueError(f"no site is defined in {directory} (GILIRAN_CATALOGUE_DIR)")

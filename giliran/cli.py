@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,8 @@ async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
             print(f"  {label:<9} {url}  (/healthz /readyz /metrics /docs)")
         if args.demo:
             print(f"  demo      session open now at site '{settings.demo_site}', counters 1-4")
+        for line in await _next_sessions(urls["intake"], settings.demo_site):
+            print(line)
         print("Press Ctrl-C to stop.", flush=True)
         while not stopping.is_set():
             for label, process in list(stack.services.items()):
@@ -162,6 +165,40 @@ async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
         # Waiting for processes to exit blocks; nothing else runs in this loop meanwhile.
         await asyncio.to_thread(stack.stop)
         print("giliran: stopped", file=sys.stderr, flush=True)
+
+
+def describe_sessions(site_name: str, sessions: list[dict[str, Any]], show: int = 3) -> list[str]:
+    """`giliran up`'s lines on the sessions ahead: the next few, and the next one that falls on
+    a weekday holiday (the MSC rule's second half) when it is not among them."""
+    scheduled = [s for s in sessions if s.get("kind") == "scheduled" and not s.get("cancelled")]
+    if not scheduled:
+        return []
+    chosen = scheduled[:show]
+    weekday_holiday = next(
+        (s for s in scheduled if date.fromisoformat(s["date"]).weekday() < 5), None
+    )
+    if weekday_holiday is not None and weekday_holiday not in chosen:
+        chosen.append(weekday_holiday)
+    lines = [f"  next sessions at {site_name}:"]
+    for s in chosen:
+        lines.append(
+            f"    {s['weekday_id']:<7} {s['date']} {s['opens_local']}-{s['closes_local']} WIB"
+            f"  ({s['label']})"
+        )
+    return lines
+
+
+async def _next_sessions(intake_url: str, site: str) -> list[str]:
+    """Ask intake (over HTTP: the kernel never imports a service) for the site's sessions."""
+    try:
+        async with httpx.AsyncClient(timeout=3.0) as client:
+            found = await client.get(
+                f"{intake_url}/api/v1/sites/{site}/sessions", params={"days": 120}
+            )
+            found.raise_for_status()
+    except httpx.HTTPError as exc:
+        return [f"  sessions  (intake did not list them: {exc})"]
+    return describe_sessions(site, found.json())
 
 
 def build_service(name: ServiceName, settings: Settings) -> Any:

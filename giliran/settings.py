@@ -43,6 +43,20 @@ class Settings(BaseSettings):
     demo_site: str = "cikarang-utara"
     # Key of the keyed NIK hash (HMAC-SHA256), required by intake; `giliran up` makes one.
     nik_hash_key: SecretStr | None = None
+    # Intake: Fernet key for NIKs at rest (unset: derived from nik_hash_key with HKDF).
+    nik_encryption_key: SecretStr | None = None
+    # Intake's admin API and page (until real accounts exist); unset: admin is switched off.
+    admin_token: SecretStr | None = None
+    # Intake purges a session's personal data this many days after it (UU 27/2022).
+    purge_after_days: int = Field(default=30, ge=0)
+    purge_interval_seconds: float = 3600.0
+    # Intake's limits against bots: registrations per client address a minute and per phone
+    # an hour; the exempt addresses are kiosks and the box itself (all share one address).
+    rate_ip_per_minute: int = Field(default=30, ge=1)
+    rate_phone_per_hour: int = Field(default=5, ge=1)
+    rate_limit_exempt: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # How long intake's status page waits for the queue's position/ETA answer.
+    status_query_timeout_seconds: float = 0.5
     # How long POST /requests waits for the queue to issue tickets before answering 202.
     ticket_wait_seconds: float = 2.0
     # Consumer retry policy: deliveries before a message is dead-lettered, and backoff between them.

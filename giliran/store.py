@@ -6,8 +6,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import BeforeValidator
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -23,16 +24,48 @@ Database = AsyncDatabase[Document]
 
 
 def instant(moment: datetime) -> str:
-    """How an instant is stored: a fixed-width UTC ISO-8601 string, so string order is time order.
-    (Not BSON dates: the embedded server turns a date written by $set into a naive string; see
-    docs/decisions/0004-instants-as-strings.md.)"""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """How an instant is stored: fixed-width UTC ISO 8601, *basic* form (20261129T023000.000000Z),
+    so string order is time order, to the microsecond. Not BSON dates (the embedded server turns
+    a date written by $set into a naive string), and not the extended form either: the embedded
+    server wraps anything that looks like 2026-11-29T... in SQLite's datetime(), which drops the
+    fraction of a second and bypasses indexes. See docs/decisions/0004-instants-as-strings.md."""
+    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
 def from_instant(value: str | datetime) -> datetime:
+    """Reads both forms (basic since 0.2, extended before) and BSON dates."""
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     return datetime.fromisoformat(value)
+
+
+def _read_instant(value: Any) -> Any:
+    return from_instant(value) if isinstance(value, str) else value
+
+
+# A datetime field of a model built from a stored document (which holds instant() strings).
+Instant = Annotated[datetime, BeforeValidator(_read_instant)]
+
+
+def indexed(query: Document) -> Document:
+    """The same query, written so the embedded server can use an index: a plain `{field: v}`
+    becomes `{field: {"$eq": v}}`. (For a plain equality nx-27017 also matches array elements,
+    an OR that makes SQLite scan the whole collection; `$eq` on a scalar is a plain comparison
+    that walks a matching index, sort included. MongoDB treats both forms alike.) Only scalar
+    values of ordinary fields are rewritten; `$or` branches are rewritten too."""
+    rewritten: Document = {}
+    for field, value in query.items():
+        if field == "$or" and isinstance(value, list):
+            rewritten[field] = [indexed(branch) for branch in value]
+        elif (
+            not field.startswith("$")
+            and field != "_id"
+            and isinstance(value, (str, int, float, bool))
+        ):
+            rewritten[field] = {"$eq": value}
+        else:
+            rewritten[field] = value
+    return rewritten
 
 
 def connect(url: str, *, timeout_seconds: float = 5.0) -> AsyncMongoClient[Document]:

@@ -6,16 +6,31 @@ import holidays
 from fastapi import FastAPI
 
 from giliran.catalogue import load_catalogue
-from giliran.contracts import RequestSubmitted
+from giliran.contracts import (
+    FeedbackSubmitted,
+    RequestCancelled,
+    RequestCheckedIn,
+    RequestSubmitted,
+)
 from giliran.runtime import ServiceRuntime, create_http_app
 from giliran.settings import Settings
-from services.intake import http, subscribers
-from services.intake.handlers import Intake
+from services.intake import admin_http, http, pages, problems, subscribers
+from services.intake.admin import Admin
+from services.intake.handlers import Intake, Limits
+from services.intake.privacy import NikCipher
+from services.intake.status import Changes, QueueStatus
 from services.intake.store import RequestStore
 
 
+def _secret(value: object) -> str | None:
+    """A SecretStr's value, with an empty one (compose's `${VAR:-}`) meaning unset."""
+    raw = value.get_secret_value() if value is not None else ""  # type: ignore[attr-defined]
+    return str(raw) or None
+
+
 def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
-    if settings.nik_hash_key is None:
+    hash_key = _secret(settings.nik_hash_key)
+    if hash_key is None:
         raise SystemExit(
             "GILIRAN_NIK_HASH_KEY is not set: intake needs a secret key for the keyed NIK hash "
             "(`giliran up` creates one in its data directory)."
@@ -23,13 +38,26 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     runtime = ServiceRuntime("intake", settings)
     store = RequestStore(runtime.db)
     catalogue = load_catalogue(settings.catalogue_dir)
+    changes = Changes()
     intake = Intake(
         store=store,
         catalogue=catalogue,
-        # Indonesian public holidays plus cuti bersama (GOVERNMENT); years fill in on demand.
-        holidays=holidays.country_holidays("ID", categories=("public", "government")),
-        nik_key=settings.nik_hash_key.get_secret_value().encode(),
+        # Indonesian public holidays plus cuti bersama (GOVERNMENT), named in Bahasa Indonesia;
+        # years fill in on demand.
+        holidays=holidays.country_holidays(
+            "ID", categories=("public", "government"), language="id"
+        ),
+        nik_key=hash_key.encode(),
         wake=runtime.wake_relay,
+        cipher=NikCipher.from_keys(_secret(settings.nik_encryption_key), hash_key.encode()),
+        limits=Limits(
+            ip_per_minute=settings.rate_ip_per_minute,
+            phone_per_hour=settings.rate_phone_per_hour,
+            exempt=frozenset(settings.rate_limit_exempt),
+        ),
+        purge_after_days=settings.purge_after_days,
+        timezone=settings.timezone,
+        on_change=changes.bump,
     )
     runtime.on_startup(store.ensure_indexes)
     if settings.demo:
@@ -38,12 +66,30 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
             await intake.open_demo_session(settings.demo_site)
 
         runtime.on_startup(open_demo)
-    runtime.use_outbox(store.requests)
+    runtime.use_outbox(store.requests, store.feedback)
     subscribers.register(runtime, intake)
-    runtime.publishes(RequestSubmitted)
-    api = http.router(
-        intake, public_url=settings.public_url, wait_seconds=settings.ticket_wait_seconds
+    runtime.publishes(RequestSubmitted, RequestCheckedIn, RequestCancelled, FeedbackSubmitted)
+
+    async def purge_personal_data() -> None:
+        await intake.purge()
+
+    runtime.every(settings.purge_interval_seconds, purge_personal_data)
+
+    async def ask_queue(subject: str, payload: bytes, seconds: float) -> bytes:
+        reply = await runtime.broker.connection.request(subject, payload, timeout=seconds)
+        return bytes(reply.data)
+
+    status = http.Status(
+        intake, QueueStatus(ask_queue, settings.status_query_timeout_seconds), changes
     )
-    app = create_http_app(runtime, title="Giliran intake", routers=[api])
+    links = http.Links(settings.public_url)
+    api = http.router(intake, status, links, wait_seconds=settings.ticket_wait_seconds)
+    page = pages.router(intake, status, links, wait_seconds=settings.ticket_wait_seconds)
+    admin_api, admin_page = admin_http.routers(Admin(intake), _secret(settings.admin_token))
+    app = create_http_app(
+        runtime, title="Giliran intake", routers=[api, admin_api, page, admin_page]
+    )
+    problems.install(app)
     app.state.intake = intake
+    app.state.changes = changes
     return app, runtime

@@ -1,73 +1,33 @@
-"""Intake rules with no I/O: NIK checks and masking, phones, session windows, ticket status."""
+"""Intake rules with no I/O: NIK checks and masking, phones, priority, ticket status."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date
 
 import phonenumbers
 
-from giliran.catalogue import SiteDef
-from giliran.contracts import TicketStatus
-from giliran.errors import DomainError
+from giliran.contracts import PriorityReason, TicketStatus
+from services.intake.errors import (
+    InvalidNik,
+    InvalidPhone,
+    InvalidRequest,
+    SessionClosed,
+    UnknownService,
+    UnknownSite,
+)
 
-# --- errors ----------------------------------------------------------------------------------
+# Session rules moved to sessions.py; these names stay importable from here.
+from services.intake.sessions import (
+    SessionWindow,
+    demo_session,
+    scheduled_session,
+    session_for_registration,
+)
 
-
-class InvalidRequest(DomainError):
-    code = "invalid_request"
-    http_status = 422
-
-
-class UnknownSite(InvalidRequest):
-    code = "unknown_site"
-
-    def __init__(self, site: str) -> None:
-        super().__init__(f"Lokasi '{site}' tidak dikenal.", f"Unknown site '{site}'.")
-
-
-class UnknownService(InvalidRequest):
-    code = "unknown_service"
-
-    def __init__(self, site: str, codes: list[str]) -> None:
-        listed = ", ".join(codes)
-        super().__init__(
-            f"Layanan {listed} tidak tersedia di lokasi '{site}'.",
-            f"Service(s) {listed} not offered at site '{site}'.",
-        )
-
-
-class SessionClosed(InvalidRequest):
-    code = "session_closed"
-
-    def __init__(self, site: str) -> None:
-        super().__init__(
-            f"Tidak ada sesi layanan yang buka hari ini di lokasi '{site}'. Layanan MSC buka "
-            "setiap Minggu dan hari libur nasional pukul 09.00-11.00 WIB.",
-            f"No service session is open today at site '{site}'. MSC opens every Sunday and "
-            "public holiday, 09:00-11:00 WIB.",
-        )
-
-
-class InvalidNik(InvalidRequest):
-    code = "invalid_nik"
-
-
-class InvalidPhone(InvalidRequest):
-    code = "invalid_phone"
-
-    def __init__(self) -> None:
-        super().__init__(
-            "Nomor HP tidak valid. Gunakan nomor seluler Indonesia, misalnya 0812xxxxxxxx atau "
-            "+62812xxxxxxxx.",
-            "Invalid phone number. Use an Indonesian mobile number such as 0812xxxxxxxx or "
-            "+62812xxxxxxxx.",
-        )
-
+ELDERLY_AGE = 60  # lansia (UU 13/1998): called ahead without having to ask
 
 # --- NIK -------------------------------------------------------------------------------------
 
@@ -94,7 +54,10 @@ class NikCheck:
 
 
 def _reject(message_id: str, message_en: str) -> InvalidNik:
-    return InvalidNik(f"NIK tidak valid: {message_id}", f"Invalid NIK: {message_en}")
+    return InvalidNik(
+        f"Kolom 'nik': NIK tidak valid: {message_id} Salin 16 digit NIK dari KTP-el atau KK.",
+        f"Field 'nik': invalid NIK: {message_en} Copy the 16-digit NIK from the e-KTP or KK.",
+    )
 
 
 def _birth_date(day: int, month: int, yy: int, today: date) -> date | None:
@@ -172,66 +135,18 @@ def normalize_phone(raw: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-# --- sessions --------------------------------------------------------------------------------
+# --- priority -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SessionWindow:
-    """One service session at a site: when it opens and closes (UTC inside)."""
-
-    session_id: str
-    site: str
-    local_date: date
-    opens_at: datetime
-    closes_at: datetime
-    kind: str = "scheduled"
-
-    def accepts_registration(self, now: datetime) -> bool:
-        """Registration runs from the day's start until the session closes."""
-        return now < self.closes_at
-
-
-def scheduled_session(site: SiteDef, day: date, holidays: Collection[date]) -> SessionWindow | None:
-    """The session a site's rule gives on a local date, if any (MSC: Sundays and holidays)."""
-    rule = site.schedule
-    if day in rule.closed_dates:
-        return None
-    if rule.rule == "sundays_and_holidays":
-        open_day = day.weekday() == 6 or day in holidays or day in rule.extra_dates
-    else:
-        open_day = day in rule.extra_dates
-    if not open_day:
-        return None
-    zone = ZoneInfo(site.timezone)
-    opens = datetime.combine(day, rule.opens, zone).astimezone(UTC)
-    closes = datetime.combine(day, rule.closes, zone).astimezone(UTC)
-    return SessionWindow(f"{site.site}-{day:%Y%m%d}", site.site, day, opens, closes)
-
-
-def demo_session(site: SiteDef, now: datetime, hours: int = 12) -> SessionWindow:
-    """`giliran up --demo`: an ad-hoc session open from now, so the flow can be tried any hour."""
-    day = now.astimezone(ZoneInfo(site.timezone)).date()
-    return SessionWindow(
-        f"{site.site}-demo-{day:%Y%m%d}", site.site, day, now, now + timedelta(hours=hours), "adhoc"
-    )
-
-
-def session_for_registration(
-    site: SiteDef,
-    now: datetime,
-    holidays: Collection[date],
-    adhoc: list[SessionWindow],
-) -> SessionWindow:
-    """Which session a request made now joins: an open ad-hoc one, else today's scheduled one."""
-    today = now.astimezone(ZoneInfo(site.timezone)).date()
-    if today not in site.schedule.closed_dates:
-        for window in adhoc:
-            if window.site == site.site and window.opens_at <= now < window.closes_at:
-                return window
-    scheduled = scheduled_session(site, today, holidays)
-    if scheduled is None or not scheduled.accepts_registration(now):
-        raise SessionClosed(site.site)
-    return scheduled
+def priority_for(
+    declared: PriorityReason | None, nik: NikCheck | None, today: date
+) -> PriorityReason | None:
+    """A declared reason wins; otherwise the elderly are recognised from the NIK's birth date."""
+    if declared is not None:
+        return declared
+    if nik is not None and nik.age_on(today) >= ELDERLY_AGE:
+        return PriorityReason.ELDERLY
+    return None
 
 
 # --- ticket status as the citizen sees it ----------------------------------------------------
@@ -240,3 +155,24 @@ def session_for_registration(
 def newer_status(current: TicketStatus | None, incoming: TicketStatus) -> bool:
     """Events may arrive out of order; a ticket's status only moves forward."""
     return current is None or incoming.rank >= current.rank
+
+
+__all__ = [
+    "InvalidNik",
+    "InvalidPhone",
+    "InvalidRequest",
+    "NikCheck",
+    "SessionClosed",
+    "SessionWindow",
+    "UnknownService",
+    "UnknownSite",
+    "check_nik",
+    "demo_session",
+    "mask_nik",
+    "newer_status",
+    "nik_hash",
+    "normalize_phone",
+    "priority_for",
+    "scheduled_session",
+    "session_for_registration",
+]

@@ -1,158 +1,34 @@
-"""Intake use cases: submit a request, follow its tickets, open the demo session."""
+"""Intake use cases for citizens: register and check in (registration.py), follow tickets,
+answer the survey; plus the purge of personal data after a session."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from giliran.catalogue import Catalogue, SiteDef
 from giliran.contracts import (
-    Channel,
-    CitizenRef,
     Event,
-    Language,
-    RequestSubmitted,
+    FeedbackSubmitted,
     TicketFacts,
     TicketStatus,
     TicketView,
     new_event,
-    new_id,
-    utcnow,
 )
-from giliran.contracts.events import ServiceCode
-from giliran.contracts.subjects import SiteSlug
-from giliran.errors import NotFound
-from giliran.store import Document, from_instant, instant
-from services.intake import domain
-from services.intake.store import RequestStore
-
-SOURCE = "intake"
-
-
-class SubmitRequest(BaseModel):
-    """What a citizen (online) or a kiosk sends to register."""
-
-    model_config = ConfigDict(str_strip_whitespace=True, extra="forbid")
-
-    site: SiteSlug
-    services: list[ServiceCode] = Field(min_length=1, max_length=10)
-    name: str = Field(min_length=1, max_length=100)
-    nik: str | None = Field(default=None, max_length=32)
-    phone: str | None = Field(default=None, max_length=32)
-    email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-    consent: bool = Field(
-        default=False, description="the citizen agrees to be notified by SMS/WhatsApp/e-mail"
-    )
-    channel: Channel = Channel.ONLINE
-    language: Language = Language.ID
-
-
-class RequestNotFound(NotFound):
-    code = "request_not_found"
-
-    def __init__(self, request_id: str) -> None:
-        super().__init__(
-            f"Permohonan '{request_id}' tidak ditemukan.", f"Request '{request_id}' not found."
-        )
+from giliran.store import Document, instant
+from services.intake import domain, sessions
+from services.intake.errors import (
+    FeedbackRefused,
+    RequestNotFound,
+)
+from services.intake.models import SOURCE, Limits, Scores, SubmitRequest, Submitted
+from services.intake.privacy import PERSONAL_FIELDS, purge_before
+from services.intake.registration import Registration
 
 
 @dataclass
-class Intake:
-    store: RequestStore
-    catalogue: Catalogue
-    holidays: Collection[date]
-    nik_key: bytes
-    wake: Callable[[], None]
-    clock: Callable[[], datetime] = utcnow
-    _waiters: dict[str, asyncio.Event] = field(default_factory=dict)
-
-    def _site(self, slug: str) -> SiteDef:
-        site = self.catalogue.site(slug)
-        if site is None:
-            raise domain.UnknownSite(slug)
-        return site
-
-    async def _adhoc_sessions(self, site: str, now: datetime) -> list[domain.SessionWindow]:
-        return [
-            domain.SessionWindow(
-                session_id=d["_id"],
-                site=d["site"],
-                local_date=date.fromisoformat(d["local_date"]),
-                opens_at=from_instant(d["opens_at"]),
-                closes_at=from_instant(d["closes_at"]),
-                kind="adhoc",
-            )
-            for d in await self.store.open_adhoc_sessions(site, now)
-        ]
-
-    async def submit(self, command: SubmitRequest) -> tuple[Document, tuple[str, ...]]:
-        """Validate, store the request and its `request.submitted` event in one write."""
-        site = self._site(command.site)
-        unknown = [code for code in command.services if site.service(code) is None]
-        if unknown:
-            raise domain.UnknownService(site.site, unknown)
-        services = list(dict.fromkeys(command.services))  # one ticket per service, order kept
-        now = self.clock()
-        today = now.astimezone(ZoneInfo(site.timezone)).date()
-        nik = domain.check_nik(command.nik, today) if command.nik else None
-        phone = domain.normalize_phone(command.phone) if command.phone else None
-        # Contact details serve notifications only: without consent they are not kept.
-        warnings: list[str] = list(nik.warnings) if nik else []
-        if not command.consent and (phone or command.email):
-            phone, warnings = None, [*warnings, "contact_ignored_without_consent"]
-        email = command.email if command.consent else None
-        session = domain.session_for_registration(
-            site, now, self.holidays, await self._adhoc_sessions(site.site, now)
-        )
-        request_id = new_id()
-        citizen = CitizenRef(
-            nik_masked=nik.masked if nik else None,
-            nik_hash=domain.nik_hash(nik.nik, self.nik_key) if nik else None,
-            consent=command.consent,
-            phone=phone,
-            email=email,
-            language=command.language,
-        )
-        event = new_event(
-            RequestSubmitted(
-                request_id=request_id,
-                session_id=session.session_id,
-                services=services,
-                channel=command.channel,
-                citizen=citizen,
-                submitted_at=now,
-                session_opens_at=session.opens_at,
-                session_closes_at=session.closes_at,
-            ),
-            site=site.site,
-            source=SOURCE,
-            at=now,
-        )
-        doc: Document = {
-            "_id": request_id,
-            "site": site.site,
-            "session_id": session.session_id,
-            "services": services,
-            "channel": command.channel.value,
-            "language": command.language.value,
-            "name": command.name,
-            # The full NIK is never stored: its mask for display, its keyed hash to recognise it.
-            "nik_masked": citizen.nik_masked,
-            "nik_hash": citizen.nik_hash,
-            "phone": phone,
-            "email": email,
-            "consent": command.consent,
-            "submitted_at": instant(now),
-            "tickets": {},
-        }
-        await self.store.insert(doc, [event])
-        self.wake()
-        return doc, tuple(warnings)
+class Intake(Registration):
+    """Every citizen-facing use case of intake (the composition root builds one)."""
 
     async def record_ticket(self, event: Event[TicketFacts]) -> None:
         """Follow a ticket's status from the queue's events (idempotent, order-tolerant)."""
@@ -183,6 +59,7 @@ class Intake:
         waiter = self._waiters.get(ticket.request_id)
         if waiter is not None:
             waiter.set()
+        self.on_change(ticket.request_id)
 
     async def wait_for_tickets(self, request_id: str, wait_seconds: float) -> Document:
         """The request once every service has a ticket, or as it stands after `wait_seconds`.
@@ -209,14 +86,65 @@ class Intake:
         finally:
             self._waiters.pop(request_id, None)
 
-    async def get(self, request_id: str) -> Document:
-        doc = await self.store.get(request_id)
-        if doc is None:
-            raise RequestNotFound(request_id)
-        return doc
+    async def submit_feedback(self, token: str, ticket_id: str, scores: Scores) -> Document:
+        """One SKM response per completed ticket, published as `feedback.submitted`."""
+        doc = await self.by_token(token)
+        ticket = (doc.get("tickets") or {}).get(ticket_id)
+        if ticket is None:
+            raise FeedbackRefused("tiket tidak dikenal.", "unknown ticket.")
+        if ticket["status"] != TicketStatus.COMPLETED.value:
+            raise FeedbackRefused(
+                "survei dibuka setelah layanan selesai.", "the survey opens once served."
+            )
+        now = self.clock()
+        event = new_event(
+            FeedbackSubmitted(
+                feedback_id=ticket_id,
+                request_id=doc["_id"],
+                session_id=doc["session_id"],
+                service=ticket["service"],
+                scores=scores.model_dump(),
+                submitted_at=now,
+            ),
+            site=doc["site"],
+            source=SOURCE,
+            at=now,
+        )
+        stored = {
+            "_id": ticket_id,
+            "request_id": doc["_id"],
+            "session_id": doc["session_id"],
+            "service": ticket["service"],
+            "scores": scores.model_dump(),
+            "submitted_at": instant(now),
+        }
+        if not await self.store.insert_feedback(stored, [event]):
+            raise FeedbackRefused(
+                "survei untuk tiket ini sudah diisi. Terima kasih!",
+                "this ticket's survey was already answered. Thank you!",
+            )
+        self.wake()
+        return stored
 
-    async def open_demo_session(self, slug: str) -> domain.SessionWindow:
-        window = domain.demo_session(self._site(slug), self.clock())
+    # --- retention -----------------------------------------------------------------------------
+
+    async def purge(self) -> int:
+        """Blank the personal data of requests whose session is older than the retention
+        period; the request itself (services, tickets, times) stays for the statistics."""
+        now = self.clock()
+        zone = ZoneInfo(self.timezone)
+        before = purge_before(now.astimezone(zone).date(), self.purge_after_days).isoformat()
+        purged = 0
+        while batch := await self.store.to_purge(before):
+            for doc in batch:
+                await self.store.purge(doc["_id"], PERSONAL_FIELDS, now)
+                purged += 1
+        await self.store.purge_session_keys(before)
+        await self.store.forget_rates(now)
+        return purged
+
+    async def open_demo_session(self, slug: str) -> sessions.SessionWindow:
+        window = sessions.demo_session(self.site(slug), self.clock())
         await self.store.save_adhoc_session(
             {
                 "_id": window.session_id,
@@ -245,3 +173,7 @@ def tickets_of(doc: Document) -> list[TicketView]:
         )
         for t in tickets
     ]
+
+
+# What other modules (entrypoints, admin, tests) import from here.
+__all__ = ["SOURCE", "Intake", "Limits", "Scores", "SubmitRequest", "Submitted", "tickets_of"]

@@ -1,109 +1,228 @@
-"""HTTP entrypoints of intake: register a request, follow it, list a site's services."""
+"""HTTP API of intake: register, check in, follow a request (JSON and server push), sessions,
+the survey."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 
-from giliran.contracts import TicketView
 from giliran.contracts.subjects import SITE_PATTERN
-from giliran.privacy import mask_phone
-from giliran.store import Document
-from services.intake import domain
-from services.intake.handlers import Intake, SubmitRequest, tickets_of
+from services.intake import sessions
+from services.intake.errors import UnknownSite
+from services.intake.handlers import Intake, Scores, SubmitRequest
+from services.intake.status import Changes, QueueStatus
+from services.intake.views import (
+    RequestView,
+    SessionView,
+    StatusView,
+    request_view,
+    session_view,
+    status_view,
+)
+
+Site = Annotated[str, Path(pattern=SITE_PATTERN, max_length=63)]
+Token = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
+HEARTBEAT_SECONDS = 15.0
 
 
-class RequestView(BaseModel):
-    request_id: str
-    site: str
-    session_id: str
-    services: list[str]
-    channel: str
-    nik_masked: str | None
-    phone_masked: str | None
-    status_url: str
-    tickets: list[TicketView]
-    warnings: list[str] = []
-    message_id: str
-    message_en: str
+class CheckIn(BaseModel):
+    model_config = ConfigDict(str_strip_whitespace=True, extra="forbid")
 
-
-def _view(doc: Document, status_url: str, warnings: tuple[str, ...] = ()) -> RequestView:
-    tickets = tickets_of(doc)
-    complete = len(tickets) >= len(doc["services"])
-    numbers = ", ".join(t.number for t in tickets)
-    if complete:
-        message_id = f"Nomor antrean Anda: {numbers}. Layanan ini GRATIS."
-        message_en = f"Your queue number(s): {numbers}. This service is FREE."
-    else:
-        message_id = "Permohonan diterima; nomor antrean sedang diterbitkan. Buka tautan status."
-        message_en = "Request received; your queue number is being issued. Open the status link."
-    return RequestView(
-        request_id=doc["_id"],
-        site=doc["site"],
-        session_id=doc["session_id"],
-        services=doc["services"],
-        channel=doc["channel"],
-        nik_masked=doc.get("nik_masked"),
-        phone_masked=mask_phone(doc["phone"]) if doc.get("phone") else None,
-        status_url=status_url,
-        tickets=tickets,
-        warnings=list(warnings),
-        message_id=message_id,
-        message_en=message_en,
+    code: str = Field(
+        min_length=6, max_length=300, description="6-character code, or the scanned QR link"
     )
 
 
-def router(intake: Intake, *, public_url: str, wait_seconds: float) -> APIRouter:
+class CheckInView(BaseModel):
+    checked_in: bool = Field(description="False: the request was already checked in")
+    request: RequestView
+
+
+class Feedback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(pattern=r"^[A-Za-z0-9_-]{16,64}$")
+    ticket_id: str = Field(min_length=1, max_length=128)
+    scores: Scores
+
+
+@dataclass
+class Links:
+    public_url: str
+
+    def base(self, request: Request) -> str:
+        return self.public_url.rstrip("/") or str(request.base_url).rstrip("/")
+
+    def api(self, request: Request, request_id: str) -> str:
+        return f"{self.base(request)}/api/v1/requests/{request_id}"
+
+    def page(self, request: Request, token: str) -> str:
+        return f"{self.base(request)}/s/{token}"
+
+
+@dataclass
+class Status:
+    """The status view, shared by the JSON API, the server push and the page."""
+
+    intake: Intake
+    queue: QueueStatus
+    changes: Changes
+
+    async def view(self, token: str) -> StatusView:
+        doc = await self.intake.by_token(token)
+        site = self.intake.site(doc["site"])
+        ticket_ids = list((doc.get("tickets") or {}).keys())
+        live = await self.queue.tickets(doc["site"], doc["_id"]) if ticket_ids else None
+        answered = await self.intake.store.feedback_for(ticket_ids) if ticket_ids else set()
+        return status_view(doc, site, live, answered)
+
+
+def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float) -> APIRouter:
     api = APIRouter(prefix="/api/v1", tags=["citizen"])
 
-    def status_url(request: Request, request_id: str) -> str:
-        base = public_url.rstrip("/") or str(request.base_url).rstrip("/")
-        return f"{base}/api/v1/requests/{request_id}"
+    def view_of(request: Request, doc: dict[str, object], **kw: object) -> RequestView:
+        return request_view(
+            doc,
+            links.api(request, str(doc["_id"])),
+            links.page(request, str(doc["token"])),
+            **kw,  # type: ignore[arg-type]
+        )
 
     @api.post(
         "/requests",
         status_code=201,
         response_model=RequestView,
-        responses={202: {"model": RequestView, "description": "Stored; tickets not issued yet"}},
+        responses={
+            200: {"model": RequestView, "description": "This NIK already holds a request"},
+            202: {"model": RequestView, "description": "Stored; tickets not issued yet"},
+            409: {"description": "Quota or appointment slot full"},
+            429: {"description": "Too many registrations from this address or phone"},
+        },
     )
     async def submit(body: SubmitRequest, request: Request) -> JSONResponse:
-        doc, warnings = await intake.submit(body)
-        doc = await intake.wait_for_tickets(doc["_id"], wait_seconds)
-        view = _view(doc, status_url(request, doc["_id"]), warnings)
+        client = request.client.host if request.client else None
+        result = await intake.submit(body, client)
+        doc = result.doc
+        if not result.duplicate and doc.get("arrived", True):
+            doc = await intake.wait_for_tickets(doc["_id"], wait_seconds)
+        elif not result.duplicate:
+            # A booking: numbers are issued ahead; waiting briefly shows them on the receipt.
+            doc = await intake.wait_for_tickets(doc["_id"], min(wait_seconds, 1.0))
+        view = view_of(request, doc, warnings=result.warnings, duplicate=result.duplicate)
         complete = len(view.tickets) >= len(view.services)
+        code = 200 if result.duplicate else 201 if complete else 202
         return JSONResponse(
-            view.model_dump(mode="json"),
-            status_code=201 if complete else 202,
-            headers={"Location": view.status_url},
+            view.model_dump(mode="json"), status_code=code, headers={"Location": view.status_url}
         )
 
     @api.get("/requests/{request_id}", response_model=RequestView)
     async def get_request(
         request: Request, request_id: Annotated[str, Path(max_length=64)]
-    ) -> RequestView:
+    ) -> Response:
         doc = await intake.get(request_id)
-        return _view(doc, status_url(request, request_id))
+        accept = request.headers.get("accept", "")
+        # A status link opened in a phone's browser (notify sends this one) shows the page.
+        if accept.startswith("text/html"):
+            return RedirectResponse(links.page(request, doc["token"]), status_code=303)
+        return JSONResponse(view_of(request, doc).model_dump(mode="json"))
+
+    @api.get("/status/{token}", response_model=StatusView)
+    async def get_status(token: Token) -> StatusView:
+        return await status.view(token)
+
+    @api.get("/status/{token}/stream")
+    async def stream_status(token: Token, request: Request) -> StreamingResponse:
+        """Server push (SSE): the status now, again within moments of each ticket event, and
+        every 15 s anyway (positions move as others are called)."""
+        doc = await intake.by_token(token)
+        request_id = doc["_id"]
+
+        async def events() -> AsyncIterator[str]:
+            seen = -1
+            while not await request.is_disconnected():
+                version = status.changes.version(request_id)
+                view = await status.view(token)
+                yield f"event: status\ndata: {view.model_dump_json()}\n\n"
+                seen = version
+                await status.changes.wait(request_id, seen, HEARTBEAT_SECONDS)
+                await asyncio.sleep(0.05)  # one update for a burst of events
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    @api.post("/sites/{site}/check-in", response_model=CheckInView)
+    async def check_in(site: Site, body: CheckIn, request: Request) -> CheckInView:
+        doc, changed = await intake.check_in(site, body.code)
+        return CheckInView(checked_in=changed, request=view_of(request, doc))
+
+    @api.post("/feedback", status_code=201)
+    async def feedback(body: Feedback) -> dict[str, str]:
+        stored = await intake.submit_feedback(body.token, body.ticket_id, body.scores)
+        return {"feedback_id": stored["_id"], "status": "recorded"}
 
     @api.get("/sites/{site}/services")
-    async def services(
-        site: Annotated[str, Path(pattern=SITE_PATTERN, max_length=63)],
-    ) -> list[dict[str, object]]:
+    async def services(site: Site) -> list[dict[str, object]]:
         found = intake.catalogue.site(site)
         if found is None:
-            raise domain.UnknownSite(site)
+            raise UnknownSite(site)
         return [
             {
                 "code": s.code,
                 "prefix": s.prefix,
                 "name": s.name.model_dump(),
                 "free": s.free,
+                "agency": s.agency,
+                "requires_nik": s.requires_nik,
                 "documents": [d.model_dump() for d in s.documents],
             }
             for s in found.services
         ]
+
+    @api.get("/sites/{site}/sessions", response_model=list[SessionView])
+    async def next_sessions(
+        site: Site, days: Annotated[int, Query(ge=1, le=370)] = 30
+    ) -> list[SessionView]:
+        """The sessions ahead (opens/closes in the site's local time, WIB), with whether online
+        pre-registration is open for each."""
+        spec = intake.site(site)
+        now = intake.clock()
+        today = sessions.local_today(spec, now)
+        horizon = spec.booking.days_ahead
+        return [
+            session_view(w, spec.timezone, (w.local_date - today).days <= horizon)
+            for w in await intake.upcoming(site, days)
+        ]
+
+    @api.get("/sites/{site}/sessions/{session_id}/slots")
+    async def slots(
+        site: Site, session_id: Annotated[str, Path(pattern=r"^[a-z0-9-]{1,80}$")]
+    ) -> list[dict[str, object]]:
+        """Appointment slots of a bookable session with the places left in each."""
+        spec = intake.site(site)
+        window = sessions.session_for_booking(
+            spec, session_id, intake.clock(), intake.holidays, await intake.overrides(site)
+        )
+        used = {d["what"]: int(d["used"]) for d in await intake.store.quotas_of(window.session_id)}
+        zone = spec.timezone
+        rows: list[dict[str, object]] = []
+        for start in sessions.slots(window, spec.booking.slot_minutes):
+            key = sessions.slot_key(start, zone)
+            rows.append(
+                {
+                    "appointment_at": start.isoformat(),
+                    "local": f"{key[:2]}:{key[2:]}",
+                    "remaining": max(spec.booking.slot_capacity - used.get(f"slot-{key}", 0), 0),
+                }
+            )
+        return rows
 
     return api

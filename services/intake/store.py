@@ -1,4 +1,5 @@
-"""Intake's own collections: citizens' requests (with their outbox) and ad-hoc sessions."""
+"""Intake's own collections: requests (with their outbox), sessions' calendar, quotas, NIK claims,
+check-in codes, rate-limit windows and survey answers."""
 
 from __future__ import annotations
 
@@ -7,28 +8,50 @@ from datetime import datetime
 from typing import Any
 
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from giliran.contracts import Event
-from giliran.store import Database, Document, instant, outbox_fields
+from giliran.store import Database, Document, instant, outbox_fields, with_outbox
 
 TicketsChange = Callable[[dict[str, Document]], dict[str, Document] | None]
+CalendarChange = Callable[[Document], Document]
+
+
+def _key(*parts: str) -> str:
+    return "|".join(parts)
 
 
 class RequestStore:
     def __init__(self, database: Database) -> None:
         self.requests = database["requests"]
         self.sessions = database["adhoc_sessions"]
+        self.calendar = database["calendar"]
+        self.quotas = database["quotas"]
+        self.claims = database["nik_claims"]
+        self.codes = database["checkin_codes"]
+        self.rates = database["rate_windows"]
+        self.feedback = database["feedback"]
 
     async def ensure_indexes(self) -> None:
         await self.requests.create_index([("site", 1), ("session_id", 1)])
         await self.requests.create_index([("submitted_at", 1)])
+        await self.requests.create_index([("token", 1)])
+        await self.requests.create_index([("session_date", 1)])
         await self.sessions.create_index([("site", 1), ("closes_at", 1)])
+        await self.rates.create_index([("expires_at", 1)])
+        await self.claims.create_index([("session_date", 1)])
+        await self.codes.create_index([("session_date", 1)])
+
+    # --- requests ---------------------------------------------------------------------------
 
     async def insert(self, doc: Document, events: Sequence[Event[Any]]) -> None:
         await self.requests.insert_one({**doc, "version": 0, **outbox_fields(events)})
 
     async def get(self, request_id: str) -> Document | None:
         return await self.requests.find_one({"_id": request_id}, {"outbox": 0})
+
+    async def by_token(self, token: str) -> Document | None:
+        return await self.requests.find_one({"token": token}, {"outbox": 0})
 
     async def update_tickets(self, request_id: str, change: TicketsChange) -> bool:
         """Read-modify-write of a request's ticket map with optimistic concurrency (version),
@@ -48,6 +71,34 @@ class RequestStore:
             if result.modified_count == 1:
                 return True
 
+    async def update_if(
+        self, query: Document, fields: Document, events: Sequence[Event[Any]]
+    ) -> bool:
+        """Set `fields` and record `events` in one write, only if `query` still matches (the
+        guard that makes check-in and cancellation happen once)."""
+        result = await self.requests.update_one(
+            query, with_outbox({"$set": fields, "$inc": {"version": 1}}, events)
+        )
+        return result.modified_count == 1
+
+    async def active_in_session(self, session_id: str) -> list[Document]:
+        return await self.requests.find(
+            {"session_id": session_id, "cancelled_at": None}, {"_id": 1, "site": 1}
+        ).to_list()
+
+    async def to_purge(self, before: str, limit: int = 500) -> list[Document]:
+        return await self.requests.find(
+            {"session_date": {"$lt": before}, "purged_at": None}, {"_id": 1}, limit=limit
+        ).to_list()
+
+    async def purge(self, request_id: str, fields: Sequence[str], now: datetime) -> None:
+        await self.requests.update_one(
+            {"_id": request_id},
+            {"$set": {**dict.fromkeys(fields), "purged_at": instant(now)}},
+        )
+
+    # --- ad-hoc sessions and the calendar ----------------------------------------------------
+
     async def save_adhoc_session(self, doc: Document) -> None:
         await self.sessions.find_one_and_update(
             {"_id": doc["_id"]},
@@ -60,3 +111,181 @@ class RequestStore:
         return await self.sessions.find(
             {"site": site, "closes_at": {"$gt": instant(now)}}
         ).to_list()
+
+    async def calendar_of(self, site: str) -> Document:
+        return await self.calendar.find_one({"_id": site}) or {"_id": site, "version": 0}
+
+    async def change_calendar(self, site: str, change: CalendarChange) -> Document:
+        """Optimistic read-modify-write of a site's overrides (admin edits are rare; the maps
+        are rewritten whole because the embedded store stores $push-ed documents as text)."""
+        while True:
+            current = await self.calendar.find_one({"_id": site})
+            if current is None:
+                fresh = {**change({"_id": site}), "_id": site, "version": 1}
+                try:
+                    await self.calendar.insert_one(fresh)
+                except DuplicateKeyError:
+                    continue  # another admin wrote first: apply the change to theirs
+                return fresh
+            version = int(current.get("version", 0))
+            changed = {**change(dict(current)), "_id": site, "version": version + 1}
+            result = await self.calendar.replace_one({"_id": site, "version": version}, changed)
+            if result.modified_count == 1:
+                return changed
+
+    # --- quotas: a counter document per session and service (or slot) -----------------------
+
+    async def claim_place(self, session_id: str, what: str, limit: int | None) -> bool:
+        """Take one place atomically: a conditional $inc never lets `remaining` go below zero,
+        however many registrations race (the quota document is created on first use)."""
+        _id = _key(session_id, what)
+        try:
+            await self.quotas.insert_one(
+                {
+                    "_id": _id,
+                    "session_id": session_id,
+                    "what": what,
+                    "limit": limit,
+                    "remaining": limit if limit is not None else 0,
+                    "used": 0,
+                }
+            )
+        except DuplicateKeyError:
+            pass
+        unlimited = await self.quotas.find_one_and_update(
+            {"_id": _id, "limit": None}, {"$inc": {"used": 1, "remaining": -1}}
+        )
+        if unlimited is not None:
+            return True
+        limited = await self.quotas.find_one_and_update(
+            {"_id": _id, "remaining": {"$gt": 0}}, {"$inc": {"used": 1, "remaining": -1}}
+        )
+        return limited is not None
+
+    async def release_place(self, session_id: str, what: str) -> None:
+        await self.quotas.update_one(
+            {"_id": _key(session_id, what)}, {"$inc": {"used": -1, "remaining": 1}}
+        )
+
+    async def set_limit(self, session_id: str, what: str, limit: int | None) -> Document:
+        """Change a quota without losing a concurrent claim: `remaining` is recomputed from
+        `used` only if `used` did not move in between."""
+        _id = _key(session_id, what)
+        while True:
+            doc = await self.quotas.find_one({"_id": _id})
+            if doc is None:
+                try:
+                    fresh = {
+                        "_id": _id,
+                        "session_id": session_id,
+                        "what": what,
+                        "limit": limit,
+                        "remaining": limit if limit is not None else 0,
+                        "used": 0,
+                    }
+                    await self.quotas.insert_one(fresh)
+                    return fresh
+                except DuplicateKeyError:
+                    continue
+            used = int(doc["used"])
+            remaining = max(limit - used, 0) if limit is not None else -used
+            result = await self.quotas.update_one(
+                {"_id": _id, "used": used}, {"$set": {"limit": limit, "remaining": remaining}}
+            )
+            if result.matched_count == 1:
+                return {**doc, "limit": limit, "remaining": remaining}
+
+    async def quotas_of(self, session_id: str) -> list[Document]:
+        return await self.quotas.find({"session_id": session_id}).to_list()
+
+    # --- one active request per NIK per session and service ----------------------------------
+
+    async def claim_nik(
+        self, session_id: str, service: str, nik_hash: str, request_id: str, session_date: str
+    ) -> str | None:
+        """None when claimed for `request_id`; else the request that already holds it."""
+        _id = _key(session_id, service, nik_hash)
+        try:
+            await self.claims.insert_one(
+                {"_id": _id, "request_id": request_id, "session_date": session_date}
+            )
+            return None
+        except DuplicateKeyError:
+            held = await self.claims.find_one({"_id": _id})
+            return str(held["request_id"]) if held else None
+
+    async def release_nik(
+        self, session_id: str, service: str, nik_hash: str, request_id: str | None = None
+    ) -> None:
+        """Drop a claim (only `request_id`'s, when given: never a newer holder's)."""
+        query: Document = {"_id": _key(session_id, service, nik_hash)}
+        if request_id is not None:
+            query["request_id"] = request_id
+        await self.claims.delete_one(query)
+
+    # --- check-in codes ----------------------------------------------------------------------
+
+    async def reserve_code(
+        self, site: str, session_id: str, code: str, request_id: str, session_date: str
+    ) -> bool:
+        """A code is unique per site while its session's data is kept (then purged and free
+        again), so a kiosk finds a booking by code alone, whichever day it is for."""
+        try:
+            await self.codes.insert_one(
+                {
+                    "_id": _key(site, code),
+                    "session_id": session_id,
+                    "request_id": request_id,
+                    "session_date": session_date,
+                }
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def release_code(self, site: str, code: str) -> None:
+        await self.codes.delete_one({"_id": _key(site, code)})
+
+    async def request_for_code(self, site: str, code: str) -> str | None:
+        found = await self.codes.find_one({"_id": _key(site, code)})
+        return str(found["request_id"]) if found else None
+
+    # --- rate-limit windows --------------------------------------------------------------------
+
+    async def hit(self, key: str, window_start: str, expires_at: datetime) -> int:
+        """Count one hit in a fixed window atomically; returns the window's count so far."""
+        _id = _key(key, window_start)
+        while True:
+            try:
+                doc = await self.rates.find_one_and_update(
+                    {"_id": _id},
+                    {"$inc": {"n": 1}, "$set": {"expires_at": instant(expires_at)}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError:  # two first hits raced to create the window: count again
+                continue
+            assert doc is not None  # an upsert returning the document after always finds one
+            return int(doc["n"])
+
+    async def forget_rates(self, now: datetime) -> int:
+        result = await self.rates.delete_many({"expires_at": {"$lt": instant(now)}})
+        return result.deleted_count
+
+    # --- survey -------------------------------------------------------------------------------
+
+    async def insert_feedback(self, doc: Document, events: Sequence[Event[Any]]) -> bool:
+        try:
+            await self.feedback.insert_one({**doc, **outbox_fields(events)})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def feedback_for(self, ticket_ids: Sequence[str]) -> set[str]:
+        found = await self.feedback.find({"_id": {"$in": list(ticket_ids)}}, {"_id": 1}).to_list()
+        return {str(d["_id"]) for d in found}
+
+    async def purge_session_keys(self, before: str) -> None:
+        """NIK claims and check-in codes of purged sessions carry hashes and links: drop them."""
+        await self.claims.delete_many({"session_date": {"$lt": before}})
+        await self.codes.delete_many({"session_date": {"$lt": before}})

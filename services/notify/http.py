@@ -4,7 +4,6 @@ with a retry button for messages that failed for good."""
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
-from giliran.store import Document
+from giliran.store import Document, Instant
 from services.notify.handlers import ChannelWorker, DeliveryNotFound
 from services.notify.store import DeliveryStore
 
@@ -40,8 +39,8 @@ class DeliveryView(BaseModel):
     text: str | None = None
     segments: int | None = None
     last_error: str | None = None
-    created_at: datetime
-    sent_at: datetime | None = None
+    created_at: Instant
+    sent_at: Instant | None = None
 
 
 class DeliveryList(BaseModel):

@@ -68,7 +68,7 @@ class Desk:
         site = self.queue.site(site_slug)
         counter = domain.counter_of(site, counter_id)
         doc = await self.store.counter(site.site, counter.id)
-        current = await self.store.at_counter(site.site, counter.id)
+        current = await self.store.at_counter(site.site, counter.id, doc or {})
         if doc is None:
             return CounterView(counter=counter.id, status="closed", services=counter.services)
         return counter_view(doc, current["_id"] if current else None)
@@ -205,10 +205,10 @@ class Desk:
         site = self.queue.site(site_slug)
         counter = domain.counter_of(site, counter_id)
         async with self._locks[f"{site.site}:{counter.id}"]:
-            busy = await self.store.at_counter(site.site, counter.id)
+            doc = await self.store.counter(site.site, counter.id)
+            busy = await self.store.at_counter(site.site, counter.id, doc or {})
             if busy is not None:
                 raise domain.CounterBusy(counter.id, busy["number"])
-            doc = await self.store.counter(site.site, counter.id)
             session = await self._serving_session(site, counter.id, doc)
             if session is None:
                 return None
@@ -230,9 +230,29 @@ class Desk:
         services: list[str] = state["services"]
         memory = rules.CounterMemory(int(state.get("normal_since_priority", 0)))
         grace = self.policy.call.appointment_grace
+        # Priority tickets only matter when one is due by the ratio (or nothing else waits);
+        # aged ones are found among the oldest anyway. Appointments only if the session has any.
+        ratio_due = memory.normal_since_priority >= self.policy.call.normal_per_priority
+        appointments = await self.store.session_has_appointments(state["session_id"])
         for _ in range(MAX_ROUNDS):
             now = self.queue.clock()
-            docs = await self.store.callable_candidates(state["session_id"], services, now, grace)
+            docs = await self.store.callable_candidates(
+                state["session_id"],
+                services,
+                now,
+                grace,
+                want_priority=ratio_due,
+                want_appointments=appointments,
+            )
+            if not docs and not ratio_due:
+                docs = await self.store.callable_candidates(
+                    state["session_id"],
+                    services,
+                    now,
+                    grace,
+                    want_priority=True,
+                    want_appointments=False,
+                )
             by_id = {d["_id"]: d for d in docs}
             waiting = [_waiting(d) for d in docs]
             elsewhere: set[str] = set()
@@ -295,6 +315,7 @@ class Desk:
         if moved is None:
             await self.store.release_visit(doc["request_id"], doc["_id"])
             return "taken", None
+        await self.store.point_counter_at(site.site, counter, doc["_id"])
         if doc.get("multi", True):
             await self.store.set_held(doc["request_id"], True, except_ticket=doc["_id"])
         return "called", moved
@@ -329,6 +350,13 @@ class Desk:
             if visit.get("ticket_id") and await self._heal_visit(visit["_id"]):
                 await self.store.set_held(visit["_id"], False)
                 repaired += 1
+        # A crash between a call and the counter's pointer: point the counter at its ticket.
+        for state in await self.store.counters.find({}, {"site": 1, "counter": 1}).to_list():
+            if await self.store.at_counter(state["site"], state["counter"]) is None:
+                found = await self.store.scan_at_counter(state["site"], state["counter"])
+                if found is not None:
+                    await self.store.point_counter_at(state["site"], state["counter"], found["_id"])
+                    repaired += 1
         for doc in await self.store.held_tickets():
             if await self.store.visit_holder(doc["request_id"]) is None:
                 await self.store.set_held(doc["request_id"], False)
@@ -609,6 +637,9 @@ class Desk:
             now,
             release=True,
         )
+        # The new ticket joined held (its citizen was still here): free it now, whatever the
+        # request looked like before the transfer gave it a second ticket.
+        await self.store.set_held(doc["request_id"], False)
         return await self.queue.ticket(new.ticket_id)
 
     async def cancel(

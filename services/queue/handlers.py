@@ -83,6 +83,7 @@ class Queue:
             request.session_opens_at,
             request.session_closes_at,
             now if request.arrived else None,
+            appointments=request.appointment_at is not None,
         )
         existing = {d["service"]: d for d in await self.store.for_request(request.request_id)}
         issued: list[TicketView] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -17,12 +17,14 @@ from giliran.store import (
     Document,
     count,
     from_instant,
+    indexed,
     instant,
     outbox_fields,
     with_outbox,
 )
 
 NO_OUTBOX = {"outbox": 0}
+BUSY = ("called", "serving")
 
 
 def ticket_view(doc: Document, **extra: Any) -> TicketView:
@@ -77,23 +79,27 @@ class TicketStore:
         self.eta_quotes = database["eta_quotes"]
 
     async def ensure_indexes(self) -> None:
-        # call-next: the oldest callable tickets of one line, walked in order: no scans however
-        # long the line (the flat-latency target of the performance issue).
+        # call-next reads the oldest callable tickets of one line along an index whose leading
+        # columns are exactly the query's equalities, sort included: no scan however long the
+        # line (the embedded server uses an index only then; see giliran.store.indexed).
         await self.tickets.create_index(
             [("session_id", 1), ("service", 1), ("status", 1), ("arrived", 1), ("held", 1),
              ("queued_at", 1)]
         )  # fmt: skip
         await self.tickets.create_index(
-            [("session_id", 1), ("service", 1), ("status", 1), ("is_priority", 1),
-             ("queued_at", 1)]
+            [("session_id", 1), ("service", 1), ("status", 1), ("arrived", 1), ("held", 1),
+             ("is_priority", 1), ("queued_at", 1)]
         )  # fmt: skip
-        await self.tickets.create_index([("session_id", 1), ("status", 1), ("appointment_at", 1)])
+        await self.tickets.create_index(
+            [("session_id", 1), ("status", 1), ("arrived", 1), ("held", 1), ("appointment_at", 1)]
+        )
         await self.tickets.create_index([("request_id", 1)])
         await self.tickets.create_index([("site", 1), ("counter", 1), ("status", 1)])
         await self.tickets.create_index([("site", 1), ("last_call_at", -1)])
         await self.tickets.create_index(
             [("session_id", 1), ("service", 1), ("status", 1), ("completed_at", -1)]
         )
+        await self.tickets.create_index([("status", 1), ("held", 1)])
         await self.counters.create_index([("site", 1)])
         await self.sessions.create_index([("site", 1), ("opens_at", -1)])
         await self.eta_quotes.create_index([("ticket_id", 1)])
@@ -111,7 +117,7 @@ class TicketStore:
         return await self.tickets.find_one({"_id": ticket_id}, NO_OUTBOX)
 
     async def for_request(self, request_id: str) -> list[Document]:
-        return await self.tickets.find({"request_id": request_id}, NO_OUTBOX).to_list()
+        return await self.tickets.find(indexed({"request_id": request_id}), NO_OUTBOX).to_list()
 
     async def insert_with_events(self, doc: Document, events: Sequence[Event[Any]]) -> bool:
         """False when the ticket already exists (a redelivered or concurrent issue)."""
@@ -124,47 +130,59 @@ class TicketStore:
     async def waiting_in_line(self, session_id: str, service: str) -> int:
         return await count(
             self.tickets,
-            {"session_id": session_id, "service": service, "status": TicketStatus.WAITING.value},
+            indexed({"session_id": session_id, "service": service, "status": "waiting"}),
         )
 
     async def ahead_of(self, doc: Document) -> int:
         """Arrived tickets of the same line that joined before this one."""
         return await count(
             self.tickets,
-            {
-                "session_id": doc["session_id"],
-                "service": doc["service"],
-                "status": TicketStatus.WAITING.value,
-                "arrived": True,
-                # the same order call-next reads: arrival, then id
-                "$or": [
-                    {"queued_at": {"$lt": doc["queued_at"]}},
-                    {"queued_at": doc["queued_at"], "_id": {"$lt": doc["_id"]}},
-                ],
-            },
+            indexed(
+                {
+                    "session_id": doc["session_id"],
+                    "service": doc["service"],
+                    "status": TicketStatus.WAITING.value,
+                    "arrived": True,
+                    # the same order call-next reads: arrival, then id
+                    "$or": [
+                        {"queued_at": {"$lt": doc["queued_at"]}},
+                        {"queued_at": doc["queued_at"], "_id": {"$lt": doc["_id"]}},
+                    ],
+                }
+            ),
         )
 
     async def callable_candidates(
-        self, session_id: str, services: Sequence[str], now: datetime, grace: timedelta
+        self,
+        session_id: str,
+        services: Sequence[str],
+        now: datetime,
+        grace: timedelta,
+        *,
+        want_priority: bool,
+        want_appointments: bool,
     ) -> list[Document]:
         """What the call rules need to choose from, read along the indexes: per line the oldest
-        callable tickets and the oldest priority ones, and the appointments due now."""
+        callable tickets; the oldest priority ones when a priority call may be due; the
+        appointments due now when the session has any."""
         base = {"session_id": session_id, "status": "waiting", "arrived": True, "held": False}
         fields = {"outbox": 0}
 
         async def oldest(query: Document, limit: int) -> list[Document]:
-            cursor = self.tickets.find(query, fields).sort([("queued_at", 1), ("_id", 1)])
+            cursor = self.tickets.find(indexed(query), fields).sort([("queued_at", 1), ("_id", 1)])
             found: list[Document] = await cursor.limit(limit).to_list()
             return found
 
         queries = [oldest({**base, "service": s}, 4) for s in services]
-        queries += [oldest({**base, "service": s, "is_priority": True}, 2) for s in services]
-        due = {
-            **base,
-            "service": {"$in": list(services)},
-            "appointment_at": {"$gte": instant(now - grace), "$lte": instant(now)},
-        }
-        queries.append(oldest(due, 4))
+        if want_priority:
+            queries += [oldest({**base, "service": s, "is_priority": True}, 2) for s in services]
+        if want_appointments:
+            due = {
+                **base,
+                "service": {"$in": list(services)},
+                "appointment_at": {"$gte": instant(now - grace), "$lte": instant(now)},
+            }
+            queries.append(oldest(due, 4))
         found: dict[str, Document] = {}
         for batch in await asyncio.gather(*queries):
             for doc in batch:
@@ -204,14 +222,37 @@ class TicketStore:
         query: Document = {"request_id": request_id, "status": TicketStatus.WAITING.value}
         if except_ticket is not None:
             query["_id"] = {"$ne": except_ticket}
-        await self.tickets.update_many(query, {"$set": {"held": held}})
+        await self.tickets.update_many(indexed(query), {"$set": {"held": held}})
 
-    async def at_counter(self, site: str, counter: str) -> Document | None:
-        """The ticket a counter is calling or serving now, if any."""
-        return await self.tickets.find_one(
-            {"site": site, "counter": counter, "status": {"$in": ["called", "serving"]}},
-            NO_OUTBOX,
+    async def at_counter(
+        self, site: str, counter: str, state: Document | None = None
+    ) -> Document | None:
+        """The ticket a counter is calling or serving now, if any: the counter's `current`
+        pointer, checked against the ticket itself (a pointer left by a crash is ignored).
+        A point read, so it costs the same however many tickets the store holds."""
+        state = state if state is not None else await self.counter(site, counter)
+        current = state.get("current") if state else None
+        if not current:
+            return None
+        doc = await self.get(current)
+        if doc is None or doc.get("counter") != counter or doc["status"] not in BUSY:
+            return None
+        return doc
+
+    async def point_counter_at(self, site: str, counter: str, ticket_id: str) -> None:
+        await self.counters.update_one(
+            {"_id": counter_key(site, counter)}, {"$set": {"current": ticket_id}}
         )
+
+    async def scan_at_counter(self, site: str, counter: str) -> Document | None:
+        """The slow, certain way (repair only): any ticket called or served at the counter."""
+        for status in BUSY:
+            found = await self.tickets.find_one(
+                indexed({"site": site, "counter": counter, "status": status}), NO_OUTBOX
+            )
+            if found is not None:
+                return found
+        return None
 
     async def waiting_list(
         self, session_id: str, services: Sequence[str], limit: int
@@ -228,6 +269,7 @@ class TicketStore:
     ) -> tuple[int, list[Document]]:
         """How many wait in a line, and the first few in order of arrival."""
         query = {"session_id": session_id, "service": service, "status": "waiting", "arrived": True}
+        query = indexed(query)
         cursor = self.tickets.find(query, {"number": 1}).sort([("queued_at", 1), ("_id", 1)])
         waiting, first = await asyncio.gather(
             count(self.tickets, query), cursor.limit(limit).to_list()
@@ -235,16 +277,17 @@ class TicketStore:
         return waiting, first
 
     async def recent_calls(self, site: str, limit: int) -> list[Document]:
-        cursor = self.tickets.find({"site": site, "called_at": {"$exists": True}}, NO_OUTBOX).sort(
-            [("called_at", -1)]
-        )
+        # Latest call or recall first (a recall is announced again, so it comes back on top).
+        cursor = self.tickets.find(
+            indexed({"site": site, "last_call_at": {"$exists": True}}), NO_OUTBOX
+        ).sort([("last_call_at", -1)])
         found: list[Document] = await cursor.limit(limit).to_list()
         return found
 
     async def service_seconds(self, session_id: str, service: str, limit: int) -> list[float]:
         """Durations (call → complete) of the line's latest completions, oldest first."""
         cursor = self.tickets.find(
-            {"session_id": session_id, "service": service, "status": "completed"},
+            indexed({"session_id": session_id, "service": service, "status": "completed"}),
             {"called_at": 1, "completed_at": 1},
         ).sort([("completed_at", -1)])
         docs = await cursor.limit(limit).to_list()
@@ -259,7 +302,7 @@ class TicketStore:
     ) -> None:
         """Every ETA shown to a citizen, at most one per ticket per minute, so reporting can tell
         how wrong the quotes were."""
-        minute = instant(quoted_at)[:16]
+        minute = quoted_at.astimezone(UTC).strftime("%Y%m%dT%H%M")
         await self.eta_quotes.update_one(
             {"_id": f"{ticket_id}@{minute}"},
             {"$setOnInsert": {"ticket_id": ticket_id, "quoted_at": instant(quoted_at),
@@ -302,7 +345,7 @@ class TicketStore:
 
     async def held_tickets(self) -> list[Document]:
         return await self.tickets.find(
-            {"status": "waiting", "held": True}, {"request_id": 1}
+            indexed({"status": "waiting", "held": True}), {"request_id": 1}
         ).to_list()
 
     # --- counters ----------------------------------------------------------------------------
@@ -311,7 +354,7 @@ class TicketStore:
         return await self.counters.find_one({"_id": counter_key(site, counter)}, NO_OUTBOX)
 
     async def counters_of(self, site: str) -> list[Document]:
-        return await self.counters.find({"site": site}, NO_OUTBOX).to_list()
+        return await self.counters.find(indexed({"site": site}), NO_OUTBOX).to_list()
 
     async def save_counter(
         self,
@@ -359,17 +402,25 @@ class TicketStore:
         opens_at: datetime | None,
         closes_at: datetime | None,
         arrival: datetime | None,
+        *,
+        appointments: bool = False,
     ) -> None:
         fields: Document = {"site": site}
         if opens_at and closes_at:
             fields |= {"opens_at": instant(opens_at), "closes_at": instant(closes_at)}
         update: Document = {"$set": fields}
+        if appointments:
+            fields["appointments"] = True
         if arrival is not None:
             update["$max"] = {"last_arrival": instant(arrival)}
         await self.sessions.update_one({"_id": session_id}, update, upsert=True)
 
+    async def session_has_appointments(self, session_id: str) -> bool:
+        doc = await self.sessions.find_one({"_id": session_id}, {"appointments": 1})
+        return bool(doc and doc.get("appointments"))
+
     async def sessions_of(self, site: str) -> list[Document]:
-        return await self.sessions.find({"site": site}).to_list()
+        return await self.sessions.find(indexed({"site": site})).to_list()
 
 
 def facts_of(doc: Document) -> dict[str, Any]:

@@ -116,18 +116,20 @@ async def test_a_ticket_through_its_life_publishes_every_step(settings: Settings
         assert (await desk.counter_action("pause"))["status"] == "paused"
         assert (await desk.counter_action("close"))["status"] == "closed"
 
-        kinds = [
+        ticket_kinds = [
             "ticket.issued",
-            "counter.opened",
             "ticket.called",
             "ticket.recalled",
             "ticket.started",
             "ticket.completed",
-            "counter.closed",
-            "counter.closed",
         ]
-        await eventually(lambda: asyncio.sleep(0, len(events) >= len(kinds)), within=10)
-        assert [k for k, _ in events] == kinds
+        counter_kinds = ["counter.opened", "counter.closed", "counter.closed"]
+        total = len(ticket_kinds) + len(counter_kinds)
+        await eventually(lambda: asyncio.sleep(0, len(events) >= total), within=10)
+        # In order per ticket and per counter (each is one document's outbox); the two streams
+        # of events may interleave either way.
+        assert [k for k, _ in events if k.startswith("ticket.")] == ticket_kinds
+        assert [k for k, _ in events if k.startswith("counter.")] == counter_kinds
         by_kind = dict(events)
         assert by_kind["ticket.called"]["counter"] == "1"
         assert by_kind["ticket.called"]["queued_at"] is not None

@@ -57,7 +57,7 @@ def test_the_impossible_is_rejected_with_a_reason(raw: str, why: str) -> None:
     with pytest.raises(InvalidNik) as caught:
         check_nik(raw, TODAY)
     assert why in caught.value.message_id
-    assert caught.value.message_en.startswith("Invalid NIK")
+    assert caught.value.message_en.startswith("Field 'nik': invalid NIK")
 
 
 def test_the_odd_but_real_is_a_warning() -> None:

@@ -1,0 +1,214 @@
+"""Intake use cases for a site's admin: sessions, holiday and closed dates, quotas, cancellation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, time
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from giliran.contracts import RequestCancelled, new_event
+from giliran.contracts.events import ServiceCode
+from giliran.store import Document, instant
+from services.intake import sessions
+from services.intake.errors import AdminInvalid
+from services.intake.handlers import SOURCE, Intake
+
+# notify's session-cancelled template answers exactly this reason (services/notify/handlers.py).
+SESSION_CANCELLED = "session_cancelled"
+
+
+class AddSession(BaseModel):
+    """Open a session on a date (a BOTRAM fair day, an extra MSC day), optionally with its own
+    hours in the site's local time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    date: date
+    opens: time | None = None
+    closes: time | None = None
+
+    @model_validator(mode="after")
+    def _hours(self) -> AddSession:
+        if (self.opens is None) != (self.closes is None):
+            raise ValueError("give both opens and closes, or neither")
+        if self.opens is not None and self.closes is not None and self.opens >= self.closes:
+            raise ValueError("opens must be before closes")
+        return self
+
+
+class DateNote(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(default="", max_length=100)
+
+
+class QuotaChange(BaseModel):
+    """Places per service for one session; null removes the limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    quotas: dict[ServiceCode, int | None] = Field(min_length=1, max_length=50)
+
+
+@dataclass
+class Admin:
+    intake: Intake
+
+    def _not_past(self, site: str, day: date) -> None:
+        zone = self.intake.site(site).timezone
+        if day < self.intake.clock().astimezone(ZoneInfo(zone)).date():
+            raise AdminInvalid(
+                f"Kolom 'date': tanggal {day} sudah lewat. Pilih hari ini atau sesudahnya.",
+                f"Field 'date': {day} is in the past. Choose today or a later date.",
+                "date",
+            )
+
+    async def add_session(self, site: str, change: AddSession) -> sessions.SessionWindow:
+        spec = self.intake.site(site)
+        self._not_past(site, change.date)
+        if sessions.is_closed(spec, change.date, await self.intake.overrides(site)):
+            raise AdminInvalid(
+                f"Kolom 'date': {change.date} ditandai tutup. Hapus dulu tanda tutupnya.",
+                f"Field 'date': {change.date} is marked closed. Remove the closed mark first.",
+                "date",
+            )
+        opens = change.opens or spec.schedule.opens
+        closes = change.closes or spec.schedule.closes
+        key = change.date.isoformat()
+
+        def add(doc: Document) -> Document:
+            added = dict(doc.get("sessions_added") or {})
+            added[key] = {"opens": opens.isoformat(), "closes": closes.isoformat()}
+            cancelled = dict(doc.get("cancelled") or {})
+            cancelled.pop(sessions.session_id_for(site, change.date), None)
+            return {**doc, "sessions_added": added, "cancelled": cancelled}
+
+        await self.intake.store.change_calendar(site, add)
+        window = sessions.scheduled_session(
+            spec, change.date, self.intake.holidays, await self.intake.overrides(site)
+        )
+        assert window is not None
+        return window
+
+    async def cancel_session(self, site: str, session_id: str, note: str = "") -> int:
+        """Cancel a session; every registrant gets `request.cancelled` (notify tells them).
+        Returns how many requests were cancelled by this call (a retry cancels the rest)."""
+        self.intake.site(site)
+        if not session_id.startswith(f"{site}-"):
+            raise AdminInvalid(
+                f"Kolom 'session_id': sesi '{session_id}' bukan milik lokasi '{site}'.",
+                f"Field 'session_id': session '{session_id}' does not belong to site '{site}'.",
+                "session_id",
+            )
+
+        def cancel(doc: Document) -> Document:
+            cancelled = dict(doc.get("cancelled") or {})
+            cancelled[session_id] = note or "dibatalkan"
+            return {**doc, "cancelled": cancelled}
+
+        await self.intake.store.change_calendar(site, cancel)
+        return await self._cancel_registrations(site, session_id)
+
+    async def _cancel_registrations(self, site: str, session_id: str) -> int:
+        done = 0
+        for doc in await self.intake.store.active_in_session(session_id):
+            now = self.intake.clock()
+            event = new_event(
+                RequestCancelled(request_id=doc["_id"], reason=SESSION_CANCELLED, cancelled_at=now),
+                site=site,
+                source=SOURCE,
+                at=now,
+            )
+            # Guarded on cancelled_at: one event per registrant however often this runs.
+            if await self.intake.store.update_if(
+                {"_id": doc["_id"], "cancelled_at": None},
+                {"cancelled_at": instant(now), "cancel_reason": SESSION_CANCELLED},
+                [event],
+            ):
+                done += 1
+        self.intake.wake()
+        return done
+
+    async def set_holiday(self, site: str, day: date, present: bool, note: str = "") -> None:
+        """Add a date as a holiday (the MSC rule opens it) or remove one (the rule skips it,
+        e.g. a holiday the government moved after the `holidays` release)."""
+        self.intake.site(site)
+        key = day.isoformat()
+
+        def change(doc: Document) -> Document:
+            added = dict(doc.get("holidays_added") or {})
+            removed = set(doc.get("holidays_removed") or [])
+            if present:
+                added[key] = note or "Hari libur"
+                removed.discard(key)
+            else:
+                added.pop(key, None)
+                if day in self.intake.holidays:
+                    removed.add(key)
+            return {**doc, "holidays_added": added, "holidays_removed": sorted(removed)}
+
+        await self.intake.store.change_calendar(site, change)
+        if not present:
+            await self._cancel_registrations(site, sessions.session_id_for(site, day))
+
+    async def set_closed(self, site: str, day: date, closed: bool, note: str = "") -> int:
+        """Mark a date closed (nothing opens on it; its registrants are told) or open it again."""
+        self.intake.site(site)
+        key = day.isoformat()
+
+        def change(doc: Document) -> Document:
+            marks = dict(doc.get("closed") or {})
+            if closed:
+                marks[key] = note or "tutup"
+            else:
+                marks.pop(key, None)
+            return {**doc, "closed": marks}
+
+        await self.intake.store.change_calendar(site, change)
+        if not closed:
+            return 0
+        cancelled = await self._cancel_registrations(site, sessions.session_id_for(site, day))
+        for window in await self.intake._adhoc_sessions(site, self.intake.clock()):
+            if window.local_date == day:
+                cancelled += await self._cancel_registrations(site, window.session_id)
+        return cancelled
+
+    async def set_quotas(self, site: str, session_id: str, change: QuotaChange) -> list[Document]:
+        spec = self.intake.site(site)
+        unknown = [code for code in change.quotas if spec.service(code) is None]
+        if unknown:
+            raise AdminInvalid(
+                f"Kolom 'quotas': layanan {', '.join(unknown)} tidak ada di lokasi ini.",
+                f"Field 'quotas': service(s) {', '.join(unknown)} not offered at this site.",
+                "quotas",
+            )
+        for code, limit in change.quotas.items():
+            if limit is not None and limit < 0:
+                raise AdminInvalid(
+                    f"Kolom 'quotas.{code}': kuota tidak boleh negatif.",
+                    f"Field 'quotas.{code}': a quota cannot be negative.",
+                    f"quotas.{code}",
+                )
+            await self.intake.store.set_limit(session_id, code, limit)
+        return await self.quotas(site, session_id)
+
+    async def quotas(self, site: str, session_id: str) -> list[Document]:
+        """Each service's limit, places used and left (catalogue defaults until first use)."""
+        spec = self.intake.site(site)
+        stored = {d["what"]: d for d in await self.intake.store.quotas_of(session_id)}
+        rows = []
+        for service in spec.services:
+            doc = stored.get(service.code)
+            limit = doc["limit"] if doc else service.quota
+            used = int(doc["used"]) if doc else 0
+            rows.append(
+                {
+                    "service": service.code,
+                    "limit": limit,
+                    "used": used,
+                    "remaining": None if limit is None else max(limit - used, 0),
+                }
+            )
+        return rows

@@ -1,0 +1,383 @@
+"""Intake's server-rendered pages (Jinja2, no CDN, Bahasa Indonesia first with an English
+toggle): registration, kiosk and printed ticket, status with server push, SKM survey."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path as FilePath
+from typing import Annotated, Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+import segno
+from fastapi import APIRouter, Form, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+
+from giliran.catalogue import SiteDef
+from giliran.contracts import Channel, Language, TicketStatus
+from giliran.errors import DomainError
+from services.intake import sessions
+from services.intake.handlers import Intake, Scores, SubmitRequest
+from services.intake.http import Links, Site, Status, Token
+from services.intake.problems import describe
+from services.intake.skm import QUESTIONS
+
+PAGES = Jinja2Templates(directory=FilePath(__file__).parent / "pages")
+PRIORITY_NAMES = {
+    "elderly": {"id": "lansia", "en": "elderly"},
+    "disability": {"id": "penyandang disabilitas", "en": "disability"},
+    "pregnancy": {"id": "ibu hamil", "en": "pregnant"},
+    "infant": {"id": "membawa bayi", "en": "with an infant"},
+}
+Lang = Annotated[str, Query(pattern=r"^(id|en)$")]
+
+
+def qr_svg(url: str) -> str:
+    """The status link as an inline SVG QR code (segno: no image files, no network)."""
+    return str(segno.make(url, error="m").svg_inline(scale=4, border=2))
+
+
+def _texts(lang: str) -> Any:
+    def pick(text_id: str, text_en: str) -> str:
+        return text_en if lang == "en" else text_id
+
+    return pick
+
+
+def _render(request: Request, name: str, lang: str, status: int = 200, **context: Any) -> Response:
+    params = dict(request.query_params)
+    params["lang"] = "en" if lang == "id" else "id"
+    site = context.get("site")
+    if request.method == "POST" and isinstance(site, SiteDef):  # back to the form's GET page
+        params["site"] = site.site
+    toggle = f"{request.url.path}?{urlencode(params)}"
+    return PAGES.TemplateResponse(
+        request,
+        name,
+        {"lang": lang, "_": _texts(lang), "toggle": toggle, **context},
+        status_code=status,
+    )
+
+
+def _error_text(exc: Exception, lang: str) -> tuple[str, str | None]:
+    """A domain or validation error as one sentence in the page's language, and its field."""
+    if isinstance(exc, DomainError):
+        return (exc.message_en if lang == "en" else exc.message_id), getattr(exc, "field", None)
+    if isinstance(exc, ValidationError):
+        first = describe(dict(exc.errors()[0]))
+        return first["message_en" if lang == "en" else "message_id"], first["field"]
+    raise exc
+
+
+def booths_for(site: SiteDef, service: str) -> list[dict[str, Any]]:
+    """Counters serving a service, with where to find them (printed on the ticket)."""
+    return [
+        {"name": c.name.model_dump(), "hint": c.hint.model_dump() if c.hint else None}
+        for c in site.counters
+        if service in c.services
+    ]
+
+
+def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float) -> APIRouter:
+    pages = APIRouter(tags=["pages"], include_in_schema=False)
+
+    async def session_choices(site: SiteDef) -> list[dict[str, Any]]:
+        now = intake.clock()
+        today = sessions.local_today(site, now)
+        found = []
+        for window in await intake.upcoming(site.site, site.booking.days_ahead):
+            if window.cancelled:
+                continue
+            found.append(
+                {
+                    "id": window.session_id,
+                    "today": window.local_date == today,
+                    "when_id": sessions.format_local(window.opens_at, site.timezone),
+                    "when_en": sessions.format_local(window.opens_at, site.timezone, "en"),
+                    "label": window.label,
+                    "slots": [
+                        {
+                            "value": s.isoformat(),
+                            "local": f"{s.astimezone(ZoneInfo(site.timezone)):%H.%M}",
+                        }
+                        for s in sessions.slots(window, site.booking.slot_minutes)
+                    ],
+                }
+            )
+        return found
+
+    @pages.get("/", response_class=HTMLResponse)
+    async def index(request: Request, lang: Lang = "id") -> Response:
+        return _render(request, "index.html", lang, sites=list(intake.catalogue.sites.values()))
+
+    @pages.get("/daftar", response_class=HTMLResponse)
+    async def register_form(
+        request: Request,
+        site: Annotated[str, Query(max_length=63)] = "cikarang-utara",
+        lang: Lang = "id",
+    ) -> Response:
+        spec = intake.site(site)
+        return _render(
+            request,
+            "register.html",
+            lang,
+            site=spec,
+            choices=await session_choices(spec),
+            form={},
+            error=None,
+            field=None,
+        )
+
+    @pages.post("/daftar", response_class=HTMLResponse)
+    async def register(
+        request: Request,
+        site: Annotated[str, Form(max_length=63)],
+        services: Annotated[list[str], Form()],
+        name: Annotated[str, Form(max_length=100)] = "",
+        nik: Annotated[str, Form(max_length=32)] = "",
+        phone: Annotated[str, Form(max_length=32)] = "",
+        consent: Annotated[bool, Form()] = False,
+        session_id: Annotated[str, Form(max_length=80)] = "",
+        appointment_at: Annotated[str, Form(max_length=40)] = "",
+        priority: Annotated[str, Form(max_length=20)] = "",
+        lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
+    ) -> Response:
+        spec = intake.site(site)
+        form = {
+            "services": services,
+            "name": name,
+            "nik": nik,
+            "phone": phone,
+            "consent": consent,
+            "session_id": session_id,
+            "appointment_at": appointment_at,
+            "priority": priority,
+        }
+        try:
+            command = SubmitRequest.model_validate(
+                {
+                    "site": site,
+                    "services": services,
+                    "name": name,
+                    "nik": nik or None,
+                    "phone": phone or None,
+                    "consent": consent,
+                    "session_id": session_id or None,
+                    "appointment_at": appointment_at or None,
+                    "priority": priority or None,
+                    "channel": Channel.ONLINE,
+                    "language": Language(lang),
+                }
+            )
+            client = request.client.host if request.client else None
+            result = await intake.submit(command, client)
+        except (DomainError, ValidationError) as exc:
+            message, field = _error_text(exc, lang)
+            return _render(
+                request,
+                "register.html",
+                lang,
+                status=422
+                if isinstance(exc, ValidationError)
+                else getattr(exc, "http_status", 422),
+                site=spec,
+                choices=await session_choices(spec),
+                form=form,
+                error=message,
+                field=field,
+            )
+        return RedirectResponse(f"/s/{result.doc['token']}?lang={lang}", status_code=303)
+
+    @pages.get("/kiosk/{site}", response_class=HTMLResponse)
+    async def kiosk(request: Request, site: Site, lang: Lang = "id") -> Response:
+        spec = intake.site(site)
+        now = intake.clock()
+        try:
+            window = sessions.session_for_registration(
+                spec,
+                now,
+                intake.holidays,
+                await intake._adhoc_sessions(site, now),
+                await intake.overrides(site),
+            )
+            closed_message = None
+        except DomainError as exc:
+            window, closed_message = None, exc.message_en if lang == "en" else exc.message_id
+        return _render(
+            request,
+            "kiosk.html",
+            lang,
+            site=spec,
+            window=window,
+            closed=closed_message,
+            error=None,
+        )
+
+    @pages.post("/kiosk/{site}", response_class=HTMLResponse)
+    async def kiosk_take(
+        request: Request,
+        site: Site,
+        service: Annotated[str, Form(max_length=32)],
+        priority: Annotated[str, Form(max_length=20)] = "",
+        nik: Annotated[str, Form(max_length=32)] = "",
+        lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
+    ) -> Response:
+        spec = intake.site(site)
+        try:
+            command = SubmitRequest.model_validate(
+                {
+                    "site": site,
+                    "services": [service],
+                    "name": "Pengunjung kios",
+                    "nik": nik or None,
+                    "channel": Channel.KIOSK,
+                    "language": Language(lang),
+                    "priority": priority or None,
+                }
+            )
+            result = await intake.submit(command, request.client.host if request.client else None)
+        except (DomainError, ValidationError) as exc:
+            message, _field = _error_text(exc, lang)
+            return _render(
+                request,
+                "kiosk.html",
+                lang,
+                status=exc.http_status if isinstance(exc, DomainError) else 422,
+                site=spec,
+                window=None,
+                closed=None,
+                error=message,
+            )
+        await intake.wait_for_tickets(result.doc["_id"], wait_seconds)
+        return RedirectResponse(
+            f"/kiosk/ticket/{result.doc['token']}?lang={lang}&autoprint=1", status_code=303
+        )
+
+    @pages.post("/kiosk/{site}/check-in", response_class=HTMLResponse)
+    async def kiosk_check_in(
+        request: Request,
+        site: Site,
+        code: Annotated[str, Form(min_length=1, max_length=300)],
+        lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
+    ) -> Response:
+        spec = intake.site(site)
+        try:
+            doc, _changed = await intake.check_in(site, code)
+        except DomainError as exc:
+            message, _field = _error_text(exc, lang)
+            return _render(
+                request,
+                "kiosk.html",
+                lang,
+                status=exc.http_status,
+                site=spec,
+                window=None,
+                closed=None,
+                error=message,
+            )
+        return RedirectResponse(f"/kiosk/ticket/{doc['token']}?lang={lang}&autoprint=1", 303)
+
+    @pages.get("/kiosk/ticket/{token}", response_class=HTMLResponse)
+    async def ticket(
+        request: Request, token: Token, lang: Lang = "id", autoprint: int = 0
+    ) -> Response:
+        doc = await intake.by_token(token)
+        spec = intake.site(doc["site"])
+        view = await status.view(token)
+        url = links.page(request, token)
+        printed_at = datetime.now(ZoneInfo(spec.timezone))
+        return _render(
+            request,
+            "ticket.html",
+            lang,
+            site=spec,
+            view=view,
+            qr=qr_svg(url),
+            url=url,
+            booths={t.service: booths_for(spec, t.service) for t in view.tickets},
+            priority_names=PRIORITY_NAMES,
+            printed_at=f"{printed_at:%d-%m-%Y %H.%M} WIB",
+            autoprint=bool(autoprint),
+        )
+
+    @pages.get("/s/{token}", response_class=HTMLResponse)
+    async def status_page(request: Request, token: Token, lang: Lang = "id") -> Response:
+        view = await status.view(token)
+        spec = intake.site(view.site)
+        return _render(
+            request,
+            "status.html",
+            lang,
+            view=view,
+            site=spec,
+            token=token,
+            qr=qr_svg(links.page(request, token)),
+        )
+
+    @pages.get("/survey/{token}/{ticket_id}", response_class=HTMLResponse)
+    async def survey_form(
+        request: Request,
+        token: Token,
+        ticket_id: Annotated[str, Path(max_length=128)],
+        lang: Lang = "id",
+    ) -> Response:
+        view = await status.view(token)
+        line = next((t for t in view.tickets if t.ticket_id == ticket_id), None)
+        return _render(
+            request,
+            "survey.html",
+            lang,
+            view=view,
+            line=line,
+            token=token,
+            questions=QUESTIONS,
+            error=None,
+            done=False,
+        )
+
+    @pages.post("/survey/{token}/{ticket_id}", response_class=HTMLResponse)
+    async def survey(
+        request: Request,
+        token: Token,
+        ticket_id: Annotated[str, Path(max_length=128)],
+    ) -> Response:
+        form = await request.form()
+        lang = str(form.get("lang", "id"))
+        lang = lang if lang in ("id", "en") else "id"
+        view = await status.view(token)
+        line = next((t for t in view.tickets if t.ticket_id == ticket_id), None)
+        try:
+            scores = Scores.model_validate({q.code: form.get(q.code) for q in QUESTIONS})
+            await intake.submit_feedback(token, ticket_id, scores)
+        except (DomainError, ValidationError) as exc:
+            message, _field = _error_text(exc, lang)
+            return _render(
+                request,
+                "survey.html",
+                lang,
+                status=422,
+                view=view,
+                line=line,
+                token=token,
+                questions=QUESTIONS,
+                error=message,
+                done=False,
+            )
+        return _render(
+            request,
+            "survey.html",
+            lang,
+            view=view,
+            line=line,
+            token=token,
+            questions=QUESTIONS,
+            error=None,
+            done=True,
+        )
+
+    return pages
+
+
+__all__ = ["TicketStatus", "router"]
