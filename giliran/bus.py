@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from faststream.nats import NatsBroker
+from faststream.security import SASLPlaintext
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
@@ -29,15 +30,22 @@ from giliran.contracts.subjects import (
     dead_letter_subject,
 )
 from giliran.errors import RetryLater, Unprocessable
+from giliran.natsauth import inbox_prefix
 from giliran.store import Inbox
 
 log = logging.getLogger("giliran.bus")
 
 
-def make_broker(nats_url: str, service: str) -> NatsBroker:
+def make_broker(
+    nats_url: str, service: str, *, user: str | None = None, password: str | None = None
+) -> NatsBroker:
     return NatsBroker(
         nats_url,
         name=f"giliran-{service}",
+        # With NATS permissions on (deploy/nats/), a user may only read replies under its own
+        # inbox prefix; JetStream fetches and request-reply both use the connection's prefix.
+        security=SASLPlaintext(username=user, password=password or "") if user else None,
+        inbox_prefix=inbox_prefix(user or service),
         # Keep reconnecting for ever: the outbox holds events while NATS is away.
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,

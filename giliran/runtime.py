@@ -54,7 +54,14 @@ class ServiceRuntime:
         self.service = service
         self.settings = settings
         self.registry = CollectorRegistry()
-        self.broker: NatsBroker = make_broker(settings.nats_url, service)
+        password = settings.nats_password.get_secret_value() if settings.nats_password else None
+        self.broker: NatsBroker = make_broker(
+            settings.nats_url, service, user=settings.nats_user or None, password=password or None
+        )
+        # What this service publishes and sends, for the AsyncAPI document and the NATS
+        # permissions derived from the code (giliran.natsauth).
+        self.published: list[type[EventData]] = []
+        self.commands_sent: list[str] = []
         self.client = connect(settings.mongo_url)
         self.db = self.client[settings.database_name(service)]
         self.consumer_metrics = ConsumerMetrics.create(self.registry)
@@ -87,6 +94,14 @@ class ServiceRuntime:
         delivery guarantee): for refreshing what screens show, never for state changes."""
         self._watches.append((subject, on_subject))
 
+    @property
+    def watches(self) -> list[tuple[str, Callable[[str], None]]]:
+        return list(self._watches)
+
+    def sends(self, *subject_patterns: str) -> None:
+        """Declare the commands (request-reply subjects) this service sends to another."""
+        self.commands_sent.extend(subject_patterns)
+
     def use_outbox(self, *collections: Collection) -> None:
         self._outbox.extend(collections)
 
@@ -117,6 +132,7 @@ class ServiceRuntime:
         """Declare the events this service publishes (through its outbox), for the AsyncAPI
         document; the relay itself publishes with nats-py to set Nats-Msg-Id per event."""
         for model in models:
+            self.published.append(model)
             self.broker.publisher(
                 f"giliran.*.{model.entity}.{model.event}",
                 title=f"{self.service}:{model.type_name()}",
