@@ -7,10 +7,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from faststream.nats import NatsBroker
@@ -23,6 +24,7 @@ from giliran.bus import (
     EventConsumer,
     EventHandler,
     consumer_exists,
+    dead_letters,
     ensure_streams,
     jetstream,
     make_broker,
@@ -254,6 +256,26 @@ def ops_router(runtime: ServiceRuntime) -> APIRouter:
         return JSONResponse(
             {"ready": ready, "service": runtime.service, "checks": checks},
             status_code=200 if ready else 503,
+        )
+
+    @router.get("/ops/dead-letters")
+    async def list_dead_letters(limit: int = Query(default=100, ge=1, le=1000)) -> JSONResponse:
+        """The messages this service could not handle, newest `limit`, with the reason each was
+        parked (never their content: it may hold personal data)."""
+        if not runtime.bus_started.is_set() or not runtime.broker.connection.is_connected:
+            return problem_response(
+                503,
+                "bus_unavailable",
+                "Bus pesan sedang tidak tersedia. Silakan coba lagi sebentar lagi.",
+                "The message bus is unavailable. Please try again shortly.",
+            )
+        parked = await dead_letters(jetstream(runtime.broker), runtime.service, limit=limit)
+        return JSONResponse(
+            {
+                "service": runtime.service,
+                "count": len(parked),
+                "dead_letters": [asdict(p) for p in parked],
+            }
         )
 
     @router.get("/metrics")
