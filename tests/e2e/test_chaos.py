@@ -249,30 +249,53 @@ async def check_invariants(system: Stack, load: Load, http: httpx.AsyncClient) -
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(system.settings.mongo_url)
     notify_db = mongo[system.settings.database_name("notify")]
 
+    last: dict[str, Any] = {}
+
     async def settled() -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+        # A part just restarted may still refuse (JetStream recovering, a 503): look again.
+        try:
+            return await observe()
+        except Exception as exc:
+            last["error"] = f"{type(exc).__name__}: {exc}"
+            return None
+
+    async def observe() -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
         events = await read_stream(url)
         counts = by_type(events)
         summary = (
             await http.get(f"{system.url('reporting')}{API}/summary", params={"date": day})
         ).json()
-        figures = {
+        figures: dict[str, Any] = {
             "submitted": counts["request.submitted"],
             "issued": counts["ticket.issued"],
             "called": counts["ticket.called"],
             "completed": counts["ticket.completed"],
         }
+        last.update(stream=dict(counts), reporting={k: summary.get(k) for k in figures})
         if any(summary.get(k) != v for k, v in figures.items()):
             return None
         wanted = counts["ticket.issued"] + counts["ticket.called"] + counts["ticket.completed"]
         sent = await notify_db.deliveries.count_documents(
             {"template": {"$in": ["ticket_issued", "ticket_called", "ticket_completed"]}}
         )
-        if sent != wanted or counts["notification.sent"] < wanted:
+        # Each sent delivery has its notification.sent event; one delivered late after a crash
+        # may be dropped as stale (the ticket moved on, ADR 0005) and then has none.
+        statuses = Counter(
+            d["status"] for d in await notify_db.deliveries.find({}, {"status": 1}).to_list()
+        )
+        last.update(deliveries=sent, wanted=wanted, statuses=dict(statuses))
+        if sent != wanted or statuses["sending"] or counts["notification.sent"] != statuses["sent"]:
             return None
+        figures["deliveries_by_status"] = dict(statuses)
         return events, figures
 
     try:
-        events, figures = await eventually(settled, within=90, interval=1.0)
+        try:
+            events, figures = await eventually(settled, within=90, interval=1.0)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"did not settle: {last}, dead letters: {await dead_letter_count(url)}"
+            ) from exc
         counts = by_type(events)
         # 1. Every accepted request has its ticket, in the queue and in intake's record.
         for request_id in load.accepted:
