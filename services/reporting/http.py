@@ -30,6 +30,20 @@ MAX_PERIOD_DAYS = 366
 HEARTBEAT_SECONDS = 15.0
 COALESCE_SECONDS = 0.05
 
+# What the pages call the officers' outcome codes and the priority reasons.
+OUTCOMES = {
+    "served": "dilayani / served",
+    "documents_incomplete": "berkas belum lengkap / documents incomplete",
+    "referred": "dirujuk / referred",
+    "rejected": "ditolak / rejected",
+}
+PRIORITIES = {
+    "elderly": "lansia / elderly",
+    "disability": "disabilitas / disability",
+    "pregnancy": "ibu hamil / pregnant",
+    "infant": "membawa bayi / with an infant",
+}
+
 Site = Annotated[str, Path(pattern=SITE_PATTERN, max_length=63)]
 First = Annotated[date, Query(alias="from", description="first site-local day")]
 Last = Annotated[date, Query(alias="to", description="last site-local day, inclusive")]
@@ -152,6 +166,8 @@ def router(reporting: Reporting) -> APIRouter:
             {
                 "day": await reporting.day_summary(site, day),
                 "ikm": await reporting.satisfaction(site, day, day),
+                "outcome_labels": OUTCOMES,
+                "priority_labels": PRIORITIES,
             },
         )
 
