@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up demo test lint typecheck unit integration e2e asyncapi bench clean browser
+.PHONY: up demo test lint typecheck unit integration e2e asyncapi bench clean browser chaos soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ test: lint typecheck browser  ## the full suite: lint, types, import contracts, 
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+chaos: $(STAMP)       ## the chaos suite, five rounds of kill -9 of every part under load (~4 min)
+	GILIRAN_CHAOS_ROUNDS=5 $(BIN)/pytest -s tests/e2e/test_chaos.py -k kill $(PYTEST_ARGS)
+
+soak: $(STAMP)        ## 10 minutes of lifecycles at a steady rate, memory sampled (not in CI)
+	GILIRAN_SOAK_SECONDS=$${SOAK_SECONDS:-600} $(BIN)/pytest -s tests/e2e/test_chaos.py -k soak $(PYTEST_ARGS)
 
 asyncapi: $(STAMP)    ## regenerate docs/asyncapi.yaml from the FastStream apps
 	$(BIN)/giliran asyncapi > docs/asyncapi.yaml

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from faststream.nats import NatsBroker
+from faststream.security import SASLPlaintext
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
@@ -29,15 +30,22 @@ from giliran.contracts.subjects import (
     dead_letter_subject,
 )
 from giliran.errors import RetryLater, Unprocessable
+from giliran.natsauth import inbox_prefix
 from giliran.store import Inbox
 
 log = logging.getLogger("giliran.bus")
 
 
-def make_broker(nats_url: str, service: str) -> NatsBroker:
+def make_broker(
+    nats_url: str, service: str, *, user: str | None = None, password: str | None = None
+) -> NatsBroker:
     return NatsBroker(
         nats_url,
         name=f"giliran-{service}",
+        # With NATS permissions on (deploy/nats/), a user may only read replies under its own
+        # inbox prefix; JetStream fetches and request-reply both use the connection's prefix.
+        security=SASLPlaintext(username=user, password=password or "") if user else None,
+        inbox_prefix=inbox_prefix(user or service),
         # Keep reconnecting for ever: the outbox holds events while NATS is away.
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
@@ -237,7 +245,7 @@ class EventConsumer:
         except UnknownEventType as exc:
             return f"unknown:{exc}"
         except ValidationError as exc:
-            return f"invalid:{exc.error_count()} error(s): {exc}"
+            return f"invalid:{describe_invalid(exc)}"
 
     async def _handle_in_order(self, group: list[tuple[Msg, Event[EventData] | str]]) -> None:
         for raw, parsed in group:
@@ -321,6 +329,62 @@ class EventConsumer:
             return
         self.metrics.dead_lettered.labels(self.durable).inc()
         await raw.term()
+
+
+def describe_invalid(exc: ValidationError, most: int = 5) -> str:
+    """Where and why a message is invalid, never what it held: the reason goes to logs and to
+    the dead letter's headers, and a hostile or broken message may carry a NIK or a phone."""
+    problems = [
+        f"{'.'.join(str(p) for p in error['loc']) or '(message)'}: {error['msg']}"
+        for error in exc.errors(include_input=False, include_url=False)[:most]
+    ]
+    return f"{exc.error_count()} error(s): " + "; ".join(problems)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A parked message as an operator sees it (its payload stays in the stream)."""
+
+    seq: int
+    subject: str
+    original_subject: str
+    consumer: str
+    reason: str
+    parked_at: str
+    size: int
+
+
+async def dead_letters(
+    js: JetStreamContext, service: str, *, limit: int = 100, scan: int = 5000
+) -> list[DeadLetter]:
+    """The newest `limit` dead letters `service` parked, oldest first, read message by message
+    (STREAM.MSG.GET: the only dead-letter API a service's NATS user may call)."""
+    found: list[DeadLetter] = []
+    # Look at the newest `scan` messages only: each is one round trip.
+    state = (await js.stream_info(DLQ_STREAM)).state
+    seq = max(state.first_seq, state.last_seq - scan + 1, 1)
+    subject = f"giliran.*.dlq.{service}.*.*"
+    while True:
+        try:
+            msg = await js.get_msg(DLQ_STREAM, seq=seq, subject=subject, next=True)
+        except NotFoundError:
+            break
+        # nats-py parses these headers with email.parser: long values come back as Header objects.
+        headers = {str(k): str(v) for k, v in (msg.headers or {}).items()}
+        found.append(
+            DeadLetter(
+                seq=msg.seq or seq,
+                subject=msg.subject or "",
+                original_subject=headers.get("Giliran-Original-Subject", ""),
+                consumer=headers.get("Giliran-Consumer", ""),
+                reason=headers.get("Giliran-Reason", ""),
+                parked_at=str(msg.time or ""),
+                size=len(msg.data or b""),
+            )
+        )
+        found = found[-limit:]
+        seq = (msg.seq or seq) + 1
+    return found
 
 
 async def consumer_exists(js: JetStreamContext, durable: str) -> bool:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import json
 import logging
 import os
 import secrets
@@ -61,11 +62,13 @@ class Stack:
         self.infrastructure: list[ManagedProcess] = []
         self.services: dict[str, subprocess.Popen[bytes]] = {}
         self.env: dict[str, str] = {}
+        # --secure: each service's own NATS user and password.
+        self.service_env: dict[str, dict[str, str]] = {}
 
     def start_service(self, name: str) -> None:
         self.services[name] = subprocess.Popen(
             [sys.executable, "-m", "giliran.cli", "service", name],
-            env=self.env,
+            env={**self.env, **self.service_env.get(name, {})},
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches `up` only; it stops children in order
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
@@ -118,7 +121,24 @@ async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     try:
-        if "GILIRAN_NATS_URL" not in os.environ:
+        if "GILIRAN_NATS_URL" not in os.environ and args.secure:
+            from giliran.natsauth import OPS_USER, server_environment
+
+            passwords = _nats_passwords(data_dir)
+            nats_env = {**os.environ, **server_environment(passwords)}
+            nats = nats_server(
+                data_dir, port=_pick_port(4222), config=NATS_CONFIG, env=nats_env
+            ).start()
+            stack.infrastructure.append(nats)
+            await nats.wait_listening()
+            env["GILIRAN_NATS_URL"] = f"nats://127.0.0.1:{nats.port}"
+            stack.service_env = {
+                name: {"GILIRAN_NATS_USER": name, "GILIRAN_NATS_PASSWORD": passwords[name]}
+                for name in SERVICES
+            }
+            print(f"  NATS users and passwords: {data_dir / 'secrets' / 'nats_passwords.json'}")
+            print(f"  (operator user '{OPS_USER}'; counter devices 'device-<site>')")
+        elif "GILIRAN_NATS_URL" not in os.environ:
             nats = nats_server(data_dir, port=_pick_port(4222)).start()
             stack.infrastructure.append(nats)
             await nats.wait_listening()
@@ -239,6 +259,60 @@ def reporting(args: argparse.Namespace) -> int:
     return code
 
 
+NATS_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "nats" / "giliran.conf"
+
+
+def nats_config_text(settings: Settings) -> str:
+    """deploy/nats/giliran.conf as the code of the four services implies it today."""
+    from pydantic import SecretStr
+
+    from giliran.catalogue import load_catalogue
+    from giliran.natsauth import Grants, render_config, service_grants
+
+    # Building a service wires it without connecting anywhere; intake insists on a hash key.
+    probe = settings.model_copy(
+        update={"nik_hash_key": settings.nik_hash_key or SecretStr("probe"), "demo": False}
+    )
+    grants: dict[str, Grants] = {
+        name: service_grants(build_service(name, probe)[1]) for name in SERVICES
+    }
+    return render_config(grants, load_catalogue(settings.catalogue_dir).sites)
+
+
+def nats_config(_: argparse.Namespace) -> int:
+    sys.stdout.write(nats_config_text(Settings()))
+    return 0
+
+
+def _nats_passwords(data_dir: Path) -> dict[str, str]:
+    """One password per NATS user, kept beside the NIK key; the server reads them from its
+    environment (NATS_PASSWORD_<USER>), each service gets only its own."""
+    from giliran.catalogue import load_catalogue
+    from giliran.natsauth import all_users
+
+    path = data_dir / "secrets" / "nats_passwords.json"
+    known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    users = all_users(SERVICES, load_catalogue(Settings().catalogue_dir).sites)
+    for user in users:
+        # Letters and digits only, starting with a letter: the same value is read by compose's
+        # .env parser and by nats-server's config parser (which reads "1e5..." as a number).
+        known.setdefault(user, "p" + secrets.token_hex(20))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(known, indent=2))
+    path.chmod(0o600)
+    return known
+
+
+def nats_passwords(_: argparse.Namespace) -> int:
+    """Fresh NATS_PASSWORD_<USER>=... lines for compose's .env."""
+    from giliran.catalogue import load_catalogue
+    from giliran.natsauth import all_users, password_variable
+
+    for user in all_users(SERVICES, load_catalogue(Settings().catalogue_dir).sites):
+        print(f"{password_variable(user)}=p{secrets.token_hex(20)}")
+    return 0
+
+
 def asyncapi(_: argparse.Namespace) -> int:
     from giliran.docs import asyncapi_yaml
 
@@ -254,6 +328,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_up.add_argument("--data", type=Path, help=f"data directory (default {default_data_dir()})")
     p_up.add_argument("--demo", action="store_true", help="open an ad-hoc session now")
     p_up.add_argument("--ready-timeout", type=float, default=60.0)
+    p_up.add_argument(
+        "--secure",
+        action="store_true",
+        help="NATS with one user per service (deploy/nats/giliran.conf), passwords generated",
+    )
     p_up.set_defaults(func=up)
     p_service = commands.add_parser("service", help="run one service (what a container runs)")
     p_service.add_argument("name", choices=SERVICES)
@@ -269,6 +348,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_rebuild.set_defaults(func=reporting)
     p_docs = commands.add_parser("asyncapi", help="print the AsyncAPI document of all services")
     p_docs.set_defaults(func=asyncapi)
+    p_nats = commands.add_parser(
+        "nats-config", help="print NATS users and permissions derived from the services' code"
+    )
+    p_nats.set_defaults(func=nats_config)
+    p_passwords = commands.add_parser(
+        "nats-passwords", help="print fresh NATS_PASSWORD_<USER> lines for compose's .env"
+    )
+    p_passwords.set_defaults(func=nats_passwords)
     args = parser.parse_args(argv)
     code: int = args.func(args)
     return code

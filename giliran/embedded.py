@@ -123,8 +123,15 @@ def nats_server_binary() -> str:
 
 
 def nats_server(
-    data_dir: Path, *, port: int | None = None, host: str = "127.0.0.1"
+    data_dir: Path,
+    *,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    config: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> ManagedProcess:
+    """`config`: a configuration file (users, permissions: deploy/nats/); its passwords come
+    from `env`. Command-line flags below take precedence over the file."""
     port = port or free_port(host)
     store_dir = data_dir / "nats"
     store_dir.mkdir(parents=True, exist_ok=True)
@@ -140,7 +147,9 @@ def nats_server(
         "--server_name",
         f"giliran-{port}",
     ]
-    return ManagedProcess("nats-server", args, host, port, data_dir / "logs" / "nats.log")
+    if config is not None:
+        args[1:1] = ["--config", str(config)]
+    return ManagedProcess("nats-server", args, host, port, data_dir / "logs" / "nats.log", env)
 
 
 def mongo_wire_store(

@@ -7,10 +7,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from faststream.nats import NatsBroker
@@ -23,6 +24,7 @@ from giliran.bus import (
     EventConsumer,
     EventHandler,
     consumer_exists,
+    dead_letters,
     ensure_streams,
     jetstream,
     make_broker,
@@ -54,7 +56,14 @@ class ServiceRuntime:
         self.service = service
         self.settings = settings
         self.registry = CollectorRegistry()
-        self.broker: NatsBroker = make_broker(settings.nats_url, service)
+        password = settings.nats_password.get_secret_value() if settings.nats_password else None
+        self.broker: NatsBroker = make_broker(
+            settings.nats_url, service, user=settings.nats_user or None, password=password or None
+        )
+        # What this service publishes and sends, for the AsyncAPI document and the NATS
+        # permissions derived from the code (giliran.natsauth).
+        self.published: list[type[EventData]] = []
+        self.commands_sent: list[str] = []
         self.client = connect(settings.mongo_url)
         self.db = self.client[settings.database_name(service)]
         self.consumer_metrics = ConsumerMetrics.create(self.registry)
@@ -87,6 +96,14 @@ class ServiceRuntime:
         delivery guarantee): for refreshing what screens show, never for state changes."""
         self._watches.append((subject, on_subject))
 
+    @property
+    def watches(self) -> list[tuple[str, Callable[[str], None]]]:
+        return list(self._watches)
+
+    def sends(self, *subject_patterns: str) -> None:
+        """Declare the commands (request-reply subjects) this service sends to another."""
+        self.commands_sent.extend(subject_patterns)
+
     def use_outbox(self, *collections: Collection) -> None:
         self._outbox.extend(collections)
 
@@ -117,6 +134,7 @@ class ServiceRuntime:
         """Declare the events this service publishes (through its outbox), for the AsyncAPI
         document; the relay itself publishes with nats-py to set Nats-Msg-Id per event."""
         for model in models:
+            self.published.append(model)
             self.broker.publisher(
                 f"giliran.*.{model.entity}.{model.event}",
                 title=f"{self.service}:{model.type_name()}",
@@ -238,6 +256,26 @@ def ops_router(runtime: ServiceRuntime) -> APIRouter:
         return JSONResponse(
             {"ready": ready, "service": runtime.service, "checks": checks},
             status_code=200 if ready else 503,
+        )
+
+    @router.get("/ops/dead-letters")
+    async def list_dead_letters(limit: int = Query(default=100, ge=1, le=1000)) -> JSONResponse:
+        """The messages this service could not handle, newest `limit`, with the reason each was
+        parked (never their content: it may hold personal data)."""
+        if not runtime.bus_started.is_set() or not runtime.broker.connection.is_connected:
+            return problem_response(
+                503,
+                "bus_unavailable",
+                "Bus pesan sedang tidak tersedia. Silakan coba lagi sebentar lagi.",
+                "The message bus is unavailable. Please try again shortly.",
+            )
+        parked = await dead_letters(jetstream(runtime.broker), runtime.service, limit=limit)
+        return JSONResponse(
+            {
+                "service": runtime.service,
+                "count": len(parked),
+                "dead_letters": [asdict(p) for p in parked],
+            }
         )
 
     @router.get("/metrics")

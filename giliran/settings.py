@@ -27,6 +27,10 @@ class Settings(BaseSettings):
 
     nats_url: str = "nats://127.0.0.1:4222"
     mongo_url: str = "mongodb://127.0.0.1:27017"
+    # NATS credentials of this service (deploy/nats/giliran.conf: one user per service, allowed
+    # only its own events); unset: an open server, as in development without --secure.
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
     # Each service owns the database "<db_prefix>_<service>"; tests use a unique prefix per test.
     db_prefix: str = "giliran"
     host: str = "127.0.0.1"

@@ -252,3 +252,59 @@ def service_process(
         log_path=log_dir / f"{name}.log",
         env=env,
     )
+
+
+# --- NATS with users and permissions (deploy/nats/giliran.conf) ------------------------------
+
+
+@dataclass
+class SecuredNats:
+    """A nats-server running Giliran's users and permissions, and every user's password."""
+
+    process: ManagedProcess
+    passwords: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.process.port}"
+
+    def settings_for(self, base: Settings, user: str) -> Settings:
+        """`base` with this server and `user`'s credentials (a service's own user)."""
+        return base.model_copy(
+            update={
+                "nats_url": self.url,
+                "nats_user": user,
+                "nats_password": SecretStr(self.passwords[user]),
+            }
+        )
+
+    async def connect(self, user: str, **options: Any) -> nats.NATS:
+        from giliran.natsauth import inbox_prefix
+
+        return await nats.connect(
+            self.url,
+            user=user,
+            password=self.passwords[user],
+            inbox_prefix=inbox_prefix(user),
+            allow_reconnect=False,
+            **options,
+        )
+
+
+@pytest.fixture
+def secured_nats(tmp_path: Path) -> Iterator[SecuredNats]:
+    """A fresh nats-server per test with the checked-in users and permissions."""
+    import secrets
+
+    from giliran.catalogue import load_catalogue
+    from giliran.cli import NATS_CONFIG
+    from giliran.natsauth import all_users, server_environment
+    from giliran.settings import SERVICES
+
+    users = all_users(SERVICES, load_catalogue(Settings().catalogue_dir).sites)
+    passwords = {user: secrets.token_urlsafe(16) for user in users}
+    env = {**os.environ, **server_environment(passwords)}
+    server = nats_server(tmp_path, config=NATS_CONFIG, env=env).start()
+    asyncio.run(server.wait_listening())
+    yield SecuredNats(server, passwords)
+    server.stop()

@@ -12,6 +12,7 @@ from giliran.contracts import (
     RequestCheckedIn,
     RequestSubmitted,
 )
+from giliran.contracts.subjects import command_pattern
 from giliran.runtime import ServiceRuntime, create_http_app
 from giliran.settings import Settings
 from services.intake import admin_http, http, pages, problems, subscribers
@@ -74,6 +75,8 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
         await intake.purge()
 
     runtime.every(settings.purge_interval_seconds, purge_personal_data)
+
+    runtime.sends(command_pattern("queue", "request_status"))
 
     async def ask_queue(subject: str, payload: bytes, seconds: float) -> bytes:
         reply = await runtime.broker.connection.request(subject, payload, timeout=seconds)

@@ -25,7 +25,8 @@ from services.queue.subscribers import run_counter_action, run_ticket_action
 PAGES = Jinja2Templates(directory=FilePath(__file__).parent / "pages")
 WAITING_SHOWN = 30
 
-Site = Annotated[str, Path(pattern=SITE_PATTERN, max_length=63)]
+# As long as the contracts allow (SiteSlug): a shorter one failed inside the handler (500).
+Site = Annotated[str, Path(pattern=SITE_PATTERN, min_length=2, max_length=63)]
 CounterPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 TicketPath = Annotated[str, Path(min_length=1, max_length=128)]
 
