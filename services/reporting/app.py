@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
 
 from giliran.runtime import ServiceRuntime, create_http_app
@@ -19,6 +21,11 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
         store=store, timezone=settings.timezone, target_wait_minutes=settings.target_wait_minutes
     )
     subscribers.register(runtime, reporting)
-    app = create_http_app(runtime, title="Giliran reporting", routers=[http.router(reporting)])
+    app = create_http_app(
+        runtime,
+        title="Giliran reporting",
+        routers=[http.router(reporting)],
+        static=Path(__file__).parent / "static",
+    )
     app.state.reporting = reporting
     return app, runtime
