@@ -121,7 +121,8 @@ async def submit(client: httpx.AsyncClient, run: Run, index: int) -> Issue:
         "site": args.site,
         "services": [services[index % len(services)]],
         "name": f"Bench {index + 1}",
-        "phone": args.phone,
+        # One phone per citizen: intake limits requests per phone (against bots).
+        "phone": f"{args.phone[:-6]}{index % 1_000_000:06d}",
         "consent": True,
         "channel": "kiosk",
     }
@@ -184,13 +185,20 @@ async def call_and_complete(client: httpx.AsyncClient, run: Run, counter: str) -
     return call
 
 
+COUNTER_LOCKS: dict[str, asyncio.Lock] = {}
+
+
 async def worker(client: httpx.AsyncClient, run: Run, number: int) -> None:
-    counter = str(number % 4 + 1)
+    counter = str(number % run.args.counters + 1)
+    # A counter serves one citizen at a time (the queue refuses a second call with 409), so
+    # workers that share a counter take turns at it, as officers would.
+    lock = COUNTER_LOCKS.setdefault(counter, asyncio.Lock())
     while (index := run.take()) is not None:
         try:
             issue = await submit(client, run, index)
             run.issues.append(issue)
-            await call_and_complete(client, run, counter)
+            async with lock:
+                await call_and_complete(client, run, counter)
         except (httpx.HTTPError, BenchError, KeyError, ValueError) as error:
             run.errors[f"{type(error).__name__}: {error}"] += 1
 
@@ -596,6 +604,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="comma-separated service codes, one per request in turn",
     )
     parser.add_argument("--phone", default="081234567890")
+    parser.add_argument("--counters", type=int, default=4, help="counters 1..N of the site")
     args = parser.parse_args(argv)
     for name in ("intake", "queue", "reporting", "notify"):
         setattr(args, name, getattr(args, name).rstrip("/"))

@@ -11,7 +11,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from giliran.contracts import Event
-from giliran.store import Database, Document, instant, outbox_fields, with_outbox
+from giliran.store import Database, Document, indexed, instant, outbox_fields, with_outbox
 
 TicketsChange = Callable[[dict[str, Document]], dict[str, Document] | None]
 CalendarChange = Callable[[Document], Document]
@@ -51,7 +51,7 @@ class RequestStore:
         return await self.requests.find_one({"_id": request_id}, {"outbox": 0})
 
     async def by_token(self, token: str) -> Document | None:
-        return await self.requests.find_one({"token": token}, {"outbox": 0})
+        return await self.requests.find_one(indexed({"token": token}), {"outbox": 0})
 
     async def update_tickets(self, request_id: str, change: TicketsChange) -> bool:
         """Read-modify-write of a request's ticket map with optimistic concurrency (version),

@@ -3,6 +3,7 @@ approaching rules, and the delivery log with its outbox."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -11,7 +12,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from giliran.contracts import Event, TicketStatus
-from giliran.store import Database, Document, instant, with_outbox
+from giliran.store import Database, Document, indexed, instant, with_outbox
 
 
 class DeliveryStore:
@@ -26,6 +27,7 @@ class DeliveryStore:
             [("site", 1), ("session_id", 1), ("service", 1), ("status", 1), ("issued_at", 1)]
         )
         await self.deliveries.create_index([("ticket_id", 1), ("created_at", 1)])
+        await self.deliveries.create_index([("ticket_id", 1), ("template", 1), ("channel", 1)])
         await self.deliveries.create_index([("site", 1), ("session_id", 1), ("channel", 1)])
         await self.deliveries.create_index([("status", 1)])
 
@@ -72,7 +74,14 @@ class DeliveryStore:
     ) -> list[Document]:
         return (
             await self.tickets.find(
-                {"site": site, "session_id": session_id, "service": service, "status": "waiting"}
+                indexed(
+                    {
+                        "site": site,
+                        "session_id": session_id,
+                        "service": service,
+                        "status": "waiting",
+                    }
+                )
             )
             .sort([("issued_at", 1), ("_id", 1)])
             .limit(limit)
@@ -121,15 +130,17 @@ class DeliveryStore:
         return result.modified_count == 1
 
     async def approaching_told(self, ticket_ids: list[str], channel: str) -> set[str]:
-        docs = await self.deliveries.find(
-            {
-                "ticket_id": {"$in": ticket_ids},
-                "template": "ticket_approaching",
-                "channel": channel,
-            },
-            {"ticket_id": 1},
-        ).to_list()
-        return {d["ticket_id"] for d in docs}
+        # One indexed point query per ticket: `$in` makes the embedded server scan.
+        found = await asyncio.gather(
+            *(
+                self.deliveries.find_one(
+                    indexed({"ticket_id": t, "template": "ticket_approaching", "channel": channel}),
+                    {"ticket_id": 1},
+                )
+                for t in ticket_ids
+            )
+        )
+        return {d["ticket_id"] for d in found if d is not None}
 
     async def list(self, query: Document, limit: int = 500) -> list[Document]:
         return (

@@ -233,7 +233,7 @@ class Desk:
         # Priority tickets only matter when one is due by the ratio (or nothing else waits);
         # aged ones are found among the oldest anyway. Appointments only if the session has any.
         ratio_due = memory.normal_since_priority >= self.policy.call.normal_per_priority
-        appointments = await self.store.session_has_appointments(state["session_id"])
+        appointments = await self.queue.has_appointments(state["session_id"])
         for _ in range(MAX_ROUNDS):
             now = self.queue.clock()
             docs = await self.store.callable_candidates(
@@ -266,7 +266,9 @@ class Desk:
                 doc = by_id[choice.ticket_id]
                 result, called = await self._claim(site, state["counter"], doc, now)
                 if called is not None:
-                    await self.store.note_call(site.site, state["counter"], choice.priority)
+                    await self.store.note_call(
+                        site.site, state["counter"], choice.priority, called["_id"]
+                    )
                     return ticket_view(called)
                 if result == "elsewhere":
                     elsewhere.add(doc["request_id"])
@@ -315,7 +317,6 @@ class Desk:
         if moved is None:
             await self.store.release_visit(doc["request_id"], doc["_id"])
             return "taken", None
-        await self.store.point_counter_at(site.site, counter, doc["_id"])
         if doc.get("multi", True):
             await self.store.set_held(doc["request_id"], True, except_ticket=doc["_id"])
         return "called", moved
@@ -387,7 +388,9 @@ class Desk:
             if result == "taken":
                 current = await self._ticket(site, ticket_id)
                 domain.check_action("call", current["number"], TicketStatus(current["status"]))
-            await self.store.note_call(site.site, counter.id, bool(doc.get("is_priority")))
+            await self.store.note_call(
+                site.site, counter.id, bool(doc.get("is_priority")), doc["_id"]
+            )
         self.queue.touched(site.site)
         return await self.queue.ticket(ticket_id)
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from giliran.catalogue import Catalogue, SiteDef
 from giliran.contracts import (
@@ -36,6 +37,7 @@ LATE = timedelta(hours=3)
 # Without a known window (older producers), the session with the latest arrival within this long.
 ARRIVAL_FALLBACK = timedelta(hours=12)
 SESSION_TTL = 1.0
+CACHE_TTL = 2.0
 
 
 @dataclass
@@ -52,6 +54,13 @@ class Queue:
     # The running session per site, re-read at most every SESSION_TTL (a new session shows on
     # other instances within that; on this one at once).
     _sessions: dict[str, tuple[float, str | None]] = field(default_factory=dict)
+    # Facts read often and changing slowly, kept for CACHE_TTL: whether a session has
+    # appointments, the inputs of an ETA, the sessions recorded lately.
+    _appointments: dict[str, tuple[float, bool]] = field(default_factory=dict)
+    _eta_inputs: dict[tuple[str, str], tuple[float, float, list[float]]] = field(
+        default_factory=dict
+    )
+    _noted: dict[tuple[object, ...], float] = field(default_factory=dict)
 
     def site(self, slug: str) -> SiteDef:
         site = self.catalogue.site(slug)
@@ -60,6 +69,9 @@ class Queue:
         return site
 
     def touched(self, site: str) -> None:
+        """A counter acted: publish, refresh screens, and forget cached ETA inputs (capacity
+        and pace may have changed)."""
+        self._eta_inputs.clear()
         self.wake()
         self.changes.bump(site)
 
@@ -76,15 +88,7 @@ class Queue:
         if unknown:
             raise Unprocessable(f"site {site.site} does not offer {unknown}")
         now = self.clock()
-        self._sessions.pop(site.site, None)
-        await self.store.note_session(
-            site.site,
-            request.session_id,
-            request.session_opens_at,
-            request.session_closes_at,
-            now if request.arrived else None,
-            appointments=request.appointment_at is not None,
-        )
+        await self._note_session(site.site, request, now)
         existing = {d["service"]: d for d in await self.store.for_request(request.request_id)}
         issued: list[TicketView] = []
         for code in request.services:
@@ -135,8 +139,39 @@ class Queue:
         holder = await self.store.visit_holder(request.request_id)
         if holder is not None:
             await self.store.set_held(request.request_id, True, except_ticket=holder)
-        self.touched(site.site)
+        self.wake()
+        self.changes.bump(site.site)
         return issued
+
+    async def _note_session(self, site: str, request: RequestSubmitted, now: datetime) -> None:
+        """Record the session (its window, whether it has appointments); skipped when this
+        process recorded the same facts moments ago — a busy Sunday sends hundreds per minute."""
+        facts = (request.session_id, request.session_opens_at, request.appointment_at is not None)
+        windowed = request.session_opens_at is not None
+        if windowed and self._noted.get(facts, 0.0) > time.monotonic():
+            return
+        self._sessions.pop(site, None)
+        if request.appointment_at is not None:
+            self._appointments[request.session_id] = (time.monotonic() + CACHE_TTL, True)
+        await self.store.note_session(
+            site,
+            request.session_id,
+            request.session_opens_at,
+            request.session_closes_at,
+            now if request.arrived else None,
+            appointments=request.appointment_at is not None,
+        )
+        self._noted[facts] = time.monotonic() + CACHE_TTL
+        _forget_expired(self._noted)
+
+    async def has_appointments(self, session_id: str) -> bool:
+        cached = self._appointments.get(session_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        found = await self.store.session_has_appointments(session_id)
+        self._appointments[session_id] = (time.monotonic() + CACHE_TTL, found)
+        _forget_expired(self._appointments)
+        return found
 
     @staticmethod
     def _ticket_doc(
@@ -258,10 +293,17 @@ class Queue:
     async def _eta(
         self, site: SiteDef, session_id: str, service: str, ahead: int, now: datetime
     ) -> datetime | None:
-        capacity, paces = await asyncio.gather(
-            self._capacity(site.site, session_id, service),
-            self.store.service_seconds(session_id, service, eta.RECENT),
-        )
+        key = (session_id, service)
+        cached = self._eta_inputs.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            _, capacity, paces = cached
+        else:
+            capacity, paces = await asyncio.gather(
+                self._capacity(site.site, session_id, service),
+                self.store.service_seconds(session_id, service, eta.RECENT),
+            )
+            self._eta_inputs[key] = (time.monotonic() + CACHE_TTL, capacity, paces)
+            _forget_expired(self._eta_inputs)
         return eta.estimate(
             position=ahead,
             capacity=capacity,
@@ -291,3 +333,13 @@ class Queue:
     async def request_status(self, site: str, request_id: str) -> list[TicketView]:
         docs = [d for d in await self.store.for_request(request_id) if d["site"] == site]
         return [await self._with_place(d) for d in docs]
+
+
+def _forget_expired(cache: dict[Any, Any], limit: int = 256) -> None:
+    """Keep a cache small over months of sessions: past `limit` entries, drop expired ones
+    (each value is a tuple starting with its expiry, or the expiry itself)."""
+    if len(cache) <= limit:
+        return
+    now = time.monotonic()
+    for key in [k for k, v in cache.items() if (v[0] if isinstance(v, tuple) else v) <= now]:
+        del cache[key]

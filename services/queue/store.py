@@ -384,12 +384,13 @@ class TicketStore:
             return_document=ReturnDocument.AFTER,
         )
 
-    async def note_call(self, site: str, counter: str, priority: bool) -> None:
-        """The counter's memory for the priority ratio (normal calls since its last priority)."""
-        update = (
-            {"$set": {"normal_since_priority": 0}}
+    async def note_call(self, site: str, counter: str, priority: bool, ticket_id: str) -> None:
+        """In one write: the counter now has `ticket_id`, and its memory for the priority ratio
+        (normal calls since its last priority call)."""
+        update: Document = (
+            {"$set": {"normal_since_priority": 0, "current": ticket_id}}
             if priority
-            else {"$inc": {"normal_since_priority": 1}}
+            else {"$inc": {"normal_since_priority": 1}, "$set": {"current": ticket_id}}
         )
         await self.counters.update_one({"_id": counter_key(site, counter)}, update)
 
