@@ -1,9 +1,10 @@
-"""ASGI middleware every service runs: security headers on every response, a request body cap."""
+"""ASGI middleware every service runs: security headers, a request body cap, same-origin posts."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,6 +18,11 @@ CSP = (
 # Waiting-room boards are sometimes shown inside a signage page served by the same box; every
 # other page refuses to be framed at all (clickjacking a counter console or an admin form).
 FRAMEABLE = ("/board",)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CROSS_ORIGIN_ID = (
+    "Akses ditolak: formulir ini dikirim dari situs lain. Buka halaman Giliran lalu kirim lagi."
+)
+CROSS_ORIGIN_EN = "Access denied: this form was sent from another site. Open the Giliran page."
 
 
 def _headers(path: str) -> list[tuple[bytes, bytes]]:
@@ -24,7 +30,9 @@ def _headers(path: str) -> list[tuple[bytes, bytes]]:
     ancestors = "'self'" if frameable else "'none'"
     headers = [
         (b"content-security-policy", CSP.format(ancestors=ancestors).encode()),
-        (b"referrer-policy", b"no-referrer"),
+        # Status links carry their token in the path: never sent to another site. (Not
+        # no-referrer: Chromium then sends "Origin: null" with our own forms.)
+        (b"referrer-policy", b"same-origin"),
         (b"x-content-type-options", b"nosniff"),
         (b"cross-origin-opener-policy", b"same-origin"),
         (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
@@ -106,27 +114,56 @@ class BodyLimit:
         await self.app(scope, counted, watched)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "body_too_large",
-                    "message_id": f"Isi permintaan terlalu besar (maksimum {self.limit} bita).",
-                    "message_en": f"The request body is too large (at most {self.limit} bytes).",
-                }
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    *_headers(""),
-                ],
-            }
+        await _answer(
+            send,
+            413,
+            "body_too_large",
+            f"Isi permintaan terlalu besar (maksimum {self.limit} bita).",
+            f"The request body is too large (at most {self.limit} bytes).",
         )
-        await send({"type": "http.response.body", "body": body})
+
+
+class SameOrigin:
+    """Refuses a state-changing request that a browser sent from another origin (403): CSRF
+    protection for every form, the citizens' anonymous ones included, without a cookie. Clients
+    that are not browsers send no Origin and are judged by their credentials alone."""
+
+    def __init__(self, app: ASGIApp, public_urls: Iterable[str] = ()) -> None:
+        self.app = app
+        # Behind a reverse proxy the Host may be rewritten: the public address counts as ours.
+        self.ours = {urlsplit(url).netloc.encode() for url in public_urls if url}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") in SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", []))
+        origin = headers.get(b"origin")
+        ours = {*self.ours, headers.get(b"host", b""), headers.get(b"x-forwarded-host", b"")}
+        ours.discard(b"")  # an opaque origin ("null": sandboxed frames) matches nothing
+        if origin is not None and urlsplit(origin.decode("latin-1")).netloc.encode() not in ours:
+            await _answer(send, 403, "cross_origin", CROSS_ORIGIN_ID, CROSS_ORIGIN_EN)
+            return
+        await self.app(scope, receive, send)
+
+
+async def _answer(send: Send, status: int, code: str, message_id: str, message_en: str) -> None:
+    """A bilingual JSON refusal sent before the app sees the request."""
+    body = json.dumps(
+        {"error": {"code": code, "message_id": message_id, "message_en": message_en}}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *_headers(""),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:

@@ -37,7 +37,7 @@ from giliran.bus import (
 )
 from giliran.contracts import Event, EventData
 from giliran.errors import DomainError
-from giliran.hardening import BodyLimit, SecurityHeaders
+from giliran.hardening import BodyLimit, SameOrigin, SecurityHeaders
 from giliran.settings import ServiceName, Settings
 from giliran.store import (
     Collection,
@@ -321,6 +321,7 @@ def create_http_app(
     if static is not None:
         app.mount("/static", StaticFiles(directory=static), name="static")
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
+    app.add_middleware(SameOrigin, public_urls=[runtime.settings.public_url])
     app.add_middleware(SecurityHeaders)
     app.add_exception_handler(LoginRequired, login_redirect)
 

@@ -144,7 +144,7 @@ async def test_security_headers_on_every_response_and_a_body_cap(settings: Setti
             assert "script-src 'self'" in csp and "unsafe-inline" not in csp.split("style-src")[0]
             assert "frame-ancestors 'none'" in csp, path
             assert answer.headers["x-content-type-options"] == "nosniff"
-            assert answer.headers["referrer-policy"] == "no-referrer"
+            assert answer.headers["referrer-policy"] == "same-origin"
         # A board may be framed by a signage page of the same box, nothing else may.
         board = await svc.anonymous.get(f"/board?site={SITE}")
         assert "frame-ancestors 'self'" in board.headers["content-security-policy"]
@@ -166,3 +166,19 @@ async def test_start_up_refuses_an_empty_session_key_outside_demo(settings: Sett
     with pytest.raises(RuntimeError, match="GILIRAN_SESSION_KEY"):
         async with running("queue", bare):
             pass
+
+
+async def test_a_form_posted_from_another_site_is_refused(settings: Settings) -> None:
+    """Citizens' forms carry no session, so no synchronizer token: a browser's Origin decides."""
+    async with running("intake", settings) as svc:
+        form = {"site": SITE, "services": "KTP-CETAK", "name": "Warga", "lang": "id"}
+        forged = await svc.anonymous.post(
+            "/daftar", data=form, headers={"Origin": "https://evil.example"}
+        )
+        assert forged.status_code == 403
+        assert forged.json()["error"]["code"] == "cross_origin"
+        assert forged.json()["error"]["message_id"].startswith("Akses ditolak")
+        sandboxed = await svc.anonymous.post("/daftar", data=form, headers={"Origin": "null"})
+        assert sandboxed.status_code == 403
+        ours = await svc.anonymous.post("/daftar", data=form, headers={"Origin": "http://intake"})
+        assert ours.status_code == 303, ours.text  # registered, sent to the status page
