@@ -6,10 +6,12 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from giliran.catalogue import load_catalogue
 from giliran.runtime import ServiceRuntime, create_http_app
 from giliran.settings import Settings
-from services.reporting import http, subscribers
+from services.reporting import history_http, http, subscribers
 from services.reporting.handlers import Reporting
+from services.reporting.history import History
 from services.reporting.store import FactStore
 
 
@@ -20,11 +22,17 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     reporting = Reporting(
         store=store, timezone=settings.timezone, target_wait_minutes=settings.target_wait_minutes
     )
+    history = History(
+        store=store,
+        catalogue=load_catalogue(settings.catalogue_dir),  # site names and programmes
+        timezone=settings.timezone,
+        target_wait_minutes=settings.target_wait_minutes,
+    )
     subscribers.register(runtime, reporting)
     app = create_http_app(
         runtime,
         title="Giliran reporting",
-        routers=[http.router(reporting)],
+        routers=[http.router(reporting), history_http.router(history)],
         static=Path(__file__).parent / "static",
     )
     app.state.reporting = reporting

@@ -30,6 +30,9 @@ class Distribution(BaseModel):
     p90: float | None
     p95: float | None
     max: float | None
+    # 0 when computed from every sample; else each percentile is within this share of the exact
+    # one (services/reporting/sketch.py); count, mean and max are always exact.
+    relative_accuracy: float = 0.0
 
 
 def distribution(values: Sequence[float]) -> Distribution:

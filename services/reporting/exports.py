@@ -23,12 +23,21 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("wait_p90_min", "Tunggu p90 (menit) / Wait p90 (min)"),
     ("wait_max_min", "Tunggu maks (menit) / Wait max (min)"),
     ("service_p50_min", "Layanan p50 (menit) / Service p50 (min)"),
+    ("no_show", "Tidak hadir / No-shows"),
+    ("within_target_pct", "Dalam target (%) / Within target (%)"),
+    ("eta_quoted", "Tiket dengan perkiraan / Tickets quoted"),
+    ("eta_within_10_pct", "Perkiraan tepat ±10 menit (%) / ETA within ±10 min (%)"),
+    ("eta_median_error_min", "Selisih perkiraan median (menit) / ETA median error (min)"),
 )
 TOTAL = "SEMUA / ALL"
 
 
 def _minutes(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds / 60, 1)
+
+
+def _percent(share: float | None) -> float | None:
+    return None if share is None else round(share * 100, 1)
 
 
 def rows(summaries: Sequence[DaySummary]) -> list[dict[str, Any]]:
@@ -50,6 +59,15 @@ def rows(summaries: Sequence[DaySummary]) -> list[dict[str, Any]]:
                     "wait_p90_min": _minutes(figures.wait_seconds.p90),
                     "wait_max_min": _minutes(figures.wait_seconds.max),
                     "service_p50_min": _minutes(figures.service_seconds.p50),
+                    "no_show": figures.no_show,
+                    "within_target_pct": _percent(figures.within_target),
+                    "eta_quoted": figures.eta.quoted if figures.eta else 0,
+                    "eta_within_10_pct": _percent(figures.eta.within_10_min)
+                    if figures.eta
+                    else None,
+                    "eta_median_error_min": _minutes(figures.eta.median_abs_error_seconds)
+                    if figures.eta
+                    else None,
                 }
             )
     return result

@@ -1,8 +1,7 @@
-"""Reporting use cases: project events into facts, and summarise a site's day."""
+"""Reporting use cases: project events into facts and report cells, and summarise them."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -11,6 +10,8 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel
 
 from giliran.contracts import (
+    CounterClosed,
+    CounterOpened,
     Event,
     FeedbackSubmitted,
     NotificationSent,
@@ -21,30 +22,32 @@ from giliran.contracts import (
     TicketFacts,
     TicketIssued,
     TicketNoShow,
+    TicketStarted,
     TicketTransferred,
 )
-from giliran.contracts.events import NotificationFacts
-from giliran.store import Document, from_instant, instant
+from giliran.contracts.events import NotificationFacts, RequestCheckedIn
+from giliran.store import Document, instant
 from services.reporting import ikm as ikm_rules
-from services.reporting.domain import Distribution, distribution, local_day
+from services.reporting.cells import (
+    CellKey,
+    RequestCellKey,
+    request_contributions,
+    tally,
+    ticket_contributions,
+)
+from services.reporting.domain import local_day
+from services.reporting.figures import (
+    ChannelFigures,
+    Counts,
+    DaySummary,
+    KabupatenSummary,
+    counts,
+    day_figures,
+)
 from services.reporting.live import Changes, LiveView, live_view
 from services.reporting.store import FactStore
 
-
-class Counts(BaseModel):
-    issued: int
-    called: int
-    completed: int
-    no_show: int
-    transferred: int
-    cancelled: int
-    within_target: float | None  # share of called tickets called within the target wait
-    wait_seconds: Distribution
-    service_seconds: Distribution
-
-
-class ServiceSummary(Counts):
-    service: str
+__all__ = ["DaySummary", "KabupatenSummary", "Reporting", "SatisfactionReport"]
 
 
 class ElementScore(BaseModel):
@@ -76,33 +79,6 @@ class SatisfactionReport(BaseModel):
     grade: GradeView | None
 
 
-class ChannelFigures(BaseModel):
-    sent: int = 0
-    failed: int = 0
-    cost_units: int = 0
-
-
-class CounterSummary(Counts):
-    counter: str
-
-
-class HourSummary(Counts):
-    hour: str  # site-local hour the tickets were issued, "09"
-
-
-class DaySummary(Counts):
-    site: str
-    date: date
-    timezone: str
-    target_wait_minutes: float
-    submitted: int
-    by_service: list[ServiceSummary]
-    by_counter: list[CounterSummary]
-    by_hour: list[HourSummary]
-    by_channel: dict[str, int]
-    notifications: dict[str, ChannelFigures] = {}
-
-
 @dataclass
 class Reporting:
     store: FactStore
@@ -112,36 +88,70 @@ class Reporting:
 
     async def record_request(self, event: Event[RequestSubmitted]) -> None:
         request = event.data
-        await self.store.upsert_request(
-            request.request_id,
-            {
-                "site": event.site,
-                "day": local_day(request.submitted_at, self.timezone).isoformat(),
-                "session_id": request.session_id,
-                "channel": request.channel.value,
-                "services": len(request.services),
-                "submitted_at": instant(request.submitted_at),
-            },
-        )
+        day = local_day(request.submitted_at, self.timezone).isoformat()
+        fields: dict[str, Any] = {
+            "site": event.site,
+            "day": day,
+            "session_id": request.session_id,
+            "channel": request.channel.value,
+            "services": len(request.services),
+            "submitted_at": instant(request.submitted_at),
+            "priority": request.priority.value if request.priority else None,
+            "booked": request.appointment_at is not None,
+        }
+        await self.store.upsert_request(request.request_id, fields)
+        key = RequestCellKey(event.site, day, request.session_id, request.channel.value)
+        for c in request_contributions(request, key):
+            await self.store.contribute_request(request.request_id, c)
+
+    async def record_check_in(self, event: Event[RequestCheckedIn]) -> None:
+        """A booking's holder arrived: counted on the day of arrival; its tickets join the line."""
+        arrival = event.data
+        day = local_day(arrival.checked_in_at, self.timezone).isoformat()
+        at = instant(arrival.checked_in_at)
+        await self.store.upsert_request(arrival.request_id, {"checked_in_at": at})
+        await self.store.mark_checked_in(arrival.request_id, at)
+        key = RequestCellKey(event.site, day, arrival.session_id, "")
+        for c in request_contributions(arrival, key):
+            await self.store.contribute_request(arrival.request_id, c)
+        self.changes.bump(event.site)
 
     async def record_ticket(self, event: Event[TicketFacts]) -> None:
         """Every ticket event carries the ticket's facts, so any of them can create the document;
-        each adds the timestamp it knows. Same event twice: same $set, same document."""
+        each adds the timestamps it knows (same event twice: same $set, same document). Then
+        each figure the event owns is added to its cell, once per ticket (contribute_ticket)."""
         ticket = event.data
+        day = local_day(ticket.issued_at, self.timezone).isoformat()
+        hour = f"{ticket.issued_at.astimezone(ZoneInfo(self.timezone)):%H}"
         fields: dict[str, Any] = {
             "site": event.site,
-            "day": local_day(ticket.issued_at, self.timezone).isoformat(),
+            "day": day,
+            "hour": hour,
             "session_id": ticket.session_id,
             "request_id": ticket.request_id,
             "service": ticket.service,
             "number": ticket.number,
             "issued_at": instant(ticket.issued_at),
         }
-        if isinstance(ticket, TicketCalled | TicketCompleted):
+        if isinstance(ticket, TicketIssued):
+            fields["arrived"] = ticket.arrived
+            if not ticket.arrived:  # a booking: its holder may have checked in before this event
+                checked_in = await self.store.checked_in_at(ticket.request_id)
+                if checked_in:
+                    fields["checked_in_at"] = checked_in
+            fields["priority"] = ticket.priority.value if ticket.priority else None
+            if ticket.eta is not None:
+                fields["eta"] = instant(ticket.eta)
+        if isinstance(ticket, TicketCalled | TicketStarted | TicketCompleted):
             fields["called_at"] = instant(ticket.called_at)
             fields["counter"] = ticket.counter
+        if isinstance(ticket, TicketCalled) and ticket.queued_at is not None:
+            fields["queued_at"] = instant(ticket.queued_at)
+        if isinstance(ticket, TicketStarted):
+            fields["started_at"] = instant(ticket.started_at)
         if isinstance(ticket, TicketCompleted):
             fields["completed_at"] = instant(ticket.completed_at)
+            fields["outcome"] = ticket.outcome.value
         if isinstance(ticket, TicketNoShow):
             fields["no_show_at"] = instant(ticket.marked_at)
         if isinstance(ticket, TicketTransferred):
@@ -149,7 +159,32 @@ class Reporting:
             fields["transferred_to"] = ticket.to_service
         if isinstance(ticket, TicketCancelled):
             fields["cancelled_at"] = instant(ticket.cancelled_at)
-        await self.store.upsert_ticket(ticket.ticket_id, fields)
+        stored = await self.store.upsert_ticket(ticket.ticket_id, fields)
+        key = CellKey(event.site, day, ticket.session_id, ticket.service, hour)
+        for c in ticket_contributions(ticket, key, stored):
+            await self.store.contribute_ticket(ticket.ticket_id, c)
+        self.changes.bump(event.site)
+
+    async def record_counter(self, event: Event[CounterOpened | CounterClosed]) -> None:
+        """Open, paused or closed, by the latest event (ties: closed, then paused, win)."""
+        change = event.data
+        if isinstance(change, CounterOpened):
+            state, rank = "open", 0
+        else:
+            state, rank = ("paused", 1) if change.paused else ("closed", 2)
+        await self.store.set_counter(
+            f"{event.site}|{change.session_id}|{change.counter}",
+            {
+                "site": event.site,
+                "day": local_day(change.at, self.timezone).isoformat(),
+                "session_id": change.session_id,
+                "counter": change.counter,
+                "state": state,
+                "at": instant(change.at),
+            },
+            # microseconds since the epoch, then the tie-breaker
+            order=round(change.at.timestamp() * 1_000_000) * 10 + rank,
+        )
         self.changes.bump(event.site)
 
     async def record_feedback(self, event: Event[FeedbackSubmitted]) -> None:
@@ -220,40 +255,12 @@ class Reporting:
 
     async def live(self, site: str, now: datetime) -> LiveView:
         version = self.changes.version(site)
-        tickets = await self.store.tickets_on(site, local_day(now, self.timezone))
-        return live_view(site, tickets, now, version)
+        today = local_day(now, self.timezone)
+        tickets = await self.store.tickets_on(site, today)
+        counters = await self.store.counters_on(site, today)
+        return live_view(site, tickets, counters, now, version)
 
-    async def period(self, site: str, first: date, last: date) -> list[DaySummary]:
-        days = (last - first).days + 1
-        return [await self.day_summary(site, first + timedelta(days=i)) for i in range(days)]
-
-    async def kabupaten(self, day: date) -> KabupatenSummary:
-        sites = [await self.day_summary(s, day) for s in await self.store.sites_on(day)]
-        return KabupatenSummary(
-            date=day,
-            sites=sites,
-            submitted=sum(s.submitted for s in sites),
-            issued=sum(s.issued for s in sites),
-            called=sum(s.called for s in sites),
-            completed=sum(s.completed for s in sites),
-        )
-
-    async def day_summary(self, site: str, day: date) -> DaySummary:
-        requests = await self.store.requests_on(site, day)
-        tickets = await self.store.tickets_on(site, day)
-        target = self.target_wait_minutes * 60
-        zone = ZoneInfo(self.timezone)
-        by_service: dict[str, list[Document]] = defaultdict(list)
-        by_counter: dict[str, list[Document]] = defaultdict(list)
-        by_hour: dict[str, list[Document]] = defaultdict(list)
-        for t in tickets:
-            by_service[t["service"]].append(t)
-            if t.get("counter"):
-                by_counter[t["counter"]].append(t)
-            by_hour[f"{from_instant(t['issued_at']).astimezone(zone):%H}"].append(t)
-        channels: dict[str, int] = defaultdict(int)
-        for r in requests:
-            channels[r["channel"]] += 1
+    async def _notifications(self, site: str, day: date) -> dict[str, ChannelFigures]:
         notifications: dict[str, ChannelFigures] = {}
         for n in await self.store.notifications_on(site, day):
             figures = notifications.setdefault(n["channel"], ChannelFigures())
@@ -262,70 +269,56 @@ class Reporting:
                 figures.cost_units += int(n.get("cost_units", 0))
             else:
                 figures.failed += 1
-        return DaySummary(
-            site=site,
-            date=day,
+        return notifications
+
+    async def day_summary(self, site: str, day: date) -> DaySummary:
+        return day_figures(
+            site,
+            day,
+            await self.store.ticket_cells_where(day, day, site=site),
+            await self.store.request_cells_where(day, day, site=site),
             timezone=self.timezone,
             target_wait_minutes=self.target_wait_minutes,
-            submitted=len(requests),
-            **_counts(tickets, target),
-            by_service=[
-                ServiceSummary(service=code, **_counts(group, target))
-                for code, group in sorted(by_service.items())
-            ],
-            by_counter=[
-                CounterSummary(counter=c, **_counts(group, target))
-                for c, group in sorted(by_counter.items())
-            ],
-            by_hour=[
-                HourSummary(hour=h, **_counts(group, target))
-                for h, group in sorted(by_hour.items())
-            ],
-            by_channel=dict(channels),
-            notifications=dict(sorted(notifications.items())),
+            notifications=await self._notifications(site, day),
         )
 
+    async def period(self, site: str, first: date, last: date) -> list[DaySummary]:
+        days = (last - first).days + 1
+        return [await self.day_summary(site, first + timedelta(days=i)) for i in range(days)]
 
-class KabupatenSummary(BaseModel):
-    """Every site with activity on a day, side by side, and their sum."""
-
-    date: date
-    sites: list[DaySummary]
-    submitted: int
-    issued: int
-    called: int
-    completed: int
-
-
-def _counts(tickets: list[Document], target_wait_seconds: float) -> dict[str, Any]:
-    waits = [_seconds(t["issued_at"], t["called_at"]) for t in tickets if t.get("called_at")]
-    within = sum(1 for w in waits if w <= target_wait_seconds)
-    services = [
-        _seconds(t["called_at"], t["completed_at"])
-        for t in tickets
-        if t.get("completed_at") and t.get("called_at")
-    ]
-    return {
-        "issued": len(tickets),
-        "called": sum(1 for t in tickets if t.get("called_at")),
-        "completed": sum(1 for t in tickets if t.get("completed_at")),
-        "no_show": sum(1 for t in tickets if t.get("no_show_at")),
-        "transferred": sum(1 for t in tickets if t.get("transferred_at")),
-        "cancelled": sum(1 for t in tickets if t.get("cancelled_at")),
-        "within_target": round(within / len(waits), 4) if waits else None,
-        "wait_seconds": distribution(waits),
-        "service_seconds": distribution(services),
-    }
-
-
-def _seconds(start: str, end: str) -> float:
-    return (from_instant(end) - from_instant(start)).total_seconds()
+    async def kabupaten(self, day: date) -> KabupatenSummary:
+        """Every site of the day from one read of the day's cells."""
+        cells = await self.store.ticket_cells_where(day, day)
+        request_cells = await self.store.request_cells_where(day, day)
+        by_site: dict[str, tuple[list[Document], list[Document]]] = {}
+        for cell in cells:
+            by_site.setdefault(cell["site"], ([], []))[0].append(cell)
+        for cell in request_cells:
+            by_site.setdefault(cell["site"], ([], []))[1].append(cell)
+        sites = [
+            day_figures(
+                site, day, site_cells, site_requests, timezone=self.timezone,
+                target_wait_minutes=self.target_wait_minutes,
+                notifications=await self._notifications(site, day),
+            )
+            for site, (site_cells, site_requests) in sorted(by_site.items())
+        ]  # fmt: skip
+        return KabupatenSummary(
+            date=day,
+            sites=sites,
+            submitted=sum(s.submitted for s in sites),
+            issued=sum(s.issued for s in sites),
+            called=sum(s.called for s in sites),
+            completed=sum(s.completed for s in sites),
+            totals=Counts(**counts(tally(cells), self.target_wait_minutes * 60)),
+        )
 
 
 # Registered for every ticket event that carries a new fact (a recall changes none of these).
 TICKET_EVENTS = (
     TicketIssued,
     TicketCalled,
+    TicketStarted,
     TicketCompleted,
     TicketNoShow,
     TicketTransferred,

@@ -31,11 +31,33 @@ MAX_PERIOD_DAYS = 366
 HEARTBEAT_SECONDS = 15.0
 COALESCE_SECONDS = 0.05
 
+# What the pages call the officers' outcome codes and the priority reasons.
+OUTCOMES = {
+    "served": "dilayani / served",
+    "documents_incomplete": "berkas belum lengkap / documents incomplete",
+    "referred": "dirujuk / referred",
+    "rejected": "ditolak / rejected",
+}
+PRIORITIES = {
+    "elderly": "lansia / elderly",
+    "disability": "disabilitas / disability",
+    "pregnancy": "ibu hamil / pregnant",
+    "infant": "membawa bayi / with an infant",
+}
+
 Site = Annotated[str, Path(pattern=SITE_PATTERN, max_length=63)]
 # Figures and exports of a site: its supervisors and auditors, and admins.
 READERS = (Role.SUPERVISOR, Role.AUDITOR, Role.ADMIN)
 Reader = Annotated[Principal, Depends(requires(*READERS))]
 ReaderPage = Annotated[Principal, Depends(requires(*READERS, page=True))]
+
+
+def whole_kabupaten(who: Principal) -> None:
+    """Every site's figures: for accounts of the whole kabupaten only."""
+    if who.site != ALL_SITES:
+        raise wrong_site(who, ALL_SITES)
+
+
 First = Annotated[date, Query(alias="from", description="first site-local day")]
 Last = Annotated[date, Query(alias="to", description="last site-local day, inclusive")]
 
@@ -102,9 +124,7 @@ def router(reporting: Reporting) -> APIRouter:
         day: Annotated[date, Query(alias="date", description="local day, YYYY-MM-DD")],
         who: Reader,
     ) -> KabupatenSummary:
-        # Every site's figures: for accounts of the whole kabupaten only.
-        if who.site != ALL_SITES:
-            raise wrong_site(who, ALL_SITES)
+        whole_kabupaten(who)
         return await reporting.kabupaten(day)
 
     @api.get("/api/v1/sites/{site}/live", response_model=LiveView)
@@ -166,6 +186,8 @@ def router(reporting: Reporting) -> APIRouter:
             {
                 "day": await reporting.day_summary(site, day),
                 "ikm": await reporting.satisfaction(site, day, day),
+                "outcome_labels": OUTCOMES,
+                "priority_labels": PRIORITIES,
             },
         )
 

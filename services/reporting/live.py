@@ -24,25 +24,41 @@ class LiveView(BaseModel):
     version: int
     waiting: int
     longest_wait_seconds: float | None
-    counters_active: int
+    counters_active: int  # counters that called a ticket today
+    counters_open: int = 0  # by counter.opened/closed: open now
+    counters_paused: int = 0  # on a break (counter.closed with paused)
+    serving: int = 0  # called and started, not finished
     served: int
     no_show: int
     lines: list[LineNow]
 
 
+ENDED = ("completed_at", "no_show_at", "transferred_at", "cancelled_at")
+
+
 def waiting(ticket: Document) -> bool:
-    return not any(
+    """In the line now: not yet called or ended, and present (a booking joins at check-in)."""
+    present = ticket.get("arrived") is not False or bool(ticket.get("checked_in_at"))
+    return present and not any(
         ticket.get(k) for k in ("called_at", "cancelled_at", "transferred_at", "no_show_at")
     )
 
 
-def live_view(site: str, tickets: Sequence[Document], now: datetime, version: int) -> LiveView:
-    """Pure: the day's ticket facts at `now` -> the figures a waiting-room manager watches."""
+def live_view(
+    site: str,
+    tickets: Sequence[Document],
+    counters: Sequence[Document],
+    now: datetime,
+    version: int,
+) -> LiveView:
+    """Pure: the day's ticket facts and counter states at `now` -> the figures a waiting-room
+    manager watches."""
     lines: dict[str, list[float]] = defaultdict(list)
     for t in tickets:
         lines.setdefault(t["service"], [])
         if waiting(t):
-            lines[t["service"]].append((now - from_instant(t["issued_at"])).total_seconds())
+            joined = t.get("checked_in_at") or t["issued_at"]
+            lines[t["service"]].append((now - from_instant(joined)).total_seconds())
     all_waits = [w for waits in lines.values() for w in waits]
     return LiveView(
         site=site,
@@ -51,6 +67,9 @@ def live_view(site: str, tickets: Sequence[Document], now: datetime, version: in
         waiting=len(all_waits),
         longest_wait_seconds=max(all_waits) if all_waits else None,
         counters_active=len({t["counter"] for t in tickets if t.get("counter")}),
+        counters_open=sum(1 for c in counters if c.get("state") == "open"),
+        counters_paused=sum(1 for c in counters if c.get("state") == "paused"),
+        serving=sum(1 for t in tickets if t.get("started_at") and not any(t.get(k) for k in ENDED)),
         served=sum(1 for t in tickets if t.get("completed_at")),
         no_show=sum(1 for t in tickets if t.get("no_show_at")),
         lines=[

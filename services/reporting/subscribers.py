@@ -6,10 +6,13 @@ from typing import Any
 
 from giliran.bus import EventHandler
 from giliran.contracts import (
+    CounterClosed,
+    CounterOpened,
     EventData,
     FeedbackSubmitted,
     NotificationFailed,
     NotificationSent,
+    RequestCheckedIn,
     RequestSubmitted,
 )
 from giliran.contracts.subjects import all_events
@@ -19,11 +22,15 @@ from services.reporting.handlers import TICKET_EVENTS, Reporting
 
 def handlers_for(reporting: Reporting) -> dict[type[EventData], EventHandler]:
     """Which event feeds which projection: shared by the live consumer and the replay."""
+    counter: Any = reporting.record_counter
     handlers: dict[type[EventData], EventHandler] = {
         RequestSubmitted: reporting.record_request,
+        RequestCheckedIn: reporting.record_check_in,
         FeedbackSubmitted: reporting.record_feedback,
         NotificationSent: reporting.record_notification,
         NotificationFailed: reporting.record_notification,
+        CounterOpened: counter,
+        CounterClosed: counter,
     }
     ticket_handler: Any = reporting.record_ticket
     handlers.update(dict.fromkeys(TICKET_EVENTS, ticket_handler))

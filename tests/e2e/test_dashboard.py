@@ -9,7 +9,14 @@ import pytest
 from playwright.async_api import Page, async_playwright
 
 from giliran.cli import build_service
-from giliran.contracts import TicketCalled, utcnow
+from giliran.contracts import (
+    CounterClosed,
+    CounterOpened,
+    TicketCalled,
+    TicketStarted,
+    new_event,
+    utcnow,
+)
 from giliran.embedded import free_port
 from giliran.settings import Settings
 from tests.conftest import (
@@ -64,13 +71,29 @@ async def test_dashboard_follows_the_session_live(settings: Settings) -> None:
                     counter="2",
                     called_at=utcnow(),
                 )
-                from giliran.contracts import new_event
-
                 await publish_many(settings, [new_event(called, site="cikarang-utara", source="t")])
                 await shows(page, "waiting", "2")
                 await shows(page, "counters", "1")
                 rows = await page.locator("#lines tr").all_inner_texts()
                 assert rows == ["KIA\t2\t0"]
+                # Counters opened, one on a break, and the called citizen at the counter.
+                now = utcnow()
+                await publish_many(settings, [
+                    new_event(CounterOpened(counter=c, session_id="cikarang-utara-today",
+                                            services=["KIA"], at=now), site="cikarang-utara",
+                              source="t")
+                    for c in ("1", "2")
+                ] + [
+                    new_event(CounterClosed(counter="1", session_id="cikarang-utara-today",
+                                            at=now, paused=True), site="cikarang-utara",
+                              source="t"),
+                    new_event(TicketStarted(**tickets[0][0].data.facts(), counter="2",
+                                            called_at=called.called_at, started_at=now),
+                              site="cikarang-utara", source="t"),
+                ])  # fmt: skip
+                await shows(page, "open", "1")
+                await shows(page, "paused", "1")
+                await shows(page, "serving", "1")
                 loaded = await page.evaluate(
                     "() => document.getElementById('chart').complete && "
                     "document.getElementById('chart').naturalWidth > 0"

@@ -108,6 +108,10 @@ def rows(ticket: str, request: str) -> list[Row]:
         Row("reporting", "GET", f"{s}/export.csv?from=2026-11-01&to=2026-11-29", readers),
         Row("reporting", "GET", f"{s}/live", readers),
         Row("reporting", "GET", "/api/v1/kabupaten/summary?date=2026-11-29", frozenset({"admin"})),
+        Row("reporting", "GET", f"{s}/history?from=2026-11-01&to=2026-11-29", readers),
+        Row("reporting", "GET", "/api/v1/kabupaten/history", frozenset({"admin"})),
+        Row("reporting", "GET", f"/history/site?site={SITE}", readers, page=True),
+        Row("reporting", "GET", "/history/kabupaten", frozenset({"admin"}), page=True),
         Row("reporting", "GET", f"/dashboard?site={SITE}", readers, page=True),
         Row("reporting", "GET", f"/reports/daily?site={SITE}&date=2026-11-29", readers, page=True),
     ]

@@ -62,19 +62,22 @@ async def test_out_of_order_and_repeated_events_give_the_same_summary(settings: 
                 "/api/v1/sites/cikarang-utara/summary", params={"date": "2026-11-29"}
             )
             body: dict[str, object] = r.json()
-            return body if body["completed"] == 3 else None
+            # each figure is counted when the event that owns it arrives (the wait with the
+            # call, even when the call comes after the completion)
+            done = (body["issued"], body["called"], body["completed"]) == (3, 3, 3)
+            return body if done else None
 
         body = await eventually(summary)
         assert (body["issued"], body["called"], body["completed"]) == (3, 3, 3)
         wait_seconds = body["wait_seconds"]
         assert isinstance(wait_seconds, dict)
-        assert (wait_seconds["count"], wait_seconds["p50"], wait_seconds["max"]) == (
-            3,
-            120.0,
-            600.0,
-        )
+        # Percentiles come from a sketch (within 1 %); count, mean and max are exact.
+        assert wait_seconds["relative_accuracy"] == 0.01
+        assert (wait_seconds["count"], wait_seconds["mean"], wait_seconds["max"]) == (3, 260, 600)
+        assert wait_seconds["p50"] == pytest.approx(120.0, rel=0.01)
         service_seconds = body["service_seconds"]
-        assert isinstance(service_seconds, dict) and service_seconds["p50"] == 300.0
+        assert isinstance(service_seconds, dict)
+        assert service_seconds["p50"] == pytest.approx(300.0, rel=0.01)
         by_service = body["by_service"]
         assert isinstance(by_service, list) and by_service[0]["service"] == "KIA"
         assert body["within_target"] == 1.0  # all called within 30 minutes

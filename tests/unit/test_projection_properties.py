@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -14,35 +15,89 @@ from hypothesis import strategies as st
 from giliran.contracts import (
     Channel,
     CitizenRef,
+    CounterClosed,
+    CounterOpened,
     FeedbackSubmitted,
     NotificationSent,
+    Outcome,
+    PriorityReason,
+    RequestCheckedIn,
     RequestSubmitted,
     TicketCalled,
     TicketCompleted,
     TicketIssued,
+    TicketStarted,
     new_event,
 )
+from services.reporting.cells import Contribution, apply
 from services.reporting.handlers import Reporting
 from services.reporting.ikm import ELEMENTS
+from services.reporting.store import mark
 from services.reporting.subscribers import handlers_for
 
 START = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
 
 
 class InMemoryFacts:
-    """The FactStore's operations over dicts: `$set` upserts are dict updates."""
+    """The FactStore's operations over dicts: `$set` upserts are dict updates; a contribution
+    is added to its cell once per owner and name, as FactStore.contribute_* does."""
 
     def __init__(self) -> None:
         self.requests: dict[str, dict[str, Any]] = {}
         self.tickets: dict[str, dict[str, Any]] = {}
         self.feedback: dict[str, dict[str, Any]] = {}
         self.notifications: dict[str, dict[str, Any]] = {}
+        self.ticket_cells: dict[str, dict[str, Any]] = {}
+        self.request_cells: dict[str, dict[str, Any]] = {}
+        self.counters: dict[str, dict[str, Any]] = {}
 
     async def upsert_request(self, key: str, fields: dict[str, Any]) -> None:
         self.requests.setdefault(key, {}).update(fields)
 
-    async def upsert_ticket(self, key: str, fields: dict[str, Any]) -> None:
+    async def upsert_ticket(self, key: str, fields: dict[str, Any]) -> dict[str, Any]:
         self.tickets.setdefault(key, {}).update(fields)
+        return dict(self.tickets[key])
+
+    async def checked_in_at(self, request_id: str) -> str | None:
+        return self.requests.get(request_id, {}).get("checked_in_at")
+
+    async def mark_checked_in(self, request_id: str, at: str) -> None:
+        for t in self.tickets.values():
+            if t.get("request_id") == request_id:
+                t["checked_in_at"] = at
+
+    async def contribute_ticket(self, key: str, c: Contribution) -> None:
+        self._contribute(self.ticket_cells, key, c)
+
+    async def contribute_request(self, key: str, c: Contribution) -> None:
+        self._contribute(self.request_cells, key, c)
+
+    @staticmethod
+    def _contribute(cells: dict[str, Any], owner: str, c: Contribution) -> None:
+        cell = cells.setdefault(c.cell.id, {**c.cell.fields(), "seen": {}})
+        seen = mark(owner, c.name).removeprefix("seen.")
+        if seen not in cell["seen"]:
+            cell["seen"][seen] = 1
+            apply(cell, c)
+
+    async def ticket_cells_where(
+        self, first: date, last: date, site: str | None = None, session_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        return [
+            c
+            for c in self.ticket_cells.values()
+            if str(first) <= c["day"] <= str(last) and site in (None, c["site"])
+            and session_id in (None, c["session_id"])
+        ]  # fmt: skip
+
+    async def request_cells_where(
+        self, first: date, last: date, site: str | None = None, session_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        return [
+            c
+            for c in self.request_cells.values()
+            if str(first) <= c["day"] <= str(last) and site in (None, c["site"])
+        ]
 
     async def upsert_feedback(self, key: str, fields: dict[str, Any]) -> None:
         self.feedback.setdefault(key, {}).update(fields)
@@ -53,33 +108,53 @@ class InMemoryFacts:
     async def notifications_on(self, site: str, day: date) -> list[dict[str, Any]]:
         return [d for d in self.notifications.values() if (d["site"], d["day"]) == (site, str(day))]
 
-    async def requests_on(self, site: str, day: date) -> list[dict[str, Any]]:
-        return [d for d in self.requests.values() if (d["site"], d["day"]) == (site, str(day))]
-
-    async def tickets_on(self, site: str, day: date) -> list[dict[str, Any]]:
-        return [d for d in self.tickets.values() if (d["site"], d["day"]) == (site, str(day))]
+    async def set_counter(self, key: str, fields: dict[str, Any], order: int) -> None:
+        if self.counters.get(key, {}).get("order", -1) < order:
+            self.counters[key] = {**fields, "order": order}
 
 
-def lifecycle(n: int, wait: int, service_time: int, survey: bool) -> list[Any]:
+def lifecycle(
+    n: int,
+    wait: int,
+    service_time: int,
+    survey: bool,
+    eta_error: int | None = None,
+    outcome: Outcome = Outcome.SERVED,
+    late_check_in: int = 0,
+) -> list[Any]:
+    """One citizen's events; the wait runs from check-in (issue + late_check_in) to the call;
+    eta_error: the quoted call time is this many seconds before the actual one."""
     request_id = f"r{n}"
     issued_at = START + timedelta(minutes=n)
-    called_at = issued_at + timedelta(seconds=wait)
+    queued_at = issued_at + timedelta(seconds=late_check_in)
+    called_at = queued_at + timedelta(seconds=wait)
     facts = {
         "ticket_id": f"t{n}", "request_id": request_id, "session_id": "s", "service": "KIA",
         "number": f"K-{n:03d}", "issued_at": issued_at,
     }  # fmt: skip
+    eta = None if eta_error is None else called_at - timedelta(seconds=eta_error)
+    priority = PriorityReason.ELDERLY if n % 3 == 0 else None
     events = [
         RequestSubmitted(
             request_id=request_id, session_id="s", services=["KIA"], channel=Channel.KIOSK,
-            citizen=CitizenRef(), submitted_at=issued_at,
+            citizen=CitizenRef(), submitted_at=issued_at, priority=priority,
         ),
-        TicketIssued(**facts, waiting_ahead=0),
-        TicketCalled(**facts, counter="1", called_at=called_at),
+        TicketIssued(**facts, waiting_ahead=0, eta=eta, priority=priority,
+                     arrived=not late_check_in),
+        TicketCalled(**facts, counter="1", called_at=called_at,
+                     queued_at=queued_at if late_check_in else None),
+        TicketStarted(**facts, counter="1", called_at=called_at,
+                      started_at=called_at + timedelta(seconds=20)),
         TicketCompleted(
             **facts, counter="1", called_at=called_at,
-            completed_at=called_at + timedelta(seconds=service_time),
+            completed_at=called_at + timedelta(seconds=service_time), outcome=outcome,
         ),
+        CounterOpened(counter=str(n % 3), session_id="s", services=["KIA"], at=issued_at),
+        CounterClosed(counter=str(n % 3), session_id="s", at=called_at, paused=n % 2 == 0),
     ]  # fmt: skip
+    if late_check_in:
+        events.append(RequestCheckedIn(request_id=request_id, session_id="s",
+                                       checked_in_at=queued_at))  # fmt: skip
     events.append(
         NotificationSent(
             delivery_id=f"d{n}", cause_event_id="e", cause_type="giliran.ticket.called.v1",
@@ -107,14 +182,25 @@ async def project(events: list[Any]) -> tuple[InMemoryFacts, Any]:
 
 
 day = st.lists(
-    st.tuples(st.integers(0, 3600), st.integers(60, 1800), st.booleans()), min_size=1, max_size=8
+    st.tuples(
+        st.integers(0, 3600),
+        st.integers(60, 1800),
+        st.booleans(),
+        st.none() | st.integers(-1800, 1800),
+        st.sampled_from(Outcome),
+        st.sampled_from([0, 0, 300]),
+    ),
+    min_size=1,
+    max_size=8,
 )
 
 
 @settings(max_examples=60, deadline=None)
 @given(day, st.randoms(use_true_random=False), st.data())
 def test_order_and_repetition_do_not_change_the_projection(
-    tickets: list[tuple[int, int, bool]], rng: Any, data: st.DataObject
+    tickets: list[tuple[int, int, bool, int | None, Outcome, int]],
+    rng: Any,
+    data: st.DataObject,
 ) -> None:
     events = [e for n, t in enumerate(tickets, start=1) for e in lifecycle(n, *t)]
     reference_store, reference = asyncio.run(project(events))
@@ -130,9 +216,26 @@ def test_order_and_repetition_do_not_change_the_projection(
     assert store.tickets == reference_store.tickets
     assert store.feedback == reference_store.feedback
     assert store.notifications == reference_store.notifications
+    assert store.ticket_cells == reference_store.ticket_cells
+    assert store.request_cells == reference_store.request_cells
+    assert store.counters == reference_store.counters
     assert summary == reference
+    # ... and the figures are right, checked against the inputs directly:
     assert (summary.issued, summary.completed) == (len(tickets), len(tickets))
-    assert summary.wait_seconds.max == max(wait for wait, _, _ in tickets)
+    assert (summary.called, summary.started) == (len(tickets), len(tickets))
+    assert summary.wait_seconds.max == max(t[0] for t in tickets)  # from check-in, not issue
+    assert summary.service_seconds.max == max(t[1] for t in tickets)
+    outcomes = Counter(t[4].value for t in tickets)
+    assert summary.outcomes == dict(sorted(outcomes.items()))
+    assert summary.checked_in == sum(1 for t in tickets if t[5])
+    assert summary.priority == ({"elderly": len(tickets) // 3} if len(tickets) >= 3 else {})
+    quoted = [t[3] for t in tickets if t[3] is not None]
+    if quoted:
+        assert summary.eta is not None and summary.eta.quoted == len(quoted)
+        within = sum(1 for e in quoted if abs(e) <= 600) / len(quoted)
+        assert summary.eta.within_10_min == round(within, 4)
+    else:
+        assert summary.eta is None
 
 
 def test_no_shows_transfers_and_cancellations_are_counted() -> None:

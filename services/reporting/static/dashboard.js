@@ -9,6 +9,9 @@ function render(view) {
   document.getElementById("waiting").textContent = view.waiting;
   document.getElementById("longest").textContent = minutes(view.longest_wait_seconds);
   document.getElementById("counters").textContent = view.counters_active;
+  document.getElementById("open").textContent = view.counters_open;
+  document.getElementById("paused").textContent = view.counters_paused;
+  document.getElementById("serving").textContent = view.serving;
   document.getElementById("served").textContent = view.served;
   document.getElementById("noshow").textContent = view.no_show;
   const rows = view.lines.map((l) =>

@@ -1,0 +1,215 @@
+"""What each event adds to the report cells (site, day, session, service, hour, counter), and how
+cells add up again: pure rules, no I/O. Cells hold counts and sketches, never a citizen's data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from giliran.contracts import (
+    RequestSubmitted,
+    TicketCalled,
+    TicketCancelled,
+    TicketCompleted,
+    TicketFacts,
+    TicketIssued,
+    TicketNoShow,
+    TicketStarted,
+    TicketTransferred,
+)
+from giliran.contracts.events import RequestCheckedIn
+from giliran.store import Document, from_instant
+from services.reporting import sketch
+
+# Sketches a ticket cell keeps under "sketch" (seconds): wait = queued (check-in, or issue) ->
+# call; service = call -> complete; eta = |actual call - quoted call|.
+WAIT, SERVICE, ETA = "wait", "service", "eta"
+ETA_WINDOW_SECONDS = 600.0  # "within ±10 minutes" (issue #6)
+ISSUE_TIME = ""  # the counter of a cell holding what is known before any counter touched a ticket
+
+
+@dataclass(frozen=True)
+class CellKey:
+    """Where a fact is counted. Figures known at issue (issued, cancelled, ETA) go to the cell
+    with counter ISSUE_TIME; figures of the call onward go to the calling counter's cell; the
+    hour is the site-local hour the ticket was issued, so every fact of a ticket shares it."""
+
+    site: str
+    day: str
+    session_id: str
+    service: str
+    hour: str
+    counter: str = ISSUE_TIME
+
+    @property
+    def id(self) -> str:
+        return "|".join((self.site, self.day, self.session_id, self.service, self.hour,
+                         self.counter))  # fmt: skip
+
+    def fields(self) -> dict[str, str]:
+        return {"site": self.site, "day": self.day, "session_id": self.session_id,
+                "service": self.service, "hour": self.hour, "counter": self.counter}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RequestCellKey:
+    """Requests per site, local day, session and channel (channel "" for check-ins)."""
+
+    site: str
+    day: str
+    session_id: str
+    channel: str
+
+    @property
+    def id(self) -> str:
+        return "|".join((self.site, self.day, self.session_id, self.channel))
+
+    def fields(self) -> dict[str, str]:
+        return {"site": self.site, "day": self.day, "session_id": self.session_id,
+                "channel": self.channel}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One fact of one ticket or request, counted once into one cell: `name` is what makes it
+    once (the owner document remembers which names it has counted)."""
+
+    name: str
+    cell: CellKey | RequestCellKey
+    counts: Mapping[str, int] = field(default_factory=dict)
+    samples: Mapping[str, float] = field(default_factory=dict)  # sketch -> seconds
+    sums_ms: Mapping[str, int] = field(default_factory=dict)  # signed sums, integer ms
+
+    def update(self) -> dict[str, dict[str, Any]]:
+        """The contribution as MongoDB update operators on the cell document."""
+        inc: dict[str, Any] = {f"n.{k}": v for k, v in self.counts.items()}
+        inc.update({f"sum_ms.{k}": v for k, v in self.sums_ms.items()})
+        low: dict[str, float] = {}
+        high: dict[str, float] = {}
+        for name, seconds in self.samples.items():
+            fields, value = sketch.increments(f"sketch.{name}", seconds)
+            inc.update(fields)
+            low[f"sketch.{name}.min"] = value
+            high[f"sketch.{name}.max"] = value
+        update: dict[str, dict[str, Any]] = {"$inc": inc}
+        if low:
+            update["$min"], update["$max"] = low, high
+        return update
+
+
+def apply(cell: dict[str, Any], contribution: Contribution) -> None:
+    """What `Contribution.update()` does to a cell, on a dict (for in-memory stores in tests)."""
+    update = contribution.update()
+    for path, value in update["$inc"].items():
+        parent, leaf = _walk(cell, path)
+        parent[leaf] = parent.get(leaf, 0) + value
+    for op, pick in (("$min", min), ("$max", max)):
+        for path, value in update.get(op, {}).items():
+            parent, leaf = _walk(cell, path)
+            parent[leaf] = value if parent.get(leaf) is None else pick(parent[leaf], value)
+
+
+def _walk(doc: dict[str, Any], path: str) -> tuple[dict[str, Any], str]:
+    *parents, leaf = path.split(".")
+    for part in parents:
+        doc = doc.setdefault(part, {})
+    return doc, leaf
+
+
+def _seconds(start: datetime, end: datetime) -> float:
+    return (end - start).total_seconds()
+
+
+def ticket_contributions(ticket: TicketFacts, key: CellKey, stored: Document) -> list[Contribution]:
+    """What one ticket event adds. Each figure comes from the event that owns it (the wait from
+    `ticket.called`, which alone knows when the ticket joined the line), so a `completed` that
+    arrives before its `called` adds the service time and leaves the wait to the `called`.
+    `stored` is the ticket's document after this event's facts were written (for the ETA, which
+    needs the quote from `issued` and the call time from any later event)."""
+    at_counter = CellKey(**{**key.fields(), "counter": getattr(ticket, "counter", ISSUE_TIME)})
+    found: list[Contribution] = []
+    if isinstance(ticket, TicketIssued):
+        counts = {"issued": 1}
+        if ticket.priority:
+            counts[f"priority_{ticket.priority.value}"] = 1
+        if ticket.rechecked_from:
+            counts["rechecked"] = 1
+        if ticket.transferred_from:
+            counts["transferred_in"] = 1
+        if ticket.appointment_at:
+            counts["booked"] = 1
+        found.append(Contribution("issued", key, counts))
+    elif isinstance(ticket, TicketCalled):
+        wait = _seconds(ticket.queued_at or ticket.issued_at, ticket.called_at)
+        found.append(Contribution("called", at_counter, {"called": 1}, {WAIT: wait}))
+    elif isinstance(ticket, TicketStarted):
+        found.append(Contribution("started", at_counter, {"started": 1}))
+    elif isinstance(ticket, TicketCompleted):
+        service = _seconds(ticket.called_at, ticket.completed_at)
+        counts = {"completed": 1, f"outcome_{ticket.outcome.value}": 1}
+        found.append(Contribution("completed", at_counter, counts, {SERVICE: service}))
+    elif isinstance(ticket, TicketNoShow):
+        counts = {"no_show": 1, "recalls": ticket.recalls}
+        found.append(Contribution("no_show", at_counter, counts))
+    elif isinstance(ticket, TicketTransferred):
+        found.append(Contribution("transferred", at_counter, {"transferred": 1}))
+    elif isinstance(ticket, TicketCancelled):
+        found.append(Contribution("cancelled", key, {"cancelled": 1}))
+    if stored.get("eta") and stored.get("called_at"):
+        error = _seconds(from_instant(stored["eta"]), from_instant(stored["called_at"]))
+        within = int(abs(error) <= ETA_WINDOW_SECONDS)
+        found.append(
+            Contribution("eta", key, {"eta_within": within}, {ETA: abs(error)},
+                         {"eta_signed": sketch.milliseconds(error)})
+        )  # fmt: skip
+    return found
+
+
+def request_contributions(
+    request: RequestSubmitted | RequestCheckedIn, key: RequestCellKey
+) -> list[Contribution]:
+    if isinstance(request, RequestCheckedIn):
+        return [Contribution("checked_in", key, {"checked_in": 1})]
+    counts = {"submitted": 1}
+    if request.priority:
+        counts[f"priority_{request.priority.value}"] = 1
+    if request.appointment_at:
+        counts["booked"] = 1
+    return [Contribution("submitted", key, counts)]
+
+
+@dataclass
+class Tally:
+    """Cells added up: counts, signed sums and sketches."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    sums_ms: dict[str, int] = field(default_factory=dict)
+    sketches: dict[str, sketch.Sketch] = field(default_factory=dict)
+
+    def add_cell(self, cell: Mapping[str, Any]) -> None:
+        for name, value in (cell.get("n") or {}).items():
+            self.counts[name] = self.counts.get(name, 0) + int(value)
+        for name, value in (cell.get("sum_ms") or {}).items():
+            self.sums_ms[name] = self.sums_ms.get(name, 0) + int(value)
+        for name, doc in (cell.get("sketch") or {}).items():
+            self.sketch(name).merge(sketch.Sketch.from_document(doc))
+
+    def sketch(self, name: str) -> sketch.Sketch:
+        return self.sketches.setdefault(name, sketch.Sketch())
+
+    def count(self, name: str) -> int:
+        return self.counts.get(name, 0)
+
+    def prefixed(self, prefix: str) -> dict[str, int]:
+        """Counts named `<prefix>_<x>` as {x: n}, e.g. outcomes or priority reasons."""
+        return {k.removeprefix(prefix + "_"): v for k, v in sorted(self.counts.items())
+                if k.startswith(prefix + "_") and v}  # fmt: skip
+
+
+def tally(cells: Iterable[Mapping[str, Any]]) -> Tally:
+    total = Tally()
+    for cell in cells:
+        total.add_cell(cell)
+    return total
