@@ -172,9 +172,14 @@ class ServiceRuntime:
         # Inbox entries only need to outlive redelivery (ack wait x max deliver: minutes);
         # a week bounds the collections with a wide margin.
         self.every(3600, self._trim_inboxes)
+        # Expired login sessions are already refused; this only keeps the collection small.
+        self.every(3600, self._forget_expired_sessions)
         self._periodic_tasks = [
             asyncio.create_task(self._repeat(seconds, job)) for seconds, job in self._periodic
         ]
+
+    async def _forget_expired_sessions(self) -> None:
+        await self.accounts.forget_expired()
 
     async def _trim_inboxes(self) -> None:
         for consumer in self.consumers:

@@ -182,3 +182,20 @@ async def test_a_form_posted_from_another_site_is_refused(settings: Settings) ->
         assert sandboxed.status_code == 403
         ours = await svc.anonymous.post("/daftar", data=form, headers={"Origin": "http://intake"})
         assert ours.status_code == 303, ours.text  # registered, sent to the status page
+
+
+async def test_expired_sessions_are_refused_and_then_forgotten(settings: Settings) -> None:
+    from datetime import timedelta
+
+    from giliran.contracts import utcnow
+    from giliran.store import instant
+
+    async with running("queue", settings) as svc, browser(svc) as client:
+        await svc.runtime.accounts.add_user("budi", "rahasia-budi-1", Role.OFFICER, SITE)
+        await login(client, "budi", "rahasia-budi-1")
+        url = f"/api/v1/sites/{SITE}/counters/1"
+        assert (await client.get(url)).status_code == 200
+        past = instant(utcnow() - timedelta(minutes=1))
+        await svc.runtime.accounts.sessions.update_many({}, {"$set": {"expires_at": past}})
+        assert (await client.get(url)).status_code == 401
+        assert await svc.runtime.accounts.forget_expired() == 1
