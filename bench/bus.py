@@ -108,8 +108,11 @@ async def run(n: int, in_flight: int) -> None:
         await timed("Giliran publish_event (relay), one at a time", n // 5,
                     lambda: _each(batch[: n // 5], giliran_publish_one))  # fmt: skip
         await js.purge_stream(STREAM)
-        gil_pub = await timed(f"Giliran publish_event, {in_flight} in flight", n,
-                              lambda: in_windows(batch, in_flight, giliran_publish_one))  # fmt: skip
+        gil_pub = await timed(
+            f"Giliran publish_event, {in_flight} in flight",
+            n,
+            lambda: in_windows(batch, in_flight, giliran_publish_one),
+        )
 
         print("\nconsume (durable pull consumer, fetch 64, explicit ack)")
         raw_sub = await js.pull_subscribe("raw.*", durable="bench-raw", stream="RAW")

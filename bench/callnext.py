@@ -24,6 +24,7 @@ import httpx
 import yaml
 from measure import percentile, sample
 
+from giliran.auth import AuthStore, Role
 from giliran.contracts import utcnow
 from giliran.embedded import ManagedProcess, mongo_wire_store, nats_server
 from giliran.settings import REPO_ROOT, Settings
@@ -107,6 +108,7 @@ def service_process(settings: Settings, log_dir: Path) -> ManagedProcess:
         "GILIRAN_DB_PREFIX": settings.db_prefix,
         "GILIRAN_CATALOGUE_DIR": str(settings.catalogue_dir),
         "GILIRAN_NIK_HASH_KEY": "bench-key",
+        "GILIRAN_SESSION_KEY": "bench-session-key",
         "GILIRAN_QUEUE_PORT": str(port),
         "GILIRAN_LOG_LEVEL": "WARNING",
     }
@@ -131,7 +133,14 @@ async def run(lengths: Sequence[int], calls: int) -> None:
     queue = service_process(settings, work).start()
     try:
         await queue.wait_listening()
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{queue.port}", timeout=30) as http:
+        client = connect(mongo_url)
+        _, token = await AuthStore(client[settings.auth_database]).issue_token(
+            "bench", Role.SUPERVISOR, SITE
+        )
+        await client.close()
+        auth = {"Authorization": f"Bearer {token}"}
+        base = f"http://127.0.0.1:{queue.port}"
+        async with httpx.AsyncClient(base_url=base, timeout=30, headers=auth) as http:
             await ready(http)
             print(f"10 counters, each call-next → complete {calls // COUNTERS}× per line length; "
                   f"queue pid {queue.process.pid if queue.process else '?'}")  # fmt: skip

@@ -401,7 +401,10 @@ async def bench(args: argparse.Namespace) -> int:
     limits = httpx.Limits(
         max_connections=args.concurrency * 2 + 4, max_keepalive_connections=args.concurrency * 2 + 4
     )
-    async with httpx.AsyncClient(timeout=args.timeout, limits=limits) as client:
+    # Counter actions, deliveries and reports need staff: a supervisor's API token of the site
+    # (`giliran up --demo` prints one; or `giliran accounts token bench --role supervisor ...`).
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    async with httpx.AsyncClient(timeout=args.timeout, limits=limits, headers=headers) as client:
         problems = await check_ready(client, args)
         if problems:
             print("stack not ready: " + "; ".join(problems), file=sys.stderr)
@@ -596,6 +599,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="how long to wait for notifications and the report after the phase, seconds",
     )
     parser.add_argument("--site", default="cikarang-utara")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("GILIRAN_TOKEN", ""),
+        help="a supervisor's API token of the site (default: $GILIRAN_TOKEN)",
+    )
     parser.add_argument("--timezone", default="Asia/Jakarta", help="the site's zone (report day)")
     parser.add_argument(
         "--services",

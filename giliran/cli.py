@@ -39,9 +39,9 @@ def default_data_dir() -> Path:
     return Path(base) / "giliran"
 
 
-def _nik_key(data_dir: Path) -> str:
+def _nik_key(data_dir: Path, name: str = "nik_hash_key") -> str:
     """One secret per data directory, created on first start, readable only by its owner."""
-    path = data_dir / "secrets" / "nik_hash_key"
+    path = data_dir / "secrets" / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(32))
@@ -149,6 +149,8 @@ async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
             await store.wait_listening()
             env["GILIRAN_MONGO_URL"] = f"mongodb://127.0.0.1:{store.port}/?directConnection=true"
         env.setdefault("GILIRAN_NIK_HASH_KEY", nik_key)
+        # One session key for all four services: a sign-in at one is valid at the others.
+        env.setdefault("GILIRAN_SESSION_KEY", _nik_key(data_dir, "session_key"))
         if args.demo:
             env["GILIRAN_DEMO"] = "true"
         env.setdefault("GILIRAN_PUBLIC_URL", settings.url_of("intake"))
@@ -168,6 +170,14 @@ async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
             print(f"  {label:<9} {url}  (/healthz /readyz /metrics /docs)")
         if args.demo:
             print(f"  demo      session open now at site '{settings.demo_site}', counters 1-4")
+            from giliran.auth.cli import demo_accounts
+
+            demo_settings = Settings(
+                mongo_url=env["GILIRAN_MONGO_URL"],
+                db_prefix=env.get("GILIRAN_DB_PREFIX", "giliran"),
+            )
+            for line in await demo_accounts(demo_settings, settings.demo_site, urls["queue"]):
+                print(line)
         for line in await _next_sessions(urls["intake"], settings.demo_site):
             print(line)
         print("Press Ctrl-C to stop.", flush=True)
@@ -346,6 +356,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_rebuild.add_argument("--into", help="database prefix for the rebuilt projections")
     p_rebuild.add_argument("--keep", action="store_true", help="keep the rebuilt database")
     p_rebuild.set_defaults(func=reporting)
+    from giliran.auth.cli import add_parsers as add_account_parsers
+
+    add_account_parsers(commands)
     p_docs = commands.add_parser("asyncapi", help="print the AsyncAPI document of all services")
     p_docs.set_defaults(func=asyncapi)
     p_nats = commands.add_parser(

@@ -5,20 +5,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from pymongo.errors import PyMongoError
 
+from giliran.auth.accounts import AuthStore
+from giliran.auth.audit import AuditLog
+from giliran.auth.views import audit_router
+from giliran.auth.web import Auth, LoginRequired, login_redirect, login_router
 from giliran.bus import (
     ConsumerMetrics,
     EventConsumer,
@@ -32,6 +39,7 @@ from giliran.bus import (
 )
 from giliran.contracts import Event, EventData
 from giliran.errors import DomainError
+from giliran.hardening import BodyLimit, SameOrigin, SecurityHeaders
 from giliran.settings import ServiceName, Settings
 from giliran.store import (
     Collection,
@@ -66,6 +74,16 @@ class ServiceRuntime:
         self.commands_sent: list[str] = []
         self.client = connect(settings.mongo_url)
         self.db = self.client[settings.database_name(service)]
+        auth_db = self.client[settings.auth_database]
+        self.accounts = AuthStore(auth_db)
+        self.audit = AuditLog(auth_db, service)
+        self.auth = Auth(
+            self.accounts,
+            _session_key(settings),
+            legacy_admin_token=(
+                settings.admin_token.get_secret_value() if settings.admin_token else None
+            ),
+        )
         self.consumer_metrics = ConsumerMetrics.create(self.registry)
         self.consumers: list[EventConsumer] = []
         self._outbox: list[Collection] = []
@@ -149,6 +167,14 @@ class ServiceRuntime:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        key = self.settings.session_key
+        if (key is None or not key.get_secret_value()) and not self.settings.demo:
+            raise RuntimeError(
+                "GILIRAN_SESSION_KEY is not set: sessions cannot be signed. Set a long random "
+                "value (the same for every service), or run with --demo."
+            )
+        await self.accounts.ensure_indexes()
+        await self.audit.ensure_indexes()
         for hook in self._startup:
             await hook()
         for collection in self._outbox:
@@ -164,9 +190,14 @@ class ServiceRuntime:
         # Inbox entries only need to outlive redelivery (ack wait x max deliver: minutes);
         # a week bounds the collections with a wide margin.
         self.every(3600, self._trim_inboxes)
+        # Expired login sessions are already refused; this only keeps the collection small.
+        self.every(3600, self._forget_expired_sessions)
         self._periodic_tasks = [
             asyncio.create_task(self._repeat(seconds, job)) for seconds, job in self._periodic
         ]
+
+    async def _forget_expired_sessions(self) -> None:
+        await self.accounts.forget_expired()
 
     async def _trim_inboxes(self) -> None:
         for consumer in self.consumers:
@@ -242,6 +273,14 @@ class ServiceRuntime:
         return checks
 
 
+def _session_key(settings: Settings) -> str:
+    if settings.session_key is not None and settings.session_key.get_secret_value():
+        return settings.session_key.get_secret_value()
+    # Demo without a key: a random one per process (sessions do not survive a restart, and a
+    # login at one service is not seen by another); start() refuses this outside demo mode.
+    return secrets.token_urlsafe(32)
+
+
 def ops_router(runtime: ServiceRuntime) -> APIRouter:
     router = APIRouter(tags=["ops"])
 
@@ -294,7 +333,16 @@ def problem_response(
     return JSONResponse(body, status_code=status)
 
 
-def create_http_app(runtime: ServiceRuntime, *, title: str, routers: list[APIRouter]) -> FastAPI:
+def create_http_app(
+    runtime: ServiceRuntime,
+    *,
+    title: str,
+    routers: list[APIRouter],
+    static: Path | None = None,
+) -> FastAPI:
+    """The service's FastAPI app: ops routes, sign-in, the audit trail, its own routers, the
+    page scripts under /static/ (`static`), security headers and the body limit."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
@@ -305,9 +353,20 @@ def create_http_app(runtime: ServiceRuntime, *, title: str, routers: list[APIRou
 
     app = FastAPI(title=title, version="1", lifespan=lifespan)
     app.state.runtime = runtime
+    app.state.auth = runtime.auth
+    # /healthz, /readyz and /metrics stay open: probes and Prometheus carry no credentials and
+    # these answer nothing personal (docs/security.md).
     app.include_router(ops_router(runtime))
+    app.include_router(login_router(runtime.auth))
+    app.include_router(audit_router(runtime.audit))
     for router in routers:
         app.include_router(router)
+    if static is not None:
+        app.mount("/static", StaticFiles(directory=static), name="static")
+    app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
+    app.add_middleware(SameOrigin, public_urls=[runtime.settings.public_url])
+    app.add_middleware(SecurityHeaders)
+    app.add_exception_handler(LoginRequired, login_redirect)
 
     @app.exception_handler(DomainError)
     async def on_domain_error(_: Request, exc: DomainError) -> JSONResponse:

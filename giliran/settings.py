@@ -49,8 +49,14 @@ class Settings(BaseSettings):
     nik_hash_key: SecretStr | None = None
     # Intake: Fernet key for NIKs at rest (unset: derived from nik_hash_key with HKDF).
     nik_encryption_key: SecretStr | None = None
-    # Intake's admin API and page (until real accounts exist); unset: admin is switched off.
+    # Signs session cookies and CSRF tokens (every service, the same key). Required outside
+    # demo mode: start-up refuses without it. `giliran up` keeps one per data directory.
+    session_key: SecretStr | None = None
+    # Deprecated: the admin token of intake from before accounts; still accepted as an admin
+    # API token (logged) until it is replaced by `giliran accounts token --role admin`.
     admin_token: SecretStr | None = None
+    # Requests with a larger body are refused with 413 (forms and JSON here are small).
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     # Intake purges a session's personal data this many days after it (UU 27/2022).
     purge_after_days: int = Field(default=30, ge=0)
     purge_interval_seconds: float = 3600.0
@@ -94,3 +100,9 @@ class Settings(BaseSettings):
 
     def database_name(self, service: ServiceName) -> str:
         return f"{self.db_prefix}_{service}"
+
+    @property
+    def auth_database(self) -> str:
+        """Accounts, tokens, sessions and the audit trail: the one database all services read
+        (docs/decisions/0040-accounts-in-a-shared-auth-database.md)."""
+        return f"{self.db_prefix}_auth"

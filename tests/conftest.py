@@ -60,6 +60,7 @@ def settings(nats_proc: ManagedProcess, mongo_url: str) -> Settings:
         mongo_url=mongo_url,
         db_prefix=f"t{uuid.uuid4().hex[:12]}",
         nik_hash_key=SecretStr("test-key"),
+        session_key=SecretStr("test-session-key"),
         demo=True,
         outbox_poll_seconds=0.2,
         retry_backoff_seconds=[0.1, 0.2, 0.3, 0.5],
@@ -73,17 +74,40 @@ class RunningService:
     app: FastAPI
     runtime: ServiceRuntime
     http: httpx.AsyncClient
+    # The same app without credentials (what a stranger's requests look like).
+    anonymous: httpx.AsyncClient
+
+
+# The role the test client acts in, at every site: what each service's own tests exercise
+# (tests/integration/test_access.py checks who else may or may not).
+HARNESS_ROLE: dict[ServiceName, str] = {
+    "queue": "supervisor",
+    "intake": "admin",
+    "notify": "supervisor",
+    "reporting": "supervisor",
+}
 
 
 @asynccontextmanager
 async def running(name: ServiceName, settings: Settings) -> AsyncIterator[RunningService]:
-    """A service in this event loop with its real lifespan (store, bus, consumers, relay)."""
+    """A service in this event loop with its real lifespan (store, bus, consumers, relay); its
+    `http` client carries an API token of the service's harness role."""
+    from giliran.auth import ALL_SITES, Role
+
     app, runtime = build_service(name, settings)
     async with app.router.lifespan_context(app):
         await asyncio.wait_for(runtime.bus_started.wait(), timeout=15)
+        _, token = await runtime.accounts.issue_token(
+            "test-harness", Role(HARNESS_ROLE[name]), ALL_SITES
+        )
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=f"http://{name}") as client:
-            yield RunningService(app, runtime, client)
+        base = f"http://{name}"
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            httpx.AsyncClient(transport=transport, base_url=base, headers=headers) as client,
+            httpx.AsyncClient(transport=transport, base_url=base) as anonymous,
+        ):
+            yield RunningService(app, runtime, client, anonymous)
 
 
 @pytest.fixture
@@ -241,6 +265,7 @@ def service_process(
         "GILIRAN_DB_PREFIX": settings.db_prefix,
         "GILIRAN_CATALOGUE_DIR": str(settings.catalogue_dir),
         "GILIRAN_NIK_HASH_KEY": "test-key",
+        "GILIRAN_SESSION_KEY": "test-session-key",
         "GILIRAN_OUTBOX_POLL_SECONDS": str(settings.outbox_poll_seconds),
         f"GILIRAN_{name.upper()}_PORT": str(port),
     }
@@ -308,3 +333,46 @@ def secured_nats(tmp_path: Path) -> Iterator[SecuredNats]:
     asyncio.run(server.wait_listening())
     yield SecuredNats(server, passwords)
     server.stop()
+
+
+# --- accounts for tests that drive services over real HTTP or in a browser -------------------
+
+
+async def add_account(
+    settings: Settings, name: str, password: str, role: str, site: str = "cikarang-utara"
+) -> None:
+    """A person's account in the shared accounts database of `settings`."""
+    from giliran.auth import AuthStore, Role
+    from giliran.store import connect
+
+    client = connect(settings.mongo_url)
+    try:
+        await AuthStore(client[settings.auth_database]).add_user(name, password, Role(role), site)
+    finally:
+        await client.close()
+
+
+async def issue_token(settings: Settings, role: str, site: str = "*", label: str = "test") -> str:
+    """An API token (devices, integrations, test clients) in the shared accounts database."""
+    from giliran.auth import AuthStore, Role
+    from giliran.store import connect
+
+    client = connect(settings.mongo_url)
+    try:
+        _, token = await AuthStore(client[settings.auth_database]).issue_token(
+            label, Role(role), site
+        )
+    finally:
+        await client.close()
+    return token
+
+
+async def sign_in(page: Any, base_url: str, name: str, password: str, next_url: str) -> None:
+    """Sign in through the real login page (CSRF field, session cookie) and land on `next_url`."""
+    from urllib.parse import quote
+
+    await page.goto(f"{base_url}/login?next={quote(next_url)}")
+    await page.fill("#username", name)
+    await page.fill("#password", password)
+    async with page.expect_navigation():
+        await page.click("#login-submit")

@@ -87,6 +87,9 @@ class CitizenRef(BaseModel):
     phone: E164 | None = None
     email: Email | None = None
     language: Language = Language.ID
+    # The citizen's unguessable status link (intake's /s/<token>), with consent only like the
+    # contact details: notify sends it; the request id alone opens nothing.
+    status_token: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{16,64}$")
 
 
 # --- request ---------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import holidays
 from fastapi import FastAPI
 
@@ -88,9 +90,12 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     links = http.Links(settings.public_url)
     api = http.router(intake, status, links, wait_seconds=settings.ticket_wait_seconds)
     page = pages.router(intake, status, links, wait_seconds=settings.ticket_wait_seconds)
-    admin_api, admin_page = admin_http.routers(Admin(intake), _secret(settings.admin_token))
+    admin_api, admin_page = admin_http.routers(Admin(intake), runtime.audit)
     app = create_http_app(
-        runtime, title="Giliran intake", routers=[api, admin_api, page, admin_page]
+        runtime,
+        title="Giliran intake",
+        routers=[api, admin_api, page, admin_page],
+        static=Path(__file__).parent / "static",
     )
     problems.install(app)
     app.state.intake = intake

@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from giliran.auth import Principal, Role, requires, wrong_site
 from giliran.contracts.subjects import SITE_PATTERN
 from services.intake import sessions
 from services.intake.errors import UnknownSite
@@ -83,6 +84,11 @@ class Status:
         return status_view(doc, site, live, answered)
 
 
+Staff = Annotated[
+    Principal, Depends(requires(Role.OFFICER, Role.SUPERVISOR, Role.ADMIN, site_from=None))
+]
+
+
 def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float) -> APIRouter:
     api = APIRouter(prefix="/api/v1", tags=["citizen"])
 
@@ -123,9 +129,13 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
 
     @api.get("/requests/{request_id}", response_model=RequestView)
     async def get_request(
-        request: Request, request_id: Annotated[str, Path(max_length=64)]
+        request: Request, request_id: Annotated[str, Path(max_length=64)], who: Staff
     ) -> Response:
+        """For staff: a request id travels on the bus and in logs, so it opens nothing for a
+        citizen (theirs is the unguessable /s/<token> link)."""
         doc = await intake.get(request_id)
+        if who.role is not Role.ADMIN and not who.at(str(doc["site"])):
+            raise wrong_site(who, str(doc["site"]))
         accept = request.headers.get("accept", "")
         # A status link opened in a phone's browser (notify sends this one) shows the page.
         if accept.startswith("text/html"):

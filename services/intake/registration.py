@@ -148,7 +148,9 @@ class Registration(IntakeBase):
                 )
                 undo.append(partial(self.store.release_code, site.site, checkin_code))
             priority = domain.priority_for(command.priority, nik, session.local_date)
+            token = secrets.token_urlsafe(18)
             citizen = CitizenRef(
+                status_token=token if command.consent else None,
                 nik_masked=nik.masked if nik else None,
                 nik_hash=nik_hash,
                 consent=command.consent,
@@ -200,7 +202,7 @@ class Registration(IntakeBase):
                 "arrived": arrived,
                 "checkin_code": checkin_code,
                 "checked_in_at": None,
-                "token": secrets.token_urlsafe(18),
+                "token": token,
                 "submitted_at": instant(now),
                 "tickets": {},
                 "cancelled_at": None,

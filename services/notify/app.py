@@ -43,7 +43,7 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
         await store.purge_contacts(utcnow())
 
     runtime.every(PURGE_EVERY_SECONDS, purge_contacts)
-    api = http.router(store, {w.channel.name: w for w in workers})
+    api = http.router(store, {w.channel.name: w for w in workers}, runtime.audit)
     app = create_http_app(runtime, title="Giliran notify", routers=[api])
     app.state.notify_store = store
     app.state.workers = workers

@@ -87,6 +87,7 @@ class ChannelWorker:
                 # Without consent nothing that reaches a person is kept.
                 "phone": citizen.phone if citizen.consent else None,
                 "email": citizen.email if citizen.consent else None,
+                "status_token": citizen.status_token if citizen.consent else None,
                 "language": citizen.language.value,
                 "purge_after": instant(
                     event.data.submitted_at + timedelta(hours=self.config.contact_retention_hours)
@@ -166,7 +167,10 @@ class ChannelWorker:
         if doc.get("purged"):
             return None
         return Contact(
-            phone=doc.get("phone"), email=doc.get("email"), language=doc.get("language", "id")
+            phone=doc.get("phone"),
+            email=doc.get("email"),
+            language=doc.get("language", "id"),
+            status_token=doc.get("status_token"),
         )
 
     async def _message(
@@ -185,7 +189,10 @@ class ChannelWorker:
         if recipient is None:
             return  # no consent or no address for this medium
         base = self.public_url.rstrip("/")
-        status_url = f"{base}/api/v1/requests/{request_id}" if base else None
+        # The unguessable status page; without its token (older events) no link at all, never
+        # one built from the request id.
+        token = contact.status_token if contact else None
+        status_url = f"{base}/s/{token}" if base and token else None
         message = self.renderer.render(
             template,
             contact.language if contact else "id",

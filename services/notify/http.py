@@ -7,12 +7,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
+from giliran.auth import AuditLog, Principal, Role, requires, wrong_site
 from giliran.store import Document, Instant
 from services.notify.handlers import ChannelWorker, DeliveryNotFound
 from services.notify.store import DeliveryStore
@@ -88,7 +89,21 @@ def summarise(site: str, session_id: str | None, docs: list[Document]) -> Summar
     )
 
 
-def router(store: DeliveryStore, workers: dict[str, ChannelWorker]) -> APIRouter:
+# The delivery log names (masked) recipients and a retry sends a message: supervisors and
+# admins, each at their own site(s).
+Operator = Annotated[Principal, Depends(requires(Role.SUPERVISOR, Role.ADMIN))]
+OperatorAnySite = Annotated[
+    Principal, Depends(requires(Role.SUPERVISOR, Role.ADMIN, site_from=None))
+]
+OperatorPage = Annotated[Principal, Depends(requires(Role.SUPERVISOR, Role.ADMIN, page=True))]
+
+
+def _own_site(who: Principal, site: str | None) -> str | None:
+    """A supervisor of one site asking for every site gets their own."""
+    return site if who.role is Role.ADMIN or who.at(site or "") else who.site
+
+
+def router(store: DeliveryStore, workers: dict[str, ChannelWorker], audit: AuditLog) -> APIRouter:
     api = APIRouter(tags=["deliveries"])
 
     async def query(
@@ -105,36 +120,54 @@ def router(store: DeliveryStore, workers: dict[str, ChannelWorker]) -> APIRouter
 
     @api.get("/api/v1/deliveries", response_model=DeliveryList)
     async def deliveries(
+        who: Operator,
         ticket_id: Annotated[str | None, Query(max_length=128)] = None,
         site: Annotated[str | None, Query(max_length=63)] = None,
         session_id: Annotated[str | None, Query(max_length=128)] = None,
     ) -> DeliveryList:
-        docs = await query(site, session_id, ticket_id)
+        docs = await query(_own_site(who, site), session_id, ticket_id)
         return DeliveryList(deliveries=[_view(d) for d in docs])
 
     @api.get("/api/v1/deliveries/summary", response_model=Summary)
     async def summary(
+        _: Operator,
         site: Annotated[str, Query(max_length=63)],
         session_id: Annotated[str | None, Query(max_length=128)] = None,
     ) -> Summary:
         return summarise(site, session_id, await query(site, session_id, None))
 
-    async def retry(delivery_id: str) -> Document:
+    async def retry(who: Principal, delivery_id: str) -> Document:
         doc = await store.get(delivery_id)
         if doc is None or doc["channel"] not in workers:
             raise DeliveryNotFound(delivery_id)
-        return await workers[doc["channel"]].retry_failed(delivery_id)
+        site = str(doc.get("site") or "")
+        if who.role is not Role.ADMIN and not who.at(site):
+            raise wrong_site(who, site)
+        done = await workers[doc["channel"]].retry_failed(delivery_id)
+        await audit.record(
+            who,
+            "retry",
+            site,
+            f"delivery:{delivery_id}",
+            {"status": doc.get("status")},
+            {"status": done.get("status")},
+        )
+        return done
 
     @api.post("/api/v1/deliveries/{delivery_id}/retry", response_model=DeliveryView)
-    async def retry_api(delivery_id: Annotated[str, PathParam(max_length=256)]) -> DeliveryView:
-        return _view(await retry(delivery_id))
+    async def retry_api(
+        delivery_id: Annotated[str, PathParam(max_length=256)], who: OperatorAnySite
+    ) -> DeliveryView:
+        return _view(await retry(who, delivery_id))
 
     @api.get("/operator", response_class=HTMLResponse)
     async def operator(
         request: Request,
+        who: OperatorPage,
         site: Annotated[str, Query(max_length=63)] = "cikarang-utara",
         session_id: Annotated[str | None, Query(max_length=128)] = None,
     ) -> HTMLResponse:
+        site = _own_site(who, site) or site
         docs = await query(site, session_id, None)
         return PAGES.TemplateResponse(
             request,
@@ -144,16 +177,19 @@ def router(store: DeliveryStore, workers: dict[str, ChannelWorker]) -> APIRouter
                 "failed": [_view(d) for d in docs if d["status"] == "failed"],
                 "site": site,
                 "session_id": session_id or "",
+                "who": who,
+                "csrf": getattr(request.state, "csrf", ""),
             },
         )
 
     @api.post("/operator/retry")
     async def operator_retry(
+        who: OperatorAnySite,
         delivery_id: Annotated[str, Form(max_length=256)],
         site: Annotated[str, Form(max_length=63)],
         session_id: Annotated[str, Form(max_length=128)] = "",
     ) -> RedirectResponse:
-        await retry(delivery_id)
+        await retry(who, delivery_id)
         target = f"/operator?site={site}" + (f"&session_id={session_id}" if session_id else "")
         return RedirectResponse(target, status_code=303)
 

@@ -47,7 +47,7 @@ class DeliveryStore:
         later events of the request are recognised and skipped."""
         result = await self.contacts.update_many(
             {"purged": False, "purge_after": {"$lt": instant(now)}},
-            {"$set": {"purged": True, "phone": None, "email": None}},
+            {"$set": {"purged": True, "phone": None, "email": None, "status_token": None}},
         )
         return result.modified_count
 

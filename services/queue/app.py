@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -66,7 +67,12 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
         CounterOpened,
         CounterClosed,
     )
-    app = create_http_app(runtime, title="Giliran queue", routers=[http.router(queue, desk)])
+    app = create_http_app(
+        runtime,
+        title="Giliran queue",
+        routers=[http.router(queue, desk, runtime.audit)],
+        static=Path(__file__).parent / "static",
+    )
     app.state.queue = queue
     app.state.desk = desk
     return app, runtime

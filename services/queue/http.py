@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
+from giliran.auth import AuditLog, Principal, Role, requires, wrong_site
 from giliran.catalogue import Text
 from giliran.contracts import CounterAction, CounterView, Outcome, TicketAction, TicketView
 from giliran.contracts.events import ServiceCode
@@ -18,6 +19,7 @@ from giliran.contracts.subjects import SITE_PATTERN
 from giliran.push import sse_response
 from services.queue.board import BoardView, board_view
 from services.queue.desk import Desk
+from services.queue.domain import TicketNotFound
 from services.queue.handlers import Queue
 from services.queue.store import ticket_view
 from services.queue.subscribers import run_counter_action, run_ticket_action
@@ -68,19 +70,51 @@ class ActionBody(BaseModel):
     outcome: Outcome = Outcome.SERVED
 
 
+# Serving citizens is the officers' and supervisors' work, at their own site only; admins
+# administer but do not serve (docs/security.md, roles).
+Officer = Annotated[Principal, Depends(requires(Role.OFFICER, Role.SUPERVISOR))]
+OfficerAnySite = Annotated[
+    Principal, Depends(requires(Role.OFFICER, Role.SUPERVISOR, site_from=None))
+]
+ConsoleUser = Annotated[Principal, Depends(requires(Role.OFFICER, Role.SUPERVISOR, page=True))]
+Staff = Annotated[
+    Principal,
+    Depends(requires(Role.OFFICER, Role.SUPERVISOR, Role.ADMIN, Role.AUDITOR, site_from=None)),
+]
+# A board shows numbers only: a display device's token, or anyone signed in at that site.
+Viewer = Annotated[Principal, Depends(requires(*Role))]
+BoardViewer = Annotated[Principal, Depends(requires(*Role, page=True))]
+
 TicketVerb = Literal["call", "recall", "start", "complete", "no-show", "transfer", "cancel"]
 
 
-def router(queue: Queue, desk: Desk) -> APIRouter:
+def _facts(ticket: TicketView | dict[str, object] | None) -> dict[str, object] | None:
+    """What the audit trail keeps of a ticket before/after an action (no personal data)."""
+    if ticket is None:
+        return None
+    if isinstance(ticket, TicketView):
+        ticket = ticket.model_dump(mode="json")
+    keys = ("ticket_id", "number", "service", "status", "counter", "recalls", "held", "outcome")
+    return {k: ticket.get(k) for k in keys if k in ticket}
+
+
+def router(queue: Queue, desk: Desk, audit: AuditLog) -> APIRouter:
     api = APIRouter(tags=["counter"])
+
+    async def before(ticket_id: str) -> dict[str, object] | None:
+        doc = await queue.store.get(ticket_id)
+        return _facts(ticket_view(doc)) if doc is not None else None
 
     @api.post(
         "/api/v1/sites/{site}/counters/{counter}/call-next",
         response_model=TicketEnvelope,
         responses={204: {"description": "Nothing is waiting for this counter"}},
     )
-    async def call_next(site: Site, counter: CounterPath) -> TicketEnvelope | Response:
+    async def call_next(
+        site: Site, counter: CounterPath, who: Officer
+    ) -> TicketEnvelope | Response:
         ticket = await desk.call_next(site, counter)
+        await audit.record(who, "call_next", site, f"counter:{counter}", None, _facts(ticket))
         if ticket is None:
             return Response(status_code=204)
         return TicketEnvelope(ticket=ticket)
@@ -90,6 +124,7 @@ def router(queue: Queue, desk: Desk) -> APIRouter:
         site: Site,
         counter: CounterPath,
         action: Literal["open", "pause", "close"],
+        who: Officer,
         body: Annotated[OpenBody | None, Body()] = None,
     ) -> CounterEnvelope:
         command = CounterAction(
@@ -99,10 +134,20 @@ def router(queue: Queue, desk: Desk) -> APIRouter:
             services=body.services if body else None,
             session_id=body.session_id if body else None,
         )
-        return CounterEnvelope(counter=await run_counter_action(desk, command))
+        was = await desk.counter(site, counter)
+        view = await run_counter_action(desk, command)
+        await audit.record(
+            who,
+            f"counter_{action}",
+            site,
+            f"counter:{counter}",
+            was.model_dump(mode="json"),
+            view.model_dump(mode="json"),
+        )
+        return CounterEnvelope(counter=view)
 
     @api.get("/api/v1/sites/{site}/counters/{counter}", response_model=CounterDetail)
-    async def counter_detail(site: Site, counter: CounterPath) -> CounterDetail:
+    async def counter_detail(site: Site, counter: CounterPath, _: Officer) -> CounterDetail:
         return await _detail(queue, desk, site, counter)
 
     @api.post(
@@ -114,13 +159,15 @@ def router(queue: Queue, desk: Desk) -> APIRouter:
         counter: CounterPath,
         ticket_id: TicketPath,
         verb: TicketVerb,
+        who: Officer,
         body: Annotated[ActionBody | None, Body()] = None,
     ) -> TicketEnvelope:
         body = body or ActionBody()
+        was = await before(ticket_id)
         if verb == "complete":
-            return TicketEnvelope(
-                ticket=await desk.complete(site, ticket_id, counter, body.outcome)
-            )
+            done = await desk.complete(site, ticket_id, counter, body.outcome)
+            await audit.record(who, "complete", site, f"ticket:{ticket_id}", was, _facts(done))
+            return TicketEnvelope(ticket=done)
         command = TicketAction(
             action="no_show" if verb == "no-show" else verb,
             site=site,
@@ -129,24 +176,46 @@ def router(queue: Queue, desk: Desk) -> APIRouter:
             to_service=body.to_service,
             reason=body.reason,
         )
-        return TicketEnvelope(ticket=await run_ticket_action(desk, command))
+        done = await run_ticket_action(desk, command)
+        action = command.action
+        await audit.record(who, action, site, f"ticket:{ticket_id}", was, _facts(done))
+        return TicketEnvelope(ticket=done)
 
     @api.post("/api/v1/sites/{site}/tickets/{ticket_id}/recheck-in", response_model=TicketEnvelope)
-    async def recheck_in(site: Site, ticket_id: TicketPath) -> TicketEnvelope:
+    async def recheck_in(site: Site, ticket_id: TicketPath, who: Officer) -> TicketEnvelope:
         """A no-show back within the grace period rejoins the line (with the stated penalty)."""
-        return TicketEnvelope(ticket=await desk.recheck_in(site, ticket_id))
+        was = await before(ticket_id)
+        done = await desk.recheck_in(site, ticket_id)
+        await audit.record(who, "recheck_in", site, f"ticket:{ticket_id}", was, _facts(done))
+        return TicketEnvelope(ticket=done)
 
     @api.post("/api/v1/tickets/{ticket_id}/complete", response_model=TicketEnvelope)
-    async def complete(ticket_id: TicketPath) -> TicketEnvelope:
-        return TicketEnvelope(ticket=await desk.complete(None, ticket_id))
+    async def complete(
+        ticket_id: TicketPath,
+        who: OfficerAnySite,
+    ) -> TicketEnvelope:
+        # No site in the path: the ticket's own site decides (an officer of another site is
+        # refused as if the path had named it).
+        doc = await queue.store.get(ticket_id)
+        if doc is None:
+            raise TicketNotFound(ticket_id)
+        site = str(doc["site"])
+        if not who.at(site):
+            raise wrong_site(who, site)
+        done = await desk.complete(None, ticket_id)
+        was = _facts(ticket_view(doc))
+        await audit.record(who, "complete", site, f"ticket:{ticket_id}", was, _facts(done))
+        return TicketEnvelope(ticket=done)
 
     @api.get("/api/v1/tickets/{ticket_id}", response_model=TicketEnvelope)
-    async def get_ticket(ticket_id: TicketPath) -> TicketEnvelope:
+    async def get_ticket(ticket_id: TicketPath, _: Staff) -> TicketEnvelope:
         return TicketEnvelope(ticket=await queue.ticket(ticket_id))
 
     @api.get("/api/v1/sites/{site}/requests/{request_id}", response_model=list[TicketView])
     async def request_status(
-        site: Site, request_id: Annotated[str, Path(max_length=64)]
+        site: Site,
+        request_id: Annotated[str, Path(max_length=64)],
+        _: Viewer,
     ) -> list[TicketView]:
         return await queue.request_status(site, request_id)
 
@@ -156,18 +225,20 @@ def router(queue: Queue, desk: Desk) -> APIRouter:
         return await board_view(queue.store, definition, session, queue.clock())
 
     @api.get("/api/v1/sites/{site}/board", response_model=BoardView)
-    async def board_now(site: Site) -> BoardView:
+    async def board_now(site: Site, _: Viewer) -> BoardView:
         return await board(site)
 
     @api.get("/api/v1/sites/{site}/board/stream")
-    async def board_stream(site: Site, request: Request) -> StreamingResponse:
+    async def board_stream(site: Site, request: Request, _: Viewer) -> StreamingResponse:
         """Server push (SSE): the board now, then again within moments of every change."""
         queue.site(site)
         return sse_response(request, queue.changes, site, lambda: board(site), event="board")
 
     @api.get("/board", response_class=HTMLResponse, include_in_schema=False)
     async def board_page(
-        request: Request, site: Annotated[str, Query(pattern=SITE_PATTERN, max_length=63)]
+        request: Request,
+        site: Annotated[str, Query(pattern=SITE_PATTERN, max_length=63)],
+        _: BoardViewer,
     ) -> HTMLResponse:
         return PAGES.TemplateResponse(request, "board.html", {"view": await board(site)})
 
@@ -176,6 +247,7 @@ def router(queue: Queue, desk: Desk) -> APIRouter:
         request: Request,
         site: Annotated[str, Query(pattern=SITE_PATTERN, max_length=63)],
         counter: Annotated[str, Query(pattern=r"^[A-Za-z0-9_-]{1,32}$")],
+        who: ConsoleUser,
     ) -> HTMLResponse:
         definition = queue.site(site)
         detail = await _detail(queue, desk, site, counter)
@@ -183,7 +255,13 @@ def router(queue: Queue, desk: Desk) -> APIRouter:
         return PAGES.TemplateResponse(
             request,
             "console.html",
-            {"site": definition, "detail": detail, "names": names},
+            {
+                "site": definition,
+                "detail": detail,
+                "names": names,
+                "who": who,
+                "csrf": getattr(request.state, "csrf", ""),
+            },
         )
 
     return api

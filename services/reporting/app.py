@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
 
 from giliran.catalogue import load_catalogue
@@ -31,6 +33,7 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
         runtime,
         title="Giliran reporting",
         routers=[http.router(reporting), history_http.router(history)],
+        static=Path(__file__).parent / "static",
     )
     app.state.reporting = reporting
     return app, runtime

@@ -17,7 +17,16 @@ from services.reporting import charts
 from services.reporting.domain import local_day
 from services.reporting.figures import Counts, DaySummary
 from services.reporting.history import History, KabupatenPeriod, SitePeriod
-from services.reporting.http import MAX_PERIOD_DAYS, OUTCOMES, PAGES, PRIORITIES, PeriodInvalid
+from services.reporting.http import (
+    MAX_PERIOD_DAYS,
+    OUTCOMES,
+    PAGES,
+    PRIORITIES,
+    PeriodInvalid,
+    Reader,
+    ReaderPage,
+    whole_kabupaten,
+)
 
 DEFAULT_DAYS = 30
 LABELS = {**OUTCOMES, **PRIORITIES}
@@ -65,24 +74,31 @@ def router(history: History) -> APIRouter:
         return found
 
     @api.get("/api/v1/sites/{site}/history", response_model=SitePeriod)
-    async def site_history(site: SitePath, first: From = None, last: To = None) -> SitePeriod:
+    async def site_history(
+        site: SitePath, _: Reader, first: From = None, last: To = None
+    ) -> SitePeriod:
         return await history.site_period(site, *period(first, last))
 
     @api.get("/api/v1/sites/{site}/sessions/{session_id}", response_model=DaySummary)
     async def session_figures(
-        site: SitePath, session_id: Annotated[str, Path(max_length=128)]
+        site: SitePath, session_id: Annotated[str, Path(max_length=128)], _: Reader
     ) -> DaySummary:
         return await session_or_404(site, session_id)
 
     @api.get("/api/v1/kabupaten/history", response_model=KabupatenPeriod)
-    async def kabupaten_history(first: From = None, last: To = None) -> KabupatenPeriod:
+    async def kabupaten_history(
+        who: Reader, first: From = None, last: To = None
+    ) -> KabupatenPeriod:
+        whole_kabupaten(who)
         return await history.kabupaten(*period(first, last))
 
     def page(request: Request, template: str, context: dict[str, Any]) -> HTMLResponse:
         return PAGES.TemplateResponse(request, template, {"labels": LABELS, **context})
 
     @api.get("/history/session", response_class=HTMLResponse)
-    async def session_page(request: Request, site: SiteQuery, session: SessionId) -> HTMLResponse:
+    async def session_page(
+        request: Request, site: SiteQuery, session: SessionId, _: ReaderPage
+    ) -> HTMLResponse:
         day = await session_or_404(site, session)
         hours = [f"{h.hour}:00" for h in day.by_hour]
         return page(request, "history_session.html", {
@@ -102,7 +118,7 @@ def router(history: History) -> APIRouter:
 
     @api.get("/history/site", response_class=HTMLResponse)
     async def site_page(
-        request: Request, site: SiteQuery, first: From = None, last: To = None
+        request: Request, site: SiteQuery, _: ReaderPage, first: From = None, last: To = None
     ) -> HTMLResponse:
         figures = await history.site_period(site, *period(first, last))
         labels = [f"{d.date:%d-%m}" for d in figures.days]
@@ -120,7 +136,10 @@ def router(history: History) -> APIRouter:
         })  # fmt: skip
 
     @api.get("/history/kabupaten", response_class=HTMLResponse)
-    async def kabupaten_page(request: Request, first: From = None, last: To = None) -> HTMLResponse:
+    async def kabupaten_page(
+        request: Request, who: ReaderPage, first: From = None, last: To = None
+    ) -> HTMLResponse:
+        whole_kabupaten(who)
         k = await history.kabupaten(*period(first, last))
         fair_labels = [f"{f.name} {f.day:%d-%m}" for f in k.fairs]
         return page(request, "history_kabupaten.html", {

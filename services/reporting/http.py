@@ -9,10 +9,11 @@ from datetime import date
 from pathlib import Path as FilePath
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
 
+from giliran.auth import ALL_SITES, Principal, Role, requires, wrong_site
 from giliran.contracts import utcnow
 from giliran.contracts.subjects import SITE_PATTERN
 from giliran.errors import DomainError
@@ -45,6 +46,18 @@ PRIORITIES = {
 }
 
 Site = Annotated[str, Path(pattern=SITE_PATTERN, max_length=63)]
+# Figures and exports of a site: its supervisors and auditors, and admins.
+READERS = (Role.SUPERVISOR, Role.AUDITOR, Role.ADMIN)
+Reader = Annotated[Principal, Depends(requires(*READERS))]
+ReaderPage = Annotated[Principal, Depends(requires(*READERS, page=True))]
+
+
+def whole_kabupaten(who: Principal) -> None:
+    """Every site's figures: for accounts of the whole kabupaten only."""
+    if who.site != ALL_SITES:
+        raise wrong_site(who, ALL_SITES)
+
+
 First = Annotated[date, Query(alias="from", description="first site-local day")]
 Last = Annotated[date, Query(alias="to", description="last site-local day, inclusive")]
 
@@ -75,17 +88,18 @@ def router(reporting: Reporting) -> APIRouter:
     @api.get("/api/v1/sites/{site}/summary", response_model=DaySummary)
     async def summary(
         site: Site,
+        _: Reader,
         day: Annotated[date, Query(alias="date", description="site-local day, YYYY-MM-DD")],
     ) -> DaySummary:
         return await reporting.day_summary(site, day)
 
     @api.get("/api/v1/sites/{site}/satisfaction", response_model=SatisfactionReport)
-    async def satisfaction(site: Site, first: First, last: Last) -> SatisfactionReport:
+    async def satisfaction(site: Site, first: First, last: Last, _: Reader) -> SatisfactionReport:
         _check(first, last)
         return await reporting.satisfaction(site, first, last)
 
     @api.get("/api/v1/sites/{site}/export.csv", response_class=Response)
-    async def export_csv(site: Site, first: First, last: Last) -> Response:
+    async def export_csv(site: Site, first: First, last: Last, _: Reader) -> Response:
         _check(first, last)
         table = exports.rows(await reporting.period(site, first, last))
         return Response(
@@ -95,7 +109,7 @@ def router(reporting: Reporting) -> APIRouter:
         )
 
     @api.get("/api/v1/sites/{site}/export.xlsx", response_class=Response)
-    async def export_xlsx(site: Site, first: First, last: Last) -> Response:
+    async def export_xlsx(site: Site, first: First, last: Last, _: Reader) -> Response:
         _check(first, last)
         table = exports.rows(await reporting.period(site, first, last))
         ikm = await reporting.satisfaction(site, first, last)
@@ -108,15 +122,17 @@ def router(reporting: Reporting) -> APIRouter:
     @api.get("/api/v1/kabupaten/summary", response_model=KabupatenSummary)
     async def kabupaten(
         day: Annotated[date, Query(alias="date", description="local day, YYYY-MM-DD")],
+        who: Reader,
     ) -> KabupatenSummary:
+        whole_kabupaten(who)
         return await reporting.kabupaten(day)
 
     @api.get("/api/v1/sites/{site}/live", response_model=LiveView)
-    async def live_now(site: Site) -> LiveView:
+    async def live_now(site: Site, _: Reader) -> LiveView:
         return await reporting.live(site, utcnow())
 
     @api.get("/api/v1/sites/{site}/live/stream")
-    async def live_stream(site: Site, request: Request) -> StreamingResponse:
+    async def live_stream(site: Site, request: Request, _: Reader) -> StreamingResponse:
         """Server push (SSE): the live view now, then again within moments of every change;
         EventSource reconnects by itself after a drop or a restart and gets the view anew."""
 
@@ -139,7 +155,7 @@ def router(reporting: Reporting) -> APIRouter:
         )
 
     @api.get("/charts/{site}/waiting.svg", response_class=Response)
-    async def waiting_svg(site: Site) -> Response:
+    async def waiting_svg(site: Site, _: Reader) -> Response:
         return Response(
             charts.waiting_chart(await reporting.live(site, utcnow())),
             media_type="image/svg+xml",
@@ -149,14 +165,18 @@ def router(reporting: Reporting) -> APIRouter:
     @api.get("/dashboard", response_class=HTMLResponse)
     async def dashboard(
         request: Request,
+        who: ReaderPage,
         site: Annotated[str, Query(pattern=SITE_PATTERN, max_length=63)] = "cikarang-utara",
     ) -> HTMLResponse:
+        if who.role is not Role.ADMIN and not who.at(site):
+            raise wrong_site(who, site)
         view = await reporting.live(site, utcnow())
         return PAGES.TemplateResponse(request, "dashboard.html", {"view": view})
 
     @api.get("/reports/daily", response_class=HTMLResponse)
     async def daily(
         request: Request,
+        _: ReaderPage,
         site: Annotated[str, Query(pattern=SITE_PATTERN, max_length=63)],
         day: Annotated[date, Query(alias="date")],
     ) -> HTMLResponse:

@@ -23,10 +23,12 @@ from tests.conftest import (
     ARTIFACTS,
     CHROMIUM,
     CHROMIUM_ARGS,
+    add_account,
     publish_many,
     request_event,
     require_chromium,
     serving,
+    sign_in,
 )
 from tests.integration.test_notify_channels import ticket_events
 
@@ -37,7 +39,7 @@ async def shows(page: Page, element: str, text: str) -> float:
     """Seconds until the element shows `text` (waits up to 10 s)."""
     started = time.monotonic()
     await page.wait_for_function(
-        f"document.getElementById({element!r}).textContent === {text!r}", timeout=10_000
+        f"() => document.getElementById({element!r}).textContent === {text!r}", timeout=10_000
     )
     return time.monotonic() - started
 
@@ -54,10 +56,12 @@ async def test_dashboard_follows_the_session_live(settings: Settings) -> None:
         try:
             app, _ = build_service("reporting", settings)
             async with serving(app, port) as url:
-                await page.goto(f"{url}/dashboard?site=cikarang-utara")
+                await add_account(settings, "spv", "rahasia-spv-1", "supervisor")
+                await sign_in(page, url, "spv", "rahasia-spv-1", "/dashboard?site=cikarang-utara")
+                assert page.url.endswith("/dashboard?site=cikarang-utara")
                 assert await page.inner_text("#waiting") == "0"
                 await page.wait_for_function(
-                    "document.getElementById('status').textContent.startsWith('diperbarui')"
+                    "() => document.getElementById('status').textContent.startsWith('diperbarui')"
                 )
                 await publish_many(settings, [request, *(t[0] for t in tickets[:3])])
                 seconds = await shows(page, "waiting", "3")
@@ -91,7 +95,7 @@ async def test_dashboard_follows_the_session_live(settings: Settings) -> None:
                 await shows(page, "paused", "1")
                 await shows(page, "serving", "1")
                 loaded = await page.evaluate(
-                    "document.getElementById('chart').complete && "
+                    "() => document.getElementById('chart').complete && "
                     "document.getElementById('chart').naturalWidth > 0"
                 )
                 assert loaded
@@ -99,7 +103,7 @@ async def test_dashboard_follows_the_session_live(settings: Settings) -> None:
 
             # The reporting service goes away: the page says so, and picks up again by itself.
             await page.wait_for_function(
-                "document.getElementById('status').textContent.includes('menyambung')"
+                "() => document.getElementById('status').textContent.includes('menyambung')"
             )
             app, _ = build_service("reporting", settings)
             async with serving(app, port):

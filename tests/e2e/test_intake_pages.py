@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
-from pydantic import SecretStr
 
 from giliran.bus import publish_event
 from giliran.cli import build_service
@@ -20,6 +19,7 @@ from tests.conftest import (
     ARTIFACTS,
     CHROMIUM,
     CHROMIUM_ARGS,
+    add_account,
     nats_client,
     publish_many,
     require_chromium,
@@ -76,7 +76,7 @@ async def test_register_on_a_phone(settings: Settings) -> None:
         await page.screenshot(path=str(ARTIFACTS / "intake-register-error.png"), full_page=True)
 
         await register(page, url, "3216094512900001")
-        await page.wait_for_function("document.getElementById('live').textContent !== '…'")
+        await page.wait_for_function("() => document.getElementById('live').textContent !== '…'")
         assert "Dokumen yang perlu dibawa" in await page.content()
         await page.screenshot(path=str(ARTIFACTS / "intake-register-phone.png"), full_page=True)
         # The English toggle keeps the page.
@@ -159,12 +159,14 @@ async def test_status_page_follows_a_call_and_the_survey_submits(settings: Setti
 
 
 async def test_the_admin_page_cancels_a_session_and_marks_a_holiday(settings: Settings) -> None:
-    admin = settings.model_copy(update={"admin_token": SecretStr("admin-secret")})
-    async with intake_in_browser(admin) as (url, browser):
+    await add_account(settings, "admin1", "rahasia-admin-1", "admin")
+    async with intake_in_browser(settings) as (url, browser):
         page = await browser.new_page(viewport={"width": 1280, "height": 900})
         await page.goto(f"{url}/admin")
-        await page.fill("#admin_token", "admin-secret")
-        await page.click("text=Masuk")
+        assert "/login" in page.url  # not signed in: sent to the login page
+        await page.fill("#username", "admin1")
+        await page.fill("#password", "rahasia-admin-1")
+        await page.click("#login-submit")
         await page.wait_for_selector("#sessions")
         rows = page.locator("#sessions tr")
         first = (await rows.nth(1).inner_text()).split("\t")[0]
@@ -177,3 +179,7 @@ async def test_the_admin_page_cancels_a_session_and_marks_a_holiday(settings: Se
         await page.click("text=Simpan >> nth=0")
         await page.wait_for_selector("#sessions >> text=Pilkada")
         await page.screenshot(path=str(ARTIFACTS / "intake-admin.png"), full_page=True)
+        # Both changes are in the audit trail, under this admin's name.
+        await page.goto(f"{url}/audit")
+        trail = await page.inner_text("#audit")
+        assert "admin1 (admin)" in trail and "cancel" in trail and "holiday_add" in trail

@@ -18,11 +18,14 @@ from tests.conftest import (
     ARTIFACTS,
     CHROMIUM,
     CHROMIUM_ARGS,
+    add_account,
     eventually,
+    issue_token,
     publish,
     request_event,
     require_chromium,
     service_process,
+    sign_in,
 )
 
 pytestmark = pytest.mark.e2e
@@ -69,8 +72,15 @@ async def test_console_and_board(settings: Settings, tmp_path: Path) -> None:
     ids = [e.data.request_id for e in events]
     try:
         await queue.wait_listening()
+        # A supervisor's API token for the test's own calls; a display token for the board;
+        # an officer who signs in at the console.
+        supervisor = await issue_token(settings, "supervisor", SITE)
+        display = await issue_token(settings, "display", SITE, label="board-1")
+        await add_account(settings, "petugas1", "rahasia-loket-1", "officer", SITE)
         async with (
-            httpx.AsyncClient(base_url=url, timeout=10) as http,
+            httpx.AsyncClient(
+                base_url=url, timeout=10, headers={"Authorization": f"Bearer {supervisor}"}
+            ) as http,
             async_playwright() as playwright,
         ):
             await eventually(lambda: _ready(http), within=30)
@@ -80,11 +90,15 @@ async def test_console_and_board(settings: Settings, tmp_path: Path) -> None:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             board = await browser.new_page(viewport={"width": 1920, "height": 1080})
             console = await browser.new_page(viewport={"width": 1024, "height": 700})
-            await board.goto(f"{url}/board?site={SITE}")
+            await board.goto(f"{url}/device?token={display}&next=/board%3Fsite%3D{SITE}")
+            assert board.url.endswith(f"/board?site={SITE}")  # the token left the address bar
             await board.wait_for_function(
-                "document.getElementById('status').textContent.startsWith('tersambung')"
+                "() => document.getElementById('status').textContent.startsWith('tersambung')"
             )
-            await console.goto(f"{url}/console?site={SITE}&counter=1")
+            await sign_in(
+                console, url, "petugas1", "rahasia-loket-1", f"/console?site={SITE}&counter=1"
+            )
+            assert "/console" in console.url
 
             # --- the console drives one ticket through its life --------------------------
             clicked = time.monotonic()
@@ -103,12 +117,12 @@ async def test_console_and_board(settings: Settings, tmp_path: Path) -> None:
 
             await console.keyboard.press("r")  # recall by shortcut
             await console.wait_for_function(
-                "document.getElementById('meta').textContent.includes('1×')"
+                "() => document.getElementById('meta').textContent.includes('1×')"
             )
             await eventually(lambda: _said_count(board, 2), within=10)  # a recall is said again
             await console.click("#start")
             await console.wait_for_function(
-                "document.getElementById('meta').textContent.includes('dilayani')"
+                "() => document.getElementById('meta').textContent.includes('dilayani')"
             )
             await console.select_option("#outcome", "documents_incomplete")
             await console.click("#complete")
@@ -143,7 +157,7 @@ async def test_console_and_board(settings: Settings, tmp_path: Path) -> None:
             # --- kill -9 the queue; a call made while the board is disconnected is not lost
             queue.kill()
             await board.wait_for_function(
-                "document.getElementById('status').textContent.startsWith('terputus')",
+                "() => document.getElementById('status').textContent.startsWith('terputus')",
                 timeout=10_000,
             )
             queue = service_process("queue", settings, tmp_path, port=port).start()

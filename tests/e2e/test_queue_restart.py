@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from giliran.settings import Settings
-from tests.conftest import eventually, publish, request_event, service_process
+from tests.conftest import eventually, issue_token, publish, request_event, service_process
 
 pytestmark = pytest.mark.e2e
 SITE = "cikarang-utara"
@@ -41,7 +41,8 @@ async def test_kill_9_mid_session_loses_nothing(settings: Settings, tmp_path: Pa
     try:
         await queue.wait_listening()
         url = f"http://127.0.0.1:{queue.port}"
-        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        auth = {"Authorization": f"Bearer {await issue_token(settings, 'supervisor', SITE)}"}
+        async with httpx.AsyncClient(base_url=url, timeout=10, headers=auth) as http:
             await eventually(lambda: _ready(http), within=30)
             events = [
                 request_event(["KTP-REKAM", "KIA"]),  # a two-booth visit
@@ -68,7 +69,9 @@ async def test_kill_9_mid_session_loses_nothing(settings: Settings, tmp_path: Pa
             queue = service_process("queue", settings, tmp_path)
             queue.start()
             await queue.wait_listening()
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{queue.port}", timeout=10) as http:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{queue.port}", timeout=10, headers=auth
+        ) as http:
             await eventually(lambda: _ready(http), within=30)
             after = await snapshot(http, ids)
             assert after == before

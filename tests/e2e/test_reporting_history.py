@@ -17,10 +17,13 @@ from tests.conftest import (
     ARTIFACTS,
     CHROMIUM,
     CHROMIUM_ARGS,
+    add_account,
     eventually,
+    issue_token,
     publish_many,
     require_chromium,
     serving,
+    sign_in,
 )
 from tests.integration.test_reporting_history import recorded_weekend
 
@@ -52,7 +55,13 @@ async def test_history_pages_from_the_dashboard(settings: Settings) -> None:
         page = await browser.new_page(viewport={"width": 1280, "height": 900})
         try:
             app, _ = build_service("reporting", settings)
-            async with serving(app, port) as url, httpx.AsyncClient(base_url=url) as api:
+            # A kabupaten-wide supervisor: the kabupaten views need every site.
+            await add_account(settings, "kab", "rahasia-kab-1", "supervisor", "*")
+            staff = {"Authorization": f"Bearer {await issue_token(settings, 'supervisor')}"}
+            async with (
+                serving(app, port) as url,
+                httpx.AsyncClient(base_url=url, headers=staff) as api,
+            ):
                 await publish_many(settings, events)
 
                 async def caught_up() -> dict[str, Any] | None:
@@ -64,7 +73,7 @@ async def test_history_pages_from_the_dashboard(settings: Settings) -> None:
                 kabupaten = await eventually(caught_up, within=60, interval=0.3)
 
                 # The dashboard links to the site's history.
-                await page.goto(f"{url}/dashboard?site=cikarang-utara")
+                await sign_in(page, url, "kab", "rahasia-kab-1", "/dashboard?site=cikarang-utara")
                 await page.click("#history")
                 await page.wait_for_url("**/history/site?site=cikarang-utara")
                 await page.goto(f"{url}/history/site?site=cikarang-utara&{PERIOD}")

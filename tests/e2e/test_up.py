@@ -89,7 +89,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         assert process.stdout is not None
         for line in process.stdout:
             running.output.append(line)
-            if line.startswith("Giliran is up"):
+            if line.startswith("Press Ctrl-C"):  # the whole banner, credentials included
                 ready.set()
 
     threading.Thread(target=pump, daemon=True).start()
@@ -135,10 +135,24 @@ def _wait(check: object, within: float = 30.0) -> object:
     raise AssertionError(f"not reached in {within}s: {last!r}")
 
 
+def _demo_token(stack: Stack) -> str:
+    """`up --demo` prints a supervisor's API token for the demo site."""
+    line = next(line for line in stack.output if line.strip().startswith("api token"))
+    return line.split()[2]
+
+
 def test_lifecycle_crash_and_clean_stop(stack: Stack) -> None:
-    with httpx.Client(timeout=10) as http:
+    # Demo credentials are printed, and production-looking default passwords are not: each
+    # person's password is random.
+    printed = "".join(stack.output)
+    assert "petugas / " in printed and "admin / " in printed
+    staff = {"Authorization": f"Bearer {_demo_token(stack)}"}
+    with httpx.Client(timeout=10, headers=staff) as http:
         for service in stack.ports:
             assert http.get(f"{stack.url(service)}/readyz").status_code == 200
+        # Strangers are refused where staff work.
+        anonymous = httpx.post(f"{stack.url('queue')}/api/v1/sites/{SITE}/counters/1/call-next")
+        assert anonymous.status_code == 401
 
         # One citizen, one service, start to finish.
         body = _submit(http, stack, ["KTP-CETAK"], "Siti")

@@ -16,7 +16,7 @@ import yaml
 from giliran.contracts.subjects import STREAM
 from giliran.embedded import free_port
 from giliran.settings import Settings
-from tests.conftest import eventually, nats_client, publish
+from tests.conftest import eventually, issue_token, nats_client, publish
 from tests.fakes.gateway import FakeGateway
 from tests.integration.test_notify_channels import request, sms_channel, ticket_events
 
@@ -34,6 +34,7 @@ async def start_notify(settings: Settings, config: Path, port: int) -> asyncio.s
         "GILIRAN_NOTIFY_PORT": str(port),
         "GILIRAN_NOTIFY_CONFIG": str(config),
         "GILIRAN_LOG_LEVEL": "WARNING",
+        "GILIRAN_SESSION_KEY": "test-session-key",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "giliran.cli", "service", "notify", env=env,
@@ -81,7 +82,9 @@ async def test_kill_9_mid_burst_loses_nothing_and_records_each_delivery_once(
             # the gateway pacing (100/s) keeps that to a handful.
             assert resent <= 5
 
-            async with httpx.AsyncClient() as client:
+            supervisor = await issue_token(settings, "supervisor", "cikarang-utara")
+            auth = {"Authorization": f"Bearer {supervisor}"}
+            async with httpx.AsyncClient(headers=auth) as client:
 
                 async def all_recorded() -> bool:
                     r = await client.get(

@@ -21,6 +21,7 @@ class Contact:
     phone: str | None = None
     email: str | None = None
     language: str = "id"
+    status_token: str | None = None
 
 
 @dataclass(frozen=True)
