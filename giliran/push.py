@@ -16,19 +16,21 @@ HEARTBEAT_SECONDS = 15.0
 
 
 class Changes:
-    """A version number per key (a site), bumped on every change; watchers wait for it to move."""
+    """A version number per key (a site, a request), bumped on every change; watchers wait for
+    it to move. An event exists only while someone waits, so keys nobody watches cost an int."""
 
     def __init__(self) -> None:
         self._versions: dict[str, int] = defaultdict(int)
-        self._moved: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self._moved: dict[str, asyncio.Event] = {}
 
     def version(self, key: str) -> int:
         return self._versions[key]
 
     def bump(self, key: str) -> None:
         self._versions[key] += 1
-        self._moved[key].set()
-        self._moved[key] = asyncio.Event()
+        moved = self._moved.pop(key, None)
+        if moved is not None:
+            moved.set()
 
     def bump_from_subject(self, subject: str) -> None:
         """For a bus watch: an event on giliran.<site>.… changes that site."""
@@ -40,7 +42,7 @@ class Changes:
         """The key's version once it differs from `seen`, or the same after `seconds`."""
         if self._versions[key] != seen:
             return self._versions[key]
-        moved = self._moved[key]
+        moved = self._moved.setdefault(key, asyncio.Event())
         try:
             async with asyncio.timeout(seconds):
                 await moved.wait()

@@ -15,13 +15,14 @@ from giliran.contracts import (
     RequestSubmitted,
 )
 from giliran.contracts.subjects import command_pattern
+from giliran.push import Changes
 from giliran.runtime import ServiceRuntime, create_http_app
 from giliran.settings import Settings
 from services.intake import admin_http, http, pages, problems, subscribers
 from services.intake.admin import Admin
 from services.intake.handlers import Intake, Limits
 from services.intake.privacy import NikCipher
-from services.intake.status import Changes, QueueStatus
+from services.intake.status import QueueStatus
 from services.intake.store import RequestStore
 
 

@@ -14,10 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from giliran.auth import Principal, Role, requires, wrong_site
 from giliran.contracts.subjects import SITE_PATTERN
+from giliran.push import Changes
 from services.intake import sessions
 from services.intake.errors import UnknownSite
 from services.intake.handlers import Intake, Scores, SubmitRequest
-from services.intake.status import Changes, QueueStatus
+from services.intake.status import QueueStatus
 from services.intake.views import (
     RequestView,
     SessionView,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
 from pydantic import ValidationError
@@ -41,32 +40,3 @@ class QueueStatus:
         if not reply.ok:
             return None
         return {t.ticket_id: t for t in reply.tickets}
-
-
-class Changes:
-    """A version number per request, bumped when one of its tickets changes."""
-
-    def __init__(self) -> None:
-        self._versions: dict[str, int] = defaultdict(int)
-        self._moved: dict[str, asyncio.Event] = {}
-
-    def bump(self, request_id: str) -> None:
-        self._versions[request_id] += 1
-        moved = self._moved.pop(request_id, None)
-        if moved is not None:
-            moved.set()
-
-    def version(self, request_id: str) -> int:
-        return self._versions[request_id]
-
-    async def wait(self, request_id: str, seen: int, seconds: float) -> int:
-        """The version once it differs from `seen`, or the same after `seconds`."""
-        if self._versions[request_id] != seen:
-            return self._versions[request_id]
-        moved = self._moved.setdefault(request_id, asyncio.Event())
-        try:
-            async with asyncio.timeout(seconds):
-                await moved.wait()
-        except TimeoutError:
-            pass
-        return self._versions[request_id]

@@ -26,6 +26,7 @@ from giliran.contracts import (
     TicketTransferred,
 )
 from giliran.contracts.events import NotificationFacts, RequestCheckedIn
+from giliran.push import Changes
 from giliran.store import Document, instant
 from services.reporting import ikm as ikm_rules
 from services.reporting.cells import (
@@ -44,7 +45,7 @@ from services.reporting.figures import (
     counts,
     day_figures,
 )
-from services.reporting.live import Changes, LiveView, live_view
+from services.reporting.live import LiveView, live_view
 from services.reporting.store import FactStore
 
 __all__ = ["DaySummary", "KabupatenSummary", "Reporting", "SatisfactionReport"]

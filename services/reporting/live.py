@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
@@ -81,31 +80,3 @@ def live_view(
             for service, waits in sorted(lines.items())
         ],
     )
-
-
-class Changes:
-    """A version number per site, bumped by the projection; watchers wait for it to move."""
-
-    def __init__(self) -> None:
-        self._versions: dict[str, int] = defaultdict(int)
-        self._moved: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
-
-    def version(self, site: str) -> int:
-        return self._versions[site]
-
-    def bump(self, site: str) -> None:
-        self._versions[site] += 1
-        self._moved[site].set()
-        self._moved[site] = asyncio.Event()
-
-    async def wait(self, site: str, seen: int, seconds: float) -> int:
-        """The site's version once it differs from `seen`, or the same after `seconds`."""
-        if self._versions[site] != seen:
-            return self._versions[site]
-        moved = self._moved[site]
-        try:
-            async with asyncio.timeout(seconds):
-                await moved.wait()
-        except TimeoutError:
-            pass
-        return self._versions[site]
