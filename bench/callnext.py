@@ -23,10 +23,11 @@ from pathlib import Path
 import httpx
 import yaml
 from measure import percentile, sample
+from pydantic import SecretStr
 
 from giliran.auth import AuthStore, Role
 from giliran.contracts import utcnow
-from giliran.embedded import ManagedProcess, mongo_wire_store, nats_server
+from giliran.embedded import mongo_wire_store, nats_server, service_process
 from giliran.settings import REPO_ROOT, Settings
 from giliran.store import connect, instant
 
@@ -96,26 +97,6 @@ async def ready(http: httpx.AsyncClient) -> None:
     raise TimeoutError("queue not ready")
 
 
-def service_process(settings: Settings, log_dir: Path) -> ManagedProcess:
-    """The queue as its own process, as `giliran up` runs it."""
-    from giliran.embedded import free_port
-
-    port = free_port()
-    env = {
-        **os.environ,
-        "GILIRAN_NATS_URL": settings.nats_url,
-        "GILIRAN_MONGO_URL": settings.mongo_url,
-        "GILIRAN_DB_PREFIX": settings.db_prefix,
-        "GILIRAN_CATALOGUE_DIR": str(settings.catalogue_dir),
-        "GILIRAN_NIK_HASH_KEY": "bench-key",
-        "GILIRAN_SESSION_KEY": "bench-session-key",
-        "GILIRAN_QUEUE_PORT": str(port),
-        "GILIRAN_LOG_LEVEL": "WARNING",
-    }
-    args = [sys.executable, "-m", "giliran.cli", "service", "queue"]
-    return ManagedProcess("queue", args, "127.0.0.1", port, log_dir / "queue.log", env)
-
-
 async def run(lengths: Sequence[int], calls: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="giliran-bench-"))
     catalogue(work)
@@ -129,8 +110,11 @@ async def run(lengths: Sequence[int], calls: int) -> None:
         mongo_url=mongo_url,
         db_prefix="bench",
         catalogue_dir=work,
+        nik_hash_key=SecretStr("bench-key"),
+        session_key=SecretStr("bench-session-key"),
     )
-    queue = service_process(settings, work).start()
+    queue = service_process("queue", settings, work, env={"GILIRAN_LOG_LEVEL": "WARNING"})
+    queue.start()
     try:
         await queue.wait_listening()
         client = connect(mongo_url)

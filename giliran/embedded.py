@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from giliran.settings import Settings
+
 log = logging.getLogger("giliran.embedded")
 
 
@@ -221,3 +223,34 @@ def _run_store(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     _run_store(sys.argv[1:])
+
+
+def service_process(
+    name: str,
+    settings: Settings,
+    log_dir: Path,
+    *,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+) -> ManagedProcess:
+    """One service as its own OS process (`giliran service NAME`) on the servers, databases,
+    catalogue and keys of `settings` — for tests that kill it and benchmarks that measure it.
+    Restart it on the same `port` so browsers reconnect; `env` adds or overrides variables."""
+    port = port or free_port()
+    secrets = {
+        "GILIRAN_NIK_HASH_KEY": settings.nik_hash_key,
+        "GILIRAN_SESSION_KEY": settings.session_key,
+    }
+    environment = {
+        **os.environ,
+        "GILIRAN_NATS_URL": settings.nats_url,
+        "GILIRAN_MONGO_URL": settings.mongo_url,
+        "GILIRAN_DB_PREFIX": settings.db_prefix,
+        "GILIRAN_CATALOGUE_DIR": str(settings.catalogue_dir),
+        "GILIRAN_OUTBOX_POLL_SECONDS": str(settings.outbox_poll_seconds),
+        **{k: v.get_secret_value() for k, v in secrets.items() if v is not None},
+        f"GILIRAN_{name.upper()}_PORT": str(port),
+        **(env or {}),
+    }
+    args = [sys.executable, "-m", "giliran.cli", "service", name]
+    return ManagedProcess(name, args, "127.0.0.1", port, log_dir / f"{name}.log", environment)

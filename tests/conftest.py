@@ -251,32 +251,10 @@ def require_chromium() -> None:
 def service_process(
     name: ServiceName, settings: Settings, log_dir: Path, port: int | None = None
 ) -> ManagedProcess:
-    """A service as its own OS process (`giliran service NAME`), to crash it with kill -9;
-    restart it on the same `port` so browsers reconnect."""
-    import sys
+    """A service as its own OS process, to crash it with kill -9 (see giliran.embedded)."""
+    from giliran.embedded import service_process as process
 
-    from giliran.embedded import free_port
-
-    port = port or free_port()
-    env = {
-        **os.environ,
-        "GILIRAN_NATS_URL": settings.nats_url,
-        "GILIRAN_MONGO_URL": settings.mongo_url,
-        "GILIRAN_DB_PREFIX": settings.db_prefix,
-        "GILIRAN_CATALOGUE_DIR": str(settings.catalogue_dir),
-        "GILIRAN_NIK_HASH_KEY": "test-key",
-        "GILIRAN_SESSION_KEY": "test-session-key",
-        "GILIRAN_OUTBOX_POLL_SECONDS": str(settings.outbox_poll_seconds),
-        f"GILIRAN_{name.upper()}_PORT": str(port),
-    }
-    return ManagedProcess(
-        name=name,
-        args=[sys.executable, "-m", "giliran.cli", "service", name],
-        host="127.0.0.1",
-        port=port,
-        log_path=log_dir / f"{name}.log",
-        env=env,
-    )
+    return process(name, settings, log_dir, port=port)
 
 
 # --- NATS with users and permissions (deploy/nats/giliran.conf) ------------------------------

@@ -8,18 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from giliran.catalogue import load_catalogue
-from giliran.contracts import (
-    CounterClosed,
-    CounterOpened,
-    TicketCalled,
-    TicketCancelled,
-    TicketCompleted,
-    TicketIssued,
-    TicketNoShow,
-    TicketRecalled,
-    TicketStarted,
-    TicketTransferred,
-)
+from giliran.contracts import TICKET_EVENTS, CounterClosed, CounterOpened
 from giliran.runtime import ServiceRuntime, create_http_app
 from giliran.settings import Settings
 from services.queue import domain, http, subscribers
@@ -55,18 +44,8 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     runtime.watch("giliran.*.ticket.*", queue.changes.bump_from_subject)
     runtime.watch("giliran.*.counter.*", queue.changes.bump_from_subject)
     runtime.every(HEAL_SECONDS, desk.heal)
-    runtime.publishes(
-        TicketIssued,
-        TicketCalled,
-        TicketRecalled,
-        TicketStarted,
-        TicketCompleted,
-        TicketNoShow,
-        TicketTransferred,
-        TicketCancelled,
-        CounterOpened,
-        CounterClosed,
-    )
+    # The queue is the one publisher of every ticket event and of the counter events.
+    runtime.publishes(*TICKET_EVENTS, CounterOpened, CounterClosed)
     app = create_http_app(
         runtime,
         title="Giliran queue",

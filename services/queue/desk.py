@@ -402,6 +402,16 @@ class Desk:
             raise domain.TicketNotFound(ticket_id)
         return doc
 
+    async def _at_counter(
+        self, site_slug: str, counter: str | None, ticket_id: str
+    ) -> tuple[SiteDef, Document, datetime]:
+        """The site, the ticket (which must belong to `counter` when one is named) and now:
+        what every action on a ticket at a counter starts from."""
+        site = self.queue.site(site_slug)
+        doc = await self._ticket(site, ticket_id)
+        self._mine(doc, counter)
+        return site, doc, self.queue.clock()
+
     def _mine(self, doc: Document, counter: str | None) -> None:
         if counter is not None and doc.get("counter") not in (None, counter):
             raise domain.NotThisCounter(doc["number"], counter)
@@ -442,10 +452,7 @@ class Desk:
 
     async def recall(self, site_slug: str, counter: str | None, ticket_id: str) -> TicketView:
         """Call the same ticket again (the citizen did not come); counted, and announced again."""
-        site = self.queue.site(site_slug)
-        doc = await self._ticket(site, ticket_id)
-        self._mine(doc, counter)
-        now = self.queue.clock()
+        site, doc, now = await self._at_counter(site_slug, counter, ticket_id)
         moved = await self._move(
             site,
             "recall",
@@ -458,10 +465,7 @@ class Desk:
         return ticket_view(moved)
 
     async def start(self, site_slug: str, counter: str | None, ticket_id: str) -> TicketView:
-        site = self.queue.site(site_slug)
-        doc = await self._ticket(site, ticket_id)
-        self._mine(doc, counter)
-        now = self.queue.clock()
+        site, doc, now = await self._at_counter(site_slug, counter, ticket_id)
         moved = await self._move(
             site,
             "start",
@@ -489,6 +493,7 @@ class Desk:
             raise domain.TicketNotFound(ticket_id)
         site = self.queue.site(doc["site"])
         self._mine(doc, counter)
+        # Checked before the event is built: only a called or served ticket has a counter.
         domain.check_action("complete", doc["number"], TicketStatus(doc["status"]))
         now = self.queue.clock()
         moved = await self._move(
@@ -511,14 +516,11 @@ class Desk:
     async def no_show(self, site_slug: str, counter: str | None, ticket_id: str) -> TicketView:
         """The citizen did not come after the required recalls: their place is given up (they
         may re-check-in within the grace period)."""
-        site = self.queue.site(site_slug)
-        doc = await self._ticket(site, ticket_id)
-        self._mine(doc, counter)
+        site, doc, now = await self._at_counter(site_slug, counter, ticket_id)
         domain.check_action("no_show", doc["number"], TicketStatus(doc["status"]))
         recalls = int(doc.get("recalls", 0))
         if recalls < self.policy.no_show_after_recalls:
             raise domain.RecallsNeeded(doc["number"], self.policy.no_show_after_recalls, recalls)
-        now = self.queue.clock()
         moved = await self._move(
             site,
             "no_show",
@@ -602,9 +604,7 @@ class Desk:
     ) -> TicketView:
         """Send the citizen to another line, keeping their original arrival time there.
         Returns the new ticket."""
-        site = self.queue.site(site_slug)
-        doc = await self._ticket(site, ticket_id)
-        self._mine(doc, counter)
+        site, doc, now = await self._at_counter(site_slug, counter, ticket_id)
         if site.service(to_service) is None:
             raise domain.UnknownService(site.site, [to_service])
         if to_service == doc["service"]:
@@ -613,7 +613,6 @@ class Desk:
         if TicketStatus(doc["status"]) == TicketStatus.TRANSFERRED and doc.get("to") == new_id:
             return await self.queue.ticket(new_id)  # a retried transfer
         domain.check_action("transfer", doc["number"], TicketStatus(doc["status"]))
-        now = self.queue.clock()
         # New ticket first: a crash in between leaves the old one at the counter (the officer
         # sees it and repeats the transfer, which finds the new ticket), never a citizen lost.
         new = await self._reissue(
