@@ -221,8 +221,14 @@ class EventConsumer:
 
     async def handle_batch(self, messages: Sequence[Msg]) -> None:
         """Events sharing an ordering key (one citizen's request) are handled one after another
-        in stream order; different keys run concurrently."""
+        in stream order; different keys run concurrently.
+
+        The inbox is read and written once per batch, not per event (ADR 0080): one `$in` query
+        for the batch's ids before the handlers, one insert of every handled id after them, then
+        the acks. A crash after a handler and before the insert only means a redelivery, which
+        the handlers absorb (they are idempotent on their own)."""
         groups: dict[str, list[tuple[Msg, Event[EventData] | str]]] = {}
+        events: list[tuple[Msg, Event[EventData] | str]] = []
         for raw in messages:
             parsed = self._parse(raw)
             if isinstance(parsed, Event) and type(parsed.data) not in self.handlers:
@@ -231,12 +237,40 @@ class EventConsumer:
                 self._count("ignored", parsed.type)
                 await raw.ack()
                 continue
+            events.append((raw, parsed))
+        ids = [parsed.id for _, parsed in events if isinstance(parsed, Event)]
+        seen = await self.inbox.seen_many(ids) if ids else set()
+        in_batch: set[str] = set()
+        for raw, parsed in events:
             if isinstance(parsed, Event):
+                if parsed.id in seen or parsed.id in in_batch:  # handled, or twice in this batch
+                    self._count("duplicate", parsed.type)
+                    await raw.ack()
+                    continue
+                in_batch.add(parsed.id)
                 key = parsed.data.ordering_key() or parsed.id
             else:
                 key = raw.reply  # unique per delivery: a bad message is ordered with nothing
             groups.setdefault(key, []).append((raw, parsed))
-        await asyncio.gather(*(self._handle_in_order(group) for group in groups.values()))
+        handled: list[tuple[Msg, Event[EventData]]] = []
+        await asyncio.gather(*(self._handle_in_order(g, handled) for g in groups.values()))
+        if handled:
+            await self._settle(handled)
+
+    async def _settle(self, handled: list[tuple[Msg, Event[EventData]]]) -> None:
+        """Record the batch's handled events in the inbox, then ack them."""
+        try:
+            await self.inbox.record_many([event for _, event in handled])
+        except Exception as exc:  # the store is away: redeliver; the handlers are idempotent
+            log.warning("%s: inbox record failed (%s); %d event(s) will come again",
+                        self.durable, exc, len(handled))  # fmt: skip
+            for raw, event in handled:
+                self._count("retried", event.type)
+                await raw.nak(delay=self.backoff_seconds[0])
+            return
+        for raw, event in handled:
+            self._count("handled", event.type)
+            await raw.ack()
 
     def _parse(self, raw: Msg) -> Event[EventData] | str:
         """The event, or why it is not one we handle ("unknown:..." / "invalid:...")."""
@@ -247,34 +281,37 @@ class EventConsumer:
         except ValidationError as exc:
             return f"invalid:{describe_invalid(exc)}"
 
-    async def _handle_in_order(self, group: list[tuple[Msg, Event[EventData] | str]]) -> None:
+    async def _handle_in_order(
+        self,
+        group: list[tuple[Msg, Event[EventData] | str]],
+        handled: list[tuple[Msg, Event[EventData]]],
+    ) -> None:
         for raw, parsed in group:
             try:
-                await self.handle(raw, parsed)
+                if await self.handle(raw, parsed):
+                    assert isinstance(parsed, Event)
+                    handled.append((raw, parsed))
             except Exception as exc:  # never let one message stop its batch
                 log.exception("%s: unexpected failure on %s: %s", self.durable, raw.subject, exc)
                 await raw.nak(delay=self.backoff_seconds[-1])
 
-    async def handle(self, raw: Msg, parsed: Event[EventData] | str) -> None:
+    async def handle(self, raw: Msg, parsed: Event[EventData] | str) -> bool:
+        """Run the event's handler; True when it succeeded (the caller records and acks it),
+        False when the message was settled here (skipped, retried or dead-lettered)."""
         if isinstance(parsed, str):
             if parsed.startswith("unknown:"):
                 self._count("unknown", parsed.removeprefix("unknown:"))
                 await raw.ack()
             else:
                 await self._dead_letter(raw, f"invalid event: {parsed.removeprefix('invalid:')}")
-            return
+            return False
         event = parsed
         handler = self.handlers[type(event.data)]  # handle_batch acked events we do not handle
-        if await self.inbox.seen(event.id):
-            self._count("duplicate", event.type)
-            await raw.ack()
-            return
         try:
             await handler(event)
-            await self.inbox.record(event)
         except Unprocessable as exc:
             await self._dead_letter(raw, f"unprocessable: {exc}")
-            return
+            return False
         except Exception as exc:
             delivered = raw.metadata.num_delivered if raw.metadata else 1
             if delivered >= self.max_deliver:
@@ -297,9 +334,8 @@ class EventConsumer:
                 )
                 self._count("retried", event.type)
                 await raw.nak(delay=delay)
-            return
-        self._count("handled", event.type)
-        await raw.ack()
+            return False
+        return True
 
     def _count(self, outcome: str, event_type: str) -> None:
         self.metrics.handled.labels(self.durable, event_type, outcome).inc()

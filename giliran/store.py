@@ -9,16 +9,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from giliran.contracts import Event, EventData
 
 log = logging.getLogger("giliran.store")
 
 Document = dict[str, Any]
+DUPLICATE_KEY = 11000
 Collection = AsyncCollection[Document]
 Database = AsyncDatabase[Document]
 
@@ -184,24 +185,54 @@ class OutboxRelay:
             pass
 
     async def drain_once(self) -> int:
-        """Publish every pending event once; returns how many left the outbox."""
+        """Publish every pending event once; returns how many left the outbox.
+
+        A document's events go out one after another in their order; different documents'
+        concurrently (their order was never defined). Then one bulk write removes what was
+        published (ADR 0081): a round trip per batch instead of one per event."""
         moved = 0
         for collection in self._collections:
             cursor = collection.find({OUTBOX_COUNT: {"$gt": 0}}, {OUTBOX: 1}, limit=self._batch)
-            async for doc in cursor:
-                events = sorted(
-                    (doc.get(OUTBOX) or {}).values(), key=lambda e: (e["time"], e["id"])
+            docs = await cursor.to_list()
+            if not docs:
+                continue
+            published = await asyncio.gather(
+                *(self._publish_document(doc) for doc in docs), return_exceptions=True
+            )
+            removals = [
+                # Only the first remover decrements, so concurrent relays never miscount.
+                UpdateOne(
+                    {"_id": doc["_id"], f"{OUTBOX}.{event_id}": {"$exists": True}},
+                    {"$unset": {f"{OUTBOX}.{event_id}": ""}, "$inc": {OUTBOX_COUNT: -1}},
                 )
-                for event in events:
-                    await self._publish(event)
-                    # Only the first remover decrements, so concurrent relays never miscount.
-                    await collection.update_one(
-                        {"_id": doc["_id"], f"{OUTBOX}.{event['id']}": {"$exists": True}},
-                        {"$unset": {f"{OUTBOX}.{event['id']}": ""}, "$inc": {OUTBOX_COUNT: -1}},
-                    )
-                    moved += 1
+                for doc, sent in zip(docs, published, strict=True)
+                if not isinstance(sent, BaseException)
+                for event_id in sent
+            ]
+            if removals:
+                await collection.bulk_write(removals, ordered=False)
+                moved += len(removals)
+            failed = next((p for p in published if isinstance(p, BaseException)), None)
+            if failed is not None:
+                self.published += moved
+                raise failed
         self.published += moved
         return moved
+
+    async def _publish_document(self, doc: Document) -> list[str]:
+        """Publish one document's pending events in order; the ids published. A failure stops
+        the document (its later events must not overtake the one that failed)."""
+        events = sorted((doc.get(OUTBOX) or {}).values(), key=lambda e: (e["time"], e["id"]))
+        sent: list[str] = []
+        for event in events:
+            try:
+                await self._publish(event)
+            except Exception:
+                if not sent:
+                    raise
+                break
+            sent.append(str(event["id"]))
+        return sent
 
     async def pending(self) -> int:
         total = 0
@@ -226,13 +257,27 @@ class Inbox:
     async def seen(self, event_id: str) -> bool:
         return await self._collection.find_one({"_id": event_id}, {"_id": 1}) is not None
 
+    async def seen_many(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of `event_ids` were handled: one query for a fetched batch."""
+        found = self._collection.find({"_id": {"$in": list(event_ids)}}, {"_id": 1})
+        return {str(doc["_id"]) async for doc in found}
+
     async def record(self, event: Event[EventData]) -> None:
+        await self.record_many([event])
+
+    async def record_many(self, events: Sequence[Event[EventData]]) -> None:
+        """Mark `events` handled in one write; ids already there (another instance handled a
+        redelivery too) are fine, any other error is raised."""
+        at = instant(datetime.now(UTC))
+        docs = [{"_id": e.id, "type": e.type, "handled_at": at} for e in events]
         try:
-            await self._collection.insert_one(
-                {"_id": event.id, "type": event.type, "handled_at": instant(datetime.now(UTC))}
-            )
+            await self._collection.insert_many(docs, ordered=False)
         except DuplicateKeyError:
             pass
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
 
     async def forget_before(self, age: timedelta) -> int:
         """Inbox entries outlive the stream's duplicate window many times over; trim old ones."""

@@ -4,6 +4,7 @@ each counter's state and number, and the next numbers of every line."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime
 
 from pydantic import BaseModel
@@ -13,10 +14,14 @@ from giliran.push import Changes
 from giliran.store import Document, from_instant
 from services.queue.store import TicketStore
 
-__all__ = ["BoardView", "Changes", "board_view"]
+__all__ = ["BoardView", "Changes", "LinesCache", "board_view"]
 
 RECENT_CALLS = 8
 NEXT_PER_LINE = 3
+# How old the lines part of a board may be. Calls and counters are read on every change (a
+# call must show at once); the lines cost two reads per service of the site (14 at
+# cikarang-utara) and a busy office changes them many times a second (ADR 0082).
+LINES_MAX_AGE_SECONDS = 1.0
 
 
 class CallShown(BaseModel):
@@ -70,8 +75,49 @@ def _call(site: SiteDef, doc: Document) -> CallShown:
     )
 
 
+class LinesCache:
+    """The lines of each session's board, read at most once per `max_age` seconds and shared by
+    every board of the process."""
+
+    def __init__(self, max_age: float = LINES_MAX_AGE_SECONDS) -> None:
+        self._max_age = max_age
+        self._lines: dict[str, tuple[float, list[LineShown]]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def lines(self, store: TicketStore, site: SiteDef, session_id: str) -> list[LineShown]:
+        async with self._locks.setdefault(session_id, asyncio.Lock()):  # one read for all
+            read_at, lines = self._lines.get(session_id, (float("-inf"), []))
+            now = time.monotonic()
+            if now - read_at > self._max_age:
+                lines = await read_lines(store, site, session_id)
+                # Sessions end: forget what nobody asked for in a minute.
+                self._lines = {k: v for k, v in self._lines.items() if now - v[0] < 60}
+                self._lines[session_id] = (time.monotonic(), lines)
+            return lines
+
+
+async def read_lines(store: TicketStore, site: SiteDef, session_id: str) -> list[LineShown]:
+    nexts = await asyncio.gather(
+        *(store.next_in_line(session_id, s.code, NEXT_PER_LINE) for s in site.services)
+    )
+    return [
+        LineShown(
+            service=service.code,
+            name=service.name.id,
+            prefix=service.prefix,
+            waiting=waiting,
+            next=[d["number"] for d in upcoming],
+        )
+        for service, (waiting, upcoming) in zip(site.services, nexts, strict=True)
+    ]
+
+
 async def board_view(
-    store: TicketStore, site: SiteDef, session_id: str | None, now: datetime
+    store: TicketStore,
+    site: SiteDef,
+    session_id: str | None,
+    now: datetime,
+    cache: LinesCache | None = None,
 ) -> BoardView:
     recent, counter_docs = await asyncio.gather(
         store.recent_calls(site.site, RECENT_CALLS), store.counters_of(site.site)
@@ -94,19 +140,10 @@ async def board_view(
     ]
     lines: list[LineShown] = []
     if session_id is not None:
-        nexts = await asyncio.gather(
-            *(store.next_in_line(session_id, s.code, NEXT_PER_LINE) for s in site.services)
-        )
-        for service, (waiting, upcoming) in zip(site.services, nexts, strict=True):
-            lines.append(
-                LineShown(
-                    service=service.code,
-                    name=service.name.id,
-                    prefix=service.prefix,
-                    waiting=waiting,
-                    next=[d["number"] for d in upcoming],
-                )
-            )
+        if cache is not None:
+            lines = await cache.lines(store, site, session_id)
+        else:
+            lines = await read_lines(store, site, session_id)
     return BoardView(
         site=site.site,
         name=site.name.id,

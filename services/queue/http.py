@@ -17,7 +17,7 @@ from giliran.contracts import CounterAction, CounterView, Outcome, TicketAction,
 from giliran.contracts.events import ServiceCode
 from giliran.contracts.subjects import SITE_PATTERN
 from giliran.push import sse_response
-from services.queue.board import BoardView, board_view
+from services.queue.board import BoardView, LinesCache, board_view
 from services.queue.desk import Desk
 from services.queue.domain import TicketNotFound
 from services.queue.handlers import Queue
@@ -219,10 +219,12 @@ def router(queue: Queue, desk: Desk, audit: AuditLog) -> APIRouter:
     ) -> list[TicketView]:
         return await queue.request_status(site, request_id)
 
+    lines = LinesCache()
+
     async def board(site: str) -> BoardView:
         definition = queue.site(site)
         session = await queue.current_session(definition.site)
-        return await board_view(queue.store, definition, session, queue.clock())
+        return await board_view(queue.store, definition, session, queue.clock(), lines)
 
     @api.get("/api/v1/sites/{site}/board", response_model=BoardView)
     async def board_now(site: Site, _: Viewer) -> BoardView:
