@@ -252,6 +252,8 @@ def service(args: argparse.Namespace) -> int:
         log_level="warning",
         access_log=False,
         lifespan="on",
+        loop=settings.event_loop,
+        http="httptools" if settings.event_loop == "uvloop" else "h11",
         # Server-push streams (dashboards, boards) never end by themselves: bound the wait.
         timeout_graceful_shutdown=5,
     )

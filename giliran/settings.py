@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     queue_default_service_minutes: float = Field(default=8.0, gt=0)
     # Notification channels (YAML, see deploy/notify/); unset: the console channel only.
     notify_config: Path | None = None
+    # uvloop + httptools under uvicorn (ADR 0083): "asyncio" runs the standard loop and h11,
+    # for comparing (bench/sustained.py --env GILIRAN_EVENT_LOOP=asyncio) or for a platform
+    # without uvloop.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     log_level: str = "INFO"
 
     def port_of(self, service: ServiceName) -> int:

@@ -137,8 +137,22 @@ class RequestStore:
 
     async def claim_place(self, session_id: str, what: str, limit: int | None) -> bool:
         """Take one place atomically: a conditional $inc never lets `remaining` go below zero,
-        however many registrations race (the quota document is created on first use)."""
+        however many registrations race (the quota document is created on first use).
+        One round trip when the document exists: the usual case (ADR 0084)."""
         _id = _key(session_id, what)
+        for attempt in range(2):
+            taken = await self.quotas.find_one_and_update(
+                {"_id": _id, "$or": [{"limit": None}, {"remaining": {"$gt": 0}}]},
+                {"$inc": {"used": 1, "remaining": -1}},
+                {"_id": 1},
+            )
+            if taken is not None:
+                return True
+            if attempt == 0:  # missing (first use) or exhausted: make sure it exists, try again
+                await self._create_quota(_id, session_id, what, limit)
+        return False
+
+    async def _create_quota(self, _id: str, session_id: str, what: str, limit: int | None) -> None:
         try:
             await self.quotas.insert_one(
                 {
@@ -152,15 +166,6 @@ class RequestStore:
             )
         except DuplicateKeyError:
             pass
-        unlimited = await self.quotas.find_one_and_update(
-            {"_id": _id, "limit": None}, {"$inc": {"used": 1, "remaining": -1}}
-        )
-        if unlimited is not None:
-            return True
-        limited = await self.quotas.find_one_and_update(
-            {"_id": _id, "remaining": {"$gt": 0}}, {"$inc": {"used": 1, "remaining": -1}}
-        )
-        return limited is not None
 
     async def release_place(self, session_id: str, what: str) -> None:
         await self.quotas.update_one(
