@@ -233,6 +233,10 @@ class Desk:
         # Priority tickets only matter when one is due by the ratio (or nothing else waits);
         # aged ones are found among the oldest anyway. Appointments only if the session has any.
         ratio_due = memory.normal_since_priority >= self.policy.call.normal_per_priority
+        # A session that never had a priority ticket has none to look for (ADR 0085): without
+        # this every call after the third read each line twice.
+        priorities = await self.queue.has_priorities(state["session_id"])
+        ratio_due = ratio_due and priorities
         appointments = await self.queue.has_appointments(state["session_id"])
         for _ in range(MAX_ROUNDS):
             now = self.queue.clock()
@@ -244,7 +248,7 @@ class Desk:
                 want_priority=ratio_due,
                 want_appointments=appointments,
             )
-            if not docs and not ratio_due:
+            if not docs and not ratio_due and priorities:
                 docs = await self.store.callable_candidates(
                     state["session_id"],
                     services,

@@ -55,8 +55,9 @@ class Queue:
     # other instances within that; on this one at once).
     _sessions: dict[str, tuple[float, str | None]] = field(default_factory=dict)
     # Facts read often and changing slowly, kept for CACHE_TTL: whether a session has
-    # appointments, the inputs of an ETA, the sessions recorded lately.
+    # appointments or priority tickets, the inputs of an ETA, the sessions recorded lately.
     _appointments: dict[str, tuple[float, bool]] = field(default_factory=dict)
+    _priorities: dict[str, tuple[float, bool]] = field(default_factory=dict)
     _eta_inputs: dict[tuple[str, str], tuple[float, float, list[float]]] = field(
         default_factory=dict
     )
@@ -146,13 +147,20 @@ class Queue:
     async def _note_session(self, site: str, request: RequestSubmitted, now: datetime) -> None:
         """Record the session (its window, whether it has appointments); skipped when this
         process recorded the same facts moments ago — a busy Sunday sends hundreds per minute."""
-        facts = (request.session_id, request.session_opens_at, request.appointment_at is not None)
+        facts = (
+            request.session_id,
+            request.session_opens_at,
+            request.appointment_at is not None,
+            request.priority is not None,
+        )
         windowed = request.session_opens_at is not None
         if windowed and self._noted.get(facts, 0.0) > time.monotonic():
             return
         self._sessions.pop(site, None)
         if request.appointment_at is not None:
             self._appointments[request.session_id] = (time.monotonic() + CACHE_TTL, True)
+        if request.priority is not None:
+            self._priorities[request.session_id] = (time.monotonic() + CACHE_TTL, True)
         await self.store.note_session(
             site,
             request.session_id,
@@ -160,6 +168,7 @@ class Queue:
             request.session_closes_at,
             now if request.arrived else None,
             appointments=request.appointment_at is not None,
+            priorities=request.priority is not None,
         )
         self._noted[facts] = time.monotonic() + CACHE_TTL
         _forget_expired(self._noted)
@@ -171,6 +180,17 @@ class Queue:
         found = await self.store.session_has_appointments(session_id)
         self._appointments[session_id] = (time.monotonic() + CACHE_TTL, found)
         _forget_expired(self._appointments)
+        return found
+
+    async def has_priorities(self, session_id: str) -> bool:
+        """Whether a priority ticket was ever issued in the session: until one is, call-next
+        need not look for priority tickets line by line (ADR 0085)."""
+        cached = self._priorities.get(session_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        found = await self.store.session_has_priorities(session_id)
+        self._priorities[session_id] = (time.monotonic() + CACHE_TTL, found)
+        _forget_expired(self._priorities)
         return found
 
     @staticmethod

@@ -405,6 +405,7 @@ class TicketStore:
         arrival: datetime | None,
         *,
         appointments: bool = False,
+        priorities: bool = False,
     ) -> None:
         fields: Document = {"site": site}
         if opens_at and closes_at:
@@ -412,6 +413,8 @@ class TicketStore:
         update: Document = {"$set": fields}
         if appointments:
             fields["appointments"] = True
+        if priorities:  # never unset: a flag that the session ever had a priority ticket
+            fields["priorities"] = True
         if arrival is not None:
             update["$max"] = {"last_arrival": instant(arrival)}
         await self.sessions.update_one({"_id": session_id}, update, upsert=True)
@@ -419,6 +422,10 @@ class TicketStore:
     async def session_has_appointments(self, session_id: str) -> bool:
         doc = await self.sessions.find_one({"_id": session_id}, {"appointments": 1})
         return bool(doc and doc.get("appointments"))
+
+    async def session_has_priorities(self, session_id: str) -> bool:
+        doc = await self.sessions.find_one({"_id": session_id}, {"priorities": 1})
+        return bool(doc and doc.get("priorities"))
 
     async def sessions_of(self, site: str) -> list[Document]:
         return await self.sessions.find(indexed({"site": site})).to_list()

@@ -293,6 +293,26 @@ async def test_priority_ratio_one_in_four_calls(settings: Settings) -> None:
         assert order == "NNNPNNNPNNPP"
 
 
+async def test_a_priority_ticket_deep_in_the_line_is_called_when_the_ratio_is_due(
+    settings: Settings,
+) -> None:
+    """The priority lines are read only in a session that had a priority ticket (ADR 0085):
+    one behind eight others (beyond the oldest four read per line) still comes fourth."""
+    async with running("queue", settings) as svc:
+        desk = Desk(svc.http, "1")
+        await desk.counter_action("open", services=["KTP-REKAM"])
+        for _ in range(8):
+            await issued(svc, request_event(["KTP-REKAM"]))
+        [late] = await issued(svc, request_event(["KTP-REKAM"], priority=PriorityReason.ELDERLY))
+        order = []
+        for _ in range(4):
+            called = await desk.call_next()
+            assert called is not None
+            order.append(called["ticket_id"] == late["ticket_id"])
+            await desk.ok(called["ticket_id"], "complete")
+        assert order == [False, False, False, True]
+
+
 async def test_appointments_go_first_when_checked_in_and_due(settings: Settings) -> None:
     async with running("queue", settings) as svc:
         desk = Desk(svc.http, "1")
