@@ -20,6 +20,7 @@ from giliran.contracts import (
     TicketCalled,
     TicketFacts,
     TicketIssued,
+    TicketStatus,
     new_event,
     utcnow,
 )
@@ -108,13 +109,15 @@ class ChannelWorker:
         }
         if isinstance(ticket, TicketIssued):
             fields["ahead_at_issue"] = ticket.waiting_ahead
-        await self.store.track_ticket(ticket.ticket_id, fields, status)
+        now_status = await self.store.track_ticket(ticket.ticket_id, fields, status)
         template = TEMPLATE_OF.get(type(ticket))
         if template is not None:
             data = ticket.model_dump()
             if isinstance(ticket, TicketIssued):
                 data["ahead"] = ticket.waiting_ahead
-            await self._message(event.id, event.site, template, ticket.request_id, data, event)
+            await self._message(
+                event.id, event.site, template, ticket.request_id, data, event, now_status
+            )
         if isinstance(ticket, TicketCalled):
             await self._approaching(event)
 
@@ -181,7 +184,10 @@ class ChannelWorker:
         request_id: str,
         data: dict[str, Any],
         event: Event[Any],
+        ticket_status: TicketStatus | None = None,
     ) -> None:
+        """`ticket_status`: the ticket's status as this handler just recorded it, which spares
+        the stale check a read; None to read it."""
         contact = await self._contact(request_id)
         if contact is None and self.channel.medium != "console":
             return  # purged: nobody to tell
@@ -201,6 +207,7 @@ class ChannelWorker:
             at=event.time,
         )
         await self._deliver(
+            ticket_status=ticket_status,
             cause=cause,
             site=site,
             template=template,
@@ -252,6 +259,7 @@ class ChannelWorker:
         recipient: Recipient,
         facts: Document,
         outgoing: Callable[[str], Outgoing],
+        ticket_status: TicketStatus | None = None,
     ) -> None:
         key = delivery_id(cause, self.channel.name, recipient.key)
         # Insert first: the common case (a new delivery) costs one round trip, not two.
@@ -276,7 +284,9 @@ class ChannelWorker:
                 return  # sent, failed for good, or dropped: a redelivery changes nothing
         # Crashed after a send but before recording it: the message goes again (ADR 0005).
         ticket_id = facts.get("ticket_id")
-        if ticket_id and is_stale(template, await self.store.ticket_status(ticket_id)):
+        if ticket_id and ticket_status is None:
+            ticket_status = await self.store.ticket_status(ticket_id)
+        if ticket_id and is_stale(template, ticket_status):
             await self.store.finish(
                 key, "dropped", {"last_error": "stale: the ticket has moved on"}
             )

@@ -53,14 +53,34 @@ class DeliveryStore:
 
     # --- ticket projection -----------------------------------------------------------------
 
-    async def track_ticket(self, ticket_id: str, fields: Document, status: TicketStatus) -> None:
-        """Status only moves forward, whatever order events arrive in."""
-        current = await self.tickets.find_one({"_id": ticket_id}, {"status": 1})
+    async def track_ticket(
+        self, ticket_id: str, fields: Document, status: TicketStatus
+    ) -> TicketStatus:
+        """Status only moves forward, whatever order events arrive in; returns the ticket's
+        status afterwards (further along than `status` when a later event came first). One
+        round trip when the status moves forward, the usual case (ADR 0086)."""
+        try:
+            doc = await self.tickets.find_one_and_update(
+                {"_id": ticket_id, "rank": {"$lte": status.rank}},
+                {"$set": {**fields, "status": status.value, "rank": status.rank}},
+                {"status": 1},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:  # MongoDB: it exists further along (or without a rank)
+            doc = None
+        if doc is not None:
+            return TicketStatus(doc["status"])
+        current = await self.tickets.find_one({"_id": ticket_id}, {"status": 1, "rank": 1})
         if current is not None and TicketStatus(current["status"]).rank > status.rank:
-            return
+            return TicketStatus(current["status"])
+        # Written before ranks were stored: compare by status, as it was, and add the rank.
         await self.tickets.update_one(
-            {"_id": ticket_id}, {"$set": {**fields, "status": status.value}}, upsert=True
+            {"_id": ticket_id},
+            {"$set": {**fields, "status": status.value, "rank": status.rank}},
+            upsert=True,
         )
+        return status
 
     async def ticket_status(self, ticket_id: str) -> TicketStatus | None:
         doc = await self.tickets.find_one({"_id": ticket_id}, {"status": 1})
