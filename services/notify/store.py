@@ -58,7 +58,7 @@ class DeliveryStore:
     ) -> TicketStatus:
         """Status only moves forward, whatever order events arrive in; returns the ticket's
         status afterwards (further along than `status` when a later event came first). One
-        round trip when the status moves forward, the usual case (ADR 0086)."""
+        round trip when the status moves forward, the usual case (ADR 0084)."""
         try:
             doc = await self.tickets.find_one_and_update(
                 {"_id": ticket_id, "rank": {"$lte": status.rank}},

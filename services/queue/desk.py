@@ -233,7 +233,7 @@ class Desk:
         # Priority tickets only matter when one is due by the ratio (or nothing else waits);
         # aged ones are found among the oldest anyway. Appointments only if the session has any.
         ratio_due = memory.normal_since_priority >= self.policy.call.normal_per_priority
-        # A session that never had a priority ticket has none to look for (ADR 0085): without
+        # A session that never had a priority ticket has none to look for (ADR 0084): without
         # this every call after the third read each line twice.
         priorities = await self.queue.has_priorities(state["session_id"])
         ratio_due = ratio_due and priorities

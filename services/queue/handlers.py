@@ -184,7 +184,7 @@ class Queue:
 
     async def has_priorities(self, session_id: str) -> bool:
         """Whether a priority ticket was ever issued in the session: until one is, call-next
-        need not look for priority tickets line by line (ADR 0085)."""
+        need not look for priority tickets line by line (ADR 0084)."""
         cached = self._priorities.get(session_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
