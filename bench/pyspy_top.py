@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--match", default="", help="inclusive table: only frames whose file contains this"
     )
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # | head is fine
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
