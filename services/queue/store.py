@@ -278,8 +278,10 @@ class TicketStore:
 
     async def recent_calls(self, site: str, limit: int) -> list[Document]:
         # Latest call or recall first (a recall is announced again, so it comes back on top).
+        # `$gt ""` rather than `$exists` (the same tickets: a set last_call_at is an instant
+        # string): the embedded store answers it in half the time, on every board render.
         cursor = self.tickets.find(
-            indexed({"site": site, "last_call_at": {"$exists": True}}), NO_OUTBOX
+            indexed({"site": site, "last_call_at": {"$gt": ""}}), NO_OUTBOX
         ).sort([("last_call_at", -1)])
         found: list[Document] = await cursor.limit(limit).to_list()
         return found
