@@ -217,7 +217,11 @@ class EventConsumer:
                 continue
             finally:
                 self._fetching = False
-            await self.handle_batch(messages)
+            try:
+                await self.handle_batch(messages)
+            except Exception as exc:  # e.g. an ack lost to a disconnect: never stop pulling
+                log.warning("%s: batch not settled (%s); unacked messages come again",
+                            self.durable, exc)  # fmt: skip
 
     async def handle_batch(self, messages: Sequence[Msg]) -> None:
         """Events sharing an ordering key (one citizen's request) are handled one after another
@@ -239,7 +243,14 @@ class EventConsumer:
                 continue
             events.append((raw, parsed))
         ids = [parsed.id for _, parsed in events if isinstance(parsed, Event)]
-        seen = await self.inbox.seen_many(ids) if ids else set()
+        try:
+            seen = await self.inbox.seen_many(ids) if ids else set()
+        except Exception as exc:  # the store is away: the whole batch comes again later
+            log.warning("%s: inbox read failed (%s); %d message(s) will come again",
+                        self.durable, exc, len(events))  # fmt: skip
+            for raw, _ in events:
+                await raw.nak(delay=self.backoff_seconds[0])
+            return
         in_batch: set[str] = set()
         for raw, parsed in events:
             if isinstance(parsed, Event):

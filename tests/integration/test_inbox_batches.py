@@ -92,11 +92,65 @@ async def test_each_event_handled_once_across_batches_copies_and_a_failed_inbox_
         await client.close()
 
 
+async def test_a_failed_inbox_read_redelivers_the_batch_and_the_consumer_keeps_pulling(
+    settings: Settings,
+) -> None:
+    client = connect(settings.mongo_url)
+    calls: Counter[str] = Counter()
+    inbox = FlakyInbox(client[f"{settings.db_prefix}_inboxtest"], "test-reads")
+    await inbox.ensure_indexes()
+
+    async def handler(event: Event[Any]) -> None:
+        calls[event.id] += 1
+
+    consumer = EventConsumer(
+        service="test",
+        durable="test-reads",
+        subject="giliran.*.request.submitted",
+        handlers={RequestSubmitted: handler},
+        inbox=inbox,
+        metrics=ConsumerMetrics.create(CollectorRegistry()),
+        backoff_seconds=(0.1, 0.1),
+    )
+    events = [request_event(["KIA"]) for _ in range(100)]
+    try:
+        async with nats_client(settings) as nc:
+            await ensure_streams(nc.jetstream())
+        for event in events:
+            await publish(settings, event)
+        inbox.fail_reads = 1  # the store is away when the first batch is checked
+        async with nats_client(settings) as nc:
+            await consumer.start(nc.jetstream())
+
+            plain = Inbox(client[f"{settings.db_prefix}_inboxtest"], "test-reads")
+
+            async def all_recorded() -> bool:
+                return len(await plain.seen_many([e.id for e in events])) == len(events)
+
+            await eventually(all_recorded, within=30)
+            await consumer.stop()
+        assert inbox.reads_failed == 1
+        assert calls == Counter({e.id: 1 for e in events})  # nothing ran before the failed read
+    finally:
+        await consumer.stop()
+        await client.close()
+
+
 class FlakyInbox(Inbox):
-    """A real inbox whose next `fail_next` batch writes fail, as when the store goes away."""
+    """A real inbox whose next `fail_next` batch writes (`fail_reads` batch reads) fail, as
+    when the store goes away."""
 
     fail_next = 0
     failed = 0
+    fail_reads = 0
+    reads_failed = 0
+
+    async def seen_many(self, event_ids: Any) -> set[str]:
+        if self.fail_reads > 0:
+            self.fail_reads -= 1
+            self.reads_failed += 1
+            raise ConnectionError("store away")
+        return await super().seen_many(event_ids)
 
     async def record_many(self, events: Any) -> None:
         if self.fail_next > 0:
