@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 from pydantic import BaseModel
@@ -77,23 +78,44 @@ def _call(site: SiteDef, doc: Document) -> CallShown:
 
 class LinesCache:
     """The lines of each session's board, read at most once per `max_age` seconds and shared by
-    every board of the process."""
+    every board of the process. Lines served from the cache are followed by `refresh(site)`
+    once they are due, so a board whose last change was served stale lines renders again."""
 
-    def __init__(self, max_age: float = LINES_MAX_AGE_SECONDS) -> None:
+    def __init__(
+        self,
+        max_age: float = LINES_MAX_AGE_SECONDS,
+        refresh: Callable[[str], None] | None = None,
+    ) -> None:
         self._max_age = max_age
+        self._refresh = refresh
         self._lines: dict[str, tuple[float, list[LineShown]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._due: set[str] = set()
 
     async def lines(self, store: TicketStore, site: SiteDef, session_id: str) -> list[LineShown]:
         async with self._locks.setdefault(session_id, asyncio.Lock()):  # one read for all
             read_at, lines = self._lines.get(session_id, (float("-inf"), []))
             now = time.monotonic()
-            if now - read_at > self._max_age:
-                lines = await read_lines(store, site, session_id)
-                # Sessions end: forget what nobody asked for in a minute.
-                self._lines = {k: v for k, v in self._lines.items() if now - v[0] < 60}
-                self._lines[session_id] = (time.monotonic(), lines)
+            if now - read_at <= self._max_age:
+                self._refresh_later(site.site, read_at + self._max_age - now)
+                return lines
+            lines = await read_lines(store, site, session_id)
+            # Sessions end: forget what nobody asked for in a minute.
+            self._lines = {k: v for k, v in self._lines.items() if now - v[0] < 60}
+            self._lines[session_id] = (time.monotonic(), lines)
             return lines
+
+    def _refresh_later(self, site: str, seconds: float) -> None:
+        if self._refresh is None or site in self._due:
+            return
+        self._due.add(site)
+        refresh = self._refresh
+
+        def due() -> None:
+            self._due.discard(site)
+            refresh(site)
+
+        asyncio.get_running_loop().call_later(max(seconds, 0.0) + 0.01, due)
 
 
 async def read_lines(store: TicketStore, site: SiteDef, session_id: str) -> list[LineShown]:

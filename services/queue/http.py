@@ -219,7 +219,7 @@ def router(queue: Queue, desk: Desk, audit: AuditLog) -> APIRouter:
     ) -> list[TicketView]:
         return await queue.request_status(site, request_id)
 
-    lines = LinesCache()
+    lines = LinesCache(refresh=queue.changes.bump)
 
     async def board(site: str) -> BoardView:
         definition = queue.site(site)
