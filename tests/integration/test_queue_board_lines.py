@@ -12,7 +12,7 @@ from giliran.contracts import utcnow
 from giliran.push import Changes
 from giliran.settings import REPO_ROOT, Settings
 from giliran.store import connect, instant
-from services.queue.board import LineShown, LinesCache
+from services.queue.board import LinesCache, LineShown
 from services.queue.store import TicketStore
 
 pytestmark = pytest.mark.integration
