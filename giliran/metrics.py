@@ -10,13 +10,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from giliran import telemetry
 
 log = logging.getLogger("giliran.http")
+
+# No `*_created` series beside every counter and histogram: Prometheus does not need them and
+# they double what a scrape carries.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Seconds. Handlers and requests here take milliseconds; the top buckets catch a store or a
 # gateway that hangs until its timeout.
@@ -81,14 +91,6 @@ class BusMetrics:
                 registry=registry,
             ),
         )
-
-    @contextmanager
-    def timing(self, consumer: str, event_type: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.handler_seconds.labels(consumer, event_type).observe(time.perf_counter() - start)
 
 
 def http_duration(registry: CollectorRegistry) -> Histogram:

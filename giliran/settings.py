@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # "json": one JSON object per line (compose, k8s, log shippers); "text": a plain line for a
     # terminal. Both carry the correlation id (docs/observability.md).
     log_format: Literal["json", "text"] = "text"
+    # One INFO line per event a consumer handled (consumer, type, id, duration, correlation id):
+    # follows a citizen through every service's log, at ~20 µs per event and consumer.
+    log_events: bool = False
     # How often gauges read from NATS and the store (consumer lag, outbox backlog, waiting lines)
     # are refreshed: about Prometheus's scrape interval; never per message.
     metrics_refresh_seconds: float = Field(default=15.0, gt=0)

@@ -9,7 +9,7 @@ import sys
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import trace
@@ -46,6 +46,15 @@ def new_correlation_id() -> str:
 def acceptable_id(value: str | None) -> str | None:
     """`value` when it is safe to carry and echo, else None (a new one is made)."""
     return value if value and _ACCEPTABLE_ID.match(value) else None
+
+
+def bind_correlation(value: str | None) -> Token[str | None]:
+    """correlated() without a generator, for the per-event path: reset with the token."""
+    return _correlation.set(value)
+
+
+def unbind_correlation(token: Token[str | None]) -> None:
+    _correlation.reset(token)
 
 
 @contextmanager
@@ -103,10 +112,10 @@ def configure_logging(fmt: LogFormat, level: str, service: str = "giliran") -> N
 
         handler.setFormatter(
             JsonFormatter(
-                "%(asctime)s %(levelname)s %(name)s %(message)s",
-                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-                timestamp=False,
-                datefmt="%Y-%m-%dT%H:%M:%S%z",
+                "%(levelname)s %(name)s %(message)s",
+                rename_fields={"levelname": "level", "name": "logger"},
+                # ISO 8601 in UTC, to the microsecond.
+                timestamp="time",
             )
         )
     else:
@@ -229,21 +238,16 @@ def sending(subject: str, event: Mapping[str, Any], headers: dict[str, str]) -> 
 def processing(
     subject: str, event: Mapping[str, Any], consumer: str, traceparent: str | None
 ) -> Iterator[None]:
-    """A consumer's "process" span, a child of the event's creation context, with the event's
-    correlation id restored for the handler's logs and the events it creates."""
-    with correlated(event.get("correlationid")):
-        if _provider is None:
-            yield
-            return
-        attributes = _messaging("process", subject, event)
-        attributes["messaging.consumer.group.name"] = consumer
-        with tracer().start_as_current_span(
-            f"process {subject}",
-            context=context_of(traceparent),
-            kind=SpanKind.CONSUMER,
-            attributes=attributes,
-        ):
-            yield
+    """A consumer's "process" span (tracing on only), a child of the event's creation context."""
+    attributes = _messaging("process", subject, event)
+    attributes["messaging.consumer.group.name"] = consumer
+    with tracer().start_as_current_span(
+        f"process {subject}",
+        context=context_of(traceparent),
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+    ):
+        yield
 
 
 @contextmanager

@@ -31,5 +31,5 @@ class NotifyMetrics:
 
     def finished(self, channel: str, outcome: str, cost: int = 0) -> None:
         self.notifications.labels(channel, outcome).inc()
-        if cost:
-            self.cost_units.labels(channel).inc(cost)
+        # Touched even at zero: a free channel's line is on the dashboard too.
+        self.cost_units.labels(channel).inc(cost)
