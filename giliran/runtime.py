@@ -313,15 +313,10 @@ def observed(
     seconds = metrics.handler_seconds
     by_type: dict[str, Any] = {}  # labelled children: labels() takes a lock and a tuple per call
 
-    async def run(event: Event[Any]) -> object:
-        token = telemetry.bind_correlation(event.correlationid)
+    async def timed(event: Event[Any]) -> object:
         start = time.perf_counter()
         try:
-            if not telemetry.tracing():
-                return await handler(event)
-            attributes = {"id": event.id, "type": event.type, "subject": event.subject}
-            with telemetry.processing(event.nats_subject, attributes, durable, event.traceparent):
-                return await handler(event)
+            return await handler(event)
         finally:
             elapsed = time.perf_counter() - start
             child = by_type.get(event.type)
@@ -332,6 +327,16 @@ def observed(
                 events_log.info(
                     "%s handled %s %s in %.1f ms", durable, event.type, event.id, elapsed * 1000
                 )
+
+    async def run(event: Event[Any]) -> object:
+        token = telemetry.bind_correlation(event.correlationid)
+        try:
+            if not telemetry.tracing():
+                return await timed(event)
+            attributes = {"id": event.id, "type": event.type, "subject": event.subject}
+            with telemetry.processing(event.nats_subject, attributes, durable, event.traceparent):
+                return await timed(event)
+        finally:
             telemetry.unbind_correlation(token)
 
     return run

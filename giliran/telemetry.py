@@ -138,9 +138,12 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 TRACEPARENT = "traceparent"
 
 
-def configure_tracing(service: str, environ: Mapping[str, str] | None = None) -> bool:
+def configure_tracing(
+    service: str, environ: Mapping[str, str] | None = None, *, install: bool = True
+) -> bool:
     """Turn tracing on from the standard OTEL_* variables; False (and nothing set up) when
-    OTEL_TRACES_EXPORTER is unset or "none", or OTEL_SDK_DISABLED is true."""
+    OTEL_TRACES_EXPORTER is unset or "none", or OTEL_SDK_DISABLED is true. `install` also makes
+    it the process's global provider (libraries tracing on their own use it: FastAPI's spans)."""
     env = os.environ if environ is None else environ
     exporters = [e.strip() for e in env.get("OTEL_TRACES_EXPORTER", "none").split(",")]
     exporters = [e for e in exporters if e and e != "none"]
@@ -172,7 +175,8 @@ def configure_tracing(service: str, environ: Mapping[str, str] | None = None) ->
         else:
             log.warning("OTEL_TRACES_EXPORTER=%s is not supported (otlp, console)", chosen)
     use_tracer_provider(provider)
-    trace.set_tracer_provider(provider)
+    if install:
+        trace.set_tracer_provider(provider)
     return True
 
 

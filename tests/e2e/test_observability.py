@@ -118,6 +118,8 @@ async def four_services(settings: Settings, logs: Path) -> AsyncIterator[dict[st
                 "GILIRAN_METRICS_REFRESH_SECONDS": "0.5",
                 "GILIRAN_MAX_DELIVER": "2",
                 "GILIRAN_RETRY_BACKOFF_SECONDS": "[0.1, 0.1]",
+                # Tracing switched on by the standard variable: spans as JSON lines on stdout.
+                "OTEL_TRACES_EXPORTER": "console",
             }
         )
         processes[name] = process.start()
@@ -205,14 +207,33 @@ async def test_running_services_expose_every_metric_the_dashboard_and_rules_use(
     for name, body in text.items():
         (out / f"metrics-{name}.txt").write_text(body)
 
-    # Every log line is one JSON object; the citizen's id is in every service's log.
-    lines: dict[str, list[dict[str, Any]]] = {}
+    # Every line is one JSON object: a log record, or a span of the console exporter.
+    records: dict[str, list[dict[str, Any]]] = {}
+    spans: dict[str, list[dict[str, Any]]] = {}
     for name in SERVICES:
         raw = (logs / f"{name}.log").read_text().splitlines()
-        lines[name] = [json.loads(line) for line in raw if line.strip()]
+        parsed = [json.loads(line) for line in raw if line.strip()]
+        records[name] = [r for r in parsed if "logger" in r]
+        spans[name] = [r for r in parsed if "context" in r and "kind" in r]
+        assert len(records[name]) + len(spans[name]) == len(parsed)
         (out / f"log-{name}.jsonl").write_text("\n".join(raw) + "\n")
+    # One trace from the registration's HTTP span in intake to the call's message in notify.
+    registration = next(s for s in spans["intake"] if s["name"] == "POST /api/v1/requests")
+    trace = registration["context"]["trace_id"]
+
+    def traced(service: str, prefix: str) -> bool:
+        return any(
+            s["name"].startswith(prefix) and s["context"]["trace_id"] == trace
+            for s in spans[service]
+        )
+
+    assert traced("queue", f"process giliran.{SITE}.request.submitted")
+    assert traced("notify", f"process giliran.{SITE}.ticket.called")
+    assert traced("reporting", f"process giliran.{SITE}.ticket.completed")
+    # The citizen's id is in every service's log, with the trace id beside it.
     for name in SERVICES:
-        mine = [r for r in lines[name] if r.get("correlation_id") == CITIZEN_REQUEST_ID]
+        mine = [r for r in records[name] if r.get("correlation_id") == CITIZEN_REQUEST_ID]
         assert mine, f"no {name} log line carries the citizen's request id"
         assert all(r["service"] == name and r["level"] and r["time"] for r in mine)
+        assert {f"0x{r['trace_id']}" for r in mine} == {trace}, name
     assert personal_data_in(logs.glob("*.log")) == []
