@@ -7,7 +7,8 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import (
@@ -45,6 +46,15 @@ class BusMetrics:
     redelivered: Gauge
     outbox_pending: Gauge
     bus_connected: Gauge
+
+    # Labelled children by event type: labels() takes a lock and builds a tuple on every call.
+    _published: dict[str, Any] = field(default_factory=dict)
+
+    def count_published(self, event_type: str) -> None:
+        child = self._published.get(event_type)
+        if child is None:
+            child = self._published[event_type] = self.published.labels(event_type)
+        child.inc()
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> BusMetrics:

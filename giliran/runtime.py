@@ -269,10 +269,13 @@ class ServiceRuntime:
     async def _publish(self, event: Document) -> None:
         if not self.bus_started.is_set() or not self.broker.connection.is_connected:
             raise ConnectionError("NATS is not connected")
-        headers: dict[str, str] = {}
-        with telemetry.sending(event_subject_of(event), event, headers):
-            await publish_event(jetstream(self.broker), event, headers)
-        self.bus_metrics.published.labels(str(event["type"])).inc()
+        if telemetry.tracing():
+            headers: dict[str, str] = {}
+            with telemetry.sending(event_subject_of(event), event, headers):
+                await publish_event(jetstream(self.broker), event, headers)
+        else:
+            await publish_event(jetstream(self.broker), event)
+        self.bus_metrics.count_published(str(event["type"]))
 
     async def stop(self) -> None:
         if self.relay is not None:

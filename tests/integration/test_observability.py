@@ -255,7 +255,7 @@ async def test_request_ids_from_the_caller_are_kept_only_when_safe(settings: Set
         assert kept.headers["x-request-id"] == "abc-DEF_123.45:6"
         hostile = await queue.http.get("/healthz", headers={"X-Request-ID": 'x y"<script>'})
         assert hostile.headers["x-request-id"] != 'x y"<script>'
-        assert len(hostile.headers["x-request-id"]) == 32
+        assert len(hostile.headers["x-request-id"]) == 26
         trace = "4bf92f3577b34da6a3ce929d0e0e4736"
         from_trace = await queue.http.get(
             "/healthz", headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"}
