@@ -114,8 +114,8 @@ def http_duration(registry: CollectorRegistry) -> Histogram:
     )
 
 
-# Probes and scrapes: measured, not logged (they would drown the access log).
-QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+# Probes, scrapes and page assets: measured, not logged (they would drown the access log).
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/static"})
 
 
 def route_of(scope: Scope) -> str:
