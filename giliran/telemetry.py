@@ -165,8 +165,10 @@ def configure_tracing(
     # OTEL_RESOURCE_ATTRIBUTES is read by Resource.create as well.
     name = env.get("OTEL_SERVICE_NAME") or f"giliran-{service}"
     provider = SdkTracerProvider(resource=Resource.create({"service.name": name}))
+    known = 0
     for chosen in exporters:
         exporter: SpanExporter
+        known += chosen in ("otlp", "console")
         if chosen == "otlp":
             # Reads OTEL_EXPORTER_OTLP_ENDPOINT / _TRACES_ENDPOINT / _HEADERS itself.
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -178,6 +180,8 @@ def configure_tracing(
             provider.add_span_processor(SimpleSpanProcessor(exporter))
         else:
             log.warning("OTEL_TRACES_EXPORTER=%s is not supported (otlp, console)", chosen)
+    if not known:  # spans nobody would see: stay off
+        return False
     use_tracer_provider(provider)
     if install:
         trace.set_tracer_provider(provider)

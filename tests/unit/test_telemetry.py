@@ -93,7 +93,7 @@ def test_text_lines_carry_the_correlation_id() -> None:
 
 @pytest.mark.parametrize(
     "environ",
-    [{}, {"OTEL_TRACES_EXPORTER": "none"},
+    [{}, {"OTEL_TRACES_EXPORTER": "none"}, {"OTEL_TRACES_EXPORTER": "jaeger"},
      {"OTEL_TRACES_EXPORTER": "console", "OTEL_SDK_DISABLED": "true"}],
 )  # fmt: skip
 def test_tracing_stays_off_unless_an_exporter_is_named(
