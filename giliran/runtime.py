@@ -311,7 +311,7 @@ def observed(
     durable: str, handler: EventHandler, metrics: BusMetrics, log_events: bool = False
 ) -> EventHandler:
     """The handler inside the event's correlation id (and a "process" span when tracing),
-    timed; with GILIRAN_LOG_EVENTS one log line per handled event (~20 µs each, so off by
+    timed; with GILIRAN_LOG_EVENTS one log line per handled event (~30 µs each, so off by
     default). Kept lean: it runs for every event (bench/observe.py measures it)."""
     seconds = metrics.handler_seconds
     by_type: dict[str, Any] = {}  # labelled children: labels() takes a lock and a tuple per call

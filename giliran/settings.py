@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     # terminal. Both carry the correlation id (docs/observability.md).
     log_format: Literal["json", "text"] = "text"
     # One INFO line per event a consumer handled (consumer, type, id, duration, correlation id):
-    # follows a citizen through every service's log, at ~20 µs per event and consumer.
+    # follows a citizen through every service's log, at ~30 µs per event and consumer.
     log_events: bool = False
     # How often gauges read from NATS and the store (consumer lag, outbox backlog, waiting lines)
     # are refreshed: about Prometheus's scrape interval; never per message.
