@@ -44,6 +44,7 @@ from services.notify.domain import (
     delivery_id,
     is_stale,
 )
+from services.notify.metrics import NotifyMetrics
 from services.notify.store import DeliveryStore
 
 log = logging.getLogger("giliran.notify")
@@ -74,6 +75,7 @@ class ChannelWorker:
     wake: Callable[[], None]
     public_url: str = ""
     clock: Callable[[], datetime] = utcnow
+    metrics: NotifyMetrics | None = None
 
     # --- what events mean -------------------------------------------------------------------
 
@@ -290,6 +292,7 @@ class ChannelWorker:
             await self.store.finish(
                 key, "dropped", {"last_error": "stale: the ticket has moved on"}
             )
+            self._finished("dropped")
             return
         attempt = await self.store.count_attempt(key)
         try:
@@ -315,6 +318,7 @@ class ChannelWorker:
         await self.store.finish(
             key, "sent", {"sent_at": instant(now), "cost_units": cost, "last_error": None}, [sent]
         )
+        self._finished("sent", cost)
         self.wake()
 
     async def _fail(self, key: str, site: str, template: str, facts: Document, reason: str) -> None:
@@ -330,8 +334,13 @@ class ChannelWorker:
         await self.store.finish(
             key, "failed", {"failed_at": instant(now), "last_error": reason}, [failed]
         )
+        self._finished("failed")
         self.wake()
         log.warning("%s: delivery %s failed: %s", self.channel.name, key, reason)
+
+    def _finished(self, outcome: str, cost: int = 0) -> None:
+        if self.metrics is not None:
+            self.metrics.finished(self.channel.name, outcome, cost)
 
     def _outcome(self, key: str, template: str, facts: Document) -> dict[str, Any]:
         """What notification.sent and notification.failed both say about a delivery."""
