@@ -30,7 +30,11 @@ SITE = "cikarang-utara"
 CITIZEN_REQUEST_ID = "citizen-e2e-0001"
 METRIC_NAME = re.compile(r"\b(giliran_[a-z0-9_]+)\b")
 # A trace (32) or span (16) id; at least one letter, so a NIK (16 digits) is never scrubbed.
-RANDOM_HEX = re.compile(r"\b(?:0x)?(?=[0-9]*[a-f])[0-9a-f]{16}(?:[0-9a-f]{16})?\b")
+# An id written 0x… is scrubbed even when all its digits are decimal (1 span id in ~1,800 is);
+# a bare run of 16 or 32 only when it has a letter (a bare 16-digit number could be a NIK).
+RANDOM_HEX = re.compile(
+    r"(?:\b0x[0-9a-f]{16}(?:[0-9a-f]{16})?|\b(?=[0-9]*[a-f])[0-9a-f]{16}(?:[0-9a-f]{16})?)\b"
+)
 
 
 def dashboard_expressions() -> list[str]:
