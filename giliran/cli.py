@@ -254,6 +254,8 @@ def service(args: argparse.Namespace) -> int:
         lifespan="on",
         # Server-push streams (dashboards, boards) never end by themselves: bound the wait.
         timeout_graceful_shutdown=5,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     return 0
 

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     # Each service owns the database "<db_prefix>_<service>"; tests use a unique prefix per test.
     db_prefix: str = "giliran"
     host: str = "127.0.0.1"
+    # Addresses whose X-Forwarded-For/-Proto uvicorn believes (its default: only 127.0.0.1).
+    # Behind the reverse proxy of compose.yaml or a Kubernetes ingress, the proxy's address (or
+    # "*" where only the proxy can reach the service): otherwise every citizen shares the
+    # proxy's address and its registration rate limit.
+    forwarded_allow_ips: str = "127.0.0.1"
     intake_port: int = DEFAULT_PORTS["intake"]
     queue_port: int = DEFAULT_PORTS["queue"]
     reporting_port: int = DEFAULT_PORTS["reporting"]
