@@ -315,6 +315,15 @@ def _nats_passwords(data_dir: Path) -> dict[str, str]:
     return known
 
 
+def keys(args: argparse.Namespace) -> int:
+    """`giliran keys rotate-nik`: stored NIKs re-encrypted with the newest configured key."""
+    import asyncio
+
+    module = importlib.import_module("services.intake.rotation")
+    code: int = asyncio.run(module.main(Settings(), args.batch))
+    return code
+
+
 def nats_passwords(_: argparse.Namespace) -> int:
     """Fresh NATS_PASSWORD_<USER>=... lines for compose's .env."""
     from giliran.catalogue import load_catalogue
@@ -358,6 +367,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_rebuild.add_argument("--into", help="database prefix for the rebuilt projections")
     p_rebuild.add_argument("--keep", action="store_true", help="keep the rebuilt database")
     p_rebuild.set_defaults(func=reporting)
+    p_keys = commands.add_parser("keys", help="key rotation")
+    keys_commands = p_keys.add_subparsers(dest="action", required=True)
+    p_rotate = keys_commands.add_parser(
+        "rotate-nik",
+        help="re-encrypt stored NIKs with the newest GILIRAN_NIK_ENCRYPTION_KEY (resumable)",
+    )
+    p_rotate.add_argument("--batch", type=int, default=200, help="records per read")
+    p_rotate.set_defaults(func=keys)
     from giliran.auth.cli import add_parsers as add_account_parsers
 
     add_account_parsers(commands)
