@@ -62,14 +62,17 @@ def jetstream(broker: NatsBroker) -> JetStreamContext:
     return js
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    """Create or update the event stream and the dead-letter stream (idempotent)."""
+async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create or update the event stream and the dead-letter stream (idempotent). `replicas`:
+    copies kept by a JetStream cluster (3 on the Kubernetes cluster of deploy/k8s/); every
+    start applies it, so it is configuration, never a by-hand `nats stream edit`."""
     configs = [
         StreamConfig(
             name=STREAM,
             subjects=STREAM_SUBJECTS,
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            num_replicas=replicas,
             description="Giliran events: giliran.<site>.<entity>.<event>",
         ),
         StreamConfig(
@@ -77,6 +80,7 @@ async def ensure_streams(js: JetStreamContext) -> None:
             subjects=DLQ_SUBJECTS,
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            num_replicas=replicas,
             description="Messages a service could not handle, with the reason in headers",
         ),
     ]

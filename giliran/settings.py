@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     status_query_timeout_seconds: float = 0.5
     # How long POST /requests waits for the queue to issue tickets before answering 202.
     ticket_wait_seconds: float = 2.0
+    # Copies of the event and dead-letter streams in a JetStream cluster (1 on a single server;
+    # 3 on the 3-node cluster of deploy/k8s/). Applied at every start.
+    stream_replicas: int = Field(default=1, ge=1, le=5)
     # Consumer retry policy: deliveries before a message is dead-lettered, and backoff between them.
     max_deliver: int = 5
     retry_backoff_seconds: list[float] = Field(default_factory=lambda: [0.5, 2.0, 5.0, 15.0])

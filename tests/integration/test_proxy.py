@@ -86,7 +86,12 @@ class Echo:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"
-        headers = [(b"x-upstream", self.name.encode()), (b"x-path", scope["path"].encode())]
+        forwarded = dict(scope["headers"]).get(b"x-forwarded-for", b"")
+        headers = [
+            (b"x-upstream", self.name.encode()),
+            (b"x-path", scope["path"].encode()),
+            (b"x-seen-forwarded-for", forwarded),
+        ]
         if (b"accept", b"text/event-stream") in scope["headers"]:
             headers.append((b"content-type", b"text/event-stream"))
             await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -107,7 +112,7 @@ async def proxy(tmp_path: Path, upstreams: dict[str, str]) -> AsyncIterator[str]
         "HOME": str(tmp_path),
         "XDG_DATA_HOME": str(tmp_path / "data"),
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "GILIRAN_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "PROXY_ADDRESS": f"http://127.0.0.1:{port}",
         # A free admin port: several tests (and other checkouts) may run Caddy at once.
         "PROXY_ADMIN": f"127.0.0.1:{free_port()}",
         **{f"{name.upper()}_UPSTREAM": address for name, address in upstreams.items()},
@@ -191,6 +196,11 @@ async def test_the_proxy_sends_every_route_to_its_service(tmp_path: Path) -> Non
                 checked += 1
         assert not wrong, "\n".join(wrong)
         assert checked > 60, checked  # every service's routes were enumerated
+
+        # A client's own X-Forwarded-For is not believed: the service sees where it came from
+        # (its registration rate limit counts per address).
+        spoofed = await client.get("/daftar", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert spoofed.headers["x-seen-forwarded-for"] == "127.0.0.1"
 
         # Each service's dead letters under its own prefix, arriving as the service's path.
         for name in SERVICES:

@@ -390,8 +390,11 @@ def test_proxy_routes_to_every_service_at_its_port(
         assert upstream in caddyfile, f"the Caddyfile does not send anything to {name}"
         assert name in proxy.get("depends_on", {})
     # The site address is the public URL the services put in links.
-    assert "{$GILIRAN_PUBLIC_URL:" in caddyfile
-    assert "GILIRAN_PUBLIC_URL" in _environment(proxy)
+    assert "{$PROXY_ADDRESS:" in caddyfile
+    assert (
+        _environment(proxy)["PROXY_ADDRESS"]
+        == _environment(_service(services, "intake"))["GILIRAN_PUBLIC_URL"]
+    )
 
 
 @pytest.mark.parametrize("name", SERVICES)
