@@ -461,3 +461,12 @@ def test_compose_follows_the_compose_specification_schema(compose: dict[str, Any
     # The schema does catch mistakes: a misspelt key fails it.
     broken = {**compose, "services": {**compose["services"], "x": {"imagee": "nats"}}}
     assert list(jsonschema.Draft201909Validator(schema).iter_errors(broken))
+
+
+def test_secrets_and_backups_stay_out_of_the_image_and_git() -> None:
+    """The build context is the repository root, where .env and backups/ (personal data) live."""
+    docker = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    git = (ROOT / ".gitignore").read_text(encoding="utf-8").split()
+    for name in (".env", "backups", "nats.env"):
+        assert name in docker, f"{name} would be copied into the image"
+        assert any(entry.strip("/") == name for entry in git), f"{name} could be committed"
