@@ -269,3 +269,38 @@ async def test_a_sign_in_at_the_entry_point_holds_for_every_service(
         async with browser.stream("GET", "/api/v1/sites/cikarang-utara/board/stream") as stream:
             first = await asyncio.wait_for(anext(stream.aiter_text()), timeout=10)
             assert "event:" in first
+
+
+@pytest.mark.parametrize(
+    ("address", "tls", "listens", "issuer"),
+    [
+        # A public name: Caddy's automatic certificates (ACME), HTTPS on 443.
+        ("https://antrian.example.go.id", "auto", [":443"], None),
+        # An offline LAN: certificates from Caddy's own CA.
+        ("https://giliran.lan", "internal", [":443"], "internal"),
+        # A closed network, plain HTTP.
+        ("http://192.168.1.10", "auto", [":80"], None),
+        # Behind a Kubernetes Ingress (deploy/k8s/base/proxy.yaml).
+        (":8080", "auto", [":8080"], None),
+    ],
+)
+def test_the_documented_tls_modes_configure_caddy(
+    tmp_path: Path, address: str, tls: str, listens: list[str], issuer: str | None
+) -> None:
+    import json
+    import subprocess
+
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    adapted = subprocess.run(
+        [str(caddy_binary()), "adapt", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+        env={**env, "PROXY_ADDRESS": address, "PROXY_TLS": tls},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    config = json.loads(adapted.stdout)
+    assert config["apps"]["http"]["servers"]["srv0"]["listen"] == listens
+    policies = config["apps"].get("tls", {}).get("automation", {}).get("policies", [])
+    issuers = [i["module"] for p in policies for i in p.get("issuers", [])]
+    assert issuers == ([issuer] if issuer else [])

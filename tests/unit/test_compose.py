@@ -1,4 +1,4 @@
-"""compose.yaml and the Dockerfile agree with the code, checked without Docker.
+"""compose.yaml, the Dockerfile and deploy/mongo agree with the code, checked without Docker.
 
 The ports, commands and GILIRAN_* variables in compose.yaml are easy to let drift from
 giliran.settings and giliran.cli; these tests read the files as data and compare.
