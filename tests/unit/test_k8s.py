@@ -294,9 +294,8 @@ def test_keda_scales_each_service_by_its_own_durable_consumer(base: list[dict[st
     KEDA's documented required fields and against the code and the base it patches."""
     from giliran.cli import build_service
 
-    monitor = next(
-        p["port"] for p in _one(base, "Service", "nats")["spec"]["ports"] if p["name"] == "monitor"
-    )
+    headless = _one(base, "Service", _one(base, "StatefulSet", "nats")["spec"]["serviceName"])
+    monitor = next(p["port"] for p in headless["spec"]["ports"] if p["name"] == "monitor")
     component = _kustomization(KEDA)
     deleted = {patch["target"]["name"] for patch in component["patches"]}
     objects = _resources(KEDA)
@@ -319,7 +318,8 @@ def test_keda_scales_each_service_by_its_own_durable_consumer(base: list[dict[st
         meta = triggers[0]["metadata"]
         assert {"natsServerMonitoringEndpoint", "account", "stream", "consumer"} <= set(meta)
         assert meta["stream"] == STREAM and meta["consumer"] in durables
-        assert meta["natsServerMonitoringEndpoint"] == f"nats.giliran.svc.cluster.local:{monitor}"
+        host = f"{headless['metadata']['name']}.{_kustomization(BASE)['namespace']}"
+        assert meta["natsServerMonitoringEndpoint"] == f"{host}.svc.cluster.local:{monitor}"
         assert int(meta["lagThreshold"]) > 0
     assert len(deleted) == len(objects)
 
