@@ -342,3 +342,20 @@ def test_ingress_sends_everything_to_the_proxy_which_runs_the_tested_caddyfile(
     for name in SERVICES:
         port = _one(base, "Service", name)["spec"]["ports"][0]["port"]
         assert f"{{${name.upper()}_UPSTREAM:{name}:{port}}}" in caddyfile
+
+
+def test_every_pod_meets_the_restricted_pod_security_standard(base: list[dict[str, Any]]) -> None:
+    """The namespace enforces `restricted`: a pod that misses one of these is refused."""
+    namespace = _one(base, "Namespace", "giliran")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for workload in _kind(base, "Deployment") + _kind(base, "StatefulSet"):
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"]["drop"] == ["ALL"]
+            assert context["readOnlyRootFilesystem"] is True
+            assert container["resources"]["requests"]["memory"]
+            assert container["resources"]["limits"]["memory"]
