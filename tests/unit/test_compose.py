@@ -470,3 +470,18 @@ def test_secrets_and_backups_stay_out_of_the_image_and_git() -> None:
     for name in (".env", "backups", "nats.env"):
         assert name in docker, f"{name} would be copied into the image"
         assert any(entry.strip("/") == name for entry in git), f"{name} could be committed"
+
+
+def test_mongo_init_script_is_valid_javascript() -> None:
+    """mongosh runs it; node parses the same language (a syntax error would only show when the
+    mongo container first starts)."""
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node not installed")
+    checked = subprocess.run(
+        [node, "--check", str(MONGO_INIT)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stderr
