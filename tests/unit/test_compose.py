@@ -180,9 +180,13 @@ def test_service_listens_on_its_settings_port_and_publishes_none(
 
 
 def test_only_the_proxy_publishes_ports(services: dict[str, dict[str, Any]]) -> None:
+    """The proxy on every interface; monitoring's UI on the host's loopback only."""
     publishing = {name for name, service in services.items() if service.get("ports")}
-    assert publishing == {"proxy"}
+    assert "proxy" in publishing
     assert {published for published, _ in _ports(services["proxy"])} == {80, 443}
+    for name in publishing - {"proxy"}:
+        assert "observability" in services[name].get("profiles", []), name
+        assert all(str(port).startswith("127.0.0.1:") for port in services[name]["ports"]), name
 
 
 @pytest.mark.parametrize("name", SERVICES)
