@@ -5,6 +5,7 @@ the hub)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -243,7 +244,13 @@ async def rearm_sources(client: Client, sites: Sequence[str]) -> list[str]:
 async def keep_hub(url: str, sites: Sequence[str], *, every: float = 2.0) -> None:
     """The hub's caretaker (run by `giliran hub`): make sure its streams exist, then keep
     re-arming the sourcing of sites whose link has come back. Runs until cancelled."""
-    client = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+
+    async def quiet(exc: Exception) -> None:  # the hub restarting is what this waits out
+        log.debug("edge: hub caretaker connection: %s", exc)
+
+    client = await nats.connect(
+        url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=quiet
+    )
     try:
         ensured = False
         while True:
@@ -256,4 +263,5 @@ async def keep_hub(url: str, sites: Sequence[str], *, every: float = 2.0) -> Non
                 log.debug("edge: hub caretaker: %s", exc)
             await asyncio.sleep(every)
     finally:
-        await client.close()
+        with contextlib.suppress(Exception):
+            await client.close()

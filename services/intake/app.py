@@ -71,7 +71,8 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
 
         runtime.on_startup(open_demo)
     runtime.use_outbox(store.requests, store.feedback)
-    subscribers.register(runtime, intake)
+    if not settings.edge_hub:  # the hub's intake holds no citizen's request to follow
+        subscribers.register(runtime, intake)
     runtime.publishes(RequestSubmitted, RequestCheckedIn, RequestCancelled, FeedbackSubmitted)
 
     async def purge_personal_data() -> None:
