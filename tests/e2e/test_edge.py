@@ -24,13 +24,14 @@ from zoneinfo import ZoneInfo
 import httpx
 import nats
 import pytest
+from nats.aio.msg import Msg
 from pydantic import SecretStr
 
 from giliran import edge
 from giliran.contracts.subjects import STREAM
 from giliran.embedded import ManagedProcess, free_port, nats_server
 from giliran.settings import ServiceName, Settings
-from tests.conftest import eventually, issue_token, service_process
+from tests.conftest import eventually, issue_token, request_event, service_process
 
 pytestmark = pytest.mark.e2e
 
@@ -221,9 +222,23 @@ async def test_sites_serve_offline_and_the_hub_catches_up(mongo_url: str, tmp_pa
         kabupaten(mongo_url, tmp_path) as (hub, boxes),
         httpx.AsyncClient(timeout=10) as http,
     ):
-        # With the link up: a session at each site.
+        # With the link up: a session at each site. The link carries no live Giliran message
+        # either way: a listener at the hub hears nothing of the sites, and an event published
+        # at the hub for a site never reaches that site's stream (its figures below stay exact).
+        heard: list[str] = []
+
+        async def hear(message: Msg) -> None:
+            heard.append(message.subject)
+
+        listener = await nats.connect(hub.nats_url)
+        await listener.subscribe("giliran.>", cb=hear)
+        forged = request_event(["KTP-CETAK"], site="cikarang-utara")
+        await listener.publish(forged.nats_subject, json.dumps(forged.to_json_dict()).encode())
+        await listener.flush()
         for box in boxes.values():
             await serve(http, box, citizens=3, complete=2)
+        await listener.close()
+        assert heard == ["giliran.cikarang-utara.request.submitted"]  # only its own
 
         # The link goes: the hub's nats-server crashes. Each site keeps ticketing and serving.
         hub.nats.kill()
