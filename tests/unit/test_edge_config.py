@@ -92,3 +92,14 @@ def test_a_site_copies_only_its_own_calendar_changes_from_the_hub() -> None:
 def test_no_site_may_take_the_hubs_domain() -> None:
     with pytest.raises(ValueError):
         edge.site_domain(edge.HUB_DOMAIN)
+
+
+def test_the_command_prints_what_the_code_generates(capsys: pytest.CaptureFixture[str]) -> None:
+    from giliran.cli import main
+
+    assert main(["edge-config", "site", "botram-setu"]) == 0
+    assert capsys.readouterr().out == edge.render_site_config("botram-setu")
+    assert main(["edge-config", "hub", "--sites", "botram-setu,cikarang-utara"]) == 0
+    assert capsys.readouterr().out == edge.render_hub_config(["botram-setu", "cikarang-utara"])
+    with pytest.raises(SystemExit):
+        main(["edge-config", "hub", "--sites", "atlantis"])  # not in the catalogue
