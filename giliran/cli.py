@@ -276,8 +276,8 @@ def _leaf_passwords(data_dir: Path, sites: Sequence[str]) -> dict[str, str]:
 
 
 async def _edge_streams(args: argparse.Namespace, env: dict[str, str], stack: Stack) -> None:
-    """Before the services start: a site's copy of the hub's calendar changes; at the hub, its
-    gathering stream and the caretaker that re-arms a site's sourcing when its link returns."""
+    """Before the services start: a site's copy of the hub's calendar changes, or the hub's
+    gathering stream; and the caretaker that re-arms the sourcing when the link returns."""
     import nats
 
     from giliran import edge
@@ -289,6 +289,7 @@ async def _edge_streams(args: argparse.Namespace, env: dict[str, str], stack: St
             await edge.ensure_site_streams(client.jetstream(), args.site)
         finally:
             await client.close()
+        stack.tasks.append(asyncio.create_task(edge.keep_site(env["GILIRAN_NATS_URL"], args.site)))
     elif role == "hub":
         sites = _hub_sites(args)
         client = await nats.connect(env["GILIRAN_NATS_URL"])

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import nats
 from nats.aio.client import Client
@@ -92,6 +93,9 @@ def render_site_config(site: str) -> str:
             "  remotes: [",
             "    {",
             f"      url: ${HUB_URL_VARIABLE}",
+            "      # Only the URL given: the hub's own view of its addresses (a LAN address behind",
+            "      # the kabupaten's NAT, say) is not a way to reach it from a field.",
+            "      ignore_discovered_servers: true",
             f"      deny_exports: {_strings(SITE_DENY_EXPORTS)}",
             f"      deny_imports: {_strings(SITE_DENY_IMPORTS)}",
             "    }",
@@ -203,34 +207,36 @@ async def _answers(client: Client, domain: str) -> bool:
     return True
 
 
-async def source_activity(client: Client) -> dict[str, int | None]:
-    """Per sourced site: nanoseconds since the hub last heard from its source (None: not
-    active). Read raw: nats-py's StreamSourceInfo drops the filter that names the site."""
-    reply = await client.request(f"$JS.API.STREAM.INFO.{STREAM}", b"", timeout=2.0)
+async def source_activity(client: Client, stream: str) -> dict[str, int | None]:
+    """Per source of `stream`, by its filter subject: nanoseconds since the stream last heard
+    from it (None: not active). Read raw: nats-py's StreamSourceInfo drops the filter."""
+    reply = await client.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=2.0)
     found: dict[str, int | None] = {}
     for source in json.loads(reply.data).get("sources") or []:
-        site = str(source.get("filter_subject", "")).split(".")[1:2]
-        if site:
-            active = source.get("active")
-            found[site[0]] = active if isinstance(active, int) and active >= 0 else None
+        active = source.get("active")
+        found[str(source.get("filter_subject", ""))] = (
+            active if isinstance(active, int) and active >= 0 else None
+        )
     return found
 
 
-async def rearm_sources(client: Client, sites: Sequence[str]) -> list[str]:
-    """Restart the sourcing of each site whose box answers again while its source is idle.
+IDLE_NS = 5_000_000_000  # a source heard from within 5 s is flowing (idle heartbeats count)
 
-    nats-server retries a failed source with a growing backoff (measured here: about 40 s after a
-    hub restart before it asked a reconnected site again); the hub knows better when a site is
+
+async def rearm_sources(client: Client, sites: Sequence[str]) -> list[str]:
+    """At the hub: restart the sourcing of each site whose box answers again while its source
+    is idle.
+
+    nats-server retries a failed source with a growing backoff (measured: ~40 s after a hub
+    restart before it asked a reconnected site again); the hub knows better when a site is
     back. Removing a source and adding it again makes the server resume it at once from the
     last sequence the hub's stream holds from that site (no gap, no copy): docs/decisions/0061."""
-    activity = await source_activity(client)
+    activity = await source_activity(client, STREAM)
     idle = []
     for site in sites:
-        if site not in activity:
+        key = f"{PREFIX}.{site}.*.*"
+        if key not in activity or (activity[key] or IDLE_NS) < IDLE_NS:
             continue
-        active = activity[site]
-        if active is not None and active < 5_000_000_000:
-            continue  # heard from it in the last 5 s
         if await _answers(client, site_domain(site)):
             idle.append(site)
     if idle:
@@ -241,12 +247,31 @@ async def rearm_sources(client: Client, sites: Sequence[str]) -> list[str]:
     return idle
 
 
-async def keep_hub(url: str, sites: Sequence[str], *, every: float = 2.0) -> None:
-    """The hub's caretaker (run by `giliran hub`): make sure its streams exist, then keep
-    re-arming the sourcing of sites whose link has come back. Runs until cancelled."""
+async def rearm_catalogue(client: Client, site: str) -> bool:
+    """At a site box: the same for its copy of the hub's calendar changes (measured without it:
+    ~37 s after a 20 s link drop before a change made meanwhile arrived)."""
+    activity = await source_activity(client, CATALOGUE_STREAM)
+    key = catalogue_subject(site)
+    if key not in activity or (activity[key] or IDLE_NS) < IDLE_NS:
+        return False
+    if not await _answers(client, HUB_DOMAIN):
+        return False
+    config = site_catalogue_config(site)
+    js = client.jetstream()
+    await js.update_stream(dataclasses.replace(config, sources=[]))
+    await js.update_stream(config)
+    log.info("edge: re-armed %s's copy of the hub's calendar changes", site)
+    return True
 
-    async def quiet(exc: Exception) -> None:  # the hub restarting is what this waits out
-        log.debug("edge: hub caretaker connection: %s", exc)
+
+async def _caretaker(
+    url: str,
+    ensure: Callable[[Client], Awaitable[None]],
+    round_: Callable[[Client], Awaitable[object]],
+    every: float,
+) -> None:
+    async def quiet(exc: Exception) -> None:  # the server restarting is what this waits out
+        log.debug("edge: caretaker connection: %s", exc)
 
     client = await nats.connect(
         url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=quiet
@@ -256,12 +281,38 @@ async def keep_hub(url: str, sites: Sequence[str], *, every: float = 2.0) -> Non
         while True:
             try:
                 if not ensured:
-                    await ensure_hub_streams(client.jetstream(), sites)
+                    await ensure(client)
                     ensured = True
-                await rearm_sources(client, sites)
-            except Exception as exc:  # the hub's nats-server restarting: try again shortly
-                log.debug("edge: hub caretaker: %s", exc)
+                await round_(client)
+            except Exception as exc:  # the nats-server restarting: try again shortly
+                log.debug("edge: caretaker: %s", exc)
             await asyncio.sleep(every)
     finally:
         with contextlib.suppress(Exception):
             await client.close()
+
+
+async def keep_hub(url: str, sites: Sequence[str], *, every: float = 2.0) -> None:
+    """The hub's caretaker (run by `giliran hub`): make sure its streams exist, then keep
+    re-arming the sourcing of sites whose link has come back. Runs until cancelled."""
+
+    async def ensure(client: Client) -> None:
+        await ensure_hub_streams(client.jetstream(), sites)
+
+    async def round_(client: Client) -> object:
+        return await rearm_sources(client, sites)
+
+    await _caretaker(url, ensure, round_, every)
+
+
+async def keep_site(url: str, site: str, *, every: float = 2.0) -> None:
+    """A site box's caretaker (run by `giliran up --site`): its copy of the hub's calendar
+    changes exists, and is re-armed as soon as the hub answers again. Runs until cancelled."""
+
+    async def ensure(client: Client) -> None:
+        await ensure_site_streams(client.jetstream(), site)
+
+    async def round_(client: Client) -> object:
+        return await rearm_catalogue(client, site)
+
+    await _caretaker(url, ensure, round_, every)

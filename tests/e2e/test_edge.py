@@ -104,7 +104,7 @@ async def kabupaten(mongo_url: str, tmp: Path) -> AsyncIterator[tuple[Box, dict[
         **{edge.leaf_password_variable(s): json.dumps(p) for s, p in passwords.items()},
     }
     processes: list[ManagedProcess] = []
-    keeper: asyncio.Task[None] | None = None
+    keepers: list[asyncio.Task[None]] = []
     try:
         hub_nats = nats_server(tmp / "hub", config=tmp / "hub.conf", env=hub_env).start()
         processes.append(hub_nats)
@@ -117,15 +117,15 @@ async def kabupaten(mongo_url: str, tmp: Path) -> AsyncIterator[tuple[Box, dict[
             site_nats[site] = nats_server(tmp / site, config=tmp / f"{site}.conf", env=env).start()
             processes.append(site_nats[site])
             await site_nats[site].wait_listening()
-            client = await nats.connect(f"nats://127.0.0.1:{site_nats[site].port}")
-            try:
-                await edge.ensure_site_streams(client.jetstream(), site)
-            finally:
-                await client.close()
+            # What `giliran up --site` runs beside its services: its copy of the hub's calendar
+            # changes, re-armed as soon as the hub answers again.
+            site_url = f"nats://127.0.0.1:{site_nats[site].port}"
+            keepers.append(asyncio.create_task(edge.keep_site(site_url, site)))
+            await eventually(lambda u=site_url: _catalogue_exists(u), within=20)  # type: ignore[misc]
         # What `giliran hub` runs beside its services: the gathering stream, and the caretaker
         # that re-arms a site's sourcing as soon as its link is back.
         hub_settings = _settings(mongo_url, hub_nats.port)
-        keeper = asyncio.create_task(edge.keep_hub(hub_settings.nats_url, list(SITES)))
+        keepers.append(asyncio.create_task(edge.keep_hub(hub_settings.nats_url, list(SITES))))
         await eventually(lambda: _stream_exists(hub_settings.nats_url), within=20)
         hub_services = await _start_services(
             hub_settings, ("reporting", "intake"), tmp / "logs-hub", {"GILIRAN_EDGE_HUB": "true"}
@@ -145,7 +145,7 @@ async def kabupaten(mongo_url: str, tmp: Path) -> AsyncIterator[tuple[Box, dict[
             boxes[site] = Box(site, site_nats[site], settings, services, _bearer(token))
         yield hub, boxes
     finally:
-        if keeper is not None:
+        for keeper in keepers:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
@@ -159,6 +159,12 @@ def _bearer(token: str) -> dict[str, str]:
 
 async def _stream_exists(url: str) -> bool:
     return await _stream_messages(url) is not None
+
+
+async def _catalogue_exists(url: str) -> bool:
+    with contextlib.suppress(Exception):
+        return await _catalogue_messages(url) >= 0
+    return False
 
 
 async def _stream_messages(url: str) -> int | None:
