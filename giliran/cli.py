@@ -477,7 +477,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p_up.add_argument("--site", help="run as the edge box of this site (a NATS leaf node)")
     p_up.add_argument(
-        "--hub", help="with --site: the hub's leaf URL, nats-leaf://leaf-<site>:<pw>@host:7422"
+        "--hub",
+        default=os.environ.get("GILIRAN_HUB_LEAF_URL"),
+        help="with --site: the hub's leaf URL, nats-leaf://leaf-<site>:<pw>@host:7422 (default "
+        "$GILIRAN_HUB_LEAF_URL: keeps the password out of the process list)",
     )
     p_up.set_defaults(func=up)
     p_hub = commands.add_parser(
