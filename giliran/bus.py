@@ -20,6 +20,7 @@ from nats.js.errors import NotFoundError
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
+from giliran import telemetry
 from giliran.contracts import Event, EventData, UnknownEventType, parse_event
 from giliran.contracts.subjects import (
     DLQ_STREAM,
@@ -53,6 +54,8 @@ def make_broker(
         # FastStream logs every message at the broker's log level; INFO halves consumer throughput.
         log_level=logging.DEBUG,
         graceful_timeout=10.0,
+        # Correlation ids on commands; FastStream's OpenTelemetry middleware when tracing is on.
+        middlewares=telemetry.broker_middlewares(),
         description=f"Giliran {service} service",
     )
 
@@ -93,17 +96,27 @@ async def ensure_streams(js: JetStreamContext) -> None:
             await js.update_stream(config)
 
 
-async def publish_event(js: JetStreamContext, event: Mapping[str, Any]) -> None:
-    """Publish an outbox entry; Nats-Msg-Id = event id makes a re-publish a server-side no-op."""
+def event_subject_of(event: Mapping[str, Any]) -> str:
     entity, name = str(event["type"]).split(".")[1:3]
-    subject = f"giliran.{event['subject']}.{entity}.{name}"
+    return f"giliran.{event['subject']}.{entity}.{name}"
+
+
+async def publish_event(
+    js: JetStreamContext, event: Mapping[str, Any], headers: Mapping[str, str] | None = None
+) -> None:
+    """Publish an outbox entry; Nats-Msg-Id = event id makes a re-publish a server-side no-op.
+    `headers` adds to them (the trace context of the relay's send span)."""
     payload = json.dumps(event, separators=(",", ":")).encode()
     await js.publish(
-        subject,
+        event_subject_of(event),
         payload,
         stream=STREAM,
         timeout=5.0,
-        headers={"Nats-Msg-Id": str(event["id"]), "content-type": "application/cloudevents+json"},
+        headers={
+            **(headers or {}),
+            "Nats-Msg-Id": str(event["id"]),
+            "content-type": "application/cloudevents+json",
+        },
     )
 
 

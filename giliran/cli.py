@@ -372,16 +372,24 @@ def build_service(name: ServiceName, settings: Settings) -> Any:
 def service(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from giliran import telemetry
+
     settings = Settings()
-    logging.getLogger().setLevel(settings.log_level)
+    telemetry.configure_logging(settings.log_format, settings.log_level, service=args.name)
     # FastStream logs a line per subscriber task callback at INFO: noise for an operator.
     logging.getLogger("faststream").setLevel(logging.WARNING)
+    # Before the service is built: its broker takes FastStream's telemetry middleware then.
+    if telemetry.configure_tracing(args.name):
+        log.info("tracing on: OTEL_TRACES_EXPORTER=%s", os.environ.get("OTEL_TRACES_EXPORTER"))
     app, _ = build_service(args.name, settings)
     uvicorn.run(
         app,
         host=settings.host,
         port=settings.port_of(args.name),
         log_level="warning",
+        # uvicorn's own lines go through the root handler (JSON when configured), and the
+        # access log is giliran.http's (route templates, correlation ids; never raw paths).
+        log_config=None,
         access_log=False,
         lifespan="on",
         # Server-push streams (dashboards, boards) never end by themselves: bound the wait.

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
+from prometheus_client import Gauge
 from pydantic import BaseModel
 
 from giliran.contracts.subjects import site_of
@@ -59,11 +60,23 @@ def sse_response(
     *,
     event: str,
     coalesce_seconds: float = 0.0,
+    connections: Gauge | None = None,
 ) -> StreamingResponse:
     """Send `render()` now and after every change of `key`, with heartbeats in between; a
-    browser's EventSource reconnects by itself after a drop or a restart and gets it anew."""
+    browser's EventSource reconnects by itself after a drop or a restart and gets it anew.
+    `connections` counts the streams open now (a board that went dark shows as a zero)."""
 
     async def events() -> AsyncIterator[str]:
+        if connections is not None:
+            connections.inc()
+        try:
+            async for chunk in stream():
+                yield chunk
+        finally:
+            if connections is not None:
+                connections.dec()
+
+    async def stream() -> AsyncIterator[str]:
         seen = -1
         while not await request.is_disconnected():
             version = await changes.wait(key, seen, HEARTBEAT_SECONDS)

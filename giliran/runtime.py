@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -22,6 +23,7 @@ from nats.aio.msg import Msg
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from pymongo.errors import PyMongoError
 
+from giliran import telemetry
 from giliran.auth.accounts import AuthStore
 from giliran.auth.audit import AuditLog
 from giliran.auth.views import audit_router
@@ -33,13 +35,16 @@ from giliran.bus import (
     consumer_exists,
     dead_letters,
     ensure_streams,
+    event_subject_of,
     jetstream,
     make_broker,
     publish_event,
 )
 from giliran.contracts import Event, EventData
+from giliran.contracts.subjects import STREAM
 from giliran.errors import DomainError
 from giliran.hardening import BodyLimit, SameOrigin, SecurityHeaders
+from giliran.metrics import BusMetrics, ObservedHttp, http_duration
 from giliran.settings import ServiceName, Settings
 from giliran.store import (
     Collection,
@@ -52,6 +57,7 @@ from giliran.store import (
 )
 
 log = logging.getLogger("giliran.runtime")
+events_log = logging.getLogger("giliran.events")
 
 Hook = Callable[[], Awaitable[None]]
 INBOX_KEEP = timedelta(days=7)
@@ -85,6 +91,10 @@ class ServiceRuntime:
             ),
         )
         self.consumer_metrics = ConsumerMetrics.create(self.registry)
+        self.bus_metrics = BusMetrics.create(self.registry)
+        self.bus_metrics.bus_connected.set_function(
+            lambda: float(self.bus_started.is_set() and self.broker.connection.is_connected)
+        )
         self.consumers: list[EventConsumer] = []
         self._outbox: list[Collection] = []
         self._startup: list[Hook] = []
@@ -139,7 +149,10 @@ class ServiceRuntime:
             service=self.service,
             durable=durable,
             subject=subject,
-            handlers=handlers,
+            handlers={
+                model: observed(durable, handler, self.bus_metrics, self.settings.log_events)
+                for model, handler in handlers.items()
+            },
             inbox=Inbox(self.db, durable),
             metrics=self.consumer_metrics,
             max_deliver=max_deliver or self.settings.max_deliver,
@@ -192,9 +205,24 @@ class ServiceRuntime:
         self.every(3600, self._trim_inboxes)
         # Expired login sessions are already refused; this only keeps the collection small.
         self.every(3600, self._forget_expired_sessions)
+        # Consumer lag and outbox backlog: read from the servers now and then, not per message.
+        self.every(self.settings.metrics_refresh_seconds, self.observe_bus)
         self._periodic_tasks = [
             asyncio.create_task(self._repeat(seconds, job)) for seconds, job in self._periodic
         ]
+
+    async def observe_bus(self) -> None:
+        """Consumer lag from the server's consumer info, and the outbox backlog."""
+        if self.relay is not None:
+            self.bus_metrics.outbox_pending.set(await self.relay.pending())
+        if not self.bus_started.is_set() or not self.broker.connection.is_connected:
+            return
+        js = jetstream(self.broker)
+        for consumer in self.consumers:
+            info = await js.consumer_info(STREAM, consumer.durable)
+            self.bus_metrics.pending.labels(consumer.durable).set(info.num_pending or 0)
+            self.bus_metrics.ack_pending.labels(consumer.durable).set(info.num_ack_pending or 0)
+            self.bus_metrics.redelivered.labels(consumer.durable).set(info.num_redelivered or 0)
 
     async def _forget_expired_sessions(self) -> None:
         await self.accounts.forget_expired()
@@ -241,7 +269,13 @@ class ServiceRuntime:
     async def _publish(self, event: Document) -> None:
         if not self.bus_started.is_set() or not self.broker.connection.is_connected:
             raise ConnectionError("NATS is not connected")
-        await publish_event(jetstream(self.broker), event)
+        if telemetry.tracing():
+            headers: dict[str, str] = {}
+            with telemetry.sending(event_subject_of(event), event, headers):
+                await publish_event(jetstream(self.broker), event, headers)
+        else:
+            await publish_event(jetstream(self.broker), event)
+        self.bus_metrics.count_published(str(event["type"]))
 
     async def stop(self) -> None:
         if self.relay is not None:
@@ -271,6 +305,44 @@ class ServiceRuntime:
             except Exception:
                 checks["consumers"] = False
         return checks
+
+
+def observed(
+    durable: str, handler: EventHandler, metrics: BusMetrics, log_events: bool = False
+) -> EventHandler:
+    """The handler inside the event's correlation id (and a "process" span when tracing),
+    timed; with GILIRAN_LOG_EVENTS one log line per handled event (~30 µs each, so off by
+    default). Kept lean: it runs for every event (bench/observe.py measures it)."""
+    seconds = metrics.handler_seconds
+    by_type: dict[str, Any] = {}  # labelled children: labels() takes a lock and a tuple per call
+
+    async def timed(event: Event[Any]) -> object:
+        start = time.perf_counter()
+        try:
+            return await handler(event)
+        finally:
+            elapsed = time.perf_counter() - start
+            child = by_type.get(event.type)
+            if child is None:
+                child = by_type[event.type] = seconds.labels(durable, event.type)
+            child.observe(elapsed)
+            if log_events:
+                events_log.info(
+                    "%s handled %s %s in %.1f ms", durable, event.type, event.id, elapsed * 1000
+                )
+
+    async def run(event: Event[Any]) -> object:
+        token = telemetry.bind_correlation(event.correlationid)
+        try:
+            if not telemetry.tracing():
+                return await timed(event)
+            attributes = {"id": event.id, "type": event.type, "subject": event.subject}
+            with telemetry.processing(event.nats_subject, attributes, durable, event.traceparent):
+                return await timed(event)
+        finally:
+            telemetry.unbind_correlation(token)
+
+    return run
 
 
 def _session_key(settings: Settings) -> str:
@@ -366,6 +438,8 @@ def create_http_app(
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
     app.add_middleware(SameOrigin, public_urls=[runtime.settings.public_url])
     app.add_middleware(SecurityHeaders)
+    # Outermost: measures and correlates everything below, refusals included.
+    app.add_middleware(ObservedHttp, duration=http_duration(runtime.registry))
     app.add_exception_handler(LoginRequired, login_redirect)
 
     @app.exception_handler(DomainError)

@@ -93,6 +93,15 @@ class Settings(BaseSettings):
     # Notification channels (YAML, see deploy/notify/); unset: the console channel only.
     notify_config: Path | None = None
     log_level: str = "INFO"
+    # "json": one JSON object per line (compose, k8s, log shippers); "text": a plain line for a
+    # terminal. Both carry the correlation id (docs/observability.md).
+    log_format: Literal["json", "text"] = "text"
+    # One INFO line per event a consumer handled (consumer, type, id, duration, correlation id):
+    # follows a citizen through every service's log, at ~30 µs per event and consumer.
+    log_events: bool = False
+    # How often gauges read from NATS and the store (consumer lag, outbox backlog, waiting lines)
+    # are refreshed: about Prometheus's scrape interval; never per message.
+    metrics_refresh_seconds: float = Field(default=15.0, gt=0)
 
     def port_of(self, service: ServiceName) -> int:
         port: int = getattr(self, f"{service}_port")

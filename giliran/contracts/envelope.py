@@ -8,7 +8,11 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from ulid import ULID
 
+from giliran import telemetry
 from giliran.contracts.subjects import SiteSlug, event_subject, event_type
+
+# CloudEvents extension attributes (optional, additive: events without them parse as before).
+EXTENSIONS = ("correlationid", "traceparent")
 
 
 def new_id() -> str:
@@ -60,6 +64,10 @@ class Event(BaseModel, Generic[DataT]):
     subject: SiteSlug
     datacontenttype: Literal["application/json"] = "application/json"
     data: DataT
+    # The citizen's request this event follows from (giliran.telemetry), and the W3C trace
+    # context it was created in (the CloudEvents distributed-tracing extension).
+    correlationid: str | None = Field(default=None, max_length=64)
+    traceparent: str | None = Field(default=None, max_length=128)
 
     @property
     def site(self) -> str:
@@ -71,7 +79,11 @@ class Event(BaseModel, Generic[DataT]):
         return event_subject(self.subject, entity, event)
 
     def to_json_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        found = self.model_dump(mode="json")
+        for name in EXTENSIONS:  # CloudEvents has no null attributes: absent when unknown
+            if found.get(name) is None:
+                found.pop(name, None)
+        return found
 
 
 def new_event(data: DataT, *, site: str, source: str, at: datetime | None = None) -> Event[DataT]:
@@ -83,5 +95,8 @@ def new_event(data: DataT, *, site: str, source: str, at: datetime | None = None
         time=at or utcnow(),
         subject=site,
         data=data,
+        # Created inside a request (HTTP, a consumed event, a resumed ticket): belongs to it.
+        correlationid=telemetry.correlation_id(),
+        traceparent=telemetry.current_traceparent(),
     )
     return event

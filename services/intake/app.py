@@ -7,6 +7,7 @@ from pathlib import Path
 import holidays
 from fastapi import FastAPI
 
+from giliran import telemetry
 from giliran.catalogue import load_catalogue
 from giliran.contracts import (
     FeedbackSubmitted,
@@ -83,7 +84,11 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     runtime.sends(command_pattern("queue", "request_status"))
 
     async def ask_queue(subject: str, payload: bytes, seconds: float) -> bytes:
-        reply = await runtime.broker.connection.request(subject, payload, timeout=seconds)
+        # The correlation id and trace context travel with the command (FastStream's telemetry
+        # middleware on the queue's side continues the trace).
+        reply = await runtime.broker.connection.request(
+            subject, payload, timeout=seconds, headers=telemetry.outgoing_headers() or None
+        )
         return bytes(reply.data)
 
     status = http.Status(

@@ -12,6 +12,7 @@ from services.notify.channels import build_channel
 from services.notify.config import load_notify_config
 from services.notify.domain import Renderer
 from services.notify.handlers import ChannelWorker
+from services.notify.metrics import NotifyMetrics
 from services.notify.store import DeliveryStore
 
 PURGE_EVERY_SECONDS = 600
@@ -24,6 +25,7 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     runtime.on_startup(store.ensure_indexes)
     runtime.use_outbox(store.deliveries)
     renderer = Renderer(timezone=settings.timezone)
+    metrics = NotifyMetrics.create(runtime.registry)
     workers = [
         ChannelWorker(
             channel=build_channel(channel),
@@ -33,6 +35,7 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
             config=config,
             wake=runtime.wake_relay,
             public_url=settings.public_url,
+            metrics=metrics,
         )
         for channel in config.enabled
     ]

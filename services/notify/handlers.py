@@ -43,6 +43,7 @@ from services.notify.domain import (
     delivery_id,
     is_stale,
 )
+from services.notify.metrics import NotifyMetrics
 from services.notify.store import DeliveryStore
 
 log = logging.getLogger("giliran.notify")
@@ -73,6 +74,7 @@ class ChannelWorker:
     wake: Callable[[], None]
     public_url: str = ""
     clock: Callable[[], datetime] = utcnow
+    metrics: NotifyMetrics | None = None
 
     # --- what events mean -------------------------------------------------------------------
 
@@ -280,6 +282,7 @@ class ChannelWorker:
             await self.store.finish(
                 key, "dropped", {"last_error": "stale: the ticket has moved on"}
             )
+            self._finished("dropped")
             return
         attempt = await self.store.count_attempt(key)
         try:
@@ -305,6 +308,7 @@ class ChannelWorker:
         await self.store.finish(
             key, "sent", {"sent_at": instant(now), "cost_units": cost, "last_error": None}, [sent]
         )
+        self._finished("sent", cost)
         self.wake()
 
     async def _fail(self, key: str, site: str, template: str, facts: Document, reason: str) -> None:
@@ -320,8 +324,13 @@ class ChannelWorker:
         await self.store.finish(
             key, "failed", {"failed_at": instant(now), "last_error": reason}, [failed]
         )
+        self._finished("failed")
         self.wake()
         log.warning("%s: delivery %s failed: %s", self.channel.name, key, reason)
+
+    def _finished(self, outcome: str, cost: int = 0) -> None:
+        if self.metrics is not None:
+            self.metrics.finished(self.channel.name, outcome, cost)
 
     def _outcome(self, key: str, template: str, facts: Document) -> dict[str, Any]:
         """What notification.sent and notification.failed both say about a delivery."""

@@ -14,6 +14,7 @@ from giliran.settings import Settings
 from services.queue import domain, http, subscribers
 from services.queue.desk import Desk, DeskPolicy
 from services.queue.handlers import Queue
+from services.queue.metrics import QueueMetrics
 from services.queue.store import TicketStore
 
 HEAL_SECONDS = 30.0
@@ -44,14 +45,21 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     runtime.watch("giliran.*.ticket.*", queue.changes.bump_from_subject)
     runtime.watch("giliran.*.counter.*", queue.changes.bump_from_subject)
     runtime.every(HEAL_SECONDS, desk.heal)
+    metrics = QueueMetrics.create(runtime.registry, settings.target_wait_minutes)
+
+    async def observe_lines() -> None:
+        await metrics.refresh(queue)
+
+    runtime.every(settings.metrics_refresh_seconds, observe_lines)
     # The queue is the one publisher of every ticket event and of the counter events.
     runtime.publishes(*TICKET_EVENTS, CounterOpened, CounterClosed)
     app = create_http_app(
         runtime,
         title="Giliran queue",
-        routers=[http.router(queue, desk, runtime.audit)],
+        routers=[http.router(queue, desk, runtime.audit, metrics.board_connections)],
         static=Path(__file__).parent / "static",
     )
     app.state.queue = queue
     app.state.desk = desk
+    app.state.queue_metrics = metrics
     return app, runtime

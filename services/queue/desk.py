@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from giliran import telemetry
 from giliran.catalogue import SiteDef
 from giliran.contracts import (
     CounterClosed,
@@ -31,6 +32,7 @@ from giliran.contracts import (
 )
 from giliran.contracts.envelope import Event
 from giliran.store import Document, from_instant, instant
+from giliran.telemetry import JOURNEY
 from services.queue import domain, rules
 from services.queue.handlers import SOURCE, Queue
 from services.queue.store import TicketStore, counter_view, facts_of, ticket_view
@@ -59,8 +61,13 @@ class Desk:
     def store(self) -> TicketStore:
         return self.queue.store
 
-    def _event(self, site: str, data: EventData, now: datetime) -> Event[Any]:
-        return new_event(data, site=site, source=SOURCE, at=now)
+    def _event(
+        self, site: str, data: EventData, now: datetime, about: Document | None = None
+    ) -> Event[Any]:
+        """An event of this desk; one `about` a ticket continues the citizen's request (its
+        correlation id and trace, kept on the ticket since it was issued)."""
+        with telemetry.resumed((about or {}).get(JOURNEY), data.type_name()):
+            return new_event(data, site=site, source=SOURCE, at=now)
 
     # --- counters ------------------------------------------------------------------------------
 
@@ -301,6 +308,7 @@ class Desk:
                 priority=doc.get("priority"),
             ),
             now,
+            about=doc,
         )
         moved = await self.store.transition(
             doc["_id"],
@@ -436,7 +444,7 @@ class Desk:
             doc["_id"],
             from_status=status,
             set_fields=set_fields,
-            events=[self._event(site.site, event, now)],
+            events=[self._event(site.site, event, now, about=doc)],
             inc=inc,
         )
         if moved is None:
@@ -577,7 +585,7 @@ class Desk:
         assert target is not None
         new_doc = {
             **{k: doc.get(k) for k in ("site", "session_id", "request_id", "number", "priority",
-                                       "is_priority", "channel", "nik_masked")},
+                                       "is_priority", "channel", "nik_masked", JOURNEY)},
             "_id": new_id,
             "service": service,
             "prefix": target.prefix,
@@ -592,7 +600,8 @@ class Desk:
             "multi": True,  # the request now has more than one ticket
             **origin,
         }  # fmt: skip
-        if not await self.store.insert_with_events(new_doc, [self._event(site.site, issued, now)]):
+        reissued = self._event(site.site, issued, now, about=doc)
+        if not await self.store.insert_with_events(new_doc, [reissued]):
             existing = await self.store.get(new_id)
             assert existing is not None
             return ticket_view(existing)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from giliran import telemetry
 from giliran.catalogue import Catalogue, SiteDef
 from giliran.contracts import (
     Event,
@@ -26,6 +27,7 @@ from giliran.contracts import (
 from giliran.errors import Unprocessable
 from giliran.push import Changes
 from giliran.store import Document, from_instant, instant
+from giliran.telemetry import JOURNEY
 from services.queue import domain, eta
 from services.queue.store import TicketStore, facts_of, ticket_view
 
@@ -126,6 +128,8 @@ class Queue:
                 at=now,
             )
             doc = self._ticket_doc(site, ticket_event.data, request, now)
+            # Later events about this ticket (an officer's call) continue this request.
+            doc[JOURNEY] = telemetry.journey()
             if quoted is not None:
                 doc["eta"] = instant(quoted)
             if await self.store.insert_with_events(doc, [ticket_event]):

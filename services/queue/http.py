@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 from fastapi.templating import Jinja2Templates
+from prometheus_client import Gauge
 from pydantic import BaseModel, Field
 
 from giliran.auth import AuditLog, Principal, Role, requires, wrong_site
@@ -98,7 +99,7 @@ def _facts(ticket: TicketView | dict[str, object] | None) -> dict[str, object] |
     return {k: ticket.get(k) for k in keys if k in ticket}
 
 
-def router(queue: Queue, desk: Desk, audit: AuditLog) -> APIRouter:
+def router(queue: Queue, desk: Desk, audit: AuditLog, boards: Gauge | None = None) -> APIRouter:
     api = APIRouter(tags=["counter"])
 
     async def before(ticket_id: str) -> dict[str, object] | None:
@@ -232,7 +233,14 @@ def router(queue: Queue, desk: Desk, audit: AuditLog) -> APIRouter:
     async def board_stream(site: Site, request: Request, _: Viewer) -> StreamingResponse:
         """Server push (SSE): the board now, then again within moments of every change."""
         queue.site(site)
-        return sse_response(request, queue.changes, site, lambda: board(site), event="board")
+        return sse_response(
+            request,
+            queue.changes,
+            site,
+            lambda: board(site),
+            event="board",
+            connections=boards.labels(site) if boards is not None else None,
+        )
 
     @api.get("/board", response_class=HTMLResponse, include_in_schema=False)
     async def board_page(

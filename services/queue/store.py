@@ -133,6 +133,17 @@ class TicketStore:
             indexed({"session_id": session_id, "service": service, "status": "waiting"}),
         )
 
+    async def line_state(self, session_id: str, service: str) -> tuple[int, str | None]:
+        """How many wait in a line (held ones included), and when the longest-waiting queued."""
+        query = indexed(
+            {"session_id": session_id, "service": service, "status": "waiting", "arrived": True}
+        )
+        cursor = self.tickets.find(query, {"queued_at": 1}).sort([("queued_at", 1), ("_id", 1)])
+        first: list[Document] = await cursor.limit(1).to_list()
+        if not first:
+            return 0, None
+        return await count(self.tickets, query), first[0].get("queued_at")
+
     async def ahead_of(self, doc: Document) -> int:
         """Arrived tickets of the same line that joined before this one."""
         return await count(

@@ -51,8 +51,7 @@ async def test_ticket_life_from_registration_to_report(settings: Settings) -> No
                 "/api/v1/deliveries", params={"ticket_id": ticket["ticket_id"]}
             )
             found: list[dict[str, object]] = r.json()["deliveries"]
-            # A delivery is recorded as "sending" before the channel is called: wait for each
-            # to settle (under load the last one was caught mid-send).
+            # Listed from the moment a send begins: wait until all three have been sent.
             settled = len(found) == 3 and all(d["status"] != "sending" for d in found)
             return found if settled else None
 

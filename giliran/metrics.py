@@ -1,0 +1,231 @@
+"""Prometheus metrics every service shares (bus, consumers, HTTP) and the HTTP edge middleware
+that measures requests and gives each one its correlation id and server span."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from giliran import telemetry
+
+log = logging.getLogger("giliran.http")
+
+# No `*_created` series beside every counter and histogram: Prometheus does not need them and
+# they double what a scrape carries.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+# Seconds. Handlers and requests here take milliseconds; the top buckets catch a store or a
+# gateway that hangs until its timeout.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class BusMetrics:
+    """What a service moves over the bus. Labels are bounded: event types are the contract's,
+    consumers are the service's own durables."""
+
+    published: Counter
+    handler_seconds: Histogram
+    pending: Gauge
+    ack_pending: Gauge
+    redelivered: Gauge
+    outbox_pending: Gauge
+    bus_connected: Gauge
+
+    # Labelled children by event type: labels() takes a lock and builds a tuple on every call.
+    _published: dict[str, Any] = field(default_factory=dict)
+
+    def count_published(self, event_type: str) -> None:
+        child = self._published.get(event_type)
+        if child is None:
+            child = self._published[event_type] = self.published.labels(event_type)
+        child.inc()
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> BusMetrics:
+        return cls(
+            published=Counter(
+                "giliran_events_published",
+                "Events the outbox relay published to the stream, by type",
+                ["type"],
+                registry=registry,
+            ),
+            handler_seconds=Histogram(
+                "giliran_event_handler_seconds",
+                "Time a consumer's handler took for one event (inbox check and ack excluded)",
+                ["consumer", "type"],
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            pending=Gauge(
+                "giliran_consumer_pending",
+                "Messages in the stream a durable consumer has not been given yet (lag)",
+                ["consumer"],
+                registry=registry,
+            ),
+            ack_pending=Gauge(
+                "giliran_consumer_ack_pending",
+                "Messages given to a durable consumer and not acknowledged yet",
+                ["consumer"],
+                registry=registry,
+            ),
+            redelivered=Gauge(
+                "giliran_consumer_redelivered",
+                "Messages of a durable consumer delivered more than once and still unacked",
+                ["consumer"],
+                registry=registry,
+            ),
+            outbox_pending=Gauge(
+                "giliran_outbox_pending",
+                "Documents of this service holding events not yet on the bus",
+                registry=registry,
+            ),
+            bus_connected=Gauge(
+                "giliran_bus_connected",
+                "1 while this process is connected to NATS",
+                registry=registry,
+            ),
+        )
+
+
+def http_duration(registry: CollectorRegistry) -> Histogram:
+    return Histogram(
+        "giliran_http_request_duration_seconds",
+        "HTTP requests by route template (never the raw path: it may hold tokens), method and "
+        "status; server push streams count until their headers are sent",
+        ["method", "route", "status"],
+        buckets=LATENCY_BUCKETS,
+        registry=registry,
+    )
+
+
+# Probes, scrapes and page assets: measured, not logged (they would drown the access log).
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/static"})
+
+
+def route_of(scope: Scope) -> str:
+    """The matched route's template (/api/v1/tickets/{ticket_id}); a mount's prefix; or
+    "unmatched" (a 404 must not add a label value per path tried)."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
+    root = scope.get("root_path") or ""
+    return str(root) if root.startswith("/static") else "unmatched"
+
+
+class ObservedHttp:
+    """Outermost middleware: correlation id (X-Request-ID in, or a traceparent's trace id, or a
+    new one; echoed in the response), a server span when tracing, the latency histogram, and
+    one access log line per request (route template, status, duration)."""
+
+    def __init__(self, app: ASGIApp, duration: Histogram) -> None:
+        self.app = app
+        self.duration = duration
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        traceparent = headers.get(telemetry.TRACEPARENT)
+        cid = (
+            telemetry.acceptable_id(headers.get(telemetry.REQUEST_ID_HEADER))
+            or _trace_id(traceparent)
+            or telemetry.new_correlation_id()
+        )
+        method = str(scope.get("method", ""))
+        start = time.perf_counter()
+        status = 500
+        done = False
+
+        def finish() -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            route = route_of(scope)
+            elapsed = time.perf_counter() - start
+            self.duration.labels(method, route, str(status)).observe(elapsed)
+            if route not in QUIET_ROUTES:
+                log.info(
+                    "%s %s %d %.1fms",
+                    method,
+                    route,
+                    status,
+                    elapsed * 1000,
+                    extra={"http_method": method, "http_route": route, "http_status": status,
+                           "duration_ms": round(elapsed * 1000, 2)},
+                )  # fmt: skip
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                MutableHeaders(scope=message)[telemetry.REQUEST_ID_HEADER] = cid
+                await send(message)
+                content_type = MutableHeaders(scope=message).get("content-type", "")
+                if content_type.startswith("text/event-stream"):
+                    finish()  # a stream lasts as long as its viewer: measure until it opens
+                return
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                finish()
+
+        with telemetry.correlated(cid), _server_span(scope, method, traceparent) as named:
+            try:
+                await self.app(scope, receive, observed_send)
+            finally:
+                finish()
+                named(route_of(scope), status)
+
+
+def _trace_id(traceparent: str | None) -> str | None:
+    """The trace id of a valid W3C traceparent (version-traceid-spanid-flags)."""
+    if not traceparent:
+        return None
+    parts = traceparent.split("-")
+    if len(parts) != 4 or len(parts[1]) != 32 or parts[1] == "0" * 32:
+        return None
+    return telemetry.acceptable_id(parts[1].lower())
+
+
+@contextmanager
+def _server_span(
+    scope: Scope, method: str, traceparent: str | None
+) -> Iterator[Callable[[str, int], None]]:
+    """A SERVER span continuing the caller's trace; named "METHOD /route/{template}" once the
+    route is known (HTTP semantic conventions; no raw path, no query string)."""
+    if not telemetry.tracing():
+        yield lambda route, status: None
+        return
+    with telemetry.tracer().start_as_current_span(
+        method,
+        context=telemetry.context_of(traceparent),
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": method, "url.scheme": str(scope.get("scheme", ""))},
+    ) as span:
+
+        def named(route: str, status: int) -> None:
+            span.update_name(f"{method} {route}")
+            span.set_attribute("http.route", route)
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+
+        yield named
