@@ -89,10 +89,14 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
     ]
     for config in configs:
         try:
-            await js.stream_info(config.name or "")
+            info = await js.stream_info(config.name or "")
         except NotFoundError:
             await js.add_stream(config)
         else:
+            if info.config.sources:
+                # A kabupaten hub's GILIRAN gathers the site boxes' streams (giliran.edge):
+                # it has no subjects of its own and is not the services' to reshape.
+                continue
             await js.update_stream(config)
 
 

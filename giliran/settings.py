@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     queue_recheck_penalty_minutes: float = Field(default=15.0, ge=0)
     # ETA before a service has any completions of its own this session.
     queue_default_service_minutes: float = Field(default=8.0, gt=0)
+    # Edge site mode (docs/edge.md): the site this box serves as a leaf node of the kabupaten
+    # hub (intake applies the hub's calendar changes for it), or this is the hub (intake sends
+    # its admins' calendar changes down to the sites).
+    edge_site: str | None = None
+    edge_hub: bool = False
     # Notification channels (YAML, see deploy/notify/); unset: the console channel only.
     notify_config: Path | None = None
     log_level: str = "INFO"
