@@ -40,12 +40,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Browser tests drive Debian's chromium (never a downloaded browser); as root, install it if absent.
+# Browser tests drive Debian's chromium (never a downloaded browser) and the alert rules are checked
+# by Debian's promtool (package prometheus); as root, install what is absent.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium not installed: browser tests will be skipped (apt-get install chromium)"; fi; }
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; \
+	  command -v promtool >/dev/null 2>&1 || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; \
+	fi; \
+	command -v chromium >/dev/null 2>&1 || echo "chromium not installed: browser tests will be skipped"; \
+	command -v promtool >/dev/null 2>&1 || echo "promtool not installed (Debian prometheus): rule tests skipped"
 
 test: lint typecheck browser $(COMPOSE_SCHEMA)  ## the full suite: lint, types, import contracts, unit, integration, e2e
 	$(BIN)/pytest $(PYTEST_ARGS)
