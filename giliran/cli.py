@@ -64,6 +64,8 @@ class Stack:
         self.env: dict[str, str] = {}
         # --secure: each service's own NATS user and password.
         self.service_env: dict[str, dict[str, str]] = {}
+        # Background work of `up` itself (the hub's caretaker).
+        self.tasks: list[asyncio.Task[None]] = []
 
     def start_service(self, name: str) -> None:
         self.services[name] = subprocess.Popen(
@@ -107,6 +109,10 @@ async def _wait_ready(urls: dict[str, str], within: float) -> dict[str, bool]:
 
 
 def up(args: argparse.Namespace) -> int:
+    if getattr(args, "site", None) and args.secure:
+        # The per-service NATS users (deploy/nats/giliran.conf) do not yet grant the edge
+        # streams: an edge box guards its leaf link instead (docs/edge.md).
+        raise SystemExit("giliran: --site and --secure cannot be combined yet")
     data_dir: Path = (args.data or default_data_dir()).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     return asyncio.run(_up(args, data_dir, _nik_key(data_dir)))
@@ -114,6 +120,8 @@ def up(args: argparse.Namespace) -> int:
 
 async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
     settings = Settings()
+    if _role(args) == "site":
+        settings = settings.model_copy(update={"demo_site": args.site})
     stack = Stack()
     env = dict(os.environ)
     stopping = asyncio.Event()
@@ -139,10 +147,12 @@ async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
             print(f"  NATS users and passwords: {data_dir / 'secrets' / 'nats_passwords.json'}")
             print(f"  (operator user '{OPS_USER}'; counter devices 'device-<site>')")
         elif "GILIRAN_NATS_URL" not in os.environ:
-            nats = nats_server(data_dir, port=_pick_port(4222)).start()
+            config, nats_env = _edge_nats(args, data_dir)
+            nats = nats_server(data_dir, port=_pick_port(4222), config=config, env=nats_env).start()
             stack.infrastructure.append(nats)
             await nats.wait_listening()
             env["GILIRAN_NATS_URL"] = f"nats://127.0.0.1:{nats.port}"
+        await _edge_streams(args, env, stack)
         if "GILIRAN_MONGO_URL" not in os.environ:
             store = mongo_wire_store(data_dir, port=_pick_port(27017)).start()
             stack.infrastructure.append(store)
@@ -154,10 +164,12 @@ async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
         if args.demo:
             env["GILIRAN_DEMO"] = "true"
         env.setdefault("GILIRAN_PUBLIC_URL", settings.url_of("intake"))
-        stack.env = env
-        for service_name in SERVICES:
+        stack.env = {**env, **_edge_env(args)}
+        # The hub runs intake (its admins' calendar changes) and reporting; a site runs all four.
+        names = ("intake", "reporting") if _role(args) == "hub" else SERVICES
+        for service_name in names:
             stack.start_service(service_name)
-        urls: dict[str, str] = {n: settings.url_of(n) for n in SERVICES}
+        urls: dict[str, str] = {n: settings.url_of(n) for n in names}
         ready = await _wait_ready(urls, within=args.ready_timeout)
         if not all(ready.values()):
             late = ", ".join(n for n, ok in ready.items() if not ok)
@@ -191,10 +203,130 @@ async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
                     await stopping.wait()
         return 0
     finally:
+        for task in stack.tasks:
+            task.cancel()
         print("giliran: stopping...", file=sys.stderr, flush=True)
         # Waiting for processes to exit blocks; nothing else runs in this loop meanwhile.
         await asyncio.to_thread(stack.stop)
         print("giliran: stopped", file=sys.stderr, flush=True)
+
+
+# --- edge site mode (docs/edge.md) ------------------------------------------------------------
+
+
+def _role(args: argparse.Namespace) -> str:
+    if getattr(args, "hub_mode", False):
+        return "hub"
+    return "site" if getattr(args, "site", None) else "one-box"
+
+
+def _hub_sites(args: argparse.Namespace) -> list[str]:
+    """The sites the hub gathers: --sites, else every site of the catalogue."""
+    from giliran.catalogue import load_catalogue
+
+    known = load_catalogue(Settings().catalogue_dir).sites
+    chosen = [s for s in (args.sites or "").split(",") if s] or sorted(known)
+    unknown = [s for s in chosen if s not in known]
+    if unknown:
+        raise SystemExit(f"giliran: unknown site(s) {', '.join(unknown)} (deploy/sites/)")
+    return chosen
+
+
+def _edge_nats(args: argparse.Namespace, data_dir: Path) -> tuple[Path | None, dict[str, str]]:
+    """The nats-server configuration file (written into the data directory, generated from
+    giliran.edge) and environment of a site box or the hub; none for a one-box site."""
+    from giliran import edge
+
+    role = _role(args)
+    if role == "one-box":
+        return None, dict(os.environ)
+    path = data_dir / "nats-edge.conf"
+    if role == "site":
+        from giliran.catalogue import load_catalogue
+
+        if args.site not in load_catalogue(Settings().catalogue_dir).sites:
+            raise SystemExit(f"giliran: unknown site {args.site} (deploy/sites/)")
+        if not args.hub:
+            raise SystemExit("giliran: --site needs --hub nats-leaf://leaf-<site>:<pw>@<hub>:7422")
+        path.write_text(edge.render_site_config(args.site))
+        return path, {**os.environ, edge.HUB_URL_VARIABLE: args.hub}
+    sites = _hub_sites(args)
+    path.write_text(edge.render_hub_config(sites, leaf_port=args.leaf_port))
+    passwords = _leaf_passwords(data_dir, sites)
+    variables = {edge.leaf_password_variable(s): json.dumps(p) for s, p in passwords.items()}
+    print(f"  leaf users and passwords: {data_dir / 'secrets' / 'leaf_passwords.json'}")
+    print(
+        f"  a site box joins with: giliran up --site <site> --hub "
+        f"nats-leaf://leaf-<site>:<password>@<this host>:{args.leaf_port}"
+    )
+    return path, {**os.environ, **variables}
+
+
+def _leaf_passwords(data_dir: Path, sites: Sequence[str]) -> dict[str, str]:
+    from giliran.edge import leaf_user
+
+    path = data_dir / "secrets" / "leaf_passwords.json"
+    known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    for site in sites:
+        known.setdefault(leaf_user(site), "p" + secrets.token_hex(20))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(known, indent=2))
+    path.chmod(0o600)
+    return {site: known[leaf_user(site)] for site in sites}
+
+
+async def _edge_streams(args: argparse.Namespace, env: dict[str, str], stack: Stack) -> None:
+    """Before the services start: a site's copy of the hub's calendar changes, or the hub's
+    gathering stream; and the caretaker that re-arms the sourcing when the link returns."""
+    import nats
+
+    from giliran import edge
+
+    role = _role(args)
+    if role == "site":
+        client = await nats.connect(env["GILIRAN_NATS_URL"])
+        try:
+            await edge.ensure_site_streams(client.jetstream(), args.site)
+        finally:
+            await client.close()
+        stack.tasks.append(asyncio.create_task(edge.keep_site(env["GILIRAN_NATS_URL"], args.site)))
+    elif role == "hub":
+        sites = _hub_sites(args)
+        client = await nats.connect(env["GILIRAN_NATS_URL"])
+        try:
+            await edge.ensure_hub_streams(client.jetstream(), sites)
+        finally:
+            await client.close()
+        stack.tasks.append(asyncio.create_task(edge.keep_hub(env["GILIRAN_NATS_URL"], sites)))
+
+
+def _edge_env(args: argparse.Namespace) -> dict[str, str]:
+    role = _role(args)
+    if role == "site":
+        return {"GILIRAN_EDGE_SITE": args.site, "GILIRAN_DEMO_SITE": args.site}
+    if role == "hub":
+        return {"GILIRAN_EDGE_HUB": "true"}
+    return {}
+
+
+def hub(args: argparse.Namespace) -> int:
+    args.hub_mode = True
+    args.secure = False
+    args.site = None
+    return up(args)
+
+
+def edge_config(args: argparse.Namespace) -> int:
+    """Print the generated nats-server configuration of a site box or the hub."""
+    from giliran import edge
+
+    if args.role == "site":
+        if not args.site:
+            raise SystemExit("giliran: edge-config site needs a site slug")
+        sys.stdout.write(edge.render_site_config(args.site))
+    else:
+        sys.stdout.write(edge.render_hub_config(_hub_sites(args), leaf_port=args.leaf_port))
+    return 0
 
 
 def describe_sessions(site_name: str, sessions: list[dict[str, Any]], show: int = 3) -> list[str]:
@@ -264,6 +396,8 @@ def service(args: argparse.Namespace) -> int:
         http="httptools" if settings.event_loop == "uvloop" else "h11",
         # Server-push streams (dashboards, boards) never end by themselves: bound the wait.
         timeout_graceful_shutdown=5,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     return 0
 
@@ -323,6 +457,15 @@ def _nats_passwords(data_dir: Path) -> dict[str, str]:
     return known
 
 
+def keys(args: argparse.Namespace) -> int:
+    """`giliran keys rotate-nik`: stored NIKs re-encrypted with the newest configured key."""
+    import asyncio
+
+    module = importlib.import_module("services.intake.rotation")
+    code: int = asyncio.run(module.main(Settings(), args.batch))
+    return code
+
+
 def nats_passwords(_: argparse.Namespace) -> int:
     """Fresh NATS_PASSWORD_<USER>=... lines for compose's .env."""
     from giliran.catalogue import load_catalogue
@@ -353,7 +496,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="NATS with one user per service (deploy/nats/giliran.conf), passwords generated",
     )
+    p_up.add_argument("--site", help="run as the edge box of this site (a NATS leaf node)")
+    p_up.add_argument(
+        "--hub",
+        default=os.environ.get("GILIRAN_HUB_LEAF_URL"),
+        help="with --site: the hub's leaf URL, nats-leaf://leaf-<site>:<pw>@host:7422 (default "
+        "$GILIRAN_HUB_LEAF_URL: keeps the password out of the process list)",
+    )
     p_up.set_defaults(func=up)
+    p_hub = commands.add_parser(
+        "hub", help="run the kabupaten hub: NATS leaf listener, store, intake and reporting"
+    )
+    p_hub.add_argument("--data", type=Path, help=f"data directory (default {default_data_dir()})")
+    p_hub.add_argument("--leaf-port", type=int, default=7422, help="where site boxes connect")
+    p_hub.add_argument("--sites", help="comma-separated site slugs (default: the catalogue's)")
+    p_hub.add_argument("--ready-timeout", type=float, default=60.0)
+    p_hub.set_defaults(func=hub, demo=False)
+    p_edge = commands.add_parser(
+        "edge-config", help="print the nats-server configuration of a site box or the hub"
+    )
+    p_edge.add_argument("role", choices=("site", "hub"))
+    p_edge.add_argument("site", nargs="?", help="the site slug (site role)")
+    p_edge.add_argument("--leaf-port", type=int, default=7422)
+    p_edge.add_argument("--sites", help="hub role: comma-separated site slugs (default: all)")
+    p_edge.set_defaults(func=edge_config)
     p_service = commands.add_parser("service", help="run one service (what a container runs)")
     p_service.add_argument("name", choices=SERVICES)
     p_service.set_defaults(func=service)
@@ -366,6 +532,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_rebuild.add_argument("--into", help="database prefix for the rebuilt projections")
     p_rebuild.add_argument("--keep", action="store_true", help="keep the rebuilt database")
     p_rebuild.set_defaults(func=reporting)
+    p_keys = commands.add_parser("keys", help="key rotation")
+    keys_commands = p_keys.add_subparsers(dest="action", required=True)
+    p_rotate = keys_commands.add_parser(
+        "rotate-nik",
+        help="re-encrypt stored NIKs with the newest GILIRAN_NIK_ENCRYPTION_KEY (resumable)",
+    )
+    p_rotate.add_argument("--batch", type=int, default=200, help="records per read")
+    p_rotate.set_defaults(func=keys)
     from giliran.auth.cli import add_parsers as add_account_parsers
 
     add_account_parsers(commands)

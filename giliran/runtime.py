@@ -244,7 +244,7 @@ class ServiceRuntime:
         while True:
             try:
                 await self.broker.connect()
-                await ensure_streams(jetstream(self.broker))
+                await ensure_streams(jetstream(self.broker), self.settings.stream_replicas)
                 await self.broker.start()
                 for consumer in self.consumers:
                     await consumer.start(jetstream(self.broker))

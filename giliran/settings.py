@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     # Each service owns the database "<db_prefix>_<service>"; tests use a unique prefix per test.
     db_prefix: str = "giliran"
     host: str = "127.0.0.1"
+    # Addresses whose X-Forwarded-For/-Proto uvicorn believes (its default: only 127.0.0.1).
+    # Behind the reverse proxy of compose.yaml or a Kubernetes ingress, the proxy's address (or
+    # "*" where only the proxy can reach the service): otherwise every citizen shares the
+    # proxy's address and its registration rate limit.
+    forwarded_allow_ips: str = "127.0.0.1"
     intake_port: int = DEFAULT_PORTS["intake"]
     queue_port: int = DEFAULT_PORTS["queue"]
     reporting_port: int = DEFAULT_PORTS["reporting"]
@@ -69,6 +74,9 @@ class Settings(BaseSettings):
     status_query_timeout_seconds: float = 0.5
     # How long POST /requests waits for the queue to issue tickets before answering 202.
     ticket_wait_seconds: float = 2.0
+    # Copies of the event and dead-letter streams in a JetStream cluster (1 on a single server;
+    # 3 on the 3-node cluster of deploy/k8s/). Applied at every start.
+    stream_replicas: int = Field(default=1, ge=1, le=5)
     # Consumer retry policy: deliveries before a message is dead-lettered, and backoff between them.
     max_deliver: int = 5
     retry_backoff_seconds: list[float] = Field(default_factory=lambda: [0.5, 2.0, 5.0, 15.0])
@@ -85,6 +93,11 @@ class Settings(BaseSettings):
     queue_recheck_penalty_minutes: float = Field(default=15.0, ge=0)
     # ETA before a service has any completions of its own this session.
     queue_default_service_minutes: float = Field(default=8.0, gt=0)
+    # Edge site mode (docs/edge.md): the site this box serves as a leaf node of the kabupaten
+    # hub (intake applies the hub's calendar changes for it), or this is the hub (intake sends
+    # its admins' calendar changes down to the sites).
+    edge_site: str | None = None
+    edge_hub: bool = False
     # Notification channels (YAML, see deploy/notify/); unset: the console channel only.
     notify_config: Path | None = None
     # uvloop + httptools under uvicorn (ADR 0083): "asyncio" runs the standard loop and h11,

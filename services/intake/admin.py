@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, time
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from giliran.contracts import RequestCancelled, new_event
+from giliran.contracts import RequestCancelled, new_event, new_id
 from giliran.contracts.events import ServiceCode
 from giliran.store import Document, instant
 from services.intake import sessions
@@ -52,9 +54,39 @@ class QuotaChange(BaseModel):
     quotas: dict[ServiceCode, int | None] = Field(min_length=1, max_length=50)
 
 
+CalendarAction = Literal[
+    "add_session", "cancel_session", "holiday_add", "holiday_remove", "close", "reopen"
+]
+
+
+class CalendarChange(BaseModel):
+    """One calendar change an admin made, as the kabupaten hub sends it down to a site box
+    (services/intake/edge.py); applying it again changes nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(default_factory=new_id, max_length=40)
+    site: str = Field(max_length=63)
+    action: CalendarAction
+    day: date | None = None
+    session_id: str | None = Field(default=None, max_length=80)
+    opens: time | None = None
+    closes: time | None = None
+    note: str = Field(default="", max_length=100)
+
+
+Announce = Callable[[CalendarChange], Awaitable[None]]
+
+
 @dataclass
 class Admin:
     intake: Intake
+    # At the kabupaten hub: sends each change down to the site's box (None elsewhere).
+    announce: Announce | None = None
+
+    async def _announce(self, change: CalendarChange) -> None:
+        if self.announce is not None:
+            await self.announce(change)
 
     def _not_past(self, site: str, day: date) -> None:
         zone = self.intake.site(site).timezone
@@ -86,6 +118,11 @@ class Admin:
             return {**doc, "sessions_added": added, "cancelled": cancelled}
 
         await self.intake.store.change_calendar(site, add)
+        await self._announce(
+            CalendarChange(
+                site=site, action="add_session", day=change.date, opens=opens, closes=closes
+            )
+        )
         window = sessions.scheduled_session(
             spec, change.date, self.intake.holidays, await self.intake.overrides(site)
         )
@@ -109,6 +146,9 @@ class Admin:
             return {**doc, "cancelled": cancelled}
 
         await self.intake.store.change_calendar(site, cancel)
+        await self._announce(
+            CalendarChange(site=site, action="cancel_session", session_id=session_id, note=note)
+        )
         return await self._cancel_registrations(site, session_id)
 
     async def _cancel_registrations(self, site: str, session_id: str) -> int:
@@ -150,6 +190,8 @@ class Admin:
             return {**doc, "holidays_added": added, "holidays_removed": sorted(removed)}
 
         await self.intake.store.change_calendar(site, change)
+        action: CalendarAction = "holiday_add" if present else "holiday_remove"
+        await self._announce(CalendarChange(site=site, action=action, day=day, note=note))
         if not present:
             await self._cancel_registrations(site, sessions.session_id_for(site, day))
 
@@ -167,6 +209,8 @@ class Admin:
             return {**doc, "closed": marks}
 
         await self.intake.store.change_calendar(site, change)
+        action: CalendarAction = "close" if closed else "reopen"
+        await self._announce(CalendarChange(site=site, action=action, day=day, note=note))
         if not closed:
             return 0
         cancelled = await self._cancel_registrations(site, sessions.session_id_for(site, day))

@@ -19,7 +19,7 @@ from giliran.contracts.subjects import command_pattern
 from giliran.push import Changes
 from giliran.runtime import ServiceRuntime, create_http_app
 from giliran.settings import Settings
-from services.intake import admin_http, http, pages, problems, subscribers
+from services.intake import admin_http, edge, http, pages, problems, subscribers
 from services.intake.admin import Admin
 from services.intake.handlers import Intake, Limits
 from services.intake.privacy import NikCipher
@@ -72,7 +72,8 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
 
         runtime.on_startup(open_demo)
     runtime.use_outbox(store.requests, store.feedback)
-    subscribers.register(runtime, intake)
+    if not settings.edge_hub:  # the hub's intake holds no citizen's request to follow
+        subscribers.register(runtime, intake)
     runtime.publishes(RequestSubmitted, RequestCheckedIn, RequestCancelled, FeedbackSubmitted)
 
     async def purge_personal_data() -> None:
@@ -96,7 +97,11 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     links = http.Links(settings.public_url)
     api = http.router(intake, status, links, wait_seconds=settings.ticket_wait_seconds)
     page = pages.router(intake, status, links, wait_seconds=settings.ticket_wait_seconds)
-    admin_api, admin_page = admin_http.routers(Admin(intake), runtime.audit)
+    # Edge site mode (docs/edge.md): the hub sends its calendar changes down, a site applies them.
+    admin = Admin(intake, edge.hub_announcer(runtime) if settings.edge_hub else None)
+    if settings.edge_site:
+        runtime.every(1.0, edge.CalendarFollower(runtime, Admin(intake), settings.edge_site).poll)
+    admin_api, admin_page = admin_http.routers(admin, runtime.audit)
     app = create_http_app(
         runtime,
         title="Giliran intake",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from datetime import date, timedelta
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -13,36 +14,76 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 PERSONAL_FIELDS = ("name", "nik_encrypted", "nik_masked", "nik_hash", "phone", "email")
 
 
+# In GILIRAN_NIK_ENCRYPTION_KEY's list: the key derived from the NIK hash key (the default).
+DERIVED = "derived"
+
+
 class NikCipher:
     """Fernet (AES-128-CBC + HMAC-SHA256, authenticated): a stolen database alone does not
-    reveal NIKs, and a tampered value fails to decrypt instead of returning another NIK."""
+    reveal NIKs, and a tampered value fails to decrypt instead of returning another NIK.
+    Several keys, newest first (MultiFernet): new NIKs are encrypted with the newest, stored
+    ones decrypt with any of them until `giliran keys rotate-nik` re-encrypts them."""
 
-    def __init__(self, key: bytes) -> None:
-        self._fernet = Fernet(key)
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        if not keys:
+            raise ValueError("NikCipher needs at least one key")
+        self._newest = Fernet(keys[0])
+        self._any = MultiFernet([Fernet(key) for key in keys])
 
     @classmethod
-    def from_keys(cls, encryption_key: str | None, hash_key: bytes) -> NikCipher:
-        """The configured Fernet key, or one derived from the NIK hash key (HKDF, its own
-        label) so an installation that only set GILIRAN_NIK_HASH_KEY still encrypts; the two
-        uses never share key material directly."""
-        if encryption_key:
-            return cls(encryption_key.encode())
-        derived = HKDF(
-            algorithm=hashes.SHA256(),
-            length=32,
-            salt=None,
-            info=b"giliran intake nik encryption v1",
-        ).derive(hash_key)
-        return cls(base64.urlsafe_b64encode(derived))
+    def from_keys(cls, encryption_keys: str | None, hash_key: bytes) -> NikCipher:
+        """The configured Fernet keys (comma-separated, newest first), or the one derived from
+        the NIK hash key (HKDF, its own label) so an installation that only set
+        GILIRAN_NIK_HASH_KEY still encrypts; the two uses never share key material directly.
+        `derived` in the list stands for that key (moving from it to a key of its own)."""
+        names = [part.strip() for part in (encryption_keys or "").split(",") if part.strip()]
+        keys: list[bytes] = []
+        for position, name in enumerate(names or [DERIVED], start=1):
+            key = _derived(hash_key) if name == DERIVED else name.encode()
+            try:
+                Fernet(key)
+            except ValueError as exc:
+                # The position only: a key never goes to a log.
+                raise ValueError(
+                    f"GILIRAN_NIK_ENCRYPTION_KEY: kunci ke-{position} bukan kunci Fernet / "
+                    f"key {position} is not a Fernet key"
+                ) from exc
+            keys.append(key)
+        return cls(keys)
 
     def encrypt(self, nik: str) -> str:
-        return self._fernet.encrypt(nik.encode()).decode()
+        return self._newest.encrypt(nik.encode()).decode()
 
     def decrypt(self, token: str) -> str | None:
         try:
-            return self._fernet.decrypt(token.encode()).decode()
+            return self._any.decrypt(token.encode()).decode()
         except InvalidToken:
             return None
+
+    def is_current(self, token: str) -> bool:
+        """Encrypted with the newest key already (nothing to re-encrypt)."""
+        try:
+            self._newest.decrypt(token.encode())
+        except InvalidToken:
+            return False
+        return True
+
+    def rotate(self, token: str) -> str | None:
+        """The same NIK encrypted with the newest key; None when no configured key reads it."""
+        try:
+            return self._any.rotate(token.encode()).decode()
+        except InvalidToken:
+            return None
+
+
+def _derived(hash_key: bytes) -> bytes:
+    derived = HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=None,
+        info=b"giliran intake nik encryption v1",
+    ).derive(hash_key)
+    return base64.urlsafe_b64encode(derived)
 
 
 def purge_before(today: date, keep_days: int) -> date:

