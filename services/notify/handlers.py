@@ -241,8 +241,19 @@ class ChannelWorker:
             site, called.session_id, called.service, threshold + 1
         )
         order = [(d["_id"], int(d.get("ahead_at_issue", 0))) for d in waiting]
+        # A redelivered event resumes what it began: its own unfinished "approaching" deliveries
+        # do not count as told, and one whose ticket has left the window since is dropped rather
+        # than left "sending" for ever.
+        begun = await self.store.unfinished(event.id, APPROACHING, self.channel.name)
+        unfinished = {str(d["ticket_id"]): str(d["_id"]) for d in begun}
         told = await self.store.approaching_told([t for t, _ in order], self.channel.name)
-        for ticket_id in approaching_due(order, threshold, told):
+        due = approaching_due(order, threshold, told - set(unfinished))
+        for ticket_id, key in unfinished.items():
+            if ticket_id not in due and await self.store.finish(
+                key, "dropped", {"last_error": "stale: the ticket has left the approaching window"}
+            ):
+                self._finished("dropped")
+        for ticket_id in due:
             doc = next(d for d in waiting if d["_id"] == ticket_id)
             ahead = [t for t, _ in order].index(ticket_id)
             data = {**doc, "ticket_id": ticket_id, "ahead": ahead}

@@ -30,6 +30,9 @@ class DeliveryStore:
         await self.deliveries.create_index([("ticket_id", 1), ("template", 1), ("channel", 1)])
         await self.deliveries.create_index([("site", 1), ("session_id", 1), ("channel", 1)])
         await self.deliveries.create_index([("status", 1)])
+        await self.deliveries.create_index(
+            [("cause_event_id", 1), ("template", 1), ("channel", 1), ("status", 1)]
+        )
 
     # --- contacts --------------------------------------------------------------------------
 
@@ -148,6 +151,21 @@ class DeliveryStore:
             with_outbox(update, events) if events else update,
         )
         return result.modified_count == 1
+
+    async def unfinished(self, cause_event_id: str, template: str, channel: str) -> list[Document]:
+        """Deliveries of `template` an event began and did not finish: a crash, or a transient
+        failure that the event's redelivery is meant to retry."""
+        return await self.deliveries.find(
+            indexed(
+                {
+                    "cause_event_id": cause_event_id,
+                    "template": template,
+                    "channel": channel,
+                    "status": "sending",
+                }
+            ),
+            {"ticket_id": 1},
+        ).to_list()
 
     async def approaching_told(self, ticket_ids: list[str], channel: str) -> set[str]:
         # One indexed point query per ticket: `$in` makes the embedded server scan.

@@ -469,3 +469,69 @@ async def test_approaching_is_sent_once_when_the_line_moves_near(
         assert await eventually(approaching) == ["4", "5"]
         texts = [r.form["message"] for r in gw.received if "lagi sebelum" in r.form["message"]]
         assert texts[0].startswith("Giliran: nomor K-004") and "2 nomor lagi" in texts[0]
+
+
+async def _line_with_one_citizen_fourth(
+    settings: Settings, gw: FakeGateway
+) -> tuple[list[tuple[Any, Any, Any]], Any]:
+    """K-001..K-003 for a citizen without consent (no messages), K-004 for one who consented:
+    calling K-001 brings K-004 within 2 of the front."""
+    quiet, told = request(consent=False), request()
+    await publish(settings, quiet)
+    await publish(settings, told)
+    tickets = [ticket_events(quiet, n, ahead=n - 1) for n in (1, 2, 3)]
+    tickets.append(ticket_events(told, 4, ahead=3))
+    for issued, _, _ in tickets:
+        await publish(settings, issued)
+    await gw.wait_for(1)  # K-004's "issued"
+    return tickets, told
+
+
+async def test_an_approaching_message_that_failed_is_sent_when_its_event_comes_back(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with (
+        FakeGateway() as gw,
+        notify_with(settings, tmp_path, [sms_channel(gw)], approaching_ahead=2) as svc,
+    ):
+        tickets, _ = await _line_with_one_citizen_fourth(settings, gw)
+        gw.fail_next(1, status=503, path_prefix="/sms")
+        await publish(settings, tickets[0][1])  # K-001 called: K-004 is near; the gateway fails
+
+        async def approaching() -> dict[str, Any] | None:
+            found = await deliveries(svc, ticket_id=tickets[3][0].data.ticket_id)
+            near = [d for d in found if d["template"] == "ticket_approaching"]
+            return near[0] if near and near[0]["status"] != "sending" else None
+
+        delivery = await eventually(approaching)
+        assert (delivery["status"], delivery["attempts"]) == ("sent", 2)
+        assert [r.status for r in gw.received] == [200, 503, 200]
+
+
+async def test_an_approaching_message_whose_ticket_moved_on_before_the_retry_is_dropped(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with (
+        FakeGateway() as gw,
+        notify_with(settings, tmp_path, [sms_channel(gw)], approaching_ahead=2) as svc,
+    ):
+        tickets, _ = await _line_with_one_citizen_fourth(settings, gw)
+        # The gateway asks for 3 s; K-004 is called meanwhile, so "your turn is near" is stale.
+        gw.rate_limit(1, retry_after_seconds=3, path_prefix="/sms")
+        await publish(settings, tickets[0][1])
+
+        async def refused() -> bool:
+            return len(gw.received) >= 2
+
+        await eventually(refused)
+        await publish(settings, tickets[3][1])  # K-004 called
+        await gw.wait_for(2)  # its "called" message, after its "issued"
+
+        async def approaching() -> dict[str, Any] | None:
+            found = await deliveries(svc, ticket_id=tickets[3][0].data.ticket_id)
+            near = [d for d in found if d["template"] == "ticket_approaching"]
+            return near[0] if near and near[0]["status"] != "sending" else None
+
+        delivery = await eventually(approaching)
+        assert delivery["status"] == "dropped"
+        assert [r.status for r in gw.received] == [200, 429, 200]
