@@ -275,7 +275,7 @@ class Desk:
                         break  # read again: the lines moved under us
                     return None
                 doc = by_id[choice.ticket_id]
-                result, called = await self._claim(site, state["counter"], doc, now)
+                result, called = await self._claim(site, state["counter"], doc)
                 if called is not None:
                     await self.store.note_call(
                         site.site, state["counter"], choice.priority, called["_id"]
@@ -289,15 +289,18 @@ class Desk:
         return None
 
     async def _claim(
-        self, site: SiteDef, counter: str, doc: Document, now: datetime
+        self, site: SiteDef, counter: str, doc: Document
     ) -> tuple[str, Document | None]:
         """Call one waiting ticket: take its citizen's serving slot, then the ticket. Returns
         ("called", the ticket), ("elsewhere", None) when the citizen is at another counter, or
         ("taken", None) when another counter won the race."""
-        if not await self.store.claim_visit(doc["request_id"], doc["_id"], now):
+        # The claim is dated when it is taken, not when this call began: a slow call (lock
+        # waits, several candidates tried) must not take a slot that already looks abandoned to
+        # _heal_visit, which another counter could free while this call is still completing.
+        if not await self.store.claim_visit(doc["request_id"], doc["_id"], self.queue.clock()):
             if not await self._heal_visit(doc["request_id"]):
                 return "elsewhere", None
-            if not await self.store.claim_visit(doc["request_id"], doc["_id"], now):
+            if not await self.store.claim_visit(doc["request_id"], doc["_id"], self.queue.clock()):
                 return "elsewhere", None
         # The call happens now, after the slot is ours: so a citizen's calls and completions
         # are ordered in time as they are in fact (the slot is freed after a completion).
@@ -394,7 +397,7 @@ class Desk:
                 raise domain.NotThisCounter(doc["number"], counter.id)
             if not doc.get("arrived", True):
                 raise domain.NotCheckedIn(doc["number"])
-            result, _ = await self._claim(site, counter.id, doc, self.queue.clock())
+            result, _ = await self._claim(site, counter.id, doc)
             if result == "elsewhere":
                 raise domain.CitizenElsewhere(doc["number"])
             if result == "taken":
