@@ -7,7 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -275,6 +275,39 @@ async def test_a_citizen_with_several_booths_is_never_called_twice_at_once(
         view = (await svc.http.get(f"/api/v1/tickets/{kia['ticket_id']}")).json()["ticket"]
         assert view["held"] is False
         assert (await kia_desk.call_next() or {})["ticket_id"] == kia["ticket_id"]
+
+
+async def test_a_slow_call_keeps_its_claim_on_the_citizen(settings: Settings) -> None:
+    """A call that took long to reach its claim (lock waits, many candidates tried) must not
+    date the claim from when it began: the slot would look abandoned at once, and another
+    counter's heal could free it mid-call and call the same citizen's other ticket too."""
+    async with running("queue", settings) as svc:
+        rekam, _ = await issued(svc, request_event(["KTP-REKAM", "KIA"]))
+        ktp_desk, kia_desk = Desk(svc.http, "1"), Desk(svc.http, "4")
+        await kia_desk.counter_action("open", services=["KIA"])
+        queue = svc.app.state.queue
+        store = queue.store
+        start = datetime.now(UTC)
+        clock = [start]
+        queue.clock = lambda: clock[0]
+        read_lines, move = store.callable_candidates, store.transition
+
+        async def slow_read(*args: Any, **kwargs: Any) -> Any:
+            found = await read_lines(*args, **kwargs)
+            if clock[0] == start:  # the first read of the lines takes 30 s
+                clock[0] = start + timedelta(seconds=30)
+            return found
+
+        meanwhile: list[dict[str, Any] | None] = []
+
+        async def transition(ticket_id: str, **kwargs: Any) -> Any:
+            if ticket_id == rekam["ticket_id"] and not meanwhile:
+                meanwhile.append(await kia_desk.call_next())  # the KIA counter, mid-call
+            return await move(ticket_id, **kwargs)
+
+        store.callable_candidates, store.transition = slow_read, transition
+        assert (await ktp_desk.call_next() or {})["ticket_id"] == rekam["ticket_id"]
+        assert meanwhile == [None]
 
 
 async def test_priority_ratio_one_in_four_calls(settings: Settings) -> None:
