@@ -285,21 +285,22 @@ async def test_a_refused_message_fails_at_once(settings: Settings, tmp_path: Pat
         assert delivery["attempts"] == 1 and gw.count() == 1
 
 
-async def test_a_burst_of_500_respects_the_gateway_rate_limit(
+async def test_a_burst_of_200_respects_the_gateway_rate_limit(
     settings: Settings, tmp_path: Path
 ) -> None:
-    rate = 100
+    # Low enough that even a loaded CI box sends faster than this, so the lower bound below
+    # shows the limiter (not the machine) set the pace; at 100/s it failed under load (48/s).
+    rate = 25
     async with (
         FakeGateway() as gw,
         notify_with(settings, tmp_path, [sms_channel(gw, rate_per_second=rate)]),
     ):
-        # 50 citizens with 10 tickets each: their messages are sent concurrently (one request's
-        # messages go in order), so without the limiter the gateway would get several hundred
-        # a second.
-        requests = [request() for _ in range(50)]
+        # 20 citizens with 10 tickets each: their messages are sent concurrently (one request's
+        # messages go in order), so without the limiter the gateway would get hundreds a second.
+        requests = [request() for _ in range(20)]
         burst = [ticket_events(req, n)[0] for n in range(1, 11) for req in requests]
         await publish_many(settings, [*requests, *burst])
-        await gw.wait_for(500, within=60)
+        await gw.wait_for(200, within=60)
         assert gw.duplicates() == 0
         assert gw.max_in_window(1.0) <= rate + 1
         assert gw.max_in_window(1.0) >= rate // 2  # and the limiter is what held it back
