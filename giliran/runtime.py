@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -24,10 +24,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from pymongo.errors import PyMongoError
 
 from giliran import telemetry
-from giliran.auth.accounts import AuthStore
+from giliran.auth.accounts import AuthStore, Role
 from giliran.auth.audit import AuditLog
 from giliran.auth.views import audit_router
-from giliran.auth.web import Auth, LoginRequired, login_redirect, login_router
+from giliran.auth.web import Auth, LoginRequired, login_redirect, login_router, requires
 from giliran.bus import (
     ConsumerMetrics,
     EventConsumer,
@@ -369,7 +369,11 @@ def ops_router(runtime: ServiceRuntime) -> APIRouter:
             status_code=200 if ready else 503,
         )
 
-    @router.get("/ops/dead-letters")
+    # Dead letters name sites, event types and failure reasons: for the engineers on call and
+    # auditors only (probes and scrapes above carry no credentials and stay open).
+    on_call = Depends(requires(Role.ADMIN, Role.AUDITOR, site_from=None))
+
+    @router.get("/ops/dead-letters", dependencies=[on_call])
     async def list_dead_letters(limit: int = Query(default=100, ge=1, le=1000)) -> JSONResponse:
         """The messages this service could not handle, newest `limit`, with the reason each was
         parked (never their content: it may hold personal data)."""

@@ -114,6 +114,11 @@ def rows(ticket: str, request: str) -> list[Row]:
         Row("reporting", "GET", "/history/kabupaten", frozenset({"admin"}), page=True),
         Row("reporting", "GET", f"/dashboard?site={SITE}", readers, page=True),
         Row("reporting", "GET", f"/reports/daily?site={SITE}&date=2026-11-29", readers, page=True),
+        # --- every service: its dead letters, for the engineers on call and auditors -------
+        *(
+            Row(name, "GET", "/ops/dead-letters", frozenset({"admin", "auditor"}))
+            for name in ("queue", "intake", "notify", "reporting")
+        ),
     ]
 
 

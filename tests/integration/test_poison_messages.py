@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from giliran.auth import ALL_SITES, Role
 from giliran.bus import ensure_streams
 from giliran.contracts import EVENTS_BY_TYPE, new_id
 from giliran.contracts.subjects import DLQ_STREAM, STREAM
@@ -207,8 +208,13 @@ async def test_hostile_events_are_parked_or_skipped_and_consumers_keep_going(
                 accounted = sum(mine[o] for o in SETTLED_OUTCOMES) + mine["dead_lettered"]
                 assert accounted == delivered, (consumer.durable, dict(mine), delivered)
                 total_parked += mine["dead_lettered"]
-            # The service's own dead letters, as an operator lists them.
-            listed = await svc.http.get("/ops/dead-letters", params={"limit": 1000})
+            # The service's own dead letters, as the engineer on call lists them.
+            _, on_call = await svc.runtime.accounts.issue_token("on-call", Role.AUDITOR, ALL_SITES)
+            listed = await svc.anonymous.get(
+                "/ops/dead-letters",
+                params={"limit": 1000},
+                headers={"Authorization": f"Bearer {on_call}"},
+            )
             assert listed.status_code == 200, listed.text
             body = listed.json()
             in_stream = sum(n for s, n in parked.items() if s.split(".")[3] == svc.runtime.service)
