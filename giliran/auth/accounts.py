@@ -20,6 +20,10 @@ from giliran.store import Document, from_instant, indexed, instant
 
 ALL_SITES = "*"
 SESSION_LIFETIME = timedelta(hours=12)
+# Password guessing: after this many failed sign-ins for one user name within the window,
+# that name is refused (429) until the window ends, right password or not.
+LOGIN_FAILURES_ALLOWED = 5
+LOGIN_FAILURE_WINDOW = timedelta(minutes=15)
 # One hasher for the process: argon2id with the library's RFC 9106 "low memory" defaults.
 _HASHER = PasswordHasher()
 # Verifying against this when the user is unknown keeps the answer's timing the same, so a
@@ -81,6 +85,7 @@ class AuthStore:
         self.users = database["users"]
         self.tokens = database["tokens"]
         self.sessions = database["sessions"]
+        self.login_failures = database["login_failures"]
 
     async def ensure_indexes(self) -> None:
         await self.tokens.create_index("digest", unique=True)
@@ -116,6 +121,35 @@ class AuthStore:
         if not ok or user is None or user.get("disabled"):
             return None
         return user
+
+    # --- password guessing ----------------------------------------------------------------
+
+    @staticmethod
+    def _name_key(name: str) -> str:
+        # User names can be people's names: kept only as a digest.
+        return hashlib.sha256(name.strip().lower().encode()).hexdigest()
+
+    async def sign_in_blocked_until(self, name: str, now: datetime) -> datetime | None:
+        """When sign-ins for this user name are allowed again, if too many failed lately."""
+        doc = await self.login_failures.find_one({"_id": self._name_key(name)})
+        if doc is None or doc["failures"] < LOGIN_FAILURES_ALLOWED:
+            return None
+        until = from_instant(doc["since"]) + LOGIN_FAILURE_WINDOW
+        return until if until > now else None
+
+    async def note_failed_sign_in(self, name: str, now: datetime) -> None:
+        key = self._name_key(name)
+        doc = await self.login_failures.find_one({"_id": key})
+        if doc is None or from_instant(doc["since"]) + LOGIN_FAILURE_WINDOW <= now:
+            # A new window (two racing failures may count once: a throttle, not a ledger).
+            await self.login_failures.replace_one(
+                {"_id": key}, {"_id": key, "failures": 1, "since": instant(now)}, upsert=True
+            )
+        else:
+            await self.login_failures.update_one({"_id": key}, {"$inc": {"failures": 1}})
+
+    async def clear_failed_sign_ins(self, name: str) -> None:
+        await self.login_failures.delete_one({"_id": self._name_key(name)})
 
     # --- tokens --------------------------------------------------------------------------
 

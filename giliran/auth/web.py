@@ -17,6 +17,7 @@ from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, TimestampSigner
 
 from giliran.auth.accounts import ALL_SITES, SESSION_LIFETIME, AuthStore, Principal, Role
+from giliran.contracts import utcnow
 from giliran.errors import DomainError
 
 log = logging.getLogger("giliran.auth")
@@ -217,7 +218,9 @@ def login_router(auth: Auth) -> APIRouter:
     """GET/POST /login and POST /logout, served by every service over the same accounts."""
     api = APIRouter(tags=["accounts"], include_in_schema=False)
 
-    def form(request: Request, lang: str, next_url: str, error: bool, status: int) -> Response:
+    def form(
+        request: Request, lang: str, next_url: str, error: str | None, status: int
+    ) -> Response:
         pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(16)
         response = PAGES.TemplateResponse(
             request,
@@ -238,7 +241,7 @@ def login_router(auth: Auth) -> APIRouter:
 
     @api.get("/login", response_class=HTMLResponse)
     async def login_page(request: Request, lang: str = "id", next: str = "/") -> Response:
-        return form(request, "en" if lang == "en" else "id", _safe_next(next), False, 200)
+        return form(request, "en" if lang == "en" else "id", _safe_next(next), None, 200)
 
     @api.post("/login")
     async def login(
@@ -253,10 +256,16 @@ def login_router(auth: Auth) -> APIRouter:
         pre = request.cookies.get(PRE_COOKIE, "")
         if not pre or not hmac.compare_digest(csrf.encode(), auth._mac("pre", pre).encode()):
             raise CsrfRejected()
+        now = utcnow()
+        if await auth.store.sign_in_blocked_until(username, now) is not None:
+            log.warning("sign-in refused: too many failures for a name (%d chars)", len(username))
+            return form(request, lang, _safe_next(next), "locked", 429)
         user = await auth.store.authenticate(username, password)
         if user is None:
+            await auth.store.note_failed_sign_in(username, now)
             log.info("login refused for a user name (%d chars)", len(username))
-            return form(request, lang, _safe_next(next), True, 401)
+            return form(request, lang, _safe_next(next), "wrong", 401)
+        await auth.store.clear_failed_sign_ins(username)
         old = auth._session_id(request)
         if old:
             await auth.store.close_session(old)

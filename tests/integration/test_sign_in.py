@@ -199,3 +199,38 @@ async def test_expired_sessions_are_refused_and_then_forgotten(settings: Setting
         await svc.runtime.accounts.sessions.update_many({}, {"$set": {"expires_at": past}})
         assert (await client.get(url)).status_code == 401
         assert await svc.runtime.accounts.forget_expired() == 1
+
+
+async def test_password_guessing_is_stopped_for_that_user_name(settings: Settings) -> None:
+    from datetime import timedelta
+
+    from giliran.auth.accounts import LOGIN_FAILURE_WINDOW, LOGIN_FAILURES_ALLOWED
+    from giliran.contracts import utcnow
+    from giliran.store import instant
+
+    async with running("queue", settings) as svc, browser(svc) as client:
+        accounts = svc.runtime.accounts
+        await accounts.add_user("budi", "rahasia-budi-1", Role.OFFICER, SITE)
+        await accounts.add_user("sari", "rahasia-sari-1", Role.OFFICER, SITE)
+        # A success clears earlier failures: a colleague's typo never adds up to a lock.
+        assert (await login(client, "budi", "salah-0")).status_code == 401
+        assert (await login(client, "budi", "rahasia-budi-1")).status_code == 303
+        for n in range(LOGIN_FAILURES_ALLOWED):
+            wrong = await login(client, "budi", f"tebakan-{n}")
+            assert wrong.status_code == 401
+            assert "kata sandi salah" in wrong.text
+        # Now even the right password is refused for this name, in both languages...
+        locked = await login(client, "Budi", "rahasia-budi-1")
+        assert locked.status_code == 429
+        assert "Terlalu banyak percobaan masuk" in locked.text
+        assert SESSION_COOKIE not in locked.cookies
+        # ...while another name signs in as usual.
+        assert (await login(client, "sari", "rahasia-sari-1")).status_code == 303
+        # The name is stored only as a digest.
+        stored = await accounts.login_failures.find({}).to_list()
+        assert len(stored) == 1 and "budi" not in str(stored).lower()
+        # When the window has passed, the right password works again.
+        past = utcnow() - LOGIN_FAILURE_WINDOW - timedelta(seconds=1)
+        await accounts.login_failures.update_many({}, {"$set": {"since": instant(past)}})
+        assert (await login(client, "budi", "rahasia-budi-1")).status_code == 303
+        assert await accounts.login_failures.find({}).to_list() == []
