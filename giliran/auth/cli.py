@@ -31,6 +31,9 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     password.add_argument("name")
     password.add_argument("--password-stdin", action="store_true")
     password.set_defaults(func=_run(_password))
+    unlock = actions.add_parser("unlock", help="lift a sign-in lock after failed tries")
+    unlock.add_argument("name")
+    unlock.set_defaults(func=_run(_unlock))
     token = actions.add_parser("token", help="issue an API token (shown once)")
     token.add_argument("label", help="what holds it, e.g. board-hall-1")
     token.add_argument("--role", choices=ROLES, required=True)
@@ -102,6 +105,12 @@ async def _password(args: argparse.Namespace, store: AuthStore, _: AuditLog) -> 
         print(f"'{args.name}' tidak dikenal / unknown", file=sys.stderr)
         return 1
     print(f"password of {args.name} changed; their sessions ended")
+    return 0
+
+
+async def _unlock(args: argparse.Namespace, store: AuthStore, _: AuditLog) -> int:
+    await store.clear_failed_sign_ins(args.name)
+    print(f"{args.name} may sign in again / boleh masuk lagi")
     return 0
 
 

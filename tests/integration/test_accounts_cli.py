@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from giliran.auth import AuthStore, Role
+from giliran.contracts import utcnow
 from giliran.settings import Settings
 from giliran.store import connect
 
@@ -63,5 +64,11 @@ async def test_accounts_cli(settings: Settings) -> None:
         assert giliran(settings, "accounts", "revoke", token_id).returncode == 0
         assert await store.by_token(token) is None
         assert "revoked" in giliran(settings, "accounts", "tokens").stdout
+        # An admin lifts a sign-in lock left by password guessing.
+        for _ in range(5):
+            await store.note_failed_sign_in("sri", utcnow())
+        assert await store.sign_in_blocked_until("sri", utcnow()) is not None
+        assert giliran(settings, "accounts", "unlock", "sri").returncode == 0
+        assert await store.sign_in_blocked_until("sri", utcnow()) is None
     finally:
         await client.close()
