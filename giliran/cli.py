@@ -181,7 +181,11 @@ async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
         for label, url in urls.items():
             print(f"  {label:<9} {url}  (/healthz /readyz /metrics /docs)")
         if args.demo:
-            print(f"  demo      session open now at site '{settings.demo_site}', counters 1-4")
+            from giliran.catalogue import load_catalogue
+
+            demo_site = load_catalogue(settings.catalogue_dir).site(settings.demo_site)
+            counters = ", ".join(c.id for c in demo_site.counters) if demo_site else "?"
+            print(f"  demo      session open now at '{settings.demo_site}', counters {counters}")
             from giliran.auth.cli import demo_accounts
 
             demo_settings = Settings(
