@@ -94,11 +94,12 @@ async def test_dashboard_follows_the_session_live(settings: Settings) -> None:
                 await shows(page, "open", "1")
                 await shows(page, "paused", "1")
                 await shows(page, "serving", "1")
-                loaded = await page.evaluate(
+                # The chart is fetched again on every change: wait for the newest one to load.
+                await page.wait_for_function(
                     "() => document.getElementById('chart').complete && "
-                    "document.getElementById('chart').naturalWidth > 0"
+                    "document.getElementById('chart').naturalWidth > 0",
+                    timeout=10_000,
                 )
-                assert loaded
                 await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
             # The reporting service goes away: the page says so, and picks up again by itself.
