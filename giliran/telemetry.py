@@ -33,6 +33,9 @@ log = logging.getLogger("giliran.telemetry")
 REQUEST_ID_HEADER = "X-Request-ID"
 # Echoed back and logged: no spaces, quotes or control characters, and bounded.
 _ACCEPTABLE_ID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+# ...and never a NIK or a phone number a client sent as its request id (nor a hex trace id that
+# looks like one): such a value would be stored on every event and printed on every log line.
+_DIGIT_RUN = re.compile(r"[0-9]{8}")
 _correlation: ContextVar[str | None] = ContextVar("giliran_correlation_id", default=None)
 
 
@@ -49,7 +52,9 @@ def new_correlation_id() -> str:
 
 def acceptable_id(value: str | None) -> str | None:
     """`value` when it is safe to carry and echo, else None (a new one is made)."""
-    return value if value and _ACCEPTABLE_ID.match(value) else None
+    if not value or not _ACCEPTABLE_ID.match(value) or _DIGIT_RUN.search(value):
+        return None
+    return value
 
 
 def bind_correlation(value: str | None) -> Token[str | None]:

@@ -94,6 +94,9 @@ class CalendarFollower:
                     filter_subject=subject,
                     ack_policy=AckPolicy.EXPLICIT,
                     ack_wait=30,
+                    # One change at a time: if one fails unexpectedly (store away), nothing after
+                    # it may be applied first ("close" then "reopen" must not end up closed).
+                    max_ack_pending=1,
                 ),
             )
         while True:

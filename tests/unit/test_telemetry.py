@@ -48,6 +48,9 @@ def test_events_from_before_parse_without_the_extensions() -> None:
         ("has space in it", False),
         ('quote"inside', False),
         ("", False),
+        ("3216064107900001", False),  # a NIK sent as a request id is never stored or logged
+        ("wa-081234567890", False),  # nor a phone number inside one
+        ("4bf92f3577b34da6a3ce92990123456e", False),  # a trace id with a NIK-like digit run
     ],
 )
 def test_only_safe_request_ids_are_kept(value: str, kept: bool) -> None:
