@@ -17,7 +17,7 @@ const ACCESS = {
     "users": ["find"],
     "tokens": ["find", "createCollection", "createIndex"],
     "sessions": ["find", "insert", "update", "remove", "createCollection", "createIndex"],
-    "login_failures": ["find", "insert", "update", "remove", "createCollection"],
+    "login_failures": ["find", "insert", "update", "remove", "createCollection", "createIndex"],
     "audit": ["find", "insert", "createCollection", "createIndex"]
   }
 };

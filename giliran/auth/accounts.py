@@ -90,6 +90,7 @@ class AuthStore:
     async def ensure_indexes(self) -> None:
         await self.tokens.create_index("digest", unique=True)
         await self.sessions.create_index("digest", unique=True)
+        await self.login_failures.create_index("name")
 
     # --- people --------------------------------------------------------------------------
 
@@ -125,31 +126,38 @@ class AuthStore:
     # --- password guessing ----------------------------------------------------------------
 
     @staticmethod
-    def _name_key(name: str) -> str:
-        # User names can be people's names: kept only as a digest.
-        return hashlib.sha256(name.strip().lower().encode()).hexdigest()
+    def _digest(*parts: str) -> str:
+        # User names can be people's names: kept only as digests.
+        return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
-    async def sign_in_blocked_until(self, name: str, now: datetime) -> datetime | None:
-        """When sign-ins for this user name are allowed again, if too many failed lately."""
-        doc = await self.login_failures.find_one({"_id": self._name_key(name)})
-        if doc is None or doc["failures"] < LOGIN_FAILURES_ALLOWED:
-            return None
-        until = from_instant(doc["since"]) + LOGIN_FAILURE_WINDOW
-        return until if until > now else None
+    def _attempts_key(self, name: str, address: str) -> str:
+        return self._digest(name.strip().lower(), address)
 
-    async def note_failed_sign_in(self, name: str, now: datetime) -> None:
-        key = self._name_key(name)
-        doc = await self.login_failures.find_one({"_id": key})
+    async def failed_sign_ins(self, name: str, address: str, now: datetime) -> int:
+        """Failed sign-ins for this user name from this address in the current window. Per
+        address: someone who knows an officer's name cannot lock the officer out from afar."""
+        doc = await self.login_failures.find_one({"_id": self._attempts_key(name, address)})
         if doc is None or from_instant(doc["since"]) + LOGIN_FAILURE_WINDOW <= now:
+            return 0
+        return int(doc["failures"])
+
+    async def note_failed_sign_in(self, name: str, address: str, now: datetime) -> None:
+        key = self._attempts_key(name, address)
+        if await self.failed_sign_ins(name, address, now) == 0:
             # A new window (two racing failures may count once: a throttle, not a ledger).
-            await self.login_failures.replace_one(
-                {"_id": key}, {"_id": key, "failures": 1, "since": instant(now)}, upsert=True
-            )
+            fresh = {"failures": 1, "since": instant(now), "name": self._digest(name.lower())}
+            await self.login_failures.replace_one({"_id": key}, {"_id": key, **fresh}, upsert=True)
         else:
             await self.login_failures.update_one({"_id": key}, {"$inc": {"failures": 1}})
 
-    async def clear_failed_sign_ins(self, name: str) -> None:
-        await self.login_failures.delete_one({"_id": self._name_key(name)})
+    async def clear_failed_sign_ins(self, name: str, address: str | None = None) -> None:
+        """After a successful sign-in (that address), or by an admin (every address)."""
+        if address is not None:
+            await self.login_failures.delete_one({"_id": self._attempts_key(name, address)})
+        else:
+            await self.login_failures.delete_many(
+                indexed({"name": self._digest(name.strip().lower())})
+            )
 
     # --- tokens --------------------------------------------------------------------------
 

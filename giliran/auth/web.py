@@ -16,7 +16,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, TimestampSigner
 
-from giliran.auth.accounts import ALL_SITES, SESSION_LIFETIME, AuthStore, Principal, Role
+from giliran.auth.accounts import (
+    ALL_SITES,
+    LOGIN_FAILURES_ALLOWED,
+    SESSION_LIFETIME,
+    AuthStore,
+    Principal,
+    Role,
+)
 from giliran.contracts import utcnow
 from giliran.errors import DomainError
 
@@ -257,15 +264,18 @@ def login_router(auth: Auth) -> APIRouter:
         if not pre or not hmac.compare_digest(csrf.encode(), auth._mac("pre", pre).encode()):
             raise CsrfRejected()
         now = utcnow()
-        if await auth.store.sign_in_blocked_until(username, now) is not None:
+        address = request.client.host if request.client else "-"
+        failures = await auth.store.failed_sign_ins(username, address, now)
+        if failures >= LOGIN_FAILURES_ALLOWED:
             log.warning("sign-in refused: too many failures for a name (%d chars)", len(username))
             return form(request, lang, _safe_next(next), "locked", 429)
         user = await auth.store.authenticate(username, password)
         if user is None:
-            await auth.store.note_failed_sign_in(username, now)
+            await auth.store.note_failed_sign_in(username, address, now)
             log.info("login refused for a user name (%d chars)", len(username))
             return form(request, lang, _safe_next(next), "wrong", 401)
-        await auth.store.clear_failed_sign_ins(username)
+        # Always (one write by key): an expired window's record goes too, not only a live one.
+        await auth.store.clear_failed_sign_ins(username, address)
         old = auth._session_id(request)
         if old:
             await auth.store.close_session(old)

@@ -224,8 +224,15 @@ async def test_password_guessing_is_stopped_for_that_user_name(settings: Setting
         assert locked.status_code == 429
         assert "Terlalu banyak percobaan masuk" in locked.text
         assert SESSION_COOKIE not in locked.cookies
-        # ...while another name signs in as usual.
+        # ...while another name signs in as usual, and so does this name from another address
+        # (a stranger who knows an officer's name cannot lock the officer out).
         assert (await login(client, "sari", "rahasia-sari-1")).status_code == 303
+        office = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=svc.app, client=("10.20.30.40", 50000)),
+            base_url="http://queue",
+        )
+        async with office:
+            assert (await login(office, "budi", "rahasia-budi-1")).status_code == 303
         # The name is stored only as a digest.
         stored = await accounts.login_failures.find({}).to_list()
         assert len(stored) == 1 and "budi" not in str(stored).lower()
