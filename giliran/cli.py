@@ -463,8 +463,6 @@ def _nats_passwords(data_dir: Path) -> dict[str, str]:
 
 def keys(args: argparse.Namespace) -> int:
     """`giliran keys rotate-nik`: stored NIKs re-encrypted with the newest configured key."""
-    import asyncio
-
     module = importlib.import_module("services.intake.rotation")
     code: int = asyncio.run(module.main(Settings(), args.batch))
     return code

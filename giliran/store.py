@@ -262,9 +262,6 @@ class Inbox:
         found = self._collection.find({"_id": {"$in": list(event_ids)}}, {"_id": 1})
         return {str(doc["_id"]) async for doc in found}
 
-    async def record(self, event: Event[EventData]) -> None:
-        await self.record_many([event])
-
     async def record_many(self, events: Sequence[Event[EventData]]) -> None:
         """Mark `events` handled in one write; ids already there (another instance handled a
         redelivery too) are fine, any other error is raised."""
