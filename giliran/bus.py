@@ -88,16 +88,23 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
         ),
     ]
     for config in configs:
-        try:
-            info = await js.stream_info(config.name or "")
-        except NotFoundError:
-            await js.add_stream(config)
-        else:
-            if info.config.sources:
-                # A kabupaten hub's GILIRAN gathers the site boxes' streams (giliran.edge):
-                # it has no subjects of its own and is not the services' to reshape.
-                continue
-            await js.update_stream(config)
+        # A kabupaten hub's GILIRAN gathers the site boxes' streams (giliran.edge): it has no
+        # subjects of its own and is not the services' to reshape.
+        await put_stream(js, config, unless_sourced=True)
+
+
+async def put_stream(
+    js: JetStreamContext, config: StreamConfig, *, unless_sourced: bool = False
+) -> None:
+    """Create the stream, or bring an existing one to `config` (sources added or removed);
+    `unless_sourced`: leave an existing stream that gathers others by sources as it is."""
+    try:
+        info = await js.stream_info(config.name or "")
+    except NotFoundError:
+        await js.add_stream(config)
+        return
+    if not (unless_sourced and info.config.sources):
+        await js.update_stream(config)
 
 
 def event_subject_of(event: Mapping[str, Any]) -> str:

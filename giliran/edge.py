@@ -15,8 +15,8 @@ import nats
 from nats.aio.client import Client
 from nats.js.api import ExternalStream, StorageType, StreamConfig, StreamSource
 from nats.js.client import JetStreamContext
-from nats.js.errors import NotFoundError
 
+from giliran.bus import put_stream
 from giliran.contracts.subjects import DUPLICATE_WINDOW_SECONDS, PREFIX, STREAM
 
 log = logging.getLogger("giliran.edge")
@@ -177,16 +177,6 @@ def site_catalogue_config(site: str) -> StreamConfig:
             )
         ],
     )
-
-
-async def put_stream(js: JetStreamContext, config: StreamConfig) -> None:
-    """Create the stream, or bring an existing one to `config` (sources added or removed)."""
-    try:
-        await js.stream_info(config.name or "")
-    except NotFoundError:
-        await js.add_stream(config)
-    else:
-        await js.update_stream(config)
 
 
 async def ensure_hub_streams(js: JetStreamContext, sites: Iterable[str]) -> None:

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from giliran import edge
+from giliran.bus import put_stream
 from giliran.settings import Settings
 from services.intake.admin import Admin, CalendarChange
 from services.intake.edge import apply
@@ -44,7 +45,7 @@ async def test_hub_sends_changes_down_and_a_site_applies_only_its_own(settings: 
     # One nats-server stands in for both ends here (the leaf link is tests/e2e/test_edge.py):
     # the site's follower reads the hub's stream directly.
     async with nats_client(settings) as client:
-        await edge.put_stream(client.jetstream(), edge.hub_catalogue_config())
+        await put_stream(client.jetstream(), edge.hub_catalogue_config())
     hub_settings = settings.model_copy(update={"edge_hub": True, "demo": False})
     site_settings = settings.model_copy(
         update={"edge_site": FAIR, "demo": False, "db_prefix": settings.db_prefix + "s"}
