@@ -13,7 +13,7 @@ import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -269,13 +269,7 @@ def _edge_nats(args: argparse.Namespace, data_dir: Path) -> tuple[Path | None, d
 def _leaf_passwords(data_dir: Path, sites: Sequence[str]) -> dict[str, str]:
     from giliran.edge import leaf_user
 
-    path = data_dir / "secrets" / "leaf_passwords.json"
-    known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    for site in sites:
-        known.setdefault(leaf_user(site), "p" + secrets.token_hex(20))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(known, indent=2))
-    path.chmod(0o600)
+    known = _password_file(data_dir / "secrets" / "leaf_passwords.json", map(leaf_user, sites))
     return {site: known[leaf_user(site)] for site in sites}
 
 
@@ -448,9 +442,13 @@ def _nats_passwords(data_dir: Path) -> dict[str, str]:
     from giliran.catalogue import load_catalogue
     from giliran.natsauth import all_users
 
-    path = data_dir / "secrets" / "nats_passwords.json"
-    known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
     users = all_users(SERVICES, load_catalogue(Settings().catalogue_dir).sites)
+    return _password_file(data_dir / "secrets" / "nats_passwords.json", users)
+
+
+def _password_file(path: Path, users: Iterable[str]) -> dict[str, str]:
+    """The passwords kept in `path` (mode 600), with a new one for each user who had none."""
+    known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
     for user in users:
         # Letters and digits only, starting with a letter: the same value is read by compose's
         # .env parser and by nats-server's config parser (which reads "1e5..." as a number).
