@@ -490,6 +490,18 @@ async def _line_with_one_citizen_fourth(
     return tickets, told
 
 
+async def settled_approaching(svc: RunningService, ticket_id: str) -> dict[str, Any]:
+    """The ticket's "your turn is near" delivery, once it is no longer being sent."""
+
+    async def settled() -> dict[str, Any] | None:
+        found = await deliveries(svc, ticket_id=ticket_id)
+        near = [d for d in found if d["template"] == "ticket_approaching"]
+        return near[0] if near and near[0]["status"] != "sending" else None
+
+    delivery: dict[str, Any] = await eventually(settled)
+    return delivery
+
+
 async def test_an_approaching_message_that_failed_is_sent_when_its_event_comes_back(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -501,12 +513,7 @@ async def test_an_approaching_message_that_failed_is_sent_when_its_event_comes_b
         gw.fail_next(1, status=503, path_prefix="/sms")
         await publish(settings, tickets[0][1])  # K-001 called: K-004 is near; the gateway fails
 
-        async def approaching() -> dict[str, Any] | None:
-            found = await deliveries(svc, ticket_id=tickets[3][0].data.ticket_id)
-            near = [d for d in found if d["template"] == "ticket_approaching"]
-            return near[0] if near and near[0]["status"] != "sending" else None
-
-        delivery = await eventually(approaching)
+        delivery = await settled_approaching(svc, tickets[3][0].data.ticket_id)
         assert (delivery["status"], delivery["attempts"]) == ("sent", 2)
         assert [r.status for r in gw.received] == [200, 503, 200]
 
@@ -530,11 +537,6 @@ async def test_an_approaching_message_whose_ticket_moved_on_before_the_retry_is_
         await publish(settings, tickets[3][1])  # K-004 called
         await gw.wait_for(2)  # its "called" message, after its "issued"
 
-        async def approaching() -> dict[str, Any] | None:
-            found = await deliveries(svc, ticket_id=tickets[3][0].data.ticket_id)
-            near = [d for d in found if d["template"] == "ticket_approaching"]
-            return near[0] if near and near[0]["status"] != "sending" else None
-
-        delivery = await eventually(approaching)
+        delivery = await settled_approaching(svc, tickets[3][0].data.ticket_id)
         assert delivery["status"] == "dropped"
         assert [r.status for r in gw.received] == [200, 429, 200]
