@@ -242,9 +242,9 @@ class Desk:
         ratio_due = memory.normal_since_priority >= self.policy.call.normal_per_priority
         # A session that never had a priority ticket has none to look for (ADR 0084): without
         # this every call after the third read each line twice.
-        priorities = await self.queue.has_priorities(state["session_id"])
+        flags = await self.queue.session_flags(state["session_id"])
+        priorities, appointments = flags.priorities, flags.appointments
         ratio_due = ratio_due and priorities
-        appointments = await self.queue.has_appointments(state["session_id"])
         for _ in range(MAX_ROUNDS):
             now = self.queue.clock()
             docs = await self.store.callable_candidates(

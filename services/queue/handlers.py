@@ -29,7 +29,7 @@ from giliran.push import Changes
 from giliran.store import Document, from_instant, instant
 from giliran.telemetry import JOURNEY
 from services.queue import domain, eta
-from services.queue.store import TicketStore, facts_of, ticket_view
+from services.queue.store import SessionFlags, TicketStore, facts_of, ticket_view
 
 SOURCE = "queue"
 # A session counts as running from shortly before it opens until a while after it closes (the
@@ -58,8 +58,7 @@ class Queue:
     _sessions: dict[str, tuple[float, str | None]] = field(default_factory=dict)
     # Facts read often and changing slowly, kept for CACHE_TTL: whether a session has
     # appointments or priority tickets, the inputs of an ETA, the sessions recorded lately.
-    _appointments: dict[str, tuple[float, bool]] = field(default_factory=dict)
-    _priorities: dict[str, tuple[float, bool]] = field(default_factory=dict)
+    _flags: dict[str, tuple[float, SessionFlags]] = field(default_factory=dict)
     _eta_inputs: dict[tuple[str, str], tuple[float, float, list[float]]] = field(
         default_factory=dict
     )
@@ -161,10 +160,17 @@ class Queue:
         if windowed and self._noted.get(facts, 0.0) > time.monotonic():
             return
         self._sessions.pop(site, None)
-        if request.appointment_at is not None:
-            self._appointments[request.session_id] = (time.monotonic() + CACHE_TTL, True)
-        if request.priority is not None:
-            self._priorities[request.session_id] = (time.monotonic() + CACHE_TTL, True)
+        flagged = request.appointment_at is not None or request.priority is not None
+        cached = self._flags.get(request.session_id)
+        if flagged and cached is not None:
+            known = cached[1]
+            self._flags[request.session_id] = (
+                cached[0],
+                SessionFlags(
+                    known.appointments or request.appointment_at is not None,
+                    known.priorities or request.priority is not None,
+                ),
+            )
         await self.store.note_session(
             site,
             request.session_id,
@@ -174,27 +180,21 @@ class Queue:
             appointments=request.appointment_at is not None,
             priorities=request.priority is not None,
         )
+        if flagged and cached is None:
+            # A read racing the write above may have cached the session's old flags.
+            self._flags.pop(request.session_id, None)
         self._noted[facts] = time.monotonic() + CACHE_TTL
         _forget_expired(self._noted)
 
-    async def has_appointments(self, session_id: str) -> bool:
-        cached = self._appointments.get(session_id)
+    async def session_flags(self, session_id: str) -> SessionFlags:
+        """Whether an appointment or a priority ticket was ever issued in the session: until
+        one is, call-next need not look for them line by line (ADR 0084). One read, cached."""
+        cached = self._flags.get(session_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        found = await self.store.session_has_appointments(session_id)
-        self._appointments[session_id] = (time.monotonic() + CACHE_TTL, found)
-        _forget_expired(self._appointments)
-        return found
-
-    async def has_priorities(self, session_id: str) -> bool:
-        """Whether a priority ticket was ever issued in the session: until one is, call-next
-        need not look for priority tickets line by line (ADR 0084)."""
-        cached = self._priorities.get(session_id)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        found = await self.store.session_has_priorities(session_id)
-        self._priorities[session_id] = (time.monotonic() + CACHE_TTL, found)
-        _forget_expired(self._priorities)
+        found = await self.store.session_flags(session_id)
+        self._flags[session_id] = (time.monotonic() + CACHE_TTL, found)
+        _forget_expired(self._flags)
         return found
 
     @staticmethod

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
@@ -67,6 +67,13 @@ def counter_view(doc: Document, current: str | None = None) -> CounterView:
 
 def counter_key(site: str, counter: str) -> str:
     return f"{site}:{counter}"
+
+
+class SessionFlags(NamedTuple):
+    """What call-next need not look for in a session until it has happened once (ADR 0084)."""
+
+    appointments: bool
+    priorities: bool
 
 
 class TicketStore:
@@ -432,13 +439,12 @@ class TicketStore:
             update["$max"] = {"last_arrival": instant(arrival)}
         await self.sessions.update_one({"_id": session_id}, update, upsert=True)
 
-    async def session_has_appointments(self, session_id: str) -> bool:
-        doc = await self.sessions.find_one({"_id": session_id}, {"appointments": 1})
-        return bool(doc and doc.get("appointments"))
-
-    async def session_has_priorities(self, session_id: str) -> bool:
-        doc = await self.sessions.find_one({"_id": session_id}, {"priorities": 1})
-        return bool(doc and doc.get("priorities"))
+    async def session_flags(self, session_id: str) -> SessionFlags:
+        doc = await self.sessions.find_one(
+            {"_id": session_id}, {"appointments": 1, "priorities": 1}
+        )
+        doc = doc or {}
+        return SessionFlags(bool(doc.get("appointments")), bool(doc.get("priorities")))
 
     async def sessions_of(self, site: str) -> list[Document]:
         return await self.sessions.find(indexed({"site": site})).to_list()
