@@ -77,22 +77,12 @@ class FactStore:
     async def ticket_cells_where(
         self, first: date, last: date, site: str | None = None, session_id: str | None = None
     ) -> list[Document]:
-        query: dict[str, Any] = {"day": {"$gte": first.isoformat(), "$lte": last.isoformat()}}
-        if site is not None:
-            query["site"] = site
-        if session_id is not None:
-            query["session_id"] = session_id
-        return await self.ticket_cells.find(query, {"seen": 0}).to_list()
+        return await _cells_where(self.ticket_cells, first, last, site, session_id)
 
     async def request_cells_where(
         self, first: date, last: date, site: str | None = None, session_id: str | None = None
     ) -> list[Document]:
-        query: dict[str, Any] = {"day": {"$gte": first.isoformat(), "$lte": last.isoformat()}}
-        if site is not None:
-            query["site"] = site
-        if session_id is not None:
-            query["session_id"] = session_id
-        return await self.request_cells.find(query, {"seen": 0}).to_list()
+        return await _cells_where(self.request_cells, first, last, site, session_id)
 
     async def tickets_on(self, site: str, day: date) -> list[Document]:
         return await self.tickets.find({"site": site, "day": day.isoformat()}).to_list()
@@ -171,3 +161,17 @@ async def _ensure(collection: Collection, key: str, fields: Document) -> None:
         )
     except DuplicateKeyError:  # two writers created it at once: it exists, which is all we need
         pass
+
+
+async def _cells_where(
+    cells: Collection, first: date, last: date, site: str | None, session_id: str | None
+) -> list[Document]:
+    """Report cells of the days first..last, of one site and one session when given (without
+    their per-fact marks)."""
+    query: dict[str, Any] = {"day": {"$gte": first.isoformat(), "$lte": last.isoformat()}}
+    if site is not None:
+        query["site"] = site
+    if session_id is not None:
+        query["session_id"] = session_id
+    found: list[Document] = await cells.find(query, {"seen": 0}).to_list()
+    return found
