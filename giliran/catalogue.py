@@ -22,6 +22,15 @@ class Text(BaseModel):
     en: str
 
 
+class FeeDef(BaseModel):
+    """What a paid service costs (a state fee, PNBP) and where the citizen pays it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    amount_idr: int = Field(gt=0, description="the fee in rupiah")
+    paid_at: Text = Field(description="where it is paid, e.g. the agency cashier")
+
+
 class ServiceDef(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -29,14 +38,33 @@ class ServiceDef(BaseModel):
     prefix: str = Field(pattern=r"^[A-Z]{1,3}$", description="ticket number prefix, e.g. A")
     name: Text
     documents: list[Text] = Field(default_factory=list)
-    # Adminduk services are free by law (UU 24/2013 Pasal 79A); the product never shows a price.
+    # Adminduk services are free by law (UU 24/2013 Pasal 79A). A service that is not free names
+    # its fee, so every message to a citizen can state it instead of calling it free.
     free: bool = True
+    fee: FeeDef | None = None
     # Places per session (None: no limit); admins override it per session in intake.
     quota: int | None = Field(default=None, ge=0)
     # The agency that runs it (BOTRAM fairs host many; MSC has one, the Disdukcapil).
     agency: str | None = None
     # Online registration needs a NIK (adminduk); a kiosk walk-in may leave it to the officer.
     requires_nik: bool = False
+
+    @model_validator(mode="after")
+    def _fee_matches_free(self) -> ServiceDef:
+        if self.free and self.fee is not None:
+            raise ValueError(f"service {self.code}: a free service has no fee")
+        if not self.free and self.fee is None:
+            raise ValueError(f"service {self.code}: a paid service must state its fee (fee:)")
+        return self
+
+    def cost(self, lang: str = "id") -> str:
+        """One sentence on what the service costs, for every place that tells a citizen."""
+        if self.fee is None:
+            return "This service is FREE." if lang == "en" else "Layanan ini GRATIS."
+        amount = f"{self.fee.amount_idr:,}".replace(",", ".")
+        if lang == "en":
+            return f"Fee: Rp {amount}, paid at {self.fee.paid_at.en}."
+        return f"Biaya: Rp {amount}, dibayar di {self.fee.paid_at.id}."
 
 
 class CounterDef(BaseModel):

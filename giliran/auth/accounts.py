@@ -37,6 +37,8 @@ class Role(StrEnum):
     OFFICER = "officer"
     DISPLAY = "display"
     AUDITOR = "auditor"
+    # A kiosk device: the only caller that may submit requests as channel "kiosk".
+    KIOSK = "kiosk"
 
 
 class AccountExists(Exception):
