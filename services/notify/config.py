@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.notify.domain import VARIABLES
+
 ChannelName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")]
 
 
@@ -130,6 +132,13 @@ class WhatsAppTemplate(BaseModel):
 
     name: str = Field(pattern=r"^[a-z0-9_]{1,512}$")
     parameters: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _known_parameters(self) -> WhatsAppTemplate:
+        unknown = [p for p in self.parameters if p not in VARIABLES]
+        if unknown:
+            raise ValueError(f"template {self.name}: unknown parameters {unknown}; use {VARIABLES}")
+        return self
 
 
 class WhatsAppCloudConfig(ChannelBase):
