@@ -6,13 +6,23 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 import yaml
 
+from giliran.contracts import (
+    DeliveryOutcome,
+    NotificationFailed,
+    NotificationReceipt,
+    NotificationSent,
+    new_event,
+    utcnow,
+)
 from giliran.contracts.subjects import STREAM
 from giliran.settings import Settings
 from services.notify.gateways import receipt_key
@@ -377,3 +387,57 @@ async def test_whatsapp_cloud_failures_are_judged_as_meta_documents_them(
         (after,) = await deliveries(svc, ticket_id=third.data.ticket_id)
         assert after["receipt"] == "undelivered"
         assert after["receipt_reason"].startswith("131026") and not leaks(after["receipt_reason"])
+
+
+# --- reporting: delivered against accepted -----------------------------------------------------
+
+
+async def test_reporting_counts_delivered_and_refused_against_accepted(settings: Settings) -> None:
+    now = utcnow()
+    facts = {
+        "cause_type": "giliran.ticket.issued.v1",
+        "channel": "sms",
+        "template": "ticket_issued",
+    }
+
+    def sent(n: int) -> Any:
+        data = NotificationSent(
+            **facts, delivery_id=f"d{n}", cause_event_id=f"e{n}", cost_units=1, sent_at=now
+        )
+        return new_event(data, site=SITE, source="notify")
+
+    receipts = [
+        new_event(
+            NotificationReceipt(
+                **facts, delivery_id=f"d{n}", cause_event_id=f"e{n}", outcome=outcome,
+                reported_at=now + timedelta(seconds=5),
+            ),
+            site=SITE, source="notify",
+        )
+        for n, outcome in ((1, DeliveryOutcome.DELIVERED), (2, DeliveryOutcome.UNDELIVERED))
+    ]  # fmt: skip
+    refused = new_event(
+        NotificationFailed(
+            **facts, delivery_id="d9", cause_event_id="e9", reason="refused: x", failed_at=now,
+            refused=True,
+        ),
+        site=SITE, source="notify",
+    )  # fmt: skip
+    day = f"{now.astimezone(ZoneInfo('Asia/Jakarta')):%Y-%m-%d}"
+    async with running("reporting", settings) as reporting:
+        # A report may overtake its message's "sent": both orders end the same.
+        for event in [receipts[0], sent(1), sent(2), sent(3), receipts[1], refused]:
+            await publish(settings, event)
+
+        async def counted() -> dict[str, Any] | None:
+            r = await reporting.http.get(f"/api/v1/sites/{SITE}/summary", params={"date": day})
+            sms = r.json()["notifications"].get("sms")
+            return sms if sms and sms["sent"] == 3 and sms["failed"] == 1 else None
+
+        sms = await eventually(counted)
+        assert sms == {
+            "sent": 3, "delivered": 1, "undelivered": 1, "failed": 1, "refused": 1,
+            "cost_units": 3,
+        }  # fmt: skip
+        page = await reporting.http.get("/reports/daily", params={"site": SITE, "date": day})
+        assert "Sampai / Delivered" in page.text and 'id="notifications"' in page.text
