@@ -216,8 +216,13 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         },
     )
     async def check_in(site: Site, body: CheckIn, request: Request) -> CheckInView:
+        """Open to anyone (a scanner may post here), limited per address; a kiosk's Bearer
+        token of the site lifts the per-address limit (never the site's limit on wrong codes).
+        Only a Bearer token is looked at: it is never ambient, so no CSRF check is due."""
         client = request.client.host if request.client else None
-        doc, changed = await intake.check_in(site, body.code, client)
+        bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
+        who = await request.app.state.auth.principal(request) if bearer else None
+        doc, changed = await intake.check_in(site, body.code, client, who)
         return CheckInView(checked_in=changed, request=view_of(request, doc))
 
     @api.post("/feedback", status_code=201)

@@ -334,7 +334,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         spec = intake.site(site)
         try:
             client = request.client.host if request.client else None
-            doc, _changed = await intake.check_in(site, code, client)
+            doc, _changed = await intake.check_in(site, code, client, who)
         except DomainError as exc:
             message, _field = _error_text(exc, lang)
             return _render(

@@ -357,7 +357,11 @@ class Registration(IntakeBase):
     # --- check-in ----------------------------------------------------------------------------
 
     async def check_in(
-        self, slug: str, scanned: str, client: str | None = None
+        self,
+        slug: str,
+        scanned: str,
+        client: str | None = None,
+        who: Principal | None = None,
     ) -> tuple[Document, bool]:
         """A booking's holder at the kiosk: by the 6-character code or the QR (status link).
         Returns the request and whether this call checked it in (False: already in).
@@ -366,10 +370,12 @@ class Registration(IntakeBase):
         code attempts per site; a code is valid only in its session's check-in window, and
         unknown, cancelled, early or expired codes all get the one same answer. The QR carries
         the unguessable status token: it is never held back by the site's limit and its holder
-        is told exactly why a check-in is refused."""
+        is told exactly why a check-in is refused. The site's own signed-in kiosk (`who`) checks
+        everyone in from one address: only the site's limit applies to it."""
         site, now = self.site(slug), self.clock()
         early = timedelta(minutes=site.booking.checkin_early_minutes)
-        if client is not None:
+        kiosk = who is not None and who.role is Role.KIOSK and who.at(site.site)
+        if client is not None and not kiosk:
             await self._rate_limit(
                 f"checkin-ip:{client}",
                 self.limits.checkin_ip_per_minute,

@@ -221,7 +221,7 @@ async def test_check_in_codes_cannot_be_guessed(fast: Settings) -> None:
     async with running("intake", limited) as svc:
         at(svc, FRIDAY_10_WIB)
         booked = []
-        for n in (1, 2):
+        for n in (1, 2, 3):
             answer = await svc.anonymous.post("/api/v1/requests", json=body(n, session_id=SUNDAY))
             assert answer.status_code == 202, answer.text
             booked.append(answer.json())
@@ -246,6 +246,11 @@ async def test_check_in_codes_cannot_be_guessed(fast: Settings) -> None:
             held = await guesser.post(url, json={"code": code})
         assert held.status_code == 429, held.text
         assert held.json()["error"]["message_en"].startswith("Too many check-in attempts")
+        # The site's own kiosk checks everyone in from one address: not held back by it.
+        kiosk = await token_for(svc, Role.KIOSK, SITE)
+        async with client_from(svc, "203.0.113.61", **kiosk) as device:
+            at_kiosk = await device.post(url, json={"code": booked[2]["checkin_code"]})
+        assert at_kiosk.status_code == 200 and at_kiosk.json()["checked_in"] is True
 
         # Many addresses: wrong codes count against the whole site. Once spent, a code is not
         # even looked up (the right one too), while the unguessable QR still checks in.
@@ -255,6 +260,8 @@ async def test_check_in_codes_cannot_be_guessed(fast: Settings) -> None:
         async with client_from(svc, "198.51.100.50") as bot:
             spent = await bot.post(url, json={"code": code})
         assert spent.status_code == 429 and "lokasi ini" in spent.json()["error"]["message_id"]
+        async with client_from(svc, "203.0.113.61", **kiosk) as device:  # the kiosk as well
+            assert (await device.post(url, json={"code": code})).status_code == 429
         async with client_from(svc, "192.0.2.10") as kiosk:
             qr = await kiosk.post(url, json={"code": booked[1]["status_page_url"]})
         assert qr.status_code == 200 and qr.json()["checked_in"] is True
