@@ -29,7 +29,6 @@ from services.intake import domain, sessions
 from services.intake.base import IntakeBase
 from services.intake.errors import (
     AlreadyRegistered,
-    ChannelForbidden,
     CheckInRefused,
     ContactRequired,
     NikRequired,
@@ -47,27 +46,6 @@ from services.intake.models import (
     SubmitRequest,
     Submitted,
 )
-
-# Who may register through a channel other than online: the channels that skip the NIK rule
-# and join the line at once need a caller standing there (ADR 0102).
-CHANNEL_ROLES: dict[Channel, tuple[frozenset[Role], str]] = {
-    Channel.KIOSK: (frozenset({Role.KIOSK}), "kios/kiosk"),
-    Channel.COUNTER: (
-        frozenset({Role.OFFICER, Role.SUPERVISOR, Role.ADMIN}),
-        "petugas/officer",
-    ),
-}
-
-
-def check_channel(channel: Channel, site: str, who: Principal | None) -> None:
-    """Online is open to anyone; the kiosk channel only to a kiosk principal of that site, the
-    counter channel only to staff of that site."""
-    rule = CHANNEL_ROLES.get(channel)
-    if rule is None:
-        return
-    roles, name = rule
-    if who is None or who.role not in roles or not who.at(site):
-        raise ChannelForbidden(channel.value, site, name)
 
 
 class Registration(IntakeBase):
@@ -107,7 +85,7 @@ class Registration(IntakeBase):
         event in one write. A NIK already registered for one of these services in the session
         is refused, with nothing of the request that holds it (ADR 0100). `who`: the signed-in
         caller, which the kiosk and counter channels need."""
-        check_channel(command.channel, command.site, who)
+        domain.check_channel(command.channel, command.site, who)
         if client is not None and client not in self.limits.exempt:
             await self._rate_limit(
                 f"ip:{client}", self.limits.ip_per_minute, 60, ("alamat ini", "this address")
