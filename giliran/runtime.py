@@ -89,6 +89,7 @@ class ServiceRuntime:
             legacy_admin_token=(
                 settings.admin_token.get_secret_value() if settings.admin_token else None
             ),
+            password_checks=settings.login_concurrency,
         )
         self.consumer_metrics = ConsumerMetrics.create(self.registry)
         self.bus_metrics = BusMetrics.create(self.registry)
