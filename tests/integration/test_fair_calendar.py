@@ -127,7 +127,8 @@ async def test_only_a_kabupaten_admin_plans_a_fair(hub_settings: Settings) -> No
             publish = await svc.anonymous.post(f"{PLAN}/publish", params=q, headers=auth)
             assert publish.status_code == 403
         # Bad edits: a Sunday, an unknown venue, a past date, a junk quarter, an unknown fair.
-        for day, venue in (("2027-01-10", "setu"), ("2027-01-09", "jakarta"), ("2026-11-28", "setu")):
+        bad_edits = (("2027-01-10", "setu"), ("2027-01-09", "jakarta"), ("2026-11-28", "setu"))
+        for day, venue in bad_edits:
             bad = await svc.http.put(f"{PLAN}/{day}", json={"venue": venue})
             assert bad.status_code == 422, (day, bad.text)
             assert bad.json()["error"]["message_id"] and bad.json()["error"]["message_en"]
@@ -186,7 +187,9 @@ async def test_the_registration_page_tells_which_dates_are_closed_and_why(
         page = await svc.anonymous.get("/daftar", params={"site": "cikarang-utara"})
         assert page.status_code == 200
         assert "2027-03-14" in page.text and "Libur Idul Fitri" in page.text
-        english = await svc.anonymous.get("/daftar", params={"site": "cikarang-utara", "lang": "en"})
+        english = await svc.anonymous.get(
+            "/daftar", params={"site": "cikarang-utara", "lang": "en"}
+        )
         assert "Eid al-Fitr" in english.text
 
 

@@ -66,14 +66,16 @@ def test_closed_days_tell_the_reason_and_an_admin_can_open_one(catalogue: Catalo
     lifted = sessions.CalendarOverrides(closures_lifted=frozenset({date(2027, 3, 14)}))
     window = sessions.scheduled_session(site, date(2027, 3, 14), HOLIDAYS, lifted)
     assert window is not None and window.label == "Minggu"
-    assert date(2027, 3, 14) not in {c.local_date for c in sessions.closed_days(
-        site, now, HOLIDAYS, lifted, days=30
-    )}
+    assert date(2027, 3, 14) not in {
+        c.local_date for c in sessions.closed_days(site, now, HOLIDAYS, lifted, days=30)
+    }
     # An office closing is told with the admin's note.
     office = sessions.CalendarOverrides(closed={date(2027, 3, 7): "banjir"})
     told = sessions.closed_days(site, now, HOLIDAYS, office, days=10)
-    assert [(c.local_date, c.source, c.reason_id) for c in told][0] == (
-        date(2027, 3, 7), "office", "Kantor tutup: banjir"
+    assert (told[0].local_date, told[0].source, told[0].reason_id) == (
+        date(2027, 3, 7),
+        "office",
+        "Kantor tutup: banjir",
     )
 
 
@@ -109,9 +111,7 @@ def test_quarters_follow_each_other(botram: Fair) -> None:
 def test_edits_move_or_drop_one_week_and_publication_follows(botram: Fair) -> None:
     plan = fair_plan.rotation(botram, *fair_plan.quarter_dates("2027Q1"), HOLIDAYS)
     moved, dropped, held = date(2027, 1, 9), date(2027, 1, 16), date(2027, 3, 13)
-    edited = fair_plan.with_edits(
-        plan, {moved: "setu", dropped: None, held: "babelan"}, botram
-    )
+    edited = fair_plan.with_edits(plan, {moved: "setu", dropped: None, held: "babelan"}, botram)
     by_day = {e.day: e for e in edited}
     assert by_day[moved].venue is not None and by_day[moved].venue.slug == "setu"
     assert by_day[moved].edited and by_day[dropped].venue is None and by_day[dropped].edited
@@ -166,9 +166,7 @@ def test_every_held_week_takes_the_next_venue_whatever_the_holidays(
     plan = fair_plan.rotation(botram, first, last, closed)
     assert len(plan) == length
     order = [v.slug for v in botram.order]
-    held_before = sum(
-        1 for w in range(start_week) if anchor + timedelta(weeks=w) not in closed
-    )
+    held_before = sum(1 for w in range(start_week) if anchor + timedelta(weeks=w) not in closed)
     k = held_before
     for entry in plan:
         if entry.day in closed:
