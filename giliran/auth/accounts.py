@@ -25,6 +25,13 @@ SESSION_LIFETIME = timedelta(hours=12)
 # that name is refused (429) until the window ends, right password or not.
 LOGIN_FAILURES_ALLOWED = 5
 LOGIN_FAILURE_WINDOW = timedelta(minutes=15)
+# ...and after this many failed sign-ins from one address (any names), that address is refused
+# except for a name that signed in from this browser before (its known-device cookie). Thirty
+# is far above what an office sharing one address mistypes in a quarter hour, and keeps a
+# guesser at two a minute (docs/security.md, "Password guessing").
+LOGIN_FAILURES_PER_ADDRESS = 30
+# A login form is good for this long, and only once (its nonce is remembered that long).
+LOGIN_FORM_LIFETIME = timedelta(hours=1)
 # One hasher for the process: argon2id with the library's RFC 9106 "low memory" defaults.
 _HASHER = PasswordHasher()
 # Verifying against this when the user is unknown keeps the answer's timing the same, so a
@@ -122,11 +129,13 @@ class AuthStore:
         self.tokens = database["tokens"]
         self.sessions = database["sessions"]
         self.login_failures = database["login_failures"]
+        self.login_forms = database["login_forms"]
 
     async def ensure_indexes(self) -> None:
         await self.tokens.create_index("digest", unique=True)
         await self.sessions.create_index("digest", unique=True)
         await self.login_failures.create_index("name")
+        await self.login_forms.create_index("used_at")
 
     # --- people --------------------------------------------------------------------------
 
@@ -169,22 +178,53 @@ class AuthStore:
     def _attempts_key(self, name: str, address: str) -> str:
         return self._digest(name.strip().lower(), address)
 
-    async def failed_sign_ins(self, name: str, address: str, now: datetime) -> int:
-        """Failed sign-ins for this user name from this address in the current window. Per
-        address: someone who knows an officer's name cannot lock the officer out from afar."""
-        doc = await self.login_failures.find_one({"_id": self._attempts_key(name, address)})
+    def _address_key(self, address: str) -> str:
+        # "\x01" cannot start a user name from the form, so never equals a name's key.
+        return self._digest("\x01address", address)
+
+    async def _failures(self, key: str, now: datetime) -> int:
+        doc = await self.login_failures.find_one({"_id": key})
         if doc is None or from_instant(doc["since"]) + LOGIN_FAILURE_WINDOW <= now:
             return 0
         return int(doc["failures"])
 
-    async def note_failed_sign_in(self, name: str, address: str, now: datetime) -> None:
-        key = self._attempts_key(name, address)
-        if await self.failed_sign_ins(name, address, now) == 0:
+    async def _note_failure(self, key: str, name_digest: str | None, now: datetime) -> None:
+        if await self._failures(key, now) == 0:
             # A new window (two racing failures may count once: a throttle, not a ledger).
-            fresh = {"failures": 1, "since": instant(now), "name": self._digest(name.lower())}
+            fresh = {"failures": 1, "since": instant(now), "name": name_digest}
             await self.login_failures.replace_one({"_id": key}, {"_id": key, **fresh}, upsert=True)
         else:
             await self.login_failures.update_one({"_id": key}, {"$inc": {"failures": 1}})
+
+    async def failed_sign_ins(self, name: str, address: str, now: datetime) -> int:
+        """Failed sign-ins for this user name from this address in the current window. Per
+        address: someone who knows an officer's name cannot lock the officer out from afar."""
+        return await self._failures(self._attempts_key(name, address), now)
+
+    async def failed_sign_ins_from(self, address: str, now: datetime) -> int:
+        """Failed sign-ins from this address, whatever the names, in the current window: a
+        guesser trying a fresh name each time is counted here."""
+        return await self._failures(self._address_key(address), now)
+
+    async def note_failed_sign_in(self, name: str, address: str, now: datetime) -> None:
+        name_digest = self._digest(name.strip().lower())
+        await self._note_failure(self._attempts_key(name, address), name_digest, now)
+        await self._note_failure(self._address_key(address), None, now)
+
+    async def use_login_form(self, nonce: str, now: datetime) -> bool:
+        """Spend a login form's nonce: True the first time only (the login CSRF token is
+        single-use, so one fetched form cannot drive a stream of guesses)."""
+        try:
+            await self.login_forms.insert_one(
+                {"_id": hashlib.sha256(nonce.encode()).hexdigest(), "used_at": instant(now)}
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def login_form_used(self, nonce: str) -> bool:
+        found = await self.login_forms.find_one({"_id": hashlib.sha256(nonce.encode()).hexdigest()})
+        return found is not None
 
     async def clear_failed_sign_ins(self, name: str, address: str | None = None) -> None:
         """After a successful sign-in (that address), or by an admin (every address)."""
@@ -352,7 +392,10 @@ class AuthStore:
         )
 
     async def forget_expired(self, now: datetime | None = None) -> int:
-        gone = await self.sessions.delete_many({"expires_at": {"$lt": instant(now or utcnow())}})
+        now = now or utcnow()
+        gone = await self.sessions.delete_many({"expires_at": {"$lt": instant(now)}})
+        # A spent form nonce only needs remembering while its form could still be accepted.
+        await self.login_forms.delete_many({"used_at": {"$lt": instant(now - LOGIN_FORM_LIFETIME)}})
         return gone.deleted_count
 
 

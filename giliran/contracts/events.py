@@ -98,6 +98,7 @@ class CitizenRef(BaseModel):
 class RequestSubmitted(EventData):
     entity = "request"
     event = "submitted"
+    publisher = "intake"
 
     request_id: str
     session_id: str
@@ -122,6 +123,7 @@ class RequestCheckedIn(EventData):
 
     entity = "request"
     event = "checked_in"
+    publisher = "intake"
 
     request_id: str
     session_id: str
@@ -131,6 +133,7 @@ class RequestCheckedIn(EventData):
 class RequestCancelled(EventData):
     entity = "request"
     event = "cancelled"
+    publisher = "intake"
 
     request_id: str
     reason: str = Field(max_length=200)
@@ -145,6 +148,7 @@ class TicketFacts(EventData):
 
     entity = "ticket"
     event = "facts"
+    publisher = "queue"
 
     ticket_id: str
     request_id: str
@@ -241,6 +245,7 @@ class TicketCancelled(TicketFacts):
 class CounterOpened(EventData):
     entity = "counter"
     event = "opened"
+    publisher = "queue"
 
     counter: CounterId
     session_id: str
@@ -251,6 +256,7 @@ class CounterOpened(EventData):
 class CounterClosed(EventData):
     entity = "counter"
     event = "closed"
+    publisher = "queue"
 
     counter: CounterId
     session_id: str
@@ -267,6 +273,7 @@ class NotificationFacts(EventData):
 
     entity = "notification"
     event = "facts"
+    publisher = "notify"
 
     delivery_id: str
     cause_event_id: str
@@ -302,6 +309,7 @@ class FeedbackSubmitted(EventData):
 
     entity = "feedback"
     event = "submitted"
+    publisher = "intake"
 
     feedback_id: str
     request_id: str

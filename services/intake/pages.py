@@ -132,6 +132,13 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             lang,
             site=spec,
             choices=await session_choices(spec),
+            closed_days=sessions.closed_days(
+                spec,
+                intake.clock(),
+                intake.holidays,
+                await intake.overrides(site),
+                days=spec.booking.days_ahead,
+            ),
             form={},
             error=None,
             field=None,
