@@ -98,6 +98,7 @@ class CitizenRef(BaseModel):
 class RequestSubmitted(EventData):
     entity = "request"
     event = "submitted"
+    publisher = "intake"
 
     request_id: str
     session_id: str
@@ -122,6 +123,7 @@ class RequestCheckedIn(EventData):
 
     entity = "request"
     event = "checked_in"
+    publisher = "intake"
 
     request_id: str
     session_id: str
@@ -134,6 +136,7 @@ class RequestLinkRequested(EventData):
 
     entity = "request"
     event = "link_requested"
+    publisher = "intake"
 
     request_id: str
     session_id: str
@@ -143,6 +146,7 @@ class RequestLinkRequested(EventData):
 class RequestCancelled(EventData):
     entity = "request"
     event = "cancelled"
+    publisher = "intake"
 
     request_id: str
     reason: str = Field(max_length=200)
@@ -157,6 +161,7 @@ class TicketFacts(EventData):
 
     entity = "ticket"
     event = "facts"
+    publisher = "queue"
 
     ticket_id: str
     request_id: str
@@ -253,6 +258,7 @@ class TicketCancelled(TicketFacts):
 class CounterOpened(EventData):
     entity = "counter"
     event = "opened"
+    publisher = "queue"
 
     counter: CounterId
     session_id: str
@@ -263,6 +269,7 @@ class CounterOpened(EventData):
 class CounterClosed(EventData):
     entity = "counter"
     event = "closed"
+    publisher = "queue"
 
     counter: CounterId
     session_id: str
@@ -279,6 +286,7 @@ class NotificationFacts(EventData):
 
     entity = "notification"
     event = "facts"
+    publisher = "notify"
 
     delivery_id: str
     cause_event_id: str
@@ -314,6 +322,7 @@ class FeedbackSubmitted(EventData):
 
     entity = "feedback"
     event = "submitted"
+    publisher = "intake"
 
     feedback_id: str
     request_id: str

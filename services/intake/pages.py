@@ -61,7 +61,14 @@ def _render(request: Request, name: str, lang: str, status: int = 200, **context
     return PAGES.TemplateResponse(
         request,
         name,
-        {"lang": lang, "_": _texts(lang), "toggle": toggle, **context},
+        # csrf: a paired kiosk's forms carry the token that goes with its device cookie.
+        {
+            "lang": lang,
+            "_": _texts(lang),
+            "toggle": toggle,
+            "csrf": getattr(request.state, "csrf", ""),
+            **context,
+        },
         status_code=status,
     )
 
@@ -130,6 +137,13 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             lang,
             site=spec,
             choices=await session_choices(spec),
+            closed_days=sessions.closed_days(
+                spec,
+                intake.clock(),
+                intake.holidays,
+                await intake.overrides(site),
+                days=spec.booking.days_ahead,
+            ),
             form={},
             error=None,
             field=None,
@@ -269,6 +283,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             closed_message = None
         except DomainError as exc:
             window, closed_message = None, exc.message_en if lang == "en" else exc.message_id
+        # `who` (a kiosk's sign-in: a paired device's cookie, a token or a session) has set the
+        # CSRF token its forms carry (_render puts it in every page).
         return _render(
             request,
             "kiosk.html",
@@ -277,7 +293,6 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             window=window,
             closed=closed_message,
             error=None,
-            csrf=getattr(request.state, "csrf", ""),
         )
 
     @pages.post("/kiosk/{site}", response_class=HTMLResponse)
@@ -316,7 +331,6 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 window=None,
                 closed=None,
                 error=message,
-                csrf=getattr(request.state, "csrf", ""),
             )
         await intake.wait_for_tickets(result.doc["_id"], wait_seconds)
         return RedirectResponse(
@@ -346,7 +360,6 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 window=None,
                 closed=None,
                 error=message,
-                csrf=getattr(request.state, "csrf", ""),
             )
         return RedirectResponse(f"/kiosk/ticket/{doc['token']}?lang={lang}&autoprint=1", 303)
 
