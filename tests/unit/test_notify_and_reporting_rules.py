@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 from giliran.catalogue import load_catalogue
 from giliran.contracts import TicketCalled, TicketIssued
 from giliran.settings import Settings
-from services.notify.domain import APPROACHING, TEMPLATE_OF, Renderer, delivery_id, sms_segments
+from services.notify.domain import (
+    APPROACHING,
+    STATUS_LINK,
+    TEMPLATE_OF,
+    TEMPLATES,
+    Renderer,
+    delivery_id,
+    sms_segments,
+)
 from services.reporting.domain import distribution, local_day, percentile
 
 NOW = datetime(2026, 11, 29, 2, 5, tzinfo=UTC)
@@ -63,9 +71,17 @@ def test_called_message_gives_counter_and_wib_time() -> None:
     assert text == "Giliran: nomor antrean K-007, silakan menuju loket 3 sekarang (09.05 WIB)."
 
 
+# Every template on disk, so a template added later is checked too.
+TEMPLATES_ON_DISK = sorted({p.name.split(".")[0] for p in TEMPLATES.glob("*.txt.j2")})
+
+
+def test_every_template_on_disk_is_one_notify_sends() -> None:
+    assert set(TEMPLATES_ON_DISK) == {*TEMPLATE_OF.values(), APPROACHING, STATUS_LINK}
+
+
 @pytest.mark.parametrize("paid", [False, True], ids=["free", "paid"])
 @pytest.mark.parametrize("language", ["id", "en"])
-@pytest.mark.parametrize("template", sorted({*TEMPLATE_OF.values(), APPROACHING}))
+@pytest.mark.parametrize("template", TEMPLATES_ON_DISK)
 def test_every_message_states_the_cost_truthfully_and_fits_two_sms_segments(
     template: str, language: str, paid: bool
 ) -> None:
