@@ -453,9 +453,10 @@ class ChannelWorker:
 
     # --- delivery reports -------------------------------------------------------------------
 
-    async def on_receipts(self, site: str, receipts: list[Receipt]) -> ReceiptTally:
-        """Record what a gateway's report (already authenticated for `site`) says: only about
-        this channel's accepted messages at this site, each final outcome once."""
+    async def on_receipts(self, site: str | None, receipts: list[Receipt]) -> ReceiptTally:
+        """Record what a gateway's report (already authenticated for `site`; None: signed for
+        the whole channel) says: only about this channel's accepted messages (at that site),
+        each final outcome once."""
         tally = ReceiptTally()
         sender = getattr(getattr(self.channel, "config", None), "phone_number_id", None)
         for receipt in receipts:
@@ -463,7 +464,8 @@ class ChannelWorker:
                 tally.pending += 1
                 continue
             doc = await self.store.by_gateway_id(self.channel.name, receipt.gateway_id)
-            if doc is None or doc.get("site") != site or receipt.sender != sender:
+            mine = doc is not None and (site is None or doc.get("site") == site)
+            if doc is None or not mine or receipt.sender != sender:
                 tally.unknown += 1
                 continue
             now = self.clock()
@@ -475,7 +477,7 @@ class ChannelWorker:
                     reason=receipt.reason or None,
                     reported_at=now,
                 ),
-                site=site,
+                site=str(doc["site"]),
                 source=SOURCE,
                 at=now,
             )

@@ -390,7 +390,9 @@ async def test_whatsapp_cloud_failures_are_judged_as_meta_documents_them(
         third = await issue(settings)
         await delivery_in(svc, third.data.ticket_id, "sent")
         wamid = str(wa.accepted()[-1].message_id)
-        hook = f"{base}/receipts/wa-cloud/{SITE}"
+        # One Meta app has one callback URL for every site this notify serves: its signature
+        # vouches for all of them, so the report counts whichever site's path it came to.
+        hook = f"{base}/receipts/wa-cloud/{OTHER_SITE}"
         assert (await wa.send_status(hook, wamid, "failed")).json()["recorded"] == 1
         (after,) = await deliveries(svc, ticket_id=third.data.ticket_id)
         assert after["receipt"] == "undelivered"
