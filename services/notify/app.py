@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 
 from giliran.catalogue import load_catalogue
@@ -20,6 +22,9 @@ PURGE_EVERY_SECONDS = 600
 
 
 def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
+    # httpx logs every request's URL at INFO; a gateway called GET-style has the citizen's number
+    # and the message (status link included) in its query string. Its warnings still show.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     config = load_notify_config(settings.notify_config)
     runtime = ServiceRuntime("notify", settings)
     store = DeliveryStore(runtime.db)
