@@ -130,6 +130,19 @@ class RequestCheckedIn(EventData):
     checked_in_at: AwareDatetime
 
 
+class RequestLinkRequested(EventData):
+    """A citizen asked for their status link again (NIK and registered contact matched): notify
+    sends it to the contact it already holds for the request. Carries no contact itself."""
+
+    entity = "request"
+    event = "link_requested"
+    publisher = "intake"
+
+    request_id: str
+    session_id: str
+    requested_at: AwareDatetime
+
+
 class RequestCancelled(EventData):
     entity = "request"
     event = "cancelled"
@@ -296,6 +309,24 @@ class NotificationFailed(NotificationFacts):
 
     reason: str = Field(max_length=500)
     failed_at: AwareDatetime
+    # The gateway answered and said no (its reason, phone numbers masked), as opposed to a
+    # gateway that could not be reached.
+    refused: bool = False
+
+
+class DeliveryOutcome(StrEnum):
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+
+
+class NotificationReceipt(NotificationFacts):
+    """A gateway's delivery report on a message it had accepted: delivered to the phone, or not."""
+
+    event = "receipt"
+
+    outcome: DeliveryOutcome
+    reason: str | None = Field(default=None, max_length=500)
+    reported_at: AwareDatetime
 
 
 # --- feedback --------------------------------------------------------------------------------
@@ -325,6 +356,7 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     RequestSubmitted,
     RequestCancelled,
     RequestCheckedIn,
+    RequestLinkRequested,
     TicketIssued,
     TicketCalled,
     TicketRecalled,
@@ -337,6 +369,7 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     CounterClosed,
     NotificationSent,
     NotificationFailed,
+    NotificationReceipt,
     FeedbackSubmitted,
 )
 EVENTS_BY_TYPE: dict[str, type[EventData]] = {m.type_name(): m for m in EVENT_MODELS}

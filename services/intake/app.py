@@ -14,6 +14,7 @@ from giliran.contracts import (
     FeedbackSubmitted,
     RequestCancelled,
     RequestCheckedIn,
+    RequestLinkRequested,
     RequestSubmitted,
 )
 from giliran.contracts.subjects import command_pattern
@@ -61,6 +62,10 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
             ip_per_minute=settings.rate_ip_per_minute,
             phone_per_hour=settings.rate_phone_per_hour,
             exempt=frozenset(settings.rate_limit_exempt),
+            checkin_ip_per_minute=settings.rate_checkin_ip_per_minute,
+            checkin_failures_per_site_per_hour=settings.rate_checkin_failures_per_site_per_hour,
+            resend_ip_per_hour=settings.rate_resend_ip_per_hour,
+            resend_nik_per_hour=settings.rate_resend_nik_per_hour,
         ),
         purge_after_days=settings.purge_after_days,
         timezone=settings.timezone,
@@ -76,7 +81,13 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     runtime.use_outbox(store.requests, store.feedback)
     if not settings.edge_hub:  # the hub's intake holds no citizen's request to follow
         subscribers.register(runtime, intake)
-    runtime.publishes(RequestSubmitted, RequestCheckedIn, RequestCancelled, FeedbackSubmitted)
+    runtime.publishes(
+        RequestSubmitted,
+        RequestCheckedIn,
+        RequestCancelled,
+        RequestLinkRequested,
+        FeedbackSubmitted,
+    )
 
     async def purge_personal_data() -> None:
         await intake.purge()
