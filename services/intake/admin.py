@@ -133,12 +133,7 @@ class Admin:
         """Cancel a session; every registrant gets `request.cancelled` (notify tells them).
         Returns how many requests were cancelled by this call (a retry cancels the rest)."""
         self.intake.site(site)
-        if not session_id.startswith(f"{site}-"):
-            raise AdminInvalid(
-                f"Kolom 'session_id': sesi '{session_id}' bukan milik lokasi '{site}'.",
-                f"Field 'session_id': session '{session_id}' does not belong to site '{site}'.",
-                "session_id",
-            )
+        _own_session(site, session_id)
 
         def cancel(doc: Document) -> Document:
             cancelled = dict(doc.get("cancelled") or {})
@@ -221,6 +216,7 @@ class Admin:
 
     async def set_quotas(self, site: str, session_id: str, change: QuotaChange) -> list[Document]:
         spec = self.intake.site(site)
+        _own_session(site, session_id)
         unknown = [code for code in change.quotas if spec.service(code) is None]
         if unknown:
             raise AdminInvalid(
@@ -241,6 +237,7 @@ class Admin:
     async def quotas(self, site: str, session_id: str) -> list[Document]:
         """Each service's limit, places used and left (catalogue defaults until first use)."""
         spec = self.intake.site(site)
+        _own_session(site, session_id)
         stored = {d["what"]: d for d in await self.intake.store.quotas_of(session_id)}
         rows = []
         for service in spec.services:
@@ -256,3 +253,14 @@ class Admin:
                 }
             )
         return rows
+
+
+def _own_session(site: str, session_id: str) -> None:
+    """A session named in a path or form must be one of the site's: an admin acting at one
+    site never reads or changes another site's session through it."""
+    if not sessions.of_site(site, session_id):
+        raise AdminInvalid(
+            f"Kolom 'session_id': sesi '{session_id}' bukan milik lokasi '{site}'.",
+            f"Field 'session_id': session '{session_id}' does not belong to site '{site}'.",
+            "session_id",
+        )
