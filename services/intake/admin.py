@@ -239,13 +239,19 @@ class Admin:
         return await self.quotas(site, session_id)
 
     async def quotas(self, site: str, session_id: str) -> list[Document]:
-        """Each service's limit, places used and left (catalogue defaults until first use)."""
+        """Each service's limit, places used and left (catalogue defaults until first use), with
+        how the default was sized (`480 ÷ 10 menit`) and the places the session's
+        counter-minutes still allow."""
         spec = self.intake.site(site)
         stored = {d["what"]: d for d in await self.intake.store.quotas_of(session_id)}
+        window = await self.intake.window_of(spec, session_id)
+        sandbox = window is not None and window.kind == "adhoc"
+        left = await self.intake.places_left(spec, window) if window else {}
         rows = []
         for service in spec.services:
             doc = stored.get(service.code)
-            limit = doc["limit"] if doc else service.quota
+            default = None if sandbox else spec.quota_of(service)
+            limit = doc["limit"] if doc else default
             used = int(doc["used"]) if doc else 0
             rows.append(
                 {
@@ -253,6 +259,10 @@ class Admin:
                     "limit": limit,
                     "used": used,
                     "remaining": None if limit is None else max(limit - used, 0),
+                    "default": default,
+                    "sized": "demo: tanpa batas" if sandbox else spec.quota_reason(service),
+                    "minutes": service.minutes,
+                    "places_left": left.get(service.code),
                 }
             )
         return rows

@@ -228,7 +228,7 @@ async def test_the_pages_render_in_both_languages(quick: Settings) -> None:
         token = request["token"]
         for path, needle_id, needle_en in [
             ("/daftar?site=cikarang-utara", "Daftar layanan", "Register for a service"),
-            ("/kiosk/cikarang-utara", "Sentuh layanan", "Touch the service"),
+            ("/kiosk/cikarang-utara", "sentuh layanan", "touch the service"),
             (f"/s/{token}", "Dokumen yang perlu dibawa", "Documents to bring"),
             (f"/kiosk/ticket/{token}", "Layanan ini GRATIS", "This service is FREE"),
             ("/", "Pendaftaran layanan", "Service registration"),
