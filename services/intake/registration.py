@@ -143,7 +143,7 @@ class Registration(IntakeBase):
                 raise NikRequired(needing, kiosk=not online)
         if online and not sandbox:
             self._check_window(site, session, rules, now)
-        if online and client is not None and client not in self.limits.exempt:
+        if online and not sandbox and client is not None and client not in self.limits.exempt:
             await self._admit_address(site, session, client, command, now)
         # An online registration joins the line once its holder checks in (ADR 0120); where the
         # catalogue does not ask for check-in, a booking (a later day, or a slot) still does.

@@ -278,6 +278,8 @@ def lapse_at(
     after it was made, or after its appointment slot, whichever is latest."""
     base = max(window.opens_at, submitted_at, appointment_at or window.opens_at)
     return base + timedelta(minutes=grace_minutes)
+
+
 @dataclass(frozen=True)
 class ClosedDay:
     """A date the site would have opened on but does not, and why (told to citizens)."""

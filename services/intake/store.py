@@ -90,6 +90,7 @@ class RequestStore:
             {"outbox": 0},
             limit=limit,
         ).to_list()
+
     async def active_for_nik(self, site: str, nik_hash: str, from_date: str) -> list[Document]:
         """A NIK's requests at a site whose session is today or later and not cancelled."""
         found = await self.requests.find(
@@ -316,6 +317,7 @@ class RequestStore:
     async def unhit(self, key: str, window_start: str) -> None:
         """Take back one hit (an attempt that turned out not to count)."""
         await self.rates.update_one({"_id": _key(key, window_start)}, {"$inc": {"n": -1}})
+
     async def hits(self, key: str, window_start: str) -> int:
         """A window's count so far, without counting (limits that count only failures)."""
         doc = await self.rates.find_one({"_id": _key(key, window_start)})

@@ -17,7 +17,15 @@ from pydantic import SecretStr
 from giliran.cli import build_service
 from giliran.embedded import free_port
 from giliran.settings import Settings
-from tests.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, require_chromium, serving
+from tests.conftest import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    add_account,
+    require_chromium,
+    serving,
+    sign_in,
+)
 from tests.e2e.test_intake_pages import PHONE
 
 pytestmark = pytest.mark.e2e
@@ -85,7 +93,9 @@ async def test_the_registration_form_answers_the_challenge_itself(sunday: Settin
 async def test_the_kiosk_asks_for_the_nik_on_its_keypad(sunday: Settings) -> None:
     async with sunday_in_browser(sunday) as (url, browser):
         page = await browser.new_page(viewport={"width": 1024, "height": 1366}, has_touch=True)
-        await page.goto(f"{url}/kiosk/cikarang-utara")
+        await add_account(sunday, "kios-1", "rahasia-kios-1", "kiosk", "cikarang-utara")
+        await sign_in(page, url, "kios-1", "rahasia-kios-1", "/kiosk/cikarang-utara")
+        assert page.url.endswith("/kiosk/cikarang-utara")
         card = page.locator("[data-service-card=AKTA-LAHIR]")
         assert "Layanan ini GRATIS." in await card.inner_text()
         assert "Surat keterangan lahir" in await card.inner_text()

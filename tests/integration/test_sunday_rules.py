@@ -16,6 +16,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from giliran.auth import Role
 from giliran.settings import Settings
 from services.intake import antibot
 from tests.conftest import RunningService, eventually, running
@@ -63,6 +64,12 @@ async def client_from(svc: RunningService, address: str) -> AsyncIterator[httpx.
         yield client
 
 
+async def kiosk_token(svc: RunningService) -> dict[str, str]:
+    """A kiosk's sign-in at the site: only a kiosk takes walk-ins straight into the line."""
+    _, token = await svc.runtime.accounts.issue_token("kios-1", Role.KIOSK, SITE)
+    return {"Authorization": f"Bearer {token}"}
+
+
 async def quota_row(svc: RunningService, service: str, session: str = SESSION) -> dict[str, Any]:
     r = await svc.http.get(f"/api/v1/admin/sites/{SITE}/sessions/{session}/quotas", headers=ADMIN)
     assert r.status_code == 200, r.text
@@ -97,7 +104,9 @@ async def test_online_registration_opens_the_day_before_at_18_and_closes_30_minu
         assert "kios" in late.json()["error"]["message_id"]
         # A walk-in at the kiosk is there in person: the online window does not apply.
         walk_in = await svc.http.post(
-            "/kiosk/cikarang-utara", data={"service": "KTP-CETAK", "nik": nik(3)}
+            "/kiosk/cikarang-utara",
+            data={"service": "KTP-CETAK", "nik": nik(3)},
+            headers=await kiosk_token(svc),
         )
         assert walk_in.status_code == 303, walk_in.text[:500]
 
@@ -148,12 +157,17 @@ async def test_a_nik_is_required_online_and_at_the_kiosk_for_adminduk(fast: Sett
             "/api/v1/requests", json={"site": SITE, "services": ["KTP-CETAK"], "name": "Tanpa NIK"}
         )
         assert online.status_code == 422 and online.json()["error"]["code"] == "nik_required"
-        kiosk = await svc.http.post("/kiosk/cikarang-utara", data={"service": "AKTA-LAHIR"})
+        kiosk_sign_in = await kiosk_token(svc)
+        kiosk = await svc.http.post(
+            "/kiosk/cikarang-utara", data={"service": "AKTA-LAHIR"}, headers=kiosk_sign_in
+        )
         assert kiosk.status_code == 422
         assert "NIK wajib diisi untuk layanan AKTA-LAHIR" in kiosk.text
         assert "tombol angka" in kiosk.text and 'id="keypad"' in kiosk.text
         # A consultation is not a document: no NIK needed.
-        ask = await svc.http.post("/kiosk/cikarang-utara", data={"service": "KONSULTASI"})
+        ask = await svc.http.post(
+            "/kiosk/cikarang-utara", data={"service": "KONSULTASI"}, headers=kiosk_sign_in
+        )
         assert ask.status_code == 303
         store = svc.app.state.intake.store
         assert await store.requests.count_documents({"services": "AKTA-LAHIR"}) == 0
@@ -227,9 +241,13 @@ async def test_online_registrations_are_called_only_after_check_in_and_lapse_aft
             found: str = await eventually(ticket)
             return found
 
+        kiosk_sign_in = await kiosk_token(intake)
+
         async def kiosk(n: int) -> str:
             r = await intake.http.post(
-                "/kiosk/cikarang-utara", data={"service": "KTP-CETAK", "nik": nik(n)}
+                "/kiosk/cikarang-utara",
+                data={"service": "KTP-CETAK", "nik": nik(n)},
+                headers=kiosk_sign_in,
             )
             assert r.status_code == 303, r.text[:300]
             doc = await store.by_token(r.headers["location"].split("/")[-1].split("?")[0])
@@ -300,7 +318,8 @@ async def test_online_registrations_are_called_only_after_check_in_and_lapse_aft
         late = await intake.http.post(
             f"/api/v1/sites/{SITE}/check-in", json={"code": absent.json()["checkin_code"]}
         )
-        assert late.status_code == 409
+        # A lapsed code opens nothing (the same answer as an unknown one, ADR 0101).
+        assert late.status_code == 404 and late.json()["error"]["code"] == "check_in_code_unknown"
 
 
 # --- anti-bot: a flood from one address ------------------------------------------------------
@@ -457,8 +476,10 @@ async def test_fees_are_told_truthfully_on_every_page_and_message(fast: Settings
         said = both.json()["message_id"]
         assert "Surat Keterangan Catatan Kepolisian (SKCK): Biaya: Rp 30.000" in said
         assert "Layanan BPJS Kesehatan dan Ketenagakerjaan: Layanan ini GRATIS." in said
+        _, fair_kiosk = await svc.runtime.accounts.issue_token("kios-2", Role.KIOSK, fair)
         for path in (f"/kiosk/{fair}", f"/daftar?site={fair}", f"/jadwal/{fair}"):
-            page = (await svc.http.get(path)).text
+            who = {"Authorization": f"Bearer {fair_kiosk}"} if path.startswith("/kiosk") else {}
+            page = (await svc.http.get(path, headers=who)).text
             for said_id, _ in cases.values():
                 assert said_id in page, (path, said_id)
             assert "Layanan kependudukan GRATIS" not in page
@@ -466,6 +487,8 @@ async def test_fees_are_told_truthfully_on_every_page_and_message(fast: Settings
         skck = next(s for s in services if s["code"] == "SKCK")
         assert (skck["free"], skck["fee_idr"]) == (False, 30000)
         # An adminduk site says GRATIS and never a price (UU 24/2013 Pasal 79A).
+        msc_kiosk = await kiosk_token(svc)
         for path in (f"/kiosk/{SITE}", f"/daftar?site={SITE}", f"/jadwal/{SITE}"):
-            page = (await svc.http.get(path)).text
+            who = msc_kiosk if path.startswith("/kiosk") else {}
+            page = (await svc.http.get(path, headers=who)).text
             assert "Rp" not in re.sub(r"<[^>]+>", "", page), path
