@@ -80,7 +80,8 @@ OPEN_EVERYWHERE = {
 }
 PUBLIC: dict[ServiceName, set[tuple[str, str]]] = {
     "queue": set(),
-    "notify": set(),
+    # Delivery reports from gateways: each signed by the gateway (ADR 0131), no account.
+    "notify": {("POST", "/receipts/{channel}/{site}"), ("GET", "/receipts/{channel}/{site}")},
     "reporting": set(),
     "intake": {
         ("POST", "/api/v1/requests"),
@@ -91,12 +92,16 @@ PUBLIC: dict[ServiceName, set[tuple[str, str]]] = {
         ("GET", "/api/v1/sites/{site}/services"),
         ("GET", "/api/v1/sites/{site}/sessions"),
         ("GET", "/api/v1/sites/{site}/sessions/{session_id}/slots"),
+        ("GET", "/api/v1/sites/{site}/closed-days"),
+        ("POST", "/api/v1/requests/resend-link"),
+        ("GET", "/api/v1/sites/{site}/challenge"),
+        ("GET", "/jadwal/{site}"),
+        ("GET", "/kirim-ulang"),
+        ("POST", "/kirim-ulang"),
+        ("GET", "/device/pair/{code}"),
         ("GET", "/"),
         ("GET", "/daftar"),
         ("POST", "/daftar"),
-        ("GET", "/kiosk/{site}"),
-        ("POST", "/kiosk/{site}"),
-        ("POST", "/kiosk/{site}/check-in"),
         ("GET", "/kiosk/ticket/{token}"),
         ("GET", "/s/{token}"),
         ("GET", "/survey/{token}/{ticket_id}"),
@@ -160,7 +165,40 @@ def rows(ticket: str, request: str, delivery: str) -> list[Row]:
             ADMINS,
             form={"site": SITE, "what": "holiday_add", "day": "2026-12-31", "note": "x"},
         ),
+        # --- intake: the devices page (pairing, revoking) for a site's supervisors and admins -
+        Row("intake", "GET", f"/devices?site={SITE}", OPERATORS, page=True),
+        Row("intake", "POST", "/devices", OPERATORS, form={"site": SITE, "kind": "board"}),
+        # No such device: its site is unknown, so every keeper gets as far as the 404.
+        Row(
+            "intake",
+            "POST",
+            "/devices/0123456789ab/revoke",
+            OPERATORS | {"supervisor@elsewhere", "admin@elsewhere"},
+        ),
         Row("intake", "GET", f"/api/v1/requests/{request}", REQUEST_READERS),
+        # --- intake: the kiosk pages, for the site's kiosk only ------------------------------
+        Row("intake", "GET", f"/kiosk/{SITE}", frozenset({"kiosk"}), page=True),
+        Row("intake", "POST", f"/kiosk/{SITE}", frozenset({"kiosk"}), page=True, form={}),
+        Row(
+            "intake",
+            "POST",
+            f"/kiosk/{SITE}/check-in",
+            frozenset({"kiosk"}),
+            page=True,
+            form={"code": "ZZZZZZ"},
+        ),
+        # --- intake: the fair plans, for admins of the whole kabupaten -----------------------
+        Row("intake", "GET", "/api/v1/admin/fairs/botram/plan?quarter=2027Q1", ADMINS),
+        Row("intake", "PUT", "/api/v1/admin/fairs/botram/plan/2027-01-03", ADMINS, body={}),
+        Row("intake", "POST", "/api/v1/admin/fairs/botram/plan/publish?quarter=2027Q1", ADMINS),
+        Row("intake", "GET", "/admin/fairs/botram", ADMINS, page=True),
+        Row(
+            "intake",
+            "POST",
+            "/admin/fairs/botram/action",
+            ADMINS,
+            form={"quarter": "2027Q1", "what": "edit", "day": "x"},
+        ),
         # --- notify: the delivery log and retries for supervisors and admins ----------------
         Row("notify", "GET", f"/api/v1/deliveries?site={SITE}", OPERATORS),
         Row("notify", "GET", f"/api/v1/deliveries/summary?site={SITE}", OPERATORS),
