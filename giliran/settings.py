@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     # Intake purges a session's personal data this many days after it (UU 27/2022).
     purge_after_days: int = Field(default=30, ge=0)
     purge_interval_seconds: float = 3600.0
+    # How often intake lapses registrations not checked in within their grace (ADR 0120).
+    lapse_interval_seconds: float = Field(default=30.0, gt=0)
     # Intake's limits against bots: registrations per client address a minute and per phone
     # an hour; the exempt addresses are kiosks and the box itself (all share one address).
     rate_ip_per_minute: int = Field(default=30, ge=1)
