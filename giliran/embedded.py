@@ -240,6 +240,7 @@ def service_process(
     secrets = {
         "GILIRAN_NIK_HASH_KEY": settings.nik_hash_key,
         "GILIRAN_SESSION_KEY": settings.session_key,
+        "GILIRAN_AUDIT_KEY": settings.audit_key,
     }
     environment = {
         **os.environ,

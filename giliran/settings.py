@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     # Signs session cookies and CSRF tokens (every service, the same key). Required outside
     # demo mode: start-up refuses without it. `giliran up` keeps one per data directory.
     session_key: SecretStr | None = None
+    # Keys the audit trail's hash chain (HMAC-SHA256; every service, the same value): kept out
+    # of the store, so store access alone cannot rewrite history unseen. Comma-separated, newest
+    # first (rotation: docs/security.md). Required outside demo mode; `giliran up` makes one.
+    audit_key: SecretStr | None = None
     # Deprecated: the admin token of intake from before accounts; still accepted as an admin
     # API token (logged) until it is replaced by `giliran accounts token --role admin`.
     admin_token: SecretStr | None = None
