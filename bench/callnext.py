@@ -112,6 +112,7 @@ async def run(lengths: Sequence[int], calls: int) -> None:
         catalogue_dir=work,
         nik_hash_key=SecretStr("bench-key"),
         session_key=SecretStr("bench-session-key"),
+        audit_key=SecretStr("bench-audit-key-of-sufficient-length-0123"),
     )
     queue = service_process("queue", settings, work, env={"GILIRAN_LOG_LEVEL": "WARNING"})
     queue.start()

@@ -63,6 +63,7 @@ async def one_config(
             db_prefix="scaleout",
             nik_hash_key=SecretStr("bench-nik-key"),
             session_key=SecretStr("bench-session-key"),
+            audit_key=SecretStr("bench-audit-key-of-sufficient-length-0123"),
         )
         for n in range(instances):
             process = service_process(

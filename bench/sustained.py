@@ -111,6 +111,7 @@ async def start_stack(args: argparse.Namespace) -> Stack:
             catalogue_dir=catalogue,
             nik_hash_key=SecretStr("bench-nik-key"),
             session_key=SecretStr("bench-session-key"),
+            audit_key=SecretStr("bench-audit-key-of-sufficient-length-0123"),
         )
         env = {"GILIRAN_DEMO": "true", "GILIRAN_LOG_LEVEL": "WARNING", **dict(args.env)}
         for name in SERVICES:

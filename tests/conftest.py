@@ -61,7 +61,7 @@ def settings(nats_proc: ManagedProcess, mongo_url: str) -> Settings:
         db_prefix=f"t{uuid.uuid4().hex[:12]}",
         nik_hash_key=SecretStr("test-key"),
         session_key=SecretStr("test-session-key"),
-        audit_key=SecretStr("test-audit-key"),
+        audit_key=SecretStr("test-audit-key-of-sufficient-length-0123"),
         demo=True,
         outbox_poll_seconds=0.2,
         retry_backoff_seconds=[0.1, 0.2, 0.3, 0.5],

@@ -66,6 +66,7 @@ def _settings(mongo_url: str, nats_port: int) -> Settings:
         db_prefix=f"t{uuid.uuid4().hex[:12]}",
         nik_hash_key=SecretStr("test-key"),
         session_key=SecretStr("test-session-key"),
+        audit_key=SecretStr("test-audit-key-of-sufficient-length-0123"),
         outbox_poll_seconds=0.2,
     )
 
