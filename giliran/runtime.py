@@ -187,6 +187,12 @@ class ServiceRuntime:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        weak = self.settings.weak_secrets()
+        if weak:
+            raise RuntimeError(
+                "Kunci rahasia tidak aman, layanan tidak dijalankan / unsafe secrets, not "
+                "starting (how to make them: deploy/env.example): " + "; ".join(weak)
+            )
         key = self.settings.session_key
         if (key is None or not key.get_secret_value()) and not self.settings.demo:
             raise RuntimeError(

@@ -21,7 +21,7 @@ from tests.conftest import RunningService, eventually, nats_client, running
 pytestmark = pytest.mark.integration
 
 SITE = "cikarang-utara"
-ADMIN = {"Authorization": "Bearer admin-secret"}
+ADMIN = {"Authorization": "Bearer admin-secret-0123456789abcdefghij"}
 FRIDAY_10_WIB = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 SUNDAY_0830_WIB = datetime(2026, 11, 29, 1, 30, tzinfo=UTC)
 SUNDAY_1000_WIB = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
@@ -40,7 +40,10 @@ def body(n: int, **extra: Any) -> dict[str, Any]:
 def fast(settings: Settings) -> Settings:
     """No queue runs in these tests: do not wait for tickets."""
     return settings.model_copy(
-        update={"ticket_wait_seconds": 0.0, "admin_token": SecretStr("admin-secret")}
+        update={
+            "ticket_wait_seconds": 0.0,
+            "admin_token": SecretStr("admin-secret-0123456789abcdefghij"),
+        }
     )
 
 
