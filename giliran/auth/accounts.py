@@ -12,6 +12,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -48,6 +49,29 @@ class Role(StrEnum):
     KIOSK = "kiosk"
 
 
+class DeviceKind(StrEnum):
+    """A device paired from the devices page (docs/devices.md): what it is decides its role."""
+
+    COUNTER = "counter"  # a counter tablet, bound to one counter of one site
+    BOARD = "board"  # the waiting-room TV
+    KIOSK = "kiosk"  # the touch screen that prints tickets
+
+    @property
+    def role(self) -> Role:
+        return {
+            DeviceKind.COUNTER: Role.OFFICER,
+            DeviceKind.BOARD: Role.DISPLAY,
+            DeviceKind.KIOSK: Role.KIOSK,
+        }[self]
+
+
+# A pairing QR code is scanned within minutes of being shown; after this it is worthless.
+PAIRING_LIFETIME = timedelta(minutes=15)
+# Roles whose token may live in a device's cookie (GET /device?token=...): devices only, never
+# a person's powers (an admin's token in a year-long cookie would be an admin's browser).
+DEVICE_ROLES = frozenset({Role.DISPLAY, Role.KIOSK})
+
+
 class AccountExists(Exception):
     """`add_user` with a name already taken."""
 
@@ -61,9 +85,19 @@ class Principal:
     site: str  # a site slug, or ALL_SITES
     kind: str  # "session" or "token"
     session_id: str | None = None
+    token_id: str | None = None
+    # A paired device: what it is, and for a counter tablet the one counter it serves.
+    device: DeviceKind | None = None
+    counter: str | None = None
 
     def at(self, site: str) -> bool:
         return self.site in (ALL_SITES, site)
+
+    @property
+    def is_device(self) -> bool:
+        """A credential a device may keep in its cookie: a paired device, or a display or
+        kiosk token issued from the command line."""
+        return self.kind == "token" and (self.device is not None or self.role in DEVICE_ROLES)
 
 
 def token_digest(token: str) -> str:
@@ -235,7 +269,98 @@ class AuthStore:
         doc = await self.tokens.find_one(indexed({"digest": token_digest(token)}))
         if doc is None or doc.get("revoked"):
             return None
-        return Principal(str(doc["label"]), Role(doc["role"]), str(doc["site"]), "token")
+        return _token_principal(doc)
+
+    async def still_valid(self, who: Principal) -> bool:
+        """Whether the credential `who` came with still holds (a stream open for hours asks
+        again before each update: a revoked device or ended session gets nothing more)."""
+        if who.session_id is not None:
+            return await self.by_session(who.session_id) is not None
+        if who.token_id is None:
+            return True  # the legacy admin token: valid while configured
+        doc = await self.tokens.find_one({"_id": who.token_id})
+        return doc is not None and not doc.get("revoked")
+
+    # --- paired devices (docs/devices.md) --------------------------------------------------
+
+    async def start_pairing(
+        self,
+        kind: DeviceKind,
+        site: str,
+        label: str,
+        *,
+        counter: str | None = None,
+        by: str = "",
+        lifetime: timedelta = PAIRING_LIFETIME,
+    ) -> tuple[str, str]:
+        """A device waiting to be paired and its one-time pairing code (shown once, as a QR
+        code; stored only as its digest). The device's own token does not exist yet: it is
+        made when the code is used, so nobody but the device ever holds it."""
+        if (kind is DeviceKind.COUNTER) != (counter is not None):
+            raise ValueError("a counter tablet names its counter; other devices name none")
+        code = secrets.token_urlsafe(12)
+        token_id = secrets.token_hex(6)
+        now = utcnow()
+        await self.tokens.insert_one(
+            {
+                "_id": token_id,
+                # Unique index: a placeholder nobody can present until the device pairs.
+                "digest": token_digest(secrets.token_urlsafe(32)),
+                "label": label,
+                "role": kind.role.value,
+                "site": site,
+                "device": kind.value,
+                "counter": counter,
+                "revoked": False,
+                "created_at": instant(now),
+                "created_by": by,
+                "pairing": token_digest(code),
+                "pairing_expires": instant(now + lifetime),
+                "paired_at": None,
+            }
+        )
+        return token_id, code
+
+    async def pair(self, code: str) -> tuple[str, Principal] | None:
+        """Use a pairing code, once: the device's new long-lived token and who it is; None
+        for a code unknown, used, expired or revoked."""
+        token = "gl_" + secrets.token_urlsafe(32)
+        now = utcnow()
+        doc = await self.tokens.find_one_and_update(
+            {
+                "pairing": {"$eq": token_digest(code)},
+                "paired_at": None,
+                "revoked": False,
+                "pairing_expires": {"$gt": instant(now)},
+            },
+            {
+                "$set": {"digest": token_digest(token), "paired_at": instant(now)},
+                "$unset": {"pairing": ""},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is None:
+            return None
+        return token, _token_principal(doc)
+
+    async def devices(self, site: str) -> list[Document]:
+        """The site's devices, paired or waiting, newest first (never a digest or code)."""
+        found = self.tokens.find({"site": {"$eq": site}, "device": {"$ne": None}})
+        docs = [
+            {k: v for k, v in doc.items() if k not in ("digest", "pairing")} async for doc in found
+        ]
+        return sorted(docs, key=lambda d: str(d.get("created_at")), reverse=True)
+
+    async def device(self, token_id: str) -> Document | None:
+        return await self.tokens.find_one({"_id": token_id, "device": {"$ne": None}})
+
+    async def forget_unpaired(self, created_by: str) -> int:
+        """Drop the pairings `created_by` left unused (`giliran up --lan` makes fresh ones at
+        every start)."""
+        gone = await self.tokens.delete_many(
+            {"created_by": {"$eq": created_by}, "paired_at": None, "device": {"$ne": None}}
+        )
+        return gone.deleted_count
 
     # --- login sessions ------------------------------------------------------------------
 
@@ -272,6 +397,19 @@ class AuthStore:
         # A spent form nonce only needs remembering while its form could still be accepted.
         await self.login_forms.delete_many({"used_at": {"$lt": instant(now - LOGIN_FORM_LIFETIME)}})
         return gone.deleted_count
+
+
+def _token_principal(doc: Document) -> Principal:
+    device = doc.get("device")
+    return Principal(
+        str(doc["label"]),
+        Role(doc["role"]),
+        str(doc["site"]),
+        "token",
+        token_id=str(doc["_id"]),
+        device=DeviceKind(device) if device else None,
+        counter=doc.get("counter"),
+    )
 
 
 def public_user(doc: Document) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from giliran.auth.accounts import (
     AuthStore,
     Principal,
     Role,
+    token_digest,
 )
 from giliran.contracts import utcnow
 from giliran.errors import DomainError
@@ -33,7 +34,7 @@ from giliran.errors import DomainError
 log = logging.getLogger("giliran.auth")
 
 SESSION_COOKIE = "giliran_session"
-DEVICE_COOKIE = "giliran_device"  # a display device's token, for reading only
+DEVICE_COOKIE = "giliran_device"  # a paired device's token (docs/devices.md)
 PRE_COOKIE = "giliran_pre"  # the login form's own CSRF anchor, before there is a session
 # Set at a successful sign-in: this browser has signed in as this name before, so the name is not
 # held back when its address (an office behind one NAT, a fair's wifi) is over its failure budget.
@@ -188,12 +189,31 @@ class Auth:
             if found is not None and found.session_id:
                 request.state.csrf = self.csrf_for_session(found.session_id)
             device = request.cookies.get(DEVICE_COOKIE)
-            if found is None and device and request.method in SAFE_METHODS:
-                # A board's browser cannot send a header: its token rides in a cookie, which is
-                # honoured for reading only, so it can never carry a forged action.
-                found = await self.store.by_token(device)
+            if found is None and device:
+                found = await self._device(request, device)
         request.state.principal = found
         return found
+
+    async def _device(self, request: Request, token: str) -> Principal | None:
+        """A device's browser cannot send a header: its token rides in a cookie. Only a device
+        credential counts there (never a person's token put in a cookie before that was
+        refused). A board reads only; a counter tablet or kiosk acts too, but, the cookie being
+        ambient, each action must carry the CSRF token its pages embed."""
+        found = await self.store.by_token(token)
+        if found is None or not found.is_device:
+            return None
+        acts = found.role in (Role.OFFICER, Role.KIOSK)
+        if acts:
+            request.state.csrf = self.csrf_for_device(token)
+        if request.method in SAFE_METHODS:
+            return found
+        if not acts:
+            return None
+        await self._check_token(request, self.csrf_for_device(token))
+        return found
+
+    def csrf_for_device(self, token: str) -> str:
+        return self._mac("csrf-device", token_digest(token))
 
     def _legacy(self, token: str) -> Principal | None:
         assert self._legacy_admin_token is not None
@@ -206,13 +226,15 @@ class Auth:
 
     async def _check_csrf(self, request: Request, who: Principal) -> None:
         assert who.session_id is not None
+        await self._check_token(request, self.csrf_for_session(who.session_id))
+
+    async def _check_token(self, request: Request, expected: str) -> None:
         given = request.headers.get(CSRF_HEADER, "")
         if not given and request.headers.get("content-type", "").startswith(
             ("application/x-www-form-urlencoded", "multipart/form-data")
         ):
             form = await request.form()  # Starlette caches it for the endpoint's Form() fields
             given = str(form.get(CSRF_FIELD, ""))
-        expected = self.csrf_for_session(who.session_id)
         if not given or not hmac.compare_digest(given.encode(), expected.encode()):
             raise CsrfRejected()
 
@@ -239,7 +261,25 @@ class Auth:
         )
         if site and who.role is not Role.ADMIN and not who.at(str(site)):
             raise wrong_site(who, str(site))
+        if who.counter is not None:
+            _at_own_counter(request, who)
         return who
+
+
+def _at_own_counter(request: Request, who: Principal) -> None:
+    """A counter tablet serves its own counter: another counter named in the path or query is
+    refused, and so is any change that names no counter (a ticket by id, a re-check-in)."""
+    named = request.path_params.get("counter") or request.query_params.get("counter")
+    if named is not None and str(named) != who.counter:
+        raise Forbidden(
+            f"perangkat ini untuk loket '{who.counter}', bukan '{named}'.",
+            f"this device is for counter '{who.counter}', not '{named}'.",
+        )
+    if named is None and request.method not in SAFE_METHODS:
+        raise Forbidden(
+            f"perangkat loket hanya bertindak lewat loketnya sendiri ('{who.counter}').",
+            f"a counter device acts only through its own counter ('{who.counter}').",
+        )
 
 
 def wrong_site(who: Principal, site: str) -> Forbidden:
@@ -393,10 +433,20 @@ def login_router(auth: Auth) -> APIRouter:
     @api.get("/device")
     async def device(request: Request, token: str = "", next: str = "/") -> Response:
         """Set up a display device once: `/device?token=gl_...&next=/board?site=...` keeps the
-        token in an HttpOnly cookie and drops it from the address bar."""
+        token in an HttpOnly cookie and drops it from the address bar. Only a device's token
+        (display, kiosk): a person's token in a year-long cookie would turn any browser it
+        touched into that person, and an admin's into an admin (issue 14, finding 9)."""
         who = await auth.store.by_token(token) if token else None
         if who is None:
             raise Unauthenticated()
+        if not who.is_device:
+            raise Forbidden(
+                f"token peran '{who.role.value}' bukan token perangkat; hanya token tampilan "
+                "atau kios (atau pemasangan perangkat dari halaman /devices) yang disimpan di "
+                "perangkat.",
+                f"a '{who.role.value}' token is not a device token; only display or kiosk "
+                "tokens (or a device paired from the /devices page) are kept on a device.",
+            )
         response = RedirectResponse(_safe_next(next), status_code=303)
         response.set_cookie(
             DEVICE_COOKIE,

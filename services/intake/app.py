@@ -8,6 +8,7 @@ import holidays
 from fastapi import FastAPI
 
 from giliran import telemetry
+from giliran.auth.devices import devices_router
 from giliran.catalogue import load_catalogue
 from giliran.contracts import (
     FeedbackSubmitted,
@@ -111,10 +112,19 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
         runtime.every(1.0, edge.CalendarFollower(runtime, Admin(intake), settings.edge_site).poll)
     admin_api, admin_page = admin_http.routers(admin, runtime.audit)
     calendar_api, calendar_page = calendar_http.routers(intake, FairPlans(admin), runtime.audit)
+
+    def counters(site: str) -> list[tuple[str, str]]:
+        spec = catalogue.site(site)
+        if spec is None:
+            raise KeyError(site)
+        return [(c.id, c.name.id) for c in spec.counters]
+
+    # The devices page and the pairing links live here, on the public address's default route.
+    paired = devices_router(runtime.auth, runtime.audit, settings, counters)
     app = create_http_app(
         runtime,
         title="Giliran intake",
-        routers=[api, admin_api, calendar_api, page, admin_page, calendar_page],
+        routers=[api, admin_api, calendar_api, page, admin_page, calendar_page, paired],
         static=Path(__file__).parent / "static",
     )
     problems.install(app)

@@ -56,7 +56,14 @@ def _render(request: Request, name: str, lang: str, status: int = 200, **context
     return PAGES.TemplateResponse(
         request,
         name,
-        {"lang": lang, "_": _texts(lang), "toggle": toggle, **context},
+        # csrf: a paired kiosk's forms carry the token that goes with its device cookie.
+        {
+            "lang": lang,
+            "_": _texts(lang),
+            "toggle": toggle,
+            "csrf": getattr(request.state, "csrf", ""),
+            **context,
+        },
         status_code=status,
     )
 
@@ -212,6 +219,9 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             closed_message = None
         except DomainError as exc:
             window, closed_message = None, exc.message_en if lang == "en" else exc.message_id
+        # A paired kiosk (docs/devices.md) acts through its device cookie: its forms carry the
+        # CSRF token that goes with it.
+        await request.app.state.auth.principal(request)
         return _render(
             request,
             "kiosk.html",
