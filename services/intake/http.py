@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from giliran.auth import Principal, Role, requires, wrong_site
 from giliran.contracts.subjects import SITE_PATTERN
+from giliran.hardening import limited_address
 from giliran.push import Changes
 from services.intake import sessions
 from services.intake.errors import UnknownSite
@@ -113,8 +114,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         },
     )
     async def submit(body: SubmitRequest, request: Request) -> JSONResponse:
-        client = request.client.host if request.client else None
-        result = await intake.submit(body, client)
+        result = await intake.submit(body, limited_address(request, intake.limits.exempt))
         doc = result.doc
         if not result.duplicate and doc.get("arrived", True):
             doc = await intake.wait_for_tickets(doc["_id"], wait_seconds)

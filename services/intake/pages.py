@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from giliran.catalogue import SiteDef
 from giliran.contracts import Channel, Language, TicketStatus
 from giliran.errors import DomainError
+from giliran.hardening import limited_address
 from services.intake import sessions
 from services.intake.handlers import Intake, Scores, SubmitRequest
 from services.intake.http import Links, Site, Status, Token
@@ -185,8 +186,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                     "language": Language(lang),
                 }
             )
-            client = request.client.host if request.client else None
-            result = await intake.submit(command, client)
+            result = await intake.submit(command, limited_address(request, intake.limits.exempt))
         except (DomainError, ValidationError) as exc:
             message, field = _error_text(exc, lang)
             return _render(
@@ -254,7 +254,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                     "priority": priority or None,
                 }
             )
-            result = await intake.submit(command, request.client.host if request.client else None)
+            result = await intake.submit(command, limited_address(request, intake.limits.exempt))
         except (DomainError, ValidationError) as exc:
             message, _field = _error_text(exc, lang)
             return _render(

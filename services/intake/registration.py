@@ -63,7 +63,8 @@ class Registration(IntakeBase):
         """Validate, claim places atomically, and store the request with its `request.submitted`
         event in one write. A NIK already registered for one of these services in the session
         gets its existing request back instead of a second one."""
-        if client is not None and client not in self.limits.exempt:
+        # `client`: None when exempt, decided at the edge from the real peer (limited_address).
+        if client is not None:
             await self._rate_limit(
                 f"ip:{client}", self.limits.ip_per_minute, 60, ("alamat ini", "this address")
             )
