@@ -45,6 +45,7 @@ from giliran.contracts.subjects import STREAM, STREAM_OWNER
 from giliran.errors import DomainError
 from giliran.hardening import BodyLimit, SameOrigin, SecurityHeaders
 from giliran.metrics import BusMetrics, ObservedHttp, http_duration
+from giliran.push import StreamLimits
 from giliran.settings import ServiceName, Settings
 from giliran.store import (
     Collection,
@@ -91,6 +92,7 @@ class ServiceRuntime:
             ),
             password_checks=settings.login_concurrency,
         )
+        self.streams = StreamLimits(settings.sse_per_address, settings.sse_per_credential)
         self.consumer_metrics = ConsumerMetrics.create(self.registry)
         self.bus_metrics = BusMetrics.create(self.registry)
         self.bus_metrics.bus_connected.set_function(

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     # Password checks (argon2id, 64 MiB each) running at once per process; a sign-in beyond
     # them is answered 503 with Retry-After at once (ADR 0112). Memory: about 64 MiB each.
     login_concurrency: int = Field(default=2, ge=1, le=16)
+    # Server-push streams (boards, dashboards, status pages) open at once per process: per client
+    # address (a fair's wifi shares one: raise it there) and per credential or status link.
+    sse_per_address: int = Field(default=50, ge=1)
+    sse_per_credential: int = Field(default=10, ge=1)
     # Requests with a larger body are refused with 413 (forms and JSON here are small).
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     # Intake purges a session's personal data this many days after it (UU 27/2022).
