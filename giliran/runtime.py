@@ -41,7 +41,7 @@ from giliran.bus import (
     publish_event,
 )
 from giliran.contracts import Event, EventData
-from giliran.contracts.subjects import STREAM
+from giliran.contracts.subjects import STREAM, event_pattern
 from giliran.errors import DomainError
 from giliran.hardening import BodyLimit, SameOrigin, SecurityHeaders
 from giliran.metrics import BusMetrics, ObservedHttp, http_duration
@@ -142,8 +142,10 @@ class ServiceRuntime:
         handlers: Mapping[type[EventData], EventHandler],
         *,
         max_deliver: int | None = None,
+        stream: str = STREAM,
     ) -> EventConsumer:
-        """Register a durable pull consumer named `<service>-<name>` with its own inbox."""
+        """Register a durable pull consumer named `<service>-<name>` on `stream` with its own
+        inbox."""
         durable = f"{self.service}-{name}"
         consumer = EventConsumer(
             service=self.service,
@@ -157,6 +159,7 @@ class ServiceRuntime:
             metrics=self.consumer_metrics,
             max_deliver=max_deliver or self.settings.max_deliver,
             backoff_seconds=tuple(self.settings.retry_backoff_seconds),
+            stream=stream,
         )
         self.consumers.append(consumer)
         return consumer
@@ -167,7 +170,7 @@ class ServiceRuntime:
         for model in models:
             self.published.append(model)
             self.broker.publisher(
-                f"giliran.*.{model.entity}.{model.event}",
+                event_pattern(model.entity, model.event),
                 title=f"{self.service}:{model.type_name()}",
                 description=(model.__doc__ or model.type_name()).strip().splitlines()[0],
                 schema=Event[model],  # type: ignore[valid-type]
@@ -219,7 +222,7 @@ class ServiceRuntime:
             return
         js = jetstream(self.broker)
         for consumer in self.consumers:
-            info = await js.consumer_info(STREAM, consumer.durable)
+            info = await js.consumer_info(consumer.stream, consumer.durable)
             self.bus_metrics.pending.labels(consumer.durable).set(info.num_pending or 0)
             self.bus_metrics.ack_pending.labels(consumer.durable).set(info.num_ack_pending or 0)
             self.bus_metrics.redelivered.labels(consumer.durable).set(info.num_redelivered or 0)
@@ -244,7 +247,11 @@ class ServiceRuntime:
         while True:
             try:
                 await self.broker.connect()
-                await ensure_streams(jetstream(self.broker), self.settings.stream_replicas)
+                await ensure_streams(
+                    jetstream(self.broker),
+                    self.settings.stream_replicas,
+                    self.settings.contact_retention_hours * 3600,
+                )
                 await self.broker.start()
                 for consumer in self.consumers:
                     await consumer.start(jetstream(self.broker))
@@ -300,7 +307,7 @@ class ServiceRuntime:
             checks["bus"] = True
             try:
                 js = jetstream(self.broker)
-                found = [await consumer_exists(js, c.durable) for c in self.consumers]
+                found = [await consumer_exists(js, c.durable, c.stream) for c in self.consumers]
                 checks["consumers"] = all(found)
             except Exception:
                 checks["consumers"] = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import holidays
@@ -10,6 +11,7 @@ from fastapi import FastAPI
 from giliran import telemetry
 from giliran.catalogue import load_catalogue
 from giliran.contracts import (
+    CitizenContact,
     FeedbackSubmitted,
     RequestCancelled,
     RequestCheckedIn,
@@ -61,6 +63,7 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
             exempt=frozenset(settings.rate_limit_exempt),
         ),
         purge_after_days=settings.purge_after_days,
+        contact_retention=timedelta(hours=settings.contact_retention_hours),
         timezone=settings.timezone,
         on_change=changes.bump,
     )
@@ -74,7 +77,9 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     runtime.use_outbox(store.requests, store.feedback)
     if not settings.edge_hub:  # the hub's intake holds no citizen's request to follow
         subscribers.register(runtime, intake)
-    runtime.publishes(RequestSubmitted, RequestCheckedIn, RequestCancelled, FeedbackSubmitted)
+    runtime.publishes(
+        RequestSubmitted, CitizenContact, RequestCheckedIn, RequestCancelled, FeedbackSubmitted
+    )
 
     async def purge_personal_data() -> None:
         await intake.purge()

@@ -1,0 +1,182 @@
+"""Contact data outlives no retention: after a whole visit and its retention, no stream, store of
+notify, delivery API, operator page or log holds the citizen's phone, e-mail or status link."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import nats
+import pytest
+from nats.js.errors import NotFoundError
+
+from giliran.bus import DEFAULT_CONTACT_RETENTION_SECONDS, ensure_streams, publish_event
+from giliran.contracts import CitizenContact, new_event, new_id, utcnow
+from giliran.contracts.subjects import DLQ_STREAM, PERSONAL_STREAM, STREAM
+from giliran.settings import Settings
+from giliran.store import connect
+from tests.conftest import eventually, running
+
+pytestmark = pytest.mark.integration
+
+SITE = "cikarang-utara"
+RETENTION_SECONDS = 15.0
+PHONE_WRITTEN = "0812-7788-4455"
+# Every way the number could be written down: as typed, E.164, national, digits only.
+PHONE_FORMS = ("0812-7788-4455", "+6281277884455", "081277884455", "6281277884455", "77884455")
+EMAIL = "siti.retensi@contoh-desa.id"
+
+
+async def stream_messages(client: nats.NATS) -> dict[str, list[bytes]]:
+    """Every message (headers and body) of every stream on the server, by stream: new streams
+    are scanned too, whatever they are called."""
+    js = client.jetstream()
+    found: dict[str, list[bytes]] = {}
+    for info in await js.streams_info():
+        name = info.config.name or ""
+        found[name] = []
+        for seq in range(max(info.state.first_seq, 1), info.state.last_seq + 1):
+            try:
+                msg = await js.get_msg(name, seq)
+            except NotFoundError:  # deleted or expired
+                continue
+            headers = json.dumps(msg.headers or {}).encode()
+            found[name].append(headers + b"\n" + (msg.data or b""))
+    return found
+
+
+async def store_documents(settings: Settings, service: str) -> list[str]:
+    """Every document of every collection of one service's database, as JSON."""
+    client = connect(settings.mongo_url)
+    try:
+        db = client[settings.database_name(service)]  # type: ignore[arg-type]
+        docs: list[str] = []
+        for name in await db.list_collection_names():
+            async for doc in db[name].find({}):
+                docs.append(f"{name}: {json.dumps(doc, default=str)}")
+        return docs
+    finally:
+        await client.close()
+
+
+def hits(where: str, texts: list[str] | list[bytes], needles: list[str]) -> list[str]:
+    found = []
+    for text in texts:
+        plain = text.decode(errors="replace") if isinstance(text, bytes) else text
+        found += [f"{where}: {needle}" for needle in needles if needle in plain]
+    return found
+
+
+async def test_nothing_that_reaches_the_citizen_outlives_the_contact_retention(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="giliran.notify")
+    settings = settings.model_copy(
+        update={"contact_retention_hours": RETENTION_SECONDS / 3600, "public_url": "http://gl"}
+    )
+    async with (
+        running("intake", settings) as intake,
+        running("queue", settings) as queue,
+        running("notify", settings) as notify,
+        running("reporting", settings) as reporting,
+        await nats.connect(settings.nats_url) as client,
+    ):
+        submitted = await intake.http.post(
+            "/api/v1/requests",
+            json={
+                "site": SITE,
+                "services": ["KTP-CETAK"],
+                "name": "Siti Retensi",
+                "nik": "3216094512900001",
+                "phone": PHONE_WRITTEN,
+                "email": EMAIL,
+                "consent": True,
+            },
+        )
+        assert submitted.status_code == 201, submitted.text
+        token = submitted.json()["status_page_url"].rsplit("/s/", 1)[1]
+        needles = [*PHONE_FORMS, EMAIL, token]
+
+        called = await queue.http.post(f"/api/v1/sites/{SITE}/counters/1/call-next")
+        assert called.status_code == 200, called.text
+        ticket_id = called.json()["ticket"]["ticket_id"]
+        done = await queue.http.post(f"/api/v1/tickets/{ticket_id}/complete")
+        assert done.status_code == 200, done.text
+
+        async def three_sent() -> list[dict[str, Any]] | None:
+            r = await notify.http.get("/api/v1/deliveries", params={"ticket_id": ticket_id})
+            found: list[dict[str, Any]] = r.json()["deliveries"]
+            return found if [d["status"] for d in found] == ["sent"] * 3 else None
+
+        # Within the retention the citizen is reached, with their status link: what the scans
+        # below look for was really there.
+        sent = await eventually(three_sent, within=RETENTION_SECONDS)
+        notify_docs = await store_documents(settings, "notify")
+        assert hits("notify", notify_docs, [f"/s/{token}", "+6281277884455", EMAIL])
+        assert all(f"/s/{token}" not in str(d["text"]) for d in sent)  # operators: no link
+
+        async def leftovers() -> list[str]:
+            found: list[str] = []
+            for stream, messages in (await stream_messages(client)).items():
+                found += hits(f"stream {stream}", messages, needles)
+            for service in ("notify", "queue", "reporting"):
+                found += hits(f"{service} store", await store_documents(settings, service), needles)
+            api = await notify.http.get("/api/v1/deliveries", params={"site": SITE})
+            found += hits("delivery API", [api.text], needles)
+            page = await notify.http.get("/operator", params={"site": SITE})
+            found += hits("operator page", [page.text], needles)
+            found += hits("logs", [r.getMessage() for r in caplog.records], needles)
+            return found
+
+        # Past the retention (and one purge round), nothing is left anywhere.
+        for _ in range(int(RETENTION_SECONDS) + 30):
+            left = await leftovers()
+            if not left:
+                break
+            await asyncio.sleep(1.0)
+        assert left == [], f"still there after the retention: {sorted(set(left))}"
+        streams = await stream_messages(client)
+        assert {STREAM, DLQ_STREAM, PERSONAL_STREAM} <= set(streams)
+        # Replay and reporting keep everything else: the visit is still in GILIRAN.
+        assert any(b"request.submitted" in m for m in streams[STREAM])
+        day = datetime.now(ZoneInfo("Asia/Jakarta")).date().isoformat()
+        summary = await reporting.http.get(f"/api/v1/sites/{SITE}/summary", params={"date": day})
+        assert summary.json()["completed"] == 1
+
+
+async def test_a_contact_whose_time_ran_out_in_the_outbox_is_never_published(
+    settings: Settings,
+) -> None:
+    """NATS was away longer than the retention: the relay drops the contact instead of giving
+    it a fresh retention on the stream; a live one carries a TTL ending at its keep_until."""
+    now = utcnow()
+
+    def contact(keep: timedelta) -> Any:
+        return new_event(
+            CitizenContact(
+                request_id=new_id(),
+                session_id="s",
+                phone="+6281277884455",
+                submitted_at=now - timedelta(hours=49),
+                keep_until=now + keep,
+            ),
+            site=SITE,
+            source="test",
+        )
+
+    async with await nats.connect(settings.nats_url) as client:
+        js = client.jetstream()
+        await ensure_streams(js)
+        assert not await publish_event(js, contact(timedelta(seconds=-1)).to_json_dict())
+        live = contact(timedelta(hours=1))
+        assert await publish_event(js, live.to_json_dict())
+        info = await js.stream_info(PERSONAL_STREAM)
+        assert info.state.messages == 1
+        assert info.config.max_age == DEFAULT_CONTACT_RETENTION_SECONDS
+        msg = await js.get_msg(PERSONAL_STREAM, info.state.last_seq)
+        assert (msg.headers or {}).get("Nats-TTL") in ("3599s", "3600s")
+        assert (await js.stream_info(STREAM)).state.messages == 0
