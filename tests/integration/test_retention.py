@@ -12,14 +12,22 @@ from zoneinfo import ZoneInfo
 
 import nats
 import pytest
-from nats.js.errors import NotFoundError
+from prometheus_client import CollectorRegistry
 
-from giliran.bus import DEFAULT_CONTACT_RETENTION_SECONDS, ensure_streams, publish_event
-from giliran.contracts import CitizenContact, new_event, new_id, utcnow
-from giliran.contracts.subjects import DLQ_STREAM, PERSONAL_STREAM, STREAM
+from giliran.bus import (
+    DEFAULT_CONTACT_RETENTION_SECONDS,
+    ConsumerMetrics,
+    EventConsumer,
+    ensure_streams,
+    publish_event,
+)
+from giliran.contracts import CitizenContact, Event, new_event, new_id, utcnow
+from giliran.contracts.subjects import DLQ_STREAM, PERSONAL_STREAM, STREAM, personal_events
+from giliran.errors import Unprocessable
 from giliran.settings import Settings
-from giliran.store import connect
+from giliran.store import Inbox, connect
 from tests.conftest import eventually, running
+from tests.e2e.personal_data import stream_messages
 
 pytestmark = pytest.mark.integration
 
@@ -29,24 +37,6 @@ PHONE_WRITTEN = "0812-7788-4455"
 # Every way the number could be written down: as typed, E.164, national, digits only.
 PHONE_FORMS = ("0812-7788-4455", "+6281277884455", "081277884455", "6281277884455", "77884455")
 EMAIL = "siti.retensi@contoh-desa.id"
-
-
-async def stream_messages(client: nats.NATS) -> dict[str, list[bytes]]:
-    """Every message (headers and body) of every stream on the server, by stream: new streams
-    are scanned too, whatever they are called."""
-    js = client.jetstream()
-    found: dict[str, list[bytes]] = {}
-    for info in await js.streams_info():
-        name = info.config.name or ""
-        found[name] = []
-        for seq in range(max(info.state.first_seq, 1), info.state.last_seq + 1):
-            try:
-                msg = await js.get_msg(name, seq)
-            except NotFoundError:  # deleted or expired
-                continue
-            headers = json.dumps(msg.headers or {}).encode()
-            found[name].append(headers + b"\n" + (msg.data or b""))
-    return found
 
 
 async def store_documents(settings: Settings, service: str) -> list[str]:
@@ -180,3 +170,61 @@ async def test_a_contact_whose_time_ran_out_in_the_outbox_is_never_published(
         msg = await js.get_msg(PERSONAL_STREAM, info.state.last_seq)
         assert (msg.headers or {}).get("Nats-TTL") in ("3599s", "3600s")
         assert (await js.stream_info(STREAM)).state.messages == 0
+
+
+async def test_a_dead_lettered_contact_keeps_its_request_id_and_not_the_contact(
+    settings: Settings,
+) -> None:
+    """Dead letters are kept for ever; one parked from the personal stream must not keep what
+    the stream itself forgets."""
+    client = connect(settings.mongo_url)
+    inbox = Inbox(client[f"{settings.db_prefix}_deadcontact"], "test-contacts")
+    await inbox.ensure_indexes()
+
+    async def refuse(event: Event[Any]) -> None:
+        raise Unprocessable("this contact cannot be filed")
+
+    consumer = EventConsumer(
+        service="notify",
+        durable="test-contacts",
+        subject=personal_events(),
+        handlers={CitizenContact: refuse},
+        inbox=inbox,
+        metrics=ConsumerMetrics.create(CollectorRegistry()),
+        stream=PERSONAL_STREAM,
+    )
+    now = utcnow()
+    contact = new_event(
+        CitizenContact(
+            request_id="r-dead",
+            session_id="s",
+            phone="+6281277884455",
+            email=EMAIL,
+            status_token="T0kenT0kenT0kenT0ken",
+            submitted_at=now,
+            keep_until=now + timedelta(hours=1),
+        ),
+        site=SITE,
+        source="test",
+    )
+    try:
+        async with await nats.connect(settings.nats_url) as nc:
+            js = nc.jetstream()
+            await ensure_streams(js)
+            await consumer.start(js)
+            await publish_event(js, contact.to_json_dict())
+
+            async def parked() -> int:
+                return int((await js.stream_info(DLQ_STREAM)).state.messages)
+
+            await eventually(parked)
+            await consumer.stop()
+            letter = await js.get_msg(DLQ_STREAM, 1)
+    finally:
+        await client.close()
+    assert letter.subject == f"giliran.{SITE}.dlq.notify.citizen.contact"
+    body = json.loads(letter.data or b"{}")
+    assert body["data"] == {"request_id": "r-dead"}
+    raw = (letter.data or b"").decode() + json.dumps(letter.headers or {})
+    assert not [n for n in ("77884455", EMAIL, "T0kenT0kenT0kenT0ken") if n in raw]
+    assert "unprocessable" in (letter.headers or {}).get("Giliran-Reason", "")
