@@ -21,12 +21,20 @@ from giliran.bus import (
     ensure_streams,
     publish_event,
 )
-from giliran.contracts import CitizenContact, Event, new_event, new_id, utcnow
+from giliran.contracts import (
+    CitizenContact,
+    CitizenRef,
+    Event,
+    TicketIssued,
+    new_event,
+    new_id,
+    utcnow,
+)
 from giliran.contracts.subjects import DLQ_STREAM, PERSONAL_STREAM, STREAM, personal_events
 from giliran.errors import Unprocessable
 from giliran.settings import Settings
 from giliran.store import Inbox, connect
-from tests.conftest import eventually, running
+from tests.conftest import eventually, publish, request_event, running
 from tests.e2e.personal_data import stream_messages
 
 pytestmark = pytest.mark.integration
@@ -228,3 +236,71 @@ async def test_a_dead_lettered_contact_keeps_its_request_id_and_not_the_contact(
     raw = (letter.data or b"").decode() + json.dumps(letter.headers or {})
     assert not [n for n in ("77884455", EMAIL, "T0kenT0kenT0kenT0ken") if n in raw]
     assert "unprocessable" in (letter.headers or {}).get("Giliran-Reason", "")
+
+
+async def test_a_ticket_that_comes_before_its_contact_waits_for_it_and_then_links_the_status(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The contact and the ticket travel on two streams: notify's consumers may see the ticket
+    first. It is then retried, not sent to nobody, and goes out once the contact is filed."""
+    caplog.set_level(logging.INFO, logger="giliran.notify")
+    settings = settings.model_copy(update={"public_url": "http://gl"})
+    req = request_event(["KIA"], citizen=CitizenRef(consent=True))
+    token = "T0kenT0kenT0kenT0ken"
+    now = utcnow()
+    contact = new_event(
+        CitizenContact(
+            request_id=req.data.request_id,
+            session_id=req.data.session_id,
+            phone="+6281277884455",
+            status_token=token,
+            submitted_at=now,
+            keep_until=now + timedelta(hours=1),
+        ),
+        site=SITE,
+        source="test",
+    )
+    issued = new_event(
+        TicketIssued(
+            ticket_id=f"{req.data.request_id}-KIA",
+            request_id=req.data.request_id,
+            session_id=req.data.session_id,
+            service="KIA",
+            number="K-001",
+            issued_at=now,
+            waiting_ahead=0,
+        ),
+        site=SITE,
+        source="test",
+    )
+    async with running("notify", settings) as notify:
+        await publish(settings, req)
+        await publish(settings, issued)
+
+        async def retried() -> bool:
+            metrics = (await notify.http.get("/metrics")).text
+            return (
+                'outcome="retried",type="giliran.ticket.issued.v1"' in metrics
+                and 'outcome="handled",type="giliran.request.submitted.v1"' in metrics
+            )
+
+        await eventually(retried)  # the ticket came back for want of its contact
+        query = {"ticket_id": issued.data.ticket_id}
+        assert (await notify.http.get("/api/v1/deliveries", params=query)).json() == {
+            "deliveries": []
+        }
+        await publish(settings, contact)
+
+        async def sent() -> list[dict[str, Any]] | None:
+            r = await notify.http.get(
+                "/api/v1/deliveries", params={"ticket_id": issued.data.ticket_id}
+            )
+            found: list[dict[str, Any]] = r.json()["deliveries"]
+            return found if found and found[0]["status"] == "sent" else None
+
+        (delivery,) = await eventually(sent, within=30)
+        assert delivery["recipient"] == "+6281******455"
+        assert "/s/…" in delivery["text"] and token not in delivery["text"]
+        stored = await notify.app.state.notify_store.get(delivery["delivery_id"])
+        assert f"http://gl/s/{token}" in stored["text"]  # what the citizen's phone received
+        assert token not in caplog.text and "77884455" not in caplog.text
