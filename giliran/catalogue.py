@@ -84,6 +84,40 @@ def _public_and_government() -> list[HolidayCategory]:
     return ["PUBLIC", "GOVERNMENT"]
 
 
+class HolidayClosure(BaseModel):
+    """Holidays a site never opens on by default: every holiday whose Indonesian name contains
+    `match` (so "Idul Fitri" also takes its cuti bersama), and the days between such holidays
+    that are at most `span_gap_days` apart (a Sunday inside the Lebaran break). An admin can
+    still open any one date (docs/decisions/0135)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    match: str = Field(min_length=3, max_length=60)
+    reason: Text
+    span_gap_days: int = Field(default=3, ge=1, le=7)
+
+
+def _eid_closures() -> list[HolidayClosure]:
+    # DOMAIN.md: closed on Idul Fitri and Idul Adha and the cuti bersama around them (staff are
+    # on leave, families travel: mudik); open on every other holiday.
+    return [
+        HolidayClosure(
+            match="Idul Fitri",
+            reason=Text(
+                id="Libur Idul Fitri dan cuti bersama: petugas cuti, warga mudik",
+                en="Eid al-Fitr and its collective leave: staff on leave, families travelling",
+            ),
+        ),
+        HolidayClosure(
+            match="Idul Adha",
+            reason=Text(
+                id="Libur Idul Adha dan cuti bersama: petugas cuti",
+                en="Eid al-Adha and its collective leave: staff on leave",
+            ),
+        ),
+    ]
+
+
 class ScheduleRule(BaseModel):
     """When sessions run. MSC 9-11: every Sunday and public holiday, 09:00-11:00 local time."""
 
@@ -96,6 +130,8 @@ class ScheduleRule(BaseModel):
     holiday_categories: list[HolidayCategory] = Field(default_factory=_public_and_government)
     extra_dates: list[date] = Field(default_factory=list, description="admin-added open dates")
     closed_dates: list[date] = Field(default_factory=list, description="office marked closed")
+    # Holidays that close the site whatever the rule says (overridable per date by an admin).
+    closed_holidays: list[HolidayClosure] = Field(default_factory=_eid_closures)
 
     @model_validator(mode="after")
     def _opens_before_closes(self) -> ScheduleRule:
@@ -165,15 +201,6 @@ class SiteDef(BaseModel):
         return next((c for c in self.counters if c.id == counter_id), None)
 
 
-class Catalogue(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    sites: dict[str, SiteDef]
-
-    def site(self, slug: str) -> SiteDef | None:
-        return self.sites.get(slug)
-
-
 class Venue(BaseModel):
     """A place a fair template can be held: a kecamatan of the kabupaten."""
 
@@ -184,11 +211,76 @@ class Venue(BaseModel):
     kemendagri_code: str = Field(pattern=r"^[0-9]{2}\.[0-9]{2}\.[0-9]{2}$")
 
 
+class FairRotation(BaseModel):
+    """How a rotating fair (BOTRAM) moves: one fair day a week on `weekday`, at the venues in
+    `order` (default: the template's venue list), the first at `anchor`. The venue of a fair day
+    follows from how many fair days were held since the anchor, so every quarter's plan follows
+    the last without keeping a cursor (docs/decisions/0136)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    weekday: int = Field(default=5, ge=0, le=6, description="0 Monday ... 5 Saturday, 6 Sunday")
+    anchor: date
+    order: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _anchor_on_weekday(self) -> FairRotation:
+        if self.anchor.weekday() != self.weekday:
+            raise ValueError(
+                f"rotation anchor {self.anchor} does not fall on weekday {self.weekday}"
+            )
+        if len(set(self.order)) != len(self.order):
+            raise ValueError("a venue appears twice in the rotation order")
+        return self
+
+
+class Fair(BaseModel):
+    """A fair template that rotates over venues: its sites are `<template>-<venue>`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    template: str
+    timezone: str = "Asia/Jakarta"
+    venues: list[Venue] = Field(min_length=1)
+    rotation: FairRotation
+    schedule: ScheduleRule
+
+    @property
+    def order(self) -> list[Venue]:
+        by_slug = {v.slug: v for v in self.venues}
+        return [by_slug[s] for s in self.rotation.order] if self.rotation.order else self.venues
+
+    def site_of(self, venue: str) -> str:
+        return f"{self.template}-{venue}"
+
+    def venue(self, slug: str) -> Venue | None:
+        return next((v for v in self.venues if v.slug == slug), None)
+
+    @model_validator(mode="after")
+    def _order_names_venues(self) -> Fair:
+        known = {v.slug for v in self.venues}
+        unknown = [s for s in self.rotation.order if s not in known]
+        if unknown:
+            raise ValueError(f"fair {self.template}: rotation names unknown venues {unknown}")
+        return self
+
+
+class Catalogue(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    sites: dict[str, SiteDef]
+    # Rotating fairs (templates with a `rotation:`), by template name.
+    fairs: dict[str, Fair] = Field(default_factory=dict)
+
+    def site(self, slug: str) -> SiteDef | None:
+        return self.sites.get(slug)
+
+
 def expand_template(raw: dict[str, Any]) -> list[SiteDef]:
     """A fair template (BOTRAM) becomes one site per venue, `<template>-<venue>`, so every
     service (the queue too) knows the fair's booths wherever an admin schedules it; `{venue}` in
     the names is replaced by the kecamatan's name."""
-    body = {k: v for k, v in raw.items() if k not in ("template", "venues")}
+    body = {k: v for k, v in raw.items() if k not in ("template", "venues", "rotation")}
     venues = [Venue.model_validate(v) for v in raw.get("venues") or []]
     if not venues:
         raise ValueError(f"template {raw.get('template')!r} lists no venues")
@@ -208,6 +300,19 @@ def expand_template(raw: dict[str, Any]) -> list[SiteDef]:
     return sites
 
 
+def fair_of(raw: dict[str, Any]) -> Fair:
+    """A template with a `rotation:` as a fair whose plan can be generated (services/intake)."""
+    return Fair.model_validate(
+        {
+            "template": raw["template"],
+            "timezone": raw.get("timezone", "Asia/Jakarta"),
+            "venues": raw.get("venues") or [],
+            "rotation": raw["rotation"],
+            "schedule": raw["schedule"],
+        }
+    )
+
+
 def load_catalogue(directory: Path) -> Catalogue:
     """Every `*.yaml` in `directory` that declares a `site` (or a `template` with `venues`, which
     becomes a site per venue); an invalid file fails start-up."""
@@ -216,10 +321,14 @@ def load_catalogue(directory: Path) -> Catalogue:
             f"catalogue directory {directory} does not exist (GILIRAN_CATALOGUE_DIR)"
         )
     sites: dict[str, SiteDef] = {}
+    fairs: dict[str, Fair] = {}
     for path in sorted(directory.glob("*.yaml")):
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         if isinstance(raw, dict) and "template" in raw:
             found = expand_template(raw)
+            if raw.get("rotation") is not None:
+                fair = fair_of(raw)
+                fairs[fair.template] = fair
         elif isinstance(raw, dict) and "site" in raw:
             found = [SiteDef.model_validate(raw)]
         else:
@@ -231,4 +340,4 @@ def load_catalogue(directory: Path) -> Catalogue:
     if not sites:
         # A service with no sites would look healthy and refuse every request.
         raise ValueError(f"no site is defined in {directory} (GILIRAN_CATALOGUE_DIR)")
-    return Catalogue(sites=sites)
+    return Catalogue(sites=sites, fairs=fairs)

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # Deprecated: the admin token of intake from before accounts; still accepted as an admin
     # API token (logged) until it is replaced by `giliran accounts token --role admin`.
     admin_token: SecretStr | None = None
+    # Password checks (argon2id, 64 MiB each) running at once per process; a sign-in beyond
+    # them is answered 503 with Retry-After at once (ADR 0112). Memory: about 64 MiB each.
+    login_concurrency: int = Field(default=2, ge=1, le=16)
     # Requests with a larger body are refused with 413 (forms and JSON here are small).
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     # Intake purges a session's personal data this many days after it (UU 27/2022).

@@ -99,6 +99,7 @@ class CitizenRef(BaseModel):
 class RequestSubmitted(EventData):
     entity = "request"
     event = "submitted"
+    publisher = "intake"
 
     request_id: str
     session_id: str
@@ -125,6 +126,7 @@ class CitizenContact(EventData):
 
     entity = "citizen"
     event = "contact"
+    publisher = "intake"
 
     request_id: str
     session_id: str
@@ -142,6 +144,7 @@ class RequestCheckedIn(EventData):
 
     entity = "request"
     event = "checked_in"
+    publisher = "intake"
 
     request_id: str
     session_id: str
@@ -151,6 +154,7 @@ class RequestCheckedIn(EventData):
 class RequestCancelled(EventData):
     entity = "request"
     event = "cancelled"
+    publisher = "intake"
 
     request_id: str
     reason: str = Field(max_length=200)
@@ -165,6 +169,7 @@ class TicketFacts(EventData):
 
     entity = "ticket"
     event = "facts"
+    publisher = "queue"
 
     ticket_id: str
     request_id: str
@@ -261,6 +266,7 @@ class TicketCancelled(TicketFacts):
 class CounterOpened(EventData):
     entity = "counter"
     event = "opened"
+    publisher = "queue"
 
     counter: CounterId
     session_id: str
@@ -271,6 +277,7 @@ class CounterOpened(EventData):
 class CounterClosed(EventData):
     entity = "counter"
     event = "closed"
+    publisher = "queue"
 
     counter: CounterId
     session_id: str
@@ -287,6 +294,7 @@ class NotificationFacts(EventData):
 
     entity = "notification"
     event = "facts"
+    publisher = "notify"
 
     delivery_id: str
     cause_event_id: str
@@ -322,6 +330,7 @@ class FeedbackSubmitted(EventData):
 
     entity = "feedback"
     event = "submitted"
+    publisher = "intake"
 
     feedback_id: str
     request_id: str

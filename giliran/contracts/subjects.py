@@ -24,6 +24,9 @@ DUPLICATE_WINDOW_SECONDS = 120.0
 PERSONAL_STREAM = "GILIRAN_PERSONAL"
 PERSONAL_SUBJECTS = [f"{PREFIX}.*.personal.*.*"]
 PERSONAL_EVENTS = frozenset({("citizen", "contact")})
+# The one service whose NATS user may reshape both streams (ADR 0111): the others may only create
+# a missing one, so none of them can cut the history short.
+STREAM_OWNER = "queue"
 
 _TOKEN = re.compile(r"^[a-z0-9_-]+$")
 

@@ -9,6 +9,7 @@ import holidays
 from fastapi import FastAPI
 
 from giliran import telemetry
+from giliran.auth.devices import devices_router
 from giliran.catalogue import load_catalogue
 from giliran.contracts import (
     CitizenContact,
@@ -21,8 +22,9 @@ from giliran.contracts.subjects import command_pattern
 from giliran.push import Changes
 from giliran.runtime import ServiceRuntime, create_http_app
 from giliran.settings import Settings
-from services.intake import admin_http, edge, http, pages, problems, subscribers
+from services.intake import admin_http, calendar_http, edge, http, pages, problems, subscribers
 from services.intake.admin import Admin
+from services.intake.fairs import FairPlans
 from services.intake.handlers import Intake, Limits
 from services.intake.privacy import NikCipher
 from services.intake.status import QueueStatus
@@ -107,10 +109,20 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     if settings.edge_site:
         runtime.every(1.0, edge.CalendarFollower(runtime, Admin(intake), settings.edge_site).poll)
     admin_api, admin_page = admin_http.routers(admin, runtime.audit)
+    calendar_api, calendar_page = calendar_http.routers(intake, FairPlans(admin), runtime.audit)
+
+    def counters(site: str) -> list[tuple[str, str]]:
+        spec = catalogue.site(site)
+        if spec is None:
+            raise KeyError(site)
+        return [(c.id, c.name.id) for c in spec.counters]
+
+    # The devices page and the pairing links live here, on the public address's default route.
+    paired = devices_router(runtime.auth, runtime.audit, settings, counters)
     app = create_http_app(
         runtime,
         title="Giliran intake",
-        routers=[api, admin_api, page, admin_page],
+        routers=[api, admin_api, calendar_api, page, admin_page, calendar_page, paired],
         static=Path(__file__).parent / "static",
     )
     problems.install(app)

@@ -99,4 +99,5 @@ def calendar_from_doc(doc: Document) -> sessions.CalendarOverrides:
             for k, v in (doc.get("sessions_added") or {}).items()
         },
         cancelled=dict(doc.get("cancelled") or {}),
+        closures_lifted=frozenset(day(v) for v in doc.get("closures_lifted") or []),
     )

@@ -56,7 +56,14 @@ def _render(request: Request, name: str, lang: str, status: int = 200, **context
     return PAGES.TemplateResponse(
         request,
         name,
-        {"lang": lang, "_": _texts(lang), "toggle": toggle, **context},
+        # csrf: a paired kiosk's forms carry the token that goes with its device cookie.
+        {
+            "lang": lang,
+            "_": _texts(lang),
+            "toggle": toggle,
+            "csrf": getattr(request.state, "csrf", ""),
+            **context,
+        },
         status_code=status,
     )
 
@@ -125,6 +132,13 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             lang,
             site=spec,
             choices=await session_choices(spec),
+            closed_days=sessions.closed_days(
+                spec,
+                intake.clock(),
+                intake.holidays,
+                await intake.overrides(site),
+                days=spec.booking.days_ahead,
+            ),
             form={},
             error=None,
             field=None,
@@ -205,6 +219,9 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             closed_message = None
         except DomainError as exc:
             window, closed_message = None, exc.message_en if lang == "en" else exc.message_id
+        # A paired kiosk (docs/devices.md) acts through its device cookie: its forms carry the
+        # CSRF token that goes with it.
+        await request.app.state.auth.principal(request)
         return _render(
             request,
             "kiosk.html",
