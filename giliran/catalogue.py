@@ -174,6 +174,9 @@ class SiteDef(BaseModel):
     counters: list[CounterDef] = Field(min_length=1)
     agencies: list[AgencyDef] = Field(default_factory=list)
     booking: BookingRule = Field(default_factory=BookingRule)
+    # Services one request may name: what one visit really needs. A higher number only helps
+    # someone filling a session's places in few requests (the kiosk needs no NIK).
+    max_services_per_request: int = Field(default=3, ge=1, le=10)
 
     @model_validator(mode="after")
     def _consistent(self) -> SiteDef:

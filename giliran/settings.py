@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     rate_ip_per_minute: int = Field(default=30, ge=1)
     rate_phone_per_hour: int = Field(default=5, ge=1)
     rate_limit_exempt: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # Check-in codes are short: attempts per client address a minute (exempt addresses too are
+    # bounded by the next one), and failed code attempts per site an hour, for every address
+    # together; a QR (status link) check-in is never held back by the latter (ADR 0101).
+    rate_checkin_ip_per_minute: int = Field(default=10, ge=1)
+    rate_checkin_failures_per_site_per_hour: int = Field(default=60, ge=1)
+    # "Resend my status link": asks per client address an hour and per NIK an hour (ADR 0100).
+    rate_resend_ip_per_hour: int = Field(default=10, ge=1)
+    rate_resend_nik_per_hour: int = Field(default=3, ge=1)
     # How long intake's status page waits for the queue's position/ETA answer.
     status_query_timeout_seconds: float = 0.5
     # How long POST /requests waits for the queue to issue tickets before answering 202.

@@ -151,6 +151,19 @@ class RequestCheckedIn(EventData):
     checked_in_at: AwareDatetime
 
 
+class RequestLinkRequested(EventData):
+    """A citizen asked for their status link again (NIK and registered contact matched): notify
+    sends it to the contact it already holds for the request. Carries no contact itself."""
+
+    entity = "request"
+    event = "link_requested"
+    publisher = "intake"
+
+    request_id: str
+    session_id: str
+    requested_at: AwareDatetime
+
+
 class RequestCancelled(EventData):
     entity = "request"
     event = "cancelled"
@@ -347,6 +360,7 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     CitizenContact,
     RequestCancelled,
     RequestCheckedIn,
+    RequestLinkRequested,
     TicketIssued,
     TicketCalled,
     TicketRecalled,

@@ -82,6 +82,64 @@ class InvalidSlot(InvalidRequest):
         )
 
 
+class TooManyServices(InvalidRequest):
+    code = "too_many_services"
+    field = "services"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"Kolom 'services': pilih paling banyak {limit} layanan dalam satu pendaftaran. "
+            "Layanan lain dapat didaftarkan terpisah.",
+            f"Field 'services': choose at most {limit} services in one registration. Register "
+            "for other services separately.",
+        )
+
+
+class ChannelForbidden(DomainError):
+    """Only a device standing there may register as the kiosk (or an officer at the counter):
+    those channels skip the NIK rule and join the line at once."""
+
+    code = "channel_forbidden"
+    http_status = 403
+    field = "channel"
+
+    def __init__(self, channel: str, site: str, role: str) -> None:
+        super().__init__(
+            f"Kolom 'channel': pendaftaran lewat '{channel}' hanya untuk perangkat {role} yang "
+            f"masuk untuk lokasi '{site}'. Daftar online tanpa kolom 'channel'.",
+            f"Field 'channel': registering through '{channel}' is only for a signed-in {role} "
+            f"device of site '{site}'. Register online without the 'channel' field.",
+        )
+
+
+class AlreadyRegistered(Conflict):
+    """A NIK that already holds one of these services in the session. Says nothing of the
+    request that holds it: NIKs are not secret, the status link is."""
+
+    code = "already_registered"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "NIK ini sudah terdaftar untuk layanan yang dipilih pada sesi ini. Tautan status "
+            "hanya dikirim ke nomor HP/e-mail yang didaftarkan: minta kirim ulang di "
+            "/kirim-ulang, atau datang ke petugas dengan KTP-el.",
+            "This NIK is already registered for a chosen service in this session. The status "
+            "link is only sent to the phone/e-mail registered with it: ask for it again at "
+            "/kirim-ulang, or see an officer with your e-KTP.",
+        )
+
+
+class ContactRequired(InvalidRequest):
+    code = "contact_required"
+    field = "phone"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Kolom 'phone': isi nomor HP atau e-mail yang Anda daftarkan.",
+            "Field 'phone': enter the phone number or e-mail you registered with.",
+        )
+
+
 class InvalidNik(InvalidRequest):
     code = "invalid_nik"
     field = "nik"
@@ -140,10 +198,16 @@ class RateLimited(DomainError):
     code = "rate_limited"
     http_status = 429
 
-    def __init__(self, what_id: str, what_en: str, retry_after: int) -> None:
+    def __init__(
+        self,
+        what_id: str,
+        what_en: str,
+        retry_after: int,
+        doing: tuple[str, str] = ("pendaftaran", "registrations"),
+    ) -> None:
         super().__init__(
-            f"Terlalu banyak pendaftaran dari {what_id}. Coba lagi dalam {retry_after} detik.",
-            f"Too many registrations from {what_en}. Try again in {retry_after} seconds.",
+            f"Terlalu banyak {doing[0]} dari {what_id}. Coba lagi dalam {retry_after} detik.",
+            f"Too many {doing[1]} from {what_en}. Try again in {retry_after} seconds.",
         )
         self.retry_after = retry_after
 
@@ -165,14 +229,19 @@ class CheckInRefused(Conflict):
 
 
 class UnknownCheckInCode(NotFound):
+    """The one answer for a code that is unknown, of another site, cancelled, or outside its
+    session's check-in window: which of these it is would tell a guesser the code exists."""
+
     code = "check_in_code_unknown"
 
-    def __init__(self) -> None:
+    def __init__(self, early_minutes: int = 60) -> None:
         super().__init__(
-            "Kode check-in tidak ditemukan. Periksa 6 huruf/angka pada bukti pendaftaran atau "
-            "pindai kode QR-nya.",
-            "Check-in code not found. Check the 6 characters on the booking receipt or scan "
-            "its QR code.",
+            "Kode check-in tidak berlaku saat ini. Periksa 6 huruf/angka dan tanggal sesi pada "
+            f"bukti pendaftaran: check-in dibuka {early_minutes} menit sebelum sesi dimulai "
+            "sampai sesi selesai. Atau pindai kode QR-nya.",
+            "Check-in code not valid now. Check the 6 characters and the session date on the "
+            f"booking receipt: check-in opens {early_minutes} minutes before the session starts "
+            "until it ends. Or scan its QR code.",
         )
 
 

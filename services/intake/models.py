@@ -75,13 +75,27 @@ class Limits:
     ip_per_minute: int = 30
     phone_per_hour: int = 5
     exempt: frozenset[str] = frozenset()
+    checkin_ip_per_minute: int = 10
+    checkin_failures_per_site_per_hour: int = 60
+    resend_ip_per_hour: int = 10
+    resend_nik_per_hour: int = 3
+
+
+class ResendLink(BaseModel):
+    """A citizen asking for their status link again: the NIK and the contact they registered."""
+
+    model_config = ConfigDict(str_strip_whitespace=True, extra="forbid")
+
+    site: SiteSlug
+    nik: str = Field(min_length=1, max_length=32)
+    phone: str | None = Field(default=None, max_length=32)
+    email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 @dataclass(frozen=True)
 class Submitted:
     doc: Document
     warnings: tuple[str, ...]
-    duplicate: bool = False
 
 
 def calendar_from_doc(doc: Document) -> sessions.CalendarOverrides:

@@ -10,17 +10,19 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import segno
-from fastapi import APIRouter, Form, Path, Query, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
+from giliran.auth import Principal, Role, requires
 from giliran.catalogue import SiteDef
 from giliran.contracts import Channel, Language, TicketStatus
 from giliran.errors import DomainError
 from services.intake import sessions
 from services.intake.handlers import Intake, Scores, SubmitRequest
-from services.intake.http import Links, Site, Status, Token
+from services.intake.http import LinkResent, Links, Site, Status, Token
+from services.intake.models import ResendLink
 from services.intake.problems import describe
 from services.intake.skm import QUESTIONS
 
@@ -32,6 +34,9 @@ PRIORITY_NAMES = {
     "infant": {"id": "membawa bayi", "en": "with an infant"},
 }
 Lang = Annotated[str, Query(pattern=r"^(id|en)$")]
+# The kiosk pages register walk-ins straight into the line: a kiosk's sign-in at that site only
+# (a kiosk account's session cookie, or its token), strangers are sent to /login (ADR 0102).
+KioskDevice = Annotated[Principal, Depends(requires(Role.KIOSK, site_from="site", page=True))]
 
 
 def qr_svg(url: str) -> str:
@@ -204,8 +209,67 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             )
         return RedirectResponse(f"/s/{result.doc['token']}?lang={lang}", status_code=303)
 
+    @pages.get("/kirim-ulang", response_class=HTMLResponse)
+    async def resend_form(
+        request: Request,
+        site: Annotated[str, Query(max_length=63)] = "cikarang-utara",
+        lang: Lang = "id",
+    ) -> Response:
+        """Ask for the status link again: it goes to the registered phone/e-mail only."""
+        spec = intake.site(site)
+        return _render(
+            request, "resend.html", lang, site=spec, form={}, error=None, field=None, sent=None
+        )
+
+    @pages.post("/kirim-ulang", response_class=HTMLResponse)
+    async def resend(
+        request: Request,
+        site: Annotated[str, Form(max_length=63)],
+        nik: Annotated[str, Form(max_length=32)] = "",
+        contact: Annotated[str, Form(max_length=254)] = "",
+        lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
+    ) -> Response:
+        spec = intake.site(site)
+        contact = contact.strip()
+        by_email = "@" in contact
+        try:
+            command = ResendLink.model_validate(
+                {
+                    "site": site,
+                    "nik": nik,
+                    "phone": None if by_email else contact or None,
+                    "email": contact if by_email else None,
+                }
+            )
+            await intake.request_link(command, request.client.host if request.client else None)
+        except (DomainError, ValidationError) as exc:
+            message, field = _error_text(exc, lang)
+            return _render(
+                request,
+                "resend.html",
+                lang,
+                status=exc.http_status if isinstance(exc, DomainError) else 422,
+                site=spec,
+                form={"nik": nik, "contact": contact},
+                error=message,
+                field="contact" if field in ("phone", "email") else field,
+                sent=None,
+            )
+        done = LinkResent()
+        return _render(
+            request,
+            "resend.html",
+            lang,
+            status=202,
+            site=spec,
+            form={},
+            error=None,
+            field=None,
+            sent=done.message_en if lang == "en" else done.message_id,
+        )
+
     @pages.get("/kiosk/{site}", response_class=HTMLResponse)
-    async def kiosk(request: Request, site: Site, lang: Lang = "id") -> Response:
+    async def kiosk(request: Request, site: Site, who: KioskDevice, lang: Lang = "id") -> Response:
         spec = intake.site(site)
         now = intake.clock()
         try:
@@ -219,9 +283,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             closed_message = None
         except DomainError as exc:
             window, closed_message = None, exc.message_en if lang == "en" else exc.message_id
-        # A paired kiosk (docs/devices.md) acts through its device cookie: its forms carry the
-        # CSRF token that goes with it.
-        await request.app.state.auth.principal(request)
+        # `who` (a kiosk's sign-in: a paired device's cookie, a token or a session) has set the
+        # CSRF token its forms carry (_render puts it in every page).
         return _render(
             request,
             "kiosk.html",
@@ -236,6 +299,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
     async def kiosk_take(
         request: Request,
         site: Site,
+        who: KioskDevice,
         service: Annotated[str, Form(max_length=32)],
         priority: Annotated[str, Form(max_length=20)] = "",
         nik: Annotated[str, Form(max_length=32)] = "",
@@ -254,7 +318,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                     "priority": priority or None,
                 }
             )
-            result = await intake.submit(command, request.client.host if request.client else None)
+            client = request.client.host if request.client else None
+            result = await intake.submit(command, client, who)
         except (DomainError, ValidationError) as exc:
             message, _field = _error_text(exc, lang)
             return _render(
@@ -276,12 +341,14 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
     async def kiosk_check_in(
         request: Request,
         site: Site,
+        who: KioskDevice,
         code: Annotated[str, Form(min_length=1, max_length=300)],
         lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
     ) -> Response:
         spec = intake.site(site)
         try:
-            doc, _changed = await intake.check_in(site, code)
+            client = request.client.host if request.client else None
+            doc, _changed = await intake.check_in(site, code, client, who)
         except DomainError as exc:
             message, _field = _error_text(exc, lang)
             return _render(

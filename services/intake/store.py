@@ -37,6 +37,7 @@ class RequestStore:
         await self.requests.create_index([("submitted_at", 1)])
         await self.requests.create_index([("token", 1)])
         await self.requests.create_index([("session_date", 1)])
+        await self.requests.create_index([("nik_hash", 1)])
         await self.sessions.create_index([("site", 1), ("closes_at", 1)])
         await self.rates.create_index([("expires_at", 1)])
         await self.claims.create_index([("session_date", 1)])
@@ -80,6 +81,21 @@ class RequestStore:
             query, with_outbox({"$set": fields, "$inc": {"version": 1}}, events)
         )
         return result.modified_count == 1
+
+    async def active_for_nik(self, site: str, nik_hash: str, from_date: str) -> list[Document]:
+        """A NIK's requests at a site whose session is today or later and not cancelled."""
+        found = await self.requests.find(
+            indexed({"nik_hash": nik_hash}),
+            {"_id": 1, "site": 1, "session_id": 1, "session_date": 1, "phone": 1, "email": 1,
+             "cancelled_at": 1},
+        ).to_list()  # fmt: skip
+        return [
+            d
+            for d in found
+            if d["site"] == site
+            and d["session_date"] >= from_date
+            and d.get("cancelled_at") is None
+        ]
 
     async def active_in_session(self, session_id: str) -> list[Document]:
         return await self.requests.find(
@@ -231,10 +247,17 @@ class RequestStore:
     # --- check-in codes ----------------------------------------------------------------------
 
     async def reserve_code(
-        self, site: str, session_id: str, code: str, request_id: str, session_date: str
+        self,
+        site: str,
+        session_id: str,
+        code: str,
+        request_id: str,
+        session_date: str,
+        valid_until: datetime,
     ) -> bool:
         """A code is unique per site while its session's data is kept (then purged and free
-        again), so a kiosk finds a booking by code alone, whichever day it is for."""
+        again), so a kiosk finds a booking by code alone, whichever day it is for; it opens
+        the booking only until its session closes (`valid_until`)."""
         try:
             await self.codes.insert_one(
                 {
@@ -242,6 +265,7 @@ class RequestStore:
                     "session_id": session_id,
                     "request_id": request_id,
                     "session_date": session_date,
+                    "valid_until": instant(valid_until),
                 }
             )
         except DuplicateKeyError:
@@ -251,9 +275,9 @@ class RequestStore:
     async def release_code(self, site: str, code: str) -> None:
         await self.codes.delete_one({"_id": _key(site, code)})
 
-    async def request_for_code(self, site: str, code: str) -> str | None:
-        found = await self.codes.find_one({"_id": _key(site, code)})
-        return str(found["request_id"]) if found else None
+    async def code(self, site: str, code: str) -> Document | None:
+        """A check-in code's record: the request it opens and until when."""
+        return await self.codes.find_one({"_id": _key(site, code)})
 
     # --- rate-limit windows --------------------------------------------------------------------
 
@@ -272,6 +296,11 @@ class RequestStore:
                 continue
             assert doc is not None  # an upsert returning the document after always finds one
             return int(doc["n"])
+
+    async def hits(self, key: str, window_start: str) -> int:
+        """A window's count so far, without counting (limits that count only failures)."""
+        doc = await self.rates.find_one({"_id": _key(key, window_start)})
+        return int(doc["n"]) if doc else 0
 
     async def forget_rates(self, now: datetime) -> int:
         result = await self.rates.delete_many({"expires_at": {"$lt": instant(now)}})

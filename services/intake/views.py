@@ -31,7 +31,6 @@ class RequestView(BaseModel):
     arrived: bool = True
     checkin_code: str | None = None
     cancelled: bool = False
-    duplicate: bool = False
     warnings: list[str] = []
     message_id: str
     message_en: str
@@ -42,7 +41,6 @@ def request_view(
     status_url: str,
     page_url: str,
     warnings: tuple[str, ...] = (),
-    duplicate: bool = False,
 ) -> RequestView:
     tickets = tickets_of(doc)
     complete = len(tickets) >= len(doc["services"])
@@ -75,7 +73,6 @@ def request_view(
         arrived=doc.get("arrived", True),
         checkin_code=doc.get("checkin_code") if not doc.get("arrived", True) else None,
         cancelled=bool(doc.get("cancelled_at")),
-        duplicate=duplicate,
         warnings=list(warnings),
         message_id=message_id,
         message_en=message_en,

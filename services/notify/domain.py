@@ -37,6 +37,7 @@ TEMPLATE_OF: dict[type[EventData], str] = {
     RequestCancelled: "session_cancelled",
 }
 APPROACHING = "ticket_approaching"
+STATUS_LINK = "status_link"  # the status link again, asked for by the citizen
 
 SUBJECTS: Mapping[str, Mapping[str, str]] = {
     "ticket_issued": {"id": "Nomor antrean Anda", "en": "Your queue number"},
@@ -45,6 +46,10 @@ SUBJECTS: Mapping[str, Mapping[str, str]] = {
     "ticket_completed": {"id": "Layanan selesai", "en": "Service completed"},
     "ticket_no_show": {"id": "Nomor Anda terlewat", "en": "You missed your call"},
     "session_cancelled": {"id": "Sesi layanan dibatalkan", "en": "Service session cancelled"},
+    "status_link": {
+        "id": "Tautan status pendaftaran Anda",
+        "en": "Your registration's status link",
+    },
 }
 
 STATUS_OF_TEMPLATE = {

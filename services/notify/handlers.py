@@ -17,6 +17,7 @@ from giliran.contracts import (
     NotificationFailed,
     NotificationSent,
     RequestCancelled,
+    RequestLinkRequested,
     RequestSubmitted,
     TicketCalled,
     TicketFacts,
@@ -39,6 +40,7 @@ from services.notify.channels.webhook import WebhookChannel
 from services.notify.config import NotifyConfig, Retry
 from services.notify.domain import (
     APPROACHING,
+    STATUS_LINK,
     TEMPLATE_OF,
     Renderer,
     approaching_due,
@@ -165,6 +167,22 @@ class ChannelWorker:
             event.id,
             event.site,
             "session_cancelled",
+            event.data.request_id,
+            event.data.model_dump(),
+            event,
+        )
+
+    async def on_link_requested(self, event: Event[RequestLinkRequested]) -> None:
+        """The citizen asked for their status link again (intake matched their NIK and the
+        contact they registered): send it to the contact held for that request, never to one
+        the event could name (it names none)."""
+        contact = await self._contact(event.data.request_id)
+        if contact is None or not contact.status_token or not self.public_url:
+            return  # purged, registered without consent, or no public address: no link
+        await self._message(
+            event.id,
+            event.site,
+            STATUS_LINK,
             event.data.request_id,
             event.data.model_dump(),
             event,

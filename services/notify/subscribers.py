@@ -12,6 +12,7 @@ from giliran.contracts import (
     CitizenContact,
     EventData,
     RequestCancelled,
+    RequestLinkRequested,
     RequestSubmitted,
 )
 from giliran.contracts.subjects import PERSONAL_STREAM, all_events, personal_events
@@ -34,6 +35,7 @@ def register(runtime: ServiceRuntime, workers: list[ChannelWorker]) -> None:
             handlers = {
                 RequestSubmitted: worker.on_request,
                 RequestCancelled: worker.on_cancelled,
+                RequestLinkRequested: worker.on_link_requested,
                 **dict.fromkeys(TICKET_EVENTS, on_ticket),
             }
         runtime.consume(worker.channel.name, all_events(), handlers, max_deliver=MAX_DELIVER)

@@ -45,8 +45,9 @@ MINIMUM_SET = {
     "ticket.cancelled", "counter.opened", "counter.closed", "notification.sent",
     "notification.failed", "feedback.submitted",
 }  # fmt: skip
-# Added beyond the blueprint's minimum (check-in of bookings, start of service).
-EXTENSIONS = {"request.checked_in", "ticket.started", "citizen.contact"}
+# Added beyond the blueprint's minimum (check-in of bookings, start of service, the status link
+# asked for again, the contact on its short-lived stream).
+EXTENSIONS = {"request.checked_in", "ticket.started", "request.link_requested", "citizen.contact"}
 
 
 def test_every_event_of_the_minimum_set_has_a_v1_model() -> None:
