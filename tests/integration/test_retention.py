@@ -163,7 +163,6 @@ async def test_a_contact_whose_time_ran_out_in_the_outbox_is_never_published(
                 keep_until=now + keep,
             ),
             site=SITE,
-            source="test",
         )
 
     async with await nats.connect(settings.nats_url) as client:
@@ -213,7 +212,6 @@ async def test_a_dead_lettered_contact_keeps_its_request_id_and_not_the_contact(
             keep_until=now + timedelta(hours=1),
         ),
         site=SITE,
-        source="test",
     )
     try:
         async with await nats.connect(settings.nats_url) as nc:
@@ -258,7 +256,6 @@ async def test_a_ticket_that_comes_before_its_contact_waits_for_it_and_then_link
             keep_until=now + timedelta(hours=1),
         ),
         site=SITE,
-        source="test",
     )
     issued = new_event(
         TicketIssued(
@@ -271,7 +268,6 @@ async def test_a_ticket_that_comes_before_its_contact_waits_for_it_and_then_link
             waiting_ahead=0,
         ),
         site=SITE,
-        source="test",
     )
     async with running("notify", settings) as notify:
         await publish(settings, req)
