@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     # bus and by notify after the request, then forgotten (ADR 0115). Every service applies it
     # to the personal stream's max age at start: set the same value everywhere.
     contact_retention_hours: float = Field(default=48.0, gt=0)
+    # How often intake lapses registrations not checked in within their grace (ADR 0120).
+    lapse_interval_seconds: float = Field(default=30.0, gt=0)
     # Intake's limits against bots: registrations per client address a minute and per phone
     # an hour; the exempt addresses are kiosks and the box itself (all share one address).
     rate_ip_per_minute: int = Field(default=30, ge=1)

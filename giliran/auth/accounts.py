@@ -91,6 +91,9 @@ class Principal:
     counter: str | None = None
 
     def at(self, site: str) -> bool:
+        """The one rule of where anybody may act, every role alike (an admin of one site
+        administers that site; only accounts of `*` act everywhere): the path's site, and
+        the site of every object a request names, must pass it."""
         return self.site in (ALL_SITES, site)
 
     @property

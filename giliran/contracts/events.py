@@ -330,6 +330,24 @@ class NotificationFailed(NotificationFacts):
 
     reason: str = Field(max_length=500)
     failed_at: AwareDatetime
+    # The gateway answered and said no (its reason, phone numbers masked), as opposed to a
+    # gateway that could not be reached.
+    refused: bool = False
+
+
+class DeliveryOutcome(StrEnum):
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+
+
+class NotificationReceipt(NotificationFacts):
+    """A gateway's delivery report on a message it had accepted: delivered to the phone, or not."""
+
+    event = "receipt"
+
+    outcome: DeliveryOutcome
+    reason: str | None = Field(default=None, max_length=500)
+    reported_at: AwareDatetime
 
 
 # --- feedback --------------------------------------------------------------------------------
@@ -373,6 +391,7 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     CounterClosed,
     NotificationSent,
     NotificationFailed,
+    NotificationReceipt,
     FeedbackSubmitted,
 )
 EVENTS_BY_TYPE: dict[str, type[EventData]] = {m.type_name(): m for m in EVENT_MODELS}

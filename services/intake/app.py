@@ -98,6 +98,11 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
 
     runtime.every(settings.purge_interval_seconds, purge_personal_data)
 
+    async def lapse_unchecked() -> None:
+        await intake.lapse_unchecked()
+
+    runtime.every(settings.lapse_interval_seconds, lapse_unchecked)
+
     runtime.sends(command_pattern("queue", "request_status"))
 
     async def ask_queue(subject: str, payload: bytes, seconds: float) -> bytes:

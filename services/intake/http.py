@@ -111,6 +111,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
     def view_of(request: Request, doc: dict[str, object], **kw: object) -> RequestView:
         return request_view(
             doc,
+            intake.site(str(doc["site"])),
             links.api(request, str(doc["_id"])),
             links.page(request, str(doc["token"])),
             **kw,  # type: ignore[arg-type]
@@ -158,7 +159,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         """For staff: a request id travels on the bus and in logs, so it opens nothing for a
         citizen (theirs is the unguessable /s/<token> link)."""
         doc = await intake.get(request_id)
-        if who.role is not Role.ADMIN and not who.at(str(doc["site"])):
+        if not who.at(str(doc["site"])):
             raise wrong_site(who, str(doc["site"]))
         accept = request.headers.get("accept", "")
         # A status link opened in a phone's browser (notify sends this one) shows the page.
@@ -241,6 +242,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 "prefix": s.prefix,
                 "name": s.name.model_dump(),
                 "free": s.free,
+                "cost": {"id": s.cost("id"), "en": s.cost("en")},
+                "fee_idr": s.fee.amount_idr if s.fee else 0,
                 "agency": s.agency,
                 "requires_nik": s.requires_nik,
                 "documents": [d.model_dump() for d in s.documents],
@@ -256,12 +259,28 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         pre-registration is open for each."""
         spec = intake.site(site)
         now = intake.clock()
-        today = sessions.local_today(spec, now)
-        horizon = spec.booking.days_ahead
-        return [
-            session_view(w, spec.timezone, (w.local_date - today).days <= horizon)
-            for w in await intake.upcoming(site, days)
-        ]
+        rows = []
+        for w in await intake.upcoming(site, days):
+            opens, closes = sessions.registration_window(w, spec.admission, spec.timezone)
+            rows.append(
+                session_view(
+                    w,
+                    spec.timezone,
+                    opens <= now < closes,
+                    spec,
+                    now,
+                    await intake.places_left(spec, w),
+                )
+            )
+        return rows
+
+    @api.get("/sites/{site}/challenge")
+    async def challenge(site: Site) -> dict[str, object]:
+        """A proof-of-work challenge for the registration form (ADR 0122): find a decimal
+        `nonce` whose SHA-256 of `challenge:nonce` starts with `bits` zero bits, and send both
+        as `proof` with the registration. Needed once an address registered a few times."""
+        text, bits = intake.challenge(site)
+        return {"challenge": text, "bits": bits, "algorithm": "sha256(challenge + ':' + nonce)"}
 
     @api.get("/sites/{site}/sessions/{session_id}/slots")
     async def slots(

@@ -258,6 +258,17 @@ async def test_an_office_box_on_its_lan_pairs_and_serves_its_devices(net: Net, b
         assert decode_terminal_qr(drawing) == link, label
         assert link.startswith(f"{office}/device/pair/")
 
+    # On the box, the proxy listens on the LAN address only, and nothing else listens beyond
+    # the box's loopback (the services, NATS, the store).
+    ss = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", net.server_ns, "ss", "-Hltn", stdout=asyncio.subprocess.PIPE
+    )
+    listening, _ = await asyncio.wait_for(ss.communicate(), timeout=30)
+    local = [line.split()[3] for line in listening.decode().splitlines() if line.strip()]
+    assert {f"{net.server}:443", f"{net.server}:80"} <= set(local), local
+    beyond_loopback = {a for a in local if not a.startswith(("127.", "[::1]"))}
+    assert beyond_loopback == {f"{net.server}:443", f"{net.server}:80"}, local
+
     lan = InNamespace(net.client_ns)
     try:
         await lan.run(lambda: _use_the_office(net, box, codes, password.group(1)))

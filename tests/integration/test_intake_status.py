@@ -230,7 +230,7 @@ async def test_the_pages_render_in_both_languages(quick: Settings) -> None:
         _, kiosk = await svc.runtime.accounts.issue_token("kios-1", Role.KIOSK, SITE)
         for path, needle_id, needle_en in [
             ("/daftar?site=cikarang-utara", "Daftar layanan", "Register for a service"),
-            ("/kiosk/cikarang-utara", "Sentuh layanan", "Touch the service"),
+            ("/kiosk/cikarang-utara", "sentuh layanan", "touch the service"),
             (f"/s/{token}", "Dokumen yang perlu dibawa", "Documents to bring"),
             (f"/kiosk/ticket/{token}", "Layanan ini GRATIS", "This service is FREE"),
             ("/", "Pendaftaran layanan", "Service registration"),

@@ -46,8 +46,11 @@ MINIMUM_SET = {
     "notification.failed", "feedback.submitted",
 }  # fmt: skip
 # Added beyond the blueprint's minimum (check-in of bookings, start of service, the status link
-# asked for again, the contact on its short-lived stream).
-EXTENSIONS = {"request.checked_in", "ticket.started", "request.link_requested", "citizen.contact"}
+# asked for again, a gateway's delivery report, the contact on its short-lived stream).
+EXTENSIONS = {
+    "request.checked_in", "ticket.started", "request.link_requested", "notification.receipt",
+    "citizen.contact",
+}  # fmt: skip
 
 
 def test_every_event_of_the_minimum_set_has_a_v1_model() -> None:

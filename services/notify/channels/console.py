@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from giliran.privacy import mask_phone
-from services.notify.channels.base import Contact, Outgoing, Recipient
+from services.notify.channels.base import Contact, Handed, Outgoing, Recipient
 from services.notify.config import ConsoleConfig
 from services.notify.domain import without_status_link
 
@@ -25,11 +25,11 @@ class ConsoleChannel:
             return Recipient(address=contact.phone, masked=mask_phone(contact.phone))
         return Recipient(address="console", masked="console")
 
-    async def send(self, recipient: Recipient, outgoing: Outgoing) -> int:
+    async def send(self, recipient: Recipient, outgoing: Outgoing) -> Handed:
         # The log outlives any retention: the masked number, and the text without its link.
         text = without_status_link(outgoing.text)
         log.info("[%s -> %s] %s", outgoing.template, recipient.masked, text)
-        return 0
+        return Handed(0)
 
     async def close(self) -> None:
         return None
