@@ -247,6 +247,11 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 "agency": s.agency,
                 "requires_nik": s.requires_nik,
                 "documents": [d.model_dump() for d in s.documents],
+                # Admission: minutes at a counter, places a session (before admins' changes),
+                # and this service's online registration and check-in rule.
+                "minutes": s.minutes,
+                "quota": found.quota_of(s),
+                "admission": found.admission_for(s).model_dump(mode="json"),
             }
             for s in found.services
         ]
