@@ -81,11 +81,25 @@ class Settings(BaseSettings):
     # Intake purges a session's personal data this many days after it (UU 27/2022).
     purge_after_days: int = Field(default=30, ge=0)
     purge_interval_seconds: float = 3600.0
+    # How long anything that reaches a citizen (phone, e-mail, status-link token) is kept on the
+    # bus and by notify after the request, then forgotten (ADR 0115). Every service applies it
+    # to the personal stream's max age at start: set the same value everywhere.
+    contact_retention_hours: float = Field(default=48.0, gt=0)
+    # How often intake lapses registrations not checked in within their grace (ADR 0120).
+    lapse_interval_seconds: float = Field(default=30.0, gt=0)
     # Intake's limits against bots: registrations per client address a minute and per phone
     # an hour; the exempt addresses are kiosks and the box itself (all share one address).
     rate_ip_per_minute: int = Field(default=30, ge=1)
     rate_phone_per_hour: int = Field(default=5, ge=1)
     rate_limit_exempt: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # Check-in codes are short: attempts per client address a minute (exempt addresses too are
+    # bounded by the next one), and failed code attempts per site an hour, for every address
+    # together; a QR (status link) check-in is never held back by the latter (ADR 0101).
+    rate_checkin_ip_per_minute: int = Field(default=10, ge=1)
+    rate_checkin_failures_per_site_per_hour: int = Field(default=60, ge=1)
+    # "Resend my status link": asks per client address an hour and per NIK an hour (ADR 0100).
+    rate_resend_ip_per_hour: int = Field(default=10, ge=1)
+    rate_resend_nik_per_hour: int = Field(default=3, ge=1)
     # How long intake's status page waits for the queue's position/ETA answer.
     status_query_timeout_seconds: float = 0.5
     # How long POST /requests waits for the queue to issue tickets before answering 202.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import holidays
@@ -11,9 +12,11 @@ from giliran import telemetry
 from giliran.auth.devices import devices_router
 from giliran.catalogue import load_catalogue
 from giliran.contracts import (
+    CitizenContact,
     FeedbackSubmitted,
     RequestCancelled,
     RequestCheckedIn,
+    RequestLinkRequested,
     RequestSubmitted,
 )
 from giliran.contracts.subjects import command_pattern
@@ -61,8 +64,13 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
             ip_per_minute=settings.rate_ip_per_minute,
             phone_per_hour=settings.rate_phone_per_hour,
             exempt=frozenset(settings.rate_limit_exempt),
+            checkin_ip_per_minute=settings.rate_checkin_ip_per_minute,
+            checkin_failures_per_site_per_hour=settings.rate_checkin_failures_per_site_per_hour,
+            resend_ip_per_hour=settings.rate_resend_ip_per_hour,
+            resend_nik_per_hour=settings.rate_resend_nik_per_hour,
         ),
         purge_after_days=settings.purge_after_days,
+        contact_retention=timedelta(hours=settings.contact_retention_hours),
         timezone=settings.timezone,
         on_change=changes.bump,
     )
@@ -83,12 +91,24 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     runtime.use_outbox(store.requests, store.feedback)
     if not settings.edge_hub:  # the hub's intake holds no citizen's request to follow
         subscribers.register(runtime, intake)
-    runtime.publishes(RequestSubmitted, RequestCheckedIn, RequestCancelled, FeedbackSubmitted)
+    runtime.publishes(
+        RequestSubmitted,
+        CitizenContact,
+        RequestCheckedIn,
+        RequestCancelled,
+        RequestLinkRequested,
+        FeedbackSubmitted,
+    )
 
     async def purge_personal_data() -> None:
         await intake.purge()
 
     runtime.every(settings.purge_interval_seconds, purge_personal_data)
+
+    async def lapse_unchecked() -> None:
+        await intake.lapse_unchecked()
+
+    runtime.every(settings.lapse_interval_seconds, lapse_unchecked)
 
     runtime.sends(command_pattern("queue", "request_status"))
 

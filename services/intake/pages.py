@@ -10,20 +10,24 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import segno
-from fastapi import APIRouter, Form, Path, Query, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
+from giliran.auth import Principal, Role, requires
 from giliran.catalogue import SiteDef
 from giliran.contracts import Channel, Language, TicketStatus
 from giliran.errors import DomainError
 from giliran.hardening import limited_address
 from services.intake import sessions
+from services.intake.errors import NikRequired
 from services.intake.handlers import Intake, Scores, SubmitRequest
-from services.intake.http import Links, Site, Status, Token
+from services.intake.http import LinkResent, Links, Site, Status, Token
+from services.intake.models import ResendLink
 from services.intake.problems import describe
 from services.intake.skm import QUESTIONS
+from services.intake.views import registration_text
 
 PAGES = Jinja2Templates(directory=FilePath(__file__).parent / "pages")
 PRIORITY_NAMES = {
@@ -33,6 +37,9 @@ PRIORITY_NAMES = {
     "infant": {"id": "membawa bayi", "en": "with an infant"},
 }
 Lang = Annotated[str, Query(pattern=r"^(id|en)$")]
+# The kiosk pages register walk-ins straight into the line: a kiosk's sign-in at that site only
+# (a kiosk account's session cookie, or its token), strangers are sent to /login (ADR 0102).
+KioskDevice = Annotated[Principal, Depends(requires(Role.KIOSK, site_from="site", page=True))]
 
 
 def qr_svg(url: str) -> str:
@@ -91,12 +98,29 @@ def booths_for(site: SiteDef, service: str) -> list[dict[str, Any]]:
 def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float) -> APIRouter:
     pages = APIRouter(tags=["pages"], include_in_schema=False)
 
+    async def service_rows(site: SiteDef, window: sessions.SessionWindow | None) -> list[Any]:
+        """Each service as a citizen weighs it: name, cost, what to bring, places left."""
+        left = await intake.places_left(site, window) if window else {}
+        return [
+            {
+                "def": s,
+                "cost": {"id": s.cost("id"), "en": s.cost("en")},
+                "left": left.get(s.code),
+                "limited": window is not None and left.get(s.code) is not None,
+            }
+            for s in site.services
+        ]
+
     async def session_choices(site: SiteDef) -> list[dict[str, Any]]:
+        """The sessions online registration is open for now (the catalogue's admission rule)."""
         now = intake.clock()
         today = sessions.local_today(site, now)
         found = []
         for window in await intake.upcoming(site.site, site.booking.days_ahead):
             if window.cancelled:
+                continue
+            opens, closes = sessions.registration_window(window, site.admission, site.timezone)
+            if not opens <= now < closes:
                 continue
             found.append(
                 {
@@ -116,6 +140,66 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             )
         return found
 
+    async def current_window(site: SiteDef) -> sessions.SessionWindow | None:
+        """The session a walk-in at the kiosk joins now, if one runs."""
+        now = intake.clock()
+        try:
+            return sessions.session_for_registration(
+                site,
+                now,
+                intake.holidays,
+                await intake._adhoc_sessions(site.site, now),
+                await intake.overrides(site.site),
+            )
+        except DomainError:
+            return None
+
+    async def next_registration(site: SiteDef) -> dict[str, str] | None:
+        """When online registration opens next, for a page that has no session open for it."""
+        now = intake.clock()
+        for window in await intake.upcoming(site.site, 60):
+            if window.cancelled:
+                continue
+            _opens, closes = sessions.registration_window(window, site.admission, site.timezone)
+            if now < closes:
+                return {
+                    "id": registration_text(window, site, now)[2],
+                    "en": registration_text(window, site, now, "en")[2],
+                    "when_id": sessions.format_local(window.opens_at, site.timezone),
+                    "when_en": sessions.format_local(window.opens_at, site.timezone, "en"),
+                }
+        return None
+
+    @pages.get("/jadwal/{site}", response_class=HTMLResponse)
+    async def schedule(request: Request, site: Site, lang: Lang = "id") -> Response:
+        """The public session list: when each session runs, when online registration opens,
+        places left per service, what it costs and what to bring, in plain Bahasa Indonesia."""
+        spec = intake.site(site)
+        now = intake.clock()
+        rows = []
+        for window in await intake.upcoming(site, 30):
+            rows.append(
+                {
+                    "window": window,
+                    "when_id": sessions.format_local(window.opens_at, spec.timezone),
+                    "when_en": sessions.format_local(window.opens_at, spec.timezone, "en"),
+                    "closes": f"{window.closes_at.astimezone(ZoneInfo(spec.timezone)):%H.%M}",
+                    "registration": {
+                        "id": registration_text(window, spec, now)[2],
+                        "en": registration_text(window, spec, now, "en")[2],
+                    },
+                    "services": await service_rows(spec, window),
+                }
+            )
+        return _render(
+            request,
+            "schedule.html",
+            lang,
+            site=spec,
+            sessions=rows,
+            services=await service_rows(spec, None),
+        )
+
     @pages.get("/", response_class=HTMLResponse)
     async def index(request: Request, lang: Lang = "id") -> Response:
         return _render(request, "index.html", lang, sites=list(intake.catalogue.sites.values()))
@@ -133,6 +217,9 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             lang,
             site=spec,
             choices=await session_choices(spec),
+            services=await service_rows(spec, None),
+            upcoming=await next_registration(spec),
+            challenge=intake.challenge(spec.site)[0],
             closed_days=sessions.closed_days(
                 spec,
                 intake.clock(),
@@ -158,6 +245,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         appointment_at: Annotated[str, Form(max_length=40)] = "",
         priority: Annotated[str, Form(max_length=20)] = "",
         lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
+        challenge: Annotated[str, Form(max_length=200)] = "",
+        nonce: Annotated[str, Form(max_length=40)] = "",
     ) -> Response:
         spec = intake.site(site)
         form = {
@@ -184,6 +273,9 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                     "priority": priority or None,
                     "channel": Channel.ONLINE,
                     "language": Language(lang),
+                    "proof": {"challenge": challenge, "nonce": nonce}
+                    if challenge and nonce
+                    else None,
                 }
             )
             result = await intake.submit(command, limited_address(request, intake.limits.exempt))
@@ -198,14 +290,76 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 else getattr(exc, "http_status", 422),
                 site=spec,
                 choices=await session_choices(spec),
+                services=await service_rows(spec, None),
+                upcoming=await next_registration(spec),
+                challenge=intake.challenge(spec.site)[0],
                 form=form,
                 error=message,
                 field=field,
             )
         return RedirectResponse(f"/s/{result.doc['token']}?lang={lang}", status_code=303)
 
+    @pages.get("/kirim-ulang", response_class=HTMLResponse)
+    async def resend_form(
+        request: Request,
+        site: Annotated[str, Query(max_length=63)] = "cikarang-utara",
+        lang: Lang = "id",
+    ) -> Response:
+        """Ask for the status link again: it goes to the registered phone/e-mail only."""
+        spec = intake.site(site)
+        return _render(
+            request, "resend.html", lang, site=spec, form={}, error=None, field=None, sent=None
+        )
+
+    @pages.post("/kirim-ulang", response_class=HTMLResponse)
+    async def resend(
+        request: Request,
+        site: Annotated[str, Form(max_length=63)],
+        nik: Annotated[str, Form(max_length=32)] = "",
+        contact: Annotated[str, Form(max_length=254)] = "",
+        lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
+    ) -> Response:
+        spec = intake.site(site)
+        contact = contact.strip()
+        by_email = "@" in contact
+        try:
+            command = ResendLink.model_validate(
+                {
+                    "site": site,
+                    "nik": nik,
+                    "phone": None if by_email else contact or None,
+                    "email": contact if by_email else None,
+                }
+            )
+            await intake.request_link(command, request.client.host if request.client else None)
+        except (DomainError, ValidationError) as exc:
+            message, field = _error_text(exc, lang)
+            return _render(
+                request,
+                "resend.html",
+                lang,
+                status=exc.http_status if isinstance(exc, DomainError) else 422,
+                site=spec,
+                form={"nik": nik, "contact": contact},
+                error=message,
+                field="contact" if field in ("phone", "email") else field,
+                sent=None,
+            )
+        done = LinkResent()
+        return _render(
+            request,
+            "resend.html",
+            lang,
+            status=202,
+            site=spec,
+            form={},
+            error=None,
+            field=None,
+            sent=done.message_en if lang == "en" else done.message_id,
+        )
+
     @pages.get("/kiosk/{site}", response_class=HTMLResponse)
-    async def kiosk(request: Request, site: Site, lang: Lang = "id") -> Response:
+    async def kiosk(request: Request, site: Site, who: KioskDevice, lang: Lang = "id") -> Response:
         spec = intake.site(site)
         now = intake.clock()
         try:
@@ -219,9 +373,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             closed_message = None
         except DomainError as exc:
             window, closed_message = None, exc.message_en if lang == "en" else exc.message_id
-        # A paired kiosk (docs/devices.md) acts through its device cookie: its forms carry the
-        # CSRF token that goes with it.
-        await request.app.state.auth.principal(request)
+        # `who` (a kiosk's sign-in: a paired device's cookie, a token or a session) has set the
+        # CSRF token its forms carry (_render puts it in every page).
         return _render(
             request,
             "kiosk.html",
@@ -229,6 +382,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             site=spec,
             window=window,
             closed=closed_message,
+            services=await service_rows(spec, window),
+            upcoming=await next_registration(spec),
             error=None,
         )
 
@@ -236,12 +391,14 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
     async def kiosk_take(
         request: Request,
         site: Site,
+        who: KioskDevice,
         service: Annotated[str, Form(max_length=32)],
         priority: Annotated[str, Form(max_length=20)] = "",
         nik: Annotated[str, Form(max_length=32)] = "",
         lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
     ) -> Response:
         spec = intake.site(site)
+        window = await current_window(spec)
         try:
             command = SubmitRequest.model_validate(
                 {
@@ -254,7 +411,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                     "priority": priority or None,
                 }
             )
-            result = await intake.submit(command, limited_address(request, intake.limits.exempt))
+            client = limited_address(request, intake.limits.exempt)
+            result = await intake.submit(command, client, who)
         except (DomainError, ValidationError) as exc:
             message, _field = _error_text(exc, lang)
             return _render(
@@ -263,9 +421,12 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 lang,
                 status=exc.http_status if isinstance(exc, DomainError) else 422,
                 site=spec,
-                window=None,
+                window=window,
                 closed=None,
+                services=await service_rows(spec, window),
+                upcoming=None,
                 error=message,
+                nik_wanted=isinstance(exc, NikRequired),
             )
         await intake.wait_for_tickets(result.doc["_id"], wait_seconds)
         return RedirectResponse(
@@ -276,12 +437,14 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
     async def kiosk_check_in(
         request: Request,
         site: Site,
+        who: KioskDevice,
         code: Annotated[str, Form(min_length=1, max_length=300)],
         lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
     ) -> Response:
         spec = intake.site(site)
         try:
-            doc, _changed = await intake.check_in(site, code)
+            client = request.client.host if request.client else None
+            doc, _changed = await intake.check_in(site, code, client, who)
         except DomainError as exc:
             message, _field = _error_text(exc, lang)
             return _render(
@@ -292,6 +455,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 site=spec,
                 window=None,
                 closed=None,
+                services=await service_rows(spec, None),
+                upcoming=None,
                 error=message,
             )
         return RedirectResponse(f"/kiosk/ticket/{doc['token']}?lang={lang}&autoprint=1", 303)
