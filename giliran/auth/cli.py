@@ -165,6 +165,10 @@ DEMO_PEOPLE = (
 )
 
 
+# Labels of the tokens `giliran up --demo` makes (reserved: revoked at every demo start).
+DEMO_TOKENS = ("demo-board", "demo-api")
+
+
 async def demo_accounts(settings: Settings, site: str, queue_url: str) -> list[str]:
     """Demo people with fresh random passwords at every start, a board token and an API token,
     as lines for `giliran up --demo` to print. Never called outside demo mode."""
@@ -181,6 +185,9 @@ async def demo_accounts(settings: Settings, site: str, queue_url: str) -> list[s
             except AccountExists:
                 await store.set_password(name, password)
             lines.append(f"    {role.value:<10} {name} / {password}  ({scope})")
+        # The tokens printed at earlier starts end now: a demo box's old board link or API
+        # token, copied somewhere, must not keep working for ever.
+        await store.revoke_labelled(DEMO_TOKENS)
         _, board = await store.issue_token("demo-board", Role.DISPLAY, site)
         _, api = await store.issue_token("demo-api", Role.SUPERVISOR, site)
         next_url = quote(f"/board?site={site}", safe="")

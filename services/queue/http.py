@@ -7,7 +7,7 @@ from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from prometheus_client import Gauge
 from pydantic import BaseModel, Field
@@ -17,7 +17,7 @@ from giliran.catalogue import Text
 from giliran.contracts import CounterAction, CounterView, Outcome, TicketAction, TicketView
 from giliran.contracts.events import ServiceCode
 from giliran.contracts.subjects import SITE_PATTERN
-from giliran.push import sse_response
+from giliran.push import credential_of, sse_response
 from services.queue.board import BoardView, LinesCache, board_view
 from services.queue.desk import Desk
 from services.queue.domain import TicketNotFound
@@ -226,7 +226,7 @@ def router(queue: Queue, desk: Desk, audit: AuditLog, boards: Gauge | None = Non
         return await board(site)
 
     @api.get("/api/v1/sites/{site}/board/stream")
-    async def board_stream(site: Site, request: Request, who: Viewer) -> StreamingResponse:
+    async def board_stream(site: Site, request: Request, who: Viewer) -> Response:
         """Server push (SSE): the board now, then again within moments of every change, for
         as long as the viewer's credential holds (a revoked board TV gets nothing more)."""
         queue.site(site)
@@ -243,6 +243,8 @@ def router(queue: Queue, desk: Desk, audit: AuditLog, boards: Gauge | None = Non
             event="board",
             connections=boards.labels(site) if boards is not None else None,
             still_allowed=still_allowed,
+            limits=request.app.state.runtime.streams,
+            credential=credential_of(request),
         )
 
     @api.get("/board", response_class=HTMLResponse, include_in_schema=False)

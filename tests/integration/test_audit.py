@@ -26,6 +26,7 @@ from tests.conftest import RunningService, eventually, nats_client, publish, req
 
 pytestmark = pytest.mark.integration
 SITE = "cikarang-utara"
+NEW_KEY = "a-newer-audit-key-of-sufficient-length-0123"
 
 
 def verify_cli(settings: Settings, key: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -75,6 +76,7 @@ async def test_counter_actions_are_recorded_and_the_chain_verifies(settings: Set
         as_officer = {"Authorization": f"Bearer {officer}"}
         base = f"/api/v1/sites/{SITE}/counters/1"
         called = await svc.anonymous.post(f"{base}/call-next", headers=as_officer)
+        assert called.status_code == 200, called.text
         ticket_id = called.json()["ticket"]["ticket_id"]
         await svc.anonymous.post(f"{base}/tickets/{ticket_id}/recall", headers=as_officer)
         await svc.anonymous.post(f"{base}/tickets/{ticket_id}/complete", headers=as_officer)
@@ -241,7 +243,7 @@ async def test_store_access_alone_cannot_rebuild_the_chain(
         assert rebuilt.returncode == 1, rebuilt.stdout
         assert "BROKEN at record 2" in rebuilt.stdout, rebuilt.stdout
         # And verify needs the key: without it (or with another) the genuine chain fails too.
-        wrong = verify_cli(settings, key="not-the-key")
+        wrong = verify_cli(settings, key="not-the-key-of-this-chain-0123456789abcdef")
         assert wrong.returncode == 1 and "BROKEN at record 1" in wrong.stdout
 
 
@@ -252,15 +254,15 @@ async def test_a_rotated_key_verifies_old_and_new_records(settings: Settings) ->
         who = Principal("tester", Role.ADMIN, "*", "token")
         await svc.runtime.audit.record(who, "x", SITE, "t-old", None, None)
     rotated = settings.model_copy(
-        update={"audit_key": type(settings.audit_key)(f"new-audit-key,{old}")}
+        update={"audit_key": type(settings.audit_key)(f"{NEW_KEY},{old}")}
     )
     async with running("reporting", rotated) as svc:
         await svc.runtime.audit.record(who, "x", SITE, "t-new", None, None)
         found = await svc.runtime.audit.verify()
         assert found.broken is None and found.checked == 2
         assert sorted(found.by_key.values()) == [1, 1]
-    assert verify_cli(settings, key=f"new-audit-key,{old}").returncode == 0
-    dropped = verify_cli(settings, key="new-audit-key")  # the old key left too early
+    assert verify_cli(settings, key=f"{NEW_KEY},{old}").returncode == 0
+    dropped = verify_cli(settings, key=NEW_KEY)  # the old key left too early
     assert dropped.returncode == 1 and "BROKEN at record 1" in dropped.stdout
 
 
