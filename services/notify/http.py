@@ -17,6 +17,7 @@ from giliran.auth import AuditLog, Principal, Role, requires, wrong_site
 from giliran.contracts.subjects import SITE_PATTERN
 from giliran.store import Document, Instant
 from services.notify import receipts
+from services.notify.domain import without_status_link
 from services.notify.handlers import ChannelWorker, DeliveryNotFound, ReceiptTally
 from services.notify.store import DeliveryStore
 
@@ -89,7 +90,10 @@ class Summary(BaseModel):
 
 def _view(doc: Document) -> DeliveryView:
     fields = DeliveryView.model_fields
-    return DeliveryView(delivery_id=doc["_id"], **{k: v for k, v in doc.items() if k in fields})
+    view = DeliveryView(delivery_id=doc["_id"], **{k: v for k, v in doc.items() if k in fields})
+    # Operators see what was said, not the link that opens the citizen's request (ADR 0115);
+    # the text itself is dropped at the contact's purge.
+    return view.model_copy(update={"text": without_status_link(view.text)}) if view.text else view
 
 
 def summarise(site: str, session_id: str | None, docs: list[Document]) -> Summary:

@@ -249,6 +249,7 @@ async def test_an_office_box_on_its_lan_pairs_and_serves_its_devices(net: Net, b
     # The box names its LAN address (found by itself: the test gave none) and the CA's root.
     assert f"office    {office}" in printed, printed
     assert f"http://{net.server}/giliran-ca.crt" in printed
+    assert f"board      {office}/device?token=" in printed  # the demo board link, on the LAN
     password = re.search(r"supervisor\s+supervisor / (\S+)", printed)
     assert password, printed
     codes = terminal_qrs(printed)

@@ -25,7 +25,11 @@ PLAN = "/api/v1/admin/fairs/botram/plan"
 @pytest.fixture
 def hub_settings(settings: Settings) -> Settings:
     return settings.model_copy(
-        update={"ticket_wait_seconds": 0.0, "demo": False, "admin_token": SecretStr("x" * 32)}
+        update={
+            "ticket_wait_seconds": 0.0,
+            "demo": False,
+            "admin_token": SecretStr("fair-calendar-admin-token-0123456789"),
+        }
     )
 
 

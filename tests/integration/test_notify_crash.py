@@ -41,7 +41,8 @@ async def start_notify(settings: Settings, config: Path, port: int) -> asyncio.s
         "GILIRAN_NOTIFY_PORT": str(port),
         "GILIRAN_NOTIFY_CONFIG": str(config),
         "GILIRAN_LOG_LEVEL": "WARNING",
-        "GILIRAN_SESSION_KEY": "test-session-key",
+        "GILIRAN_SESSION_KEY": "test-session-key-0123456789abcdefghij",
+        "GILIRAN_AUDIT_KEY": "test-audit-key-of-sufficient-length-0123",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "giliran.cli", "service", "notify", env=env,
