@@ -19,6 +19,7 @@ from giliran.auth import Principal, Role, requires
 from giliran.catalogue import SiteDef
 from giliran.contracts import Channel, Language, TicketStatus
 from giliran.errors import DomainError
+from giliran.hardening import limited_address
 from services.intake import sessions
 from services.intake.errors import NikRequired
 from services.intake.handlers import Intake, Scores, SubmitRequest
@@ -277,8 +278,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                     else None,
                 }
             )
-            client = request.client.host if request.client else None
-            result = await intake.submit(command, client)
+            result = await intake.submit(command, limited_address(request, intake.limits.exempt))
         except (DomainError, ValidationError) as exc:
             message, field = _error_text(exc, lang)
             return _render(
@@ -411,7 +411,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                     "priority": priority or None,
                 }
             )
-            client = request.client.host if request.client else None
+            client = limited_address(request, intake.limits.exempt)
             result = await intake.submit(command, client, who)
         except (DomainError, ValidationError) as exc:
             message, _field = _error_text(exc, lang)

@@ -77,6 +77,31 @@ class NikCipher:
             return None
 
 
+def own_key_problem(encryption_keys: str | None) -> str | None:
+    """Why intake may not start with these NIK encryption keys (ADR 0113), or None: the newest
+    key must be one of its own, so stealing the hash key (which every duplicate check uses)
+    does not also open every stored NIK. `derived` stays readable behind it while
+    `giliran keys rotate-nik` moves old NIKs off it."""
+    names = [part.strip() for part in (encryption_keys or "").split(",") if part.strip()]
+    move = (
+        "Buat kunci Fernet baru, pasang sebagai 'KUNCI_BARU,derived', jalankan ulang intake, "
+        "lalu `giliran keys rotate-nik` / Make a new Fernet key, set 'NEW_KEY,derived', restart "
+        "intake, then run `giliran keys rotate-nik` (docs/security.md)."
+    )
+    if not names:
+        return (
+            "GILIRAN_NIK_ENCRYPTION_KEY belum diisi: NIK perlu kunci enkripsi sendiri, bukan "
+            "turunan kunci hash / is not set: NIKs need an encryption key of their own, not "
+            "one derived from the hash key. " + move
+        )
+    if names[0] == DERIVED:
+        return (
+            "GILIRAN_NIK_ENCRYPTION_KEY: kunci terbaru masih 'derived' / the newest key is still "
+            "'derived' (one secret would protect both the hash and the NIKs). " + move
+        )
+    return None
+
+
 def _derived(hash_key: bytes) -> bytes:
     derived = HKDF(
         algorithm=hashes.SHA256(),

@@ -183,6 +183,9 @@ class Queue:
         ):
             # Its tickets would join another site's lines, where that site's counters call them.
             raise Unprocessable(f"session {request.session_id!r} belongs to another site")
+        # A read racing the write above (a board, the metrics) may have cached "no session"
+        # just before it: forget it again, or call-next finds nothing for up to SESSION_TTL.
+        self._sessions.pop(site, None)
         if flagged and cached is None:
             # A read racing the write above may have cached the session's old flags.
             self._flags.pop(request.session_id, None)

@@ -32,7 +32,7 @@ def admin_settings(settings: Settings) -> Settings:
     return settings.model_copy(
         update={
             "ticket_wait_seconds": 0.0,
-            "admin_token": SecretStr("admin-secret"),
+            "admin_token": SecretStr("admin-secret-0123456789abcdefghij"),
             "demo": False,
         }
     )
