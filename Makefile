@@ -41,13 +41,16 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Browser tests drive Debian's chromium (never a downloaded browser) and the alert rules are checked
-# by Debian's promtool (package prometheus); as root, install what is absent.
+# by Debian's promtool (package prometheus); the office-mode test makes network namespaces with
+# iproute2's `ip`. As root, install what is absent.
 browser:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; \
 	  command -v promtool >/dev/null 2>&1 || { apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; \
+	  command -v ip >/dev/null 2>&1 || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null; }; \
 	fi; \
 	command -v chromium >/dev/null 2>&1 || echo "chromium not installed: browser tests will be skipped"; \
 	command -v promtool >/dev/null 2>&1 || echo "promtool not installed (Debian prometheus): rule tests skipped"

@@ -29,6 +29,40 @@ class FeeDef(BaseModel):
 
     amount_idr: int = Field(gt=0, description="the fee in rupiah")
     paid_at: Text = Field(description="where it is paid, e.g. the agency cashier")
+    # What the amount does not cover, said in the same breath (SIM renewal: the health and
+    # psychology checks are paid separately), so the sentence a citizen reads stays true.
+    note: Text | None = None
+
+
+class AdmissionRule(BaseModel):
+    """Who joins a session's line, and when: the rules a kecamatan sets (docs/intake.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Online registration opens `opens_days_before` days before the session's date at
+    # `opens_at` local time, and closes `closes_minutes_before_end` before the session ends.
+    opens_days_before: int = Field(default=1, ge=0, le=90)
+    opens_at: time = time(18, 0)
+    closes_minutes_before_end: int = Field(default=30, ge=0, le=600)
+    # An online registration (same day or ahead) is *arrived* only once checked in at the
+    # kiosk or counter; until then it keeps its place but is not called...
+    checkin_required: bool = True
+    # ...and lapses this long after the session opens (or after registering, or after its
+    # appointment slot, whichever is latest).
+    checkin_grace_minutes: int = Field(default=30, ge=5, le=600)
+
+
+class AntiBotRule(BaseModel):
+    """Against one address filling a session (no third-party service): after `challenge_after`
+    registrations from an address for a session, each further one must carry a proof of work;
+    past `per_address_per_session` the address gets no more places in that session."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    challenge_after: int = Field(default=3, ge=0, le=1000)
+    # Leading zero bits of SHA-256(challenge:nonce): 2^bits tries on average.
+    challenge_bits: int = Field(default=16, ge=8, le=26)
+    per_address_per_session: int = Field(default=10, ge=1, le=10_000)
 
 
 class ServiceDef(BaseModel):
@@ -42,12 +76,18 @@ class ServiceDef(BaseModel):
     # its fee, so every message to a citizen can state it instead of calling it free.
     free: bool = True
     fee: FeeDef | None = None
-    # Places per session (None: no limit); admins override it per session in intake.
+    # Places per session (None: the site's capacity sizes it, else no limit); admins override
+    # it per session in intake.
     quota: int | None = Field(default=None, ge=0)
+    # Minutes one citizen takes at a counter (an estimate until the queue has measured it):
+    # with the site's `admission.capacity_minutes` it sizes the quota and spends the budget.
+    minutes: int | None = Field(default=None, ge=1, le=240)
     # The agency that runs it (BOTRAM fairs host many; MSC has one, the Disdukcapil).
     agency: str | None = None
-    # Online registration needs a NIK (adminduk); a kiosk walk-in may leave it to the officer.
+    # Registration needs a NIK (adminduk documents are all NIK-based), online and at the kiosk.
     requires_nik: bool = False
+    # This service's own admission rules, when they differ from the site's.
+    admission: AdmissionRule | None = None
 
     @model_validator(mode="after")
     def _fee_matches_free(self) -> ServiceDef:
@@ -62,9 +102,14 @@ class ServiceDef(BaseModel):
         if self.fee is None:
             return "This service is FREE." if lang == "en" else "Layanan ini GRATIS."
         amount = f"{self.fee.amount_idr:,}".replace(",", ".")
+        note = self.fee.note
         if lang == "en":
-            return f"Fee: Rp {amount}, paid at {self.fee.paid_at.en}."
-        return f"Biaya: Rp {amount}, dibayar di {self.fee.paid_at.id}."
+            return f"Fee: Rp {amount}, paid at {self.fee.paid_at.en}." + (
+                f" {note.en}" if note else ""
+            )
+        return f"Biaya: Rp {amount}, dibayar di {self.fee.paid_at.id}." + (
+            f" {note.id}" if note else ""
+        )
 
 
 class CounterDef(BaseModel):
@@ -174,6 +219,12 @@ class SiteDef(BaseModel):
     counters: list[CounterDef] = Field(min_length=1)
     agencies: list[AgencyDef] = Field(default_factory=list)
     booking: BookingRule = Field(default_factory=BookingRule)
+    admission: AdmissionRule = Field(default_factory=AdmissionRule)
+    antibot: AntiBotRule = Field(default_factory=AntiBotRule)
+    # Counter-minutes a session offers (MSC: 4 counters x 120 minutes = 480). With services'
+    # `minutes`, each registration spends its service's minutes from this budget, so the
+    # services' quotas together never promise more than the counters can serve.
+    capacity_minutes: int | None = Field(default=None, ge=1, le=100_000)
     # Services one request may name: what one visit really needs. A higher number only helps
     # someone filling a session's places in few requests (the kiosk needs no NIK).
     max_services_per_request: int = Field(default=3, ge=1, le=10)
@@ -199,6 +250,26 @@ class SiteDef(BaseModel):
 
     def service(self, code: str) -> ServiceDef | None:
         return next((s for s in self.services if s.code == code), None)
+
+    def admission_for(self, service: ServiceDef) -> AdmissionRule:
+        return service.admission or self.admission
+
+    def quota_of(self, service: ServiceDef) -> int | None:
+        """A service's places per session: its own `quota`, else as many as the session's
+        counter-minutes allow of it alone (capacity ÷ minutes), else no limit."""
+        if service.quota is not None:
+            return service.quota
+        if self.capacity_minutes is not None and service.minutes is not None:
+            return self.capacity_minutes // service.minutes
+        return None
+
+    def quota_reason(self, service: ServiceDef) -> str:
+        """How `quota_of` came about, for the admin page ("480 ÷ 10 menit")."""
+        if service.quota is not None:
+            return "katalog"
+        if self.capacity_minutes is not None and service.minutes is not None:
+            return f"{self.capacity_minutes} ÷ {service.minutes} menit"
+        return "tanpa batas"
 
     def counter(self, counter_id: str) -> CounterDef | None:
         return next((c for c in self.counters if c.id == counter_id), None)

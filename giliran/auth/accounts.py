@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -91,6 +92,9 @@ class Principal:
     counter: str | None = None
 
     def at(self, site: str) -> bool:
+        """The one rule of where anybody may act, every role alike (an admin of one site
+        administers that site; only accounts of `*` act everywhere): the path's site, and
+        the site of every object a request names, must pass it."""
         return self.site in (ALL_SITES, site)
 
     @property
@@ -260,6 +264,15 @@ class AuthStore:
         )
         return found.matched_count == 1
 
+    async def revoke_labelled(self, labels: Sequence[str]) -> int:
+        """Revoke every live token with one of these labels (`giliran up --demo` ends the
+        tokens it printed at earlier starts); the count revoked."""
+        found = await self.tokens.update_many(
+            {"label": {"$in": list(labels)}, "revoked": False},
+            {"$set": {"revoked": True, "revoked_at": instant(utcnow())}},
+        )
+        return found.modified_count
+
     async def list_tokens(self) -> list[Document]:
         return [
             {k: v for k, v in doc.items() if k != "digest"} async for doc in self.tokens.find({})
@@ -346,8 +359,14 @@ class AuthStore:
     async def devices(self, site: str) -> list[Document]:
         """The site's devices, paired or waiting, newest first (never a digest or code)."""
         found = self.tokens.find({"site": {"$eq": site}, "device": {"$ne": None}})
+        now = instant(utcnow())
         docs = [
-            {k: v for k, v in doc.items() if k not in ("digest", "pairing")} async for doc in found
+            {
+                **{k: v for k, v in doc.items() if k not in ("digest", "pairing")},
+                # A code nobody scanned in time: shown as such, it can no longer pair.
+                "expired": not doc.get("paired_at") and str(doc.get("pairing_expires")) <= now,
+            }
+            async for doc in found
         ]
         return sorted(docs, key=lambda d: str(d.get("created_at")), reverse=True)
 

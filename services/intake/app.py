@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import holidays
@@ -11,6 +12,7 @@ from giliran import telemetry
 from giliran.auth.devices import devices_router
 from giliran.catalogue import load_catalogue
 from giliran.contracts import (
+    CitizenContact,
     FeedbackSubmitted,
     RequestCancelled,
     RequestCheckedIn,
@@ -25,7 +27,7 @@ from services.intake import admin_http, calendar_http, edge, http, pages, proble
 from services.intake.admin import Admin
 from services.intake.fairs import FairPlans
 from services.intake.handlers import Intake, Limits
-from services.intake.privacy import NikCipher
+from services.intake.privacy import NikCipher, own_key_problem
 from services.intake.status import QueueStatus
 from services.intake.store import RequestStore
 
@@ -68,9 +70,17 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
             resend_nik_per_hour=settings.rate_resend_nik_per_hour,
         ),
         purge_after_days=settings.purge_after_days,
+        contact_retention=timedelta(hours=settings.contact_retention_hours),
         timezone=settings.timezone,
         on_change=changes.bump,
     )
+
+    async def own_nik_key() -> None:
+        problem = own_key_problem(_secret(settings.nik_encryption_key))
+        if problem:
+            raise RuntimeError(problem)
+
+    runtime.on_startup(own_nik_key)
     runtime.on_startup(store.ensure_indexes)
     if settings.demo:
 
@@ -83,6 +93,7 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
         subscribers.register(runtime, intake)
     runtime.publishes(
         RequestSubmitted,
+        CitizenContact,
         RequestCheckedIn,
         RequestCancelled,
         RequestLinkRequested,
@@ -93,6 +104,11 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
         await intake.purge()
 
     runtime.every(settings.purge_interval_seconds, purge_personal_data)
+
+    async def lapse_unchecked() -> None:
+        await intake.lapse_unchecked()
+
+    runtime.every(settings.lapse_interval_seconds, lapse_unchecked)
 
     runtime.sends(command_pattern("queue", "request_status"))
 

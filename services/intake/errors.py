@@ -149,13 +149,23 @@ class NikRequired(InvalidRequest):
     code = "nik_required"
     field = "nik"
 
-    def __init__(self, codes: list[str]) -> None:
+    def __init__(self, codes: list[str], kiosk: bool = False) -> None:
         listed = ", ".join(codes)
+        how_id = (
+            "Ketik 16 digit NIK dari KTP-el atau Kartu Keluarga dengan tombol angka, lalu sentuh "
+            "layanannya lagi."
+            if kiosk
+            else "Isi 16 digit NIK dari KTP-el atau Kartu Keluarga."
+        )
+        how_en = (
+            "Type the 16-digit NIK from the e-KTP or family card on the keypad, then touch the "
+            "service again."
+            if kiosk
+            else "Enter the 16-digit NIK from the e-KTP or family card."
+        )
         super().__init__(
-            f"Kolom 'nik': NIK wajib diisi untuk layanan {listed}. Isi 16 digit NIK dari KTP-el "
-            "atau Kartu Keluarga.",
-            f"Field 'nik': a NIK is required for {listed}. Enter the 16-digit NIK from the e-KTP "
-            "or family card.",
+            f"Kolom 'nik': NIK wajib diisi untuk layanan {listed}. {how_id}",
+            f"Field 'nik': a NIK is required for {listed}. {how_en}",
         )
 
 
@@ -269,3 +279,57 @@ class AdminInvalid(InvalidRequest):
     def __init__(self, message_id: str, message_en: str, field: str | None = None) -> None:
         super().__init__(message_id, message_en)
         self.field = field
+
+
+class RegistrationNotOpen(Conflict):
+    """Online registration for the session has not opened yet, or has closed (409)."""
+
+    code = "registration_not_open"
+
+    def __init__(self, when_id: str, when_en: str, closed: bool) -> None:
+        if closed:
+            super().__init__(
+                f"Pendaftaran daring untuk sesi ini sudah ditutup ({when_id}). Silakan datang "
+                "langsung dan ambil nomor di kios, atau daftar untuk sesi berikutnya.",
+                f"Online registration for this session has closed ({when_en}). Please come in "
+                "person and take a number at the kiosk, or register for the next session.",
+            )
+        else:
+            super().__init__(
+                f"Pendaftaran daring untuk sesi ini dibuka {when_id}.",
+                f"Online registration for this session opens {when_en}.",
+            )
+
+
+class ChallengeRequired(DomainError):
+    """An address registered several times for this session: the next needs a proof of work."""
+
+    code = "challenge_required"
+    http_status = 428
+
+    def __init__(self, site: str, why_id: str = "", why_en: str = "") -> None:
+        super().__init__(
+            "Sudah beberapa pendaftaran dari alamat internet ini untuk sesi ini. Muat ulang "
+            "formulir (tantangan dijawab otomatis oleh peramban), atau ambil tantangan di "
+            f"/api/v1/sites/{site}/challenge dan kirim jawabannya di kolom 'proof'."
+            + (f" {why_id}" if why_id else ""),
+            "Several registrations came from this internet address for this session. Reload "
+            "the form (the browser answers the challenge itself), or fetch a challenge from "
+            f"/api/v1/sites/{site}/challenge and send its answer in the field 'proof'."
+            + (f" {why_en}" if why_en else ""),
+        )
+
+
+class AddressCapReached(DomainError):
+    """One address has taken as many places in a session as one address may."""
+
+    code = "address_cap_reached"
+    http_status = 429
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(
+            f"Alamat internet ini sudah mendaftarkan {cap} permohonan untuk sesi ini, batas "
+            "satu alamat. Silakan datang langsung dan ambil nomor di kios.",
+            f"This internet address has already registered {cap} requests for this session, "
+            "the most one address may. Please come in person and take a number at the kiosk.",
+        )

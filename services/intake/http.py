@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from giliran.auth import Principal, Role, requires, wrong_site
 from giliran.contracts import Channel
 from giliran.contracts.subjects import SITE_PATTERN
-from giliran.push import Changes
+from giliran.hardening import limited_address
+from giliran.push import Changes, limited_stream
 from services.intake import sessions
 from services.intake.errors import UnknownSite
 from services.intake.handlers import Intake, Scores, SubmitRequest
@@ -111,6 +112,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
     def view_of(request: Request, doc: dict[str, object], **kw: object) -> RequestView:
         return request_view(
             doc,
+            intake.site(str(doc["site"])),
             links.api(request, str(doc["_id"])),
             links.page(request, str(doc["token"])),
             **kw,  # type: ignore[arg-type]
@@ -132,7 +134,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         """Register. Channel `kiosk` needs a kiosk's sign-in (token or session) at the site,
         channel `counter` an officer's; a NIK already registered is refused (409) without a
         word about the request that holds it: see POST /requests/resend-link."""
-        client = request.client.host if request.client else None
+        client = limited_address(request, intake.limits.exempt)
         # Only a channel that needs a sign-in looks for one: a citizen's browser may carry an
         # officer's session cookie, whose CSRF check an online registration must not face.
         online = body.channel is Channel.ONLINE
@@ -158,7 +160,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         """For staff: a request id travels on the bus and in logs, so it opens nothing for a
         citizen (theirs is the unguessable /s/<token> link)."""
         doc = await intake.get(request_id)
-        if who.role is not Role.ADMIN and not who.at(str(doc["site"])):
+        if not who.at(str(doc["site"])):
             raise wrong_site(who, str(doc["site"]))
         accept = request.headers.get("accept", "")
         # A status link opened in a phone's browser (notify sends this one) shows the page.
@@ -171,7 +173,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         return await status.view(token)
 
     @api.get("/status/{token}/stream")
-    async def stream_status(token: Token, request: Request) -> StreamingResponse:
+    async def stream_status(token: Token, request: Request) -> Response:
         """Server push (SSE): the status now, again within moments of each ticket event, and
         every 15 s anyway (positions move as others are called)."""
         doc = await intake.by_token(token)
@@ -187,11 +189,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 await status.changes.wait(request_id, seen, HEARTBEAT_SECONDS)
                 await asyncio.sleep(0.05)  # one update for a burst of events
 
-        return StreamingResponse(
-            events(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        # The status link is the citizen's credential: a few tabs, not thousands.
+        return limited_stream(request, request.app.state.runtime.streams, token, events)
 
     @api.post(
         "/requests/resend-link",
@@ -241,9 +240,16 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 "prefix": s.prefix,
                 "name": s.name.model_dump(),
                 "free": s.free,
+                "cost": {"id": s.cost("id"), "en": s.cost("en")},
+                "fee_idr": s.fee.amount_idr if s.fee else 0,
                 "agency": s.agency,
                 "requires_nik": s.requires_nik,
                 "documents": [d.model_dump() for d in s.documents],
+                # Admission: minutes at a counter, places a session (before admins' changes),
+                # and this service's online registration and check-in rule.
+                "minutes": s.minutes,
+                "quota": found.quota_of(s),
+                "admission": found.admission_for(s).model_dump(mode="json"),
             }
             for s in found.services
         ]
@@ -256,12 +262,28 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         pre-registration is open for each."""
         spec = intake.site(site)
         now = intake.clock()
-        today = sessions.local_today(spec, now)
-        horizon = spec.booking.days_ahead
-        return [
-            session_view(w, spec.timezone, (w.local_date - today).days <= horizon)
-            for w in await intake.upcoming(site, days)
-        ]
+        rows = []
+        for w in await intake.upcoming(site, days):
+            opens, closes = sessions.registration_window(w, spec.admission, spec.timezone)
+            rows.append(
+                session_view(
+                    w,
+                    spec.timezone,
+                    opens <= now < closes,
+                    spec,
+                    now,
+                    await intake.places_left(spec, w),
+                )
+            )
+        return rows
+
+    @api.get("/sites/{site}/challenge")
+    async def challenge(site: Site) -> dict[str, object]:
+        """A proof-of-work challenge for the registration form (ADR 0122): find a decimal
+        `nonce` whose SHA-256 of `challenge:nonce` starts with `bits` zero bits, and send both
+        as `proof` with the registration. Needed once an address registered a few times."""
+        text, bits = intake.challenge(site)
+        return {"challenge": text, "bits": bits, "algorithm": "sha256(challenge + ':' + nonce)"}
 
     @api.get("/sites/{site}/sessions/{session_id}/slots")
     async def slots(

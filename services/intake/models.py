@@ -22,7 +22,20 @@ SOURCE = "intake"
 # Check-in codes: six characters a person can read out without confusing 0/O, 1/I, 2/Z, 5/S.
 CODE_ALPHABET = "ACDEFHJKMNPQRTUVWXY3479"
 CODE_LENGTH = 6
+# The quota document that holds a session's counter-minutes (catalogue `capacity_minutes`).
+BUDGET = "counter-minutes"
+# request.cancelled's reason when a registration was not checked in within its grace.
+NOT_CHECKED_IN = "not_checked_in"
 SessionId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,80}$")]
+
+
+class Proof(BaseModel):
+    """The answer to a proof-of-work challenge (GET /api/v1/sites/{site}/challenge)."""
+
+    model_config = ConfigDict(str_strip_whitespace=True, extra="forbid")
+
+    challenge: str = Field(min_length=1, max_length=200)
+    nonce: str = Field(min_length=1, max_length=40, pattern=r"^[0-9]+$")
 
 
 class SubmitRequest(BaseModel):
@@ -49,6 +62,10 @@ class SubmitRequest(BaseModel):
     )
     priority: PriorityReason | None = Field(
         default=None, description="declared: disability, pregnancy, infant (elderly: from NIK)"
+    )
+    proof: Proof | None = Field(
+        default=None,
+        description="a solved challenge: needed once an address has registered a few times",
     )
 
 

@@ -19,12 +19,15 @@ from giliran.auth import Principal, Role, requires
 from giliran.catalogue import SiteDef
 from giliran.contracts import Channel, Language, TicketStatus
 from giliran.errors import DomainError
+from giliran.hardening import limited_address
 from services.intake import sessions
+from services.intake.errors import NikRequired
 from services.intake.handlers import Intake, Scores, SubmitRequest
 from services.intake.http import LinkResent, Links, Site, Status, Token
 from services.intake.models import ResendLink
 from services.intake.problems import describe
 from services.intake.skm import QUESTIONS
+from services.intake.views import registration_text
 
 PAGES = Jinja2Templates(directory=FilePath(__file__).parent / "pages")
 PRIORITY_NAMES = {
@@ -95,12 +98,29 @@ def booths_for(site: SiteDef, service: str) -> list[dict[str, Any]]:
 def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float) -> APIRouter:
     pages = APIRouter(tags=["pages"], include_in_schema=False)
 
+    async def service_rows(site: SiteDef, window: sessions.SessionWindow | None) -> list[Any]:
+        """Each service as a citizen weighs it: name, cost, what to bring, places left."""
+        left = await intake.places_left(site, window) if window else {}
+        return [
+            {
+                "def": s,
+                "cost": {"id": s.cost("id"), "en": s.cost("en")},
+                "left": left.get(s.code),
+                "limited": window is not None and left.get(s.code) is not None,
+            }
+            for s in site.services
+        ]
+
     async def session_choices(site: SiteDef) -> list[dict[str, Any]]:
+        """The sessions online registration is open for now (the catalogue's admission rule)."""
         now = intake.clock()
         today = sessions.local_today(site, now)
         found = []
         for window in await intake.upcoming(site.site, site.booking.days_ahead):
             if window.cancelled:
+                continue
+            opens, closes = sessions.registration_window(window, site.admission, site.timezone)
+            if not opens <= now < closes:
                 continue
             found.append(
                 {
@@ -120,6 +140,66 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             )
         return found
 
+    async def current_window(site: SiteDef) -> sessions.SessionWindow | None:
+        """The session a walk-in at the kiosk joins now, if one runs."""
+        now = intake.clock()
+        try:
+            return sessions.session_for_registration(
+                site,
+                now,
+                intake.holidays,
+                await intake._adhoc_sessions(site.site, now),
+                await intake.overrides(site.site),
+            )
+        except DomainError:
+            return None
+
+    async def next_registration(site: SiteDef) -> dict[str, str] | None:
+        """When online registration opens next, for a page that has no session open for it."""
+        now = intake.clock()
+        for window in await intake.upcoming(site.site, 60):
+            if window.cancelled:
+                continue
+            _opens, closes = sessions.registration_window(window, site.admission, site.timezone)
+            if now < closes:
+                return {
+                    "id": registration_text(window, site, now)[2],
+                    "en": registration_text(window, site, now, "en")[2],
+                    "when_id": sessions.format_local(window.opens_at, site.timezone),
+                    "when_en": sessions.format_local(window.opens_at, site.timezone, "en"),
+                }
+        return None
+
+    @pages.get("/jadwal/{site}", response_class=HTMLResponse)
+    async def schedule(request: Request, site: Site, lang: Lang = "id") -> Response:
+        """The public session list: when each session runs, when online registration opens,
+        places left per service, what it costs and what to bring, in plain Bahasa Indonesia."""
+        spec = intake.site(site)
+        now = intake.clock()
+        rows = []
+        for window in await intake.upcoming(site, 30):
+            rows.append(
+                {
+                    "window": window,
+                    "when_id": sessions.format_local(window.opens_at, spec.timezone),
+                    "when_en": sessions.format_local(window.opens_at, spec.timezone, "en"),
+                    "closes": f"{window.closes_at.astimezone(ZoneInfo(spec.timezone)):%H.%M}",
+                    "registration": {
+                        "id": registration_text(window, spec, now)[2],
+                        "en": registration_text(window, spec, now, "en")[2],
+                    },
+                    "services": await service_rows(spec, window),
+                }
+            )
+        return _render(
+            request,
+            "schedule.html",
+            lang,
+            site=spec,
+            sessions=rows,
+            services=await service_rows(spec, None),
+        )
+
     @pages.get("/", response_class=HTMLResponse)
     async def index(request: Request, lang: Lang = "id") -> Response:
         return _render(request, "index.html", lang, sites=list(intake.catalogue.sites.values()))
@@ -137,6 +217,9 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             lang,
             site=spec,
             choices=await session_choices(spec),
+            services=await service_rows(spec, None),
+            upcoming=await next_registration(spec),
+            challenge=intake.challenge(spec.site)[0],
             closed_days=sessions.closed_days(
                 spec,
                 intake.clock(),
@@ -162,6 +245,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         appointment_at: Annotated[str, Form(max_length=40)] = "",
         priority: Annotated[str, Form(max_length=20)] = "",
         lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
+        challenge: Annotated[str, Form(max_length=200)] = "",
+        nonce: Annotated[str, Form(max_length=40)] = "",
     ) -> Response:
         spec = intake.site(site)
         form = {
@@ -188,10 +273,12 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                     "priority": priority or None,
                     "channel": Channel.ONLINE,
                     "language": Language(lang),
+                    "proof": {"challenge": challenge, "nonce": nonce}
+                    if challenge and nonce
+                    else None,
                 }
             )
-            client = request.client.host if request.client else None
-            result = await intake.submit(command, client)
+            result = await intake.submit(command, limited_address(request, intake.limits.exempt))
         except (DomainError, ValidationError) as exc:
             message, field = _error_text(exc, lang)
             return _render(
@@ -203,6 +290,9 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 else getattr(exc, "http_status", 422),
                 site=spec,
                 choices=await session_choices(spec),
+                services=await service_rows(spec, None),
+                upcoming=await next_registration(spec),
+                challenge=intake.challenge(spec.site)[0],
                 form=form,
                 error=message,
                 field=field,
@@ -292,6 +382,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             site=spec,
             window=window,
             closed=closed_message,
+            services=await service_rows(spec, window),
+            upcoming=await next_registration(spec),
             error=None,
         )
 
@@ -306,6 +398,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
     ) -> Response:
         spec = intake.site(site)
+        window = await current_window(spec)
         try:
             command = SubmitRequest.model_validate(
                 {
@@ -318,7 +411,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                     "priority": priority or None,
                 }
             )
-            client = request.client.host if request.client else None
+            client = limited_address(request, intake.limits.exempt)
             result = await intake.submit(command, client, who)
         except (DomainError, ValidationError) as exc:
             message, _field = _error_text(exc, lang)
@@ -328,9 +421,12 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 lang,
                 status=exc.http_status if isinstance(exc, DomainError) else 422,
                 site=spec,
-                window=None,
+                window=window,
                 closed=None,
+                services=await service_rows(spec, window),
+                upcoming=None,
                 error=message,
+                nik_wanted=isinstance(exc, NikRequired),
             )
         await intake.wait_for_tickets(result.doc["_id"], wait_seconds)
         return RedirectResponse(
@@ -359,6 +455,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 site=spec,
                 window=None,
                 closed=None,
+                services=await service_rows(spec, None),
+                upcoming=None,
                 error=message,
             )
         return RedirectResponse(f"/kiosk/ticket/{doc['token']}?lang={lang}&autoprint=1", 303)

@@ -13,9 +13,10 @@ from functools import partial
 from zoneinfo import ZoneInfo
 
 from giliran.auth import Principal, Role
-from giliran.catalogue import SiteDef
+from giliran.catalogue import AdmissionRule, SiteDef
 from giliran.contracts import (
     Channel,
+    CitizenContact,
     CitizenRef,
     RequestCheckedIn,
     RequestLinkRequested,
@@ -25,20 +26,24 @@ from giliran.contracts import (
 )
 from giliran.errors import Unavailable
 from giliran.store import Document, from_instant, instant
-from services.intake import domain, sessions
+from services.intake import antibot, domain, sessions
 from services.intake.base import IntakeBase
 from services.intake.errors import (
+    AddressCapReached,
     AlreadyRegistered,
+    ChallengeRequired,
     CheckInRefused,
     ContactRequired,
     NikRequired,
     QuotaExhausted,
     RateLimited,
+    RegistrationNotOpen,
     SlotFull,
     TooManyServices,
     UnknownCheckInCode,
 )
 from services.intake.models import (
+    BUDGET,
     CODE_ALPHABET,
     CODE_LENGTH,
     SOURCE,
@@ -86,7 +91,8 @@ class Registration(IntakeBase):
         is refused, with nothing of the request that holds it (ADR 0100). `who`: the signed-in
         caller, which the kiosk and counter channels need."""
         domain.check_channel(command.channel, command.site, who)
-        if client is not None and client not in self.limits.exempt:
+        # `client`: None when exempt, decided at the edge from the real peer (limited_address).
+        if client is not None:
             await self._rate_limit(
                 f"ip:{client}", self.limits.ip_per_minute, 60, ("alamat ini", "this address")
             )
@@ -100,10 +106,6 @@ class Registration(IntakeBase):
         now = self.clock()
         today = now.astimezone(ZoneInfo(site.timezone)).date()
         nik = domain.check_nik(command.nik, today) if command.nik else None
-        if nik is None and command.channel == Channel.ONLINE:
-            needing = [c for c in services if (s := site.service(c)) and s.requires_nik]
-            if needing:
-                raise NikRequired(needing)
         phone = domain.normalize_phone(command.phone) if command.phone else None
         # Contact details serve notifications only: without consent they are not kept.
         warnings: list[str] = list(nik.warnings) if nik else []
@@ -132,9 +134,32 @@ class Registration(IntakeBase):
             slot = sessions.check_slot(
                 session, site.booking.slot_minutes, command.appointment_at, now, site.timezone
             )
-        # A booking (a later day, or a slot) keeps its numbers out of the line until check-in.
-        arrived = command.channel != Channel.ONLINE or (
-            session.local_date <= today and slot is None
+        defs = [d for c in services if (d := site.service(c)) is not None]
+        rules = [site.admission_for(d) for d in defs]
+        # The demo session (`giliran up --demo`, kind adhoc) is a sandbox: walk-in rules.
+        sandbox = session.kind == "adhoc"
+        online = command.channel == Channel.ONLINE
+        if nik is None and not sandbox:
+            needing = [d.code for d in defs if d.requires_nik]
+            if needing:
+                raise NikRequired(needing, kiosk=not online)
+        if online and not sandbox:
+            self._check_window(site, session, rules, now)
+        if online and not sandbox and client is not None and client not in self.limits.exempt:
+            await self._admit_address(site, session, client, command, now)
+        # An online registration joins the line once its holder checks in (ADR 0120); where the
+        # catalogue does not ask for check-in, a booking (a later day, or a slot) still does.
+        checkin = online and not sandbox and any(r.checkin_required for r in rules)
+        arrived = not online or (not checkin and session.local_date <= today and slot is None)
+        lapses = (
+            sessions.lapse_at(
+                session,
+                min(r.checkin_grace_minutes for r in rules),
+                now,
+                command.appointment_at.astimezone(UTC) if command.appointment_at else None,
+            )
+            if not arrived
+            else None
         )
         request_id = new_id()
         nik_hash = domain.nik_hash(nik.nik, self.nik_key) if nik else None
@@ -153,12 +178,24 @@ class Registration(IntakeBase):
                             self.store.release_nik, session.session_id, code, nik_hash, request_id
                         )
                     )
-            for code in services:
-                service = site.service(code)
-                assert service is not None
-                if not await self.store.claim_place(session.session_id, code, service.quota):
+            for service in defs:
+                code = service.code
+                if not await self.store.claim_place(
+                    session.session_id, code, None if sandbox else site.quota_of(service)
+                ):
                     raise QuotaExhausted(code)
                 undo.append(partial(self.store.release_place, session.session_id, code))
+                # The session's counter-minutes, shared by every service (MSC: 480).
+                if site.capacity_minutes is not None and service.minutes and not sandbox:
+                    if not await self.store.claim_place(
+                        session.session_id, BUDGET, site.capacity_minutes, service.minutes
+                    ):
+                        raise QuotaExhausted(code)
+                    undo.append(
+                        partial(
+                            self.store.release_place, session.session_id, BUDGET, service.minutes
+                        )
+                    )
             if slot is not None:
                 if not await self.store.claim_place(
                     session.session_id, f"slot-{slot}", site.booking.slot_capacity
@@ -173,14 +210,34 @@ class Registration(IntakeBase):
                 undo.append(partial(self.store.release_code, site.site, checkin_code))
             priority = domain.priority_for(command.priority, nik, session.local_date)
             token = secrets.token_urlsafe(18)
+            # Nothing that reaches the citizen goes into request.submitted: GILIRAN keeps it for
+            # ever. The contact travels apart, on the personal stream (ADR 0115).
             citizen = CitizenRef(
-                status_token=token if command.consent else None,
                 nik_masked=nik.masked if nik else None,
                 nik_hash=nik_hash,
                 consent=command.consent,
-                phone=phone,
-                email=email,
                 language=command.language,
+            )
+            contact = (
+                [
+                    new_event(
+                        CitizenContact(
+                            request_id=request_id,
+                            session_id=session.session_id,
+                            phone=phone,
+                            email=email,
+                            language=command.language,
+                            status_token=token,
+                            submitted_at=now,
+                            keep_until=now + self.contact_retention,
+                        ),
+                        site=site.site,
+                        source=SOURCE,
+                        at=now,
+                    )
+                ]
+                if command.consent
+                else []
             )
             event = new_event(
                 RequestSubmitted(
@@ -224,6 +281,7 @@ class Registration(IntakeBase):
                 else None,
                 "slot": slot,
                 "arrived": arrived,
+                "lapse_at": instant(lapses) if lapses else None,
                 "checkin_code": checkin_code,
                 "checked_in_at": None,
                 "token": token,
@@ -232,12 +290,80 @@ class Registration(IntakeBase):
                 "cancelled_at": None,
                 "purged_at": None,
             }
-            await self.store.insert(doc, [event])
+            await self.store.insert(doc, [*contact, event])
         except BaseException:
             await self._undo(undo)
             raise
         self.wake()
         return Submitted(doc, tuple(warnings))
+
+    @staticmethod
+    def _check_window(
+        site: SiteDef,
+        session: sessions.SessionWindow,
+        rules: list[AdmissionRule],
+        now: datetime,
+    ) -> None:
+        """Online registration runs only inside every chosen service's window."""
+        for rule in rules:
+            opens, closes = sessions.registration_window(session, rule, site.timezone)
+            if now < opens:
+                raise RegistrationNotOpen(
+                    sessions.format_local(opens, site.timezone),
+                    sessions.format_local(opens, site.timezone, "en"),
+                    closed=False,
+                )
+            if now >= closes:
+                raise RegistrationNotOpen(
+                    sessions.format_local(closes, site.timezone),
+                    sessions.format_local(closes, site.timezone, "en"),
+                    closed=True,
+                )
+
+    async def _admit_address(
+        self,
+        site: SiteDef,
+        session: sessions.SessionWindow,
+        client: str,
+        command: SubmitRequest,
+        now: datetime,
+    ) -> None:
+        """Past `challenge_after` registrations for a session from one address, each further one
+        carries a solved challenge (used once); past `per_address_per_session`, none is taken."""
+        rule = site.antibot
+        key = f"session-address:{session.session_id}:{antibot.address_key(client)}"
+        expires = session.closes_at + timedelta(days=1)
+        # Counted first, atomically: concurrent registrations from one address cannot all read
+        # "below the threshold" and skip the challenge, nor pass the cap together.
+        seen = await self.store.hit(key, "session", expires)
+        if seen > rule.per_address_per_session:
+            raise AddressCapReached(rule.per_address_per_session)
+        if seen <= rule.challenge_after:
+            return
+        refusal: ChallengeRequired | None = None
+        proof = command.proof
+        if proof is None:
+            refusal = ChallengeRequired(site.site)
+        else:
+            verdict = antibot.check_proof(
+                self.nik_key, site.site, rule.challenge_bits, proof.challenge, proof.nonce, now
+            )
+            if not verdict.ok:
+                refusal = ChallengeRequired(site.site, verdict.why_id, verdict.why_en)
+            elif await self.store.hit(f"pow:{verdict.nonce_id}", "used", expires) > 1:
+                refusal = ChallengeRequired(
+                    site.site, "tantangan ini sudah dipakai.", "this challenge was already used."
+                )
+        if refusal is not None:
+            # An unanswered challenge takes no place: it does not count towards the cap.
+            await self.store.unhit(key, "session")
+            raise refusal
+
+    def challenge(self, slug: str) -> tuple[str, int]:
+        """A fresh proof-of-work challenge for a site's registration form, and its difficulty."""
+        site = self.site(slug)
+        bits = site.antibot.challenge_bits
+        return antibot.new_challenge(self.nik_key, site.site, bits, self.clock()), bits
 
     async def _claim_nik(
         self, session_id: str, code: str, nik_hash: str, request_id: str, session_date: str

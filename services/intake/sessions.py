@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from giliran.catalogue import SiteDef
+from giliran.catalogue import AdmissionRule, SiteDef
+from giliran.contracts.subjects import session_of_site
 from services.intake.closures import closure_of, holiday_name
 from services.intake.errors import InvalidSlot, SessionClosed, SessionNotBookable
 
@@ -79,6 +80,11 @@ def slot_key(start: datetime, zone: str) -> str:
 
 def session_id_for(site: str, day: date) -> str:
     return f"{site}-{day:%Y%m%d}"
+
+
+def of_site(site: str, session_id: str) -> bool:
+    """Whether `session_id` names one of `site`'s sessions (the shape both services check)."""
+    return session_of_site(site, session_id)
 
 
 def scheduled_session(
@@ -249,6 +255,35 @@ def check_slot(window: SessionWindow, minutes: int, at: datetime, now: datetime,
         listed = ", ".join(f"{s.astimezone(ZoneInfo(zone)):%H.%M}" for s in open_slots) or "-"
         raise InvalidSlot(listed)
     return slot_key(at, zone)
+
+
+# --- admission: when online registration runs, when an unchecked registration lapses --------
+
+
+def registration_window(
+    window: SessionWindow, rule: AdmissionRule, zone: str
+) -> tuple[datetime, datetime]:
+    """When online registration for a session opens and closes (UTC): `opens_days_before` days
+    before its date at `opens_at` local time, until `closes_minutes_before_end` before it ends.
+    An ad-hoc (demo) session has no window: it is open from its start."""
+    if window.kind == "adhoc":
+        return window.opens_at, window.closes_at
+    day = window.local_date - timedelta(days=rule.opens_days_before)
+    opens = datetime.combine(day, rule.opens_at, ZoneInfo(zone)).astimezone(UTC)
+    closes = window.closes_at - timedelta(minutes=rule.closes_minutes_before_end)
+    return opens, max(closes, opens)
+
+
+def lapse_at(
+    window: SessionWindow,
+    grace_minutes: int,
+    submitted_at: datetime,
+    appointment_at: datetime | None = None,
+) -> datetime:
+    """When a registration not yet checked in lapses: `grace_minutes` after the session opens,
+    after it was made, or after its appointment slot, whichever is latest."""
+    base = max(window.opens_at, submitted_at, appointment_at or window.opens_at)
+    return base + timedelta(minutes=grace_minutes)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ class RequestStore:
         await self.requests.create_index([("submitted_at", 1)])
         await self.requests.create_index([("token", 1)])
         await self.requests.create_index([("session_date", 1)])
+        await self.requests.create_index([("lapse_at", 1)])
         await self.requests.create_index([("nik_hash", 1)])
         await self.sessions.create_index([("site", 1), ("closes_at", 1)])
         await self.rates.create_index([("expires_at", 1)])
@@ -81,6 +82,14 @@ class RequestStore:
             query, with_outbox({"$set": fields, "$inc": {"version": 1}}, events)
         )
         return result.modified_count == 1
+
+    async def lapsing(self, now: datetime, limit: int = 200) -> list[Document]:
+        """Registrations not checked in whose grace has passed (ADR 0120)."""
+        return await self.requests.find(
+            {"lapse_at": {"$lte": instant(now)}, "arrived": False, "cancelled_at": None},
+            {"outbox": 0},
+            limit=limit,
+        ).to_list()
 
     async def active_for_nik(self, site: str, nik_hash: str, from_date: str) -> list[Document]:
         """A NIK's requests at a site whose session is today or later and not cancelled."""
@@ -151,19 +160,27 @@ class RequestStore:
 
     # --- quotas: a counter document per session and service (or slot) -----------------------
 
-    async def claim_place(self, session_id: str, what: str, limit: int | None) -> bool:
-        """Take one place atomically: a conditional $inc never lets `remaining` go below zero,
-        however many registrations race (the quota document is created on first use).
+    async def claim_place(
+        self, session_id: str, what: str, limit: int | None, amount: int = 1
+    ) -> bool:
+        """Take `amount` places (a service's minutes, for the counter-minutes budget)
+        atomically: a conditional $inc never lets `remaining` go below zero, however many
+        registrations race (the quota document is created on first use).
         One round trip when the document exists: the usual case (ADR 0084)."""
         _id = _key(session_id, what)
+        # No `$or` in this filter: nx-27017 0.8.1 applies an update whose filter has `_id` and
+        # `$or` to another document when the named one does not match (a full service took a
+        # place from another service's quota). Two plain filters instead, the likely one first.
+        limited: Document = {"_id": _id, "remaining": {"$gte": amount}}
+        unlimited: Document = {"_id": _id, "limit": None}
+        filters = [limited, unlimited] if limit is not None else [unlimited, limited]
         for attempt in range(2):
-            taken = await self.quotas.find_one_and_update(
-                {"_id": _id, "$or": [{"limit": None}, {"remaining": {"$gt": 0}}]},
-                {"$inc": {"used": 1, "remaining": -1}},
-                {"_id": 1},
-            )
-            if taken is not None:
-                return True
+            for query in filters:
+                taken = await self.quotas.find_one_and_update(
+                    query, {"$inc": {"used": amount, "remaining": -amount}}, {"_id": 1}
+                )
+                if taken is not None:
+                    return True
             if attempt == 0:  # missing (first use) or exhausted: make sure it exists, try again
                 await self._create_quota(_id, session_id, what, limit)
         return False
@@ -183,9 +200,9 @@ class RequestStore:
         except DuplicateKeyError:
             pass
 
-    async def release_place(self, session_id: str, what: str) -> None:
+    async def release_place(self, session_id: str, what: str, amount: int = 1) -> None:
         await self.quotas.update_one(
-            {"_id": _key(session_id, what)}, {"$inc": {"used": -1, "remaining": 1}}
+            {"_id": _key(session_id, what)}, {"$inc": {"used": -amount, "remaining": amount}}
         )
 
     async def set_limit(self, session_id: str, what: str, limit: int | None) -> Document:
@@ -296,6 +313,10 @@ class RequestStore:
                 continue
             assert doc is not None  # an upsert returning the document after always finds one
             return int(doc["n"])
+
+    async def unhit(self, key: str, window_start: str) -> None:
+        """Take back one hit (an attempt that turned out not to count)."""
+        await self.rates.update_one({"_id": _key(key, window_start)}, {"$inc": {"n": -1}})
 
     async def hits(self, key: str, window_start: str) -> int:
         """A window's count so far, without counting (limits that count only failures)."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 
-from giliran.contracts import NotificationFailed, NotificationSent, utcnow
+from giliran.catalogue import load_catalogue
+from giliran.contracts import NotificationFailed, NotificationReceipt, NotificationSent, utcnow
 from giliran.runtime import ServiceRuntime, create_http_app
 from giliran.settings import Settings
 from services.notify import http, subscribers
@@ -15,16 +18,28 @@ from services.notify.handlers import ChannelWorker
 from services.notify.metrics import NotifyMetrics
 from services.notify.store import DeliveryStore
 
-PURGE_EVERY_SECONDS = 600
+PURGE_EVERY_SECONDS = 600.0
+
+
+def purge_every(retention_hours: float) -> float:
+    """Every 10 minutes, or a tenth of the retention when that is shorter (tests use seconds):
+    a contact outlives its retention by at most this."""
+    return min(PURGE_EVERY_SECONDS, retention_hours * 3600 / 10)
 
 
 def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
+    # httpx logs every request's URL at INFO; a gateway called GET-style has the citizen's number
+    # and the message (status link included) in its query string. Its warnings still show.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     config = load_notify_config(settings.notify_config)
     runtime = ServiceRuntime("notify", settings)
     store = DeliveryStore(runtime.db)
     runtime.on_startup(store.ensure_indexes)
     runtime.use_outbox(store.deliveries)
-    renderer = Renderer(timezone=settings.timezone)
+    # The catalogue says what each service costs: messages state it (GRATIS only when free).
+    renderer = Renderer(
+        timezone=settings.timezone, catalogue=load_catalogue(settings.catalogue_dir)
+    )
     metrics = NotifyMetrics.create(runtime.registry)
     workers = [
         ChannelWorker(
@@ -36,17 +51,23 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
             wake=runtime.wake_relay,
             public_url=settings.public_url,
             metrics=metrics,
+            retention_hours=settings.contact_retention_hours,
         )
         for channel in config.enabled
     ]
     subscribers.register(runtime, workers)
-    runtime.publishes(NotificationSent, NotificationFailed)
+    runtime.publishes(NotificationSent, NotificationFailed, NotificationReceipt)
 
     async def purge_contacts() -> None:
         await store.purge_contacts(utcnow())
 
-    runtime.every(PURGE_EVERY_SECONDS, purge_contacts)
-    api = http.router(store, {w.channel.name: w for w in workers}, runtime.audit)
+    runtime.every(purge_every(settings.contact_retention_hours), purge_contacts)
+    api = http.router(
+        store,
+        {w.channel.name: w for w in workers},
+        runtime.audit,
+        receipts_per_minute=config.receipts_per_minute,
+    )
     app = create_http_app(runtime, title="Giliran notify", routers=[api])
     app.state.notify_store = store
     app.state.workers = workers

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from giliran.catalogue import Catalogue
 from giliran.contracts import (
     EventData,
     RequestCancelled,
@@ -80,6 +82,15 @@ def approaching_due(
     ]
 
 
+_STATUS_LINK = re.compile(r"/s/[A-Za-z0-9_-]+")
+
+
+def without_status_link(text: str) -> str:
+    """A message as logs and operators see it: the citizen's status link opens their request
+    (check-in, survey), so only the citizen's own phone or mailbox shows it whole."""
+    return _STATUS_LINK.sub("/s/…", text)
+
+
 def delivery_id(cause: str, channel: str, recipient_key: str) -> str:
     """One delivery per (cause, channel, recipient): the key that makes sending idempotent."""
     return f"{cause}:{channel}:{recipient_key}"
@@ -92,12 +103,18 @@ def sign_webhook(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
+# What a message is made of, for channels that send parameters rather than text (WhatsApp
+# templates): the names a channel's configuration may ask for.
+VARIABLES = ("number", "service", "counter", "ahead", "local_time", "status_url", "cost")
+
+
 @dataclass(frozen=True)
 class Message:
     template: str
     language: str
     text: str
     subject: str
+    variables: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def segments(self) -> int:
@@ -121,9 +138,19 @@ def sms_segments(text: str) -> int:
 
 
 class Renderer:
-    """Jinja2 templates per language (`<template>.<lang>.txt.j2`); Bahasa Indonesia by default."""
+    """Jinja2 templates per language (`<template>.<lang>.txt.j2`); Bahasa Indonesia by default.
 
-    def __init__(self, directory: Path = TEMPLATES, timezone: str = "Asia/Jakarta") -> None:
+    What a service costs comes from the catalogue (`ServiceDef.cost`): a template says GRATIS
+    only for a service the catalogue marks free, states the fee and where it is paid for the
+    others, and says nothing about cost for a service it cannot find (never a wrong "free")."""
+
+    def __init__(
+        self,
+        directory: Path = TEMPLATES,
+        timezone: str = "Asia/Jakarta",
+        catalogue: Catalogue | None = None,
+    ) -> None:
+        self._catalogue = catalogue
         self._env = Environment(
             loader=FileSystemLoader(directory),
             undefined=StrictUndefined,
@@ -132,18 +159,37 @@ class Renderer:
         )
         self._zone = ZoneInfo(timezone)
 
+    def cost(self, site: str | None, service: Any, lang: str) -> tuple[str | None, bool | None]:
+        """The cost sentence and whether the service is free; (None, None) when unknown."""
+        found = self._catalogue.site(site) if self._catalogue and site else None
+        definition = found.service(str(service)) if found and service else None
+        if definition is None:
+            return None, None
+        return definition.cost(lang), definition.fee is None
+
     def render(
-        self, template: str, language: str, data: Mapping[str, Any], **extra: Any
+        self,
+        template: str,
+        language: str,
+        data: Mapping[str, Any],
+        *,
+        site: str | None = None,
+        **extra: Any,
     ) -> Message:
         lang = language if language in ("id", "en") else "id"
         at = extra.pop("at", None)
         local_time = at.astimezone(self._zone).strftime("%H.%M") if at is not None else ""
-        text = self._env.get_template(f"{template}.{lang}.txt.j2").render(
-            **data, local_time=local_time, **extra
-        )
+        cost, free = self.cost(site, data.get("service"), lang)
+        values = {"cost": cost, "free": free, **data, "local_time": local_time, **extra}
+        text = self._env.get_template(f"{template}.{lang}.txt.j2").render(**values)
         return Message(
             template=template,
             language=lang,
             text=" ".join(text.split()),
             subject=SUBJECTS[template][lang],
+            variables={
+                name: str(values[name])
+                for name in VARIABLES
+                if values.get(name) is not None and values.get(name) != ""
+            },
         )

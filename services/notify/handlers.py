@@ -11,9 +11,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from giliran.contracts import (
+    CitizenContact,
+    DeliveryOutcome,
     Event,
     EventData,
     NotificationFailed,
+    NotificationReceipt,
     NotificationSent,
     RequestCancelled,
     RequestLinkRequested,
@@ -26,6 +29,7 @@ from giliran.contracts import (
     utcnow,
 )
 from giliran.errors import Conflict, NotFound, RetryLater, Unprocessable
+from giliran.privacy import scrub
 from giliran.store import Document, instant
 from services.notify.channels import (
     Channel,
@@ -33,9 +37,11 @@ from services.notify.channels import (
     Outgoing,
     PermanentFailure,
     Recipient,
+    Refused,
     TransientFailure,
 )
 from services.notify.channels.webhook import WebhookChannel
+from services.notify.channels.whatsapp_cloud import WhatsAppCloudChannel
 from services.notify.config import NotifyConfig, Retry
 from services.notify.domain import (
     APPROACHING,
@@ -46,11 +52,27 @@ from services.notify.domain import (
     delivery_id,
     is_stale,
 )
+from services.notify.gateways import Receipt, receipt_key
 from services.notify.metrics import NotifyMetrics
-from services.notify.store import DeliveryStore
+from services.notify.store import RELEASED, DeliveryStore
 
 log = logging.getLogger("giliran.notify")
 SOURCE = "notify"
+# At most this many events reach a consumer at once (giliran/bus.py fetches 64), all of them
+# waiting for the channel's rate limiter in the worst case.
+FETCH_BATCH = 64
+HOLD_MARGIN_SECONDS = 10.0
+
+
+@dataclass
+class ReceiptTally:
+    """What one delivery report did: recorded outcomes, reports already recorded (replays),
+    intermediate states, and ids this site has no accepted message for."""
+
+    recorded: int = 0
+    repeated: int = 0
+    pending: int = 0
+    unknown: int = 0
 
 
 class ContactUnknown(Exception):
@@ -78,27 +100,61 @@ class ChannelWorker:
     public_url: str = ""
     clock: Callable[[], datetime] = utcnow
     metrics: NotifyMetrics | None = None
+    # GILIRAN_CONTACT_RETENTION_HOURS (ADR 0115); notify's YAML may only shorten it.
+    retention_hours: float = 48.0
+
+    @property
+    def contact_retention_hours(self) -> float:
+        configured = self.config.contact_retention_hours
+        return min(self.retention_hours, configured) if configured else self.retention_hours
 
     # --- what events mean -------------------------------------------------------------------
 
     async def on_request(self, event: Event[RequestSubmitted]) -> None:
         citizen = event.data.citizen
+        # Producers before ADR 0115 put the contact in here; now it follows on the personal
+        # stream (citizen.contact), and until it is seen the request's messages wait.
+        carried = any((citizen.phone, citizen.email, citizen.status_token))
         await self.store.save_contact(
             event.data.request_id,
             {
                 "site": event.site,
                 "session_id": event.data.session_id,
                 "consent": citizen.consent,
+                "contact_seen": carried or not citizen.consent,
                 # Without consent nothing that reaches a person is kept.
                 "phone": citizen.phone if citizen.consent else None,
                 "email": citizen.email if citizen.consent else None,
                 "status_token": citizen.status_token if citizen.consent else None,
                 "language": citizen.language.value,
-                "purge_after": instant(
-                    event.data.submitted_at + timedelta(hours=self.config.contact_retention_hours)
-                ),
+                "purge_after": instant(event.data.submitted_at + self.contact_retention),
             },
         )
+
+    async def on_contact(self, event: Event[CitizenContact]) -> None:
+        """The contact a consenting citizen gave, from the personal stream: kept until its
+        `keep_until` (or this service's retention, if shorter), never after it."""
+        contact = event.data
+        keep_until = min(contact.keep_until, contact.submitted_at + self.contact_retention)
+        if keep_until <= self.clock():
+            return  # its time is up: nobody may hold it any more
+        await self.store.learn_contact(
+            contact.request_id,
+            {
+                "consent": True,
+                "contact_seen": True,
+                "phone": contact.phone,
+                "email": contact.email,
+                "status_token": contact.status_token,
+                "language": contact.language.value,
+                "purge_after": instant(keep_until),
+            },
+            {"site": event.site, "session_id": contact.session_id},
+        )
+
+    @property
+    def contact_retention(self) -> timedelta:
+        return timedelta(hours=self.contact_retention_hours)
 
     async def on_ticket(self, event: Event[TicketFacts]) -> None:
         ticket = event.data
@@ -189,7 +245,12 @@ class ChannelWorker:
             raise ContactUnknown(f"request {request_id} not seen yet")
         if doc.get("purged"):
             return None
+        if not doc.get("contact_seen", True):
+            # Its citizen.contact is still on its way on the other stream (or expired, and then
+            # the purge marks the record and this returns None).
+            raise ContactUnknown(f"contact of request {request_id} not seen yet")
         return Contact(
+            purge_after=doc.get("purge_after"),
             phone=doc.get("phone"),
             email=doc.get("email"),
             language=doc.get("language", "id"),
@@ -208,6 +269,8 @@ class ChannelWorker:
     ) -> None:
         """`ticket_status`: the ticket's status as this handler just recorded it, which spares
         the stale check a read; None to read it."""
+        if isinstance(self.channel, WhatsAppCloudChannel) and not self.channel.handles(template):
+            return  # no approved template for it: WhatsApp would refuse free text
         contact = await self._contact(request_id)
         if contact is None and self.channel.medium != "console":
             return  # purged: nobody to tell
@@ -223,9 +286,13 @@ class ChannelWorker:
             template,
             contact.language if contact else "id",
             data,
+            site=site,
             status_url=status_url,
             at=event.time,
         )
+        # Only a template channel needs the parts again (a retry has no event to re-render).
+        parts = dict(message.variables) if isinstance(self.channel, WhatsAppCloudChannel) else {}
+        receipt_url = self.receipt_url(site)
         await self._deliver(
             ticket_status=ticket_status,
             cause=cause,
@@ -241,6 +308,9 @@ class ChannelWorker:
                 "language": message.language,
                 "text": message.text,
                 "segments": message.segments,
+                **({"variables": parts} if parts else {}),
+                # The text and parts hold the status link: they go when the contact does.
+                **({"purge_after": contact.purge_after} if contact and contact.purge_after else {}),
             },
             outgoing=lambda key: Outgoing(
                 delivery_id=key,
@@ -248,8 +318,21 @@ class ChannelWorker:
                 language=message.language,
                 text=message.text,
                 subject=message.subject,
+                site=site,
+                variables=dict(message.variables),
+                receipt_url=receipt_url,
             ),
         )
+
+    def receipt_url(self, site: str) -> str | None:
+        """Where this channel's gateway reports deliveries for `site` (its `{receipt_url}`)."""
+        config = getattr(self.channel, "config", None)
+        secret = getattr(config, "receipt_secret", None)
+        base = self.public_url.rstrip("/")
+        if not secret or not base:
+            return None
+        key = receipt_key(secret, self.channel.name, site)
+        return f"{base}/receipts/{self.channel.name}/{site}?key={key}"
 
     async def _approaching(self, event: Event[TicketFacts]) -> None:
         """The line moved: tell those now near the front (once), if they were not already."""
@@ -305,6 +388,8 @@ class ChannelWorker:
                 "status": "sending",
                 "attempts": 0,
                 "cost_units": 0,
+                "receipt": None,
+                "held_until": RELEASED,
                 "created_at": instant(self.clock()),
                 **facts,
             }
@@ -323,21 +408,36 @@ class ChannelWorker:
             )
             self._finished("dropped")
             return
-        attempt = await self.store.count_attempt(key)
-        try:
-            cost = await self.channel.send(recipient, outgoing(key))
-        except PermanentFailure as exc:
-            await self._fail(key, site, template, facts, str(exc))
-            raise Unprocessable(f"{self.channel.name}: {exc}") from exc
-        except TransientFailure as exc:
-            if attempt >= self.retry.max_attempts:
-                await self._fail(key, site, template, facts, f"after {attempt} attempts: {exc}")
-                raise Unprocessable(f"{self.channel.name}: gave up after {attempt}: {exc}") from exc
-            await self.store.note_error(key, str(exc))
-            raise RetryLater(
-                str(exc), backoff_seconds(attempt, self.retry, exc.retry_after)
-            ) from exc
         now = self.clock()
+        attempt = await self.store.hold(key, now, now + timedelta(seconds=self._hold_seconds()))
+        if attempt is None:
+            # Another attempt has it in hand: at-least-once delivery handed this event to a
+            # second consumer (the ack wait ran out while the first waited on the gateway).
+            # Sending now would send it twice; come back when that attempt has ended.
+            held = await self.store.get(key)
+            if held is None or held["status"] != "sending":
+                return
+            raise RetryLater(f"delivery {key} is being sent", self._hold_seconds())
+        try:
+            handed = await self.channel.send(recipient, outgoing(key))
+        except PermanentFailure as exc:
+            # Whatever a gateway said is masked once more here, whichever channel let it through:
+            # it goes to the store, the log, the event and the dead letter's reason.
+            reason = scrub(str(exc))
+            refused = isinstance(exc, Refused)
+            await self._fail(key, site, template, facts, reason, refused=refused)
+            raise Unprocessable(f"{self.channel.name}: {reason}") from exc
+        except TransientFailure as exc:
+            reason = scrub(str(exc))
+            if attempt >= self.retry.max_attempts:
+                await self._fail(key, site, template, facts, f"after {attempt} attempts: {reason}")
+                raise Unprocessable(
+                    f"{self.channel.name}: gave up after {attempt}: {reason}"
+                ) from exc
+            await self.store.note_error(key, reason)
+            raise RetryLater(reason, backoff_seconds(attempt, self.retry, exc.retry_after)) from exc
+        now = self.clock()
+        cost = handed.cost
         sent = new_event(
             NotificationSent(**self._outcome(key, template, facts), cost_units=cost, sent_at=now),
             site=site,
@@ -345,23 +445,56 @@ class ChannelWorker:
             at=now,
         )
         await self.store.finish(
-            key, "sent", {"sent_at": instant(now), "cost_units": cost, "last_error": None}, [sent]
+            key,
+            "sent",
+            {
+                "sent_at": instant(now),
+                "cost_units": cost,
+                "last_error": None,
+                "gateway_id": handed.gateway_id,
+            },
+            [sent],
         )
         self._finished("sent", cost)
         self.wake()
 
-    async def _fail(self, key: str, site: str, template: str, facts: Document, reason: str) -> None:
+    def _hold_seconds(self) -> float:
+        """How long one attempt may keep its delivery: the wait in this process's rate limiter
+        for a whole fetched batch, the gateway's timeout, and a margin. A hold shorter than the
+        attempt would let a redelivery send the message a second time."""
+        config = getattr(self.channel, "config", None)
+        rate = float(getattr(config, "rate_per_second", 10.0))
+        timeout = float(getattr(config, "timeout_seconds", 10.0))
+        return FETCH_BATCH / rate + timeout + HOLD_MARGIN_SECONDS
+
+    async def _fail(
+        self,
+        key: str,
+        site: str,
+        template: str,
+        facts: Document,
+        reason: str,
+        *,
+        refused: bool = False,
+    ) -> None:
         now = self.clock()
+        reason = scrub(reason)
         failed = new_event(
             NotificationFailed(
-                **self._outcome(key, template, facts), reason=reason[:500], failed_at=now
+                **self._outcome(key, template, facts),
+                reason=reason[:500],
+                failed_at=now,
+                refused=refused,
             ),
             site=site,
             source=SOURCE,
             at=now,
         )
         await self.store.finish(
-            key, "failed", {"failed_at": instant(now), "last_error": reason}, [failed]
+            key,
+            "failed",
+            {"failed_at": instant(now), "last_error": reason, "refused": refused},
+            [failed],
         )
         self._finished("failed")
         self.wake()
@@ -382,6 +515,50 @@ class ChannelWorker:
             "channel": self.channel.name,
             "template": template,
         }
+
+    # --- delivery reports -------------------------------------------------------------------
+
+    async def on_receipts(self, site: str | None, receipts: list[Receipt]) -> ReceiptTally:
+        """Record what a gateway's report (already authenticated for `site`; None: signed for
+        the whole channel) says: only about this channel's accepted messages (at that site),
+        each final outcome once."""
+        tally = ReceiptTally()
+        sender = getattr(getattr(self.channel, "config", None), "phone_number_id", None)
+        for receipt in receipts:
+            if receipt.outcome is None:
+                tally.pending += 1
+                continue
+            doc = await self.store.by_gateway_id(self.channel.name, receipt.gateway_id)
+            mine = doc is not None and (site is None or doc.get("site") == site)
+            if doc is None or not mine or receipt.sender != sender:
+                tally.unknown += 1
+                continue
+            now = self.clock()
+            outcome = DeliveryOutcome(receipt.outcome.value)
+            event = new_event(
+                NotificationReceipt(
+                    **self._outcome(str(doc["_id"]), str(doc["template"]), doc),
+                    outcome=outcome,
+                    reason=receipt.reason or None,
+                    reported_at=now,
+                ),
+                site=str(doc["site"]),
+                source=SOURCE,
+                at=now,
+            )
+            fields = {
+                "receipt": outcome.value,
+                "receipt_at": instant(now),
+                "receipt_reason": receipt.reason or None,
+            }
+            if await self.store.record_receipt(str(doc["_id"]), fields, [event]):
+                tally.recorded += 1
+                self._finished(outcome.value)
+            else:
+                tally.repeated += 1
+        if tally.recorded:
+            self.wake()
+        return tally
 
     # --- operator actions -------------------------------------------------------------------
 
@@ -416,6 +593,9 @@ class ChannelWorker:
                     template=doc["template"],
                     language=doc.get("language", "id"),
                     text=doc.get("text", ""),
+                    site=doc["site"],
+                    variables=dict(doc.get("variables") or {}),
+                    receipt_url=self.receipt_url(doc["site"]),
                 ),
             )
         except (RetryLater, Unprocessable) as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -13,6 +13,9 @@ from pymongo.errors import DuplicateKeyError
 
 from giliran.contracts import Event, TicketStatus
 from giliran.store import Database, Document, indexed, instant, with_outbox
+
+# A delivery no attempt holds: earlier than any instant (see `DeliveryStore.hold`).
+RELEASED = instant(datetime(1970, 1, 1, tzinfo=UTC))
 
 
 class DeliveryStore:
@@ -23,6 +26,7 @@ class DeliveryStore:
 
     async def ensure_indexes(self) -> None:
         await self.contacts.create_index([("purged", 1), ("purge_after", 1)])
+        await self.deliveries.create_index([("purge_after", 1)])
         await self.tickets.create_index(
             [("site", 1), ("session_id", 1), ("service", 1), ("status", 1), ("issued_at", 1)]
         )
@@ -30,6 +34,7 @@ class DeliveryStore:
         await self.deliveries.create_index([("ticket_id", 1), ("template", 1), ("channel", 1)])
         await self.deliveries.create_index([("site", 1), ("session_id", 1), ("channel", 1)])
         await self.deliveries.create_index([("status", 1)])
+        await self.deliveries.create_index([("channel", 1), ("gateway_id", 1)])
         await self.deliveries.create_index(
             [("cause_event_id", 1), ("template", 1), ("channel", 1), ("status", 1)]
         )
@@ -37,20 +42,39 @@ class DeliveryStore:
     # --- contacts --------------------------------------------------------------------------
 
     async def save_contact(self, request_id: str, contact: Document) -> None:
-        """First writer wins: a redelivered request never brings back a purged phone number."""
+        """From `request.submitted`. First writer wins: a redelivered request never brings back
+        a purged phone number, nor undoes a `citizen.contact` that came first."""
         await self.contacts.update_one(
             {"_id": request_id}, {"$setOnInsert": {**contact, "purged": False}}, upsert=True
         )
+
+    async def learn_contact(self, request_id: str, contact: Document, first: Document) -> None:
+        """From `citizen.contact` (the personal stream), before or after its request: fills
+        `contact` in unless the contact was purged meanwhile; `first`: fields only a new
+        record gets."""
+        try:
+            await self.contacts.update_one(
+                {"_id": request_id, "purged": False},
+                {"$set": contact, "$setOnInsert": {**first, "purged": False}},
+                upsert=True,
+            )
+        except DuplicateKeyError:  # purged already: the upsert's insert met the tombstone
+            return
 
     async def contact(self, request_id: str) -> Document | None:
         return await self.contacts.find_one({"_id": request_id})
 
     async def purge_contacts(self, now: datetime) -> int:
-        """Forget phone numbers and e-mail addresses whose retention ended; keep a tombstone so
-        later events of the request are recognised and skipped."""
+        """Forget phone numbers, e-mail addresses and status-link tokens whose retention ended;
+        keep a tombstone so later events of the request are recognised and skipped. The texts
+        sent to them go too (they hold the status link): the delivery log keeps the facts."""
         result = await self.contacts.update_many(
             {"purged": False, "purge_after": {"$lt": instant(now)}},
             {"$set": {"purged": True, "phone": None, "email": None, "status_token": None}},
+        )
+        await self.deliveries.update_many(
+            {"purge_after": {"$lt": instant(now)}},
+            {"$set": {"text": None, "variables": None}, "$unset": {"purge_after": ""}},
         )
         return result.modified_count
 
@@ -124,17 +148,33 @@ class DeliveryStore:
     async def get(self, delivery_id: str) -> Document | None:
         return await self.deliveries.find_one({"_id": delivery_id}, {"outbox": 0})
 
-    async def count_attempt(self, delivery_id: str) -> int:
+    async def hold(self, delivery_id: str, now: datetime, until: datetime) -> int | None:
+        """Take a "sending" delivery for one attempt until `until`, counting the attempt; None
+        while another attempt holds it (a redelivery of its event to the other replica while
+        the first still waits on the gateway) or once it is no longer sending. A hold left by a
+        crashed process lapses at `until`, and the message then goes again (ADR 0005)."""
         doc = await self.deliveries.find_one_and_update(
-            {"_id": delivery_id},
-            {"$inc": {"attempts": 1}},
+            {"_id": delivery_id, "status": "sending", "held_until": {"$lte": instant(now)}},
+            {"$inc": {"attempts": 1}, "$set": {"held_until": instant(until)}},
             projection={"attempts": 1},
             return_document=ReturnDocument.AFTER,
         )
-        return int(doc["attempts"]) if doc else 1
+        if doc is None:
+            # Begun before holds existed (no field; the embedded server's `$not` does not match
+            # a missing field): released once, then taken like any other.
+            released = await self.deliveries.update_one(
+                {"_id": delivery_id, "status": "sending", "held_until": {"$exists": False}},
+                {"$set": {"held_until": RELEASED}},
+            )
+            if released.modified_count:
+                return await self.hold(delivery_id, now, until)
+        return int(doc["attempts"]) if doc else None
 
     async def note_error(self, delivery_id: str, reason: str) -> None:
-        await self.deliveries.update_one({"_id": delivery_id}, {"$set": {"last_error": reason}})
+        """A transient failure: the reason is kept and the hold let go, so the retry may send."""
+        await self.deliveries.update_one(
+            {"_id": delivery_id}, {"$set": {"last_error": reason, "held_until": RELEASED}}
+        )
 
     async def finish(
         self,
@@ -145,10 +185,27 @@ class DeliveryStore:
         *,
         from_statuses: Sequence[str] = ("sending",),
     ) -> bool:
-        update: Document = {"$set": {**fields, "status": status}}
+        update: Document = {"$set": {**fields, "status": status, "held_until": RELEASED}}
         result = await self.deliveries.update_one(
             {"_id": delivery_id, "status": {"$in": list(from_statuses)}},
             with_outbox(update, events) if events else update,
+        )
+        return result.modified_count == 1
+
+    async def by_gateway_id(self, channel: str, gateway_id: str) -> Document | None:
+        """The delivery a gateway's report names (by the id the gateway gave it)."""
+        return await self.deliveries.find_one(
+            indexed({"channel": channel, "gateway_id": gateway_id}), {"outbox": 0}
+        )
+
+    async def record_receipt(
+        self, delivery_id: str, fields: Document, events: Sequence[Event[Any]]
+    ) -> bool:
+        """The first final report on an accepted message wins: a replayed or later report (a
+        WhatsApp "read" after "delivered", a second device's "failed") changes nothing."""
+        result = await self.deliveries.update_one(
+            {"_id": delivery_id, "status": "sent", "receipt": None},
+            with_outbox({"$set": fields}, events),
         )
         return result.modified_count == 1
 

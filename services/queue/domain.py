@@ -8,7 +8,7 @@ from typing import Literal
 
 from giliran.catalogue import CounterDef, SiteDef
 from giliran.contracts import TicketStatus
-from giliran.errors import Conflict, NotFound
+from giliran.errors import Conflict, DomainError, NotFound
 from giliran.settings import Settings
 from services.queue.rules import CallPolicy
 
@@ -221,6 +221,20 @@ class SameService(Conflict):
         super().__init__(
             f"Tiket {number} sudah di layanan itu; pilih layanan lain untuk dialihkan.",
             f"Ticket {number} is already in that service; choose another one to transfer to.",
+        )
+
+
+class SessionOfAnotherSite(DomainError):
+    """A session named in a body or query that is not one of the site the caller acts at:
+    refused before anything is read or written (an officer serves their own site only)."""
+
+    code = "wrong_site"
+    http_status = 403
+
+    def __init__(self, site: str, session_id: str) -> None:
+        super().__init__(
+            f"Akses ditolak: sesi '{session_id}' bukan sesi lokasi '{site}'.",
+            f"Access denied: session '{session_id}' is not a session of site '{site}'.",
         )
 
 

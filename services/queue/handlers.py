@@ -24,6 +24,7 @@ from giliran.contracts import (
     new_event,
     utcnow,
 )
+from giliran.contracts.subjects import session_of_site
 from giliran.errors import Unprocessable
 from giliran.push import Changes
 from giliran.store import Document, from_instant, instant
@@ -151,6 +152,7 @@ class Queue:
         """Record the session (its window, whether it has appointments); skipped when this
         process recorded the same facts moments ago — a busy Sunday sends hundreds per minute."""
         facts = (
+            site,
             request.session_id,
             request.session_opens_at,
             request.appointment_at is not None,
@@ -171,7 +173,7 @@ class Queue:
                     known.priorities or request.priority is not None,
                 ),
             )
-        await self.store.note_session(
+        if not await self.store.note_session(
             site,
             request.session_id,
             request.session_opens_at,
@@ -179,12 +181,26 @@ class Queue:
             now if request.arrived else None,
             appointments=request.appointment_at is not None,
             priorities=request.priority is not None,
-        )
+        ):
+            # Its tickets would join another site's lines, where that site's counters call them.
+            raise Unprocessable(f"session {request.session_id!r} belongs to another site")
+        # A read racing the write above (a board, the metrics) may have cached "no session"
+        # just before it: forget it again, or call-next finds nothing for up to SESSION_TTL.
+        self._sessions.pop(site, None)
         if flagged and cached is None:
             # A read racing the write above may have cached the session's old flags.
             self._flags.pop(request.session_id, None)
         self._noted[facts] = time.monotonic() + CACHE_TTL
         _forget_expired(self._noted)
+
+    async def own_session(self, site: str, session_id: str) -> None:
+        """Refuse a session named in a command unless it is one of `site`'s: the one recorded
+        for the site, or (not seen yet: a counter opened before the first citizen) one shaped
+        as the site's own. Never another site's, whatever the path or subject said."""
+        recorded = await self.store.session_site(session_id)
+        if recorded == site or (recorded is None and session_of_site(site, session_id)):
+            return
+        raise domain.SessionOfAnotherSite(site, session_id)
 
     async def session_flags(self, session_id: str) -> SessionFlags:
         """Whether an appointment or a priority ticket was ever issued in the session: until
@@ -216,6 +232,12 @@ class Queue:
             # Walk-ins queue from issue; a booking joins the line when it checks in.
             "arrived": request.arrived,
             "queued_at": instant(now) if request.arrived else None,
+            # A registration that must check in keeps this place in line meanwhile (ADR 0120):
+            # when it was made, or the session's opening if it was made before. (An appointment
+            # is called at its slot instead: it joins at check-in as before.)
+            "place_at": None
+            if request.arrived or request.appointment_at is not None
+            else instant(max(now, request.session_opens_at or now)),
             "held": False,
             "priority": request.priority.value if request.priority else None,
             "is_priority": request.priority is not None,
@@ -237,11 +259,18 @@ class Queue:
             # The request's own event has not been handled yet (events of one request are
             # handled in order per consumer, so this means it is still in flight): try again.
             raise Unprocessable(f"no tickets for request {data.request_id} yet")
-        at = instant(data.checked_in_at)
-        await self.store.tickets.update_many(
-            {"request_id": data.request_id, "arrived": False},
-            {"$set": {"arrived": True, "queued_at": at}},
-        )
+        # It joins at the place it kept (never later than its check-in): the wait it is
+        # credited with is at most the catalogue's grace, since it lapses after that.
+        for doc in docs:
+            if doc.get("arrived", True):
+                continue
+            at = data.checked_in_at
+            if doc.get("place_at"):
+                at = min(at, from_instant(doc["place_at"]))
+            await self.store.tickets.update_one(
+                {"_id": doc["_id"], "arrived": False},
+                {"$set": {"arrived": True, "queued_at": instant(at)}},
+            )
         self._sessions.pop(event.site, None)
         await self.store.note_session(event.site, data.session_id, None, None, data.checked_in_at)
         self.touched(event.site)
@@ -340,9 +369,9 @@ class Queue:
         doc = await self.store.get(ticket_id)
         if doc is None:
             raise domain.TicketNotFound(ticket_id)
-        return await self._with_place(doc)
+        return await self.with_place(doc)
 
-    async def _with_place(self, doc: Document) -> TicketView:
+    async def with_place(self, doc: Document) -> TicketView:
         """A waiting ticket's position and a fresh ETA (recorded as quoted)."""
         if doc["status"] != "waiting" or not doc.get("arrived", True):
             return ticket_view(doc)
@@ -356,7 +385,7 @@ class Queue:
 
     async def request_status(self, site: str, request_id: str) -> list[TicketView]:
         docs = [d for d in await self.store.for_request(request_id) if d["site"] == site]
-        return [await self._with_place(d) for d in docs]
+        return [await self.with_place(d) for d in docs]
 
 
 def _forget_expired(cache: dict[Any, Any], limit: int = 256) -> None:

@@ -30,6 +30,8 @@ def walkthrough() -> str:
 
 
 def test_the_readme_walkthrough_runs_as_written(stack: Stack, tmp_path: Path) -> None:
+    # `up` without --lan says its links reach no phone (the office mode is --lan).
+    assert "is this machine's loopback" in "".join(stack.output)
     commands = walkthrough()
     assert "ADMIN_TOKEN" not in (REPO_ROOT / "README.md").read_text()
     assert re.search(r"^TOKEN=\S+$", commands, re.M), "the walkthrough sets TOKEN first"

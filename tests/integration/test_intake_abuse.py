@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 SITE = "cikarang-utara"
 OTHER_SITE = "botram-babelan"
 PUBLIC = "https://giliran.test"
-FRIDAY_10_WIB = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
+SATURDAY_19_WIB = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SUNDAY_0830_WIB = datetime(2026, 11, 29, 1, 30, tzinfo=UTC)
 SUNDAY_1130_WIB = datetime(2026, 11, 29, 4, 30, tzinfo=UTC)
 SUNDAY = "cikarang-utara-20261129"
@@ -53,7 +53,7 @@ def fast(settings: Settings) -> Settings:
     return settings.model_copy(
         update={
             "ticket_wait_seconds": 0.0,
-            "admin_token": SecretStr("admin-secret"),
+            "admin_token": SecretStr("admin-secret-0123456789abcdefghij"),
             "public_url": PUBLIC,
             "rate_limit_exempt": [],
         }
@@ -228,7 +228,8 @@ async def test_check_in_codes_cannot_be_guessed(fast: Settings) -> None:
         }
     )
     async with running("intake", limited) as svc:
-        at(svc, FRIDAY_10_WIB)
+        # Saturday 19:00 WIB: MSC's online registration for Sunday opens at 18:00 (catalogue).
+        at(svc, SATURDAY_19_WIB)
         booked = []
         for n in (1, 2, 3):
             answer = await svc.anonymous.post("/api/v1/requests", json=body(n, session_id=SUNDAY))
@@ -237,7 +238,7 @@ async def test_check_in_codes_cannot_be_guessed(fast: Settings) -> None:
         code = booked[0]["checkin_code"]
         url = f"/api/v1/sites/{SITE}/check-in"
 
-        # Two days early, a real code and a made-up one get the very same answer.
+        # The evening before, a real code and a made-up one get the very same answer.
         async with client_from(svc, "203.0.113.60") as guesser:
             real = await guesser.post(url, json={"code": code})
             made_up = await guesser.post(

@@ -15,6 +15,7 @@ from tests.conftest import eventually, running
 from tests.integration.test_intake_registration import (
     ADMIN,
     FRIDAY_10_WIB,
+    SATURDAY_19_WIB,
     SITE,
     at,
     body,
@@ -31,7 +32,7 @@ def admin_settings(settings: Settings) -> Settings:
     return settings.model_copy(
         update={
             "ticket_wait_seconds": 0.0,
-            "admin_token": SecretStr("admin-secret"),
+            "admin_token": SecretStr("admin-secret-0123456789abcdefghij"),
             "demo": False,
         }
     )
@@ -60,7 +61,7 @@ async def test_cancelling_a_session_tells_every_registrant_once(admin_settings: 
         running("intake", admin_settings) as svc,
         bus_events(admin_settings, f"giliran.{SITE}.request.cancelled") as cancelled,
     ):
-        at(svc, FRIDAY_10_WIB)
+        at(svc, SATURDAY_19_WIB)
         session = "cikarang-utara-20261129"
         ids = []
         for n in range(1, 4):
@@ -98,7 +99,8 @@ async def test_cancelling_a_session_tells_every_registrant_once(admin_settings: 
 
 async def test_a_date_marked_closed_never_opens(admin_settings: Settings) -> None:
     async with running("intake", admin_settings) as svc:
-        at(svc, MONDAY_10_WIB)
+        # Saturday 5 December, 19:00 WIB: online registration for Sunday 6 December is open.
+        at(svc, datetime(2026, 12, 5, 12, 0, tzinfo=UTC))
         booked = await svc.http.post(
             "/api/v1/requests", json=body(1, session_id="cikarang-utara-20261206")
         )
@@ -196,13 +198,14 @@ async def test_personal_data_is_encrypted_and_purged_after_the_session(
     settings = admin_settings.model_copy(update={"purge_after_days": 30})
     async with running("intake", settings) as svc:
         intake = svc.app.state.intake
-        at(svc, FRIDAY_10_WIB)
+        at(svc, SATURDAY_19_WIB)
         r = await svc.http.post(
             "/api/v1/requests",
             json=body(1, session_id="cikarang-utara-20261129", phone="081234567890", consent=True),
         )
         assert r.status_code == 202, r.text
         request_id = r.json()["request_id"]
+        link = r.json()["status_page_url"]
         stored = await intake.store.requests.find_one({"_id": request_id})
         assert nik(1) not in str(stored)  # not in clear anywhere in the document, outbox too
         assert intake.cipher.decrypt(stored["nik_encrypted"]) == nik(1)
@@ -215,9 +218,12 @@ async def test_personal_data_is_encrypted_and_purged_after_the_session(
         at(svc, datetime(2026, 12, 30, 10, 0, tzinfo=UTC))
         assert await intake.purge() == 1
         purged = await intake.store.requests.find_one({"_id": request_id})
-        for name in ("name", "nik_encrypted", "nik_masked", "nik_hash", "phone", "email"):
+        for name in ("name", "nik_encrypted", "nik_masked", "nik_hash", "phone", "email", "token"):
             assert purged[name] is None, name
         assert purged["services"] == ["KTP-CETAK"] and purged["purged_at"]
+        # The status link in the citizen's old messages opens nothing any more.
+        token = link.rsplit("/s/", 1)[1]
+        assert (await svc.anonymous.get(f"/api/v1/status/{token}")).status_code == 404
         assert await intake.store.claims.find_one({}) is None
         assert await intake.store.codes.find_one({}) is None
         assert await intake.purge() == 0  # nothing twice

@@ -21,8 +21,10 @@ from tests.conftest import RunningService, eventually, nats_client, running
 pytestmark = pytest.mark.integration
 
 SITE = "cikarang-utara"
-ADMIN = {"Authorization": "Bearer admin-secret"}
+ADMIN = {"Authorization": "Bearer admin-secret-0123456789abcdefghij"}
 FRIDAY_10_WIB = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
+# MSC's online registration for Sunday's session opens on Saturday at 18:00 WIB (catalogue).
+SATURDAY_19_WIB = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SUNDAY_0830_WIB = datetime(2026, 11, 29, 1, 30, tzinfo=UTC)
 SUNDAY_1000_WIB = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 
@@ -40,7 +42,10 @@ def body(n: int, **extra: Any) -> dict[str, Any]:
 def fast(settings: Settings) -> Settings:
     """No queue runs in these tests: do not wait for tickets."""
     return settings.model_copy(
-        update={"ticket_wait_seconds": 0.0, "admin_token": SecretStr("admin-secret")}
+        update={
+            "ticket_wait_seconds": 0.0,
+            "admin_token": SecretStr("admin-secret-0123456789abcdefghij"),
+        }
     )
 
 
@@ -171,7 +176,7 @@ async def test_a_booking_ahead_joins_the_line_at_check_in(fast: Settings) -> Non
         running("intake", settings) as svc,
         bus_events(settings, f"giliran.{SITE}.request.*") as events,
     ):
-        at(svc, FRIDAY_10_WIB)
+        at(svc, SATURDAY_19_WIB)
         sessions = (await svc.http.get(f"/api/v1/sites/{SITE}/sessions?days=20")).json()
         sunday = next(s for s in sessions if s["session_id"] == "cikarang-utara-20261129")
         assert (sunday["opens_local"], sunday["closes_local"], sunday["bookable"]) == (
@@ -238,7 +243,7 @@ async def test_a_booking_ahead_joins_the_line_at_check_in(fast: Settings) -> Non
         assert unknown.status_code == 404
 
         # The QR on a receipt is the status link; a scanner types it into the kiosk.
-        at(svc, FRIDAY_10_WIB)
+        at(svc, SATURDAY_19_WIB)
         second = await svc.http.post(
             "/api/v1/requests", json=body(4, session_id="cikarang-utara-20261129")
         )
@@ -279,7 +284,7 @@ async def test_the_elderly_are_recognised_from_the_nik(fast: Settings) -> None:
 
 async def test_an_appointment_slot_is_never_overbooked(fast: Settings) -> None:
     async with running("intake", fast.model_copy(update={"demo": False})) as svc:
-        at(svc, FRIDAY_10_WIB)
+        at(svc, SATURDAY_19_WIB)
         slot = {"session_id": "cikarang-utara-20261129", "appointment_at": "2026-11-29T10:00+07:00"}
         answers = await asyncio.gather(
             *(svc.http.post("/api/v1/requests", json=body(n, **slot)) for n in range(1, 15))
