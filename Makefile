@@ -41,16 +41,26 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Browser tests drive Debian's chromium (never a downloaded browser) and the alert rules are checked
-# by Debian's promtool (package prometheus); as root, install what is absent.
+# by Debian's promtool (package prometheus); the board's spoken calls need espeak-ng (also at run
+# time, ADR 0146), their tests measure the audio with sox, and the printed ticket's test turns
+# Chromium's PDF into an image with pdftoppm (poppler-utils). As root, install what is absent.
+DEBIAN_TOOLS := espeak-ng:espeak-ng sox:sox pdftoppm:poppler-utils
 browser:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; \
 	  command -v promtool >/dev/null 2>&1 || { apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; \
+	  for tool in $(DEBIAN_TOOLS); do \
+	    command -v $${tool%%:*} >/dev/null 2>&1 || { apt-get update -qq && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $${tool#*:} >/dev/null; }; \
+	  done; \
 	fi; \
 	command -v chromium >/dev/null 2>&1 || echo "chromium not installed: browser tests will be skipped"; \
-	command -v promtool >/dev/null 2>&1 || echo "promtool not installed (Debian prometheus): rule tests skipped"
+	command -v promtool >/dev/null 2>&1 || echo "promtool not installed (Debian prometheus): rule tests skipped"; \
+	for tool in $(DEBIAN_TOOLS); do \
+	  command -v $${tool%%:*} >/dev/null 2>&1 || echo "$${tool%%:*} not installed (Debian $${tool#*:}): its tests are skipped"; \
+	done
 
 test: lint typecheck browser $(COMPOSE_SCHEMA)  ## the full suite: lint, types, import contracts, unit, integration, e2e
 	$(BIN)/pytest $(PYTEST_ARGS)

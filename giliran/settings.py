@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     # its admins' calendar changes down to the sites).
     edge_site: str | None = None
     edge_hub: bool = False
+    # The board's spoken calls (ADR 0146): eSpeak NG's program, by name on PATH or a path.
+    voice_command: str = "espeak-ng"
     # Notification channels (YAML, see deploy/notify/); unset: the console channel only.
     notify_config: Path | None = None
     # uvloop + httptools under uvicorn (ADR 0083): "asyncio" runs the standard loop and h11,
