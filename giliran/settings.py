@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ServiceName = Literal["intake", "queue", "notify", "reporting"]
@@ -18,6 +20,32 @@ DEFAULT_PORTS: dict[ServiceName, int] = {
     "reporting": 8103,
     "notify": 8104,
 }
+
+
+class KioskPrinter(BaseModel):
+    """A kiosk's ticket printer (GILIRAN_KIOSK_PRINTERS, by kiosk name): the paper width, and
+    where intake sends ESC/POS — a network printer's raw port or a USB printer's device file.
+    Neither: the kiosk prints from its browser, at this paper width."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    site: str
+    paper: Literal[58, 80] = 80
+    host: str | None = None  # e.g. the printer's LAN address; raw ESC/POS on `port`
+    port: int = Field(default=9100, ge=1, le=65535)
+    device: Path | None = None  # Linux usblp: /dev/usb/lp0
+    profile: str | None = None  # python-escpos printer profile; default by paper width
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> KioskPrinter:
+        if self.host is not None and self.device is not None:
+            raise ValueError("a kiosk printer has a host or a device, not both")
+        return self
+
+    @property
+    def escpos(self) -> bool:
+        return self.host is not None or self.device is not None
 
 
 class Settings(BaseSettings):
@@ -43,8 +71,13 @@ class Settings(BaseSettings):
     queue_port: int = DEFAULT_PORTS["queue"]
     reporting_port: int = DEFAULT_PORTS["reporting"]
     notify_port: int = DEFAULT_PORTS["notify"]
-    # Public base URL of intake, used in status links sent to citizens.
+    # Public base URL of intake, used in status links sent to citizens and in the printed
+    # ticket's QR code: an address their phones reach (office mode sets it; start-up warns
+    # when it is unset or loopback).
     public_url: str = ""
+    # Kiosk printers by kiosk name (the kiosk page's ?kiosk=): JSON, e.g.
+    # {"lobby": {"site": "cikarang-utara", "paper": 58, "host": "printer.lan"}}.
+    kiosk_printers: dict[str, KioskPrinter] = Field(default_factory=dict)
     catalogue_dir: Path = REPO_ROOT / "deploy" / "sites"
     timezone: str = "Asia/Jakarta"
     # --demo: an ad-hoc session at the demo site, open from start-up for 12 hours.
@@ -134,3 +167,16 @@ class Settings(BaseSettings):
         """Accounts, tokens, sessions and the audit trail: the one database all services read
         (docs/decisions/0040-accounts-in-a-shared-auth-database.md)."""
         return f"{self.db_prefix}_auth"
+
+
+def only_this_box(url: str) -> bool:
+    """A link that only the box itself can open (a loopback address, `localhost`, 0.0.0.0):
+    printed as a ticket's QR code or sent to a phone, it leads the phone to itself."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified

@@ -3,7 +3,8 @@ toggle): registration, kiosk and printed ticket, status with server push, SKM su
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+from collections.abc import Mapping
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -18,25 +19,26 @@ from pydantic import ValidationError
 from giliran.catalogue import SiteDef
 from giliran.contracts import Channel, Language, TicketStatus
 from giliran.errors import DomainError
+from giliran.settings import KioskPrinter, only_this_box
 from services.intake import sessions
 from services.intake.handlers import Intake, Scores, SubmitRequest
 from services.intake.http import Links, Site, Status, Token
+from services.intake.printing import PrinterFailed, escpos_bytes, send_to_printer
 from services.intake.problems import describe
 from services.intake.skm import QUESTIONS
+from services.intake.slip import Paper, Slip, slip_for
 
 PAGES = Jinja2Templates(directory=FilePath(__file__).parent / "pages")
-PRIORITY_NAMES = {
-    "elderly": {"id": "lansia", "en": "elderly"},
-    "disability": {"id": "penyandang disabilitas", "en": "disability"},
-    "pregnancy": {"id": "ibu hamil", "en": "pregnant"},
-    "infant": {"id": "membawa bayi", "en": "with an infant"},
-}
 Lang = Annotated[str, Query(pattern=r"^(id|en)$")]
+KIOSK_NAME = r"^[A-Za-z0-9_-]{0,32}$"
+KioskQuery = Annotated[str, Query(pattern=KIOSK_NAME)]
+KioskForm = Annotated[str, Form(pattern=KIOSK_NAME)]
 
 
 def qr_svg(url: str) -> str:
     """The status link as an inline SVG QR code (segno: no image files, no network)."""
-    return str(segno.make(url, error="m").svg_inline(scale=4, border=2))
+    # omitsize: a viewBox only, so CSS sizes it (with width/height set, a smaller box crops it).
+    return str(segno.make(url, error="m").svg_inline(border=2, omitsize=True))
 
 
 def _texts(lang: str) -> Any:
@@ -71,17 +73,47 @@ def _error_text(exc: Exception, lang: str) -> tuple[str, str | None]:
     raise exc
 
 
-def booths_for(site: SiteDef, service: str) -> list[dict[str, Any]]:
-    """Counters serving a service, with where to find them (printed on the ticket)."""
-    return [
-        {"name": c.name.model_dump(), "hint": c.hint.model_dump() if c.hint else None}
-        for c in site.counters
-        if service in c.services
-    ]
-
-
-def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float) -> APIRouter:
+def router(
+    intake: Intake,
+    status: Status,
+    links: Links,
+    *,
+    wait_seconds: float,
+    printers: Mapping[str, KioskPrinter] | None = None,
+) -> APIRouter:
     pages = APIRouter(tags=["pages"], include_in_schema=False)
+    kiosk_printers = dict(printers or {})
+
+    def printer_at(site: str, kiosk: str) -> KioskPrinter | None:
+        """The kiosk's printer, only for its own site (a name from another site prints nothing)."""
+        printer = kiosk_printers.get(kiosk) if kiosk else None
+        return printer if printer is not None and printer.site == site else None
+
+    async def slip_of(request: Request, token: str, lang: str) -> tuple[Slip, SiteDef]:
+        view = await status.view(token)
+        spec = intake.site(view.site)
+        return slip_for(view, spec, lang, links.page(request, token), intake.clock()), spec
+
+    async def to_the_ticket(
+        request: Request, site: str, token: str, lang: str, kiosk: str
+    ) -> RedirectResponse:
+        """After a kiosk issued or checked in: print on the kiosk's ESC/POS printer if it has one
+        (the page then only shows the ticket), else let the kiosk's browser print the page."""
+        query = {"lang": lang, **({"kiosk": kiosk} if kiosk else {})}
+        printer = printer_at(site, kiosk)
+        if printer is not None and printer.escpos:
+            slip, _spec = await slip_of(request, token, lang)
+            data = await asyncio.to_thread(
+                escpos_bytes, slip, Paper(printer.paper), printer.profile
+            )
+            try:
+                await send_to_printer(printer, data)
+                query["printed"] = "1"
+            except PrinterFailed:
+                query |= {"printed": "0", "autoprint": "1"}
+        else:
+            query["autoprint"] = "1"
+        return RedirectResponse(f"/kiosk/ticket/{token}?{urlencode(query)}", status_code=303)
 
     async def session_choices(site: SiteDef) -> list[dict[str, Any]]:
         now = intake.clock()
@@ -191,7 +223,9 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         return RedirectResponse(f"/s/{result.doc['token']}?lang={lang}", status_code=303)
 
     @pages.get("/kiosk/{site}", response_class=HTMLResponse)
-    async def kiosk(request: Request, site: Site, lang: Lang = "id") -> Response:
+    async def kiosk(
+        request: Request, site: Site, lang: Lang = "id", kiosk: KioskQuery = ""
+    ) -> Response:
         spec = intake.site(site)
         now = intake.clock()
         try:
@@ -213,6 +247,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             window=window,
             closed=closed_message,
             error=None,
+            kiosk=kiosk,
         )
 
     @pages.post("/kiosk/{site}", response_class=HTMLResponse)
@@ -223,6 +258,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         priority: Annotated[str, Form(max_length=20)] = "",
         nik: Annotated[str, Form(max_length=32)] = "",
         lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
+        kiosk: KioskForm = "",
     ) -> Response:
         spec = intake.site(site)
         try:
@@ -249,11 +285,10 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 window=None,
                 closed=None,
                 error=message,
+                kiosk=kiosk,
             )
         await intake.wait_for_tickets(result.doc["_id"], wait_seconds)
-        return RedirectResponse(
-            f"/kiosk/ticket/{result.doc['token']}?lang={lang}&autoprint=1", status_code=303
-        )
+        return await to_the_ticket(request, site, result.doc["token"], lang, kiosk)
 
     @pages.post("/kiosk/{site}/check-in", response_class=HTMLResponse)
     async def kiosk_check_in(
@@ -261,6 +296,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         site: Site,
         code: Annotated[str, Form(min_length=1, max_length=300)],
         lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
+        kiosk: KioskForm = "",
     ) -> Response:
         spec = intake.site(site)
         try:
@@ -276,29 +312,38 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 window=None,
                 closed=None,
                 error=message,
+                kiosk=kiosk,
             )
-        return RedirectResponse(f"/kiosk/ticket/{doc['token']}?lang={lang}&autoprint=1", 303)
+        return await to_the_ticket(request, site, doc["token"], lang, kiosk)
 
     @pages.get("/kiosk/ticket/{token}", response_class=HTMLResponse)
     async def ticket(
-        request: Request, token: Token, lang: Lang = "id", autoprint: int = 0
+        request: Request,
+        token: Token,
+        lang: Lang = "id",
+        autoprint: int = 0,
+        kiosk: KioskQuery = "",
+        paper: Annotated[Paper | None, Query()] = None,
+        printed: Annotated[int | None, Query(ge=0, le=1)] = None,
     ) -> Response:
-        doc = await intake.by_token(token)
-        spec = intake.site(doc["site"])
-        view = await status.view(token)
-        url = links.page(request, token)
-        printed_at = datetime.now(ZoneInfo(spec.timezone))
+        """The ticket on the kiosk's screen, printed by its browser on the kiosk's paper width
+        (?paper=58|80, else the kiosk's printer setting, else 80 mm)."""
+        slip, spec = await slip_of(request, token, lang)
+        printer = printer_at(spec.site, kiosk)
+        width = paper or Paper(printer.paper if printer is not None else 80)
+        failed = PrinterFailed("")
         return _render(
             request,
             "ticket.html",
             lang,
             site=spec,
-            view=view,
-            qr=qr_svg(url),
-            url=url,
-            booths={t.service: booths_for(spec, t.service) for t in view.tickets},
-            priority_names=PRIORITY_NAMES,
-            printed_at=f"{printed_at:%d-%m-%Y %H.%M} WIB",
+            slip=slip,
+            qr=qr_svg(slip.status_url),
+            paper=int(width),
+            kiosk=kiosk,
+            only_this_box=only_this_box(slip.status_url),
+            printed=printed,
+            printer_failed=failed.message_en if lang == "en" else failed.message_id,
             autoprint=bool(autoprint),
         )
 

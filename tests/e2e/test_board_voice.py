@@ -10,7 +10,6 @@ import asyncio
 import io
 import itertools
 import math
-import shutil
 import subprocess
 import wave
 from array import array
@@ -34,6 +33,7 @@ from tests.conftest import (
     publish,
     request_event,
     require_chromium,
+    require_tools,
     serving,
 )
 
@@ -69,8 +69,7 @@ async def said(page: Page) -> list[dict[str, Any]]:
 
 async def test_the_board_says_each_call_with_the_boxs_voice(settings: Settings) -> None:
     require_chromium()
-    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
-        pytest.skip("espeak-ng and sox are needed (make browser installs them)")
+    require_tools("espeak-ng", "sox")
     ARTIFACTS.mkdir(exist_ok=True)
     events = [request_event(["KTP-REKAM"]) for _ in range(4)]
     # Two queue instances on the same store and bus (as when scaled out): the officers' calls go

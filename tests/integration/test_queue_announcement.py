@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import io
 import math
-import shutil
 import wave
 from array import array
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 from giliran.auth import Role
 from giliran.settings import Settings
 from services.queue.voice import CHIME_NOTE_SECONDS, CHIME_NOTES, PAUSE_SECONDS, Announcer
-from tests.conftest import eventually, publish, request_event, running
+from tests.conftest import eventually, publish, request_event, require_tools, running
 
 pytestmark = pytest.mark.integration
 SITE = "cikarang-utara"
@@ -27,8 +26,7 @@ API = f"/api/v1/sites/{SITE}"
 
 
 def require_espeak() -> None:
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng missing (make browser installs Debian's espeak-ng)")
+    require_tools("espeak-ng")
 
 
 def rms(samples: array[int]) -> float:
@@ -89,7 +87,9 @@ async def test_only_a_called_ticket_of_the_boards_own_site_speaks(settings: Sett
         await issued(settings, svc.http, here, there, waiting)
         ticket = await called(svc.http, "1")
         board_token = (await svc.runtime.accounts.issue_token("tv", Role.DISPLAY, SITE))[1]
-        other_board = (await svc.runtime.accounts.issue_token("tv", Role.DISPLAY, "babelan"))[1]
+        other_board = (
+            await svc.runtime.accounts.issue_token("tv", Role.DISPLAY, "botram-babelan")
+        )[1]
         as_board = {"Authorization": f"Bearer {board_token}"}
         as_other = {"Authorization": f"Bearer {other_board}"}
         anonymous = svc.anonymous
@@ -100,7 +100,7 @@ async def test_only_a_called_ticket_of_the_boards_own_site_speaks(settings: Sett
         # Another site's board: not its site, whichever path it names.
         r = await anonymous.get(wav_path(ticket["ticket_id"]), headers=as_other)
         assert r.status_code == 403
-        r = await anonymous.get(wav_path(ticket["ticket_id"], "babelan"), headers=as_other)
+        r = await anonymous.get(wav_path(ticket["ticket_id"], "botram-babelan"), headers=as_other)
         assert r.status_code == 404 and r.json()["error"]["message_id"]
         # A ticket still waiting is not announced (nobody makes the board call it early), and a
         # made-up id makes nothing speak.
