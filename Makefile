@@ -41,9 +41,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Browser tests drive Debian's chromium (never a downloaded browser) and the alert rules are checked
-# by Debian's promtool (package prometheus); the board's spoken calls need espeak-ng (also at run
-# time, ADR 0146), their tests measure the audio with sox, and the printed ticket's test turns
-# Chromium's PDF into an image with pdftoppm (poppler-utils). As root, install what is absent.
+# by Debian's promtool (package prometheus); the office-mode test makes network namespaces with
+# iproute2's `ip`; the board's spoken calls need espeak-ng (also at run time, ADR 0146), their
+# tests measure the audio with sox, and the printed ticket's test turns Chromium's PDF into an
+# image with pdftoppm (poppler-utils). As root, install what is absent.
 DEBIAN_TOOLS := espeak-ng:espeak-ng sox:sox pdftoppm:poppler-utils
 browser:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -51,6 +52,8 @@ browser:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; \
 	  command -v promtool >/dev/null 2>&1 || { apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; \
+	  command -v ip >/dev/null 2>&1 || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null; }; \
 	  for tool in $(DEBIAN_TOOLS); do \
 	    command -v $${tool%%:*} >/dev/null 2>&1 || { apt-get update -qq && \
 	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $${tool#*:} >/dev/null; }; \

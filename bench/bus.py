@@ -51,7 +51,6 @@ def events(n: int) -> list[dict[str, Any]]:
                 queued_at=now,
             ),
             site="cikarang-utara",
-            source="bench",
         )
         made.append(event.to_json_dict())
     return made

@@ -124,7 +124,9 @@ async def submit(client: httpx.AsyncClient, run: Run, index: int) -> Issue:
         # One phone per citizen: intake limits requests per phone (against bots).
         "phone": f"{args.phone[:-6]}{index % 1_000_000:06d}",
         "consent": True,
-        "channel": "kiosk",
+        # Walk-ins registered by staff: the supervisor's token may use the counter channel; the
+        # kiosk channel is for a kiosk's own sign-in (ADR 0102).
+        "channel": "counter",
     }
     started = time.perf_counter()
     response = await client.post(f"{args.intake}/api/v1/requests", json=body)

@@ -247,7 +247,6 @@ def request_event(index: int) -> Any:
             submitted_at=utcnow(),
         ),
         site=SITE,
-        source="bench",
     )
 
 
@@ -267,7 +266,6 @@ def called_event(request: Any, n: int) -> tuple[str, Any]:
             called_at=now,
         ),
         site=SITE,
-        source="bench",
         at=now,
     )
     return number, event

@@ -74,7 +74,7 @@ async def per_call(label: str, n: int, call: Callable[[], Awaitable[Any]]) -> fl
 
 async def run(n: int, requests: int) -> None:
     print(f"{os.cpu_count()} cores; {n:,} events, {requests:,} requests per figure\n")
-    event = new_event(called(), site="cikarang-utara", source="bench")
+    event = new_event(called(), site="cikarang-utara")
     metrics = BusMetrics.create(CollectorRegistry())
 
     async def handler(_: Event[Any]) -> None:
@@ -103,7 +103,7 @@ async def run(n: int, requests: int) -> None:
     data = called()
 
     async def make() -> None:
-        new_event(data, site="cikarang-utara", source="bench")
+        new_event(data, site="cikarang-utara")
 
     await per_call("new_event, tracing off", n, make)
     telemetry.use_tracer_provider(provider)

@@ -28,7 +28,7 @@ from giliran.store import OutboxRelay, connect, outbox_fields
 
 def checked_in(i: int) -> Any:
     data = RequestCheckedIn(request_id=f"r{i}", session_id="s", checked_in_at=utcnow())
-    return new_event(data, site="cikarang-utara", source="bench")
+    return new_event(data, site="cikarang-utara")
 
 
 async def run(sizes: Sequence[int], rounds: int) -> None:

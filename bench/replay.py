@@ -75,7 +75,7 @@ def day_of_events(n_events: int, seed: int) -> list[dict[str, object]]:
                     service=service, scores=scores, submitted_at=done,
                 )
             )  # fmt: skip
-        events += [new_event(d, site=site, source="bench").to_json_dict() for d in batch]
+        events += [new_event(d, site=site).to_json_dict() for d in batch]
     return events[:n_events]
 
 

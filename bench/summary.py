@@ -71,7 +71,7 @@ def citizens(n: int, seed: int) -> list[list[Any]]:
             TicketCalled(**facts, counter=counter, called_at=called),
             TicketCompleted(**facts, counter=counter, called_at=called, completed_at=done),
         ]  # fmt: skip
-        out.append([new_event(d, site=site, source="bench") for d in data])
+        out.append([new_event(d, site=site) for d in data])
     return out
 
 

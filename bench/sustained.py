@@ -195,7 +195,9 @@ async def arrive(http: httpx.AsyncClient, stack: Stack, run: Run, life: Life) ->
         # One phone per citizen: intake limits requests per phone.
         "phone": f"0812{life.index % 100_000_000:08d}",
         "consent": True,
-        "channel": "kiosk",
+        # Walk-ins registered by staff: the supervisor's token may use the counter channel; the
+        # kiosk channel is for a kiosk's own sign-in (ADR 0102).
+        "channel": "counter",
     }
     try:
         life.sent = time.perf_counter()

@@ -21,7 +21,8 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from giliran import telemetry
-from giliran.contracts import Event, EventData, UnknownEventType, parse_event
+from giliran.contracts import EVENTS_BY_TYPE, Event, EventData, UnknownEventType, parse_event
+from giliran.contracts.envelope import source_of
 from giliran.contracts.subjects import (
     DLQ_STREAM,
     DLQ_SUBJECTS,
@@ -65,10 +66,15 @@ def jetstream(broker: NatsBroker) -> JetStreamContext:
     return js
 
 
-async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+async def ensure_streams(
+    js: JetStreamContext, replicas: int = 1, *, configure: bool = True
+) -> None:
     """Create or update the event stream and the dead-letter stream (idempotent). `replicas`:
     copies kept by a JetStream cluster (3 on the Kubernetes cluster of deploy/k8s/); every
-    start applies it, so it is configuration, never a by-hand `nats stream edit`."""
+    start applies it, so it is configuration, never a by-hand `nats stream edit`.
+
+    `configure=False` (every service but STREAM_OWNER, ADR 0111): only create a stream that is
+    missing and leave an existing one as it is; their NATS users may not update a stream."""
     configs = [
         StreamConfig(
             name=STREAM,
@@ -90,20 +96,25 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
     for config in configs:
         # A kabupaten hub's GILIRAN gathers the site boxes' streams (giliran.edge): it has no
         # subjects of its own and is not the services' to reshape.
-        await put_stream(js, config, unless_sourced=True)
+        await put_stream(js, config, unless_sourced=True, update=configure)
 
 
 async def put_stream(
-    js: JetStreamContext, config: StreamConfig, *, unless_sourced: bool = False
+    js: JetStreamContext,
+    config: StreamConfig,
+    *,
+    unless_sourced: bool = False,
+    update: bool = True,
 ) -> None:
     """Create the stream, or bring an existing one to `config` (sources added or removed);
-    `unless_sourced`: leave an existing stream that gathers others by sources as it is."""
+    `unless_sourced`: leave an existing stream that gathers others by sources as it is;
+    `update=False`: leave any existing stream as it is."""
     try:
         info = await js.stream_info(config.name or "")
     except NotFoundError:
         await js.add_stream(config)
         return
-    if not (unless_sourced and info.config.sources):
+    if update and not (unless_sourced and info.config.sources):
         await js.update_stream(config)
 
 
@@ -132,6 +143,33 @@ async def publish_event(
 
 
 EventHandler = Callable[[Event[Any]], Awaitable[object]]
+
+
+def disagreement(subject: str, event: Event[EventData]) -> str | None:
+    """Why an event cannot be trusted on the NATS subject it arrived on, or None.
+
+    NATS permissions decide who may publish on a subject, never what the body says: a service
+    allowed `notification.sent` could put a `request.submitted` body there, or another site's
+    slug, or another service's name. So the body's type and site must be the subject's, and its
+    source the one service allowed to publish that event (ADR 0110). The reason names only the
+    subject, the type and the expected publisher, never the body's free text (ADR 0051)."""
+    if subject != event.nats_subject:
+        return f"body says {event.type} at {event.subject}, but it arrived on {subject}"
+    publisher = type(event.data).publisher
+    if event.source != source_of(publisher):
+        return f"source is not {source_of(publisher)}, the only publisher of {event.type}"
+    return None
+
+
+def subject_event_type(subject: str) -> type[EventData] | None:
+    """The event model a subject carries (`giliran.<site>.<entity>.<event>`), if we know it."""
+    parts = subject.split(".")
+    if len(parts) != 4:
+        return None
+    return next(
+        (m for m in EVENTS_BY_TYPE.values() if (m.entity, m.event) == (parts[2], parts[3])),
+        None,
+    )
 
 
 @dataclass
@@ -263,6 +301,17 @@ class EventConsumer:
         events: list[tuple[Msg, Event[EventData] | str]] = []
         for raw in messages:
             parsed = self._parse(raw)
+            if isinstance(parsed, Event) and (why := disagreement(raw.subject, parsed)):
+                if type(parsed.data) in self.handlers or subject_event_type(raw.subject) in (
+                    self.handlers
+                ):
+                    # Forged or misrouted: never handled, parked with the reason for the on-call.
+                    self._count("disagrees", parsed.type)
+                    await self._dead_letter(raw, f"body disagrees with subject: {why}")
+                else:
+                    self._count("ignored", parsed.type)
+                    await raw.ack()
+                continue
             if isinstance(parsed, Event) and type(parsed.data) not in self.handlers:
                 # Not ours (e.g. notify's own notification.sent): ack at once rather than
                 # queue it behind its request's events.

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from giliran import lan
 from giliran.embedded import (
     ManagedProcess,
     _die_with_parent,
@@ -163,6 +164,13 @@ async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
         env.setdefault("GILIRAN_SESSION_KEY", _nik_key(data_dir, "session_key"))
         if args.demo:
             env["GILIRAN_DEMO"] = "true"
+        office = _office(args)
+        if office is not None:
+            # Links and QR codes must reach the citizens' phones and the office's devices.
+            env["GILIRAN_PUBLIC_URL"] = office.public_url
+            caddy = lan.proxy(data_dir, office, settings).start()
+            stack.infrastructure.append(caddy)
+            await caddy.wait_listening()
         env.setdefault("GILIRAN_PUBLIC_URL", settings.url_of("intake"))
         stack.env = {**env, **_edge_env(args)}
         # The hub runs intake (its admins' calendar changes) and reporting; a site runs all four.
@@ -196,6 +204,12 @@ async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
                 print(line)
         for line in await _next_sessions(urls["intake"], settings.demo_site):
             print(line)
+        public = env["GILIRAN_PUBLIC_URL"]
+        if office is not None:
+            for line in await _office_lines(office, data_dir, env, settings, args.pair):
+                print(line)
+        elif (warning := lan.loopback_warning(public)) is not None:
+            print(warning, flush=True)
         print("Press Ctrl-C to stop.", flush=True)
         while not stopping.is_set():
             for label, process in list(stack.services.items()):
@@ -213,6 +227,49 @@ async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
         # Waiting for processes to exit blocks; nothing else runs in this loop meanwhile.
         await asyncio.to_thread(stack.stop)
         print("giliran: stopped", file=sys.stderr, flush=True)
+
+
+# --- office mode (docs/devices.md) -------------------------------------------------------------
+
+
+def _office(args: argparse.Namespace) -> lan.Office | None:
+    if not getattr(args, "lan", False):
+        return None
+    https_port, http_port = lan.default_ports()
+    return lan.Office(
+        address=args.lan_address or lan.lan_address(),
+        https_port=args.lan_port or https_port,
+        http_port=http_port if not args.lan_port else (80 if args.lan_port == 443 else 8080),
+    )
+
+
+async def _office_lines(
+    office: lan.Office,
+    data_dir: Path,
+    env: dict[str, str],
+    settings: Settings,
+    pair: str,
+) -> list[str]:
+    site = settings.demo_site
+    lines = [
+        f"  office    {office.public_url}  (the office's address: HTTPS, a local CA)",
+        f"  CA root   {office.ca_url}  (install once on each tablet and TV: docs/devices.md)",
+        f"            {lan.ca_root(data_dir)}",
+        f"  pages     {office.public_url}/daftar?site={site}  (citizens)",
+        f"            {office.public_url}/devices?site={site}  (supervisors pair and revoke)",
+        f"            {office.public_url}/dashboard?site={site}  (management)",
+    ]
+    kinds = [k for k in pair.split(",") if k]
+    if kinds:
+        at = settings.model_copy(
+            update={
+                "mongo_url": env["GILIRAN_MONGO_URL"],
+                "db_prefix": env.get("GILIRAN_DB_PREFIX", "giliran"),
+                "public_url": office.public_url,
+            }
+        )
+        lines += await lan.start_up_pairings(at, site, kinds)
+    return lines
 
 
 # --- edge site mode (docs/edge.md) ------------------------------------------------------------
@@ -495,6 +552,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--secure",
         action="store_true",
         help="NATS with one user per service (deploy/nats/giliran.conf), passwords generated",
+    )
+    p_up.add_argument(
+        "--lan",
+        action="store_true",
+        help="office mode: serve the office network on this box's LAN address over HTTPS "
+        "(Caddy, a local CA) and print pairing QR codes for its devices (docs/devices.md)",
+    )
+    p_up.add_argument("--lan-address", help="with --lan: the address to serve (default: found)")
+    p_up.add_argument(
+        "--lan-port",
+        type=int,
+        help="with --lan: the HTTPS port (default 443, or 8443 unprivileged)",
+    )
+    p_up.add_argument(
+        "--pair",
+        default="counter,board,kiosk",
+        help="with --lan: the devices to print pairing QR codes for at start-up (comma-separated "
+        "from counter (one per counter), board, kiosk; empty for none)",
     )
     p_up.add_argument("--site", help="run as the edge box of this site (a NATS leaf node)")
     p_up.add_argument(

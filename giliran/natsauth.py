@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from giliran.contracts.subjects import DLQ_STREAM, PREFIX, STREAM
+from giliran.contracts.subjects import DLQ_STREAM, PREFIX, STREAM, STREAM_OWNER
 
 if TYPE_CHECKING:
     from giliran.runtime import ServiceRuntime
@@ -56,10 +56,13 @@ def service_grants(runtime: ServiceRuntime) -> Grants:
     # Dead letters keep the original site/entity/event under the service's own name only.
     publish.append(f"{PREFIX}.*.dlq.{service}.*.*")
     publish.extend(runtime.commands_sent)
-    # Every service makes sure both streams exist (idempotent create/update); it may not delete,
-    # purge or read them wholesale.
+    # Every service may create a missing stream (with nothing in it, there is no history to
+    # lose), but only the stream owner may reshape an existing one (ADR 0111): another could
+    # otherwise update GILIRAN to max_msgs 1 and wipe the history. None may delete, purge or
+    # read them wholesale.
+    verbs = ("INFO", "CREATE", "UPDATE") if service == STREAM_OWNER else ("INFO", "CREATE")
     for stream in (STREAM, DLQ_STREAM):
-        for verb in ("INFO", "CREATE", "UPDATE"):
+        for verb in verbs:
             publish.append(f"{JS_API}.STREAM.{verb}.{stream}")
     # Operators list a service's dead letters through its own endpoint (message by message).
     publish.append(f"{JS_API}.STREAM.MSG.GET.{DLQ_STREAM}")

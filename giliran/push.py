@@ -61,10 +61,13 @@ def sse_response(
     event: str,
     coalesce_seconds: float = 0.0,
     connections: Gauge | None = None,
+    still_allowed: Callable[[], Awaitable[bool]] | None = None,
 ) -> StreamingResponse:
     """Send `render()` now and after every change of `key`, with heartbeats in between; a
     browser's EventSource reconnects by itself after a drop or a restart and gets it anew.
-    `connections` counts the streams open now (a board that went dark shows as a zero)."""
+    `connections` counts the streams open now (a board that went dark shows as a zero).
+    `still_allowed` is asked before every update and heartbeat: once the viewer's credential
+    is revoked the stream ends and sends nothing more (its reconnect is then refused)."""
 
     async def events() -> AsyncIterator[str]:
         if connections is not None:
@@ -80,6 +83,8 @@ def sse_response(
         seen = -1
         while not await request.is_disconnected():
             version = await changes.wait(key, seen, HEARTBEAT_SECONDS)
+            if still_allowed is not None and not await still_allowed():
+                return
             if version == seen:
                 yield ": heartbeat\n\n"
                 continue

@@ -41,7 +41,7 @@ from giliran.bus import (
     publish_event,
 )
 from giliran.contracts import Event, EventData
-from giliran.contracts.subjects import STREAM
+from giliran.contracts.subjects import STREAM, STREAM_OWNER
 from giliran.errors import DomainError
 from giliran.hardening import BodyLimit, SameOrigin, SecurityHeaders
 from giliran.metrics import BusMetrics, ObservedHttp, http_duration
@@ -89,6 +89,7 @@ class ServiceRuntime:
             legacy_admin_token=(
                 settings.admin_token.get_secret_value() if settings.admin_token else None
             ),
+            password_checks=settings.login_concurrency,
         )
         self.consumer_metrics = ConsumerMetrics.create(self.registry)
         self.bus_metrics = BusMetrics.create(self.registry)
@@ -165,6 +166,12 @@ class ServiceRuntime:
         """Declare the events this service publishes (through its outbox), for the AsyncAPI
         document; the relay itself publishes with nats-py to set Nats-Msg-Id per event."""
         for model in models:
+            if getattr(model, "publisher", None) != self.service:
+                # Consumers dead-letter an event whose source is not its declared publisher.
+                raise RuntimeError(
+                    f"{self.service} cannot publish {model.type_name()}: the contract names "
+                    f"{getattr(model, 'publisher', 'no service')} as its publisher"
+                )
             self.published.append(model)
             self.broker.publisher(
                 f"giliran.*.{model.entity}.{model.event}",
@@ -244,7 +251,11 @@ class ServiceRuntime:
         while True:
             try:
                 await self.broker.connect()
-                await ensure_streams(jetstream(self.broker), self.settings.stream_replicas)
+                await ensure_streams(
+                    jetstream(self.broker),
+                    self.settings.stream_replicas,
+                    configure=self.service == STREAM_OWNER,
+                )
                 await self.broker.start()
                 for consumer in self.consumers:
                     await consumer.start(jetstream(self.broker))

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from ipaddress import ip_address
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -93,16 +91,29 @@ class Settings(BaseSettings):
     # Deprecated: the admin token of intake from before accounts; still accepted as an admin
     # API token (logged) until it is replaced by `giliran accounts token --role admin`.
     admin_token: SecretStr | None = None
+    # Password checks (argon2id, 64 MiB each) running at once per process; a sign-in beyond
+    # them is answered 503 with Retry-After at once (ADR 0112). Memory: about 64 MiB each.
+    login_concurrency: int = Field(default=2, ge=1, le=16)
     # Requests with a larger body are refused with 413 (forms and JSON here are small).
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     # Intake purges a session's personal data this many days after it (UU 27/2022).
     purge_after_days: int = Field(default=30, ge=0)
     purge_interval_seconds: float = 3600.0
+    # How often intake lapses registrations not checked in within their grace (ADR 0120).
+    lapse_interval_seconds: float = Field(default=30.0, gt=0)
     # Intake's limits against bots: registrations per client address a minute and per phone
     # an hour; the exempt addresses are kiosks and the box itself (all share one address).
     rate_ip_per_minute: int = Field(default=30, ge=1)
     rate_phone_per_hour: int = Field(default=5, ge=1)
     rate_limit_exempt: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # Check-in codes are short: attempts per client address a minute (exempt addresses too are
+    # bounded by the next one), and failed code attempts per site an hour, for every address
+    # together; a QR (status link) check-in is never held back by the latter (ADR 0101).
+    rate_checkin_ip_per_minute: int = Field(default=10, ge=1)
+    rate_checkin_failures_per_site_per_hour: int = Field(default=60, ge=1)
+    # "Resend my status link": asks per client address an hour and per NIK an hour (ADR 0100).
+    rate_resend_ip_per_hour: int = Field(default=10, ge=1)
+    rate_resend_nik_per_hour: int = Field(default=3, ge=1)
     # How long intake's status page waits for the queue's position/ETA answer.
     status_query_timeout_seconds: float = 0.5
     # How long POST /requests waits for the queue to issue tickets before answering 202.
@@ -167,16 +178,3 @@ class Settings(BaseSettings):
         """Accounts, tokens, sessions and the audit trail: the one database all services read
         (docs/decisions/0040-accounts-in-a-shared-auth-database.md)."""
         return f"{self.db_prefix}_auth"
-
-
-def only_this_box(url: str) -> bool:
-    """A link that only the box itself can open (a loopback address, `localhost`, 0.0.0.0):
-    printed as a ticket's QR code or sent to a phone, it leads the phone to itself."""
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        address = ip_address(host)
-    except ValueError:
-        return False
-    return address.is_loopback or address.is_unspecified

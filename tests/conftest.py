@@ -163,7 +163,6 @@ def request_event(
             },
         ),
         site=site,
-        source="test",
     )
 
 

@@ -11,13 +11,14 @@ const ACCESS = {
   "services": ["intake", "queue", "notify", "reporting"],
   // The shared "<prefix>_auth" database (docs/decisions/0040): what every service may do to
   // each of its collections. Logins open and close sessions and count failed tries (a
-  // throttle); every service appends to the audit trail; accounts and API tokens are written
-  // only by the operator's CLI.
+  // throttle) and spend single-use login forms; every service appends to the audit trail;
+  // accounts and API tokens are written only by the operator's CLI.
   "auth": {
     "users": ["find"],
     "tokens": ["find", "createCollection", "createIndex"],
     "sessions": ["find", "insert", "update", "remove", "createCollection", "createIndex"],
     "login_failures": ["find", "insert", "update", "remove", "createCollection", "createIndex"],
+    "login_forms": ["find", "insert", "remove", "createCollection", "createIndex"],
     "audit": ["find", "insert", "createCollection", "createIndex"]
   }
 };

@@ -12,6 +12,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -24,6 +25,13 @@ SESSION_LIFETIME = timedelta(hours=12)
 # that name is refused (429) until the window ends, right password or not.
 LOGIN_FAILURES_ALLOWED = 5
 LOGIN_FAILURE_WINDOW = timedelta(minutes=15)
+# ...and after this many failed sign-ins from one address (any names), that address is refused
+# except for a name that signed in from this browser before (its known-device cookie). Thirty
+# is far above what an office sharing one address mistypes in a quarter hour, and keeps a
+# guesser at two a minute (docs/security.md, "Password guessing").
+LOGIN_FAILURES_PER_ADDRESS = 30
+# A login form is good for this long, and only once (its nonce is remembered that long).
+LOGIN_FORM_LIFETIME = timedelta(hours=1)
 # One hasher for the process: argon2id with the library's RFC 9106 "low memory" defaults.
 _HASHER = PasswordHasher()
 # Verifying against this when the user is unknown keeps the answer's timing the same, so a
@@ -41,6 +49,29 @@ class Role(StrEnum):
     KIOSK = "kiosk"
 
 
+class DeviceKind(StrEnum):
+    """A device paired from the devices page (docs/devices.md): what it is decides its role."""
+
+    COUNTER = "counter"  # a counter tablet, bound to one counter of one site
+    BOARD = "board"  # the waiting-room TV
+    KIOSK = "kiosk"  # the touch screen that prints tickets
+
+    @property
+    def role(self) -> Role:
+        return {
+            DeviceKind.COUNTER: Role.OFFICER,
+            DeviceKind.BOARD: Role.DISPLAY,
+            DeviceKind.KIOSK: Role.KIOSK,
+        }[self]
+
+
+# A pairing QR code is scanned within minutes of being shown; after this it is worthless.
+PAIRING_LIFETIME = timedelta(minutes=15)
+# Roles whose token may live in a device's cookie (GET /device?token=...): devices only, never
+# a person's powers (an admin's token in a year-long cookie would be an admin's browser).
+DEVICE_ROLES = frozenset({Role.DISPLAY, Role.KIOSK})
+
+
 class AccountExists(Exception):
     """`add_user` with a name already taken."""
 
@@ -54,9 +85,19 @@ class Principal:
     site: str  # a site slug, or ALL_SITES
     kind: str  # "session" or "token"
     session_id: str | None = None
+    token_id: str | None = None
+    # A paired device: what it is, and for a counter tablet the one counter it serves.
+    device: DeviceKind | None = None
+    counter: str | None = None
 
     def at(self, site: str) -> bool:
         return self.site in (ALL_SITES, site)
+
+    @property
+    def is_device(self) -> bool:
+        """A credential a device may keep in its cookie: a paired device, or a display or
+        kiosk token issued from the command line."""
+        return self.kind == "token" and (self.device is not None or self.role in DEVICE_ROLES)
 
 
 def token_digest(token: str) -> str:
@@ -88,11 +129,13 @@ class AuthStore:
         self.tokens = database["tokens"]
         self.sessions = database["sessions"]
         self.login_failures = database["login_failures"]
+        self.login_forms = database["login_forms"]
 
     async def ensure_indexes(self) -> None:
         await self.tokens.create_index("digest", unique=True)
         await self.sessions.create_index("digest", unique=True)
         await self.login_failures.create_index("name")
+        await self.login_forms.create_index("used_at")
 
     # --- people --------------------------------------------------------------------------
 
@@ -135,22 +178,53 @@ class AuthStore:
     def _attempts_key(self, name: str, address: str) -> str:
         return self._digest(name.strip().lower(), address)
 
-    async def failed_sign_ins(self, name: str, address: str, now: datetime) -> int:
-        """Failed sign-ins for this user name from this address in the current window. Per
-        address: someone who knows an officer's name cannot lock the officer out from afar."""
-        doc = await self.login_failures.find_one({"_id": self._attempts_key(name, address)})
+    def _address_key(self, address: str) -> str:
+        # "\x01" cannot start a user name from the form, so never equals a name's key.
+        return self._digest("\x01address", address)
+
+    async def _failures(self, key: str, now: datetime) -> int:
+        doc = await self.login_failures.find_one({"_id": key})
         if doc is None or from_instant(doc["since"]) + LOGIN_FAILURE_WINDOW <= now:
             return 0
         return int(doc["failures"])
 
-    async def note_failed_sign_in(self, name: str, address: str, now: datetime) -> None:
-        key = self._attempts_key(name, address)
-        if await self.failed_sign_ins(name, address, now) == 0:
+    async def _note_failure(self, key: str, name_digest: str | None, now: datetime) -> None:
+        if await self._failures(key, now) == 0:
             # A new window (two racing failures may count once: a throttle, not a ledger).
-            fresh = {"failures": 1, "since": instant(now), "name": self._digest(name.lower())}
+            fresh = {"failures": 1, "since": instant(now), "name": name_digest}
             await self.login_failures.replace_one({"_id": key}, {"_id": key, **fresh}, upsert=True)
         else:
             await self.login_failures.update_one({"_id": key}, {"$inc": {"failures": 1}})
+
+    async def failed_sign_ins(self, name: str, address: str, now: datetime) -> int:
+        """Failed sign-ins for this user name from this address in the current window. Per
+        address: someone who knows an officer's name cannot lock the officer out from afar."""
+        return await self._failures(self._attempts_key(name, address), now)
+
+    async def failed_sign_ins_from(self, address: str, now: datetime) -> int:
+        """Failed sign-ins from this address, whatever the names, in the current window: a
+        guesser trying a fresh name each time is counted here."""
+        return await self._failures(self._address_key(address), now)
+
+    async def note_failed_sign_in(self, name: str, address: str, now: datetime) -> None:
+        name_digest = self._digest(name.strip().lower())
+        await self._note_failure(self._attempts_key(name, address), name_digest, now)
+        await self._note_failure(self._address_key(address), None, now)
+
+    async def use_login_form(self, nonce: str, now: datetime) -> bool:
+        """Spend a login form's nonce: True the first time only (the login CSRF token is
+        single-use, so one fetched form cannot drive a stream of guesses)."""
+        try:
+            await self.login_forms.insert_one(
+                {"_id": hashlib.sha256(nonce.encode()).hexdigest(), "used_at": instant(now)}
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def login_form_used(self, nonce: str) -> bool:
+        found = await self.login_forms.find_one({"_id": hashlib.sha256(nonce.encode()).hexdigest()})
+        return found is not None
 
     async def clear_failed_sign_ins(self, name: str, address: str | None = None) -> None:
         """After a successful sign-in (that address), or by an admin (every address)."""
@@ -195,7 +269,98 @@ class AuthStore:
         doc = await self.tokens.find_one(indexed({"digest": token_digest(token)}))
         if doc is None or doc.get("revoked"):
             return None
-        return Principal(str(doc["label"]), Role(doc["role"]), str(doc["site"]), "token")
+        return _token_principal(doc)
+
+    async def still_valid(self, who: Principal) -> bool:
+        """Whether the credential `who` came with still holds (a stream open for hours asks
+        again before each update: a revoked device or ended session gets nothing more)."""
+        if who.session_id is not None:
+            return await self.by_session(who.session_id) is not None
+        if who.token_id is None:
+            return True  # the legacy admin token: valid while configured
+        doc = await self.tokens.find_one({"_id": who.token_id})
+        return doc is not None and not doc.get("revoked")
+
+    # --- paired devices (docs/devices.md) --------------------------------------------------
+
+    async def start_pairing(
+        self,
+        kind: DeviceKind,
+        site: str,
+        label: str,
+        *,
+        counter: str | None = None,
+        by: str = "",
+        lifetime: timedelta = PAIRING_LIFETIME,
+    ) -> tuple[str, str]:
+        """A device waiting to be paired and its one-time pairing code (shown once, as a QR
+        code; stored only as its digest). The device's own token does not exist yet: it is
+        made when the code is used, so nobody but the device ever holds it."""
+        if (kind is DeviceKind.COUNTER) != (counter is not None):
+            raise ValueError("a counter tablet names its counter; other devices name none")
+        code = secrets.token_urlsafe(12)
+        token_id = secrets.token_hex(6)
+        now = utcnow()
+        await self.tokens.insert_one(
+            {
+                "_id": token_id,
+                # Unique index: a placeholder nobody can present until the device pairs.
+                "digest": token_digest(secrets.token_urlsafe(32)),
+                "label": label,
+                "role": kind.role.value,
+                "site": site,
+                "device": kind.value,
+                "counter": counter,
+                "revoked": False,
+                "created_at": instant(now),
+                "created_by": by,
+                "pairing": token_digest(code),
+                "pairing_expires": instant(now + lifetime),
+                "paired_at": None,
+            }
+        )
+        return token_id, code
+
+    async def pair(self, code: str) -> tuple[str, Principal] | None:
+        """Use a pairing code, once: the device's new long-lived token and who it is; None
+        for a code unknown, used, expired or revoked."""
+        token = "gl_" + secrets.token_urlsafe(32)
+        now = utcnow()
+        doc = await self.tokens.find_one_and_update(
+            {
+                "pairing": {"$eq": token_digest(code)},
+                "paired_at": None,
+                "revoked": False,
+                "pairing_expires": {"$gt": instant(now)},
+            },
+            {
+                "$set": {"digest": token_digest(token), "paired_at": instant(now)},
+                "$unset": {"pairing": ""},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is None:
+            return None
+        return token, _token_principal(doc)
+
+    async def devices(self, site: str) -> list[Document]:
+        """The site's devices, paired or waiting, newest first (never a digest or code)."""
+        found = self.tokens.find({"site": {"$eq": site}, "device": {"$ne": None}})
+        docs = [
+            {k: v for k, v in doc.items() if k not in ("digest", "pairing")} async for doc in found
+        ]
+        return sorted(docs, key=lambda d: str(d.get("created_at")), reverse=True)
+
+    async def device(self, token_id: str) -> Document | None:
+        return await self.tokens.find_one({"_id": token_id, "device": {"$ne": None}})
+
+    async def forget_unpaired(self, created_by: str) -> int:
+        """Drop the pairings `created_by` left unused (`giliran up --lan` makes fresh ones at
+        every start)."""
+        gone = await self.tokens.delete_many(
+            {"created_by": {"$eq": created_by}, "paired_at": None, "device": {"$ne": None}}
+        )
+        return gone.deleted_count
 
     # --- login sessions ------------------------------------------------------------------
 
@@ -227,8 +392,24 @@ class AuthStore:
         )
 
     async def forget_expired(self, now: datetime | None = None) -> int:
-        gone = await self.sessions.delete_many({"expires_at": {"$lt": instant(now or utcnow())}})
+        now = now or utcnow()
+        gone = await self.sessions.delete_many({"expires_at": {"$lt": instant(now)}})
+        # A spent form nonce only needs remembering while its form could still be accepted.
+        await self.login_forms.delete_many({"used_at": {"$lt": instant(now - LOGIN_FORM_LIFETIME)}})
         return gone.deleted_count
+
+
+def _token_principal(doc: Document) -> Principal:
+    device = doc.get("device")
+    return Principal(
+        str(doc["label"]),
+        Role(doc["role"]),
+        str(doc["site"]),
+        "token",
+        token_id=str(doc["_id"]),
+        device=DeviceKind(device) if device else None,
+        counter=doc.get("counter"),
+    )
 
 
 def public_user(doc: Document) -> dict[str, Any]:

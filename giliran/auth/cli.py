@@ -153,6 +153,8 @@ DEMO_PEOPLE = (
     ("supervisor", Role.SUPERVISOR, "{site}"),
     ("petugas", Role.OFFICER, "{site}"),
     ("auditor", Role.AUDITOR, ALL_SITES),
+    # The kiosk pages need a kiosk's sign-in (ADR 0102): sign the kiosk's browser in as this.
+    ("kios", Role.KIOSK, "{site}"),
 )
 
 

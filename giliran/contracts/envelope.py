@@ -32,6 +32,9 @@ class EventData(BaseModel):
     entity: ClassVar[str]
     event: ClassVar[str]
     version: ClassVar[int] = 1
+    # The one service allowed to publish this event (its NATS user is the only one granted the
+    # subject): a consumer dead-letters an event whose `source` names another.
+    publisher: ClassVar[str]
 
     @classmethod
     def type_name(cls) -> str:
@@ -86,11 +89,20 @@ class Event(BaseModel, Generic[DataT]):
         return found
 
 
-def new_event(data: DataT, *, site: str, source: str, at: datetime | None = None) -> Event[DataT]:
+def source_of(publisher: str) -> str:
+    """The CloudEvents `source` of events a service publishes."""
+    return f"giliran/{publisher}"
+
+
+def new_event(
+    data: DataT, *, site: str, source: str | None = None, at: datetime | None = None
+) -> Event[DataT]:
+    """`source`: the publishing service, by default the event's declared publisher (any other
+    is dead-lettered by consumers; tests of that pass it on purpose)."""
     event_class: Any = Event[type(data)]  # type: ignore[misc]
     event: Event[DataT] = event_class(
         id=new_id(),
-        source=f"giliran/{source}",
+        source=source_of(source or type(data).publisher),
         type=data.type_name(),
         time=at or utcnow(),
         subject=site,

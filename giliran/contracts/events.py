@@ -98,6 +98,7 @@ class CitizenRef(BaseModel):
 class RequestSubmitted(EventData):
     entity = "request"
     event = "submitted"
+    publisher = "intake"
 
     request_id: str
     session_id: str
@@ -122,15 +123,30 @@ class RequestCheckedIn(EventData):
 
     entity = "request"
     event = "checked_in"
+    publisher = "intake"
 
     request_id: str
     session_id: str
     checked_in_at: AwareDatetime
 
 
+class RequestLinkRequested(EventData):
+    """A citizen asked for their status link again (NIK and registered contact matched): notify
+    sends it to the contact it already holds for the request. Carries no contact itself."""
+
+    entity = "request"
+    event = "link_requested"
+    publisher = "intake"
+
+    request_id: str
+    session_id: str
+    requested_at: AwareDatetime
+
+
 class RequestCancelled(EventData):
     entity = "request"
     event = "cancelled"
+    publisher = "intake"
 
     request_id: str
     reason: str = Field(max_length=200)
@@ -145,6 +161,7 @@ class TicketFacts(EventData):
 
     entity = "ticket"
     event = "facts"
+    publisher = "queue"
 
     ticket_id: str
     request_id: str
@@ -241,6 +258,7 @@ class TicketCancelled(TicketFacts):
 class CounterOpened(EventData):
     entity = "counter"
     event = "opened"
+    publisher = "queue"
 
     counter: CounterId
     session_id: str
@@ -251,6 +269,7 @@ class CounterOpened(EventData):
 class CounterClosed(EventData):
     entity = "counter"
     event = "closed"
+    publisher = "queue"
 
     counter: CounterId
     session_id: str
@@ -267,6 +286,7 @@ class NotificationFacts(EventData):
 
     entity = "notification"
     event = "facts"
+    publisher = "notify"
 
     delivery_id: str
     cause_event_id: str
@@ -289,6 +309,24 @@ class NotificationFailed(NotificationFacts):
 
     reason: str = Field(max_length=500)
     failed_at: AwareDatetime
+    # The gateway answered and said no (its reason, phone numbers masked), as opposed to a
+    # gateway that could not be reached.
+    refused: bool = False
+
+
+class DeliveryOutcome(StrEnum):
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+
+
+class NotificationReceipt(NotificationFacts):
+    """A gateway's delivery report on a message it had accepted: delivered to the phone, or not."""
+
+    event = "receipt"
+
+    outcome: DeliveryOutcome
+    reason: str | None = Field(default=None, max_length=500)
+    reported_at: AwareDatetime
 
 
 # --- feedback --------------------------------------------------------------------------------
@@ -302,6 +340,7 @@ class FeedbackSubmitted(EventData):
 
     entity = "feedback"
     event = "submitted"
+    publisher = "intake"
 
     feedback_id: str
     request_id: str
@@ -317,6 +356,7 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     RequestSubmitted,
     RequestCancelled,
     RequestCheckedIn,
+    RequestLinkRequested,
     TicketIssued,
     TicketCalled,
     TicketRecalled,
@@ -329,6 +369,7 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     CounterClosed,
     NotificationSent,
     NotificationFailed,
+    NotificationReceipt,
     FeedbackSubmitted,
 )
 EVENTS_BY_TYPE: dict[str, type[EventData]] = {m.type_name(): m for m in EVENT_MODELS}

@@ -18,6 +18,9 @@ STREAM_SUBJECTS = [f"{PREFIX}.*.*.*"]
 DLQ_STREAM = "GILIRAN_DLQ"
 DLQ_SUBJECTS = [f"{PREFIX}.*.dlq.*.*.*"]
 DUPLICATE_WINDOW_SECONDS = 120.0
+# The one service whose NATS user may reshape both streams (ADR 0111): the others may only create
+# a missing one, so none of them can cut the history short.
+STREAM_OWNER = "queue"
 
 _TOKEN = re.compile(r"^[a-z0-9_-]+$")
 

@@ -14,6 +14,7 @@ from giliran.contracts import RequestCancelled, new_event, new_id
 from giliran.contracts.events import ServiceCode
 from giliran.store import Document, instant
 from services.intake import sessions
+from services.intake.closures import closure_of
 from services.intake.errors import AdminInvalid
 from services.intake.handlers import SOURCE, Intake
 
@@ -100,10 +101,20 @@ class Admin:
     async def add_session(self, site: str, change: AddSession) -> sessions.SessionWindow:
         spec = self.intake.site(site)
         self._not_past(site, change.date)
-        if sessions.is_closed(spec, change.date, await self.intake.overrides(site)):
+        overrides = await self.intake.overrides(site)
+        if sessions.is_closed(spec, change.date, overrides):
             raise AdminInvalid(
                 f"Kolom 'date': {change.date} ditandai tutup. Hapus dulu tanda tutupnya.",
                 f"Field 'date': {change.date} is marked closed. Remove the closed mark first.",
+                "date",
+            )
+        closure = closure_of(spec.schedule, change.date, self.intake.holidays)
+        if closure is not None and change.date not in overrides.closures_lifted:
+            raise AdminInvalid(
+                f"Kolom 'date': {change.date} tutup menurut kebijakan libur ({closure.reason.id}). "
+                "Buka dulu tanggalnya.",
+                f"Field 'date': {change.date} is closed by the holiday policy "
+                f"({closure.reason.en}). Open the date first.",
                 "date",
             )
         opens = change.opens or spec.schedule.opens
@@ -196,17 +207,23 @@ class Admin:
             await self._cancel_registrations(site, sessions.session_id_for(site, day))
 
     async def set_closed(self, site: str, day: date, closed: bool, note: str = "") -> int:
-        """Mark a date closed (nothing opens on it; its registrants are told) or open it again."""
-        self.intake.site(site)
+        """Mark a date closed (nothing opens on it; its registrants are told) or open it again;
+        opening a date the holiday policy closes lifts the policy for that date alone."""
+        spec = self.intake.site(site)
         key = day.isoformat()
+        by_policy = closure_of(spec.schedule, day, self.intake.holidays) is not None
 
         def change(doc: Document) -> Document:
             marks = dict(doc.get("closed") or {})
+            lifted = set(doc.get("closures_lifted") or [])
             if closed:
                 marks[key] = note or "tutup"
+                lifted.discard(key)
             else:
                 marks.pop(key, None)
-            return {**doc, "closed": marks}
+                if by_policy:
+                    lifted.add(key)
+            return {**doc, "closed": marks, "closures_lifted": sorted(lifted)}
 
         await self.intake.store.change_calendar(site, change)
         action: CalendarAction = "close" if closed else "reopen"
@@ -239,13 +256,19 @@ class Admin:
         return await self.quotas(site, session_id)
 
     async def quotas(self, site: str, session_id: str) -> list[Document]:
-        """Each service's limit, places used and left (catalogue defaults until first use)."""
+        """Each service's limit, places used and left (catalogue defaults until first use), with
+        how the default was sized (`480 ÷ 10 menit`) and the places the session's
+        counter-minutes still allow."""
         spec = self.intake.site(site)
         stored = {d["what"]: d for d in await self.intake.store.quotas_of(session_id)}
+        window = await self.intake.window_of(spec, session_id)
+        sandbox = window is not None and window.kind == "adhoc"
+        left = await self.intake.places_left(spec, window) if window else {}
         rows = []
         for service in spec.services:
             doc = stored.get(service.code)
-            limit = doc["limit"] if doc else service.quota
+            default = None if sandbox else spec.quota_of(service)
+            limit = doc["limit"] if doc else default
             used = int(doc["used"]) if doc else 0
             rows.append(
                 {
@@ -253,6 +276,10 @@ class Admin:
                     "limit": limit,
                     "used": used,
                     "remaining": None if limit is None else max(limit - used, 0),
+                    "default": default,
+                    "sized": "demo: tanpa batas" if sandbox else spec.quota_reason(service),
+                    "minutes": service.minutes,
+                    "places_left": left.get(service.code),
                 }
             )
         return rows

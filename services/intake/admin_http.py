@@ -40,6 +40,7 @@ def routers(admin: Admin, audit: AuditLog) -> tuple[APIRouter, APIRouter]:
                 str(d): [str(t) for t in span] for d, span in found.sessions_added.items()
             },
             "cancelled": dict(found.cancelled),
+            "closures_lifted": sorted(str(d) for d in found.closures_lifted),
         }
 
     async def listing(site: str, days: int = 60) -> list[SessionView]:
@@ -133,6 +134,10 @@ def routers(admin: Admin, audit: AuditLog) -> tuple[APIRouter, APIRouter]:
                 "overrides": overrides,
                 "quotas": await admin.quotas(site, first.session_id) if first else [],
                 "quota_session": first.session_id if first else None,
+                "closed_days": sessions.closed_days(
+                    spec, intake.clock(), intake.holidays, overrides, days=120
+                ),
+                "fairs": list(intake.catalogue.fairs),
                 "message": message,
                 "who": who,
                 "csrf": getattr(request.state, "csrf", ""),

@@ -9,19 +9,23 @@ import holidays
 from fastapi import FastAPI
 
 from giliran import telemetry
+from giliran.auth.devices import devices_router
 from giliran.catalogue import load_catalogue
 from giliran.contracts import (
     FeedbackSubmitted,
     RequestCancelled,
     RequestCheckedIn,
+    RequestLinkRequested,
     RequestSubmitted,
 )
 from giliran.contracts.subjects import command_pattern
+from giliran.lan import is_loopback_url
 from giliran.push import Changes
 from giliran.runtime import ServiceRuntime, create_http_app
-from giliran.settings import Settings, only_this_box
-from services.intake import admin_http, edge, http, pages, problems, subscribers
+from giliran.settings import Settings
+from services.intake import admin_http, calendar_http, edge, http, pages, problems, subscribers
 from services.intake.admin import Admin
+from services.intake.fairs import FairPlans
 from services.intake.handlers import Intake, Limits
 from services.intake.privacy import NikCipher
 from services.intake.status import QueueStatus
@@ -32,7 +36,7 @@ log = logging.getLogger("giliran.intake")
 
 def warn_if_phones_cannot_follow(settings: Settings) -> None:
     """Status links and the tickets' QR codes must open on a citizen's phone (ADR 0147)."""
-    if settings.public_url and only_this_box(settings.public_url):
+    if settings.public_url and is_loopback_url(settings.public_url):
         log.warning(
             "GILIRAN_PUBLIC_URL=%s opens only on this box: the QR codes on printed tickets and "
             "the status links sent to citizens will not open on their phones. Set it to the "
@@ -81,6 +85,10 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
             ip_per_minute=settings.rate_ip_per_minute,
             phone_per_hour=settings.rate_phone_per_hour,
             exempt=frozenset(settings.rate_limit_exempt),
+            checkin_ip_per_minute=settings.rate_checkin_ip_per_minute,
+            checkin_failures_per_site_per_hour=settings.rate_checkin_failures_per_site_per_hour,
+            resend_ip_per_hour=settings.rate_resend_ip_per_hour,
+            resend_nik_per_hour=settings.rate_resend_nik_per_hour,
         ),
         purge_after_days=settings.purge_after_days,
         timezone=settings.timezone,
@@ -96,12 +104,23 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     runtime.use_outbox(store.requests, store.feedback)
     if not settings.edge_hub:  # the hub's intake holds no citizen's request to follow
         subscribers.register(runtime, intake)
-    runtime.publishes(RequestSubmitted, RequestCheckedIn, RequestCancelled, FeedbackSubmitted)
+    runtime.publishes(
+        RequestSubmitted,
+        RequestCheckedIn,
+        RequestCancelled,
+        RequestLinkRequested,
+        FeedbackSubmitted,
+    )
 
     async def purge_personal_data() -> None:
         await intake.purge()
 
     runtime.every(settings.purge_interval_seconds, purge_personal_data)
+
+    async def lapse_unchecked() -> None:
+        await intake.lapse_unchecked()
+
+    runtime.every(settings.lapse_interval_seconds, lapse_unchecked)
 
     runtime.sends(command_pattern("queue", "request_status"))
 
@@ -130,10 +149,20 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     if settings.edge_site:
         runtime.every(1.0, edge.CalendarFollower(runtime, Admin(intake), settings.edge_site).poll)
     admin_api, admin_page = admin_http.routers(admin, runtime.audit)
+    calendar_api, calendar_page = calendar_http.routers(intake, FairPlans(admin), runtime.audit)
+
+    def counters(site: str) -> list[tuple[str, str]]:
+        spec = catalogue.site(site)
+        if spec is None:
+            raise KeyError(site)
+        return [(c.id, c.name.id) for c in spec.counters]
+
+    # The devices page and the pairing links live here, on the public address's default route.
+    paired = devices_router(runtime.auth, runtime.audit, settings, counters)
     app = create_http_app(
         runtime,
         title="Giliran intake",
-        routers=[api, admin_api, page, admin_page],
+        routers=[api, admin_api, calendar_api, page, admin_page, calendar_page, paired],
         static=Path(__file__).parent / "static",
     )
     problems.install(app)

@@ -12,7 +12,7 @@ from giliran.contracts import utcnow
 from giliran.store import Document, from_instant
 from services.intake import domain, sessions
 from services.intake.errors import RequestNotFound
-from services.intake.models import Limits, calendar_from_doc
+from services.intake.models import BUDGET, Limits, calendar_from_doc
 from services.intake.privacy import NikCipher
 from services.intake.store import RequestStore
 
@@ -84,6 +84,30 @@ class IntakeBase:
         except ValueError:
             return None
         return sessions.scheduled_session(site, day, self.holidays, await self.overrides(site.site))
+
+    async def places_left(
+        self, site: SiteDef, window: sessions.SessionWindow
+    ) -> dict[str, int | None]:
+        """Places each service still has in a session (None: no limit): its quota left, and
+        no more than the session's counter-minutes left allow (ADR 0120)."""
+        stored = {d["what"]: d for d in await self.store.quotas_of(window.session_id)}
+        sandbox = window.kind == "adhoc"
+        budget: int | None = None
+        if site.capacity_minutes is not None and not sandbox:
+            doc = stored.get(BUDGET)
+            budget = int(doc["remaining"]) if doc else site.capacity_minutes
+        left: dict[str, int | None] = {}
+        for service in site.services:
+            doc = stored.get(service.code)
+            limit = doc["limit"] if doc else (None if sandbox else site.quota_of(service))
+            places: int | None = None
+            if limit is not None:
+                places = max(int(doc["remaining"]) if doc else int(limit), 0)
+            if budget is not None and service.minutes:
+                by_time = max(budget // service.minutes, 0)
+                places = by_time if places is None else min(places, by_time)
+            left[service.code] = places
+        return left
 
     # --- registration ------------------------------------------------------------------------
 

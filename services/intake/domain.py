@@ -1,4 +1,4 @@
-"""Intake rules with no I/O: NIK checks and masking, phones, priority, ticket status."""
+"""Intake rules with no I/O: NIK checks and masking, phones, channels, priority, ticket status."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from datetime import date
 
 import phonenumbers
 
-from giliran.contracts import PriorityReason, TicketStatus
+from giliran.auth import Principal, Role
+from giliran.contracts import Channel, PriorityReason, TicketStatus
 from services.intake.errors import (
+    ChannelForbidden,
     InvalidNik,
     InvalidPhone,
     InvalidRequest,
@@ -135,6 +137,30 @@ def normalize_phone(raw: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+# --- who may use a channel --------------------------------------------------------------
+
+# Who may register through a channel other than online: the channels that skip the NIK rule
+# and join the line at once need a caller standing there (ADR 0102).
+CHANNEL_ROLES: dict[Channel, tuple[frozenset[Role], str]] = {
+    Channel.KIOSK: (frozenset({Role.KIOSK}), "kios/kiosk"),
+    Channel.COUNTER: (
+        frozenset({Role.OFFICER, Role.SUPERVISOR, Role.ADMIN}),
+        "petugas/officer",
+    ),
+}
+
+
+def check_channel(channel: Channel, site: str, who: Principal | None) -> None:
+    """Online is open to anyone; the kiosk channel only to a kiosk principal of that site, the
+    counter channel only to staff of that site."""
+    rule = CHANNEL_ROLES.get(channel)
+    if rule is None:
+        return
+    roles, name = rule
+    if who is None or who.role not in roles or not who.at(site):
+        raise ChannelForbidden(channel.value, site, name)
+
+
 # --- priority -------------------------------------------------------------------------------
 
 
@@ -166,6 +192,7 @@ __all__ = [
     "SessionWindow",
     "UnknownService",
     "UnknownSite",
+    "check_channel",
     "check_nik",
     "demo_session",
     "mask_nik",

@@ -82,6 +82,64 @@ class InvalidSlot(InvalidRequest):
         )
 
 
+class TooManyServices(InvalidRequest):
+    code = "too_many_services"
+    field = "services"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"Kolom 'services': pilih paling banyak {limit} layanan dalam satu pendaftaran. "
+            "Layanan lain dapat didaftarkan terpisah.",
+            f"Field 'services': choose at most {limit} services in one registration. Register "
+            "for other services separately.",
+        )
+
+
+class ChannelForbidden(DomainError):
+    """Only a device standing there may register as the kiosk (or an officer at the counter):
+    those channels skip the NIK rule and join the line at once."""
+
+    code = "channel_forbidden"
+    http_status = 403
+    field = "channel"
+
+    def __init__(self, channel: str, site: str, role: str) -> None:
+        super().__init__(
+            f"Kolom 'channel': pendaftaran lewat '{channel}' hanya untuk perangkat {role} yang "
+            f"masuk untuk lokasi '{site}'. Daftar online tanpa kolom 'channel'.",
+            f"Field 'channel': registering through '{channel}' is only for a signed-in {role} "
+            f"device of site '{site}'. Register online without the 'channel' field.",
+        )
+
+
+class AlreadyRegistered(Conflict):
+    """A NIK that already holds one of these services in the session. Says nothing of the
+    request that holds it: NIKs are not secret, the status link is."""
+
+    code = "already_registered"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "NIK ini sudah terdaftar untuk layanan yang dipilih pada sesi ini. Tautan status "
+            "hanya dikirim ke nomor HP/e-mail yang didaftarkan: minta kirim ulang di "
+            "/kirim-ulang, atau datang ke petugas dengan KTP-el.",
+            "This NIK is already registered for a chosen service in this session. The status "
+            "link is only sent to the phone/e-mail registered with it: ask for it again at "
+            "/kirim-ulang, or see an officer with your e-KTP.",
+        )
+
+
+class ContactRequired(InvalidRequest):
+    code = "contact_required"
+    field = "phone"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Kolom 'phone': isi nomor HP atau e-mail yang Anda daftarkan.",
+            "Field 'phone': enter the phone number or e-mail you registered with.",
+        )
+
+
 class InvalidNik(InvalidRequest):
     code = "invalid_nik"
     field = "nik"
@@ -91,13 +149,23 @@ class NikRequired(InvalidRequest):
     code = "nik_required"
     field = "nik"
 
-    def __init__(self, codes: list[str]) -> None:
+    def __init__(self, codes: list[str], kiosk: bool = False) -> None:
         listed = ", ".join(codes)
+        how_id = (
+            "Ketik 16 digit NIK dari KTP-el atau Kartu Keluarga dengan tombol angka, lalu sentuh "
+            "layanannya lagi."
+            if kiosk
+            else "Isi 16 digit NIK dari KTP-el atau Kartu Keluarga."
+        )
+        how_en = (
+            "Type the 16-digit NIK from the e-KTP or family card on the keypad, then touch the "
+            "service again."
+            if kiosk
+            else "Enter the 16-digit NIK from the e-KTP or family card."
+        )
         super().__init__(
-            f"Kolom 'nik': NIK wajib diisi untuk layanan {listed}. Isi 16 digit NIK dari KTP-el "
-            "atau Kartu Keluarga.",
-            f"Field 'nik': a NIK is required for {listed}. Enter the 16-digit NIK from the e-KTP "
-            "or family card.",
+            f"Kolom 'nik': NIK wajib diisi untuk layanan {listed}. {how_id}",
+            f"Field 'nik': a NIK is required for {listed}. {how_en}",
         )
 
 
@@ -140,10 +208,16 @@ class RateLimited(DomainError):
     code = "rate_limited"
     http_status = 429
 
-    def __init__(self, what_id: str, what_en: str, retry_after: int) -> None:
+    def __init__(
+        self,
+        what_id: str,
+        what_en: str,
+        retry_after: int,
+        doing: tuple[str, str] = ("pendaftaran", "registrations"),
+    ) -> None:
         super().__init__(
-            f"Terlalu banyak pendaftaran dari {what_id}. Coba lagi dalam {retry_after} detik.",
-            f"Too many registrations from {what_en}. Try again in {retry_after} seconds.",
+            f"Terlalu banyak {doing[0]} dari {what_id}. Coba lagi dalam {retry_after} detik.",
+            f"Too many {doing[1]} from {what_en}. Try again in {retry_after} seconds.",
         )
         self.retry_after = retry_after
 
@@ -165,14 +239,19 @@ class CheckInRefused(Conflict):
 
 
 class UnknownCheckInCode(NotFound):
+    """The one answer for a code that is unknown, of another site, cancelled, or outside its
+    session's check-in window: which of these it is would tell a guesser the code exists."""
+
     code = "check_in_code_unknown"
 
-    def __init__(self) -> None:
+    def __init__(self, early_minutes: int = 60) -> None:
         super().__init__(
-            "Kode check-in tidak ditemukan. Periksa 6 huruf/angka pada bukti pendaftaran atau "
-            "pindai kode QR-nya.",
-            "Check-in code not found. Check the 6 characters on the booking receipt or scan "
-            "its QR code.",
+            "Kode check-in tidak berlaku saat ini. Periksa 6 huruf/angka dan tanggal sesi pada "
+            f"bukti pendaftaran: check-in dibuka {early_minutes} menit sebelum sesi dimulai "
+            "sampai sesi selesai. Atau pindai kode QR-nya.",
+            "Check-in code not valid now. Check the 6 characters and the session date on the "
+            f"booking receipt: check-in opens {early_minutes} minutes before the session starts "
+            "until it ends. Or scan its QR code.",
         )
 
 
@@ -200,3 +279,57 @@ class AdminInvalid(InvalidRequest):
     def __init__(self, message_id: str, message_en: str, field: str | None = None) -> None:
         super().__init__(message_id, message_en)
         self.field = field
+
+
+class RegistrationNotOpen(Conflict):
+    """Online registration for the session has not opened yet, or has closed (409)."""
+
+    code = "registration_not_open"
+
+    def __init__(self, when_id: str, when_en: str, closed: bool) -> None:
+        if closed:
+            super().__init__(
+                f"Pendaftaran daring untuk sesi ini sudah ditutup ({when_id}). Silakan datang "
+                "langsung dan ambil nomor di kios, atau daftar untuk sesi berikutnya.",
+                f"Online registration for this session has closed ({when_en}). Please come in "
+                "person and take a number at the kiosk, or register for the next session.",
+            )
+        else:
+            super().__init__(
+                f"Pendaftaran daring untuk sesi ini dibuka {when_id}.",
+                f"Online registration for this session opens {when_en}.",
+            )
+
+
+class ChallengeRequired(DomainError):
+    """An address registered several times for this session: the next needs a proof of work."""
+
+    code = "challenge_required"
+    http_status = 428
+
+    def __init__(self, site: str, why_id: str = "", why_en: str = "") -> None:
+        super().__init__(
+            "Sudah beberapa pendaftaran dari alamat internet ini untuk sesi ini. Muat ulang "
+            "formulir (tantangan dijawab otomatis oleh peramban), atau ambil tantangan di "
+            f"/api/v1/sites/{site}/challenge dan kirim jawabannya di kolom 'proof'."
+            + (f" {why_id}" if why_id else ""),
+            "Several registrations came from this internet address for this session. Reload "
+            "the form (the browser answers the challenge itself), or fetch a challenge from "
+            f"/api/v1/sites/{site}/challenge and send its answer in the field 'proof'."
+            + (f" {why_en}" if why_en else ""),
+        )
+
+
+class AddressCapReached(DomainError):
+    """One address has taken as many places in a session as one address may."""
+
+    code = "address_cap_reached"
+    http_status = 429
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(
+            f"Alamat internet ini sudah mendaftarkan {cap} permohonan untuk sesi ini, batas "
+            "satu alamat. Silakan datang langsung dan ambil nomor di kios.",
+            f"This internet address has already registered {cap} requests for this session, "
+            "the most one address may. Please come in person and take a number at the kiosk.",
+        )

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from giliran.contracts import (
     Event,
     FeedbackSubmitted,
+    RequestCancelled,
     TicketFacts,
     TicketStatus,
     TicketView,
@@ -21,7 +22,15 @@ from services.intake.errors import (
     FeedbackRefused,
     RequestNotFound,
 )
-from services.intake.models import SOURCE, Limits, Scores, SubmitRequest, Submitted
+from services.intake.models import (
+    BUDGET,
+    NOT_CHECKED_IN,
+    SOURCE,
+    Limits,
+    Scores,
+    SubmitRequest,
+    Submitted,
+)
 from services.intake.privacy import PERSONAL_FIELDS, purge_before
 from services.intake.registration import Registration
 
@@ -125,6 +134,48 @@ class Intake(Registration):
             )
         self.wake()
         return stored
+
+    # --- check-in lapse ------------------------------------------------------------------------
+
+    async def lapse_unchecked(self) -> int:
+        """Registrations not checked in by their grace lapse (ADR 0120): `request.cancelled`
+        (reason `not_checked_in`) takes their tickets out of the line, and their places go back
+        to the session's quota for the walk-ins at the kiosk."""
+        now = self.clock()
+        lapsed = 0
+        while batch := await self.store.lapsing(now):
+            for doc in batch:
+                event = new_event(
+                    RequestCancelled(
+                        request_id=doc["_id"], reason=NOT_CHECKED_IN, cancelled_at=now
+                    ),
+                    site=doc["site"],
+                    source=SOURCE,
+                    at=now,
+                )
+                # Guarded on arrived and cancelled_at: a check-in at the same moment wins once.
+                if not await self.store.update_if(
+                    {"_id": doc["_id"], "arrived": False, "cancelled_at": None},
+                    {"cancelled_at": instant(now), "cancel_reason": NOT_CHECKED_IN},
+                    [event],
+                ):
+                    continue
+                lapsed += 1
+                await self._give_back_places(doc)
+                self.on_change(doc["_id"])
+        if lapsed:
+            self.wake()
+        return lapsed
+
+    async def _give_back_places(self, doc: Document) -> None:
+        site = self.catalogue.site(doc["site"])
+        if site is None:
+            return
+        for code in doc["services"]:
+            service = site.service(code)
+            await self.store.release_place(doc["session_id"], code)
+            if site.capacity_minutes is not None and service is not None and service.minutes:
+                await self.store.release_place(doc["session_id"], BUDGET, service.minutes)
 
     # --- retention -----------------------------------------------------------------------------
 

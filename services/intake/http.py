@@ -13,11 +13,13 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response, Streamin
 from pydantic import BaseModel, ConfigDict, Field
 
 from giliran.auth import Principal, Role, requires, wrong_site
+from giliran.contracts import Channel
 from giliran.contracts.subjects import SITE_PATTERN
 from giliran.push import Changes
 from services.intake import sessions
 from services.intake.errors import UnknownSite
 from services.intake.handlers import Intake, Scores, SubmitRequest
+from services.intake.models import ResendLink
 from services.intake.status import QueueStatus
 from services.intake.views import (
     RequestView,
@@ -44,6 +46,19 @@ class CheckIn(BaseModel):
 class CheckInView(BaseModel):
     checked_in: bool = Field(description="False: the request was already checked in")
     request: RequestView
+
+
+class LinkResent(BaseModel):
+    """The one answer to a resend request, whatever matched."""
+
+    message_id: str = (
+        "Jika NIK dan nomor HP/e-mail itu cocok dengan pendaftaran aktif, tautan status "
+        "dikirim ulang ke nomor HP/e-mail yang didaftarkan dalam beberapa menit."
+    )
+    message_en: str = (
+        "If the NIK and that phone/e-mail match an active registration, the status link is "
+        "sent again to the registered phone/e-mail within a few minutes."
+    )
 
 
 class Feedback(BaseModel):
@@ -96,6 +111,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
     def view_of(request: Request, doc: dict[str, object], **kw: object) -> RequestView:
         return request_view(
             doc,
+            intake.site(str(doc["site"])),
             links.api(request, str(doc["_id"])),
             links.page(request, str(doc["token"])),
             **kw,  # type: ignore[arg-type]
@@ -106,24 +122,32 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         status_code=201,
         response_model=RequestView,
         responses={
-            200: {"model": RequestView, "description": "This NIK already holds a request"},
             202: {"model": RequestView, "description": "Stored; tickets not issued yet"},
-            409: {"description": "Quota or appointment slot full"},
+            403: {"description": "Channel kiosk/counter without a kiosk/staff sign-in there"},
+            409: {"description": "Quota or slot full; or this NIK already holds a request"},
+            422: {"description": "Invalid input, or more services than one visit allows"},
             429: {"description": "Too many registrations from this address or phone"},
         },
     )
     async def submit(body: SubmitRequest, request: Request) -> JSONResponse:
+        """Register. Channel `kiosk` needs a kiosk's sign-in (token or session) at the site,
+        channel `counter` an officer's; a NIK already registered is refused (409) without a
+        word about the request that holds it: see POST /requests/resend-link."""
         client = request.client.host if request.client else None
-        result = await intake.submit(body, client)
+        # Only a channel that needs a sign-in looks for one: a citizen's browser may carry an
+        # officer's session cookie, whose CSRF check an online registration must not face.
+        online = body.channel is Channel.ONLINE
+        who = None if online else await request.app.state.auth.principal(request)
+        result = await intake.submit(body, client, who)
         doc = result.doc
-        if not result.duplicate and doc.get("arrived", True):
+        if doc.get("arrived", True):
             doc = await intake.wait_for_tickets(doc["_id"], wait_seconds)
-        elif not result.duplicate:
+        else:
             # A booking: numbers are issued ahead; waiting briefly shows them on the receipt.
             doc = await intake.wait_for_tickets(doc["_id"], min(wait_seconds, 1.0))
-        view = view_of(request, doc, warnings=result.warnings, duplicate=result.duplicate)
+        view = view_of(request, doc, warnings=result.warnings)
         complete = len(view.tickets) >= len(view.services)
-        code = 200 if result.duplicate else 201 if complete else 202
+        code = 201 if complete else 202
         return JSONResponse(
             view.model_dump(mode="json"), status_code=code, headers={"Location": view.status_url}
         )
@@ -170,9 +194,36 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
-    @api.post("/sites/{site}/check-in", response_model=CheckInView)
+    @api.post(
+        "/requests/resend-link",
+        status_code=202,
+        response_model=LinkResent,
+        responses={429: {"description": "Too many link requests from this address or NIK"}},
+    )
+    async def resend_link(body: ResendLink, request: Request) -> LinkResent:
+        """Send the status link again to the phone/e-mail registered with the request. The
+        answer is the same whether or not the NIK and contact matched an active request: the
+        link itself only ever goes to the registered contact (through notify)."""
+        client = request.client.host if request.client else None
+        await intake.request_link(body, client)
+        return LinkResent()
+
+    @api.post(
+        "/sites/{site}/check-in",
+        response_model=CheckInView,
+        responses={
+            404: {"description": "Code unknown or not valid now (one answer for both)"},
+            429: {"description": "Too many attempts from this address, or wrong codes at the site"},
+        },
+    )
     async def check_in(site: Site, body: CheckIn, request: Request) -> CheckInView:
-        doc, changed = await intake.check_in(site, body.code)
+        """Open to anyone (a scanner may post here), limited per address; a kiosk's Bearer
+        token of the site lifts the per-address limit (never the site's limit on wrong codes).
+        Only a Bearer token is looked at: it is never ambient, so no CSRF check is due."""
+        client = request.client.host if request.client else None
+        bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
+        who = await request.app.state.auth.principal(request) if bearer else None
+        doc, changed = await intake.check_in(site, body.code, client, who)
         return CheckInView(checked_in=changed, request=view_of(request, doc))
 
     @api.post("/feedback", status_code=201)
@@ -191,6 +242,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 "prefix": s.prefix,
                 "name": s.name.model_dump(),
                 "free": s.free,
+                "cost": {"id": s.cost("id"), "en": s.cost("en")},
+                "fee_idr": s.fee.amount_idr if s.fee else 0,
                 "agency": s.agency,
                 "requires_nik": s.requires_nik,
                 "documents": [d.model_dump() for d in s.documents],
@@ -206,12 +259,28 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         pre-registration is open for each."""
         spec = intake.site(site)
         now = intake.clock()
-        today = sessions.local_today(spec, now)
-        horizon = spec.booking.days_ahead
-        return [
-            session_view(w, spec.timezone, (w.local_date - today).days <= horizon)
-            for w in await intake.upcoming(site, days)
-        ]
+        rows = []
+        for w in await intake.upcoming(site, days):
+            opens, closes = sessions.registration_window(w, spec.admission, spec.timezone)
+            rows.append(
+                session_view(
+                    w,
+                    spec.timezone,
+                    opens <= now < closes,
+                    spec,
+                    now,
+                    await intake.places_left(spec, w),
+                )
+            )
+        return rows
+
+    @api.get("/sites/{site}/challenge")
+    async def challenge(site: Site) -> dict[str, object]:
+        """A proof-of-work challenge for the registration form (ADR 0122): find a decimal
+        `nonce` whose SHA-256 of `challenge:nonce` starts with `bits` zero bits, and send both
+        as `proof` with the registration. Needed once an address registered a few times."""
+        text, bits = intake.challenge(site)
+        return {"challenge": text, "bits": bits, "algorithm": "sha256(challenge + ':' + nonce)"}
 
     @api.get("/sites/{site}/sessions/{session_id}/slots")
     async def slots(

@@ -22,7 +22,20 @@ SOURCE = "intake"
 # Check-in codes: six characters a person can read out without confusing 0/O, 1/I, 2/Z, 5/S.
 CODE_ALPHABET = "ACDEFHJKMNPQRTUVWXY3479"
 CODE_LENGTH = 6
+# The quota document that holds a session's counter-minutes (catalogue `capacity_minutes`).
+BUDGET = "counter-minutes"
+# request.cancelled's reason when a registration was not checked in within its grace.
+NOT_CHECKED_IN = "not_checked_in"
 SessionId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,80}$")]
+
+
+class Proof(BaseModel):
+    """The answer to a proof-of-work challenge (GET /api/v1/sites/{site}/challenge)."""
+
+    model_config = ConfigDict(str_strip_whitespace=True, extra="forbid")
+
+    challenge: str = Field(min_length=1, max_length=200)
+    nonce: str = Field(min_length=1, max_length=40, pattern=r"^[0-9]+$")
 
 
 class SubmitRequest(BaseModel):
@@ -50,6 +63,10 @@ class SubmitRequest(BaseModel):
     priority: PriorityReason | None = Field(
         default=None, description="declared: disability, pregnancy, infant (elderly: from NIK)"
     )
+    proof: Proof | None = Field(
+        default=None,
+        description="a solved challenge: needed once an address has registered a few times",
+    )
 
 
 class Scores(BaseModel):
@@ -75,13 +92,27 @@ class Limits:
     ip_per_minute: int = 30
     phone_per_hour: int = 5
     exempt: frozenset[str] = frozenset()
+    checkin_ip_per_minute: int = 10
+    checkin_failures_per_site_per_hour: int = 60
+    resend_ip_per_hour: int = 10
+    resend_nik_per_hour: int = 3
+
+
+class ResendLink(BaseModel):
+    """A citizen asking for their status link again: the NIK and the contact they registered."""
+
+    model_config = ConfigDict(str_strip_whitespace=True, extra="forbid")
+
+    site: SiteSlug
+    nik: str = Field(min_length=1, max_length=32)
+    phone: str | None = Field(default=None, max_length=32)
+    email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 @dataclass(frozen=True)
 class Submitted:
     doc: Document
     warnings: tuple[str, ...]
-    duplicate: bool = False
 
 
 def calendar_from_doc(doc: Document) -> sessions.CalendarOverrides:
@@ -99,4 +130,5 @@ def calendar_from_doc(doc: Document) -> sessions.CalendarOverrides:
             for k, v in (doc.get("sessions_added") or {}).items()
         },
         cancelled=dict(doc.get("cancelled") or {}),
+        closures_lifted=frozenset(day(v) for v in doc.get("closures_lifted") or []),
     )

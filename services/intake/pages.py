@@ -11,28 +11,33 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import segno
-from fastapi import APIRouter, Form, Path, Query, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
+from giliran.auth import Principal, Role, requires
 from giliran.catalogue import SiteDef
 from giliran.contracts import Channel, Language, TicketStatus
 from giliran.errors import DomainError
-from giliran.settings import KioskPrinter, only_this_box
+from giliran.lan import is_loopback_url
+from giliran.settings import KioskPrinter
 from services.intake import sessions
+from services.intake.errors import NikRequired
 from services.intake.handlers import Intake, Scores, SubmitRequest
-from services.intake.http import Links, Site, Status, Token
+from services.intake.http import LinkResent, Links, Site, Status, Token
+from services.intake.models import ResendLink
 from services.intake.printing import PrinterFailed, escpos_bytes, send_to_printer
 from services.intake.problems import describe
 from services.intake.skm import QUESTIONS
 from services.intake.slip import Paper, Slip, slip_for
+from services.intake.views import registration_text
 
 PAGES = Jinja2Templates(directory=FilePath(__file__).parent / "pages")
 Lang = Annotated[str, Query(pattern=r"^(id|en)$")]
-KIOSK_NAME = r"^[A-Za-z0-9_-]{0,32}$"
-KioskQuery = Annotated[str, Query(pattern=KIOSK_NAME)]
-KioskForm = Annotated[str, Form(pattern=KIOSK_NAME)]
+# The kiosk pages register walk-ins straight into the line: a kiosk's sign-in at that site only
+# (a kiosk account's session cookie, or its token), strangers are sent to /login (ADR 0102).
+KioskDevice = Annotated[Principal, Depends(requires(Role.KIOSK, site_from="site", page=True))]
 
 
 def qr_svg(url: str) -> str:
@@ -58,7 +63,14 @@ def _render(request: Request, name: str, lang: str, status: int = 200, **context
     return PAGES.TemplateResponse(
         request,
         name,
-        {"lang": lang, "_": _texts(lang), "toggle": toggle, **context},
+        # csrf: a paired kiosk's forms carry the token that goes with its device cookie.
+        {
+            "lang": lang,
+            "_": _texts(lang),
+            "toggle": toggle,
+            "csrf": getattr(request.state, "csrf", ""),
+            **context,
+        },
         status_code=status,
     )
 
@@ -84,9 +96,10 @@ def router(
     pages = APIRouter(tags=["pages"], include_in_schema=False)
     kiosk_printers = dict(printers or {})
 
-    def printer_at(site: str, kiosk: str) -> KioskPrinter | None:
-        """The kiosk's printer, only for its own site (a name from another site prints nothing)."""
-        printer = kiosk_printers.get(kiosk) if kiosk else None
+    def printer_of(site: str, kiosk: Principal) -> KioskPrinter | None:
+        """The signed-in kiosk's printer (GILIRAN_KIOSK_PRINTERS by the kiosk's name: its paired
+        device label or account), only at the printer's own site."""
+        printer = kiosk_printers.get(kiosk.name)
         return printer if printer is not None and printer.site == site else None
 
     async def slip_of(request: Request, token: str, lang: str) -> tuple[Slip, SiteDef]:
@@ -95,12 +108,14 @@ def router(
         return slip_for(view, spec, lang, links.page(request, token), intake.clock()), spec
 
     async def to_the_ticket(
-        request: Request, site: str, token: str, lang: str, kiosk: str
+        request: Request, site: str, token: str, lang: str, kiosk: Principal
     ) -> RedirectResponse:
         """After a kiosk issued or checked in: print on the kiosk's ESC/POS printer if it has one
         (the page then only shows the ticket), else let the kiosk's browser print the page."""
-        query = {"lang": lang, **({"kiosk": kiosk} if kiosk else {})}
-        printer = printer_at(site, kiosk)
+        query = {"lang": lang}
+        printer = printer_of(site, kiosk)
+        if printer is not None:
+            query["paper"] = str(printer.paper)
         if printer is not None and printer.escpos:
             slip, _spec = await slip_of(request, token, lang)
             data = await asyncio.to_thread(
@@ -115,12 +130,29 @@ def router(
             query["autoprint"] = "1"
         return RedirectResponse(f"/kiosk/ticket/{token}?{urlencode(query)}", status_code=303)
 
+    async def service_rows(site: SiteDef, window: sessions.SessionWindow | None) -> list[Any]:
+        """Each service as a citizen weighs it: name, cost, what to bring, places left."""
+        left = await intake.places_left(site, window) if window else {}
+        return [
+            {
+                "def": s,
+                "cost": {"id": s.cost("id"), "en": s.cost("en")},
+                "left": left.get(s.code),
+                "limited": window is not None and left.get(s.code) is not None,
+            }
+            for s in site.services
+        ]
+
     async def session_choices(site: SiteDef) -> list[dict[str, Any]]:
+        """The sessions online registration is open for now (the catalogue's admission rule)."""
         now = intake.clock()
         today = sessions.local_today(site, now)
         found = []
         for window in await intake.upcoming(site.site, site.booking.days_ahead):
             if window.cancelled:
+                continue
+            opens, closes = sessions.registration_window(window, site.admission, site.timezone)
+            if not opens <= now < closes:
                 continue
             found.append(
                 {
@@ -140,6 +172,66 @@ def router(
             )
         return found
 
+    async def current_window(site: SiteDef) -> sessions.SessionWindow | None:
+        """The session a walk-in at the kiosk joins now, if one runs."""
+        now = intake.clock()
+        try:
+            return sessions.session_for_registration(
+                site,
+                now,
+                intake.holidays,
+                await intake._adhoc_sessions(site.site, now),
+                await intake.overrides(site.site),
+            )
+        except DomainError:
+            return None
+
+    async def next_registration(site: SiteDef) -> dict[str, str] | None:
+        """When online registration opens next, for a page that has no session open for it."""
+        now = intake.clock()
+        for window in await intake.upcoming(site.site, 60):
+            if window.cancelled:
+                continue
+            _opens, closes = sessions.registration_window(window, site.admission, site.timezone)
+            if now < closes:
+                return {
+                    "id": registration_text(window, site, now)[2],
+                    "en": registration_text(window, site, now, "en")[2],
+                    "when_id": sessions.format_local(window.opens_at, site.timezone),
+                    "when_en": sessions.format_local(window.opens_at, site.timezone, "en"),
+                }
+        return None
+
+    @pages.get("/jadwal/{site}", response_class=HTMLResponse)
+    async def schedule(request: Request, site: Site, lang: Lang = "id") -> Response:
+        """The public session list: when each session runs, when online registration opens,
+        places left per service, what it costs and what to bring, in plain Bahasa Indonesia."""
+        spec = intake.site(site)
+        now = intake.clock()
+        rows = []
+        for window in await intake.upcoming(site, 30):
+            rows.append(
+                {
+                    "window": window,
+                    "when_id": sessions.format_local(window.opens_at, spec.timezone),
+                    "when_en": sessions.format_local(window.opens_at, spec.timezone, "en"),
+                    "closes": f"{window.closes_at.astimezone(ZoneInfo(spec.timezone)):%H.%M}",
+                    "registration": {
+                        "id": registration_text(window, spec, now)[2],
+                        "en": registration_text(window, spec, now, "en")[2],
+                    },
+                    "services": await service_rows(spec, window),
+                }
+            )
+        return _render(
+            request,
+            "schedule.html",
+            lang,
+            site=spec,
+            sessions=rows,
+            services=await service_rows(spec, None),
+        )
+
     @pages.get("/", response_class=HTMLResponse)
     async def index(request: Request, lang: Lang = "id") -> Response:
         return _render(request, "index.html", lang, sites=list(intake.catalogue.sites.values()))
@@ -157,6 +249,16 @@ def router(
             lang,
             site=spec,
             choices=await session_choices(spec),
+            services=await service_rows(spec, None),
+            upcoming=await next_registration(spec),
+            challenge=intake.challenge(spec.site)[0],
+            closed_days=sessions.closed_days(
+                spec,
+                intake.clock(),
+                intake.holidays,
+                await intake.overrides(site),
+                days=spec.booking.days_ahead,
+            ),
             form={},
             error=None,
             field=None,
@@ -175,6 +277,8 @@ def router(
         appointment_at: Annotated[str, Form(max_length=40)] = "",
         priority: Annotated[str, Form(max_length=20)] = "",
         lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
+        challenge: Annotated[str, Form(max_length=200)] = "",
+        nonce: Annotated[str, Form(max_length=40)] = "",
     ) -> Response:
         spec = intake.site(site)
         form = {
@@ -201,6 +305,9 @@ def router(
                     "priority": priority or None,
                     "channel": Channel.ONLINE,
                     "language": Language(lang),
+                    "proof": {"challenge": challenge, "nonce": nonce}
+                    if challenge and nonce
+                    else None,
                 }
             )
             client = request.client.host if request.client else None
@@ -216,16 +323,76 @@ def router(
                 else getattr(exc, "http_status", 422),
                 site=spec,
                 choices=await session_choices(spec),
+                services=await service_rows(spec, None),
+                upcoming=await next_registration(spec),
+                challenge=intake.challenge(spec.site)[0],
                 form=form,
                 error=message,
                 field=field,
             )
         return RedirectResponse(f"/s/{result.doc['token']}?lang={lang}", status_code=303)
 
-    @pages.get("/kiosk/{site}", response_class=HTMLResponse)
-    async def kiosk(
-        request: Request, site: Site, lang: Lang = "id", kiosk: KioskQuery = ""
+    @pages.get("/kirim-ulang", response_class=HTMLResponse)
+    async def resend_form(
+        request: Request,
+        site: Annotated[str, Query(max_length=63)] = "cikarang-utara",
+        lang: Lang = "id",
     ) -> Response:
+        """Ask for the status link again: it goes to the registered phone/e-mail only."""
+        spec = intake.site(site)
+        return _render(
+            request, "resend.html", lang, site=spec, form={}, error=None, field=None, sent=None
+        )
+
+    @pages.post("/kirim-ulang", response_class=HTMLResponse)
+    async def resend(
+        request: Request,
+        site: Annotated[str, Form(max_length=63)],
+        nik: Annotated[str, Form(max_length=32)] = "",
+        contact: Annotated[str, Form(max_length=254)] = "",
+        lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
+    ) -> Response:
+        spec = intake.site(site)
+        contact = contact.strip()
+        by_email = "@" in contact
+        try:
+            command = ResendLink.model_validate(
+                {
+                    "site": site,
+                    "nik": nik,
+                    "phone": None if by_email else contact or None,
+                    "email": contact if by_email else None,
+                }
+            )
+            await intake.request_link(command, request.client.host if request.client else None)
+        except (DomainError, ValidationError) as exc:
+            message, field = _error_text(exc, lang)
+            return _render(
+                request,
+                "resend.html",
+                lang,
+                status=exc.http_status if isinstance(exc, DomainError) else 422,
+                site=spec,
+                form={"nik": nik, "contact": contact},
+                error=message,
+                field="contact" if field in ("phone", "email") else field,
+                sent=None,
+            )
+        done = LinkResent()
+        return _render(
+            request,
+            "resend.html",
+            lang,
+            status=202,
+            site=spec,
+            form={},
+            error=None,
+            field=None,
+            sent=done.message_en if lang == "en" else done.message_id,
+        )
+
+    @pages.get("/kiosk/{site}", response_class=HTMLResponse)
+    async def kiosk(request: Request, site: Site, who: KioskDevice, lang: Lang = "id") -> Response:
         spec = intake.site(site)
         now = intake.clock()
         try:
@@ -239,6 +406,8 @@ def router(
             closed_message = None
         except DomainError as exc:
             window, closed_message = None, exc.message_en if lang == "en" else exc.message_id
+        # `who` (a kiosk's sign-in: a paired device's cookie, a token or a session) has set the
+        # CSRF token its forms carry (_render puts it in every page).
         return _render(
             request,
             "kiosk.html",
@@ -246,21 +415,23 @@ def router(
             site=spec,
             window=window,
             closed=closed_message,
+            services=await service_rows(spec, window),
+            upcoming=await next_registration(spec),
             error=None,
-            kiosk=kiosk,
         )
 
     @pages.post("/kiosk/{site}", response_class=HTMLResponse)
     async def kiosk_take(
         request: Request,
         site: Site,
+        who: KioskDevice,
         service: Annotated[str, Form(max_length=32)],
         priority: Annotated[str, Form(max_length=20)] = "",
         nik: Annotated[str, Form(max_length=32)] = "",
         lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
-        kiosk: KioskForm = "",
     ) -> Response:
         spec = intake.site(site)
+        window = await current_window(spec)
         try:
             command = SubmitRequest.model_validate(
                 {
@@ -273,7 +444,8 @@ def router(
                     "priority": priority or None,
                 }
             )
-            result = await intake.submit(command, request.client.host if request.client else None)
+            client = request.client.host if request.client else None
+            result = await intake.submit(command, client, who)
         except (DomainError, ValidationError) as exc:
             message, _field = _error_text(exc, lang)
             return _render(
@@ -282,25 +454,28 @@ def router(
                 lang,
                 status=exc.http_status if isinstance(exc, DomainError) else 422,
                 site=spec,
-                window=None,
+                window=window,
                 closed=None,
+                services=await service_rows(spec, window),
+                upcoming=None,
                 error=message,
-                kiosk=kiosk,
+                nik_wanted=isinstance(exc, NikRequired),
             )
         await intake.wait_for_tickets(result.doc["_id"], wait_seconds)
-        return await to_the_ticket(request, site, result.doc["token"], lang, kiosk)
+        return await to_the_ticket(request, site, result.doc["token"], lang, who)
 
     @pages.post("/kiosk/{site}/check-in", response_class=HTMLResponse)
     async def kiosk_check_in(
         request: Request,
         site: Site,
+        who: KioskDevice,
         code: Annotated[str, Form(min_length=1, max_length=300)],
         lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
-        kiosk: KioskForm = "",
     ) -> Response:
         spec = intake.site(site)
         try:
-            doc, _changed = await intake.check_in(site, code)
+            client = request.client.host if request.client else None
+            doc, _changed = await intake.check_in(site, code, client, who)
         except DomainError as exc:
             message, _field = _error_text(exc, lang)
             return _render(
@@ -311,10 +486,11 @@ def router(
                 site=spec,
                 window=None,
                 closed=None,
+                services=await service_rows(spec, None),
+                upcoming=None,
                 error=message,
-                kiosk=kiosk,
             )
-        return await to_the_ticket(request, site, doc["token"], lang, kiosk)
+        return await to_the_ticket(request, site, doc["token"], lang, who)
 
     @pages.get("/kiosk/ticket/{token}", response_class=HTMLResponse)
     async def ticket(
@@ -322,15 +498,12 @@ def router(
         token: Token,
         lang: Lang = "id",
         autoprint: int = 0,
-        kiosk: KioskQuery = "",
-        paper: Annotated[Paper | None, Query()] = None,
+        paper: Annotated[Paper, Query()] = Paper.MM80,
         printed: Annotated[int | None, Query(ge=0, le=1)] = None,
     ) -> Response:
-        """The ticket on the kiosk's screen, printed by its browser on the kiosk's paper width
-        (?paper=58|80, else the kiosk's printer setting, else 80 mm)."""
+        """The ticket on the kiosk's screen, and printed by its browser on the roll's width
+        (?paper=58|80: the kiosk's printer setting, else 80 mm)."""
         slip, spec = await slip_of(request, token, lang)
-        printer = printer_at(spec.site, kiosk)
-        width = paper or Paper(printer.paper if printer is not None else 80)
         failed = PrinterFailed("")
         return _render(
             request,
@@ -339,9 +512,8 @@ def router(
             site=spec,
             slip=slip,
             qr=qr_svg(slip.status_url),
-            paper=int(width),
-            kiosk=kiosk,
-            only_this_box=only_this_box(slip.status_url),
+            paper=int(paper),
+            only_this_box=is_loopback_url(slip.status_url),
             printed=printed,
             printer_failed=failed.message_en if lang == "en" else failed.message_id,
             autoprint=bool(autoprint),

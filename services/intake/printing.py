@@ -67,14 +67,16 @@ def escpos_bytes(slip: Slip, paper: Paper, profile: str | None = None) -> bytes:
             if ticket.expected:
                 ahead += f" - {slip.say('expected')} {ticket.expected}"
             line(ahead, align="center")
-        line(ticket.cost, align="center", bold=True)
     if not slip.tickets:
         line(slip.say("pending"), align="center")
+    line(slip.cost, align="center", bold=True)
     if slip.priority:  # white on black, the mark only: never the reason (ADR 0147)
         printer.set_with_default(align="center", bold=True, invert=True)
         printer.text(f" {slip.say('priority')} \n")
     if slip.checkin_code:
         line(f"{slip.say('checkin')}: {slip.checkin_code}", align="center", bold=True)
+    if slip.checkin_rule:
+        line(slip.checkin_rule, align="center")
     if slip.nik_masked:
         line(f"NIK: {slip.nik_masked}", align="center")
     dots = printer.profile.profile_data["media"]["width"]["pixels"]

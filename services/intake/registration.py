@@ -8,34 +8,45 @@ import hmac
 import re
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from zoneinfo import ZoneInfo
 
+from giliran.auth import Principal, Role
+from giliran.catalogue import AdmissionRule, SiteDef
 from giliran.contracts import (
     Channel,
     CitizenRef,
     RequestCheckedIn,
+    RequestLinkRequested,
     RequestSubmitted,
     new_event,
     new_id,
 )
 from giliran.errors import Unavailable
-from giliran.store import Document, instant
-from services.intake import domain, sessions
+from giliran.store import Document, from_instant, instant
+from services.intake import antibot, domain, sessions
 from services.intake.base import IntakeBase
 from services.intake.errors import (
+    AddressCapReached,
+    AlreadyRegistered,
+    ChallengeRequired,
     CheckInRefused,
+    ContactRequired,
     NikRequired,
     QuotaExhausted,
     RateLimited,
+    RegistrationNotOpen,
     SlotFull,
+    TooManyServices,
     UnknownCheckInCode,
 )
 from services.intake.models import (
+    BUDGET,
     CODE_ALPHABET,
     CODE_LENGTH,
     SOURCE,
+    ResendLink,
     SubmitRequest,
     Submitted,
 )
@@ -45,24 +56,40 @@ class Registration(IntakeBase):
     """Registering and checking in: quotas, NIK claims, rate limits, codes."""
 
     async def _rate_limit(
-        self, key: str, limit: int, window_seconds: int, what: tuple[str, str]
+        self,
+        key: str,
+        limit: int,
+        window_seconds: int,
+        what: tuple[str, str],
+        doing: tuple[str, str] = ("pendaftaran", "registrations"),
+        *,
+        count: bool = True,
     ) -> None:
         """A fixed window counted in the store: correct across concurrent requests and across
-        instances (an in-process bucket would give each instance its own allowance)."""
+        instances (an in-process bucket would give each instance its own allowance).
+        `count=False` only checks the window (for limits that count failures afterwards)."""
         now = self.clock()
         start = int(now.timestamp()) // window_seconds * window_seconds
-        hits = await self.store.hit(key, str(start), now + timedelta(seconds=2 * window_seconds))
+        if count:
+            expires = now + timedelta(seconds=2 * window_seconds)
+            hits = await self.store.hit(key, str(start), expires)
+        else:
+            hits = await self.store.hits(key, str(start)) + 1
         if hits > limit:
             retry = max(start + window_seconds - int(now.timestamp()), 1)
-            raise RateLimited(what[0], what[1], retry)
+            raise RateLimited(what[0], what[1], retry, doing)
 
     def _keyed(self, value: str) -> str:
         return hmac.new(self.nik_key, value.encode(), hashlib.sha256).hexdigest()
 
-    async def submit(self, command: SubmitRequest, client: str | None = None) -> Submitted:
+    async def submit(
+        self, command: SubmitRequest, client: str | None = None, who: Principal | None = None
+    ) -> Submitted:
         """Validate, claim places atomically, and store the request with its `request.submitted`
         event in one write. A NIK already registered for one of these services in the session
-        gets its existing request back instead of a second one."""
+        is refused, with nothing of the request that holds it (ADR 0100). `who`: the signed-in
+        caller, which the kiosk and counter channels need."""
+        domain.check_channel(command.channel, command.site, who)
         if client is not None and client not in self.limits.exempt:
             await self._rate_limit(
                 f"ip:{client}", self.limits.ip_per_minute, 60, ("alamat ini", "this address")
@@ -72,13 +99,11 @@ class Registration(IntakeBase):
         if unknown:
             raise domain.UnknownService(site.site, unknown)
         services = list(dict.fromkeys(command.services))  # one ticket per service, order kept
+        if len(services) > site.max_services_per_request:
+            raise TooManyServices(site.max_services_per_request)
         now = self.clock()
         today = now.astimezone(ZoneInfo(site.timezone)).date()
         nik = domain.check_nik(command.nik, today) if command.nik else None
-        if nik is None and command.channel == Channel.ONLINE:
-            needing = [c for c in services if (s := site.service(c)) and s.requires_nik]
-            if needing:
-                raise NikRequired(needing)
         phone = domain.normalize_phone(command.phone) if command.phone else None
         # Contact details serve notifications only: without consent they are not kept.
         warnings: list[str] = list(nik.warnings) if nik else []
@@ -107,9 +132,32 @@ class Registration(IntakeBase):
             slot = sessions.check_slot(
                 session, site.booking.slot_minutes, command.appointment_at, now, site.timezone
             )
-        # A booking (a later day, or a slot) keeps its numbers out of the line until check-in.
-        arrived = command.channel != Channel.ONLINE or (
-            session.local_date <= today and slot is None
+        defs = [d for c in services if (d := site.service(c)) is not None]
+        rules = [site.admission_for(d) for d in defs]
+        # The demo session (`giliran up --demo`, kind adhoc) is a sandbox: walk-in rules.
+        sandbox = session.kind == "adhoc"
+        online = command.channel == Channel.ONLINE
+        if nik is None and not sandbox:
+            needing = [d.code for d in defs if d.requires_nik]
+            if needing:
+                raise NikRequired(needing, kiosk=not online)
+        if online and not sandbox:
+            self._check_window(site, session, rules, now)
+        if online and not sandbox and client is not None and client not in self.limits.exempt:
+            await self._admit_address(site, session, client, command, now)
+        # An online registration joins the line once its holder checks in (ADR 0120); where the
+        # catalogue does not ask for check-in, a booking (a later day, or a slot) still does.
+        checkin = online and not sandbox and any(r.checkin_required for r in rules)
+        arrived = not online or (not checkin and session.local_date <= today and slot is None)
+        lapses = (
+            sessions.lapse_at(
+                session,
+                min(r.checkin_grace_minutes for r in rules),
+                now,
+                command.appointment_at.astimezone(UTC) if command.appointment_at else None,
+            )
+            if not arrived
+            else None
         )
         request_id = new_id()
         nik_hash = domain.nik_hash(nik.nik, self.nik_key) if nik else None
@@ -122,19 +170,30 @@ class Registration(IntakeBase):
                         session.session_id, code, nik_hash, request_id, session_date
                     )
                     if existing is not None:
-                        await self._undo(undo)
-                        return Submitted(existing, ("duplicate_request",), duplicate=True)
+                        raise AlreadyRegistered()
                     undo.append(
                         partial(
                             self.store.release_nik, session.session_id, code, nik_hash, request_id
                         )
                     )
-            for code in services:
-                service = site.service(code)
-                assert service is not None
-                if not await self.store.claim_place(session.session_id, code, service.quota):
+            for service in defs:
+                code = service.code
+                if not await self.store.claim_place(
+                    session.session_id, code, None if sandbox else site.quota_of(service)
+                ):
                     raise QuotaExhausted(code)
                 undo.append(partial(self.store.release_place, session.session_id, code))
+                # The session's counter-minutes, shared by every service (MSC: 480).
+                if site.capacity_minutes is not None and service.minutes and not sandbox:
+                    if not await self.store.claim_place(
+                        session.session_id, BUDGET, site.capacity_minutes, service.minutes
+                    ):
+                        raise QuotaExhausted(code)
+                    undo.append(
+                        partial(
+                            self.store.release_place, session.session_id, BUDGET, service.minutes
+                        )
+                    )
             if slot is not None:
                 if not await self.store.claim_place(
                     session.session_id, f"slot-{slot}", site.booking.slot_capacity
@@ -144,7 +203,7 @@ class Registration(IntakeBase):
             checkin_code = None
             if not arrived:
                 checkin_code = await self._new_code(
-                    site.site, session.session_id, request_id, session_date
+                    site.site, session.session_id, request_id, session_date, session.closes_at
                 )
                 undo.append(partial(self.store.release_code, site.site, checkin_code))
             priority = domain.priority_for(command.priority, nik, session.local_date)
@@ -200,6 +259,7 @@ class Registration(IntakeBase):
                 else None,
                 "slot": slot,
                 "arrived": arrived,
+                "lapse_at": instant(lapses) if lapses else None,
                 "checkin_code": checkin_code,
                 "checked_in_at": None,
                 "token": token,
@@ -214,6 +274,74 @@ class Registration(IntakeBase):
             raise
         self.wake()
         return Submitted(doc, tuple(warnings))
+
+    @staticmethod
+    def _check_window(
+        site: SiteDef,
+        session: sessions.SessionWindow,
+        rules: list[AdmissionRule],
+        now: datetime,
+    ) -> None:
+        """Online registration runs only inside every chosen service's window."""
+        for rule in rules:
+            opens, closes = sessions.registration_window(session, rule, site.timezone)
+            if now < opens:
+                raise RegistrationNotOpen(
+                    sessions.format_local(opens, site.timezone),
+                    sessions.format_local(opens, site.timezone, "en"),
+                    closed=False,
+                )
+            if now >= closes:
+                raise RegistrationNotOpen(
+                    sessions.format_local(closes, site.timezone),
+                    sessions.format_local(closes, site.timezone, "en"),
+                    closed=True,
+                )
+
+    async def _admit_address(
+        self,
+        site: SiteDef,
+        session: sessions.SessionWindow,
+        client: str,
+        command: SubmitRequest,
+        now: datetime,
+    ) -> None:
+        """Past `challenge_after` registrations for a session from one address, each further one
+        carries a solved challenge (used once); past `per_address_per_session`, none is taken."""
+        rule = site.antibot
+        key = f"session-address:{session.session_id}:{antibot.address_key(client)}"
+        expires = session.closes_at + timedelta(days=1)
+        # Counted first, atomically: concurrent registrations from one address cannot all read
+        # "below the threshold" and skip the challenge, nor pass the cap together.
+        seen = await self.store.hit(key, "session", expires)
+        if seen > rule.per_address_per_session:
+            raise AddressCapReached(rule.per_address_per_session)
+        if seen <= rule.challenge_after:
+            return
+        refusal: ChallengeRequired | None = None
+        proof = command.proof
+        if proof is None:
+            refusal = ChallengeRequired(site.site)
+        else:
+            verdict = antibot.check_proof(
+                self.nik_key, site.site, rule.challenge_bits, proof.challenge, proof.nonce, now
+            )
+            if not verdict.ok:
+                refusal = ChallengeRequired(site.site, verdict.why_id, verdict.why_en)
+            elif await self.store.hit(f"pow:{verdict.nonce_id}", "used", expires) > 1:
+                refusal = ChallengeRequired(
+                    site.site, "tantangan ini sudah dipakai.", "this challenge was already used."
+                )
+        if refusal is not None:
+            # An unanswered challenge takes no place: it does not count towards the cap.
+            await self.store.unhit(key, "session")
+            raise refusal
+
+    def challenge(self, slug: str) -> tuple[str, int]:
+        """A fresh proof-of-work challenge for a site's registration form, and its difficulty."""
+        site = self.site(slug)
+        bits = site.antibot.challenge_bits
+        return antibot.new_challenge(self.nik_key, site.site, bits, self.clock()), bits
 
     async def _claim_nik(
         self, session_id: str, code: str, nik_hash: str, request_id: str, session_date: str
@@ -243,34 +371,114 @@ class Registration(IntakeBase):
         for step in reversed(undo):
             await step()
 
-    async def _new_code(self, site: str, session_id: str, request_id: str, day: str) -> str:
+    async def _new_code(
+        self, site: str, session_id: str, request_id: str, day: str, until: datetime
+    ) -> str:
+        """A fresh code, valid only until its booking's session closes."""
         while True:
             code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-            if await self.store.reserve_code(site, session_id, code, request_id, day):
+            if await self.store.reserve_code(site, session_id, code, request_id, day, until):
                 return code
+
+    # --- the status link again, to the registered contact only -----------------------------
+
+    async def request_link(self, command: ResendLink, client: str | None = None) -> int:
+        """Send the status link again to the phone/e-mail a request was registered with, if the
+        NIK and that contact match an active request of the site. The caller is told the same
+        whatever happens (the HTTP answer never says whether anything matched): only the
+        registered contact ever receives the link, through notify (`request.link_requested`
+        carries no contact). Returns how many requests matched, for tests and logs."""
+        if client is not None:  # no exemption: a kiosk has no reason to ask for links
+            await self._rate_limit(
+                f"resend-ip:{client}",
+                self.limits.resend_ip_per_hour,
+                3600,
+                ("alamat ini", "this address"),
+                ("permintaan tautan", "link requests"),
+            )
+        site, now = self.site(command.site), self.clock()
+        if not command.phone and not command.email:
+            raise ContactRequired()
+        nik = domain.check_nik(command.nik, sessions.local_today(site, now))
+        nik_hash = domain.nik_hash(nik.nik, self.nik_key)
+        # Counted per NIK whether or not it is registered: a 429 tells nothing either.
+        await self._rate_limit(
+            f"resend-nik:{nik_hash}",
+            self.limits.resend_nik_per_hour,
+            3600,
+            ("NIK ini", "this NIK"),
+            ("permintaan tautan", "link requests"),
+        )
+        phone = domain.normalize_phone(command.phone) if command.phone else None
+        email = command.email.lower() if command.email else None
+        today = sessions.local_today(site, now).isoformat()
+        matched = 0
+        for doc in await self.store.active_for_nik(site.site, nik_hash, today):
+            same_phone = phone is not None and doc.get("phone") == phone
+            same_email = email is not None and str(doc.get("email") or "").lower() == email
+            if not (same_phone or same_email):
+                continue
+            event = new_event(
+                RequestLinkRequested(
+                    request_id=doc["_id"], session_id=doc["session_id"], requested_at=now
+                ),
+                site=site.site,
+                source=SOURCE,
+                at=now,
+            )
+            if await self.store.update_if(
+                {"_id": doc["_id"], "cancelled_at": None},
+                {"link_requested_at": instant(now)},
+                [event],
+            ):
+                matched += 1
+        if matched:
+            self.wake()
+        return matched
 
     # --- check-in ----------------------------------------------------------------------------
 
-    async def check_in(self, slug: str, scanned: str) -> tuple[Document, bool]:
+    async def check_in(
+        self,
+        slug: str,
+        scanned: str,
+        client: str | None = None,
+        who: Principal | None = None,
+    ) -> tuple[Document, bool]:
         """A booking's holder at the kiosk: by the 6-character code or the QR (status link).
-        Returns the request and whether this call checked it in (False: already in)."""
+        Returns the request and whether this call checked it in (False: already in).
+
+        A short code can be guessed, so (ADR 0101): attempts are limited per address, failed
+        code attempts per site; a code is valid only in its session's check-in window, and
+        unknown, cancelled, early or expired codes all get the one same answer. The QR carries
+        the unguessable status token: it is never held back by the site's limit and its holder
+        is told exactly why a check-in is refused. The site's own signed-in kiosk (`who`) checks
+        everyone in from one address: only the site's limit applies to it."""
         site, now = self.site(slug), self.clock()
+        early = timedelta(minutes=site.booking.checkin_early_minutes)
+        kiosk = who is not None and who.role is Role.KIOSK and who.at(site.site)
+        if client is not None and not kiosk:
+            await self._rate_limit(
+                f"checkin-ip:{client}",
+                self.limits.checkin_ip_per_minute,
+                60,
+                ("alamat ini", "this address"),
+                ("percobaan check-in", "check-in attempts"),
+            )
         text = scanned.strip()
-        doc: Document | None = None
         token = re.search(r"/s/([A-Za-z0-9_-]{16,64})", text)
         if token is None and re.fullmatch(r"[A-Za-z0-9]{6}", text):
-            found = await self.store.request_for_code(site.site, text.upper())
-            doc = await self.store.get(found) if found else None
+            doc = await self._by_code(site, text.upper(), now, early)
         else:
-            doc = await self.store.by_token(token.group(1) if token else text)
-        if doc is None or doc["site"] != site.site:
-            raise UnknownCheckInCode()
+            held = await self.store.by_token(token.group(1) if token else text)
+            if held is None or held["site"] != site.site:
+                raise UnknownCheckInCode(site.booking.checkin_early_minutes)
+            doc = held
         if doc.get("cancelled_at"):
             raise CheckInRefused("pendaftaran ini dibatalkan.", "this booking was cancelled.")
         if doc.get("arrived"):
             return doc, False
         window = await self.window_of(site, doc["session_id"])
-        early = timedelta(minutes=site.booking.checkin_early_minutes)
         if window is None or not window.opens_at - early <= now < window.closes_at:
             opens = sessions.format_local(window.opens_at - early, site.timezone) if window else "-"
             opens_en = (
@@ -299,5 +507,27 @@ class Registration(IntakeBase):
         fresh = await self.store.get(doc["_id"])
         assert fresh is not None
         return fresh, changed
+
+    async def _by_code(self, site: SiteDef, code: str, now: datetime, early: timedelta) -> Document:
+        """The booking a short code opens now, or the one same refusal. Failed attempts count
+        against the whole site, whatever address they come from."""
+        failures = f"checkin-failures:{site.site}"
+        limit = self.limits.checkin_failures_per_site_per_hour
+        what = ("lokasi ini", "this site")
+        doing = ("kode check-in salah", "wrong check-in codes")
+        await self._rate_limit(failures, limit, 3600, what, doing, count=False)
+        found = await self.store.code(site.site, code)
+        doc = await self.store.get(found["request_id"]) if found else None
+        if doc is not None and found is not None and not doc.get("cancelled_at"):
+            valid_until = found.get("valid_until")
+            window = await self.window_of(site, doc["session_id"])
+            if (
+                window is not None
+                and window.opens_at - early <= now < window.closes_at
+                and (valid_until is None or now < from_instant(valid_until))
+            ):
+                return doc
+        await self._rate_limit(failures, limit, 3600, what, doing)
+        raise UnknownCheckInCode(site.booking.checkin_early_minutes)
 
     # --- tickets -------------------------------------------------------------------------------

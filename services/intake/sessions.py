@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from giliran.catalogue import SiteDef
+from giliran.catalogue import AdmissionRule, SiteDef
+from services.intake.closures import closure_of, holiday_name
 from services.intake.errors import InvalidSlot, SessionClosed, SessionNotBookable
 
 DAYS_ID = ("Senin", "Selasa", "Rabu", "Kamis", "Jumat", "Sabtu", "Minggu")
@@ -37,6 +38,8 @@ class CalendarOverrides:
     closed: Mapping[date, str] = field(default_factory=dict)
     sessions_added: Mapping[date, tuple[time, time]] = field(default_factory=dict)
     cancelled: Mapping[str, str] = field(default_factory=dict)
+    # Dates an admin opened although the holiday policy closes them (docs/decisions/0135).
+    closures_lifted: frozenset[date] = frozenset()
 
 
 NO_OVERRIDES = CalendarOverrides()
@@ -88,6 +91,8 @@ def scheduled_session(
     date the office marked closed never opens, whatever else says it should."""
     rule = site.schedule
     if is_closed(site, day, overrides):
+        return None
+    if day not in overrides.closures_lifted and closure_of(rule, day, holidays) is not None:
         return None
     label = ""
     if rule.rule == "sundays_and_holidays":
@@ -244,3 +249,87 @@ def check_slot(window: SessionWindow, minutes: int, at: datetime, now: datetime,
         listed = ", ".join(f"{s.astimezone(ZoneInfo(zone)):%H.%M}" for s in open_slots) or "-"
         raise InvalidSlot(listed)
     return slot_key(at, zone)
+
+
+# --- admission: when online registration runs, when an unchecked registration lapses --------
+
+
+def registration_window(
+    window: SessionWindow, rule: AdmissionRule, zone: str
+) -> tuple[datetime, datetime]:
+    """When online registration for a session opens and closes (UTC): `opens_days_before` days
+    before its date at `opens_at` local time, until `closes_minutes_before_end` before it ends.
+    An ad-hoc (demo) session has no window: it is open from its start."""
+    if window.kind == "adhoc":
+        return window.opens_at, window.closes_at
+    day = window.local_date - timedelta(days=rule.opens_days_before)
+    opens = datetime.combine(day, rule.opens_at, ZoneInfo(zone)).astimezone(UTC)
+    closes = window.closes_at - timedelta(minutes=rule.closes_minutes_before_end)
+    return opens, max(closes, opens)
+
+
+def lapse_at(
+    window: SessionWindow,
+    grace_minutes: int,
+    submitted_at: datetime,
+    appointment_at: datetime | None = None,
+) -> datetime:
+    """When a registration not yet checked in lapses: `grace_minutes` after the session opens,
+    after it was made, or after its appointment slot, whichever is latest."""
+    base = max(window.opens_at, submitted_at, appointment_at or window.opens_at)
+    return base + timedelta(minutes=grace_minutes)
+
+
+@dataclass(frozen=True)
+class ClosedDay:
+    """A date the site would have opened on but does not, and why (told to citizens)."""
+
+    local_date: date
+    reason_id: str
+    reason_en: str
+    # "policy" (the catalogue's holiday policy, an admin may open it), "office" (an admin or
+    # the catalogue marked it closed).
+    source: str
+
+
+def closed_days(
+    site: SiteDef,
+    now: datetime,
+    holidays: Collection[date],
+    overrides: CalendarOverrides = NO_OVERRIDES,
+    *,
+    days: int = 60,
+) -> list[ClosedDay]:
+    """Dates within `days` that the rule or an admin would open but that stay closed, with the
+    reason: the public session list and the admin page show them so nobody comes in vain."""
+    today = local_today(site, now)
+    horizon = [today + timedelta(days=offset) for offset in range(days + 1)]
+    # The same site and calendar with nothing closed: what would have opened.
+    open_site = site.model_copy(
+        update={"schedule": site.schedule.model_copy(update={"closed_dates": []})}
+    )
+    unclosed = CalendarOverrides(
+        holidays_added=overrides.holidays_added,
+        holidays_removed=overrides.holidays_removed,
+        sessions_added=overrides.sessions_added,
+        closures_lifted=frozenset(horizon),
+    )
+    found = []
+    for day in horizon:
+        if scheduled_session(site, day, holidays, overrides) is not None:
+            continue
+        if scheduled_session(open_site, day, holidays, unclosed) is None:
+            continue
+        if is_closed(site, day, overrides):
+            note = overrides.closed.get(day) or "tutup"
+            found.append(
+                ClosedDay(day, f"Kantor tutup: {note}", f"Office closed: {note}", "office")
+            )
+            continue
+        closure = closure_of(site.schedule, day, holidays)
+        if closure is None:
+            continue
+        name = holiday_name(holidays, day)
+        reason_id = f"{name}. {closure.reason.id}" if name else closure.reason.id
+        found.append(ClosedDay(day, reason_id, closure.reason.en, "policy"))
+    return found

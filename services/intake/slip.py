@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel
 
 from giliran.catalogue import SiteDef
-from services.intake.views import StatusView
+from services.intake.views import StatusView, cost_text
 
 
 class Paper(IntEnum):
@@ -52,7 +52,6 @@ class SlipTicket(BaseModel):
     counters: str  # where to go: "Loket 1, Loket 2" or "Booth Dukcapil 1 (Tenda A)"
     ahead: int | None
     expected: str | None  # "10.45 WIB"
-    cost: str  # ServiceDef.cost: GRATIS only for a free service, the fee otherwise
 
 
 class Slip(BaseModel):
@@ -60,7 +59,11 @@ class Slip(BaseModel):
     site_name: str
     printed_at: str
     tickets: list[SlipTicket]
+    # What it costs (views.cost_text over ServiceDef.cost): GRATIS only for free services.
+    cost: str
+    free: bool  # every service on it is free
     checkin_code: str | None
+    checkin_rule: str | None  # how and by when a booking checks in
     nik_masked: str | None
     priority: bool  # a mark: the reason (pregnancy, disability, ...) is never printed
     status_url: str
@@ -86,7 +89,6 @@ def slip_for(
 ) -> Slip:
     tickets = []
     for line in view.tickets:
-        service = site.service(line.service)
         tickets.append(
             SlipTicket(
                 number=line.number,
@@ -94,7 +96,6 @@ def slip_for(
                 counters=counters_of(site, line.service, lang),
                 ahead=line.position,
                 expected=f"{line.eta_local} WIB" if line.eta_local else None,
-                cost=service.cost(lang) if service is not None else "",
             )
         )
     return Slip(
@@ -102,7 +103,10 @@ def slip_for(
         site_name=site.name.en if lang == "en" else site.name.id,
         printed_at=f"{printed_at.astimezone(ZoneInfo(site.timezone)):%d-%m-%Y %H.%M} WIB",
         tickets=tickets,
+        cost=view.cost.get(lang) or cost_text(site, [t.service for t in view.tickets], lang),
+        free=view.free,
         checkin_code=None if view.arrived else view.checkin_code,
+        checkin_rule=view.checkin.get(lang),
         nik_masked=view.nik_masked,
         priority=view.priority is not None,
         status_url=status_url,

@@ -37,6 +37,8 @@ class RequestStore:
         await self.requests.create_index([("submitted_at", 1)])
         await self.requests.create_index([("token", 1)])
         await self.requests.create_index([("session_date", 1)])
+        await self.requests.create_index([("lapse_at", 1)])
+        await self.requests.create_index([("nik_hash", 1)])
         await self.sessions.create_index([("site", 1), ("closes_at", 1)])
         await self.rates.create_index([("expires_at", 1)])
         await self.claims.create_index([("session_date", 1)])
@@ -80,6 +82,29 @@ class RequestStore:
             query, with_outbox({"$set": fields, "$inc": {"version": 1}}, events)
         )
         return result.modified_count == 1
+
+    async def lapsing(self, now: datetime, limit: int = 200) -> list[Document]:
+        """Registrations not checked in whose grace has passed (ADR 0120)."""
+        return await self.requests.find(
+            {"lapse_at": {"$lte": instant(now)}, "arrived": False, "cancelled_at": None},
+            {"outbox": 0},
+            limit=limit,
+        ).to_list()
+
+    async def active_for_nik(self, site: str, nik_hash: str, from_date: str) -> list[Document]:
+        """A NIK's requests at a site whose session is today or later and not cancelled."""
+        found = await self.requests.find(
+            indexed({"nik_hash": nik_hash}),
+            {"_id": 1, "site": 1, "session_id": 1, "session_date": 1, "phone": 1, "email": 1,
+             "cancelled_at": 1},
+        ).to_list()  # fmt: skip
+        return [
+            d
+            for d in found
+            if d["site"] == site
+            and d["session_date"] >= from_date
+            and d.get("cancelled_at") is None
+        ]
 
     async def active_in_session(self, session_id: str) -> list[Document]:
         return await self.requests.find(
@@ -135,19 +160,27 @@ class RequestStore:
 
     # --- quotas: a counter document per session and service (or slot) -----------------------
 
-    async def claim_place(self, session_id: str, what: str, limit: int | None) -> bool:
-        """Take one place atomically: a conditional $inc never lets `remaining` go below zero,
-        however many registrations race (the quota document is created on first use).
+    async def claim_place(
+        self, session_id: str, what: str, limit: int | None, amount: int = 1
+    ) -> bool:
+        """Take `amount` places (a service's minutes, for the counter-minutes budget)
+        atomically: a conditional $inc never lets `remaining` go below zero, however many
+        registrations race (the quota document is created on first use).
         One round trip when the document exists: the usual case (ADR 0084)."""
         _id = _key(session_id, what)
+        # No `$or` in this filter: nx-27017 0.8.1 applies an update whose filter has `_id` and
+        # `$or` to another document when the named one does not match (a full service took a
+        # place from another service's quota). Two plain filters instead, the likely one first.
+        limited: Document = {"_id": _id, "remaining": {"$gte": amount}}
+        unlimited: Document = {"_id": _id, "limit": None}
+        filters = [limited, unlimited] if limit is not None else [unlimited, limited]
         for attempt in range(2):
-            taken = await self.quotas.find_one_and_update(
-                {"_id": _id, "$or": [{"limit": None}, {"remaining": {"$gt": 0}}]},
-                {"$inc": {"used": 1, "remaining": -1}},
-                {"_id": 1},
-            )
-            if taken is not None:
-                return True
+            for query in filters:
+                taken = await self.quotas.find_one_and_update(
+                    query, {"$inc": {"used": amount, "remaining": -amount}}, {"_id": 1}
+                )
+                if taken is not None:
+                    return True
             if attempt == 0:  # missing (first use) or exhausted: make sure it exists, try again
                 await self._create_quota(_id, session_id, what, limit)
         return False
@@ -167,9 +200,9 @@ class RequestStore:
         except DuplicateKeyError:
             pass
 
-    async def release_place(self, session_id: str, what: str) -> None:
+    async def release_place(self, session_id: str, what: str, amount: int = 1) -> None:
         await self.quotas.update_one(
-            {"_id": _key(session_id, what)}, {"$inc": {"used": -1, "remaining": 1}}
+            {"_id": _key(session_id, what)}, {"$inc": {"used": -amount, "remaining": amount}}
         )
 
     async def set_limit(self, session_id: str, what: str, limit: int | None) -> Document:
@@ -231,10 +264,17 @@ class RequestStore:
     # --- check-in codes ----------------------------------------------------------------------
 
     async def reserve_code(
-        self, site: str, session_id: str, code: str, request_id: str, session_date: str
+        self,
+        site: str,
+        session_id: str,
+        code: str,
+        request_id: str,
+        session_date: str,
+        valid_until: datetime,
     ) -> bool:
         """A code is unique per site while its session's data is kept (then purged and free
-        again), so a kiosk finds a booking by code alone, whichever day it is for."""
+        again), so a kiosk finds a booking by code alone, whichever day it is for; it opens
+        the booking only until its session closes (`valid_until`)."""
         try:
             await self.codes.insert_one(
                 {
@@ -242,6 +282,7 @@ class RequestStore:
                     "session_id": session_id,
                     "request_id": request_id,
                     "session_date": session_date,
+                    "valid_until": instant(valid_until),
                 }
             )
         except DuplicateKeyError:
@@ -251,9 +292,9 @@ class RequestStore:
     async def release_code(self, site: str, code: str) -> None:
         await self.codes.delete_one({"_id": _key(site, code)})
 
-    async def request_for_code(self, site: str, code: str) -> str | None:
-        found = await self.codes.find_one({"_id": _key(site, code)})
-        return str(found["request_id"]) if found else None
+    async def code(self, site: str, code: str) -> Document | None:
+        """A check-in code's record: the request it opens and until when."""
+        return await self.codes.find_one({"_id": _key(site, code)})
 
     # --- rate-limit windows --------------------------------------------------------------------
 
@@ -272,6 +313,15 @@ class RequestStore:
                 continue
             assert doc is not None  # an upsert returning the document after always finds one
             return int(doc["n"])
+
+    async def unhit(self, key: str, window_start: str) -> None:
+        """Take back one hit (an attempt that turned out not to count)."""
+        await self.rates.update_one({"_id": _key(key, window_start)}, {"$inc": {"n": -1}})
+
+    async def hits(self, key: str, window_start: str) -> int:
+        """A window's count so far, without counting (limits that count only failures)."""
+        doc = await self.rates.find_one({"_id": _key(key, window_start)})
+        return int(doc["n"]) if doc else 0
 
     async def forget_rates(self, now: datetime) -> int:
         result = await self.rates.delete_many({"expires_at": {"$lt": instant(now)}})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from giliran.contracts import NotificationFailed, NotificationSent, utcnow
+from giliran.catalogue import load_catalogue
+from giliran.contracts import NotificationFailed, NotificationReceipt, NotificationSent, utcnow
 from giliran.runtime import ServiceRuntime, create_http_app
 from giliran.settings import Settings
 from services.notify import http, subscribers
@@ -24,7 +25,10 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     store = DeliveryStore(runtime.db)
     runtime.on_startup(store.ensure_indexes)
     runtime.use_outbox(store.deliveries)
-    renderer = Renderer(timezone=settings.timezone)
+    # The catalogue says what each service costs: messages state it (GRATIS only when free).
+    renderer = Renderer(
+        timezone=settings.timezone, catalogue=load_catalogue(settings.catalogue_dir)
+    )
     metrics = NotifyMetrics.create(runtime.registry)
     workers = [
         ChannelWorker(
@@ -40,13 +44,18 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
         for channel in config.enabled
     ]
     subscribers.register(runtime, workers)
-    runtime.publishes(NotificationSent, NotificationFailed)
+    runtime.publishes(NotificationSent, NotificationFailed, NotificationReceipt)
 
     async def purge_contacts() -> None:
         await store.purge_contacts(utcnow())
 
     runtime.every(PURGE_EVERY_SECONDS, purge_contacts)
-    api = http.router(store, {w.channel.name: w for w in workers}, runtime.audit)
+    api = http.router(
+        store,
+        {w.channel.name: w for w in workers},
+        runtime.audit,
+        receipts_per_minute=config.receipts_per_minute,
+    )
     app = create_http_app(runtime, title="Giliran notify", routers=[api])
     app.state.notify_store = store
     app.state.workers = workers

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.notify.domain import VARIABLES
+
 ChannelName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")]
 
 
@@ -47,22 +49,118 @@ class ConsoleConfig(ChannelBase):
     type: Literal["console"]
 
 
+class BodyRuleConfig(BaseModel):
+    """A generic gateway's "yes" in a 2xx body: `field` (dotted path) holds one of `values`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(min_length=1)
+    values: list[str] = Field(min_length=1)
+    reason_field: str | None = None
+    id_field: str | None = None
+
+
+class ReceiptRuleConfig(BaseModel):
+    """A generic gateway's delivery report: items at `items` (dotted; the body itself if
+    unset), each naming the gateway's message id and a status."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id_field: str = Field(min_length=1)
+    status_field: str = Field(min_length=1)
+    delivered: list[str] = Field(min_length=1)
+    undelivered: list[str] = Field(min_length=1)
+    items: str | None = None
+    reason_field: str | None = None
+
+
+# Gateways whose answers Giliran knows from their documentation; `generic` is told by `accept`.
+GatewayProfile = Literal["generic", "zenziva", "fonnte", "infobip"]
+# Which profiles send delivery reports Giliran can read (Zenziva documents none).
+PROFILES_WITH_RECEIPTS = {"generic", "fonnte", "infobip"}
+
+
 class HttpGatewayConfig(ChannelBase):
     """Any HTTP SMS/WhatsApp gateway: the request is configuration, not code.
 
     `fields` values are templates over: {phone} (+628...), {phone_local} (08...),
-    {phone_digits} (628...), {text}, {ref} (the delivery id, for gateways that dedupe on it)."""
+    {phone_digits} (628...), {text}, {ref} (the delivery id, for gateways that dedupe on it),
+    {receipt_url} (where this site's delivery reports go); with `encoding: json` a value may be a
+    nested list or mapping (Infobip's `messages[].destinations[]`), templated at every leaf.
+    `profile` says how the gateway's answer and its delivery reports read."""
 
     type: Literal["http"]
+    profile: GatewayProfile = "generic"
     medium: Literal["sms", "whatsapp"] = "sms"
     url: str = Field(pattern=r"^https?://")
     method: Literal["POST", "GET"] = "POST"
     encoding: Literal["form", "json", "query"] = "form"
     headers: dict[str, str] = Field(default_factory=dict)
-    fields: dict[str, str]
+    fields: dict[str, Any]
     success_statuses: list[int] = Field(default_factory=lambda: [200, 201, 202])
     # Units billed per message: SMS segments for SMS, 1 per message for WhatsApp.
     cost: Literal["segments", "one"] = "segments"
+    # generic only: how a 2xx body says yes (unset: any success status is a yes).
+    accept: BodyRuleConfig | None = None
+    # generic only: how its delivery reports read (unset: it sends none).
+    receipt: ReceiptRuleConfig | None = None
+    # Keys the delivery-report URL per site (see services/notify/gateways.receipt_key).
+    receipt_secret: str | None = Field(default=None, min_length=16)
+
+    @model_validator(mode="after")
+    def _profile_fits(self) -> HttpGatewayConfig:
+        if self.profile != "generic" and (self.accept or self.receipt):
+            raise ValueError(f"channel {self.name}: accept/receipt are for the generic profile")
+        if self.encoding != "json" and any(not isinstance(v, str) for v in self.fields.values()):
+            raise ValueError(f"channel {self.name}: nested fields need encoding: json")
+        return self
+
+    @property
+    def receipts(self) -> bool:
+        """Whether this channel can take delivery reports."""
+        if self.receipt_secret is None or self.profile not in PROFILES_WITH_RECEIPTS:
+            return False
+        return self.profile != "generic" or self.receipt is not None
+
+
+class WhatsAppTemplate(BaseModel):
+    """A pre-approved WhatsApp message template and the values that fill its body's {{1}}..{{n}},
+    in order, named from the message's variables (number, service, counter, ahead, local_time,
+    status_url, cost)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9_]{1,512}$")
+    parameters: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _known_parameters(self) -> WhatsAppTemplate:
+        unknown = [p for p in self.parameters if p not in VARIABLES]
+        if unknown:
+            raise ValueError(f"template {self.name}: unknown parameters {unknown}; use {VARIABLES}")
+        return self
+
+
+class WhatsAppCloudConfig(ChannelBase):
+    """The official WhatsApp Business Platform (Cloud API): template messages only, statuses by
+    a webhook signed with the app secret (X-Hub-Signature-256)."""
+
+    type: Literal["whatsapp_cloud"]
+    api_url: str = Field(default="https://graph.facebook.com/v21.0", pattern=r"^https?://")
+    phone_number_id: str = Field(pattern=r"^[0-9]{5,20}$")
+    access_token: str = Field(min_length=8)
+    app_secret: str = Field(min_length=16)
+    verify_token: str = Field(min_length=16)
+    # Giliran's template name -> the approved template; a message with none is not sent here.
+    templates: dict[str, WhatsAppTemplate]
+    # The citizen's language -> the template language code registered with Meta.
+    languages: dict[str, str] = Field(default_factory=lambda: {"id": "id", "en": "en"})
+    # Receipts: one business number may serve several sites; a report for another site's
+    # message is refused by the endpoint the report arrived at.
+
+    @property
+    def receipts(self) -> bool:
+        return True
 
 
 class WebhookConfig(ChannelBase):
@@ -84,12 +182,13 @@ class EmailConfig(ChannelBase):
     sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
 
 
-ChannelConfig = Annotated[
-    ConsoleConfig | HttpGatewayConfig | WebhookConfig | EmailConfig, Field(discriminator="type")
-]
+AnyChannelConfig = (
+    ConsoleConfig | HttpGatewayConfig | WhatsAppCloudConfig | WebhookConfig | EmailConfig
+)
+ChannelConfig = Annotated[AnyChannelConfig, Field(discriminator="type")]
 
 
-def _console_only() -> list[ConsoleConfig | HttpGatewayConfig | WebhookConfig | EmailConfig]:
+def _console_only() -> list[AnyChannelConfig]:
     return [ConsoleConfig(type="console", name="console")]
 
 
@@ -102,6 +201,9 @@ class NotifyConfig(BaseModel):
     approaching_ahead_by_site: dict[str, int] = Field(default_factory=dict)
     # How long a citizen's phone/e-mail is kept after the request, then purged (UU 27/2022).
     contact_retention_hours: float = Field(default=48.0, gt=0)
+    # Delivery reports accepted per client address per minute (a flood is answered 429; the
+    # gateways documented here retry a report that was not answered 2xx).
+    receipts_per_minute: int = Field(default=600, ge=1)
 
     @model_validator(mode="after")
     def _unique_names(self) -> NotifyConfig:
@@ -114,7 +216,7 @@ class NotifyConfig(BaseModel):
         return self.approaching_ahead_by_site.get(site, self.approaching_ahead)
 
     @property
-    def enabled(self) -> list[ConsoleConfig | HttpGatewayConfig | WebhookConfig | EmailConfig]:
+    def enabled(self) -> list[AnyChannelConfig]:
         return [c for c in self.channels if c.enabled]
 
 

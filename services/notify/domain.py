@@ -6,13 +6,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from giliran.catalogue import Catalogue
 from giliran.contracts import (
     EventData,
     RequestCancelled,
@@ -36,6 +37,7 @@ TEMPLATE_OF: dict[type[EventData], str] = {
     RequestCancelled: "session_cancelled",
 }
 APPROACHING = "ticket_approaching"
+STATUS_LINK = "status_link"  # the status link again, asked for by the citizen
 
 SUBJECTS: Mapping[str, Mapping[str, str]] = {
     "ticket_issued": {"id": "Nomor antrean Anda", "en": "Your queue number"},
@@ -44,6 +46,10 @@ SUBJECTS: Mapping[str, Mapping[str, str]] = {
     "ticket_completed": {"id": "Layanan selesai", "en": "Service completed"},
     "ticket_no_show": {"id": "Nomor Anda terlewat", "en": "You missed your call"},
     "session_cancelled": {"id": "Sesi layanan dibatalkan", "en": "Service session cancelled"},
+    "status_link": {
+        "id": "Tautan status pendaftaran Anda",
+        "en": "Your registration's status link",
+    },
 }
 
 STATUS_OF_TEMPLATE = {
@@ -87,12 +93,18 @@ def sign_webhook(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
+# What a message is made of, for channels that send parameters rather than text (WhatsApp
+# templates): the names a channel's configuration may ask for.
+VARIABLES = ("number", "service", "counter", "ahead", "local_time", "status_url", "cost")
+
+
 @dataclass(frozen=True)
 class Message:
     template: str
     language: str
     text: str
     subject: str
+    variables: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def segments(self) -> int:
@@ -116,9 +128,19 @@ def sms_segments(text: str) -> int:
 
 
 class Renderer:
-    """Jinja2 templates per language (`<template>.<lang>.txt.j2`); Bahasa Indonesia by default."""
+    """Jinja2 templates per language (`<template>.<lang>.txt.j2`); Bahasa Indonesia by default.
 
-    def __init__(self, directory: Path = TEMPLATES, timezone: str = "Asia/Jakarta") -> None:
+    What a service costs comes from the catalogue (`ServiceDef.cost`): a template says GRATIS
+    only for a service the catalogue marks free, states the fee and where it is paid for the
+    others, and says nothing about cost for a service it cannot find (never a wrong "free")."""
+
+    def __init__(
+        self,
+        directory: Path = TEMPLATES,
+        timezone: str = "Asia/Jakarta",
+        catalogue: Catalogue | None = None,
+    ) -> None:
+        self._catalogue = catalogue
         self._env = Environment(
             loader=FileSystemLoader(directory),
             undefined=StrictUndefined,
@@ -127,18 +149,37 @@ class Renderer:
         )
         self._zone = ZoneInfo(timezone)
 
+    def cost(self, site: str | None, service: Any, lang: str) -> tuple[str | None, bool | None]:
+        """The cost sentence and whether the service is free; (None, None) when unknown."""
+        found = self._catalogue.site(site) if self._catalogue and site else None
+        definition = found.service(str(service)) if found and service else None
+        if definition is None:
+            return None, None
+        return definition.cost(lang), definition.fee is None
+
     def render(
-        self, template: str, language: str, data: Mapping[str, Any], **extra: Any
+        self,
+        template: str,
+        language: str,
+        data: Mapping[str, Any],
+        *,
+        site: str | None = None,
+        **extra: Any,
     ) -> Message:
         lang = language if language in ("id", "en") else "id"
         at = extra.pop("at", None)
         local_time = at.astimezone(self._zone).strftime("%H.%M") if at is not None else ""
-        text = self._env.get_template(f"{template}.{lang}.txt.j2").render(
-            **data, local_time=local_time, **extra
-        )
+        cost, free = self.cost(site, data.get("service"), lang)
+        values = {"cost": cost, "free": free, **data, "local_time": local_time, **extra}
+        text = self._env.get_template(f"{template}.{lang}.txt.j2").render(**values)
         return Message(
             template=template,
             language=lang,
             text=" ".join(text.split()),
             subject=SUBJECTS[template][lang],
+            variables={
+                name: str(values[name])
+                for name in VARIABLES
+                if values.get(name) is not None and values.get(name) != ""
+            },
         )

@@ -11,11 +11,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from giliran.contracts import (
+    DeliveryOutcome,
     Event,
     EventData,
     NotificationFailed,
+    NotificationReceipt,
     NotificationSent,
     RequestCancelled,
+    RequestLinkRequested,
     RequestSubmitted,
     TicketCalled,
     TicketFacts,
@@ -25,6 +28,7 @@ from giliran.contracts import (
     utcnow,
 )
 from giliran.errors import Conflict, NotFound, RetryLater, Unprocessable
+from giliran.privacy import scrub
 from giliran.store import Document, instant
 from services.notify.channels import (
     Channel,
@@ -32,23 +36,38 @@ from services.notify.channels import (
     Outgoing,
     PermanentFailure,
     Recipient,
+    Refused,
     TransientFailure,
 )
 from services.notify.channels.webhook import WebhookChannel
+from services.notify.channels.whatsapp_cloud import WhatsAppCloudChannel
 from services.notify.config import NotifyConfig, Retry
 from services.notify.domain import (
     APPROACHING,
+    STATUS_LINK,
     TEMPLATE_OF,
     Renderer,
     approaching_due,
     delivery_id,
     is_stale,
 )
+from services.notify.gateways import Receipt, receipt_key
 from services.notify.metrics import NotifyMetrics
 from services.notify.store import DeliveryStore
 
 log = logging.getLogger("giliran.notify")
 SOURCE = "notify"
+
+
+@dataclass
+class ReceiptTally:
+    """What one delivery report did: recorded outcomes, reports already recorded (replays),
+    intermediate states, and ids this site has no accepted message for."""
+
+    recorded: int = 0
+    repeated: int = 0
+    pending: int = 0
+    unknown: int = 0
 
 
 class ContactUnknown(Exception):
@@ -135,6 +154,22 @@ class ChannelWorker:
             event,
         )
 
+    async def on_link_requested(self, event: Event[RequestLinkRequested]) -> None:
+        """The citizen asked for their status link again (intake matched their NIK and the
+        contact they registered): send it to the contact held for that request, never to one
+        the event could name (it names none)."""
+        contact = await self._contact(event.data.request_id)
+        if contact is None or not contact.status_token or not self.public_url:
+            return  # purged, registered without consent, or no public address: no link
+        await self._message(
+            event.id,
+            event.site,
+            STATUS_LINK,
+            event.data.request_id,
+            event.data.model_dump(),
+            event,
+        )
+
     async def on_event(self, event: Event[EventData]) -> None:
         """Webhooks: the event itself, signed, to an agency that subscribed to its type."""
         assert isinstance(self.channel, WebhookChannel)
@@ -190,6 +225,8 @@ class ChannelWorker:
     ) -> None:
         """`ticket_status`: the ticket's status as this handler just recorded it, which spares
         the stale check a read; None to read it."""
+        if isinstance(self.channel, WhatsAppCloudChannel) and not self.channel.handles(template):
+            return  # no approved template for it: WhatsApp would refuse free text
         contact = await self._contact(request_id)
         if contact is None and self.channel.medium != "console":
             return  # purged: nobody to tell
@@ -205,9 +242,13 @@ class ChannelWorker:
             template,
             contact.language if contact else "id",
             data,
+            site=site,
             status_url=status_url,
             at=event.time,
         )
+        # Only a template channel needs the parts again (a retry has no event to re-render).
+        parts = dict(message.variables) if isinstance(self.channel, WhatsAppCloudChannel) else {}
+        receipt_url = self.receipt_url(site)
         await self._deliver(
             ticket_status=ticket_status,
             cause=cause,
@@ -223,6 +264,7 @@ class ChannelWorker:
                 "language": message.language,
                 "text": message.text,
                 "segments": message.segments,
+                **({"variables": parts} if parts else {}),
             },
             outgoing=lambda key: Outgoing(
                 delivery_id=key,
@@ -230,8 +272,21 @@ class ChannelWorker:
                 language=message.language,
                 text=message.text,
                 subject=message.subject,
+                site=site,
+                variables=dict(message.variables),
+                receipt_url=receipt_url,
             ),
         )
+
+    def receipt_url(self, site: str) -> str | None:
+        """Where this channel's gateway reports deliveries for `site` (its `{receipt_url}`)."""
+        config = getattr(self.channel, "config", None)
+        secret = getattr(config, "receipt_secret", None)
+        base = self.public_url.rstrip("/")
+        if not secret or not base:
+            return None
+        key = receipt_key(secret, self.channel.name, site)
+        return f"{base}/receipts/{self.channel.name}/{site}?key={key}"
 
     async def _approaching(self, event: Event[TicketFacts]) -> None:
         """The line moved: tell those now near the front (once), if they were not already."""
@@ -287,6 +342,7 @@ class ChannelWorker:
                 "status": "sending",
                 "attempts": 0,
                 "cost_units": 0,
+                "receipt": None,
                 "created_at": instant(self.clock()),
                 **facts,
             }
@@ -307,19 +363,25 @@ class ChannelWorker:
             return
         attempt = await self.store.count_attempt(key)
         try:
-            cost = await self.channel.send(recipient, outgoing(key))
+            handed = await self.channel.send(recipient, outgoing(key))
         except PermanentFailure as exc:
-            await self._fail(key, site, template, facts, str(exc))
-            raise Unprocessable(f"{self.channel.name}: {exc}") from exc
+            # Whatever a gateway said is masked once more here, whichever channel let it through:
+            # it goes to the store, the log, the event and the dead letter's reason.
+            reason = scrub(str(exc))
+            refused = isinstance(exc, Refused)
+            await self._fail(key, site, template, facts, reason, refused=refused)
+            raise Unprocessable(f"{self.channel.name}: {reason}") from exc
         except TransientFailure as exc:
+            reason = scrub(str(exc))
             if attempt >= self.retry.max_attempts:
-                await self._fail(key, site, template, facts, f"after {attempt} attempts: {exc}")
-                raise Unprocessable(f"{self.channel.name}: gave up after {attempt}: {exc}") from exc
-            await self.store.note_error(key, str(exc))
-            raise RetryLater(
-                str(exc), backoff_seconds(attempt, self.retry, exc.retry_after)
-            ) from exc
+                await self._fail(key, site, template, facts, f"after {attempt} attempts: {reason}")
+                raise Unprocessable(
+                    f"{self.channel.name}: gave up after {attempt}: {reason}"
+                ) from exc
+            await self.store.note_error(key, reason)
+            raise RetryLater(reason, backoff_seconds(attempt, self.retry, exc.retry_after)) from exc
         now = self.clock()
+        cost = handed.cost
         sent = new_event(
             NotificationSent(**self._outcome(key, template, facts), cost_units=cost, sent_at=now),
             site=site,
@@ -327,23 +389,47 @@ class ChannelWorker:
             at=now,
         )
         await self.store.finish(
-            key, "sent", {"sent_at": instant(now), "cost_units": cost, "last_error": None}, [sent]
+            key,
+            "sent",
+            {
+                "sent_at": instant(now),
+                "cost_units": cost,
+                "last_error": None,
+                "gateway_id": handed.gateway_id,
+            },
+            [sent],
         )
         self._finished("sent", cost)
         self.wake()
 
-    async def _fail(self, key: str, site: str, template: str, facts: Document, reason: str) -> None:
+    async def _fail(
+        self,
+        key: str,
+        site: str,
+        template: str,
+        facts: Document,
+        reason: str,
+        *,
+        refused: bool = False,
+    ) -> None:
         now = self.clock()
+        reason = scrub(reason)
         failed = new_event(
             NotificationFailed(
-                **self._outcome(key, template, facts), reason=reason[:500], failed_at=now
+                **self._outcome(key, template, facts),
+                reason=reason[:500],
+                failed_at=now,
+                refused=refused,
             ),
             site=site,
             source=SOURCE,
             at=now,
         )
         await self.store.finish(
-            key, "failed", {"failed_at": instant(now), "last_error": reason}, [failed]
+            key,
+            "failed",
+            {"failed_at": instant(now), "last_error": reason, "refused": refused},
+            [failed],
         )
         self._finished("failed")
         self.wake()
@@ -364,6 +450,48 @@ class ChannelWorker:
             "channel": self.channel.name,
             "template": template,
         }
+
+    # --- delivery reports -------------------------------------------------------------------
+
+    async def on_receipts(self, site: str, receipts: list[Receipt]) -> ReceiptTally:
+        """Record what a gateway's report (already authenticated for `site`) says: only about
+        this channel's accepted messages at this site, each final outcome once."""
+        tally = ReceiptTally()
+        sender = getattr(getattr(self.channel, "config", None), "phone_number_id", None)
+        for receipt in receipts:
+            if receipt.outcome is None:
+                tally.pending += 1
+                continue
+            doc = await self.store.by_gateway_id(self.channel.name, receipt.gateway_id)
+            if doc is None or doc.get("site") != site or receipt.sender != sender:
+                tally.unknown += 1
+                continue
+            now = self.clock()
+            outcome = DeliveryOutcome(receipt.outcome.value)
+            event = new_event(
+                NotificationReceipt(
+                    **self._outcome(str(doc["_id"]), str(doc["template"]), doc),
+                    outcome=outcome,
+                    reason=receipt.reason or None,
+                    reported_at=now,
+                ),
+                site=site,
+                source=SOURCE,
+                at=now,
+            )
+            fields = {
+                "receipt": outcome.value,
+                "receipt_at": instant(now),
+                "receipt_reason": receipt.reason or None,
+            }
+            if await self.store.record_receipt(str(doc["_id"]), fields, [event]):
+                tally.recorded += 1
+                self._finished(outcome.value)
+            else:
+                tally.repeated += 1
+        if tally.recorded:
+            self.wake()
+        return tally
 
     # --- operator actions -------------------------------------------------------------------
 
@@ -398,6 +526,9 @@ class ChannelWorker:
                     template=doc["template"],
                     language=doc.get("language", "id"),
                     text=doc.get("text", ""),
+                    site=doc["site"],
+                    variables=dict(doc.get("variables") or {}),
+                    receipt_url=self.receipt_url(doc["site"]),
                 ),
             )
         except (RetryLater, Unprocessable) as exc:

@@ -7,15 +7,17 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Header, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
 from giliran.auth import AuditLog, Principal, Role, requires, wrong_site
+from giliran.contracts.subjects import SITE_PATTERN
 from giliran.store import Document, Instant
-from services.notify.handlers import ChannelWorker, DeliveryNotFound
+from services.notify import receipts
+from services.notify.handlers import ChannelWorker, DeliveryNotFound, ReceiptTally
 from services.notify.store import DeliveryStore
 
 PAGES = Jinja2Templates(directory=Path(__file__).parent / "pages")
@@ -40,6 +42,9 @@ class DeliveryView(BaseModel):
     text: str | None = None
     segments: int | None = None
     last_error: str | None = None
+    refused: bool = False
+    receipt: str | None = None  # delivered | undelivered, when the gateway reported it
+    receipt_reason: str | None = None
     created_at: Instant
     sent_at: Instant | None = None
 
@@ -49,13 +54,31 @@ class DeliveryList(BaseModel):
 
 
 class ChannelSummary(BaseModel):
+    """`sent` counts messages the gateway accepted (handed over); `delivered`/`undelivered`
+    those its delivery reports settled; `refused` is the part of `failed` the gateway said no to."""
+
     channel: str
     sent: int = 0
+    delivered: int = 0
+    undelivered: int = 0
     failed: int = 0
+    refused: int = 0
     sending: int = 0
     dropped: int = 0
     cost_units: int = 0
     last_errors: list[str] = []
+
+    @property
+    def unreported(self) -> int:
+        """Accepted messages no report has settled (yet, or ever: not every gateway reports)."""
+        return self.sent - self.delivered - self.undelivered
+
+
+class ReceiptAnswer(BaseModel):
+    recorded: int
+    repeated: int
+    pending: int
+    unknown: int
 
 
 class Summary(BaseModel):
@@ -77,6 +100,10 @@ def summarise(site: str, session_id: str | None, docs: list[Document]) -> Summar
         status = doc["status"]
         if status in ("sent", "failed", "sending", "dropped"):
             setattr(entry, status, getattr(entry, status) + 1)
+        if status == "failed" and doc.get("refused"):
+            entry.refused += 1
+        if status == "sent" and doc.get("receipt") in ("delivered", "undelivered"):
+            setattr(entry, doc["receipt"], getattr(entry, doc["receipt"]) + 1)
         entry.cost_units += int(doc.get("cost_units") or 0)
         if doc.get("last_error") and status != "sent":
             errors[doc["channel"]].append(str(doc["last_error"]))
@@ -88,6 +115,9 @@ def summarise(site: str, session_id: str | None, docs: list[Document]) -> Summar
         channels=sorted(by_channel.values(), key=lambda c: c.channel),
     )
 
+
+ChannelPath = Annotated[str, PathParam(pattern=r"^[a-z][a-z0-9-]{0,30}$")]
+SitePath = Annotated[str, PathParam(pattern=SITE_PATTERN, max_length=63)]
 
 # The delivery log names (masked) recipients and a retry sends a message: supervisors and
 # admins, each at their own site(s).
@@ -103,8 +133,14 @@ def _own_site(who: Principal, site: str | None) -> str | None:
     return site if who.role is Role.ADMIN or who.at(site or "") else who.site
 
 
-def router(store: DeliveryStore, workers: dict[str, ChannelWorker], audit: AuditLog) -> APIRouter:
+def router(
+    store: DeliveryStore,
+    workers: dict[str, ChannelWorker],
+    audit: AuditLog,
+    receipts_per_minute: int = 600,
+) -> APIRouter:
     api = APIRouter(tags=["deliveries"])
+    window = receipts.AddressWindow(receipts_per_minute)
 
     async def query(
         site: str | None, session_id: str | None, ticket_id: str | None
@@ -159,6 +195,42 @@ def router(store: DeliveryStore, workers: dict[str, ChannelWorker], audit: Audit
         delivery_id: Annotated[str, PathParam(max_length=256)], who: OperatorAnySite
     ) -> DeliveryView:
         return _view(await retry(who, delivery_id))
+
+    # --- delivery reports from gateways (no account: a signature or a keyed URL) --------------
+
+    @api.post("/receipts/{channel}/{site}", response_model=ReceiptAnswer, tags=["receipts"])
+    async def receipt(
+        request: Request,
+        channel: ChannelPath,
+        site: SitePath,
+        key: Annotated[str | None, Query(max_length=128)] = None,
+        signature: Annotated[str | None, Header(alias="X-Hub-Signature-256")] = None,
+    ) -> ReceiptAnswer:
+        """A gateway's delivery report for `site`'s messages on `channel`."""
+        address = request.client.host if request.client else "-"
+        if not window.admit(address):
+            raise receipts.ReceiptsFlooded()
+        tally: ReceiptTally = await receipts.take_report(
+            workers, channel, site, await request.body(), signature=signature, key=key
+        )
+        return ReceiptAnswer(**tally.__dict__)
+
+    @api.get("/receipts/{channel}/{site}", response_class=PlainTextResponse, tags=["receipts"])
+    async def subscribe(
+        request: Request,
+        channel: ChannelPath,
+        site: SitePath,
+        mode: Annotated[str | None, Query(alias="hub.mode", max_length=32)] = None,
+        token: Annotated[str | None, Query(alias="hub.verify_token", max_length=256)] = None,
+        challenge: Annotated[str | None, Query(alias="hub.challenge", max_length=256)] = None,
+    ) -> Response:
+        """Meta's webhook verification: echo the challenge to the holder of the verify token."""
+        address = request.client.host if request.client else "-"
+        if not window.admit(address):
+            raise receipts.ReceiptsFlooded()
+        if not receipts.verify_subscription(workers, channel, mode, token) or not challenge:
+            raise receipts.ReceiptsRefused()
+        return PlainTextResponse(challenge)
 
     @api.get("/operator", response_class=HTMLResponse)
     async def operator(

@@ -30,6 +30,7 @@ class DeliveryStore:
         await self.deliveries.create_index([("ticket_id", 1), ("template", 1), ("channel", 1)])
         await self.deliveries.create_index([("site", 1), ("session_id", 1), ("channel", 1)])
         await self.deliveries.create_index([("status", 1)])
+        await self.deliveries.create_index([("channel", 1), ("gateway_id", 1)])
         await self.deliveries.create_index(
             [("cause_event_id", 1), ("template", 1), ("channel", 1), ("status", 1)]
         )
@@ -149,6 +150,23 @@ class DeliveryStore:
         result = await self.deliveries.update_one(
             {"_id": delivery_id, "status": {"$in": list(from_statuses)}},
             with_outbox(update, events) if events else update,
+        )
+        return result.modified_count == 1
+
+    async def by_gateway_id(self, channel: str, gateway_id: str) -> Document | None:
+        """The delivery a gateway's report names (by the id the gateway gave it)."""
+        return await self.deliveries.find_one(
+            indexed({"channel": channel, "gateway_id": gateway_id}), {"outbox": 0}
+        )
+
+    async def record_receipt(
+        self, delivery_id: str, fields: Document, events: Sequence[Event[Any]]
+    ) -> bool:
+        """The first final report on an accepted message wins: a replayed or later report (a
+        WhatsApp "read" after "delivered", a second device's "failed") changes nothing."""
+        result = await self.deliveries.update_one(
+            {"_id": delivery_id, "status": "sent", "receipt": None},
+            with_outbox({"$set": fields}, events),
         )
         return result.modified_count == 1
 

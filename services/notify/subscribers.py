@@ -11,6 +11,7 @@ from giliran.contracts import (
     TICKET_EVENTS,
     EventData,
     RequestCancelled,
+    RequestLinkRequested,
     RequestSubmitted,
 )
 from giliran.contracts.subjects import all_events
@@ -33,6 +34,7 @@ def register(runtime: ServiceRuntime, workers: list[ChannelWorker]) -> None:
             handlers = {
                 RequestSubmitted: worker.on_request,
                 RequestCancelled: worker.on_cancelled,
+                RequestLinkRequested: worker.on_link_requested,
                 **dict.fromkeys(TICKET_EVENTS, on_ticket),
             }
         runtime.consume(worker.channel.name, all_events(), handlers, max_deliver=MAX_DELIVER)

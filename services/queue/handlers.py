@@ -216,6 +216,12 @@ class Queue:
             # Walk-ins queue from issue; a booking joins the line when it checks in.
             "arrived": request.arrived,
             "queued_at": instant(now) if request.arrived else None,
+            # A registration that must check in keeps this place in line meanwhile (ADR 0120):
+            # when it was made, or the session's opening if it was made before. (An appointment
+            # is called at its slot instead: it joins at check-in as before.)
+            "place_at": None
+            if request.arrived or request.appointment_at is not None
+            else instant(max(now, request.session_opens_at or now)),
             "held": False,
             "priority": request.priority.value if request.priority else None,
             "is_priority": request.priority is not None,
@@ -237,11 +243,18 @@ class Queue:
             # The request's own event has not been handled yet (events of one request are
             # handled in order per consumer, so this means it is still in flight): try again.
             raise Unprocessable(f"no tickets for request {data.request_id} yet")
-        at = instant(data.checked_in_at)
-        await self.store.tickets.update_many(
-            {"request_id": data.request_id, "arrived": False},
-            {"$set": {"arrived": True, "queued_at": at}},
-        )
+        # It joins at the place it kept (never later than its check-in): the wait it is
+        # credited with is at most the catalogue's grace, since it lapses after that.
+        for doc in docs:
+            if doc.get("arrived", True):
+                continue
+            at = data.checked_in_at
+            if doc.get("place_at"):
+                at = min(at, from_instant(doc["place_at"]))
+            await self.store.tickets.update_one(
+                {"_id": doc["_id"], "arrived": False},
+                {"$set": {"arrived": True, "queued_at": instant(at)}},
+            )
         self._sessions.pop(event.site, None)
         await self.store.note_session(event.site, data.session_id, None, None, data.checked_in_at)
         self.touched(event.site)

@@ -239,9 +239,15 @@ def router(
         return await board(site)
 
     @api.get("/api/v1/sites/{site}/board/stream")
-    async def board_stream(site: Site, request: Request, _: Viewer) -> StreamingResponse:
-        """Server push (SSE): the board now, then again within moments of every change."""
+    async def board_stream(site: Site, request: Request, who: Viewer) -> StreamingResponse:
+        """Server push (SSE): the board now, then again within moments of every change, for
+        as long as the viewer's credential holds (a revoked board TV gets nothing more)."""
         queue.site(site)
+        accounts = request.app.state.auth.store
+
+        async def still_allowed() -> bool:
+            return bool(await accounts.still_valid(who))
+
         return sse_response(
             request,
             queue.changes,
@@ -249,6 +255,7 @@ def router(
             lambda: board(site),
             event="board",
             connections=boards.labels(site) if boards is not None else None,
+            still_allowed=still_allowed,
         )
 
     voice = announcer or Announcer()

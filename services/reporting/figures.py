@@ -62,8 +62,15 @@ class SessionSummary(Counts):
 
 
 class ChannelFigures(BaseModel):
+    """Per channel and day: `sent` = accepted by the gateway (handed over); `delivered` and
+    `undelivered` = what its delivery reports said of those; `refused` = the part of `failed`
+    the gateway answered with a no."""
+
     sent: int = 0
+    delivered: int = 0
+    undelivered: int = 0
     failed: int = 0
+    refused: int = 0
     cost_units: int = 0
 
 

@@ -14,6 +14,8 @@ from giliran.contracts import (
     CounterOpened,
     Event,
     FeedbackSubmitted,
+    NotificationFailed,
+    NotificationReceipt,
     NotificationSent,
     RequestSubmitted,
     TicketCalled,
@@ -215,8 +217,13 @@ class Reporting:
         if isinstance(note, NotificationSent):
             fields["sent_at"] = instant(note.sent_at)
             fields["cost_units"] = note.cost_units
+        elif isinstance(note, NotificationReceipt):
+            # The report's day is the message's day: it settles that day's accepted count.
+            del fields["day"]
+            fields["receipt"] = note.outcome.value
         else:
             fields["failed_at"] = instant(event.time)
+            fields["refused"] = isinstance(note, NotificationFailed) and note.refused
         await self.store.upsert_notification(note.delivery_id, fields)
 
     async def satisfaction(self, site: str, first: date, last: date) -> SatisfactionReport:
@@ -268,8 +275,13 @@ class Reporting:
             if n.get("sent_at"):
                 figures.sent += 1
                 figures.cost_units += int(n.get("cost_units", 0))
-            else:
+                if n.get("receipt") == "delivered":
+                    figures.delivered += 1
+                elif n.get("receipt") == "undelivered":
+                    figures.undelivered += 1
+            elif n.get("failed_at"):
                 figures.failed += 1
+                figures.refused += bool(n.get("refused"))
         return notifications
 
     async def day_summary(self, site: str, day: date) -> DaySummary:

@@ -11,6 +11,7 @@ from giliran.contracts import (
     EventData,
     FeedbackSubmitted,
     NotificationFailed,
+    NotificationReceipt,
     NotificationSent,
     RequestCheckedIn,
     RequestSubmitted,
@@ -29,6 +30,7 @@ def handlers_for(reporting: Reporting) -> dict[type[EventData], EventHandler]:
         FeedbackSubmitted: reporting.record_feedback,
         NotificationSent: reporting.record_notification,
         NotificationFailed: reporting.record_notification,
+        NotificationReceipt: reporting.record_notification,
         CounterOpened: counter,
         CounterClosed: counter,
     }

@@ -71,7 +71,7 @@ async def test_dashboard_follows_the_session_live(settings: Settings) -> None:
                     counter="2",
                     called_at=utcnow(),
                 )
-                await publish_many(settings, [new_event(called, site="cikarang-utara", source="t")])
+                await publish_many(settings, [new_event(called, site="cikarang-utara")])
                 await shows(page, "waiting", "2")
                 await shows(page, "counters", "1")
                 rows = await page.locator("#lines tr").all_inner_texts()
@@ -80,16 +80,14 @@ async def test_dashboard_follows_the_session_live(settings: Settings) -> None:
                 now = utcnow()
                 await publish_many(settings, [
                     new_event(CounterOpened(counter=c, session_id="cikarang-utara-today",
-                                            services=["KIA"], at=now), site="cikarang-utara",
-                              source="t")
+                                            services=["KIA"], at=now), site="cikarang-utara")
                     for c in ("1", "2")
                 ] + [
                     new_event(CounterClosed(counter="1", session_id="cikarang-utara-today",
-                                            at=now, paused=True), site="cikarang-utara",
-                              source="t"),
+                                            at=now, paused=True), site="cikarang-utara"),
                     new_event(TicketStarted(**tickets[0][0].data.facts(), counter="2",
                                             called_at=called.called_at, started_at=now),
-                              site="cikarang-utara", source="t"),
+                              site="cikarang-utara"),
                 ])  # fmt: skip
                 await shows(page, "open", "1")
                 await shows(page, "paused", "1")

@@ -25,6 +25,7 @@ from tests.conftest import (
     require_chromium,
     running,
     serving,
+    sign_in,
 )
 from tests.integration.test_intake_status import ticket_events
 
@@ -87,7 +88,12 @@ async def test_register_on_a_phone(settings: Settings) -> None:
 async def test_kiosk_walk_in_prints_a_ticket_with_a_qr_code(settings: Settings) -> None:
     async with running("queue", settings), intake_in_browser(settings) as (url, browser):
         page = await browser.new_page(viewport={"width": 1080, "height": 1920}, has_touch=True)
+        # Only a kiosk's sign-in may register walk-ins straight into the line (ADR 0102).
         await page.goto(f"{url}/kiosk/cikarang-utara")
+        assert "/login" in page.url
+        await add_account(settings, "kios-1", "rahasia-kios-1", "kiosk", "cikarang-utara")
+        await sign_in(page, url, "kios-1", "rahasia-kios-1", "/kiosk/cikarang-utara")
+        assert page.url.endswith("/kiosk/cikarang-utara")
         button = page.locator("button[data-service=KTP-CETAK]")
         box = await button.bounding_box()
         assert box is not None and box["height"] >= 80  # touch-sized

@@ -25,10 +25,12 @@ from tests.conftest import (
     ARTIFACTS,
     CHROMIUM,
     CHROMIUM_ARGS,
+    add_account,
     require_chromium,
     require_tools,
     running,
     serving,
+    sign_in,
 )
 
 pytestmark = pytest.mark.e2e
@@ -52,6 +54,9 @@ async def kiosk(settings: Settings) -> AsyncIterator[tuple[str, Page]]:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = await browser.new_page(viewport={"width": 1080, "height": 1920}, has_touch=True)
+            # The kiosk pages are a kiosk's own (ADR 0102): its browser signs in once.
+            await add_account(settings, "kios-1", "rahasia-kios-1", "kiosk", SITE)
+            await sign_in(page, url, "kios-1", "rahasia-kios-1", f"/kiosk/{SITE}")
             yield url, page
         finally:
             await browser.close()

@@ -3,6 +3,16 @@
 Served by uvicorn inside the test's event loop, so the code under test talks real HTTP to it;
 it is an ordinary server, so a notify service running as a separate process can use it too.
 
+Each scope answers in a gateway's documented shape (`respond_as`): `generic` (`{"status": true,
+"id": ...}`), `fonnte` (`{"status": true, "id": ["..."], "process": "pending", "target": [...]}`;
+a refusal is `{"status": false, "reason": ...}`), `zenziva` (`{"messageId", "to", "status": "1",
+"text": "Success"}`; a refusal has another status and says why in `text`) or `infobip`
+(`{"bulkId", "messages": [{"messageId", "to", "status": {"groupName": "PENDING", ...}}]}`; a
+refusal is the REJECTED group). `refuse_in_body` makes a scope answer 200 with its profile's
+refusal, `{to}` in the reason echoing the destination as the gateway received it. `report`
+calls back with a delivery report in the profile's documented shape (Fonnte's message-status
+webhook, Infobip's `results[]` to the request's `notifyUrl`).
+
 Behaviour is scripted per path prefix or globally. The most specific matching scope governs a
 request entirely (a prefix scope starts as plain "200 OK" and does not inherit the global one).
 Within a scope the answer is decided when the request arrives, in this order: queued one-shot
@@ -24,6 +34,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -51,6 +62,8 @@ class Received:
     status: int | None = None
     query: dict[str, str] = field(default_factory=dict)
     ref: str | None = None
+    message_id: str | None = None  # the id the gateway answered with (accepted messages)
+    profile: str = "generic"
 
     def param(self, name: str, default: Any = None) -> Any:
         """A request field by name: top-level JSON key, else form field, else query parameter."""
@@ -68,10 +81,15 @@ class _Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+PROFILES = ("generic", "fonnte", "zenziva", "infobip")
+
+
 @dataclass
 class _Plan:
     ok_status: int = 200
     ok_body: Any = None
+    profile: str = "generic"
+    refusal: str | None = None  # a 200 whose body says no, in the profile's words
     queue: deque[_Reply] = field(default_factory=deque)
     always: _Reply | None = None
     hang_seconds: float = 0.0
@@ -234,9 +252,25 @@ class FakeGateway:
         clears that scope's queued failures, standing failure and hang."""
         self._plans[path_prefix] = _Plan(ok_status=status, ok_body=json_body)
 
-    def fail_next(self, n: int, status: int = 500, *, path_prefix: str | None = None) -> None:
-        """The next `n` requests in this scope get `status`; then back to what was scripted."""
-        reply = _Reply(status, {"status": False, "error": "gateway error (scripted)"})
+    def respond_as(self, profile: str, *, path_prefix: str | None = None) -> None:
+        """Answer this scope in `profile`'s documented shape (see the module docstring)."""
+        if profile not in PROFILES:
+            raise ValueError(f"unknown gateway profile {profile!r}")
+        self._plan(path_prefix).profile = profile
+
+    def refuse_in_body(
+        self, reason: str = "nomor tujuan {to} tidak valid", *, path_prefix: str | None = None
+    ) -> None:
+        """Every request in this scope gets HTTP 200 with the profile's refusal in the body;
+        `{to}` in the reason is replaced by the destination as sent (gateways echo it)."""
+        self._plan(path_prefix).refusal = reason
+
+    def fail_next(
+        self, n: int, status: int = 500, *, path_prefix: str | None = None, body: Any = None
+    ) -> None:
+        """The next `n` requests in this scope get `status` (with `body` if given); then back
+        to what was scripted."""
+        reply = _Reply(status, body or {"status": False, "error": "gateway error (scripted)"})
         self._plan(path_prefix).queue.extend([reply] * n)
 
     def fail_always(self, status: int = 500, *, path_prefix: str | None = None) -> None:
@@ -260,9 +294,12 @@ class FakeGateway:
         )
         self._plan(path_prefix).queue.extend([reply] * n)
 
-    def reject(self, status: int = 400, *, path_prefix: str | None = None) -> None:
-        """A permanent failure: every request in this scope gets `status` until `respond_ok`."""
-        body = {"status": False, "error": "rejected: invalid request (scripted)"}
+    def reject(
+        self, status: int = 400, *, path_prefix: str | None = None, body: Any = None
+    ) -> None:
+        """A permanent failure: every request in this scope gets `status` (with `body` if
+        given) until `respond_ok`."""
+        body = body or {"status": False, "error": "rejected: invalid request (scripted)"}
         self._plan(path_prefix).always = _Reply(status, body)
 
     def hang(self, seconds: float, *, n: int | None = None, path_prefix: str | None = None) -> None:
@@ -410,6 +447,8 @@ class FakeGateway:
             record.status = scripted.status
             return JSONResponse(scripted.body, scripted.status, headers=scripted.headers)
         record.status = ok_status
+        if plan.refusal is not None:
+            return JSONResponse(_refusal(plan.profile, plan.refusal, record), ok_status)
         accepted = 200 <= ok_status < 300
         if accepted:
             self._answered_2xx.append(record)
@@ -423,5 +462,204 @@ class FakeGateway:
                 self._first_id_by_ref[ref] = message_id
         else:
             message_id = first_id
-        payload = {"status": True, "id": message_id, "ref": ref, "duplicate": first_id is not None}
+        if plan.profile == "infobip":  # Infobip keeps the client's own messageId when given
+            requested = _path(record.json, "messages.0.destinations.0.messageId")
+            message_id = str(requested or message_id)
+        record.message_id = message_id
+        record.profile = plan.profile
+        payload = _acceptance(plan.profile, message_id, record)
+        if plan.profile == "generic":
+            payload.update({"ref": ref, "duplicate": first_id is not None})
         return JSONResponse(payload, ok_status)
+
+    # -- delivery reports ------------------------------------------------------------------
+
+    async def report(
+        self,
+        message: Received,
+        outcome: str = "delivered",
+        *,
+        url: str | None = None,
+        reason: str = "",
+    ) -> httpx.Response:
+        """Call back with a delivery report on an accepted `message`, as its gateway does:
+        Fonnte posts its message-status webhook (to the device's configured `url`), Infobip
+        posts `results[]` to the request's `notifyUrl` (or `url`). `outcome`: delivered,
+        undelivered, or an intermediate state (sent / pending)."""
+        body = receipt_body(message.profile, str(message.message_id), outcome, message, reason)
+        target = url or _notify_url(message)
+        if target is None:
+            raise ValueError("no receipt URL: pass url= (Fonnte's is per device)")
+        async with httpx.AsyncClient(timeout=10) as client:
+            return await client.post(target, json=body)
+
+
+def _destination(record: Received) -> str:
+    for name in ("target", "to", "nohp", "phone"):
+        value = record.param(name)
+        if value:
+            return str(value)
+    found = _path(record.json, "messages.0.destinations.0.to")
+    return str(found or "")
+
+
+def _path(doc: Any, dotted: str) -> Any:
+    here = doc
+    for step in dotted.split("."):
+        if isinstance(here, list) and step.isdigit() and int(step) < len(here):
+            here = here[int(step)]
+        elif isinstance(here, dict) and step in here:
+            here = here[step]
+        else:
+            return None
+    return here
+
+
+def _notify_url(record: Received) -> str | None:
+    found = _path(record.json, "messages.0.notifyUrl")
+    return str(found) if found else None
+
+
+def _acceptance(profile: str, message_id: str, record: Received) -> dict[str, Any]:
+    to = _destination(record)
+    if profile == "fonnte":
+        return {
+            "detail": "success! message in queue",
+            "id": [message_id],
+            "process": "pending",
+            "status": True,
+            "target": [to],
+        }
+    if profile == "zenziva":
+        return {"messageId": message_id, "to": to, "status": "1", "text": "Success", "cost": 220}
+    if profile == "infobip":
+        return {
+            "bulkId": f"bulk-{message_id}",
+            "messages": [
+                {
+                    "messageId": message_id,
+                    "status": {
+                        "groupId": 1,
+                        "groupName": "PENDING",
+                        "id": 26,
+                        "name": "PENDING_ACCEPTED",
+                        "description": "Message sent to next instance",
+                    },
+                    "to": to,
+                }
+            ],
+        }
+    return {"status": True, "id": message_id}
+
+
+def _refusal(profile: str, reason: str, record: Received) -> dict[str, Any]:
+    to = _destination(record)
+    words = reason.replace("{to}", to)
+    if profile == "fonnte":
+        return {"reason": words, "status": False}
+    if profile == "zenziva":
+        return {"messageId": 0, "to": to, "status": "0", "text": words}
+    if profile == "infobip":
+        return {
+            "bulkId": "bulk-refused",
+            "messages": [
+                {
+                    "messageId": "refused",
+                    "status": {
+                        "groupId": 5,
+                        "groupName": "REJECTED",
+                        "id": 51,
+                        "name": "REJECTED_DESTINATION",
+                        "description": words,
+                    },
+                    "to": to,
+                }
+            ],
+        }
+    return {"status": False, "error": words}
+
+
+def receipt_body(
+    profile: str, message_id: str, outcome: str, record: Received | None = None, reason: str = ""
+) -> Any:
+    """A delivery report in `profile`'s documented shape."""
+    to = _destination(record) if record is not None else ""
+    if profile == "fonnte":
+        # Fonnte's message-status webhook: device, id, stateid, status, state.
+        status = {"delivered": "sent", "undelivered": "invalid"}.get(outcome, outcome)
+        state = {"delivered": "delivered"}.get(outcome, "")
+        return {
+            "device": "6281100000000",
+            "id": message_id,
+            "stateid": f"state-{message_id}",
+            "status": status,
+            "state": state,
+        }
+    if profile == "infobip":
+        groups = {
+            "delivered": (3, "DELIVERED", 5, "DELIVERED_TO_HANDSET"),
+            "undelivered": (2, "UNDELIVERABLE", 9, "UNDELIVERABLE_NOT_DELIVERED"),
+            "operator": (3, "DELIVERED", 2, "DELIVERED_TO_OPERATOR"),
+        }
+        group_id, group, status_id, name = groups.get(
+            outcome, (1, "PENDING", 3, "PENDING_WAITING_DELIVERY")
+        )
+        return {
+            "results": [
+                {
+                    "bulkId": f"bulk-{message_id}",
+                    "messageId": message_id,
+                    "to": to,
+                    "sentAt": "2026-12-06T02:00:00.000+0000",
+                    "doneAt": "2026-12-06T02:00:05.000+0000",
+                    "smsCount": 1,
+                    "status": {
+                        "groupId": group_id,
+                        "groupName": group,
+                        "id": status_id,
+                        "name": name,
+                        "description": reason or name,
+                    },
+                    "error": {
+                        "groupId": 0,
+                        "groupName": "OK",
+                        "id": 0,
+                        "name": reason or "NO_ERROR",
+                    },
+                }
+            ]
+        }
+    return {"id": message_id, "status": outcome, "reason": reason}
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: Any, sock: socket.socket | None = None) -> Any:
+    """Serve an ASGI app (a service whose lifespan already runs) on 127.0.0.1 over real HTTP, so
+    a fake gateway can call it back; `sock` from `listening_socket()` fixes the port first."""
+    sock = sock or FakeGateway._bind()
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        host=HOST,
+        port=port,
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=2,
+    )
+    server = _InLoopServer(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name=f"served-app:{port}")
+    while not server.started:
+        if task.done():
+            raise RuntimeError(f"app on port {port} failed to start") from task.exception()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://{HOST}:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def listening_socket() -> socket.socket:
+    """A bound socket on a free loopback port (its port can go into settings before serving)."""
+    return FakeGateway._bind()

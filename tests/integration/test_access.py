@@ -87,6 +87,13 @@ def rows(ticket: str, request: str) -> list[Row]:
             body={"note": "x"},
         ),
         Row("intake", "GET", "/admin", frozenset({"admin"}), page=True),
+        # --- intake: the devices page (pairing, revoking) for a site's supervisors --------
+        Row(
+            "intake", "GET", f"/devices?site={SITE}", frozenset({"supervisor", "admin"}), page=True
+        ),
+        # The site is in the form (checked after sign-in) or the device's own: 422 / 404 here.
+        Row("intake", "POST", "/devices", operators),
+        Row("intake", "POST", "/devices/0123456789ab/revoke", operators),
         Row(
             "intake",
             "GET",

@@ -59,7 +59,6 @@ async def test_failing_handler_is_retried_until_it_succeeds(settings: Settings) 
                 waiting_ahead=0,
             ),
             site="cikarang-utara",
-            source="test",
         )
         await publish(settings, issued)
 

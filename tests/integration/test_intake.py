@@ -53,13 +53,22 @@ async def test_registration_follows_the_msc_calendar(settings: Settings) -> None
             (datetime(2026, 11, 30, 3, 0, tzinfo=UTC), None),  # Monday 10:00 WIB
             (datetime(2026, 11, 29, 2, 30, tzinfo=UTC), "cikarang-utara-20261129"),  # Sunday
             (datetime(2026, 11, 29, 4, 0, tzinfo=UTC), None),  # Sunday 11:00 WIB: closed
-            (datetime(2026, 12, 25, 3, 59, tzinfo=UTC), "cikarang-utara-20261225"),  # Christmas
+            (datetime(2026, 12, 25, 3, 29, tzinfo=UTC), "cikarang-utara-20261225"),  # Christmas
             (datetime(2026, 12, 24, 1, 0, tzinfo=UTC), "cikarang-utara-20261224"),  # cuti bersama
+            # Online registration closes 30 minutes before the end (catalogue admission rule).
+            (datetime(2026, 12, 25, 3, 31, tzinfo=UTC), "registration_not_open"),
         ]
-        for now, session in cases:
+        for i, (now, session) in enumerate(cases):
             intake.clock = lambda now=now: now
-            r = await svc.http.post("/api/v1/requests", json=GOOD)
-            if session is None:
+            # MSC's adminduk services need a NIK online (catalogue `requires_nik`).
+            r = await svc.http.post(
+                "/api/v1/requests", json={**GOOD, "nik": f"32160901019000{i + 1:02d}"}
+            )
+            if session == "registration_not_open":
+                assert r.status_code == 409, (now, r.text)
+                assert r.json()["error"]["code"] == session
+                assert "10.30" in r.json()["error"]["message_id"]
+            elif session is None:
                 assert r.status_code == 422, (now, r.text)
                 assert r.json()["error"]["code"] == "session_closed"
                 assert "Minggu" in r.json()["error"]["message_id"]

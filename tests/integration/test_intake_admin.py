@@ -15,6 +15,7 @@ from tests.conftest import eventually, running
 from tests.integration.test_intake_registration import (
     ADMIN,
     FRIDAY_10_WIB,
+    SATURDAY_19_WIB,
     SITE,
     at,
     body,
@@ -60,7 +61,7 @@ async def test_cancelling_a_session_tells_every_registrant_once(admin_settings: 
         running("intake", admin_settings) as svc,
         bus_events(admin_settings, f"giliran.{SITE}.request.cancelled") as cancelled,
     ):
-        at(svc, FRIDAY_10_WIB)
+        at(svc, SATURDAY_19_WIB)
         session = "cikarang-utara-20261129"
         ids = []
         for n in range(1, 4):
@@ -98,7 +99,8 @@ async def test_cancelling_a_session_tells_every_registrant_once(admin_settings: 
 
 async def test_a_date_marked_closed_never_opens(admin_settings: Settings) -> None:
     async with running("intake", admin_settings) as svc:
-        at(svc, MONDAY_10_WIB)
+        # Saturday 5 December, 19:00 WIB: online registration for Sunday 6 December is open.
+        at(svc, datetime(2026, 12, 5, 12, 0, tzinfo=UTC))
         booked = await svc.http.post(
             "/api/v1/requests", json=body(1, session_id="cikarang-utara-20261206")
         )
@@ -196,7 +198,7 @@ async def test_personal_data_is_encrypted_and_purged_after_the_session(
     settings = admin_settings.model_copy(update={"purge_after_days": 30})
     async with running("intake", settings) as svc:
         intake = svc.app.state.intake
-        at(svc, FRIDAY_10_WIB)
+        at(svc, SATURDAY_19_WIB)
         r = await svc.http.post(
             "/api/v1/requests",
             json=body(1, session_id="cikarang-utara-20261129", phone="081234567890", consent=True),

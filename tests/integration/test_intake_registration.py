@@ -23,6 +23,8 @@ pytestmark = pytest.mark.integration
 SITE = "cikarang-utara"
 ADMIN = {"Authorization": "Bearer admin-secret"}
 FRIDAY_10_WIB = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
+# MSC's online registration for Sunday's session opens on Saturday at 18:00 WIB (catalogue).
+SATURDAY_19_WIB = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SUNDAY_0830_WIB = datetime(2026, 11, 29, 1, 30, tzinfo=UTC)
 SUNDAY_1000_WIB = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 
@@ -114,23 +116,24 @@ async def test_fifty_concurrent_registrations_for_the_last_ten_places(fast: Sett
 
 
 async def test_one_active_request_per_nik_per_session_and_service(fast: Settings) -> None:
+    """A second registration of a NIK is refused without its first request (ADR 0100; the
+    attack itself is in test_intake_abuse.py)."""
     async with running("intake", fast) as svc:
         first = await svc.http.post("/api/v1/requests", json=body(1))
         assert first.status_code == 202, first.text
         again = await svc.http.post("/api/v1/requests", json=body(1, name="Orang lain"))
-        assert again.status_code == 200, again.text
-        assert again.json()["request_id"] == first.json()["request_id"]
-        assert again.json()["duplicate"] is True
-        # Ten at once with one NIK: one request, and all ten see it.
+        assert again.status_code == 409, again.text
+        assert again.json()["error"]["code"] == "already_registered"
+        assert first.json()["request_id"] not in again.text
+        # Ten at once with one NIK: one request, nine refusals.
         burst = await asyncio.gather(
             *(svc.http.post("/api/v1/requests", json=body(2)) for _ in range(10))
         )
-        ids = {r.json()["request_id"] for r in burst}
-        assert len(ids) == 1
-        assert sorted(r.status_code for r in burst) == [200] * 9 + [202]
+        assert sorted(r.status_code for r in burst) == [202] + [409] * 9
         # Another service for the same NIK is a new request.
         other = await svc.http.post("/api/v1/requests", json=body(1, services=["KIA"]))
-        assert other.status_code == 202 and other.json()["request_id"] not in ids
+        assert other.status_code == 202
+        assert other.json()["request_id"] != first.json()["request_id"]
         store = svc.app.state.intake.store
         assert await count(store.requests, {}) == 3
 
@@ -170,7 +173,7 @@ async def test_a_booking_ahead_joins_the_line_at_check_in(fast: Settings) -> Non
         running("intake", settings) as svc,
         bus_events(settings, f"giliran.{SITE}.request.*") as events,
     ):
-        at(svc, FRIDAY_10_WIB)
+        at(svc, SATURDAY_19_WIB)
         sessions = (await svc.http.get(f"/api/v1/sites/{SITE}/sessions?days=20")).json()
         sunday = next(s for s in sessions if s["session_id"] == "cikarang-utara-20261129")
         assert (sunday["opens_local"], sunday["closes_local"], sunday["bookable"]) == (
@@ -214,7 +217,14 @@ async def test_a_booking_ahead_joins_the_line_at_check_in(fast: Settings) -> Non
         early = await svc.http.post(
             f"/api/v1/sites/{SITE}/check-in", json={"code": booking["checkin_code"]}
         )
-        assert early.status_code == 409 and early.json()["error"]["code"] == "check_in_refused"
+        # Early, a code answers as an unknown one would (ADR 0101); its QR says when instead.
+        assert early.status_code == 404
+        assert early.json()["error"]["code"] == "check_in_code_unknown"
+        early_qr = await svc.http.post(
+            f"/api/v1/sites/{SITE}/check-in", json={"code": booking["status_page_url"]}
+        )
+        assert early_qr.status_code == 409
+        assert early_qr.json()["error"]["code"] == "check_in_refused"
 
         at(svc, SUNDAY_0830_WIB)
         done = await svc.http.post(
@@ -230,7 +240,7 @@ async def test_a_booking_ahead_joins_the_line_at_check_in(fast: Settings) -> Non
         assert unknown.status_code == 404
 
         # The QR on a receipt is the status link; a scanner types it into the kiosk.
-        at(svc, FRIDAY_10_WIB)
+        at(svc, SATURDAY_19_WIB)
         second = await svc.http.post(
             "/api/v1/requests", json=body(4, session_id="cikarang-utara-20261129")
         )
@@ -271,7 +281,7 @@ async def test_the_elderly_are_recognised_from_the_nik(fast: Settings) -> None:
 
 async def test_an_appointment_slot_is_never_overbooked(fast: Settings) -> None:
     async with running("intake", fast.model_copy(update={"demo": False})) as svc:
-        at(svc, FRIDAY_10_WIB)
+        at(svc, SATURDAY_19_WIB)
         slot = {"session_id": "cikarang-utara-20261129", "appointment_at": "2026-11-29T10:00+07:00"}
         answers = await asyncio.gather(
             *(svc.http.post("/api/v1/requests", json=body(n, **slot)) for n in range(1, 15))

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from giliran.auth import Role
 from giliran.cli import build_service
 from giliran.contracts import (
     RequestStatusQuery,
@@ -226,18 +227,21 @@ async def test_the_pages_render_in_both_languages(quick: Settings) -> None:
     async with running("intake", quick) as svc:
         request = await registered(svc)
         token = request["token"]
+        _, kiosk = await svc.runtime.accounts.issue_token("kios-1", Role.KIOSK, SITE)
         for path, needle_id, needle_en in [
             ("/daftar?site=cikarang-utara", "Daftar layanan", "Register for a service"),
-            ("/kiosk/cikarang-utara", "Sentuh layanan", "Touch the service"),
+            ("/kiosk/cikarang-utara", "sentuh layanan", "touch the service"),
             (f"/s/{token}", "Dokumen yang perlu dibawa", "Documents to bring"),
             (f"/kiosk/ticket/{token}", "Layanan ini GRATIS", "This service is FREE"),
             ("/", "Pendaftaran layanan", "Service registration"),
         ]:
-            page_id = await svc.http.get(path)
+            # The kiosk pages are for a kiosk's sign-in only (ADR 0102).
+            who = {"Authorization": f"Bearer {kiosk}"} if path.startswith("/kiosk/c") else {}
+            page_id = await svc.http.get(path, headers=who)
             assert page_id.status_code == 200, (path, page_id.text[:300])
             assert needle_id in page_id.text, path
             sep = "&" if "?" in path else "?"
-            page_en = await svc.http.get(f"{path}{sep}lang=en")
+            page_en = await svc.http.get(f"{path}{sep}lang=en", headers=who)
             assert needle_en in page_en.text, path
         ticket = await svc.http.get(f"/kiosk/ticket/{token}")
         assert "<svg" in ticket.text and "************0001" in ticket.text
@@ -258,6 +262,9 @@ async def test_the_kiosk_outside_the_window_says_when_the_next_session_opens(
 ) -> None:
     async with running("intake", quick.model_copy(update={"demo": False})) as svc:
         svc.app.state.intake.clock = lambda: datetime(2026, 11, 30, 3, 0, tzinfo=UTC)  # Monday
-        page = await svc.http.get("/kiosk/cikarang-utara")
+        _, kiosk = await svc.runtime.accounts.issue_token("kios-1", Role.KIOSK, SITE)
+        page = await svc.http.get(
+            "/kiosk/cikarang-utara", headers={"Authorization": f"Bearer {kiosk}"}
+        )
         assert "Minggu, 6 Desember 2026 pukul 09.00 WIB" in page.text
         assert 'data-service="KTP-CETAK"' not in page.text

@@ -2,8 +2,8 @@
 network printer played by a TCP listener on loopback that the test runs, a USB printer's device
 file played by a FIFO. What arrives is read by a parser of the commands (tests/escpos_reader.py)
 and its QR code decoded by zxing-cpp from the printed raster image. A stuck printer leaves the
-service answering; another site's kiosk, a dead printer and a flood from one address are
-handled."""
+service answering; a printer of another site, a stranger, a dead printer and a flood from one
+kiosk are handled. The kiosk is a signed-in kiosk (a kiosk token named like its printer)."""
 
 from __future__ import annotations
 
@@ -21,16 +21,17 @@ import httpx
 import pytest
 import zxingcpp
 
+from giliran.auth import Role
 from giliran.embedded import free_port
 from giliran.settings import KioskPrinter, Settings
 from services.intake.app import warn_if_phones_cannot_follow
-from tests.conftest import eventually, running
+from tests.conftest import RunningService, eventually, running
 from tests.escpos_reader import Printout, read
 
 pytestmark = pytest.mark.integration
 SITE = "cikarang-utara"
 PUBLIC = "https://antrean.cikarang-utara.test"
-PHONE_ON_THE_LAN = ("192.0.2.77", 50000)  # a documentation address: only a label, never dialled
+LAN_ADDRESS = ("192.0.2.77", 50000)  # a documentation address: only a label, never dialled
 
 
 class PrinterPort:
@@ -64,19 +65,39 @@ class PrinterPort:
         await self.server.wait_closed()
 
 
+class Kiosks:
+    """Intake with kiosk printers configured; `at(name)` is a kiosk of that name signed in."""
+
+    def __init__(self, intake: RunningService) -> None:
+        self.intake = intake
+
+    @asynccontextmanager
+    async def at(
+        self, name: str, site: str = SITE, address: tuple[str, int] = ("127.0.0.1", 50000)
+    ) -> AsyncIterator[httpx.AsyncClient]:
+        _, token = await self.intake.runtime.accounts.issue_token(name, Role.KIOSK, site)
+        transport = httpx.ASGITransport(app=self.intake.app, client=address)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://intake",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as kiosk:
+            yield kiosk
+
+
 @asynccontextmanager
 async def intake_with_printers(
     settings: Settings, printers: dict[str, KioskPrinter], **more: Any
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> AsyncIterator[Kiosks]:
     configured = settings.model_copy(
         update={"public_url": PUBLIC, "kiosk_printers": printers, **more}
     )
     async with running("queue", configured), running("intake", configured) as intake:
-        yield intake.anonymous
+        yield Kiosks(intake)
 
 
-async def take(http: httpx.AsyncClient, kiosk: str, **form: str) -> dict[str, str]:
-    r = await http.post(f"/kiosk/{SITE}", data={"service": "KTP-CETAK", "kiosk": kiosk, **form})
+async def take(http: httpx.AsyncClient, **form: str) -> dict[str, str]:
+    r = await http.post(f"/kiosk/{SITE}", data={"service": "KTP-CETAK", **form})
     assert r.status_code == 303, r.text
     where = urlsplit(r.headers["location"])
     return {
@@ -92,8 +113,11 @@ def qr_of(out: Printout, dots: int) -> list[str]:
 async def test_a_network_printer_gets_the_ticket(settings: Settings) -> None:
     async with PrinterPort() as printer:
         lobby = KioskPrinter(site=SITE, paper=80, host="127.0.0.1", port=printer.port)
-        async with intake_with_printers(settings, {"lobby": lobby}) as http:
-            went = await take(http, "lobby", priority="pregnancy", nik="3216094512900003")
+        async with (
+            intake_with_printers(settings, {"lobby": lobby}) as kiosks,
+            kiosks.at("lobby") as http,
+        ):
+            went = await take(http, priority="pregnancy", nik="3216094512900003")
             assert went["printed"] == "1" and "autoprint" not in went
             jobs = await printer.received(1)
             assert len(jobs) == 1
@@ -121,8 +145,11 @@ async def test_a_usb_printer_that_stalls_does_not_stall_the_service(
     device = tmp_path / "lp0"
     os.mkfifo(device)  # like /dev/usb/lp0 of a printer that is busy: open() waits for it
     counter = KioskPrinter(site=SITE, paper=58, device=device, timeout_seconds=30)
-    async with intake_with_printers(settings, {"loket-depan": counter}) as http:
-        taking = asyncio.create_task(take(http, "loket-depan"))
+    async with (
+        intake_with_printers(settings, {"loket-depan": counter}) as kiosks,
+        kiosks.at("loket-depan") as http,
+    ):
+        taking = asyncio.create_task(take(http))
 
         async def printing() -> bool:
             return any(t.name.startswith("giliran-printer") for t in threading.enumerate())
@@ -146,50 +173,47 @@ async def test_a_usb_printer_that_stalls_does_not_stall_the_service(
         assert qr_of(out, 384) == [f"{PUBLIC}/s/{went['token']}"]
 
 
-async def test_printers_answer_only_their_own_sites_kiosk(settings: Settings) -> None:
+async def test_a_printer_serves_only_its_own_sites_kiosk(settings: Settings) -> None:
     async with PrinterPort() as elsewhere, PrinterPort() as dead:
         await dead.__aexit__()  # nothing listens there any more: a printer switched off
         printers = {
-            "botram-booth": KioskPrinter(
-                site="botram-babelan", host="127.0.0.1", port=elsewhere.port
-            ),
+            # Configured for a BOTRAM fair's kiosk; a kiosk of the same name here is another one.
+            "tenda-a": KioskPrinter(site="botram-babelan", host="127.0.0.1", port=elsewhere.port),
             "off": KioskPrinter(site=SITE, host="127.0.0.1", port=dead.port, timeout_seconds=2),
         }
-        async with intake_with_printers(settings, printers) as http:
-            # Another site's kiosk name posted to this site's kiosk page: nothing is printed at
-            # that site; the page is printed by the browser as for any kiosk.
-            went = await take(http, "botram-booth")
+        async with intake_with_printers(settings, printers) as kiosks:
+            async with kiosks.at("tenda-a") as namesake:
+                went = await take(namesake)
             assert went.get("autoprint") == "1" and "printed" not in went
+            # A stranger cannot print either: sent to sign in, no ticket, no paper.
+            stranger = kiosks.intake.anonymous
+            r = await stranger.post(f"/kiosk/{SITE}", data={"service": "KTP-CETAK"})
+            assert r.status_code == 303 and r.headers["location"].startswith("/login")
+            await asyncio.sleep(0.5)
             assert elsewhere.jobs == []
             # A printer that is off: the ticket is still issued, the browser prints it, and the
             # screen says why in both languages.
-            went = await take(http, "off")
-            assert went["printed"] == "0" and went["autoprint"] == "1"
-            page = await http.get(f"/kiosk/ticket/{went['token']}", params=went)
-            assert 'id="printer-failed"' in page.text and "Printer kios tidak menjawab" in page.text
-            page = await http.get(f"/kiosk/ticket/{went['token']}", params={**went, "lang": "en"})
-            assert "did not answer" in page.text
-            # A kiosk name that is not a name is refused before anything happens.
-            r = await http.post(f"/kiosk/{SITE}", data={"service": "KTP-CETAK", "kiosk": "../lp0"})
-            assert r.status_code == 422
+            async with kiosks.at("off") as kiosk:
+                went = await take(kiosk)
+                assert went["printed"] == "0" and went["autoprint"] == "1"
+                page = await kiosk.get(f"/kiosk/ticket/{went['token']}", params=went)
+                assert 'id="printer-failed"' in page.text
+                assert "Printer kios tidak menjawab" in page.text
+                english = {**went, "lang": "en"}
+                page = await kiosk.get(f"/kiosk/ticket/{went['token']}", params=english)
+                assert "did not answer" in page.text
 
 
-async def test_a_flood_from_one_phone_stops_at_the_rate_limit(settings: Settings) -> None:
+async def test_a_flood_from_one_kiosk_stops_at_the_rate_limit(settings: Settings) -> None:
     async with PrinterPort() as printer:
         lobby = KioskPrinter(site=SITE, host="127.0.0.1", port=printer.port)
-        configured = settings.model_copy(
-            update={"public_url": PUBLIC, "kiosk_printers": {"lobby": lobby},
-                    "rate_ip_per_minute": 3}
-        )  # fmt: skip
-        async with running("queue", configured), running("intake", configured) as intake:
-            transport = httpx.ASGITransport(app=intake.app, client=PHONE_ON_THE_LAN)
-            async with httpx.AsyncClient(transport=transport, base_url="http://intake") as phone:
-                answers = [
-                    await phone.post(
-                        f"/kiosk/{SITE}", data={"service": "KTP-CETAK", "kiosk": "lobby"}
-                    )
-                    for _ in range(5)
-                ]
+        async with (
+            intake_with_printers(settings, {"lobby": lobby}, rate_ip_per_minute=3) as kiosks,
+            kiosks.at("lobby", address=LAN_ADDRESS) as kiosk,
+        ):
+            answers = [
+                await kiosk.post(f"/kiosk/{SITE}", data={"service": "KTP-CETAK"}) for _ in range(5)
+            ]
         assert [a.status_code for a in answers] == [303, 303, 303, 429, 429]
         await printer.received(3)
         await asyncio.sleep(0.5)  # anything more would have arrived by now

@@ -90,7 +90,12 @@ async def test_ticket_life_from_registration_to_report(settings: Settings) -> No
             )
 
         counted = await eventually(messages_counted)
-        assert counted["notifications"] == {"console": {"sent": 4, "failed": 0, "cost_units": 0}}
+        assert counted["notifications"] == {
+            "console": {
+                "sent": 4, "delivered": 0, "undelivered": 0, "failed": 0, "refused": 0,
+                "cost_units": 0,
+            }
+        }  # fmt: skip
         assert (summary["submitted"], summary["issued"], summary["called"]) == (1, 2, 1)
         wait = summary["wait_seconds"]
         assert isinstance(wait, dict) and wait["count"] == 1 and wait["p50"] >= 0

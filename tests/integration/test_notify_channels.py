@@ -105,7 +105,6 @@ def request(consent: bool = True, email: str | None = None) -> Any:
             submitted_at=utcnow(),
         ),
         site=SITE,
-        source="test",
     )
 
 
@@ -120,12 +119,11 @@ def ticket_events(req: Any, n: int = 1, ahead: int = 0) -> tuple[Any, Any, Any]:
     }
     now = utcnow()
     return (
-        new_event(TicketIssued(**facts, waiting_ahead=ahead), site=SITE, source="test"),
-        new_event(TicketCalled(**facts, counter="2", called_at=now), site=SITE, source="test"),
+        new_event(TicketIssued(**facts, waiting_ahead=ahead), site=SITE),
+        new_event(TicketCalled(**facts, counter="2", called_at=now), site=SITE),
         new_event(
             TicketCompleted(**facts, counter="2", called_at=now, completed_at=now),
             site=SITE,
-            source="test",
         ),
     )
 

@@ -367,7 +367,7 @@ async def test_appointments_go_first_when_checked_in_and_due(settings: Settings)
             session_id="test-session",
             checked_in_at=start + timedelta(minutes=9),
         )
-        await publish(settings, new_event(checked_in, site=SITE, source="test"))
+        await publish(settings, new_event(checked_in, site=SITE))
 
         async def arrived() -> bool:
             r = await svc.http.get(f"/api/v1/tickets/{booked['ticket_id']}")
@@ -422,7 +422,7 @@ async def test_cancelled_request_cancels_its_open_tickets(settings: Settings) ->
         cancel = RequestCancelled(
             request_id=event.data.request_id, reason="sesi dibatalkan", cancelled_at=utcnow()
         )
-        await publish(settings, new_event(cancel, site=SITE, source="test"))
+        await publish(settings, new_event(cancel, site=SITE))
 
         async def statuses() -> dict[str, str] | None:
             found = (await svc.http.get(f"{API}/requests/{event.data.request_id}")).json()

@@ -27,11 +27,10 @@ def _ticket_events(request_id: str, n: int, wait: int) -> list[object]:
     }
     called_at = ISSUED + timedelta(seconds=wait)
     return [
-        new_event(TicketIssued(**facts, waiting_ahead=0), site="cikarang-utara", source="t"),
+        new_event(TicketIssued(**facts, waiting_ahead=0), site="cikarang-utara"),
         new_event(
             TicketCalled(**facts, counter="1", called_at=called_at),
             site="cikarang-utara",
-            source="t",
         ),
         new_event(
             TicketCompleted(
@@ -41,7 +40,6 @@ def _ticket_events(request_id: str, n: int, wait: int) -> list[object]:
                 completed_at=called_at + timedelta(seconds=300),
             ),
             site="cikarang-utara",
-            source="t",
         ),
     ]
 

@@ -93,9 +93,7 @@ def recorded_weekend(seed: int = 3, scale: int = 1) -> tuple[list[Lifecycle], li
             lifecycles.append(life)
             events += _events(life, n, opens + timedelta(seconds=rng.uniform(0, 5400)), rng)
     # Sessions are named <site>-<yyyymmdd>.
-    return lifecycles, [
-        new_event(d, site=d.session_id.rsplit("-", 1)[0], source="t") for d in events
-    ]
+    return lifecycles, [new_event(d, site=d.session_id.rsplit("-", 1)[0]) for d in events]
 
 
 def _events(life: Lifecycle, n: int, issued: datetime, rng: random.Random) -> list[Any]:

@@ -78,13 +78,13 @@ async def test_no_projection_document_holds_personal_data(settings: Settings) ->
             new_event(FeedbackSubmitted(
                 feedback_id=new_id(), request_id=request_ids[0], session_id="cikarang-utara-demo",
                 service="KTP-CETAK", scores=dict.fromkeys(ELEMENTS, 4), submitted_at=now,
-            ), site="cikarang-utara", source="t"),
+            ), site="cikarang-utara"),
             new_event(NotificationSent(
                 delivery_id=new_id(), cause_event_id=new_id(),
                 cause_type="giliran.ticket.called.v1",
                 request_id=request_ids[0], ticket_id=ticket["ticket_id"], channel="sms",
                 template="ticket_called", cost_units=1, sent_at=now,
-            ), site="cikarang-utara", source="t"),
+            ), site="cikarang-utara"),
         ])  # fmt: skip
 
         day = f"{now.astimezone(ZoneInfo('Asia/Jakarta')):%Y-%m-%d}"

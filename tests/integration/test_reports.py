@@ -26,7 +26,7 @@ async def test_exports_rollup_and_daily_report_agree_with_the_api(settings: Sett
         for n in range(1, count + 1):
             request = request_event(["KIA"], site=site, session_id=f"{site}-20261129")
             ticket = _ticket_events(request.data.request_id, n, 60 * n)
-            retagged = [new_event(e.data, site=site, source="t") for e in ticket]
+            retagged = [new_event(e.data, site=site) for e in ticket]
             events += [request, *retagged]
     events.append(
         new_event(
@@ -35,7 +35,7 @@ async def test_exports_rollup_and_daily_report_agree_with_the_api(settings: Sett
                 service="KIA", scores=dict.fromkeys(ELEMENTS, 4),
                 submitted_at=datetime(2026, 11, 29, 4, 0, tzinfo=UTC),
             ),
-            site="cikarang-utara", source="t",
+            site="cikarang-utara",
         )
     )  # fmt: skip
     async with running("reporting", settings) as svc:

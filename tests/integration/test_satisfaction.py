@@ -30,7 +30,6 @@ def feedback(scores: dict[str, int], at: datetime = SUNDAY) -> object:
             submitted_at=at,
         ),
         site="cikarang-utara",
-        source="test",
     )
 
 
@@ -41,7 +40,7 @@ def completed(n: int) -> object:
             service="KTP-CETAK", number=f"B-{n:03d}", issued_at=SUNDAY, counter="1",
             called_at=SUNDAY + timedelta(minutes=5), completed_at=SUNDAY + timedelta(minutes=15),
         ),
-        site="cikarang-utara", source="test",
+        site="cikarang-utara",
     )  # fmt: skip
 
 

@@ -39,8 +39,11 @@ MINIMUM_SET = {
     "ticket.cancelled", "counter.opened", "counter.closed", "notification.sent",
     "notification.failed", "feedback.submitted",
 }  # fmt: skip
-# Added beyond the blueprint's minimum (check-in of bookings, start of service).
-EXTENSIONS = {"request.checked_in", "ticket.started"}
+# Added beyond the blueprint's minimum (check-in of bookings, start of service, the status link
+# asked for again, a gateway's delivery report).
+EXTENSIONS = {
+    "request.checked_in", "ticket.started", "request.link_requested", "notification.receipt",
+}  # fmt: skip
 
 
 def test_every_event_of_the_minimum_set_has_a_v1_model() -> None:

@@ -8,8 +8,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from giliran.catalogue import load_catalogue
 from giliran.contracts import TicketCalled, TicketIssued
-from services.notify.domain import Renderer, delivery_id, sms_segments
+from giliran.settings import Settings
+from services.notify.domain import (
+    APPROACHING,
+    STATUS_LINK,
+    TEMPLATE_OF,
+    TEMPLATES,
+    Renderer,
+    delivery_id,
+    sms_segments,
+)
 from services.reporting.domain import distribution, local_day, percentile
 
 NOW = datetime(2026, 11, 29, 2, 5, tzinfo=UTC)
@@ -22,17 +32,33 @@ def _issued_data() -> dict[str, object]:
     ).model_dump(), "ahead": 3}  # fmt: skip
 
 
-def test_issued_message_in_both_languages_says_free() -> None:
-    renderer = Renderer()
+CATALOGUE = load_catalogue(Settings().catalogue_dir)
+FREE_SITE = "cikarang-utara"  # MSC: adminduk, free by law (UU 24/2013 Pasal 79A)
+PAID_SITE = next(slug for slug, site in CATALOGUE.sites.items() if site.service("SKCK"))
+
+
+def test_issued_message_in_both_languages_says_free_for_a_free_service() -> None:
+    renderer = Renderer(catalogue=CATALOGUE)
     indonesian = renderer.render(
-        "ticket_issued", "id", _issued_data(), status_url="http://x/api/v1/requests/r1", at=NOW
+        "ticket_issued", "id", _issued_data(), site=FREE_SITE,
+        status_url="http://x/api/v1/requests/r1", at=NOW,
+    )  # fmt: skip
+    english = renderer.render(
+        "ticket_issued", "en", _issued_data(), site=FREE_SITE, status_url=None, at=NOW
     )
-    english = renderer.render("ticket_issued", "en", _issued_data(), status_url=None, at=NOW)
-    assert "K-007" in indonesian.text and "GRATIS" in indonesian.text
+    assert "K-007" in indonesian.text and "Layanan ini GRATIS." in indonesian.text
     assert "3 orang di depan Anda" in indonesian.text
-    assert "FREE" in english.text and "Status" not in english.text
+    assert "This service is FREE." in english.text and "Status" not in english.text
     assert indonesian.segments == 1
     assert (indonesian.subject, english.subject) == ("Nomor antrean Anda", "Your queue number")
+
+
+def test_a_service_the_catalogue_does_not_know_is_never_called_free() -> None:
+    for renderer, site in ((Renderer(), FREE_SITE), (Renderer(catalogue=CATALOGUE), "nowhere")):
+        text = renderer.render(
+            "ticket_issued", "id", _issued_data(), site=site, status_url=None, at=NOW
+        ).text
+        assert "GRATIS" not in text and "Biaya" not in text
 
 
 def test_called_message_gives_counter_and_wib_time() -> None:
@@ -45,23 +71,48 @@ def test_called_message_gives_counter_and_wib_time() -> None:
     assert text == "Giliran: nomor antrean K-007, silakan menuju loket 3 sekarang (09.05 WIB)."
 
 
+# Every template on disk, so a template added later is checked too.
+TEMPLATES_ON_DISK = sorted({p.name.split(".")[0] for p in TEMPLATES.glob("*.txt.j2")})
+
+
+def test_every_template_on_disk_is_one_notify_sends() -> None:
+    assert set(TEMPLATES_ON_DISK) == {*TEMPLATE_OF.values(), APPROACHING, STATUS_LINK}
+
+
+@pytest.mark.parametrize("paid", [False, True], ids=["free", "paid"])
 @pytest.mark.parametrize("language", ["id", "en"])
-@pytest.mark.parametrize(
-    "template",
-    ["ticket_issued", "ticket_approaching", "ticket_called", "ticket_completed",
-     "ticket_no_show", "session_cancelled"],
-)  # fmt: skip
-def test_every_message_fits_two_sms_segments(template: str, language: str) -> None:
+@pytest.mark.parametrize("template", TEMPLATES_ON_DISK)
+def test_every_message_states_the_cost_truthfully_and_fits_two_sms_segments(
+    template: str, language: str, paid: bool
+) -> None:
+    """Every notify template, both languages, for a free and a paid service: GRATIS/FREE only
+    for the free one; the fee and where it is paid for the paid one where cost is told."""
+    site, service = (PAID_SITE, "SKCK") if paid else (FREE_SITE, "KIA")
+    definition = CATALOGUE.sites[site].service(service)
+    assert definition is not None and (definition.fee is not None) == paid
     data = {
         **_issued_data(),
+        "service": service,
         "counter": "12",
         "reason": "session_cancelled",
         "cancelled_at": NOW,
     }
-    long_url = "https://giliran.bekasikab.go.id/api/v1/requests/01M8FC48KGKM7MGG92S8JZ6ED1"
-    message = Renderer().render(template, language, data, status_url=long_url, at=NOW)
+    long_url = "https://giliran.bekasikab.go.id/s/Qm9vdHN0cmFwLXRva2VuLXRoYXQtaXMtbG9uZw"
+    message = Renderer(catalogue=CATALOGUE).render(
+        template, language, data, site=site, status_url=long_url, at=NOW
+    )
     assert message.segments <= 2, message.text
     assert "{" not in message.text
+    says_free = "GRATIS" in message.text or "FREE" in message.text
+    if paid:
+        assert not says_free, message.text
+        assert definition.fee is not None
+        if template in ("ticket_issued", "ticket_approaching"):
+            paid_at = definition.fee.paid_at.id if language == "id" else definition.fee.paid_at.en
+            assert "Rp 30.000" in message.text and paid_at in message.text, message.text
+            assert message.variables["cost"] == definition.cost(language)
+    else:
+        assert says_free == (template == "ticket_issued"), message.text
 
 
 def test_delivery_ids_are_one_per_event_channel_recipient() -> None:

@@ -12,7 +12,9 @@ from services.notify.config import HttpGatewayConfig, NotifyConfig, load_notify_
 
 EXAMPLE = REPO_ROOT / "deploy" / "notify" / "channels.example.yaml"
 SECRETS = ("ZENZIVA_USERKEY", "ZENZIVA_PASSKEY", "FONNTE_TOKEN", "INFOBIP_KEY",
-           "DUKCAPIL_WEBHOOK_SECRET", "SMTP_PASSWORD")  # fmt: skip
+           "DUKCAPIL_WEBHOOK_SECRET", "SMTP_PASSWORD", "FONNTE_RECEIPT_SECRET",
+           "INFOBIP_RECEIPT_SECRET", "WHATSAPP_ACCESS_TOKEN", "WHATSAPP_APP_SECRET",
+           "WHATSAPP_VERIFY_TOKEN")  # fmt: skip
 
 
 def test_the_example_configuration_loads(monkeypatch: pytest.MonkeyPatch) -> None:

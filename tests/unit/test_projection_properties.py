@@ -169,7 +169,7 @@ def lifecycle(
                 scores=dict.fromkeys(ELEMENTS, 3), submitted_at=called_at,
             )
         )  # fmt: skip
-    return [new_event(e, site="cikarang-utara", source="t") for e in events]
+    return [new_event(e, site="cikarang-utara") for e in events]
 
 
 async def project(events: list[Any]) -> tuple[InMemoryFacts, Any]:
@@ -249,18 +249,18 @@ def test_no_shows_transfers_and_cancellations_are_counted() -> None:
         new_event(
             TicketNoShow(**facts, ticket_id="t1", request_id="r1", number="K-001",
                          counter="1", marked_at=at),
-            site="cikarang-utara", source="t",
+            site="cikarang-utara",
         ),
         new_event(
             TicketTransferred(**facts, ticket_id="t2", request_id="r2", number="K-002",
                               counter="1", to_service="KK-UBAH", new_ticket_id="t9",
                               transferred_at=at),
-            site="cikarang-utara", source="t",
+            site="cikarang-utara",
         ),
         new_event(
             TicketCancelled(**facts, ticket_id="t3", request_id="r3", number="K-003",
                             reason="citizen left", cancelled_at=at),
-            site="cikarang-utara", source="t",
+            site="cikarang-utara",
         ),
     ]  # fmt: skip
     _, summary = asyncio.run(project(events))

@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 
 from giliran.catalogue import load_catalogue
 from giliran.contracts import PriorityReason, TicketStatus
-from giliran.settings import REPO_ROOT, only_this_box
+from giliran.lan import is_loopback_url
+from giliran.settings import REPO_ROOT
 from services.intake.printing import escpos_bytes, plain
 from services.intake.slip import Paper, slip_for
-from services.intake.views import StatusView, TicketLine
+from services.intake.views import StatusView, TicketLine, cost_text
 from tests.escpos_reader import Printout, read
 
 CATALOGUE = load_catalogue(REPO_ROOT / "deploy" / "sites")
@@ -65,6 +66,7 @@ def view(site: str, services: list[tuple[str, str]], priority: str | None) -> St
         tickets=lines,
         pending_services=[],
         free=all(spec.service(c).free for c, _ in services),  # type: ignore[union-attr]
+        cost={lang: cost_text(spec, [c for c, _ in services], lang) for lang in ("id", "en")},
     )
 
 
@@ -164,4 +166,4 @@ def test_any_site_name_prints_within_the_roll(name: str, paper: Paper) -> None:
     ],
 )
 def test_links_only_the_box_can_open(url: str, only_here: bool) -> None:
-    assert only_this_box(url) is only_here
+    assert is_loopback_url(url) is only_here

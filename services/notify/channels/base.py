@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiolimiter import AsyncLimiter
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 
 from services.notify.config import ChannelBase
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,20 @@ class Outgoing:
     text: str
     subject: str = ""
     event: dict[str, Any] | None = None  # webhooks send the event itself
+    site: str = ""
+    # What the text was made of (number, service, counter, cost...): WhatsApp templates take
+    # these as parameters instead of the rendered text.
+    variables: dict[str, str] = field(default_factory=dict)
+    receipt_url: str | None = None  # where this site's delivery reports go, if the channel has
+
+
+@dataclass(frozen=True)
+class Handed:
+    """A message the channel handed over: its cost and the gateway's id for it (what the
+    gateway's delivery reports will name), when it gives one."""
+
+    cost: int
+    gateway_id: str | None = None
 
 
 class TransientFailure(Exception):
@@ -57,6 +73,11 @@ class PermanentFailure(Exception):
     """Trying again will not help (4xx other than 429, a refused recipient)."""
 
 
+class Refused(PermanentFailure):
+    """The gateway answered and said no (in its body or by status): the reason is its own
+    words, phone numbers masked."""
+
+
 class Channel(Protocol):
     name: str
     medium: str  # console | sms | whatsapp | email | webhook
@@ -64,8 +85,8 @@ class Channel(Protocol):
     def recipient(self, contact: Contact | None) -> Recipient | None:
         """Who this channel would reach, or None (no consent, no address for this medium)."""
 
-    async def send(self, recipient: Recipient, outgoing: Outgoing) -> int:
-        """Send once through the guard; return cost units. Raise Transient/PermanentFailure."""
+    async def send(self, recipient: Recipient, outgoing: Outgoing) -> Handed:
+        """Send once through the guard. Raise Transient/PermanentFailure (Refused)."""
 
     async def close(self) -> None: ...
 
@@ -86,7 +107,7 @@ class Guard:
             exclude=[PermanentFailure],
         )
 
-    async def call(self, send: Callable[[], Awaitable[int]]) -> int:
+    async def call(self, send: Callable[[], Awaitable[T]]) -> T:
         breaker = await self._breakers.get_breaker(self.name)
         try:
             async with breaker, self._limiter:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from giliran.privacy import mask_phone
-from services.notify.channels.base import Contact, Outgoing, Recipient
+from services.notify.channels.base import Contact, Handed, Outgoing, Recipient
 from services.notify.config import ConsoleConfig
 
 log = logging.getLogger("giliran.notify.console")
@@ -24,9 +24,9 @@ class ConsoleChannel:
             return Recipient(address=contact.phone, masked=mask_phone(contact.phone))
         return Recipient(address="console", masked="console")
 
-    async def send(self, recipient: Recipient, outgoing: Outgoing) -> int:
+    async def send(self, recipient: Recipient, outgoing: Outgoing) -> Handed:
         log.info("[%s -> %s] %s", outgoing.template, recipient.masked, outgoing.text)
-        return 0
+        return Handed(0)
 
     async def close(self) -> None:
         return None

@@ -6,12 +6,14 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
+from giliran.privacy import scrub
 from services.notify.channels.base import (
     Contact,
     Guard,
+    Handed,
     Outgoing,
-    PermanentFailure,
     Recipient,
+    Refused,
     TransientFailure,
 )
 from services.notify.config import EmailConfig
@@ -35,10 +37,10 @@ class EmailChannel:
             return None
         return Recipient(address=contact.email, masked=_mask(contact.email))
 
-    async def send(self, recipient: Recipient, outgoing: Outgoing) -> int:
+    async def send(self, recipient: Recipient, outgoing: Outgoing) -> Handed:
         return await self._guard.call(lambda: self._send(recipient, outgoing))
 
-    async def _send(self, recipient: Recipient, outgoing: Outgoing) -> int:
+    async def _send(self, recipient: Recipient, outgoing: Outgoing) -> Handed:
         config = self._config
         message = EmailMessage()
         message["From"] = config.sender
@@ -57,10 +59,11 @@ class EmailChannel:
                 timeout=config.timeout_seconds,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
-            raise PermanentFailure(f"recipient refused: {exc}") from exc
+            # The server's words quote the address: masked before they are kept anywhere.
+            raise Refused(scrub(f"recipient refused: {exc}")[:200]) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
-            raise TransientFailure(f"{type(exc).__name__}: {exc}") from exc
-        return 1
+            raise TransientFailure(scrub(f"{type(exc).__name__}: {exc}")[:200]) from exc
+        return Handed(1)
 
     async def close(self) -> None:
         return None

@@ -1,39 +1,56 @@
-"""Any HTTP SMS or WhatsApp gateway (Zenziva, Vonage, Infobip, Fonnte, Wablas): configuration."""
+"""Any HTTP SMS or WhatsApp gateway (Zenziva, Fonnte, Infobip, Wablas...): the request is
+configuration, the answer is judged by the gateway's profile (its body, not only its status)."""
 
 from __future__ import annotations
 
 from email.utils import parsedate_to_datetime
 from time import time
+from typing import Any
 
 import httpx
 
-from giliran.privacy import mask_phone
+from giliran.privacy import mask_phone, scrub
+from services.notify import gateways
 from services.notify.channels.base import (
     Contact,
     Guard,
+    Handed,
     Outgoing,
-    PermanentFailure,
     Recipient,
+    Refused,
     TransientFailure,
 )
 from services.notify.config import HttpGatewayConfig
 from services.notify.domain import sms_segments
+from services.notify.gateways import Answer, Verdict
 
 
 class HttpGatewayChannel:
     def __init__(self, config: HttpGatewayConfig) -> None:
         self.name = config.name
         self.medium: str = config.medium
-        self._config = config
+        self.config = config
         self._guard = Guard(config)
         self._client = httpx.AsyncClient(timeout=config.timeout_seconds)
+        self._accept = (
+            gateways.BodyRule(**config.accept.model_dump()) if config.accept is not None else None
+        )
+        self._receipt = (
+            gateways.ReceiptRule(**config.receipt.model_dump())
+            if config.receipt is not None
+            else None
+        )
+
+    @property
+    def receipts(self) -> bool:
+        return self.config.receipts
 
     def recipient(self, contact: Contact | None) -> Recipient | None:
         if contact is None or not contact.phone:
             return None
         return Recipient(address=contact.phone, masked=mask_phone(contact.phone))
 
-    def request_fields(self, recipient: Recipient, outgoing: Outgoing) -> dict[str, str]:
+    def request_fields(self, recipient: Recipient, outgoing: Outgoing) -> dict[str, Any]:
         phone = recipient.address
         values = {
             "phone": phone,
@@ -41,14 +58,45 @@ class HttpGatewayChannel:
             "phone_local": "0" + phone[3:] if phone.startswith("+62") else phone,
             "text": outgoing.text,
             "ref": outgoing.delivery_id,
+            "receipt_url": outgoing.receipt_url or "",
         }
-        return {key: template.format(**values) for key, template in self._config.fields.items()}
 
-    async def send(self, recipient: Recipient, outgoing: Outgoing) -> int:
+        def fill(template: Any) -> Any:
+            if isinstance(template, str):
+                return template.format(**values)
+            if isinstance(template, list):
+                return [fill(item) for item in template]
+            if isinstance(template, dict):
+                return {key: fill(item) for key, item in template.items()}
+            return template
+
+        return {key: fill(template) for key, template in self.config.fields.items()}
+
+    def judge(self, status: int, body: str) -> Verdict:
+        profile = self.config.profile
+        if profile == "fonnte":
+            return gateways.judge_fonnte(status, body)
+        if profile == "zenziva":
+            return gateways.judge_zenziva(status, body)
+        if profile == "infobip":
+            return gateways.judge_infobip(status, body)
+        return gateways.judge_generic(status, body, self.config.success_statuses, self._accept)
+
+    def read_receipts(self, doc: Any) -> list[gateways.Receipt]:
+        profile = self.config.profile
+        if profile == "fonnte":
+            return list(gateways.fonnte_receipts(doc))
+        if profile == "infobip":
+            return list(gateways.infobip_receipts(doc))
+        if profile == "generic" and self._receipt is not None:
+            return list(gateways.generic_receipts(doc, self._receipt))
+        return []
+
+    async def send(self, recipient: Recipient, outgoing: Outgoing) -> Handed:
         return await self._guard.call(lambda: self._post(recipient, outgoing))
 
-    async def _post(self, recipient: Recipient, outgoing: Outgoing) -> int:
-        config = self._config
+    async def _post(self, recipient: Recipient, outgoing: Outgoing) -> Handed:
+        config = self.config
         fields = self.request_fields(recipient, outgoing)
         headers = {**config.headers, "Idempotency-Key": outgoing.delivery_id}
         try:
@@ -67,13 +115,16 @@ class HttpGatewayChannel:
         except httpx.TimeoutException as exc:
             raise TransientFailure(f"timeout after {config.timeout_seconds}s") from exc
         except httpx.HTTPError as exc:
-            raise TransientFailure(f"{type(exc).__name__}: {exc}") from exc
-        if response.status_code in config.success_statuses:
-            return sms_segments(outgoing.text) if config.cost == "segments" else 1
-        reason = f"HTTP {response.status_code}: {response.text[:200]}"
-        if response.status_code == 429 or response.status_code >= 500:
-            raise TransientFailure(reason, retry_after=_retry_after(response))
-        raise PermanentFailure(reason)
+            # An error's text may quote the URL, and with `encoding: query` the URL holds the
+            # number.
+            raise TransientFailure(scrub(f"{type(exc).__name__}: {exc}")[:200]) from exc
+        verdict = self.judge(response.status_code, response.text)
+        if verdict.answer is Answer.RETRY:
+            raise TransientFailure(verdict.reason, retry_after=_retry_after(response))
+        if verdict.answer is Answer.REFUSED:
+            raise Refused(verdict.reason)
+        cost = sms_segments(outgoing.text) if config.cost == "segments" else 1
+        return Handed(cost, verdict.gateway_id)
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -9,9 +9,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from giliran.privacy import scrub
 from services.notify.channels.base import (
     Contact,
     Guard,
+    Handed,
     Outgoing,
     PermanentFailure,
     Recipient,
@@ -38,10 +40,10 @@ class WebhookChannel:
     def recipient(self, contact: Contact | None) -> Recipient | None:
         return Recipient(address=self._config.url, masked=urlsplit(self._config.url).netloc)
 
-    async def send(self, recipient: Recipient, outgoing: Outgoing) -> int:
+    async def send(self, recipient: Recipient, outgoing: Outgoing) -> Handed:
         return await self._guard.call(lambda: self._post(outgoing))
 
-    async def _post(self, outgoing: Outgoing) -> int:
+    async def _post(self, outgoing: Outgoing) -> Handed:
         body = json.dumps(outgoing.event, separators=(",", ":"), sort_keys=True).encode()
         timestamp = int(time.time())
         headers = {
@@ -52,10 +54,10 @@ class WebhookChannel:
         try:
             response = await self._client.post(self._config.url, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            raise TransientFailure(f"{type(exc).__name__}: {exc}") from exc
+            raise TransientFailure(scrub(f"{type(exc).__name__}: {exc}")[:200]) from exc
         if 200 <= response.status_code < 300:
-            return 0
-        reason = f"HTTP {response.status_code}: {response.text[:200]}"
+            return Handed(0)
+        reason = f"HTTP {response.status_code}: {scrub(response.text[:4000])[:200]}"
         if response.status_code == 429 or response.status_code >= 500:
             raise TransientFailure(reason)
         raise PermanentFailure(reason)

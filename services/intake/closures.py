@@ -1,0 +1,40 @@
+"""A site's holiday policy with no I/O: which dates it closes (Idul Fitri, Idul Adha and the cuti
+bersama around them by default) and the reason told to citizens and admins."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import date, timedelta
+
+from giliran.catalogue import HolidayClosure, ScheduleRule
+
+
+def holiday_name(holidays: Collection[date], day: date) -> str | None:
+    """The holiday's Indonesian name (the `holidays` package fills years in on demand)."""
+    get = getattr(holidays, "get", None)
+    if get is not None:
+        name = get(day)
+        return str(name) if name else None
+    return "Hari libur" if day in holidays else None
+
+
+def _matches(closure: HolidayClosure, holidays: Collection[date], day: date) -> bool:
+    name = holiday_name(holidays, day)
+    return name is not None and closure.match.casefold() in name.casefold()
+
+
+def closure_of(rule: ScheduleRule, day: date, holidays: Collection[date]) -> HolidayClosure | None:
+    """The policy that closes `day`: the day is such a holiday, or lies between two of them with
+    at most `span_gap_days` days in between (Lebaran's Saturday and Sunday between the cuti
+    bersama), so the break is closed whole and never opens for one odd day in its middle."""
+    for closure in rule.closed_holidays:
+        if _matches(closure, holidays, day):
+            return closure
+        gap = closure.span_gap_days
+        before = [d for d in range(1, gap + 1) if _matches(closure, holidays, day - timedelta(d))]
+        if not before:
+            continue
+        after = [d for d in range(1, gap + 1) if _matches(closure, holidays, day + timedelta(d))]
+        if after and min(before) + min(after) - 1 <= gap:
+            return closure
+    return None

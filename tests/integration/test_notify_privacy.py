@@ -1,0 +1,106 @@
+"""Issue 14 finding 8: a gateway that echoes the destination number in its error reply must
+leak it nowhere — logs, the delivery store, events, dead letters, the operator page and API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from giliran.contracts.subjects import DLQ_STREAM, STREAM
+from giliran.settings import Settings
+from tests.conftest import eventually, nats_client, publish, running
+from tests.fakes.gateway import FakeGateway
+from tests.integration.test_notify_channels import (
+    FAST_RETRY,
+    SITE,
+    delivery_in,
+    request,
+    ticket_events,
+)
+
+pytestmark = pytest.mark.integration
+
+# How gateways write the citizen's number (+6281234567890) back: nationally, internationally,
+# grouped with spaces or dashes, digits only.
+ECHOES = ("081234567890", "+62 812 3456 7890", "0812-3456-7890", "6281234567890")
+
+
+def leaks(text: str) -> bool:
+    """Whether `text` holds the citizen's full number in any writing (separators ignored)."""
+    return "81234567890" in re.sub(r"[\s\-.()]", "", text)
+
+
+async def test_a_gateway_that_echoes_the_number_leaks_it_nowhere(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every Giliran logger at DEBUG, the rest as deployed (INFO: the store driver's DEBUG
+    # command log would print every document, contacts included, whatever a gateway says).
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="giliran")
+    echo = {"status": False, "error": "nomor tujuan " + " / ".join(ECHOES) + " ditolak"}
+    channel = {
+        "name": "sms",
+        "type": "http",
+        "medium": "sms",
+        "url": "",
+        "encoding": "form",
+        "fields": {"to": "{phone_local}", "message": "{text}"},
+        "retry": FAST_RETRY,
+        "rate_per_second": 200,
+    }
+    async with FakeGateway() as gw:
+        channel["url"] = f"{gw.url}/sms"
+        # First busy (its words are kept as the last error), then a refusal, both echoing.
+        gw.fail_next(1, status=503, path_prefix="/sms", body=echo)
+        gw.reject(400, path_prefix="/sms", body=echo)
+        path = tmp_path / "notify.yaml"
+        path.write_text(yaml.safe_dump({"channels": [channel]}))
+        tuned = settings.model_copy(update={"notify_config": path})
+        async with running("notify", tuned) as svc:
+            req = request()
+            issued, _, _ = ticket_events(req)
+            await publish(settings, req)
+            await publish(settings, issued)
+            delivery = await delivery_in(svc, issued.data.ticket_id, "failed")
+            assert [r.status for r in gw.received] == [503, 400]
+            assert "+6281******890" in delivery["last_error"]  # the operator still sees why
+
+            store = svc.app.state.notify_store
+            raw = await store.deliveries.find({}).to_list()
+            page = (await svc.http.get("/operator", params={"site": SITE})).text
+            api = (await svc.http.get("/api/v1/deliveries", params={"site": SITE})).text
+            summary = (await svc.http.get("/api/v1/deliveries/summary", params={"site": SITE})).text
+            async with nats_client(settings) as client:
+                js = client.jetstream()
+
+                async def parked() -> bool:
+                    return (await js.stream_info(DLQ_STREAM)).state.messages >= 1
+
+                await eventually(parked)
+                dead = await js.get_last_msg(DLQ_STREAM, f"giliran.{SITE}.dlq.notify.ticket.issued")
+
+                async def published() -> bytes | None:
+                    try:
+                        subject = f"giliran.{SITE}.notification.failed"
+                        return (await js.get_last_msg(STREAM, subject)).data
+                    except Exception:  # not relayed from the outbox yet
+                        return None
+
+                failed = [json.loads(await eventually(published))]
+            assert failed and "+6281******890" in failed[0]["data"]["reason"]
+
+    places = {
+        "log": caplog.text,
+        "store": json.dumps(raw, default=str),
+        "operator page": page,
+        "deliveries api": api,
+        "summary": summary,
+        "events": json.dumps(failed),
+        "dead letter": json.dumps(dict(dead.headers or {})),
+    }
+    assert {name: leaks(text) for name, text in places.items()} == dict.fromkeys(places, False)
