@@ -9,6 +9,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from faststream.nats import NatsBroker
@@ -27,9 +28,13 @@ from giliran.contracts.subjects import (
     DLQ_STREAM,
     DLQ_SUBJECTS,
     DUPLICATE_WINDOW_SECONDS,
+    PERSONAL_STREAM,
+    PERSONAL_SUBJECTS,
     STREAM,
     STREAM_SUBJECTS,
     dead_letter_subject,
+    event_subject,
+    stream_of,
 )
 from giliran.errors import RetryLater, Unprocessable
 from giliran.natsauth import inbox_prefix
@@ -66,16 +71,25 @@ def jetstream(broker: NatsBroker) -> JetStreamContext:
     return js
 
 
+DEFAULT_CONTACT_RETENTION_SECONDS = 48 * 3600.0
+
+
 async def ensure_streams(
-    js: JetStreamContext, replicas: int = 1, *, configure: bool = True
+    js: JetStreamContext,
+    replicas: int = 1,
+    contact_retention_seconds: float = DEFAULT_CONTACT_RETENTION_SECONDS,
+    *,
+    configure: bool = True,
 ) -> None:
-    """Create or update the event stream and the dead-letter stream (idempotent). `replicas`:
-    copies kept by a JetStream cluster (3 on the Kubernetes cluster of deploy/k8s/); every
-    start applies it, so it is configuration, never a by-hand `nats stream edit`.
+    """Create or update the event stream, the dead-letter stream and the personal stream
+    (idempotent). `replicas`: copies kept by a JetStream cluster (3 on the Kubernetes cluster of
+    deploy/k8s/); every start applies it, so it is configuration, never a by-hand `nats stream
+    edit`. `contact_retention_seconds`: the personal stream's max age (ADR 0115).
 
     `configure=False` (every service but STREAM_OWNER, ADR 0111): only create a stream that is
     missing and leave an existing one as it is; their NATS users may not update a stream."""
     configs = [
+        personal_stream_config(contact_retention_seconds, replicas),
         StreamConfig(
             name=STREAM,
             subjects=STREAM_SUBJECTS,
@@ -99,6 +113,23 @@ async def ensure_streams(
         await put_stream(js, config, unless_sourced=True, update=configure)
 
 
+def personal_stream_config(retention_seconds: float, replicas: int = 1) -> StreamConfig:
+    """Contacts (phone, e-mail, status-link token): kept at most `retention_seconds` after
+    publishing (max_age), each no longer than its own `keep_until` (a per-message TTL set by
+    publish_event), never sourced to the hub, not in the backups (ADR 0115)."""
+    return StreamConfig(
+        name=PERSONAL_STREAM,
+        subjects=PERSONAL_SUBJECTS,
+        storage=StorageType.FILE,
+        # The server refuses a duplicate window longer than the max age.
+        duplicate_window=min(DUPLICATE_WINDOW_SECONDS, retention_seconds),
+        max_age=retention_seconds,
+        allow_msg_ttl=True,
+        num_replicas=replicas,
+        description="Citizens' contacts for notify, forgotten after the contact retention",
+    )
+
+
 async def put_stream(
     js: JetStreamContext,
     config: StreamConfig,
@@ -120,26 +151,50 @@ async def put_stream(
 
 def event_subject_of(event: Mapping[str, Any]) -> str:
     entity, name = str(event["type"]).split(".")[1:3]
-    return f"giliran.{event['subject']}.{entity}.{name}"
+    return event_subject(str(event["subject"]), entity, name)
+
+
+def seconds_left(event: Mapping[str, Any], now: datetime | None = None) -> float | None:
+    """How long a personal event may still be kept (its `keep_until`); None: no limit of its own."""
+    data = event.get("data")
+    keep_until = data.get("keep_until") if isinstance(data, Mapping) else None
+    if not keep_until:
+        return None
+    until = datetime.fromisoformat(str(keep_until).replace("Z", "+00:00"))
+    return (until - (now or datetime.now(UTC))).total_seconds()
 
 
 async def publish_event(
     js: JetStreamContext, event: Mapping[str, Any], headers: Mapping[str, str] | None = None
-) -> None:
+) -> bool:
     """Publish an outbox entry; Nats-Msg-Id = event id makes a re-publish a server-side no-op.
-    `headers` adds to them (the trace context of the relay's send span)."""
+    `headers` adds to them (the trace context of the relay's send span). A personal event goes
+    to the personal stream with a TTL ending at its `keep_until`; one whose time is already up
+    (it waited in an outbox while NATS was away) is not published at all: False."""
+    subject = event_subject_of(event)
+    stream = stream_of(subject)
+    extra: dict[str, str] = {}
+    if stream == PERSONAL_STREAM:
+        left = seconds_left(event)
+        if left is not None:
+            if left < 1:
+                log.info("%s expired before it could be published; not sent", event["type"])
+                return False
+            extra["Nats-TTL"] = f"{int(left)}s"
     payload = json.dumps(event, separators=(",", ":")).encode()
     await js.publish(
-        event_subject_of(event),
+        subject,
         payload,
-        stream=STREAM,
+        stream=stream,
         timeout=5.0,
         headers={
             **(headers or {}),
+            **extra,
             "Nats-Msg-Id": str(event["id"]),
             "content-type": "application/cloudevents+json",
         },
     )
+    return True
 
 
 EventHandler = Callable[[Event[Any]], Awaitable[object]]
@@ -214,6 +269,7 @@ class EventConsumer:
     max_deliver: int = 5
     backoff_seconds: Sequence[float] = (0.5, 2.0, 5.0, 15.0)
     description: str = ""
+    stream: str = STREAM
     _js: JetStreamContext | None = field(default=None, init=False, repr=False)
     _subscription: JetStreamContext.PullSubscription | None = field(
         default=None, init=False, repr=False
@@ -239,7 +295,7 @@ class EventConsumer:
         """Create (or bind to) the durable consumer and start pulling."""
         self._js = js
         self._subscription = await js.pull_subscribe(
-            self.subject, durable=self.durable, stream=STREAM, config=self.consumer_config()
+            self.subject, durable=self.durable, stream=self.stream, config=self.consumer_config()
         )
         self._running = True
         self._task = asyncio.create_task(self._pull(), name=f"consume-{self.durable}")
@@ -435,10 +491,13 @@ class EventConsumer:
         log.error(
             "%s: dead-lettering %s (stream seq %s): %s", self.durable, raw.subject, seq, reason
         )
+        # Dead letters are kept for ever: one from the personal stream keeps its envelope and
+        # request id, never the contact (ADR 0115).
+        payload = without_contact(raw.data) if self.stream == PERSONAL_STREAM else raw.data
         try:
             await self._js.publish(
                 subject,
-                raw.data,
+                payload,
                 stream=DLQ_STREAM,
                 headers={
                     "Nats-Msg-Id": f"{self.durable}:{seq}",
@@ -453,6 +512,18 @@ class EventConsumer:
             return
         self.metrics.dead_lettered.labels(self.durable).inc()
         await raw.term()
+
+
+def without_contact(data: bytes) -> bytes:
+    """A personal event reduced to what identifies the request it belonged to, not the person."""
+    try:
+        event = json.loads(data)
+        body = event.get("data") if isinstance(event, dict) else None
+        request_id = body.get("request_id") if isinstance(body, dict) else None
+        kept = {k: event[k] for k in ("id", "type", "subject", "time") if k in event}
+        return json.dumps({**kept, "data": {"request_id": request_id}}).encode()
+    except (ValueError, AttributeError):
+        return b""
 
 
 def describe_invalid(exc: ValidationError, most: int = 5) -> str:
@@ -511,9 +582,9 @@ async def dead_letters(
     return found
 
 
-async def consumer_exists(js: JetStreamContext, durable: str) -> bool:
+async def consumer_exists(js: JetStreamContext, durable: str, stream: str = STREAM) -> bool:
     try:
-        await js.consumer_info(STREAM, durable)
+        await js.consumer_info(stream, durable)
     except NotFoundError:
         return False
     return True

@@ -200,7 +200,9 @@ async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
                 mongo_url=env["GILIRAN_MONGO_URL"],
                 db_prefix=env.get("GILIRAN_DB_PREFIX", "giliran"),
             )
-            for line in await demo_accounts(demo_settings, settings.demo_site, urls["queue"]):
+            # The board link on the address the office's TV reaches (the proxy in office mode).
+            board_base = office.public_url if office is not None else urls["queue"]
+            for line in await demo_accounts(demo_settings, settings.demo_site, board_base):
                 print(line)
         for line in await _next_sessions(urls["intake"], settings.demo_site):
             print(line)

@@ -162,6 +162,8 @@ def proxy(data_dir: Path, office: Office, settings: Settings) -> ManagedProcess:
         "PROXY_ADDRESS": office.public_url,
         "PROXY_CA_ADDRESS": office.plain_url,
         "PROXY_TLS": "internal",
+        "PROXY_BIND": "lan",
+        "PROXY_LAN_ADDRESS": office.address,
         "PROXY_CA_DIR": str(ca_root(data_dir).parent),
         "PROXY_HTTPS_PORT": str(office.https_port),
         "PROXY_HTTP_PORT": str(office.http_port),

@@ -7,7 +7,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from giliran.contracts.subjects import DLQ_STREAM, PREFIX, STREAM, STREAM_OWNER
+from giliran.contracts.subjects import (
+    DLQ_STREAM,
+    PERSONAL_STREAM,
+    PREFIX,
+    STREAM,
+    STREAM_OWNER,
+    event_pattern,
+)
 
 if TYPE_CHECKING:
     from giliran.runtime import ServiceRuntime
@@ -52,7 +59,7 @@ def service_grants(runtime: ServiceRuntime) -> Grants:
     declared with `publishes`, the durables registered with `consume`, the commands it serves
     (FastStream subscribers) or sends, and the plain subjects it watches."""
     service = runtime.service
-    publish: list[str] = [f"{PREFIX}.*.{model.entity}.{model.event}" for model in runtime.published]
+    publish: list[str] = [event_pattern(model.entity, model.event) for model in runtime.published]
     # Dead letters keep the original site/entity/event under the service's own name only.
     publish.append(f"{PREFIX}.*.dlq.{service}.*.*")
     publish.extend(runtime.commands_sent)
@@ -61,22 +68,22 @@ def service_grants(runtime: ServiceRuntime) -> Grants:
     # otherwise update GILIRAN to max_msgs 1 and wipe the history. None may delete, purge or
     # read them wholesale.
     verbs = ("INFO", "CREATE", "UPDATE") if service == STREAM_OWNER else ("INFO", "CREATE")
-    for stream in (STREAM, DLQ_STREAM):
+    for stream in (STREAM, DLQ_STREAM, PERSONAL_STREAM):
         for verb in verbs:
             publish.append(f"{JS_API}.STREAM.{verb}.{stream}")
     # Operators list a service's dead letters through its own endpoint (message by message).
     publish.append(f"{JS_API}.STREAM.MSG.GET.{DLQ_STREAM}")
     for consumer in runtime.consumers:
-        durable = consumer.durable
+        durable, stream = consumer.durable, consumer.stream
         publish += [
             # nats-py names the filter subject in the create subject (server >= 2.9).
-            f"{JS_API}.CONSUMER.CREATE.{STREAM}.{durable}",
-            f"{JS_API}.CONSUMER.CREATE.{STREAM}.{durable}.>",
-            f"{JS_API}.CONSUMER.DURABLE.CREATE.{STREAM}.{durable}",
-            f"{JS_API}.CONSUMER.INFO.{STREAM}.{durable}",
-            f"{JS_API}.CONSUMER.MSG.NEXT.{STREAM}.{durable}",
+            f"{JS_API}.CONSUMER.CREATE.{stream}.{durable}",
+            f"{JS_API}.CONSUMER.CREATE.{stream}.{durable}.>",
+            f"{JS_API}.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
+            f"{JS_API}.CONSUMER.INFO.{stream}.{durable}",
+            f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{durable}",
             # Acks, NAKs and terms go to the reply subject of each delivered message.
-            f"$JS.ACK.{STREAM}.{durable}.>",
+            f"$JS.ACK.{stream}.{durable}.>",
         ]
     # FastStream keeps a subscriber's subject pattern only in a private attribute.
     commands = sorted(

@@ -41,7 +41,7 @@ from giliran.bus import (
     publish_event,
 )
 from giliran.contracts import Event, EventData
-from giliran.contracts.subjects import STREAM, STREAM_OWNER
+from giliran.contracts.subjects import STREAM, STREAM_OWNER, event_pattern
 from giliran.errors import DomainError
 from giliran.hardening import BodyLimit, SameOrigin, SecurityHeaders
 from giliran.metrics import BusMetrics, ObservedHttp, http_duration
@@ -143,8 +143,10 @@ class ServiceRuntime:
         handlers: Mapping[type[EventData], EventHandler],
         *,
         max_deliver: int | None = None,
+        stream: str = STREAM,
     ) -> EventConsumer:
-        """Register a durable pull consumer named `<service>-<name>` with its own inbox."""
+        """Register a durable pull consumer named `<service>-<name>` on `stream` with its own
+        inbox."""
         durable = f"{self.service}-{name}"
         consumer = EventConsumer(
             service=self.service,
@@ -158,6 +160,7 @@ class ServiceRuntime:
             metrics=self.consumer_metrics,
             max_deliver=max_deliver or self.settings.max_deliver,
             backoff_seconds=tuple(self.settings.retry_backoff_seconds),
+            stream=stream,
         )
         self.consumers.append(consumer)
         return consumer
@@ -174,7 +177,7 @@ class ServiceRuntime:
                 )
             self.published.append(model)
             self.broker.publisher(
-                f"giliran.*.{model.entity}.{model.event}",
+                event_pattern(model.entity, model.event),
                 title=f"{self.service}:{model.type_name()}",
                 description=(model.__doc__ or model.type_name()).strip().splitlines()[0],
                 schema=Event[model],  # type: ignore[valid-type]
@@ -226,7 +229,7 @@ class ServiceRuntime:
             return
         js = jetstream(self.broker)
         for consumer in self.consumers:
-            info = await js.consumer_info(STREAM, consumer.durable)
+            info = await js.consumer_info(consumer.stream, consumer.durable)
             self.bus_metrics.pending.labels(consumer.durable).set(info.num_pending or 0)
             self.bus_metrics.ack_pending.labels(consumer.durable).set(info.num_ack_pending or 0)
             self.bus_metrics.redelivered.labels(consumer.durable).set(info.num_redelivered or 0)
@@ -254,6 +257,7 @@ class ServiceRuntime:
                 await ensure_streams(
                     jetstream(self.broker),
                     self.settings.stream_replicas,
+                    self.settings.contact_retention_hours * 3600,
                     configure=self.service == STREAM_OWNER,
                 )
                 await self.broker.start()
@@ -311,7 +315,7 @@ class ServiceRuntime:
             checks["bus"] = True
             try:
                 js = jetstream(self.broker)
-                found = [await consumer_exists(js, c.durable) for c in self.consumers]
+                found = [await consumer_exists(js, c.durable, c.stream) for c in self.consumers]
                 checks["consumers"] = all(found)
             except Exception:
                 checks["consumers"] = False

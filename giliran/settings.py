@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     # Intake purges a session's personal data this many days after it (UU 27/2022).
     purge_after_days: int = Field(default=30, ge=0)
     purge_interval_seconds: float = 3600.0
+    # How long anything that reaches a citizen (phone, e-mail, status-link token) is kept on the
+    # bus and by notify after the request, then forgotten (ADR 0115). Every service applies it
+    # to the personal stream's max age at start: set the same value everywhere.
+    contact_retention_hours: float = Field(default=48.0, gt=0)
     # How often intake lapses registrations not checked in within their grace (ADR 0120).
     lapse_interval_seconds: float = Field(default=30.0, gt=0)
     # Intake's limits against bots: registrations per client address a minute and per phone

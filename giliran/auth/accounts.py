@@ -91,6 +91,9 @@ class Principal:
     counter: str | None = None
 
     def at(self, site: str) -> bool:
+        """The one rule of where anybody may act, every role alike (an admin of one site
+        administers that site; only accounts of `*` act everywhere): the path's site, and
+        the site of every object a request names, must pass it."""
         return self.site in (ALL_SITES, site)
 
     @property
@@ -346,8 +349,14 @@ class AuthStore:
     async def devices(self, site: str) -> list[Document]:
         """The site's devices, paired or waiting, newest first (never a digest or code)."""
         found = self.tokens.find({"site": {"$eq": site}, "device": {"$ne": None}})
+        now = instant(utcnow())
         docs = [
-            {k: v for k, v in doc.items() if k not in ("digest", "pairing")} async for doc in found
+            {
+                **{k: v for k, v in doc.items() if k not in ("digest", "pairing")},
+                # A code nobody scanned in time: shown as such, it can no longer pair.
+                "expired": not doc.get("paired_at") and str(doc.get("pairing_expires")) <= now,
+            }
+            async for doc in found
         ]
         return sorted(docs, key=lambda d: str(d.get("created_at")), reverse=True)
 

@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -46,8 +45,6 @@ CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PAGES = Jinja2Templates(directory=Path(__file__).parent / "pages")
-
-Guard = Callable[[Request], Awaitable[Principal]]
 
 
 class Unauthenticated(DomainError):
@@ -242,7 +239,8 @@ class Auth:
         self, request: Request, allowed: frozenset[Role], site_from: str | None, page: bool
     ) -> Principal:
         """The caller holds one of `allowed` at the site named by the path or query parameter
-        `site_from` (admins everywhere). Pages send strangers to /login."""
+        `site_from` (`Principal.at`: admins too are held to their site). Pages send strangers
+        to /login."""
         who = await self.principal(request)
         if who is None:
             if page:
@@ -259,7 +257,7 @@ class Auth:
             if site_from
             else None
         )
-        if site and who.role is not Role.ADMIN and not who.at(str(site)):
+        if site and not who.at(str(site)):
             raise wrong_site(who, str(site))
         if who.counter is not None:
             _at_own_counter(request, who)
@@ -289,16 +287,24 @@ def wrong_site(who: Principal, site: str) -> Forbidden:
     )
 
 
-def requires(*roles: Role, site_from: str | None = "site", page: bool = False) -> Guard:
+class Requirement:
+    """Who may call a route: a FastAPI dependency over the app's `Auth` that also says what it
+    demands, so tests/integration/test_access.py can find every protected route."""
+
+    def __init__(self, roles: frozenset[Role], site_from: str | None, page: bool) -> None:
+        self.roles = roles
+        self.site_from = site_from
+        self.page = page
+
+    async def __call__(self, request: Request) -> Principal:
+        auth: Auth = request.app.state.auth
+        return await auth.check(request, self.roles, self.site_from, self.page)
+
+
+def requires(*roles: Role, site_from: str | None = "site", page: bool = False) -> Requirement:
     """A FastAPI dependency over the app's `Auth` (set by `create_http_app`), declared at module
     level by the services: `Officer = Annotated[Principal, Depends(requires(Role.OFFICER))]`."""
-    allowed = frozenset(roles)
-
-    async def guard(request: Request) -> Principal:
-        auth: Auth = request.app.state.auth
-        return await auth.check(request, allowed, site_from, page)
-
-    return guard
+    return Requirement(frozenset(roles), site_from, page)
 
 
 def _name_digest(name: str) -> str:

@@ -82,13 +82,14 @@ class CitizenRef(BaseModel):
 
     nik_masked: str | None = Field(default=None, pattern=r"^\*{12}[0-9]{4}$")
     nik_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-    # Contact details travel only with the citizen's consent to be notified (UU 27/2022).
+    # Whether the citizen consented to be notified (UU 27/2022); the contact itself then follows
+    # in `citizen.contact` on the personal stream (docs/decisions/0115).
     consent: bool = False
+    language: Language = Language.ID
+    # Written by producers before ADR 0115 and still read from old events; never published now:
+    # GILIRAN keeps events for ever and these reach a person.
     phone: E164 | None = None
     email: Email | None = None
-    language: Language = Language.ID
-    # The citizen's unguessable status link (intake's /s/<token>), with consent only like the
-    # contact details: notify sends it; the request id alone opens nothing.
     status_token: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{16,64}$")
 
 
@@ -116,6 +117,26 @@ class RequestSubmitted(EventData):
     # False for a booking made ahead: its tickets keep a number but join the line only when
     # `request.checked_in` arrives (QR or code at the kiosk).
     arrived: bool = True
+
+
+class CitizenContact(EventData):
+    """How the citizen of a request agreed to be reached, published only with consent and only
+    on the personal stream (GILIRAN_PERSONAL), which forgets it at `keep_until`: the contact
+    retention after the request (docs/decisions/0115). `request.submitted` carries none of it."""
+
+    entity = "citizen"
+    event = "contact"
+    publisher = "intake"
+
+    request_id: str
+    session_id: str
+    phone: E164 | None = None
+    email: Email | None = None
+    language: Language = Language.ID
+    status_token: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{16,64}$")
+    submitted_at: AwareDatetime
+    # Submission + contact retention: nobody may hold these fields after it.
+    keep_until: AwareDatetime
 
 
 class RequestCheckedIn(EventData):
@@ -354,6 +375,7 @@ class FeedbackSubmitted(EventData):
 
 EVENT_MODELS: tuple[type[EventData], ...] = (
     RequestSubmitted,
+    CitizenContact,
     RequestCancelled,
     RequestCheckedIn,
     RequestLinkRequested,

@@ -18,6 +18,12 @@ STREAM_SUBJECTS = [f"{PREFIX}.*.*.*"]
 DLQ_STREAM = "GILIRAN_DLQ"
 DLQ_SUBJECTS = [f"{PREFIX}.*.dlq.*.*.*"]
 DUPLICATE_WINDOW_SECONDS = 120.0
+# What reaches a citizen (phone, e-mail, status-link token) travels apart, on a stream that keeps
+# it no longer than its retention (docs/decisions/0115): giliran.<site>.personal.<entity>.<event>
+# (five tokens, so inside neither stream above). The (entity, event) pairs published there:
+PERSONAL_STREAM = "GILIRAN_PERSONAL"
+PERSONAL_SUBJECTS = [f"{PREFIX}.*.personal.*.*"]
+PERSONAL_EVENTS = frozenset({("citizen", "contact")})
 # The one service whose NATS user may reshape both streams (ADR 0111): the others may only create
 # a missing one, so none of them can cut the history short.
 STREAM_OWNER = "queue"
@@ -32,10 +38,27 @@ def _check(token: str, what: str) -> str:
 
 
 def event_subject(site: str, entity: str, event: str) -> str:
-    """`giliran.cikarang-utara.ticket.called`."""
+    """`giliran.cikarang-utara.ticket.called`; a personal event's subject is on the personal
+    stream: `giliran.cikarang-utara.personal.citizen.contact`."""
+    personal = ("personal",) if (entity, event) in PERSONAL_EVENTS else ()
     return ".".join(
-        (PREFIX, _check(site, "site"), _check(entity, "entity"), _check(event, "event"))
+        (PREFIX, _check(site, "site"), *personal, _check(entity, "entity"), _check(event, "event"))
     )
+
+
+def event_pattern(entity: str, event: str) -> str:
+    """The subjects of one event type at every site."""
+    return event_subject("x", entity, event).replace(f"{PREFIX}.x.", f"{PREFIX}.*.", 1)
+
+
+def stream_of(subject: str) -> str:
+    """The stream an event subject belongs to."""
+    parts = subject.split(".")
+    return PERSONAL_STREAM if len(parts) == 5 and parts[2] == "personal" else STREAM
+
+
+def personal_events(site: str = "*") -> str:
+    return f"{PREFIX}.{site}.personal.*.*"
 
 
 def all_events(site: str = "*") -> str:
@@ -60,6 +83,8 @@ def command_pattern(service: str, action: str) -> str:
 def dead_letter_subject(original_subject: str, service: str) -> str:
     """Where a message `service` could not handle goes, keeping the original site/entity/event."""
     parts = original_subject.split(".")
+    if len(parts) == 5 and parts[0] == PREFIX and parts[2] == "personal":
+        parts = [parts[0], parts[1], parts[3], parts[4]]
     if len(parts) == 4 and parts[0] == PREFIX:
         site, entity, event = parts[1], parts[2], parts[3]
     else:

@@ -144,12 +144,7 @@ class Admin:
         """Cancel a session; every registrant gets `request.cancelled` (notify tells them).
         Returns how many requests were cancelled by this call (a retry cancels the rest)."""
         self.intake.site(site)
-        if not session_id.startswith(f"{site}-"):
-            raise AdminInvalid(
-                f"Kolom 'session_id': sesi '{session_id}' bukan milik lokasi '{site}'.",
-                f"Field 'session_id': session '{session_id}' does not belong to site '{site}'.",
-                "session_id",
-            )
+        _own_session(site, session_id)
 
         def cancel(doc: Document) -> Document:
             cancelled = dict(doc.get("cancelled") or {})
@@ -238,6 +233,7 @@ class Admin:
 
     async def set_quotas(self, site: str, session_id: str, change: QuotaChange) -> list[Document]:
         spec = self.intake.site(site)
+        _own_session(site, session_id)
         unknown = [code for code in change.quotas if spec.service(code) is None]
         if unknown:
             raise AdminInvalid(
@@ -260,6 +256,7 @@ class Admin:
         how the default was sized (`480 ÷ 10 menit`) and the places the session's
         counter-minutes still allow."""
         spec = self.intake.site(site)
+        _own_session(site, session_id)
         stored = {d["what"]: d for d in await self.intake.store.quotas_of(session_id)}
         window = await self.intake.window_of(spec, session_id)
         sandbox = window is not None and window.kind == "adhoc"
@@ -283,3 +280,14 @@ class Admin:
                 }
             )
         return rows
+
+
+def _own_session(site: str, session_id: str) -> None:
+    """A session named in a path or form must be one of the site's: an admin acting at one
+    site never reads or changes another site's session through it."""
+    if not sessions.of_site(site, session_id):
+        raise AdminInvalid(
+            f"Kolom 'session_id': sesi '{session_id}' bukan milik lokasi '{site}'.",
+            f"Field 'session_id': session '{session_id}' does not belong to site '{site}'.",
+            "session_id",
+        )

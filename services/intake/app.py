@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 import holidays
@@ -12,6 +13,7 @@ from giliran import telemetry
 from giliran.auth.devices import devices_router
 from giliran.catalogue import load_catalogue
 from giliran.contracts import (
+    CitizenContact,
     FeedbackSubmitted,
     RequestCancelled,
     RequestCheckedIn,
@@ -91,6 +93,7 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
             resend_nik_per_hour=settings.rate_resend_nik_per_hour,
         ),
         purge_after_days=settings.purge_after_days,
+        contact_retention=timedelta(hours=settings.contact_retention_hours),
         timezone=settings.timezone,
         on_change=changes.bump,
     )
@@ -106,6 +109,7 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
         subscribers.register(runtime, intake)
     runtime.publishes(
         RequestSubmitted,
+        CitizenContact,
         RequestCheckedIn,
         RequestCancelled,
         RequestLinkRequested,

@@ -29,6 +29,8 @@ class IntakeBase:
     cipher: NikCipher | None = None
     limits: Limits = field(default_factory=Limits)
     purge_after_days: int = 30
+    # How long notify and the bus may hold a citizen's contact after the request (ADR 0115).
+    contact_retention: timedelta = timedelta(hours=48)
     # The zone whose calendar days the retention counts (sessions' local dates).
     timezone: str = "Asia/Jakarta"
     clock: Callable[[], datetime] = utcnow

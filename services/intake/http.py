@@ -159,7 +159,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         """For staff: a request id travels on the bus and in logs, so it opens nothing for a
         citizen (theirs is the unguessable /s/<token> link)."""
         doc = await intake.get(request_id)
-        if who.role is not Role.ADMIN and not who.at(str(doc["site"])):
+        if not who.at(str(doc["site"])):
             raise wrong_site(who, str(doc["site"]))
         accept = request.headers.get("accept", "")
         # A status link opened in a phone's browser (notify sends this one) shows the page.
@@ -247,6 +247,11 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 "agency": s.agency,
                 "requires_nik": s.requires_nik,
                 "documents": [d.model_dump() for d in s.documents],
+                # Admission: minutes at a counter, places a session (before admins' changes),
+                # and this service's online registration and check-in rule.
+                "minutes": s.minutes,
+                "quota": found.quota_of(s),
+                "admission": found.admission_for(s).model_dump(mode="json"),
             }
             for s in found.services
         ]

@@ -16,6 +16,7 @@ from giliran.auth import Principal, Role
 from giliran.catalogue import AdmissionRule, SiteDef
 from giliran.contracts import (
     Channel,
+    CitizenContact,
     CitizenRef,
     RequestCheckedIn,
     RequestLinkRequested,
@@ -208,14 +209,34 @@ class Registration(IntakeBase):
                 undo.append(partial(self.store.release_code, site.site, checkin_code))
             priority = domain.priority_for(command.priority, nik, session.local_date)
             token = secrets.token_urlsafe(18)
+            # Nothing that reaches the citizen goes into request.submitted: GILIRAN keeps it for
+            # ever. The contact travels apart, on the personal stream (ADR 0115).
             citizen = CitizenRef(
-                status_token=token if command.consent else None,
                 nik_masked=nik.masked if nik else None,
                 nik_hash=nik_hash,
                 consent=command.consent,
-                phone=phone,
-                email=email,
                 language=command.language,
+            )
+            contact = (
+                [
+                    new_event(
+                        CitizenContact(
+                            request_id=request_id,
+                            session_id=session.session_id,
+                            phone=phone,
+                            email=email,
+                            language=command.language,
+                            status_token=token,
+                            submitted_at=now,
+                            keep_until=now + self.contact_retention,
+                        ),
+                        site=site.site,
+                        source=SOURCE,
+                        at=now,
+                    )
+                ]
+                if command.consent
+                else []
             )
             event = new_event(
                 RequestSubmitted(
@@ -268,7 +289,7 @@ class Registration(IntakeBase):
                 "cancelled_at": None,
                 "purged_at": None,
             }
-            await self.store.insert(doc, [event])
+            await self.store.insert(doc, [*contact, event])
         except BaseException:
             await self._undo(undo)
             raise

@@ -81,6 +81,15 @@ def session_id_for(site: str, day: date) -> str:
     return f"{site}-{day:%Y%m%d}"
 
 
+def of_site(site: str, session_id: str) -> bool:
+    """Whether `session_id` names one of `site`'s sessions: the slug, a hyphen and exactly a
+    date (a bare prefix test would let `botram-setu-...` pass for a site `botram`)."""
+    rest = session_id.removeprefix(f"{site}-")
+    # The demo session of `giliran up --demo` is `<site>-demo-<date>` (demo_session).
+    day = rest.removeprefix("demo-")
+    return rest != session_id and len(day) == 8 and day.isdigit()
+
+
 def scheduled_session(
     site: SiteDef,
     day: date,

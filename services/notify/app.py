@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 
 from giliran.catalogue import load_catalogue
@@ -16,10 +18,19 @@ from services.notify.handlers import ChannelWorker
 from services.notify.metrics import NotifyMetrics
 from services.notify.store import DeliveryStore
 
-PURGE_EVERY_SECONDS = 600
+PURGE_EVERY_SECONDS = 600.0
+
+
+def purge_every(retention_hours: float) -> float:
+    """Every 10 minutes, or a tenth of the retention when that is shorter (tests use seconds):
+    a contact outlives its retention by at most this."""
+    return min(PURGE_EVERY_SECONDS, retention_hours * 3600 / 10)
 
 
 def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
+    # httpx logs every request's URL at INFO; a gateway called GET-style has the citizen's number
+    # and the message (status link included) in its query string. Its warnings still show.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     config = load_notify_config(settings.notify_config)
     runtime = ServiceRuntime("notify", settings)
     store = DeliveryStore(runtime.db)
@@ -40,6 +51,7 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
             wake=runtime.wake_relay,
             public_url=settings.public_url,
             metrics=metrics,
+            retention_hours=settings.contact_retention_hours,
         )
         for channel in config.enabled
     ]
@@ -49,7 +61,7 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     async def purge_contacts() -> None:
         await store.purge_contacts(utcnow())
 
-    runtime.every(PURGE_EVERY_SECONDS, purge_contacts)
+    runtime.every(purge_every(settings.contact_retention_hours), purge_contacts)
     api = http.router(
         store,
         {w.channel.name: w for w in workers},

@@ -199,8 +199,10 @@ class NotifyConfig(BaseModel):
     # "Your turn is N tickets away": sent once when N or fewer are ahead; per-site overrides.
     approaching_ahead: int = Field(default=3, ge=1, le=50)
     approaching_ahead_by_site: dict[str, int] = Field(default_factory=dict)
-    # How long a citizen's phone/e-mail is kept after the request, then purged (UU 27/2022).
-    contact_retention_hours: float = Field(default=48.0, gt=0)
+    # How long a citizen's phone/e-mail/status link is kept after the request, then purged
+    # (UU 27/2022): GILIRAN_CONTACT_RETENTION_HOURS, which also bounds the personal stream; a
+    # value here may only shorten it for notify (ADR 0115).
+    contact_retention_hours: float | None = Field(default=None, gt=0)
     # Delivery reports accepted per client address per minute (a flood is answered 429; the
     # gateways documented here retry a report that was not answered 2xx).
     receipts_per_minute: int = Field(default=600, ge=1)

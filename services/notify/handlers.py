@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from giliran.contracts import (
+    CitizenContact,
     DeliveryOutcome,
     Event,
     EventData,
@@ -95,27 +96,61 @@ class ChannelWorker:
     public_url: str = ""
     clock: Callable[[], datetime] = utcnow
     metrics: NotifyMetrics | None = None
+    # GILIRAN_CONTACT_RETENTION_HOURS (ADR 0115); notify's YAML may only shorten it.
+    retention_hours: float = 48.0
+
+    @property
+    def contact_retention_hours(self) -> float:
+        configured = self.config.contact_retention_hours
+        return min(self.retention_hours, configured) if configured else self.retention_hours
 
     # --- what events mean -------------------------------------------------------------------
 
     async def on_request(self, event: Event[RequestSubmitted]) -> None:
         citizen = event.data.citizen
+        # Producers before ADR 0115 put the contact in here; now it follows on the personal
+        # stream (citizen.contact), and until it is seen the request's messages wait.
+        carried = any((citizen.phone, citizen.email, citizen.status_token))
         await self.store.save_contact(
             event.data.request_id,
             {
                 "site": event.site,
                 "session_id": event.data.session_id,
                 "consent": citizen.consent,
+                "contact_seen": carried or not citizen.consent,
                 # Without consent nothing that reaches a person is kept.
                 "phone": citizen.phone if citizen.consent else None,
                 "email": citizen.email if citizen.consent else None,
                 "status_token": citizen.status_token if citizen.consent else None,
                 "language": citizen.language.value,
-                "purge_after": instant(
-                    event.data.submitted_at + timedelta(hours=self.config.contact_retention_hours)
-                ),
+                "purge_after": instant(event.data.submitted_at + self.contact_retention),
             },
         )
+
+    async def on_contact(self, event: Event[CitizenContact]) -> None:
+        """The contact a consenting citizen gave, from the personal stream: kept until its
+        `keep_until` (or this service's retention, if shorter), never after it."""
+        contact = event.data
+        keep_until = min(contact.keep_until, contact.submitted_at + self.contact_retention)
+        if keep_until <= self.clock():
+            return  # its time is up: nobody may hold it any more
+        await self.store.learn_contact(
+            contact.request_id,
+            {
+                "consent": True,
+                "contact_seen": True,
+                "phone": contact.phone,
+                "email": contact.email,
+                "status_token": contact.status_token,
+                "language": contact.language.value,
+                "purge_after": instant(keep_until),
+            },
+            {"site": event.site, "session_id": contact.session_id},
+        )
+
+    @property
+    def contact_retention(self) -> timedelta:
+        return timedelta(hours=self.contact_retention_hours)
 
     async def on_ticket(self, event: Event[TicketFacts]) -> None:
         ticket = event.data
@@ -206,7 +241,12 @@ class ChannelWorker:
             raise ContactUnknown(f"request {request_id} not seen yet")
         if doc.get("purged"):
             return None
+        if not doc.get("contact_seen", True):
+            # Its citizen.contact is still on its way on the other stream (or expired, and then
+            # the purge marks the record and this returns None).
+            raise ContactUnknown(f"contact of request {request_id} not seen yet")
         return Contact(
+            purge_after=doc.get("purge_after"),
             phone=doc.get("phone"),
             email=doc.get("email"),
             language=doc.get("language", "id"),
@@ -265,6 +305,8 @@ class ChannelWorker:
                 "text": message.text,
                 "segments": message.segments,
                 **({"variables": parts} if parts else {}),
+                # The text and parts hold the status link: they go when the contact does.
+                **({"purge_after": contact.purge_after} if contact and contact.purge_after else {}),
             },
             outgoing=lambda key: Outgoing(
                 delivery_id=key,
@@ -453,9 +495,10 @@ class ChannelWorker:
 
     # --- delivery reports -------------------------------------------------------------------
 
-    async def on_receipts(self, site: str, receipts: list[Receipt]) -> ReceiptTally:
-        """Record what a gateway's report (already authenticated for `site`) says: only about
-        this channel's accepted messages at this site, each final outcome once."""
+    async def on_receipts(self, site: str | None, receipts: list[Receipt]) -> ReceiptTally:
+        """Record what a gateway's report (already authenticated for `site`; None: signed for
+        the whole channel) says: only about this channel's accepted messages (at that site),
+        each final outcome once."""
         tally = ReceiptTally()
         sender = getattr(getattr(self.channel, "config", None), "phone_number_id", None)
         for receipt in receipts:
@@ -463,7 +506,8 @@ class ChannelWorker:
                 tally.pending += 1
                 continue
             doc = await self.store.by_gateway_id(self.channel.name, receipt.gateway_id)
-            if doc is None or doc.get("site") != site or receipt.sender != sender:
+            mine = doc is not None and (site is None or doc.get("site") == site)
+            if doc is None or not mine or receipt.sender != sender:
                 tally.unknown += 1
                 continue
             now = self.clock()
@@ -475,7 +519,7 @@ class ChannelWorker:
                     reason=receipt.reason or None,
                     reported_at=now,
                 ),
-                site=site,
+                site=str(doc["site"]),
                 source=SOURCE,
                 at=now,
             )

@@ -17,6 +17,7 @@ from giliran.auth import AuditLog, Principal, Role, requires, wrong_site
 from giliran.contracts.subjects import SITE_PATTERN
 from giliran.store import Document, Instant
 from services.notify import receipts
+from services.notify.domain import without_status_link
 from services.notify.handlers import ChannelWorker, DeliveryNotFound, ReceiptTally
 from services.notify.store import DeliveryStore
 
@@ -89,7 +90,10 @@ class Summary(BaseModel):
 
 def _view(doc: Document) -> DeliveryView:
     fields = DeliveryView.model_fields
-    return DeliveryView(delivery_id=doc["_id"], **{k: v for k, v in doc.items() if k in fields})
+    view = DeliveryView(delivery_id=doc["_id"], **{k: v for k, v in doc.items() if k in fields})
+    # Operators see what was said, not the link that opens the citizen's request (ADR 0115);
+    # the text itself is dropped at the contact's purge.
+    return view.model_copy(update={"text": without_status_link(view.text)}) if view.text else view
 
 
 def summarise(site: str, session_id: str | None, docs: list[Document]) -> Summary:
@@ -130,7 +134,7 @@ OperatorPage = Annotated[Principal, Depends(requires(Role.SUPERVISOR, Role.ADMIN
 
 def _own_site(who: Principal, site: str | None) -> str | None:
     """A supervisor of one site asking for every site gets their own."""
-    return site if who.role is Role.ADMIN or who.at(site or "") else who.site
+    return site if who.at(site or "") else who.site
 
 
 def router(
@@ -177,7 +181,7 @@ def router(
         if doc is None or doc["channel"] not in workers:
             raise DeliveryNotFound(delivery_id)
         site = str(doc.get("site") or "")
-        if who.role is not Role.ADMIN and not who.at(site):
+        if not who.at(site):
             raise wrong_site(who, site)
         done = await workers[doc["channel"]].retry_failed(delivery_id)
         await audit.record(

@@ -128,7 +128,11 @@ async def take_report(
     receipts = reader.read_receipts(doc)
     if len(receipts) > MAX_RECEIPTS_PER_REPORT:
         raise ReceiptsUnreadable(f"more than {MAX_RECEIPTS_PER_REPORT} statuses")
-    return await worker.on_receipts(site, receipts)
+    # A Meta-signed report vouches for the whole app, whose one callback URL serves every site
+    # of this notify: it may settle any site's message of this business number. A keyed URL
+    # vouches only for its own site.
+    scope = None if isinstance(reader, WhatsAppCloudChannel) else site
+    return await worker.on_receipts(scope, receipts)
 
 
 def verify_subscription(

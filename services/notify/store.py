@@ -23,6 +23,7 @@ class DeliveryStore:
 
     async def ensure_indexes(self) -> None:
         await self.contacts.create_index([("purged", 1), ("purge_after", 1)])
+        await self.deliveries.create_index([("purge_after", 1)])
         await self.tickets.create_index(
             [("site", 1), ("session_id", 1), ("service", 1), ("status", 1), ("issued_at", 1)]
         )
@@ -38,20 +39,39 @@ class DeliveryStore:
     # --- contacts --------------------------------------------------------------------------
 
     async def save_contact(self, request_id: str, contact: Document) -> None:
-        """First writer wins: a redelivered request never brings back a purged phone number."""
+        """From `request.submitted`. First writer wins: a redelivered request never brings back
+        a purged phone number, nor undoes a `citizen.contact` that came first."""
         await self.contacts.update_one(
             {"_id": request_id}, {"$setOnInsert": {**contact, "purged": False}}, upsert=True
         )
+
+    async def learn_contact(self, request_id: str, contact: Document, first: Document) -> None:
+        """From `citizen.contact` (the personal stream), before or after its request: fills
+        `contact` in unless the contact was purged meanwhile; `first`: fields only a new
+        record gets."""
+        try:
+            await self.contacts.update_one(
+                {"_id": request_id, "purged": False},
+                {"$set": contact, "$setOnInsert": {**first, "purged": False}},
+                upsert=True,
+            )
+        except DuplicateKeyError:  # purged already: the upsert's insert met the tombstone
+            return
 
     async def contact(self, request_id: str) -> Document | None:
         return await self.contacts.find_one({"_id": request_id})
 
     async def purge_contacts(self, now: datetime) -> int:
-        """Forget phone numbers and e-mail addresses whose retention ended; keep a tombstone so
-        later events of the request are recognised and skipped."""
+        """Forget phone numbers, e-mail addresses and status-link tokens whose retention ended;
+        keep a tombstone so later events of the request are recognised and skipped. The texts
+        sent to them go too (they hold the status link): the delivery log keeps the facts."""
         result = await self.contacts.update_many(
             {"purged": False, "purge_after": {"$lt": instant(now)}},
             {"$set": {"purged": True, "phone": None, "email": None, "status_token": None}},
+        )
+        await self.deliveries.update_many(
+            {"purge_after": {"$lt": instant(now)}},
+            {"$set": {"text": None, "variables": None}, "$unset": {"purge_after": ""}},
         )
         return result.modified_count
 

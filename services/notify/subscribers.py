@@ -9,12 +9,13 @@ from giliran.bus import EventHandler
 from giliran.contracts import (
     EVENT_MODELS,
     TICKET_EVENTS,
+    CitizenContact,
     EventData,
     RequestCancelled,
     RequestLinkRequested,
     RequestSubmitted,
 )
-from giliran.contracts.subjects import all_events
+from giliran.contracts.subjects import PERSONAL_STREAM, all_events, personal_events
 from giliran.runtime import ServiceRuntime
 from services.notify.channels.webhook import WebhookChannel
 from services.notify.handlers import ChannelWorker
@@ -38,3 +39,13 @@ def register(runtime: ServiceRuntime, workers: list[ChannelWorker]) -> None:
                 **dict.fromkeys(TICKET_EVENTS, on_ticket),
             }
         runtime.consume(worker.channel.name, all_events(), handlers, max_deliver=MAX_DELIVER)
+    # Contacts arrive on their own short-lived stream (ADR 0115), into the one contact book all
+    # channels read: one consumer for them, whichever channel's worker files them.
+    citizens = [w for w in workers if not isinstance(w.channel, WebhookChannel)]
+    if citizens:
+        runtime.consume(
+            "contact_book",  # "_": a channel's name cannot have one, so never the same durable
+            personal_events(),
+            {CitizenContact: citizens[0].on_contact},
+            stream=PERSONAL_STREAM,
+        )

@@ -95,6 +95,8 @@ class Desk:
             unknown = domain.unknown_services(site, services)
             if unknown:
                 raise domain.UnknownService(site.site, unknown)
+        if session_id:
+            await self.queue.own_session(site.site, session_id)
         async with self._locks[f"{site.site}:{counter.id}"]:
             doc = await self._open(site, counter.id, services, session_id, pinned=bool(session_id))
         self.queue.touched(site.site)
@@ -248,6 +250,7 @@ class Desk:
         for _ in range(MAX_ROUNDS):
             now = self.queue.clock()
             docs = await self.store.callable_candidates(
+                site.site,
                 state["session_id"],
                 services,
                 now,
@@ -257,6 +260,7 @@ class Desk:
             )
             if not docs and not ratio_due and priorities:
                 docs = await self.store.callable_candidates(
+                    site.site,
                     state["session_id"],
                     services,
                     now,

@@ -8,7 +8,7 @@ from typing import Literal
 
 from giliran.catalogue import CounterDef, SiteDef
 from giliran.contracts import TicketStatus
-from giliran.errors import Conflict, NotFound
+from giliran.errors import Conflict, DomainError, NotFound
 from giliran.settings import Settings
 from services.queue.rules import CallPolicy
 
@@ -224,6 +224,20 @@ class SameService(Conflict):
         )
 
 
+class SessionOfAnotherSite(DomainError):
+    """A session named in a body or query that is not one of the site the caller acts at:
+    refused before anything is read or written (an officer serves their own site only)."""
+
+    code = "wrong_site"
+    http_status = 403
+
+    def __init__(self, site: str, session_id: str) -> None:
+        super().__init__(
+            f"Akses ditolak: sesi '{session_id}' bukan sesi lokasi '{site}'.",
+            f"Access denied: session '{session_id}' is not a session of site '{site}'.",
+        )
+
+
 class NoSession(Conflict):
     code = "no_session"
 
@@ -244,6 +258,14 @@ def counter_of(site: SiteDef, counter_id: str) -> CounterDef:
     if counter is None:
         raise UnknownCounter(site.site, counter_id)
     return counter
+
+
+def session_shaped_for(site: str, session_id: str) -> bool:
+    """Whether `session_id` has the shape of one of `site`'s own sessions (`<site>-YYYYMMDD`,
+    as intake names them). Exactly eight digits after the slug and its hyphen: a prefix test
+    alone would let `botram-setu-...` pass for a site called `botram`."""
+    rest = session_id.removeprefix(f"{site}-")
+    return rest != session_id and len(rest) == 8 and rest.isdigit()
 
 
 def unknown_services(site: SiteDef, services: Iterable[str]) -> list[str]:

@@ -151,6 +151,7 @@ class Queue:
         """Record the session (its window, whether it has appointments); skipped when this
         process recorded the same facts moments ago — a busy Sunday sends hundreds per minute."""
         facts = (
+            site,
             request.session_id,
             request.session_opens_at,
             request.appointment_at is not None,
@@ -171,7 +172,7 @@ class Queue:
                     known.priorities or request.priority is not None,
                 ),
             )
-        await self.store.note_session(
+        if not await self.store.note_session(
             site,
             request.session_id,
             request.session_opens_at,
@@ -179,12 +180,23 @@ class Queue:
             now if request.arrived else None,
             appointments=request.appointment_at is not None,
             priorities=request.priority is not None,
-        )
+        ):
+            # Its tickets would join another site's lines, where that site's counters call them.
+            raise Unprocessable(f"session {request.session_id!r} belongs to another site")
         if flagged and cached is None:
             # A read racing the write above may have cached the session's old flags.
             self._flags.pop(request.session_id, None)
         self._noted[facts] = time.monotonic() + CACHE_TTL
         _forget_expired(self._noted)
+
+    async def own_session(self, site: str, session_id: str) -> None:
+        """Refuse a session named in a command unless it is one of `site`'s: the one recorded
+        for the site, or (not seen yet: a counter opened before the first citizen) one shaped
+        as the site's own. Never another site's, whatever the path or subject said."""
+        recorded = await self.store.session_site(session_id)
+        if recorded == site or (recorded is None and domain.session_shaped_for(site, session_id)):
+            return
+        raise domain.SessionOfAnotherSite(site, session_id)
 
     async def session_flags(self, session_id: str) -> SessionFlags:
         """Whether an appointment or a priority ticket was ever issued in the session: until
@@ -353,9 +365,9 @@ class Queue:
         doc = await self.store.get(ticket_id)
         if doc is None:
             raise domain.TicketNotFound(ticket_id)
-        return await self._with_place(doc)
+        return await self.with_place(doc)
 
-    async def _with_place(self, doc: Document) -> TicketView:
+    async def with_place(self, doc: Document) -> TicketView:
         """A waiting ticket's position and a fresh ETA (recorded as quoted)."""
         if doc["status"] != "waiting" or not doc.get("arrived", True):
             return ticket_view(doc)
@@ -369,7 +381,7 @@ class Queue:
 
     async def request_status(self, site: str, request_id: str) -> list[TicketView]:
         docs = [d for d in await self.store.for_request(request_id) if d["site"] == site]
-        return [await self._with_place(d) for d in docs]
+        return [await self.with_place(d) for d in docs]
 
 
 def _forget_expired(cache: dict[Any, Any], limit: int = 256) -> None:

@@ -83,9 +83,14 @@ Staff = Annotated[
     Principal,
     Depends(requires(Role.OFFICER, Role.SUPERVISOR, Role.ADMIN, Role.AUDITOR, site_from=None)),
 ]
-# A board shows numbers only: a display device's token, or anyone signed in at that site.
-Viewer = Annotated[Principal, Depends(requires(*Role))]
-BoardViewer = Annotated[Principal, Depends(requires(*Role, page=True))]
+# A request's tickets carry their priority reason (pregnant, disabled...): the staff who serve
+# the site, as intake's request look-up; never a display device or a kiosk.
+RequestReader = Annotated[Principal, Depends(requires(Role.OFFICER, Role.SUPERVISOR, Role.ADMIN))]
+# A board shows numbers only: a display device's token, or staff of that site (a kiosk token
+# submits requests and reads nothing).
+BOARD_VIEWERS = (Role.DISPLAY, Role.OFFICER, Role.SUPERVISOR, Role.ADMIN, Role.AUDITOR)
+Viewer = Annotated[Principal, Depends(requires(*BOARD_VIEWERS))]
+BoardViewer = Annotated[Principal, Depends(requires(*BOARD_VIEWERS, page=True))]
 
 TicketVerb = Literal["call", "recall", "start", "complete", "no-show", "transfer", "cancel"]
 
@@ -216,14 +221,20 @@ def router(
         return TicketEnvelope(ticket=done)
 
     @api.get("/api/v1/tickets/{ticket_id}", response_model=TicketEnvelope)
-    async def get_ticket(ticket_id: TicketPath, _: Staff) -> TicketEnvelope:
-        return TicketEnvelope(ticket=await queue.ticket(ticket_id))
+    async def get_ticket(ticket_id: TicketPath, who: Staff) -> TicketEnvelope:
+        doc = await queue.store.get(ticket_id)
+        if doc is None:
+            raise TicketNotFound(ticket_id)
+        site = str(doc["site"])
+        if not who.at(site):  # no site in the path: the ticket's own site decides
+            raise wrong_site(who, site)
+        return TicketEnvelope(ticket=await queue.with_place(doc))
 
     @api.get("/api/v1/sites/{site}/requests/{request_id}", response_model=list[TicketView])
     async def request_status(
         site: Site,
         request_id: Annotated[str, Path(max_length=64)],
-        _: Viewer,
+        _: RequestReader,
     ) -> list[TicketView]:
         return await queue.request_status(site, request_id)
 
@@ -334,7 +345,9 @@ async def _detail(queue: Queue, desk: Desk, site_slug: str, counter_id: str) -> 
     waiting = (
         [
             ticket_view(d)
-            for d in await queue.store.waiting_list(session, view.services, WAITING_SHOWN)
+            for d in await queue.store.waiting_list(
+                site.site, session, view.services, WAITING_SHOWN
+            )
         ]
         if session
         else []

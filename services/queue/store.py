@@ -172,6 +172,7 @@ class TicketStore:
 
     async def callable_candidates(
         self,
+        site: str,
         session_id: str,
         services: Sequence[str],
         now: datetime,
@@ -182,7 +183,8 @@ class TicketStore:
     ) -> list[Document]:
         """What the call rules need to choose from, read along the indexes: per line the oldest
         callable tickets; the oldest priority ones when a priority call may be due; the
-        appointments due now when the session has any."""
+        appointments due now when the session has any. Only tickets of `site`: the site is
+        checked on what was read rather than queried, so the reads stay on their indexes."""
         base = {"session_id": session_id, "status": "waiting", "arrived": True, "held": False}
         fields = {"outbox": 0}
 
@@ -204,7 +206,8 @@ class TicketStore:
         found: dict[str, Document] = {}
         for batch in await asyncio.gather(*queries):
             for doc in batch:
-                found[doc["_id"]] = doc
+                if doc.get("site") == site:
+                    found[doc["_id"]] = doc
         return list(found.values())
 
     async def transition(
@@ -273,10 +276,15 @@ class TicketStore:
         return None
 
     async def waiting_list(
-        self, session_id: str, services: Sequence[str], limit: int
+        self, site: str, session_id: str, services: Sequence[str], limit: int
     ) -> list[Document]:
         cursor = self.tickets.find(
-            {"session_id": session_id, "service": {"$in": list(services)}, "status": "waiting"},
+            {
+                "session_id": session_id,
+                "service": {"$in": list(services)},
+                "status": "waiting",
+                "site": site,  # a console never lists another site's citizens
+            },
             NO_OUTBOX,
         ).sort([("queued_at", 1), ("_id", 1)])
         found: list[Document] = await cursor.limit(limit).to_list()
@@ -426,7 +434,9 @@ class TicketStore:
         *,
         appointments: bool = False,
         priorities: bool = False,
-    ) -> None:
+    ) -> bool:
+        """Record a session's facts; False (nothing written) when the session is another
+        site's: a session belongs to one site for good."""
         fields: Document = {"site": site}
         if opens_at and closes_at:
             fields |= {"opens_at": instant(opens_at), "closes_at": instant(closes_at)}
@@ -437,7 +447,13 @@ class TicketStore:
             fields["priorities"] = True
         if arrival is not None:
             update["$max"] = {"last_arrival": instant(arrival)}
-        await self.sessions.update_one({"_id": session_id}, update, upsert=True)
+        try:
+            # Matched on the site too: a session recorded for another site does not match, and
+            # the upsert's insert then fails on the `_id` (one write, no read first).
+            await self.sessions.update_one({"_id": session_id, "site": site}, update, upsert=True)
+        except DuplicateKeyError:
+            return False
+        return True
 
     async def session_flags(self, session_id: str) -> SessionFlags:
         doc = await self.sessions.find_one(
@@ -448,6 +464,11 @@ class TicketStore:
 
     async def sessions_of(self, site: str) -> list[Document]:
         return await self.sessions.find(indexed({"site": site})).to_list()
+
+    async def session_site(self, session_id: str) -> str | None:
+        """The site a session was recorded for (from intake's events); None if never seen."""
+        doc = await self.sessions.find_one({"_id": session_id}, {"site": 1})
+        return str(doc["site"]) if doc and doc.get("site") else None
 
 
 def facts_of(doc: Document) -> dict[str, Any]:

@@ -156,11 +156,15 @@ def _register_commands(broker: NatsBroker, queue: Queue, desk: Desk) -> None:
         title="queue:cmd.request_status",
         description="Where a request's tickets stand (position, ETA); replies RequestStatusReply.",
     )
-    async def on_request_status(body: dict[str, object]) -> RequestStatusReply:
+    async def on_request_status(
+        body: dict[str, object], message: NatsMessage
+    ) -> RequestStatusReply:
         try:
             query = RequestStatusQuery.model_validate(body)
         except ValidationError:
             return RequestStatusReply(ok=False, error=INVALID)
+        if query.site != site_of(message.raw_message.subject):
+            return RequestStatusReply(ok=False, error=WRONG_SITE)
         try:
             tickets = await queue.request_status(query.site, query.request_id)
         except DomainError as exc:

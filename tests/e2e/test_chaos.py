@@ -21,7 +21,7 @@ import nats
 import pytest
 from pymongo import AsyncMongoClient
 
-from giliran.contracts.subjects import DLQ_STREAM, STREAM
+from giliran.contracts.subjects import DLQ_STREAM, PERSONAL_STREAM, STREAM, personal_events
 from giliran.embedded import ManagedProcess, mongo_wire_store
 from giliran.settings import SERVICES, Settings
 from tests.conftest import eventually, issue_token, service_process
@@ -180,12 +180,14 @@ async def crash_and_restart(process: ManagedProcess) -> None:
     await process.wait_listening(within=60)
 
 
-async def read_stream(url: str) -> list[dict[str, Any]]:
+async def read_stream(
+    url: str, stream: str = STREAM, subjects: str = "giliran.*.*.*"
+) -> list[dict[str, Any]]:
     """Every event in the stream, in order: the independent record of what happened."""
     client = await nats.connect(url)
     try:
         js = client.jetstream()
-        sub = await js.pull_subscribe("giliran.*.*.*", stream=STREAM)
+        sub = await js.pull_subscribe(subjects, stream=stream)
         events: list[dict[str, Any]] = []
         while True:
             try:
@@ -350,7 +352,9 @@ async def check_invariants(system: Stack, load: Load, http: httpx.AsyncClient) -
         # nothing was parked; reporting's totals (below) equal the stream's.
         assert await dead_letter_count(url) == 0
         inboxes: dict[str, int] = {}
-        ids = {e["id"] for e in events}
+        # Contacts are events too, on their own stream (ADR 0115): notify files each once.
+        contacts = await read_stream(url, PERSONAL_STREAM, personal_events())
+        ids = {e["id"] for e in events} | {e["id"] for e in contacts}
         for name in SERVICES:
             db = mongo[system.settings.database_name(name)]
             for collection in await db.list_collection_names():
@@ -361,6 +365,8 @@ async def check_invariants(system: Stack, load: Load, http: httpx.AsyncClient) -
                     assert len(handled) == len(set(handled)) and set(handled) <= ids
                     inboxes[collection] = len(handled)
         assert inboxes["inbox_queue_requests"] == counts["request.submitted"]
+        assert len(contacts) == counts["request.submitted"]  # every kiosk citizen consented
+        assert inboxes["inbox_notify_contact_book"] == len(contacts)
         # 4. Notifications: exactly one per ticket event, template and channel.
         deliveries = await notify_db.deliveries.find({}).to_list()
         per_key = Counter((d.get("ticket_id"), d["template"], d["channel"]) for d in deliveries)

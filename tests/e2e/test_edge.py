@@ -28,16 +28,18 @@ from nats.aio.msg import Msg
 from pydantic import SecretStr
 
 from giliran import edge
-from giliran.contracts.subjects import STREAM
+from giliran.contracts.subjects import PERSONAL_STREAM, STREAM
 from giliran.embedded import ManagedProcess, free_port, nats_server
 from giliran.settings import ServiceName, Settings
 from tests.conftest import eventually, issue_token, request_event, service_process
+from tests.e2e.personal_data import stream_messages
 
 pytestmark = pytest.mark.e2e
 
 # Cikarang Utara's Sunday MSC office and a BOTRAM fair in Babelan.
 SITES = {"cikarang-utara": ("KTP-CETAK", "1"), "botram-babelan": ("KTP-CETAK", "A1")}
 CITIZENS = itertools.count(1)  # one NIK per citizen: one serving slot each (ADR 0009)
+PHONES: list[str] = []  # every phone registered, for the scans of the streams
 FIGURES = ("submitted", "issued", "called", "completed", "no_show", "transferred", "cancelled")
 
 
@@ -186,11 +188,12 @@ async def serve(http: httpx.AsyncClient, box: Box, citizens: int, complete: int)
             "services": [service],
             "name": "Warga Uji",
             "nik": f"321609451290{next(CITIZENS):04d}",
-            "phone": f"0812{secrets.randbelow(10**8):08d}",
+            "phone": (phone := f"0812{secrets.randbelow(10**8):08d}"),
             "consent": True,
         }
         answer = await http.post(f"{box.url('intake')}/api/v1/requests", json=body)
         assert answer.status_code in (201, 202), answer.text
+        PHONES.append(phone[1:])  # 812...: in every written form (08..., +628..., 628...)
     api = f"{box.url('queue')}/api/v1/sites/{box.name}"
     for _ in range(complete):
         called = await eventually(lambda: _call_next(http, box, api, counter), within=30)
@@ -276,6 +279,18 @@ async def test_sites_serve_offline_and_the_hub_catches_up(mongo_url: str, tmp_pa
         await asyncio.sleep(3)
         assert await _stream_messages(hub.nats_url) == sites_total
         assert await _hub_agrees(http, hub, boxes)
+
+        # Contacts stay at their site, on its short-lived personal stream (ADR 0115): no stream
+        # at the hub holds any citizen's phone, the sites' GILIRAN neither.
+        async with await nats.connect(hub.nats_url) as client:
+            at_hub = await stream_messages(client)
+        leaked = [(s, p) for s, ms in at_hub.items() for m in ms for p in PHONES if p.encode() in m]
+        assert not leaked
+        for box in boxes.values():
+            async with await nats.connect(box.nats_url) as client:
+                at_site = await stream_messages(client)
+            assert not [p for m in at_site[STREAM] for p in PHONES if p.encode() in m]
+            assert any(p.encode() in m for m in at_site[PERSONAL_STREAM] for p in PHONES)
 
         # Catalogue down: a fair day added at the hub reaches Babelan's box, and only it.
         fair_day = (datetime.now(ZoneInfo("Asia/Jakarta")).date() + timedelta(days=3)).isoformat()

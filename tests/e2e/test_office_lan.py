@@ -249,6 +249,7 @@ async def test_an_office_box_on_its_lan_pairs_and_serves_its_devices(net: Net, b
     # The box names its LAN address (found by itself: the test gave none) and the CA's root.
     assert f"office    {office}" in printed, printed
     assert f"http://{net.server}/giliran-ca.crt" in printed
+    assert f"board      {office}/device?token=" in printed  # the demo board link, on the LAN
     password = re.search(r"supervisor\s+supervisor / (\S+)", printed)
     assert password, printed
     codes = terminal_qrs(printed)
@@ -257,6 +258,17 @@ async def test_an_office_box_on_its_lan_pairs_and_serves_its_devices(net: Net, b
     for label, (link, drawing) in codes.items():
         assert decode_terminal_qr(drawing) == link, label
         assert link.startswith(f"{office}/device/pair/")
+
+    # On the box, the proxy listens on the LAN address only, and nothing else listens beyond
+    # the box's loopback (the services, NATS, the store).
+    ss = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", net.server_ns, "ss", "-Hltn", stdout=asyncio.subprocess.PIPE
+    )
+    listening, _ = await asyncio.wait_for(ss.communicate(), timeout=30)
+    local = [line.split()[3] for line in listening.decode().splitlines() if line.strip()]
+    assert {f"{net.server}:443", f"{net.server}:80"} <= set(local), local
+    beyond_loopback = {a for a in local if not a.startswith(("127.", "[::1]"))}
+    assert beyond_loopback == {f"{net.server}:443", f"{net.server}:80"}, local
 
     lan = InNamespace(net.client_ns)
     try:

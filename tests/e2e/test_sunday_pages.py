@@ -76,6 +76,16 @@ async def test_the_registration_form_answers_the_challenge_itself(sunday: Settin
             await page.wait_for_url("**/s/**")
             assert "check-in" in (await page.inner_text("#checkin-rule"))
         await page.screenshot(path=str(ARTIFACTS / "intake-status-checkin.png"), full_page=True)
+        # What the challenge costs this browser (printed, not asserted: a measurement).
+        await page.goto(f"{url}/daftar?site=cikarang-utara")
+        took = await page.evaluate(
+            """async () => {
+                const text = document.getElementById("challenge").value, t = performance.now();
+                for (let i = 0; i < 20; i++) await solve(text + "x" + i);
+                return (performance.now() - t) / 20;
+            }"""
+        )
+        print(f"\nproof of work, 2^16 on average, headless Chromium: {took:.0f} ms per challenge")
         # Without the page's script (a bare form post), the 5th is asked for the challenge.
         bare = await plain.post(
             "/daftar",

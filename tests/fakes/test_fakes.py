@@ -11,6 +11,7 @@ import pytest
 
 from tests.fakes.gateway import FakeGateway
 from tests.fakes.smtp import FakeSmtp
+from tests.fakes.whatsapp_cloud import FakeWhatsAppCloud
 
 
 async def test_ok_records_form_and_json() -> None:
@@ -155,3 +156,64 @@ async def test_smtp_receives_message() -> None:
         assert smtp.logins == ["notify"]
         with pytest.raises(AssertionError, match="got 1"):
             await smtp.wait_for(2, within=0.1)
+
+
+async def test_profiles_answer_accept_and_refuse_in_their_documented_shapes() -> None:
+    async with FakeGateway() as gw, httpx.AsyncClient(base_url=gw.url) as client:
+        gw.respond_as("fonnte", path_prefix="/fonnte")
+        gw.respond_as("zenziva", path_prefix="/zenziva")
+        ok = (await client.post("/fonnte/send", data={"target": "6281234567890"})).json()
+        assert ok["status"] is True and ok["id"] == [gw.received[-1].message_id]
+        zen = (await client.post("/zenziva/sms", data={"to": "081234567890"})).json()
+        assert (zen["status"], zen["text"], zen["to"]) == ("1", "Success", "081234567890")
+        gw.refuse_in_body("nomor {to} tidak valid", path_prefix="/fonnte")
+        no = await client.post("/fonnte/send", data={"target": "6281234567890"})
+        assert no.status_code == 200
+        assert no.json() == {"reason": "nomor 6281234567890 tidak valid", "status": False}
+        assert len(gw.messages("/fonnte")) == 1  # a refusal is not an accepted message
+
+
+async def test_infobip_keeps_the_client_message_id_and_reports_to_notify_url() -> None:
+    async with FakeGateway() as gw, FakeGateway() as sink, httpx.AsyncClient() as client:
+        gw.respond_as("infobip")
+        body = {
+            "messages": [
+                {
+                    "destinations": [{"to": "6281234567890", "messageId": "d-1"}],
+                    "text": "hi",
+                    "notifyUrl": f"{sink.url}/dlr",
+                }
+            ]
+        }
+        answer = (await client.post(f"{gw.url}/sms/2/text/advanced", json=body)).json()
+        assert answer["messages"][0]["messageId"] == "d-1"
+        assert answer["messages"][0]["status"]["groupName"] == "PENDING"
+        (message,) = gw.messages()
+        assert (await gw.report(message, "delivered")).status_code == 200
+        (report,) = await sink.wait_for(1)
+        result = report.json["results"][0]
+        assert (result["messageId"], result["status"]["name"]) == ("d-1", "DELIVERED_TO_HANDSET")
+
+
+async def test_the_whatsapp_cloud_fake_takes_templates_and_signs_statuses() -> None:
+    async with FakeWhatsAppCloud(templates={"t": 1}) as wa, httpx.AsyncClient() as client:
+        url = f"{wa.api_url}/{wa.phone_number_id}/messages"
+        auth = {"Authorization": f"Bearer {wa.access_token}"}
+        template = {"name": "t", "language": {"code": "id"}, "components": [
+            {"type": "body", "parameters": [{"type": "text", "text": "A-001"}]}]}  # fmt: skip
+        body = {"messaging_product": "whatsapp", "to": "6281234567890", "type": "template",
+                "template": template}  # fmt: skip
+        ok = await client.post(url, json=body, headers=auth)
+        assert ok.json()["messages"][0]["message_status"] == "accepted"
+        assert (await client.post(url, json=body)).json()["error"]["code"] == 190
+        text = {**body, "type": "text", "text": {"body": "hi"}}
+        assert (await client.post(url, json=text, headers=auth)).json()["error"]["code"] == 131047
+        wrong = {**body, "template": {**template, "components": []}}
+        assert (await client.post(url, json=wrong, headers=auth)).json()["error"]["code"] == 132000
+        async with FakeGateway() as sink:
+            await wa.send_status(f"{sink.url}/hook", "wamid.1", "delivered")
+            (hook,) = await sink.wait_for(1)
+            assert hook.headers["x-hub-signature-256"] == wa.sign(hook.body)
+            assert hook.json["entry"][0]["changes"][0]["value"]["statuses"][0]["status"] == (
+                "delivered"
+            )

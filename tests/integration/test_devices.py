@@ -277,4 +277,6 @@ async def test_pairing_is_for_a_sites_own_keepers(settings: Settings) -> None:
         finally:
             await client.close()
         assert (await o.intake.get(f"/device/pair/{stale}")).status_code == 410
+        listed = await o.intake.get(f"/devices?site={SITE}", headers=o.supervisor)
+        assert "kode kedaluwarsa" in listed.text  # the page says the stale code is dead
         assert (await o.intake.get("/device/pair/AAAAAAAAAAAAAAAA")).status_code == 410

@@ -18,7 +18,7 @@ from giliran.bus import ensure_streams
 from giliran.catalogue import load_catalogue
 from giliran.cli import NATS_CONFIG, build_service, nats_config_text
 from giliran.contracts import EVENT_MODELS, CallNext
-from giliran.contracts.subjects import STREAM
+from giliran.contracts.subjects import PERSONAL_STREAM, STREAM
 from giliran.natsauth import service_grants
 from giliran.settings import SERVICES, Settings
 from tests.conftest import SecuredNats, eventually, running
@@ -89,7 +89,7 @@ async def test_each_service_may_publish_only_its_own_event_types(
     for service in SERVICES:
         async with as_user(secured_nats, service) as (client, refusals):
             for model in EVENT_MODELS:
-                subject = f"giliran.{SITE_A}.{model.entity}.{model.event}"
+                subject = model.subject_for(SITE_A)
                 refused = await refused_publish(client, refusals, subject)
                 mine = model.type_name() in published_by[service]
                 assert refused != mine, f"{service} publishing {subject}: refused={refused}"
@@ -102,7 +102,9 @@ async def test_each_service_may_publish_only_its_own_event_types(
     # The server stored only the allowed ones: refusals are not merely reported.
     async with as_user(secured_nats, "ops") as (ops, _):
         info = await ops.jetstream().stream_info(STREAM)
-        assert info.state.messages == allowed_total
+        personal = await ops.jetstream().stream_info(PERSONAL_STREAM)  # citizen.contact
+        assert info.state.messages + personal.state.messages == allowed_total
+        assert personal.state.messages == 1
 
 
 async def test_notify_cannot_invent_a_called_event_nor_read_other_services_traffic(

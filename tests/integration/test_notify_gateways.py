@@ -223,6 +223,10 @@ async def test_a_delivery_report_settles_an_accepted_message_once(
             assert event["data"]["delivery_id"] == sent["delivery_id"]
 
 
+def good_url(base: str) -> str:
+    return f"{base}/receipts/fonnte/{SITE}?key={receipt_key(SECRET, 'fonnte', SITE)}"
+
+
 async def test_delivery_reports_refuse_forgery_other_sites_and_floods(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -248,15 +252,19 @@ async def test_delivery_reports_refuse_forgery_other_sites_and_floods(
             answer = await gw.report(message, url=f"{theirs}?key={other_key}")
             assert answer.status_code == 200 and answer.json()["unknown"] == 1
             # 3 a report naming an id that is not ours changes nothing.
-            good = f"{ours}?key={receipt_key(SECRET, 'fonnte', SITE)}"
+            good = good_url(base)
             stranger = await gw.report(
                 type(message)(**{**message.__dict__, "message_id": "999999"}), url=good
             )
             assert stranger.json()["unknown"] == 1
             (untouched,) = await deliveries(svc, ticket_id=issued.data.ticket_id)
             assert untouched["receipt"] is None
-            # 4 a channel that takes no reports, and an unreadable body.
+            # 4 a channel that takes no reports; an unreadable body (bilingual 400).
             assert (await gw.report(message, url=f"{base}/receipts/nope/{SITE}")).status_code == 404
+            async with httpx.AsyncClient() as client:
+                unreadable = await client.post(good_url(base), content=b"status=sent")
+                assert unreadable.status_code == 400
+                assert unreadable.json()["error"]["message_id"].startswith("Laporan pengiriman")
             # 5 a flood from one address: 12 a minute, then 429 whatever the key (36 reports
             # span at most two minute windows, so one of them overflows).
             codes = [(await gw.report(message, url=good)).status_code for _ in range(30)]
@@ -382,7 +390,9 @@ async def test_whatsapp_cloud_failures_are_judged_as_meta_documents_them(
         third = await issue(settings)
         await delivery_in(svc, third.data.ticket_id, "sent")
         wamid = str(wa.accepted()[-1].message_id)
-        hook = f"{base}/receipts/wa-cloud/{SITE}"
+        # One Meta app has one callback URL for every site this notify serves: its signature
+        # vouches for all of them, so the report counts whichever site's path it came to.
+        hook = f"{base}/receipts/wa-cloud/{OTHER_SITE}"
         assert (await wa.send_status(hook, wamid, "failed")).json()["recorded"] == 1
         (after,) = await deliveries(svc, ticket_id=third.data.ticket_id)
         assert after["receipt"] == "undelivered"

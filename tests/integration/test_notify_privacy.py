@@ -104,3 +104,33 @@ async def test_a_gateway_that_echoes_the_number_leaks_it_nowhere(
         "dead letter": json.dumps(dict(dead.headers or {})),
     }
     assert {name: leaks(text) for name, text in places.items()} == dict.fromkeys(places, False)
+
+
+async def test_a_gateway_called_with_the_number_in_its_url_does_not_put_it_in_the_log(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The classic GET style (`?nohp=0812...&pesan=...`): the URL holds the number and the
+    message with its status link, and the HTTP client logs request URLs."""
+    caplog.set_level(logging.INFO)
+    async with FakeGateway(allow_get=True) as gw:
+        channel = {
+            "name": "sms",
+            "type": "http",
+            "url": f"{gw.url}/api/sendsms/",
+            "method": "GET",
+            "encoding": "query",
+            "fields": {"userkey": "u", "nohp": "{phone_local}", "pesan": "{text}"},
+            "retry": FAST_RETRY,
+        }
+        path = tmp_path / "notify.yaml"
+        path.write_text(yaml.safe_dump({"channels": [channel]}))
+        tuned = settings.model_copy(update={"notify_config": path})
+        async with running("notify", tuned) as svc:
+            req = request()
+            issued, _, _ = ticket_events(req)
+            await publish(settings, req)
+            await publish(settings, issued)
+            await delivery_in(svc, issued.data.ticket_id, "sent")
+            (sent,) = await gw.wait_for(1)
+            assert sent.query["nohp"] == "081234567890"  # it really was in the URL
+    assert not leaks(caplog.text)

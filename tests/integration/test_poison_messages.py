@@ -187,7 +187,7 @@ async def test_hostile_events_are_parked_or_skipped_and_consumers_keep_going(
         async def drained() -> bool:
             for svc in services:
                 for consumer in svc.runtime.consumers:
-                    info = await js.consumer_info(STREAM, consumer.durable)
+                    info = await js.consumer_info(consumer.stream, consumer.durable)
                     if info.num_pending or info.num_ack_pending:
                         return False
             return True

@@ -181,6 +181,12 @@ async def test_counter_minutes_bound_every_service_together(fast: Settings) -> N
         at(svc, SUNDAY_0905_WIB)
         row = await quota_row(svc, "AKTA-LAHIR")
         assert (row["default"], row["sized"], row["minutes"]) == (24, "480 ÷ 20 menit", 20)
+        listed = (await svc.http.get(f"/api/v1/sites/{SITE}/services")).json()
+        birth = next(s for s in listed if s["code"] == "AKTA-LAHIR")
+        assert (birth["minutes"], birth["quota"], birth["requires_nik"]) == (20, 24, True)
+        assert (
+            birth["admission"]["opens_at"] == "18:00:00" and birth["admission"]["checkin_required"]
+        )
         answers = [
             await svc.http.post("/api/v1/requests", json=body(n, services=["AKTA-LAHIR"]))
             for n in range(1, 26)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from giliran.catalogue import AdmissionRule, load_catalogue
 from services.intake import antibot
-from services.intake.sessions import SessionWindow, lapse_at, registration_window
+from services.intake.sessions import SessionWindow, lapse_at, of_site, registration_window
 
 CATALOGUE = load_catalogue(Path(__file__).resolve().parents[2] / "deploy" / "sites")
 MSC = CATALOGUE.site("cikarang-utara")
@@ -119,3 +119,10 @@ def test_admission_defaults_are_the_recommended_ones() -> None:
         30,
     )
     assert rule.checkin_required and rule.checkin_grace_minutes == 30
+
+
+def test_a_sites_demo_session_is_its_own_and_another_sites_is_not() -> None:
+    assert of_site("cikarang-utara", "cikarang-utara-demo-20261207")  # the admin page's quotas
+    assert of_site("cikarang-utara", "cikarang-utara-20261129")
+    assert not of_site("botram", "botram-setu-20261205")
+    assert not of_site("botram", "botram-setu-demo-20261205")

@@ -13,6 +13,7 @@ from giliran.contracts import (
     EVENTS_BY_TYPE,
     CallNext,
     Channel,
+    CitizenContact,
     CitizenRef,
     CompleteTicket,
     Event,
@@ -24,12 +25,17 @@ from giliran.contracts import (
 )
 from giliran.contracts.subjects import (
     DLQ_SUBJECTS,
+    PERSONAL_STREAM,
+    PERSONAL_SUBJECTS,
+    STREAM,
     STREAM_SUBJECTS,
     command_subject,
     dead_letter_subject,
+    event_pattern,
     event_subject,
     event_type,
     site_of,
+    stream_of,
 )
 
 NOW = datetime(2026, 11, 29, 2, 30, tzinfo=UTC)
@@ -40,9 +46,10 @@ MINIMUM_SET = {
     "notification.failed", "feedback.submitted",
 }  # fmt: skip
 # Added beyond the blueprint's minimum (check-in of bookings, start of service, the status link
-# asked for again, a gateway's delivery report).
+# asked for again, a gateway's delivery report, the contact on its short-lived stream).
 EXTENSIONS = {
     "request.checked_in", "ticket.started", "request.link_requested", "notification.receipt",
+    "citizen.contact",
 }  # fmt: skip
 
 
@@ -72,9 +79,25 @@ def test_subjects_follow_the_blueprint() -> None:
 
 
 def test_dead_letters_never_land_in_the_event_stream() -> None:
-    """Event subjects have exactly four tokens, dead letters six: the streams cannot overlap."""
+    """Event subjects have exactly four tokens, personal ones five, dead letters six: the
+    streams cannot overlap."""
     assert len(STREAM_SUBJECTS[0].split(".")) == 4
+    assert len(PERSONAL_SUBJECTS[0].split(".")) == 5
     assert len(DLQ_SUBJECTS[0].split(".")) == 6
+
+
+def test_contacts_have_their_own_stream_and_nothing_else_does() -> None:
+    """ADR 0115: only citizen.contact is published on the personal stream, and request.submitted
+    has no contact on it any more (its old fields stay readable)."""
+    subject = CitizenContact.subject_for("cikarang-utara")
+    assert subject == "giliran.cikarang-utara.personal.citizen.contact"
+    assert stream_of(subject) == PERSONAL_STREAM
+    assert dead_letter_subject(subject, "notify") == (
+        "giliran.cikarang-utara.dlq.notify.citizen.contact"
+    )
+    others = [m for m in EVENT_MODELS if m is not CitizenContact]
+    assert {stream_of(m.subject_for("x1")) for m in others} == {STREAM}
+    assert event_pattern("citizen", "contact") == "giliran.*.personal.citizen.contact"
 
 
 @pytest.mark.parametrize("bad", ["Cikarang", "a.b", "a b", "*", ">", ""])

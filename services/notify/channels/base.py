@@ -24,6 +24,8 @@ class Contact:
     email: str | None = None
     language: str = "id"
     status_token: str | None = None
+    # When notify forgets it (an instant string), and with it the texts that named its link.
+    purge_after: str | None = None
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,10 @@ class Recipient:
 
     @property
     def key(self) -> str:
-        """Stable, non-reversible part of a delivery id."""
-        return hashlib.sha256(self.address.encode()).hexdigest()[:16]
+        """Stable part of a delivery id, from the masked address only: the id travels in
+        notification.sent, which the event stream keeps for ever, and a hash of a full phone
+        number is undone by trying every number (ADR 0115)."""
+        return hashlib.sha256(self.masked.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

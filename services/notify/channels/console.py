@@ -7,6 +7,7 @@ import logging
 from giliran.privacy import mask_phone
 from services.notify.channels.base import Contact, Handed, Outgoing, Recipient
 from services.notify.config import ConsoleConfig
+from services.notify.domain import without_status_link
 
 log = logging.getLogger("giliran.notify.console")
 
@@ -25,7 +26,9 @@ class ConsoleChannel:
         return Recipient(address="console", masked="console")
 
     async def send(self, recipient: Recipient, outgoing: Outgoing) -> Handed:
-        log.info("[%s -> %s] %s", outgoing.template, recipient.masked, outgoing.text)
+        # The log outlives any retention: the masked number, and the text without its link.
+        text = without_status_link(outgoing.text)
+        log.info("[%s -> %s] %s", outgoing.template, recipient.masked, text)
         return Handed(0)
 
     async def close(self) -> None:
