@@ -8,6 +8,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# A secret shorter than this, with fewer distinct characters, or that looks like a template's
+# placeholder ("<random>", "changeme") is refused at start (ADR 0113); `giliran up` makes
+# 43-character ones, deploy/env.example says how to make them by hand.
+SECRET_MIN_LENGTH = 32
+SECRET_MIN_DISTINCT = 10
+PLACEHOLDER_MARKS = ("<", ">", "changeme", "change-me", "change_me", "replace", "example", "random")
+# In GILIRAN_NIK_ENCRYPTION_KEY's list: the key derived from the NIK hash key (old installs).
+DERIVED_KEY = "derived"
+
 ServiceName = Literal["intake", "queue", "notify", "reporting"]
 SERVICES: tuple[ServiceName, ...] = ("intake", "queue", "notify", "reporting")
 
@@ -88,12 +97,20 @@ class Settings(BaseSettings):
     # Signs session cookies and CSRF tokens (every service, the same key). Required outside
     # demo mode: start-up refuses without it. `giliran up` keeps one per data directory.
     session_key: SecretStr | None = None
+    # Keys the audit trail's hash chain (HMAC-SHA256; every service, the same value): kept out
+    # of the store, so store access alone cannot rewrite history unseen. Comma-separated, newest
+    # first (rotation: docs/security.md). Required outside demo mode; `giliran up` makes one.
+    audit_key: SecretStr | None = None
     # Deprecated: the admin token of intake from before accounts; still accepted as an admin
     # API token (logged) until it is replaced by `giliran accounts token --role admin`.
     admin_token: SecretStr | None = None
     # Password checks (argon2id, 64 MiB each) running at once per process; a sign-in beyond
     # them is answered 503 with Retry-After at once (ADR 0112). Memory: about 64 MiB each.
     login_concurrency: int = Field(default=2, ge=1, le=16)
+    # Server-push streams (boards, dashboards, status pages) open at once per process: per client
+    # address (a fair's wifi shares one: raise it there) and per credential or status link.
+    sse_per_address: int = Field(default=50, ge=1)
+    sse_per_credential: int = Field(default=10, ge=1)
     # Requests with a larger body are refused with 413 (forms and JSON here are small).
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     # Intake purges a session's personal data this many days after it (UU 27/2022).
@@ -165,6 +182,28 @@ class Settings(BaseSettings):
     # are refreshed: about Prometheus's scrape interval; never per message.
     metrics_refresh_seconds: float = Field(default=15.0, gt=0)
 
+    def weak_secrets(self) -> list[str]:
+        """Why each secret setting that is set cannot be used (names, never values): too
+        short, too few distinct characters, or a placeholder copied from an example."""
+        problems = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if not isinstance(value, SecretStr) or not value.get_secret_value():
+                continue
+            variable = f"GILIRAN_{name.upper()}"
+            parts = (
+                value.get_secret_value().split(",")
+                if name in ("nik_encryption_key", "audit_key")  # lists: each key must hold
+                else [value.get_secret_value()]
+            )
+            for part in (p.strip() for p in parts):
+                if name == "nik_encryption_key" and part == DERIVED_KEY:
+                    continue
+                why = _weakness(part)
+                if why:
+                    problems.append(f"{variable}: {why}")
+        return problems
+
     def port_of(self, service: ServiceName) -> int:
         port: int = getattr(self, f"{service}_port")
         return port
@@ -182,3 +221,15 @@ class Settings(BaseSettings):
         """Accounts, tokens, sessions and the audit trail: the one database all services read
         (docs/decisions/0040-accounts-in-a-shared-auth-database.md)."""
         return f"{self.db_prefix}_auth"
+
+
+def _weakness(secret: str) -> str | None:
+    lowered = secret.lower()
+    if any(mark in lowered for mark in PLACEHOLDER_MARKS):
+        return "masih berisi contoh/placeholder / still a placeholder from an example"
+    if len(secret) < SECRET_MIN_LENGTH:
+        n = SECRET_MIN_LENGTH
+        return f"kurang dari {n} karakter / shorter than {n} characters"
+    if len(set(secret)) < SECRET_MIN_DISTINCT:
+        return "terlalu sedikit karakter berbeda / too few distinct characters"
+    return None

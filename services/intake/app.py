@@ -29,7 +29,7 @@ from services.intake import admin_http, calendar_http, edge, http, pages, proble
 from services.intake.admin import Admin
 from services.intake.fairs import FairPlans
 from services.intake.handlers import Intake, Limits
-from services.intake.privacy import NikCipher
+from services.intake.privacy import NikCipher, own_key_problem
 from services.intake.status import QueueStatus
 from services.intake.store import RequestStore
 
@@ -97,6 +97,13 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
         timezone=settings.timezone,
         on_change=changes.bump,
     )
+
+    async def own_nik_key() -> None:
+        problem = own_key_problem(_secret(settings.nik_encryption_key))
+        if problem:
+            raise RuntimeError(problem)
+
+    runtime.on_startup(own_nik_key)
     runtime.on_startup(store.ensure_indexes)
     if settings.demo:
 

@@ -20,6 +20,7 @@ from giliran.auth import Principal, Role, requires
 from giliran.catalogue import SiteDef
 from giliran.contracts import Channel, Language, TicketStatus
 from giliran.errors import DomainError
+from giliran.hardening import limited_address
 from giliran.lan import is_loopback_url
 from giliran.settings import KioskPrinter
 from services.intake import sessions
@@ -310,8 +311,7 @@ def router(
                     else None,
                 }
             )
-            client = request.client.host if request.client else None
-            result = await intake.submit(command, client)
+            result = await intake.submit(command, limited_address(request, intake.limits.exempt))
         except (DomainError, ValidationError) as exc:
             message, field = _error_text(exc, lang)
             return _render(
@@ -444,7 +444,7 @@ def router(
                     "priority": priority or None,
                 }
             )
-            client = request.client.host if request.client else None
+            client = limited_address(request, intake.limits.exempt)
             result = await intake.submit(command, client, who)
         except (DomainError, ValidationError) as exc:
             message, _field = _error_text(exc, lang)
