@@ -19,14 +19,13 @@ from giliran.auth import Principal, Role, requires
 from giliran.catalogue import SiteDef
 from giliran.contracts import Channel, Language, TicketStatus
 from giliran.errors import DomainError
-from services.intake import sessions
+from services.intake import offer, sessions
 from services.intake.errors import NikRequired
 from services.intake.handlers import Intake, Scores, SubmitRequest
 from services.intake.http import LinkResent, Links, Site, Status, Token
 from services.intake.models import ResendLink
 from services.intake.problems import describe
 from services.intake.skm import QUESTIONS
-from services.intake.views import registration_text
 
 PAGES = Jinja2Templates(directory=FilePath(__file__).parent / "pages")
 PRIORITY_NAMES = {
@@ -97,19 +96,6 @@ def booths_for(site: SiteDef, service: str) -> list[dict[str, Any]]:
 def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float) -> APIRouter:
     pages = APIRouter(tags=["pages"], include_in_schema=False)
 
-    async def service_rows(site: SiteDef, window: sessions.SessionWindow | None) -> list[Any]:
-        """Each service as a citizen weighs it: name, cost, what to bring, places left."""
-        left = await intake.places_left(site, window) if window else {}
-        return [
-            {
-                "def": s,
-                "cost": {"id": s.cost("id"), "en": s.cost("en")},
-                "left": left.get(s.code),
-                "limited": window is not None and left.get(s.code) is not None,
-            }
-            for s in site.services
-        ]
-
     async def session_choices(site: SiteDef) -> list[dict[str, Any]]:
         """The sessions online registration is open for now (the catalogue's admission rule)."""
         now = intake.clock()
@@ -139,64 +125,18 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             )
         return found
 
-    async def current_window(site: SiteDef) -> sessions.SessionWindow | None:
-        """The session a walk-in at the kiosk joins now, if one runs."""
-        now = intake.clock()
-        try:
-            return sessions.session_for_registration(
-                site,
-                now,
-                intake.holidays,
-                await intake._adhoc_sessions(site.site, now),
-                await intake.overrides(site.site),
-            )
-        except DomainError:
-            return None
-
-    async def next_registration(site: SiteDef) -> dict[str, str] | None:
-        """When online registration opens next, for a page that has no session open for it."""
-        now = intake.clock()
-        for window in await intake.upcoming(site.site, 60):
-            if window.cancelled:
-                continue
-            _opens, closes = sessions.registration_window(window, site.admission, site.timezone)
-            if now < closes:
-                return {
-                    "id": registration_text(window, site, now)[2],
-                    "en": registration_text(window, site, now, "en")[2],
-                    "when_id": sessions.format_local(window.opens_at, site.timezone),
-                    "when_en": sessions.format_local(window.opens_at, site.timezone, "en"),
-                }
-        return None
-
     @pages.get("/jadwal/{site}", response_class=HTMLResponse)
     async def schedule(request: Request, site: Site, lang: Lang = "id") -> Response:
         """The public session list: when each session runs, when online registration opens,
         places left per service, what it costs and what to bring, in plain Bahasa Indonesia."""
         spec = intake.site(site)
-        now = intake.clock()
-        rows = []
-        for window in await intake.upcoming(site, 30):
-            rows.append(
-                {
-                    "window": window,
-                    "when_id": sessions.format_local(window.opens_at, spec.timezone),
-                    "when_en": sessions.format_local(window.opens_at, spec.timezone, "en"),
-                    "closes": f"{window.closes_at.astimezone(ZoneInfo(spec.timezone)):%H.%M}",
-                    "registration": {
-                        "id": registration_text(window, spec, now)[2],
-                        "en": registration_text(window, spec, now, "en")[2],
-                    },
-                    "services": await service_rows(spec, window),
-                }
-            )
         return _render(
             request,
             "schedule.html",
             lang,
             site=spec,
-            sessions=rows,
-            services=await service_rows(spec, None),
+            sessions=await offer.schedule(intake, spec),
+            services=await offer.service_rows(intake, spec, None),
         )
 
     @pages.get("/", response_class=HTMLResponse)
@@ -216,8 +156,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             lang,
             site=spec,
             choices=await session_choices(spec),
-            services=await service_rows(spec, None),
-            upcoming=await next_registration(spec),
+            services=await offer.service_rows(intake, spec, None),
+            upcoming=await offer.next_registration(intake, spec),
             challenge=intake.challenge(spec.site)[0],
             closed_days=sessions.closed_days(
                 spec,
@@ -290,8 +230,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 else getattr(exc, "http_status", 422),
                 site=spec,
                 choices=await session_choices(spec),
-                services=await service_rows(spec, None),
-                upcoming=await next_registration(spec),
+                services=await offer.service_rows(intake, spec, None),
+                upcoming=await offer.next_registration(intake, spec),
                 challenge=intake.challenge(spec.site)[0],
                 form=form,
                 error=message,
@@ -382,8 +322,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             site=spec,
             window=window,
             closed=closed_message,
-            services=await service_rows(spec, window),
-            upcoming=await next_registration(spec),
+            services=await offer.service_rows(intake, spec, window),
+            upcoming=await offer.next_registration(intake, spec),
             error=None,
         )
 
@@ -398,7 +338,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
     ) -> Response:
         spec = intake.site(site)
-        window = await current_window(spec)
+        window = await offer.current_window(intake, spec)
         try:
             command = SubmitRequest.model_validate(
                 {
@@ -423,7 +363,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 site=spec,
                 window=window,
                 closed=None,
-                services=await service_rows(spec, window),
+                services=await offer.service_rows(intake, spec, window),
                 upcoming=None,
                 error=message,
                 nik_wanted=isinstance(exc, NikRequired),
@@ -455,7 +395,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 site=spec,
                 window=None,
                 closed=None,
-                services=await service_rows(spec, None),
+                services=await offer.service_rows(intake, spec, None),
                 upcoming=None,
                 error=message,
             )
