@@ -61,8 +61,10 @@ async def one_config(
             nats_url=f"nats://127.0.0.1:{infra[0].port}",
             mongo_url=f"mongodb://127.0.0.1:{infra[1].port}/?directConnection=true",
             db_prefix="scaleout",
-            nik_hash_key=SecretStr("bench-nik-key"),
-            session_key=SecretStr("bench-session-key"),
+            nik_hash_key=SecretStr("bench-nik-hash-key-0123456789abcdefghij"),
+            nik_encryption_key=SecretStr("2sklCeVOsLm_1IFPRqUGUAZ211p0OOuLY686SWDloUo="),
+            session_key=SecretStr("bench-session-key-0123456789abcdefghij"),
+            audit_key=SecretStr("bench-audit-key-of-sufficient-length-0123"),
         )
         for n in range(instances):
             process = service_process(

@@ -109,8 +109,10 @@ async def start_stack(args: argparse.Namespace) -> Stack:
             mongo_url=f"mongodb://127.0.0.1:{store.port}/?directConnection=true",
             db_prefix="bench",
             catalogue_dir=catalogue,
-            nik_hash_key=SecretStr("bench-nik-key"),
-            session_key=SecretStr("bench-session-key"),
+            nik_hash_key=SecretStr("bench-nik-hash-key-0123456789abcdefghij"),
+            nik_encryption_key=SecretStr("2sklCeVOsLm_1IFPRqUGUAZ211p0OOuLY686SWDloUo="),
+            session_key=SecretStr("bench-session-key-0123456789abcdefghij"),
+            audit_key=SecretStr("bench-audit-key-of-sufficient-length-0123"),
         )
         env = {"GILIRAN_DEMO": "true", "GILIRAN_LOG_LEVEL": "WARNING", **dict(args.env)}
         for name in SERVICES:

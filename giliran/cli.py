@@ -116,7 +116,30 @@ def up(args: argparse.Namespace) -> int:
         raise SystemExit("giliran: --site and --secure cannot be combined yet")
     data_dir: Path = (args.data or default_data_dir()).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(_up(args, data_dir, _nik_key(data_dir)))
+    # Read before _nik_key creates it: a data directory from before NIK encryption keys of their
+    # own (ADR 0113) still needs the derived key to read the NIKs it holds.
+    upgrading = (data_dir / "secrets" / "nik_hash_key").exists()
+    nik_key = _nik_key(data_dir)
+    _nik_encryption_key(data_dir, upgrading)
+    return asyncio.run(_up(args, data_dir, nik_key))
+
+
+def _nik_encryption_key(data_dir: Path, upgrading: bool) -> str:
+    """The NIK encryption key list of a data directory (its own Fernet key, created on first
+    start). For a directory made before, `<new>,derived`: new NIKs use the new key, stored ones
+    still decrypt; `giliran keys rotate-nik` then moves them and `,derived` can go."""
+    path = data_dir / "secrets" / "nik_encryption_key"
+    if not path.exists():
+        from cryptography.fernet import Fernet
+
+        key = Fernet.generate_key().decode()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{key},derived" if upgrading else key)
+        path.chmod(0o600)
+        if upgrading:
+            print(f"  new NIK encryption key in {path}: run `giliran keys rotate-nik`, then "
+                  "remove ',derived' from that file (docs/security.md)")  # fmt: skip
+    return path.read_text().strip()
 
 
 async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
@@ -160,8 +183,11 @@ async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
             await store.wait_listening()
             env["GILIRAN_MONGO_URL"] = f"mongodb://127.0.0.1:{store.port}/?directConnection=true"
         env.setdefault("GILIRAN_NIK_HASH_KEY", nik_key)
+        env.setdefault("GILIRAN_NIK_ENCRYPTION_KEY", _nik_encryption_key(data_dir, False))
         # One session key for all four services: a sign-in at one is valid at the others.
         env.setdefault("GILIRAN_SESSION_KEY", _nik_key(data_dir, "session_key"))
+        # One audit key too: the four services append to one chain, keyed with it.
+        env.setdefault("GILIRAN_AUDIT_KEY", _nik_key(data_dir, "audit_key"))
         if args.demo:
             env["GILIRAN_DEMO"] = "true"
         office = _office(args)

@@ -239,7 +239,9 @@ def service_process(
     port = port or free_port()
     secrets = {
         "GILIRAN_NIK_HASH_KEY": settings.nik_hash_key,
+        "GILIRAN_NIK_ENCRYPTION_KEY": settings.nik_encryption_key,
         "GILIRAN_SESSION_KEY": settings.session_key,
+        "GILIRAN_AUDIT_KEY": settings.audit_key,
     }
     environment = {
         **os.environ,

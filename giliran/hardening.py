@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from urllib.parse import urlsplit
 
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # No inline script anywhere (pages load their JS from /static/); inline styles stay allowed
@@ -23,6 +24,29 @@ CROSS_ORIGIN_ID = (
     "Akses ditolak: formulir ini dikirim dari situs lain. Buka halaman Giliran lalu kirim lagi."
 )
 CROSS_ORIGIN_EN = "Access denied: this form was sent from another site. Open the Giliran page."
+
+
+# Headers through which a proxy (or anyone pretending to be one) names the client.
+FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
+
+
+def forwarded(connection: HTTPConnection) -> bool:
+    """The request names its client in a forwarding header: its client address (what uvicorn
+    made of that header, for a trusted proxy) is a value someone sent, not the TCP peer."""
+    return any(connection.headers.get(name) for name in FORWARDING_HEADERS)
+
+
+def limited_address(connection: HTTPConnection, exempt: Collection[str]) -> str | None:
+    """The address a request's rate limits count under, or None when it is exempt. Only the
+    real TCP peer can be exempt (the box itself, a kiosk on it): a forwarded value never is, so
+    a client behind a proxy that passes `X-Forwarded-For: 127.0.0.1` through (with
+    GILIRAN_FORWARDED_ALLOW_IPS="*") is counted under 127.0.0.1 like anyone else (ADR 0114)."""
+    host = connection.client.host if connection.client else None
+    if host is None:
+        return None
+    if host in exempt and not forwarded(connection):
+        return None
+    return host
 
 
 def _headers(path: str) -> list[tuple[bytes, bytes]]:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 
 from fastapi import Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import Gauge
 from pydantic import BaseModel
+from starlette.background import BackgroundTask
 
+from giliran.auth.web import DEVICE_COOKIE, SESSION_COOKIE
 from giliran.contracts.subjects import site_of
 
 HEARTBEAT_SECONDS = 15.0
@@ -52,6 +56,101 @@ class Changes:
         return self._versions[key]
 
 
+# A refused stream may be asked for again this much later (an EventSource gives up on a 429;
+# a page reloading later gets its stream).
+STREAMS_RETRY_SECONDS = 30
+SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+
+
+def credential_of(request: Request) -> str | None:
+    """What a stream's viewer signed in with (an API token, a session or a device cookie), to
+    count its streams: the same credential on many screens counts as one viewer."""
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header
+    return request.cookies.get(SESSION_COOKIE) or request.cookies.get(DEVICE_COOKIE)
+
+
+@dataclass
+class StreamLimits:
+    """Open server-push streams in this process, per client address and per credential: each
+    holds a connection and a task for hours, so one address or one stolen token opening
+    thousands would exhaust the process (docs/security.md)."""
+
+    per_address: int
+    per_credential: int
+    _open: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def open_for(self, key: str) -> int:
+        return self._open.get(key, 0)
+
+    def admit(self, request: Request, credential: str | None) -> Callable[[], None] | None:
+        """A release function for a new stream, or None when a limit is reached."""
+        address = request.client.host if request.client else "-"
+        keys = [(f"address:{address}", self.per_address)]
+        if credential:
+            digest = hashlib.sha256(credential.encode()).hexdigest()[:32]
+            keys.append((f"credential:{digest}", self.per_credential))
+        if any(self._open.get(key, 0) >= limit for key, limit in keys):
+            return None
+        for key, _ in keys:
+            self._open[key] += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            for key, _ in keys:
+                self._open[key] -= 1
+                if self._open[key] <= 0:
+                    del self._open[key]
+
+        return release
+
+
+def too_many_streams() -> JSONResponse:
+    body = {
+        "error": {
+            "code": "too_many_streams",
+            "message_id": "Terlalu banyak tayangan langsung yang terbuka dari alamat atau akun ini."
+            " Tutup salah satu lalu coba lagi.",
+            "message_en": "Too many live streams are open from this address or credential. "
+            "Close one and try again.",
+        }
+    }
+    headers = {"Retry-After": str(STREAMS_RETRY_SECONDS)}
+    return JSONResponse(body, status_code=429, headers=headers)
+
+
+def limited_stream(
+    request: Request,
+    limits: StreamLimits | None,
+    credential: str | None,
+    chunks: Callable[[], AsyncIterator[str]],
+) -> Response:
+    """The SSE response over `chunks()`, or 429 (bilingual, Retry-After) when this address or
+    credential already holds its share of open streams."""
+    release = limits.admit(request, credential) if limits is not None else None
+    if limits is not None and release is None:
+        return too_many_streams()
+
+    async def body() -> AsyncIterator[str]:
+        try:
+            async for chunk in chunks():
+                yield chunk
+        finally:
+            if release is not None:
+                release()
+
+    # Released again (idempotent) once the response is over, also when the body never started.
+    background = BackgroundTask(release) if release is not None else None
+    return StreamingResponse(
+        body(), media_type="text/event-stream", headers=SSE_HEADERS, background=background
+    )
+
+
 def sse_response(
     request: Request,
     changes: Changes,
@@ -62,12 +161,15 @@ def sse_response(
     coalesce_seconds: float = 0.0,
     connections: Gauge | None = None,
     still_allowed: Callable[[], Awaitable[bool]] | None = None,
-) -> StreamingResponse:
+    limits: StreamLimits | None = None,
+    credential: str | None = None,
+) -> Response:
     """Send `render()` now and after every change of `key`, with heartbeats in between; a
     browser's EventSource reconnects by itself after a drop or a restart and gets it anew.
     `connections` counts the streams open now (a board that went dark shows as a zero).
     `still_allowed` is asked before every update and heartbeat: once the viewer's credential
-    is revoked the stream ends and sends nothing more (its reconnect is then refused)."""
+    is revoked the stream ends and sends nothing more (its reconnect is then refused).
+    `limits`: at most so many open streams per address and per `credential` (429 beyond)."""
 
     async def events() -> AsyncIterator[str]:
         if connections is not None:
@@ -94,8 +196,4 @@ def sse_response(
             view = await render()
             yield f"event: {event}\ndata: {view.model_dump_json()}\n\n"
 
-    return StreamingResponse(
-        events(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return limited_stream(request, limits, credential, events)

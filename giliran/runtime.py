@@ -25,7 +25,7 @@ from pymongo.errors import PyMongoError
 
 from giliran import telemetry
 from giliran.auth.accounts import AuthStore, Role
-from giliran.auth.audit import AuditLog
+from giliran.auth.audit import AuditKeys, AuditLog
 from giliran.auth.views import audit_router
 from giliran.auth.web import Auth, LoginRequired, login_redirect, login_router, requires
 from giliran.bus import (
@@ -45,6 +45,7 @@ from giliran.contracts.subjects import STREAM, STREAM_OWNER, event_pattern
 from giliran.errors import DomainError
 from giliran.hardening import BodyLimit, SameOrigin, SecurityHeaders
 from giliran.metrics import BusMetrics, ObservedHttp, http_duration
+from giliran.push import StreamLimits
 from giliran.settings import ServiceName, Settings
 from giliran.store import (
     Collection,
@@ -82,7 +83,7 @@ class ServiceRuntime:
         self.db = self.client[settings.database_name(service)]
         auth_db = self.client[settings.auth_database]
         self.accounts = AuthStore(auth_db)
-        self.audit = AuditLog(auth_db, service)
+        self.audit = AuditLog(auth_db, service, _audit_keys(settings))
         self.auth = Auth(
             self.accounts,
             _session_key(settings),
@@ -91,6 +92,7 @@ class ServiceRuntime:
             ),
             password_checks=settings.login_concurrency,
         )
+        self.streams = StreamLimits(settings.sse_per_address, settings.sse_per_credential)
         self.consumer_metrics = ConsumerMetrics.create(self.registry)
         self.bus_metrics = BusMetrics.create(self.registry)
         self.bus_metrics.bus_connected.set_function(
@@ -190,10 +192,21 @@ class ServiceRuntime:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        weak = self.settings.weak_secrets()
+        if weak:
+            raise RuntimeError(
+                "Kunci rahasia tidak aman, layanan tidak dijalankan / unsafe secrets, not "
+                "starting (how to make them: deploy/env.example): " + "; ".join(weak)
+            )
         key = self.settings.session_key
         if (key is None or not key.get_secret_value()) and not self.settings.demo:
             raise RuntimeError(
                 "GILIRAN_SESSION_KEY is not set: sessions cannot be signed. Set a long random "
+                "value (the same for every service), or run with --demo."
+            )
+        if self.audit.keys.demo and not self.settings.demo:
+            raise RuntimeError(
+                "GILIRAN_AUDIT_KEY is not set: the audit trail cannot be keyed. Set a long random "
                 "value (the same for every service), or run with --demo."
             )
         await self.accounts.ensure_indexes()
@@ -205,7 +218,10 @@ class ServiceRuntime:
         for consumer in self.consumers:
             await consumer.inbox.ensure_indexes()
         self.relay = OutboxRelay(
-            self._outbox, self._publish, poll_seconds=self.settings.outbox_poll_seconds
+            self._outbox,
+            self._publish,
+            poll_seconds=self.settings.outbox_poll_seconds,
+            audit=self.audit.append_noted,
         )
         # The bus may be down at start: HTTP serves at once (intake keeps accepting requests into
         # its outbox) while this task keeps trying to connect.
@@ -358,6 +374,13 @@ def observed(
             telemetry.unbind_correlation(token)
 
     return run
+
+
+def _audit_keys(settings: Settings) -> AuditKeys:
+    keys = AuditKeys.parse(settings.audit_key.get_secret_value() if settings.audit_key else None)
+    if keys.demo:
+        log.warning("GILIRAN_AUDIT_KEY not set: the audit trail is keyed with the demo key")
+    return keys
 
 
 def _session_key(settings: Settings) -> str:

@@ -59,8 +59,10 @@ def settings(nats_proc: ManagedProcess, mongo_url: str) -> Settings:
         nats_url=f"nats://127.0.0.1:{nats_proc.port}",
         mongo_url=mongo_url,
         db_prefix=f"t{uuid.uuid4().hex[:12]}",
-        nik_hash_key=SecretStr("test-key"),
-        session_key=SecretStr("test-session-key"),
+        nik_hash_key=SecretStr("test-nik-hash-key-0123456789abcdefghij"),
+        nik_encryption_key=SecretStr("2sklCeVOsLm_1IFPRqUGUAZ211p0OOuLY686SWDloUo="),
+        session_key=SecretStr("test-session-key-0123456789abcdefghij"),
+        audit_key=SecretStr("test-audit-key-of-sufficient-length-0123"),
         demo=True,
         outbox_poll_seconds=0.2,
         retry_backoff_seconds=[0.1, 0.2, 0.3, 0.5],
@@ -247,6 +249,18 @@ def require_chromium() -> None:
         pytest.skip(f"{CHROMIUM} missing (apt-get install chromium)")
 
 
+def require_tools(*names: str) -> None:
+    """Debian programs a test reads its output with or drives (espeak-ng, sox, pdftoppm...;
+    `make browser` installs them as root): missing in CI is a failure, elsewhere a skip."""
+    import shutil
+
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{', '.join(missing)} missing: `make browser` installs them")
+        pytest.skip(f"{', '.join(missing)} missing (make browser installs them)")
+
+
 def service_process(
     name: ServiceName, settings: Settings, log_dir: Path, port: int | None = None
 ) -> ManagedProcess:
@@ -304,7 +318,7 @@ def secured_nats(tmp_path: Path) -> Iterator[SecuredNats]:
     from giliran.settings import SERVICES
 
     users = all_users(SERVICES, load_catalogue(Settings().catalogue_dir).sites)
-    passwords = {user: secrets.token_urlsafe(16) for user in users}
+    passwords = {user: secrets.token_urlsafe(32) for user in users}
     env = {**os.environ, **server_environment(passwords)}
     server = nats_server(tmp_path, config=NATS_CONFIG, env=env).start()
     asyncio.run(server.wait_listening())

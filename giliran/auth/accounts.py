@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -262,6 +263,15 @@ class AuthStore:
             {"_id": token_id}, {"$set": {"revoked": True, "revoked_at": instant(utcnow())}}
         )
         return found.matched_count == 1
+
+    async def revoke_labelled(self, labels: Sequence[str]) -> int:
+        """Revoke every live token with one of these labels (`giliran up --demo` ends the
+        tokens it printed at earlier starts); the count revoked."""
+        found = await self.tokens.update_many(
+            {"label": {"$in": list(labels)}, "revoked": False},
+            {"$set": {"revoked": True, "revoked_at": instant(utcnow())}},
+        )
+        return found.modified_count
 
     async def list_tokens(self) -> list[Document]:
         return [

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from giliran.auth import Principal, Role, requires, wrong_site
 from giliran.contracts import Channel
 from giliran.contracts.subjects import SITE_PATTERN
-from giliran.push import Changes
+from giliran.hardening import limited_address
+from giliran.push import Changes, limited_stream
 from services.intake import sessions
 from services.intake.errors import UnknownSite
 from services.intake.handlers import Intake, Scores, SubmitRequest
@@ -133,7 +134,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         """Register. Channel `kiosk` needs a kiosk's sign-in (token or session) at the site,
         channel `counter` an officer's; a NIK already registered is refused (409) without a
         word about the request that holds it: see POST /requests/resend-link."""
-        client = request.client.host if request.client else None
+        client = limited_address(request, intake.limits.exempt)
         # Only a channel that needs a sign-in looks for one: a citizen's browser may carry an
         # officer's session cookie, whose CSRF check an online registration must not face.
         online = body.channel is Channel.ONLINE
@@ -172,7 +173,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         return await status.view(token)
 
     @api.get("/status/{token}/stream")
-    async def stream_status(token: Token, request: Request) -> StreamingResponse:
+    async def stream_status(token: Token, request: Request) -> Response:
         """Server push (SSE): the status now, again within moments of each ticket event, and
         every 15 s anyway (positions move as others are called)."""
         doc = await intake.by_token(token)
@@ -188,11 +189,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 await status.changes.wait(request_id, seen, HEARTBEAT_SECONDS)
                 await asyncio.sleep(0.05)  # one update for a burst of events
 
-        return StreamingResponse(
-            events(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        # The status link is the citizen's credential: a few tabs, not thousands.
+        return limited_stream(request, request.app.state.runtime.streams, token, events)
 
     @api.post(
         "/requests/resend-link",

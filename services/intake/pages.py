@@ -3,7 +3,8 @@ toggle): registration, kiosk and printed ticket, status with server push, SKM su
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+from collections.abc import Mapping
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -19,21 +20,20 @@ from giliran.auth import Principal, Role, requires
 from giliran.catalogue import SiteDef
 from giliran.contracts import Channel, Language, TicketStatus
 from giliran.errors import DomainError
+from giliran.hardening import limited_address
+from giliran.lan import is_loopback_url
+from giliran.settings import KioskPrinter
 from services.intake import offer, sessions
 from services.intake.errors import NikRequired
 from services.intake.handlers import Intake, Scores, SubmitRequest
 from services.intake.http import LinkResent, Links, Site, Status, Token
 from services.intake.models import ResendLink
+from services.intake.printing import PrinterFailed, escpos_bytes, send_to_printer
 from services.intake.problems import describe
 from services.intake.skm import QUESTIONS
+from services.intake.slip import Paper, Slip, slip_for
 
 PAGES = Jinja2Templates(directory=FilePath(__file__).parent / "pages")
-PRIORITY_NAMES = {
-    "elderly": {"id": "lansia", "en": "elderly"},
-    "disability": {"id": "penyandang disabilitas", "en": "disability"},
-    "pregnancy": {"id": "ibu hamil", "en": "pregnant"},
-    "infant": {"id": "membawa bayi", "en": "with an infant"},
-}
 Lang = Annotated[str, Query(pattern=r"^(id|en)$")]
 # The kiosk pages register walk-ins straight into the line: a kiosk's sign-in at that site only
 # (a kiosk account's session cookie, or its token), strangers are sent to /login (ADR 0102).
@@ -42,7 +42,8 @@ KioskDevice = Annotated[Principal, Depends(requires(Role.KIOSK, site_from="site"
 
 def qr_svg(url: str) -> str:
     """The status link as an inline SVG QR code (segno: no image files, no network)."""
-    return str(segno.make(url, error="m").svg_inline(scale=4, border=2))
+    # omitsize: a viewBox only, so CSS sizes it (with width/height set, a smaller box crops it).
+    return str(segno.make(url, error="m").svg_inline(border=2, omitsize=True))
 
 
 def _texts(lang: str) -> Any:
@@ -84,17 +85,50 @@ def _error_text(exc: Exception, lang: str) -> tuple[str, str | None]:
     raise exc
 
 
-def booths_for(site: SiteDef, service: str) -> list[dict[str, Any]]:
-    """Counters serving a service, with where to find them (printed on the ticket)."""
-    return [
-        {"name": c.name.model_dump(), "hint": c.hint.model_dump() if c.hint else None}
-        for c in site.counters
-        if service in c.services
-    ]
-
-
-def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float) -> APIRouter:
+def router(
+    intake: Intake,
+    status: Status,
+    links: Links,
+    *,
+    wait_seconds: float,
+    printers: Mapping[str, KioskPrinter] | None = None,
+) -> APIRouter:
     pages = APIRouter(tags=["pages"], include_in_schema=False)
+    kiosk_printers = dict(printers or {})
+
+    def printer_of(site: str, kiosk: Principal) -> KioskPrinter | None:
+        """The signed-in kiosk's printer (GILIRAN_KIOSK_PRINTERS by the kiosk's name: its paired
+        device label or account), only at the printer's own site."""
+        printer = kiosk_printers.get(kiosk.name)
+        return printer if printer is not None and printer.site == site else None
+
+    async def slip_of(request: Request, token: str, lang: str) -> tuple[Slip, SiteDef]:
+        view = await status.view(token)
+        spec = intake.site(view.site)
+        return slip_for(view, spec, lang, links.page(request, token), intake.clock()), spec
+
+    async def to_the_ticket(
+        request: Request, site: str, token: str, lang: str, kiosk: Principal
+    ) -> RedirectResponse:
+        """After a kiosk issued or checked in: print on the kiosk's ESC/POS printer if it has one
+        (the page then only shows the ticket), else let the kiosk's browser print the page."""
+        query = {"lang": lang}
+        printer = printer_of(site, kiosk)
+        if printer is not None:
+            query["paper"] = str(printer.paper)
+        if printer is not None and printer.escpos:
+            slip, _spec = await slip_of(request, token, lang)
+            data = await asyncio.to_thread(
+                escpos_bytes, slip, Paper(printer.paper), printer.profile
+            )
+            try:
+                await send_to_printer(printer, data)
+                query["printed"] = "1"
+            except PrinterFailed:
+                query |= {"printed": "0", "autoprint": "1"}
+        else:
+            query["autoprint"] = "1"
+        return RedirectResponse(f"/kiosk/ticket/{token}?{urlencode(query)}", status_code=303)
 
     async def session_choices(site: SiteDef) -> list[dict[str, Any]]:
         """The sessions online registration is open for now (the catalogue's admission rule)."""
@@ -217,8 +251,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                     else None,
                 }
             )
-            client = request.client.host if request.client else None
-            result = await intake.submit(command, client)
+            result = await intake.submit(command, limited_address(request, intake.limits.exempt))
         except (DomainError, ValidationError) as exc:
             message, field = _error_text(exc, lang)
             return _render(
@@ -351,7 +384,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                     "priority": priority or None,
                 }
             )
-            client = request.client.host if request.client else None
+            client = limited_address(request, intake.limits.exempt)
             result = await intake.submit(command, client, who)
         except (DomainError, ValidationError) as exc:
             message, _field = _error_text(exc, lang)
@@ -369,9 +402,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 nik_wanted=isinstance(exc, NikRequired),
             )
         await intake.wait_for_tickets(result.doc["_id"], wait_seconds)
-        return RedirectResponse(
-            f"/kiosk/ticket/{result.doc['token']}?lang={lang}&autoprint=1", status_code=303
-        )
+        return await to_the_ticket(request, site, result.doc["token"], lang, who)
 
     @pages.post("/kiosk/{site}/check-in", response_class=HTMLResponse)
     async def kiosk_check_in(
@@ -399,28 +430,32 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 upcoming=None,
                 error=message,
             )
-        return RedirectResponse(f"/kiosk/ticket/{doc['token']}?lang={lang}&autoprint=1", 303)
+        return await to_the_ticket(request, site, doc["token"], lang, who)
 
     @pages.get("/kiosk/ticket/{token}", response_class=HTMLResponse)
     async def ticket(
-        request: Request, token: Token, lang: Lang = "id", autoprint: int = 0
+        request: Request,
+        token: Token,
+        lang: Lang = "id",
+        autoprint: int = 0,
+        paper: Annotated[Paper, Query()] = Paper.MM80,
+        printed: Annotated[int | None, Query(ge=0, le=1)] = None,
     ) -> Response:
-        doc = await intake.by_token(token)
-        spec = intake.site(doc["site"])
-        view = await status.view(token)
-        url = links.page(request, token)
-        printed_at = datetime.now(ZoneInfo(spec.timezone))
+        """The ticket on the kiosk's screen, and printed by its browser on the roll's width
+        (?paper=58|80: the kiosk's printer setting, else 80 mm)."""
+        slip, spec = await slip_of(request, token, lang)
+        failed = PrinterFailed("")
         return _render(
             request,
             "ticket.html",
             lang,
             site=spec,
-            view=view,
-            qr=qr_svg(url),
-            url=url,
-            booths={t.service: booths_for(spec, t.service) for t in view.tickets},
-            priority_names=PRIORITY_NAMES,
-            printed_at=f"{printed_at:%d-%m-%Y %H.%M} WIB",
+            slip=slip,
+            qr=qr_svg(slip.status_url),
+            paper=int(paper),
+            only_this_box=is_loopback_url(slip.status_url),
+            printed=printed,
+            printer_failed=failed.message_en if lang == "en" else failed.message_id,
             autoprint=bool(autoprint),
         )
 

@@ -10,8 +10,9 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-# Fields of a request that identify a person; the purge blanks all of them.
-PERSONAL_FIELDS = ("name", "nik_encrypted", "nik_masked", "nik_hash", "phone", "email")
+# Fields of a request that identify or reach a person; the purge blanks all of them. The status
+# token too: the link in the citizen's messages then opens nothing (ADR 0115).
+PERSONAL_FIELDS = ("name", "nik_encrypted", "nik_masked", "nik_hash", "phone", "email", "token")
 
 
 # In GILIRAN_NIK_ENCRYPTION_KEY's list: the key derived from the NIK hash key (the default).
@@ -74,6 +75,31 @@ class NikCipher:
             return self._any.rotate(token.encode()).decode()
         except InvalidToken:
             return None
+
+
+def own_key_problem(encryption_keys: str | None) -> str | None:
+    """Why intake may not start with these NIK encryption keys (ADR 0113), or None: the newest
+    key must be one of its own, so stealing the hash key (which every duplicate check uses)
+    does not also open every stored NIK. `derived` stays readable behind it while
+    `giliran keys rotate-nik` moves old NIKs off it."""
+    names = [part.strip() for part in (encryption_keys or "").split(",") if part.strip()]
+    move = (
+        "Buat kunci Fernet baru, pasang sebagai 'KUNCI_BARU,derived', jalankan ulang intake, "
+        "lalu `giliran keys rotate-nik` / Make a new Fernet key, set 'NEW_KEY,derived', restart "
+        "intake, then run `giliran keys rotate-nik` (docs/security.md)."
+    )
+    if not names:
+        return (
+            "GILIRAN_NIK_ENCRYPTION_KEY belum diisi: NIK perlu kunci enkripsi sendiri, bukan "
+            "turunan kunci hash / is not set: NIKs need an encryption key of their own, not "
+            "one derived from the hash key. " + move
+        )
+    if names[0] == DERIVED:
+        return (
+            "GILIRAN_NIK_ENCRYPTION_KEY: kunci terbaru masih 'derived' / the newest key is still "
+            "'derived' (one secret would protect both the hash and the NIKs). " + move
+        )
+    return None
 
 
 def _derived(hash_key: bytes) -> bytes:

@@ -88,7 +88,8 @@ class Registration(Admission):
         is refused, with nothing of the request that holds it (ADR 0100). `who`: the signed-in
         caller, which the kiosk and counter channels need."""
         domain.check_channel(command.channel, command.site, who)
-        if client is not None and client not in self.limits.exempt:
+        # `client`: None when exempt, decided at the edge from the real peer (limited_address).
+        if client is not None:
             await self._rate_limit(
                 f"ip:{client}", self.limits.ip_per_minute, 60, ("alamat ini", "this address")
             )

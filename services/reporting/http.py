@@ -10,13 +10,14 @@ from pathlib import Path as FilePath
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from giliran.auth import ALL_SITES, Principal, Role, requires, wrong_site
 from giliran.contracts import utcnow
 from giliran.contracts.subjects import SITE_PATTERN
 from giliran.errors import DomainError
+from giliran.push import credential_of, limited_stream
 from services.reporting import charts, exports
 from services.reporting.handlers import (
     DaySummary,
@@ -132,7 +133,7 @@ def router(reporting: Reporting) -> APIRouter:
         return await reporting.live(site, utcnow())
 
     @api.get("/api/v1/sites/{site}/live/stream")
-    async def live_stream(site: Site, request: Request, _: Reader) -> StreamingResponse:
+    async def live_stream(site: Site, request: Request, _: Reader) -> Response:
         """Server push (SSE): the live view now, then again within moments of every change;
         EventSource reconnects by itself after a drop or a restart and gets the view anew."""
 
@@ -148,11 +149,8 @@ def router(reporting: Reporting) -> APIRouter:
                 seen = view.version
                 yield f"id: {view.version}\nevent: live\ndata: {view.model_dump_json()}\n\n"
 
-        return StreamingResponse(
-            events(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        runtime = request.app.state.runtime
+        return limited_stream(request, runtime.streams, credential_of(request), events)
 
     @api.get("/charts/{site}/waiting.svg", response_class=Response)
     async def waiting_svg(site: Site, _: Reader) -> Response:

@@ -66,8 +66,10 @@ def _settings(mongo_url: str, nats_port: int) -> Settings:
         nats_url=f"nats://127.0.0.1:{nats_port}",
         mongo_url=mongo_url,
         db_prefix=f"t{uuid.uuid4().hex[:12]}",
-        nik_hash_key=SecretStr("test-key"),
-        session_key=SecretStr("test-session-key"),
+        nik_hash_key=SecretStr("test-nik-hash-key-0123456789abcdefghij"),
+        nik_encryption_key=SecretStr("2sklCeVOsLm_1IFPRqUGUAZ211p0OOuLY686SWDloUo="),
+        session_key=SecretStr("test-session-key-0123456789abcdefghij"),
+        audit_key=SecretStr("test-audit-key-of-sufficient-length-0123"),
         outbox_poll_seconds=0.2,
     )
 

@@ -37,7 +37,11 @@ SUNDAY_0905_WIB = datetime(2026, 11, 29, 2, 5, tzinfo=UTC)
 def sunday(settings: Settings) -> Settings:
     # No address is exempt here: the browser's 127.0.0.1 counts like a citizen's phone.
     return settings.model_copy(
-        update={"demo": False, "rate_limit_exempt": [], "admin_token": SecretStr("admin-secret")}
+        update={
+            "demo": False,
+            "rate_limit_exempt": [],
+            "admin_token": SecretStr("admin-secret-0123456789abcdefghij"),
+        }
     )
 
 

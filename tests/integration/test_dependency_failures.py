@@ -144,7 +144,7 @@ async def test_store_killed_requests_fail_fast_in_both_languages_and_leave_nothi
         update={
             "mongo_url": f"mongodb://127.0.0.1:{store.port}/?directConnection=true",
             "db_prefix": f"t{uuid.uuid4().hex[:12]}",
-            "nik_hash_key": SecretStr("test-key"),
+            "nik_hash_key": SecretStr("test-nik-hash-key-0123456789abcdefghij"),
         }
     )
     try:

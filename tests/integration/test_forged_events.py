@@ -46,6 +46,7 @@ def base(mongo_url: str) -> Settings:
         mongo_url=mongo_url,
         db_prefix=f"t{uuid.uuid4().hex[:12]}",
         nik_hash_key=SecretStr("test-key-of-sufficient-length-0123456789"),
+        nik_encryption_key=SecretStr("2sklCeVOsLm_1IFPRqUGUAZ211p0OOuLY686SWDloUo="),
         session_key=SecretStr("test-session-key-of-sufficient-length-012"),
         demo=True,
         outbox_poll_seconds=0.2,

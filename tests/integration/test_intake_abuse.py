@@ -53,7 +53,7 @@ def fast(settings: Settings) -> Settings:
     return settings.model_copy(
         update={
             "ticket_wait_seconds": 0.0,
-            "admin_token": SecretStr("admin-secret"),
+            "admin_token": SecretStr("admin-secret-0123456789abcdefghij"),
             "public_url": PUBLIC,
             "rate_limit_exempt": [],
         }

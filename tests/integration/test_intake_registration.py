@@ -21,7 +21,7 @@ from tests.conftest import RunningService, eventually, nats_client, running
 pytestmark = pytest.mark.integration
 
 SITE = "cikarang-utara"
-ADMIN = {"Authorization": "Bearer admin-secret"}
+ADMIN = {"Authorization": "Bearer admin-secret-0123456789abcdefghij"}
 FRIDAY_10_WIB = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 # MSC's online registration for Sunday's session opens on Saturday at 18:00 WIB (catalogue).
 SATURDAY_19_WIB = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -42,7 +42,10 @@ def body(n: int, **extra: Any) -> dict[str, Any]:
 def fast(settings: Settings) -> Settings:
     """No queue runs in these tests: do not wait for tickets."""
     return settings.model_copy(
-        update={"ticket_wait_seconds": 0.0, "admin_token": SecretStr("admin-secret")}
+        update={
+            "ticket_wait_seconds": 0.0,
+            "admin_token": SecretStr("admin-secret-0123456789abcdefghij"),
+        }
     )
 
 

@@ -116,7 +116,10 @@ async def has_ticket(svc: RunningService, token: str, status: str) -> bool:
 @pytest.fixture
 def quick(settings: Settings) -> Settings:
     return settings.model_copy(
-        update={"ticket_wait_seconds": 0.0, "admin_token": SecretStr("admin-secret")}
+        update={
+            "ticket_wait_seconds": 0.0,
+            "admin_token": SecretStr("admin-secret-0123456789abcdefghij"),
+        }
     )
 
 
@@ -252,7 +255,7 @@ async def test_the_pages_render_in_both_languages(quick: Settings) -> None:
         )
         assert browser.status_code == 303 and browser.headers["location"].endswith(f"/s/{token}")
         # The admin page behind its token.
-        svc.http.cookies.set("giliran_admin", "admin-secret")
+        svc.http.cookies.set("giliran_admin", "admin-secret-0123456789abcdefghij")
         admin = await svc.http.get("/admin?site=cikarang-utara")
         assert admin.status_code == 200 and "Sesi berikutnya" in admin.text
 

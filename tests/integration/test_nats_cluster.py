@@ -19,7 +19,7 @@ from nats.js.api import StreamInfo
 
 from giliran.bus import ensure_streams, publish_event
 from giliran.catalogue import load_catalogue
-from giliran.contracts.subjects import STREAM
+from giliran.contracts.subjects import STREAM, STREAM_OWNER
 from giliran.embedded import ManagedProcess, free_port, nats_server_binary
 from giliran.natsauth import all_users, server_environment
 from giliran.settings import REPO_ROOT, SERVICES, Settings
@@ -87,7 +87,8 @@ async def _stream(url: str, user: str, password: str) -> StreamInfo | None:
         return None
     try:
         js = client.jetstream(timeout=5)
-        await ensure_streams(js, 3)
+        # As the service would: only the stream owner reshapes an existing stream (ADR 0111).
+        await ensure_streams(js, 3, configure=user == STREAM_OWNER)
         return await js.stream_info(STREAM)
     except Exception:
         return None

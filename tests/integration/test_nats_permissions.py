@@ -162,7 +162,8 @@ async def test_allowed_flows_work_end_to_end_with_every_service_on_its_own_user(
     base = Settings(
         mongo_url=mongo_url,
         db_prefix=f"t{uuid.uuid4().hex[:12]}",
-        nik_hash_key=SecretStr("test-key"),
+        nik_hash_key=SecretStr("test-nik-hash-key-0123456789abcdefghij"),
+        nik_encryption_key=SecretStr("2sklCeVOsLm_1IFPRqUGUAZ211p0OOuLY686SWDloUo="),
         demo=True,
         outbox_poll_seconds=0.2,
         retry_backoff_seconds=[0.1, 0.2, 0.3, 0.5],

@@ -26,7 +26,10 @@ async def test_fuzzing_the_openapi_finds_no_server_error_nor_schema_violation(
     settings: Settings, tmp_path: Path, name: ServiceName
 ) -> None:
     fuzzed = settings.model_copy(
-        update={"ticket_wait_seconds": 0.0, "admin_token": SecretStr("admin-secret")}
+        update={
+            "ticket_wait_seconds": 0.0,
+            "admin_token": SecretStr("admin-secret-0123456789abcdefghij"),
+        }
     )
     app, runtime = build_service(name, fuzzed)
     async with serving(app, free_port()) as url:
@@ -54,7 +57,7 @@ async def test_fuzzing_the_openapi_finds_no_server_error_nor_schema_violation(
             "--exclude-path-regex",
             "/stream$",
             "-H",
-            "Authorization: Bearer admin-secret",
+            "Authorization: Bearer admin-secret-0123456789abcdefghij",
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             cwd=tmp_path,

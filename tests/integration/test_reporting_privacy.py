@@ -39,7 +39,7 @@ def traces(citizen: dict[str, str]) -> list[str]:
         *citizen["name"].lower().split(),
         citizen["nik"],
         mask_nik(citizen["nik"]),
-        nik_hash(citizen["nik"], b"test-key"),
+        nik_hash(citizen["nik"], b"test-nik-hash-key-0123456789abcdefghij"),
         digits,  # inside 08..., +628... and 628... alike
         citizen["email"].lower(),
         citizen["email"].split("@")[0].lower(),

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 SITE = "cikarang-utara"
 SESSION = "cikarang-utara-20261129"  # Sunday 29 November 2026, 09:00-11:00 WIB
-ADMIN = {"Authorization": "Bearer admin-secret"}
+ADMIN = {"Authorization": "Bearer admin-secret-0123456789abcdefghij"}
 FRIDAY_10_WIB = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 SATURDAY_1759_WIB = datetime(2026, 11, 28, 10, 59, tzinfo=UTC)
 SATURDAY_1800_WIB = datetime(2026, 11, 28, 11, 0, tzinfo=UTC)
@@ -47,7 +47,7 @@ def fast(settings: Settings) -> Settings:
     return settings.model_copy(
         update={
             "ticket_wait_seconds": 0.0,
-            "admin_token": SecretStr("admin-secret"),
+            "admin_token": SecretStr("admin-secret-0123456789abcdefghij"),
             "demo": False,
         }
     )
@@ -199,7 +199,7 @@ async def test_counter_minutes_bound_every_service_together(fast: Settings) -> N
         printing = await svc.http.post("/api/v1/requests", json=body(100))
         assert printing.status_code == 409, printing.text
         assert (await quota_row(svc, "KTP-CETAK"))["places_left"] == 0
-        svc.http.cookies.set("giliran_admin", "admin-secret")
+        svc.http.cookies.set("giliran_admin", "admin-secret-0123456789abcdefghij")
         page = await svc.http.get("/admin?site=cikarang-utara")
         assert "480 ÷ 5 menit" in page.text and "Kapasitas sesi: 480 menit-loket" in page.text
 
