@@ -23,7 +23,7 @@ from giliran.errors import DomainError
 from giliran.hardening import limited_address
 from giliran.lan import is_loopback_url
 from giliran.settings import KioskPrinter
-from services.intake import sessions
+from services.intake import offer, sessions
 from services.intake.errors import NikRequired
 from services.intake.handlers import Intake, Scores, SubmitRequest
 from services.intake.http import LinkResent, Links, Site, Status, Token
@@ -32,7 +32,6 @@ from services.intake.printing import PrinterFailed, escpos_bytes, send_to_printe
 from services.intake.problems import describe
 from services.intake.skm import QUESTIONS
 from services.intake.slip import Paper, Slip, slip_for
-from services.intake.views import registration_text
 
 PAGES = Jinja2Templates(directory=FilePath(__file__).parent / "pages")
 Lang = Annotated[str, Query(pattern=r"^(id|en)$")]
@@ -131,19 +130,6 @@ def router(
             query["autoprint"] = "1"
         return RedirectResponse(f"/kiosk/ticket/{token}?{urlencode(query)}", status_code=303)
 
-    async def service_rows(site: SiteDef, window: sessions.SessionWindow | None) -> list[Any]:
-        """Each service as a citizen weighs it: name, cost, what to bring, places left."""
-        left = await intake.places_left(site, window) if window else {}
-        return [
-            {
-                "def": s,
-                "cost": {"id": s.cost("id"), "en": s.cost("en")},
-                "left": left.get(s.code),
-                "limited": window is not None and left.get(s.code) is not None,
-            }
-            for s in site.services
-        ]
-
     async def session_choices(site: SiteDef) -> list[dict[str, Any]]:
         """The sessions online registration is open for now (the catalogue's admission rule)."""
         now = intake.clock()
@@ -173,64 +159,18 @@ def router(
             )
         return found
 
-    async def current_window(site: SiteDef) -> sessions.SessionWindow | None:
-        """The session a walk-in at the kiosk joins now, if one runs."""
-        now = intake.clock()
-        try:
-            return sessions.session_for_registration(
-                site,
-                now,
-                intake.holidays,
-                await intake._adhoc_sessions(site.site, now),
-                await intake.overrides(site.site),
-            )
-        except DomainError:
-            return None
-
-    async def next_registration(site: SiteDef) -> dict[str, str] | None:
-        """When online registration opens next, for a page that has no session open for it."""
-        now = intake.clock()
-        for window in await intake.upcoming(site.site, 60):
-            if window.cancelled:
-                continue
-            _opens, closes = sessions.registration_window(window, site.admission, site.timezone)
-            if now < closes:
-                return {
-                    "id": registration_text(window, site, now)[2],
-                    "en": registration_text(window, site, now, "en")[2],
-                    "when_id": sessions.format_local(window.opens_at, site.timezone),
-                    "when_en": sessions.format_local(window.opens_at, site.timezone, "en"),
-                }
-        return None
-
     @pages.get("/jadwal/{site}", response_class=HTMLResponse)
     async def schedule(request: Request, site: Site, lang: Lang = "id") -> Response:
         """The public session list: when each session runs, when online registration opens,
         places left per service, what it costs and what to bring, in plain Bahasa Indonesia."""
         spec = intake.site(site)
-        now = intake.clock()
-        rows = []
-        for window in await intake.upcoming(site, 30):
-            rows.append(
-                {
-                    "window": window,
-                    "when_id": sessions.format_local(window.opens_at, spec.timezone),
-                    "when_en": sessions.format_local(window.opens_at, spec.timezone, "en"),
-                    "closes": f"{window.closes_at.astimezone(ZoneInfo(spec.timezone)):%H.%M}",
-                    "registration": {
-                        "id": registration_text(window, spec, now)[2],
-                        "en": registration_text(window, spec, now, "en")[2],
-                    },
-                    "services": await service_rows(spec, window),
-                }
-            )
         return _render(
             request,
             "schedule.html",
             lang,
             site=spec,
-            sessions=rows,
-            services=await service_rows(spec, None),
+            sessions=await offer.schedule(intake, spec),
+            services=await offer.service_rows(intake, spec, None),
         )
 
     @pages.get("/", response_class=HTMLResponse)
@@ -250,8 +190,8 @@ def router(
             lang,
             site=spec,
             choices=await session_choices(spec),
-            services=await service_rows(spec, None),
-            upcoming=await next_registration(spec),
+            services=await offer.service_rows(intake, spec, None),
+            upcoming=await offer.next_registration(intake, spec),
             challenge=intake.challenge(spec.site)[0],
             closed_days=sessions.closed_days(
                 spec,
@@ -323,8 +263,8 @@ def router(
                 else getattr(exc, "http_status", 422),
                 site=spec,
                 choices=await session_choices(spec),
-                services=await service_rows(spec, None),
-                upcoming=await next_registration(spec),
+                services=await offer.service_rows(intake, spec, None),
+                upcoming=await offer.next_registration(intake, spec),
                 challenge=intake.challenge(spec.site)[0],
                 form=form,
                 error=message,
@@ -415,8 +355,8 @@ def router(
             site=spec,
             window=window,
             closed=closed_message,
-            services=await service_rows(spec, window),
-            upcoming=await next_registration(spec),
+            services=await offer.service_rows(intake, spec, window),
+            upcoming=await offer.next_registration(intake, spec),
             error=None,
         )
 
@@ -431,7 +371,7 @@ def router(
         lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
     ) -> Response:
         spec = intake.site(site)
-        window = await current_window(spec)
+        window = await offer.current_window(intake, spec)
         try:
             command = SubmitRequest.model_validate(
                 {
@@ -456,7 +396,7 @@ def router(
                 site=spec,
                 window=window,
                 closed=None,
-                services=await service_rows(spec, window),
+                services=await offer.service_rows(intake, spec, window),
                 upcoming=None,
                 error=message,
                 nik_wanted=isinstance(exc, NikRequired),
@@ -486,7 +426,7 @@ def router(
                 site=spec,
                 window=None,
                 closed=None,
-                services=await service_rows(spec, None),
+                services=await offer.service_rows(intake, spec, None),
                 upcoming=None,
                 error=message,
             )
