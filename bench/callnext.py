@@ -113,6 +113,7 @@ async def run(lengths: Sequence[int], calls: int) -> None:
         nik_hash_key=SecretStr("bench-nik-hash-key-0123456789abcdefghij"),
         nik_encryption_key=SecretStr("2sklCeVOsLm_1IFPRqUGUAZ211p0OOuLY686SWDloUo="),
         session_key=SecretStr("bench-session-key-0123456789abcdefghij"),
+        audit_key=SecretStr("bench-audit-key-of-sufficient-length-0123"),
     )
     queue = service_process("queue", settings, work, env={"GILIRAN_LOG_LEVEL": "WARNING"})
     queue.start()

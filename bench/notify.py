@@ -162,6 +162,7 @@ async def notify_process(stack: Stack, gateway_url: str, rate_limit: float) -> A
         "GILIRAN_NOTIFY_CONFIG": str(config),
         "GILIRAN_LOG_LEVEL": "WARNING",
         "GILIRAN_SESSION_KEY": "bench-session-key-0123456789abcdefghij",
+        "GILIRAN_AUDIT_KEY": "bench-audit-key-of-sufficient-length-0123",
     }
     with stack.notify_log.open("ab") as log:
         process = await asyncio.create_subprocess_exec(

@@ -64,6 +64,7 @@ async def one_config(
             nik_hash_key=SecretStr("bench-nik-hash-key-0123456789abcdefghij"),
             nik_encryption_key=SecretStr("2sklCeVOsLm_1IFPRqUGUAZ211p0OOuLY686SWDloUo="),
             session_key=SecretStr("bench-session-key-0123456789abcdefghij"),
+            audit_key=SecretStr("bench-audit-key-of-sufficient-length-0123"),
         )
         for n in range(instances):
             process = service_process(

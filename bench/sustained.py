@@ -112,6 +112,7 @@ async def start_stack(args: argparse.Namespace) -> Stack:
             nik_hash_key=SecretStr("bench-nik-hash-key-0123456789abcdefghij"),
             nik_encryption_key=SecretStr("2sklCeVOsLm_1IFPRqUGUAZ211p0OOuLY686SWDloUo="),
             session_key=SecretStr("bench-session-key-0123456789abcdefghij"),
+            audit_key=SecretStr("bench-audit-key-of-sufficient-length-0123"),
         )
         env = {"GILIRAN_DEMO": "true", "GILIRAN_LOG_LEVEL": "WARNING", **dict(args.env)}
         for name in SERVICES:

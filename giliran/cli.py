@@ -193,6 +193,8 @@ async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
         env.setdefault("GILIRAN_NIK_ENCRYPTION_KEY", _nik_encryption_key(data_dir, False))
         # One session key for all four services: a sign-in at one is valid at the others.
         env.setdefault("GILIRAN_SESSION_KEY", _nik_key(data_dir, "session_key"))
+        # One audit key too: the four services append to one chain, keyed with it.
+        env.setdefault("GILIRAN_AUDIT_KEY", _nik_key(data_dir, "audit_key"))
         if args.demo:
             env["GILIRAN_DEMO"] = "true"
         office = _office(args)

@@ -241,6 +241,7 @@ def service_process(
         "GILIRAN_NIK_HASH_KEY": settings.nik_hash_key,
         "GILIRAN_NIK_ENCRYPTION_KEY": settings.nik_encryption_key,
         "GILIRAN_SESSION_KEY": settings.session_key,
+        "GILIRAN_AUDIT_KEY": settings.audit_key,
     }
     environment = {
         **os.environ,

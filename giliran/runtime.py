@@ -25,7 +25,7 @@ from pymongo.errors import PyMongoError
 
 from giliran import telemetry
 from giliran.auth.accounts import AuthStore, Role
-from giliran.auth.audit import AuditLog
+from giliran.auth.audit import AuditKeys, AuditLog
 from giliran.auth.views import audit_router
 from giliran.auth.web import Auth, LoginRequired, login_redirect, login_router, requires
 from giliran.bus import (
@@ -83,7 +83,7 @@ class ServiceRuntime:
         self.db = self.client[settings.database_name(service)]
         auth_db = self.client[settings.auth_database]
         self.accounts = AuthStore(auth_db)
-        self.audit = AuditLog(auth_db, service)
+        self.audit = AuditLog(auth_db, service, _audit_keys(settings))
         self.auth = Auth(
             self.accounts,
             _session_key(settings),
@@ -204,6 +204,11 @@ class ServiceRuntime:
                 "GILIRAN_SESSION_KEY is not set: sessions cannot be signed. Set a long random "
                 "value (the same for every service), or run with --demo."
             )
+        if self.audit.keys.demo and not self.settings.demo:
+            raise RuntimeError(
+                "GILIRAN_AUDIT_KEY is not set: the audit trail cannot be keyed. Set a long random "
+                "value (the same for every service), or run with --demo."
+            )
         await self.accounts.ensure_indexes()
         await self.audit.ensure_indexes()
         for hook in self._startup:
@@ -213,7 +218,10 @@ class ServiceRuntime:
         for consumer in self.consumers:
             await consumer.inbox.ensure_indexes()
         self.relay = OutboxRelay(
-            self._outbox, self._publish, poll_seconds=self.settings.outbox_poll_seconds
+            self._outbox,
+            self._publish,
+            poll_seconds=self.settings.outbox_poll_seconds,
+            audit=self.audit.append_noted,
         )
         # The bus may be down at start: HTTP serves at once (intake keeps accepting requests into
         # its outbox) while this task keeps trying to connect.
@@ -366,6 +374,13 @@ def observed(
             telemetry.unbind_correlation(token)
 
     return run
+
+
+def _audit_keys(settings: Settings) -> AuditKeys:
+    keys = AuditKeys.parse(settings.audit_key.get_secret_value() if settings.audit_key else None)
+    if keys.demo:
+        log.warning("GILIRAN_AUDIT_KEY not set: the audit trail is keyed with the demo key")
+    return keys
 
 
 def _session_key(settings: Settings) -> str:

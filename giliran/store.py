@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -91,12 +93,37 @@ def connect(url: str, *, timeout_seconds: float = 5.0) -> AsyncMongoClient[Docum
 
 OUTBOX = "outbox"
 OUTBOX_COUNT = "outbox_n"
+# An outbox entry's audit note: who acted, for the audit trail; taken off before publishing.
+AUDIT_NOTE = "audit"
+
+# The audit note of the action running in this task (ADR 0106): every event written while it is
+# set carries it, so the record of an action is stored in the very write that does the action.
+_ACTING: ContextVar[Document | None] = ContextVar("giliran_acting", default=None)
+
+
+@contextmanager
+def acting(note: Document) -> Iterator[None]:
+    """Events written inside this block carry `note` to the relay, which appends it to the
+    audit trail before it publishes the event (giliran.auth.AuditLog.acting builds the note)."""
+    token = _ACTING.set(note)
+    try:
+        yield
+    finally:
+        _ACTING.reset(token)
+
+
+def _entry(event: Event[Any]) -> Document:
+    entry = event.to_json_dict()
+    note = _ACTING.get()
+    if note is not None:
+        entry[AUDIT_NOTE] = note
+    return entry
 
 
 def outbox_fields(events: Sequence[Event[Any]]) -> Document:
     """Fields to put in a new document that is inserted together with its events."""
     return {
-        OUTBOX: {e.id: e.to_json_dict() for e in events},
+        OUTBOX: {e.id: _entry(e) for e in events},
         OUTBOX_COUNT: len(events),
     }
 
@@ -104,7 +131,7 @@ def outbox_fields(events: Sequence[Event[Any]]) -> Document:
 def with_outbox(update: Document, events: Sequence[Event[Any]]) -> Document:
     """Extend an update document so it also records `events` in the changed document's outbox."""
     merged: Document = {op: dict(fields) for op, fields in update.items()}
-    merged.setdefault("$set", {}).update({f"{OUTBOX}.{e.id}": e.to_json_dict() for e in events})
+    merged.setdefault("$set", {}).update({f"{OUTBOX}.{e.id}": _entry(e) for e in events})
     merged.setdefault("$inc", {})[OUTBOX_COUNT] = len(events)
     return merged
 
@@ -114,6 +141,8 @@ async def ensure_outbox_index(collection: Collection) -> None:
 
 
 Publish = Callable[[Document], Awaitable[None]]
+# Appends an event's audit note to the audit trail (idempotent per event id).
+Audit = Callable[[Document], Awaitable[None]]
 
 
 class OutboxRelay:
@@ -126,9 +155,11 @@ class OutboxRelay:
         *,
         poll_seconds: float = 0.5,
         batch: int = 200,
+        audit: Audit | None = None,
     ) -> None:
         self._collections = list(collections)
         self._publish = publish
+        self._audit = audit
         self._poll_seconds = poll_seconds
         self._batch = batch
         self._wake = asyncio.Event()
@@ -226,6 +257,11 @@ class OutboxRelay:
         sent: list[str] = []
         for event in events:
             try:
+                if AUDIT_NOTE in event:
+                    # Recorded before it leaves: an event is only removed once it is audited.
+                    if self._audit is not None:
+                        await self._audit(event)
+                    event = {k: v for k, v in event.items() if k != AUDIT_NOTE}
                 await self._publish(event)
             except Exception:
                 if not sent:

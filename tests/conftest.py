@@ -62,6 +62,7 @@ def settings(nats_proc: ManagedProcess, mongo_url: str) -> Settings:
         nik_hash_key=SecretStr("test-nik-hash-key-0123456789abcdefghij"),
         nik_encryption_key=SecretStr("2sklCeVOsLm_1IFPRqUGUAZ211p0OOuLY686SWDloUo="),
         session_key=SecretStr("test-session-key-0123456789abcdefghij"),
+        audit_key=SecretStr("test-audit-key-of-sufficient-length-0123"),
         demo=True,
         outbox_poll_seconds=0.2,
         retry_backoff_seconds=[0.1, 0.2, 0.3, 0.5],
@@ -246,6 +247,18 @@ def require_chromium() -> None:
         if os.environ.get("CI"):
             pytest.fail(f"{CHROMIUM} missing: .ci/run must install the chromium package")
         pytest.skip(f"{CHROMIUM} missing (apt-get install chromium)")
+
+
+def require_tools(*names: str) -> None:
+    """Debian programs a test reads its output with or drives (espeak-ng, sox, pdftoppm...;
+    `make browser` installs them as root): missing in CI is a failure, elsewhere a skip."""
+    import shutil
+
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{', '.join(missing)} missing: `make browser` installs them")
+        pytest.skip(f"{', '.join(missing)} missing (make browser installs them)")
 
 
 def service_process(

@@ -1,10 +1,13 @@
-"""The audit trail: one hash-chained log of counter and admin actions in the `<prefix>_auth` db."""
+"""The audit trail: one HMAC-chained log of counter and admin actions in the `<prefix>_auth` db."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo import DESCENDING
@@ -13,18 +16,64 @@ from pymongo.errors import DuplicateKeyError
 
 from giliran.auth.accounts import Principal
 from giliran.contracts import utcnow
-from giliran.store import Document, instant
+from giliran.store import AUDIT_NOTE, Document, acting, from_instant, instant
 
 GENESIS = "0" * 64
-HASHED = ("seq", "at", "service", "actor", "role", "site", "action", "target", "before", "after")
+HASHED = (
+    "seq", "at", "service", "actor", "role", "site", "action", "target", "before", "after",
+    "event", "key",
+)  # fmt: skip
 MAX_RACES = 50
+# Without GILIRAN_AUDIT_KEY (demo and tests only; start-up refuses it otherwise): a key anyone
+# can read here, so such a chain shows accidents, not tampering. Its records say so (key "demo").
+DEMO_KEY = b"giliran-demo-audit-key-not-secret"
+DEMO_KEY_ID = "demo"
+# What the trail keeps of an event a counter action caused (no personal data, no priority).
+EVENT_FACTS = (
+    "ticket_id", "number", "service", "counter", "session_id", "services", "recalls",
+    "outcome", "to_service", "new_ticket_id", "paused", "reason",
+)  # fmt: skip
 
 
-def record_hash(record: Document, previous: str) -> str:
-    """SHA-256 over the previous record's hash and this record's fields in a canonical form."""
-    body = {key: record.get(key) for key in HASHED}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256((previous + canonical).encode()).hexdigest()
+def key_id(key: bytes) -> str:
+    """A short public name of a key, stored with each record so verify knows which key to use
+    (a digest of a long random key says nothing useful about it)."""
+    return hashlib.sha256(b"giliran-audit-key-id:" + key).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class AuditKeys:
+    """The keys of the chain, newest first: new records are keyed with the first, verify
+    accepts any (rotation: put a new key in front, keep the old ones for verify)."""
+
+    keys: tuple[bytes, ...]
+    demo: bool = False
+
+    @classmethod
+    def parse(cls, configured: str | None) -> AuditKeys:
+        """GILIRAN_AUDIT_KEY: comma-separated, newest first; unset: the demo key."""
+        keys = tuple(k.strip().encode() for k in (configured or "").split(",") if k.strip())
+        return cls(keys) if keys else cls((DEMO_KEY,), demo=True)
+
+    @property
+    def signing_id(self) -> str:
+        return DEMO_KEY_ID if self.demo else key_id(self.keys[0])
+
+    def by_id(self, wanted: str) -> bytes | None:
+        """The key named `wanted`; the public demo key only when no key is configured, so a
+        chain rebuilt with it does not pass where a real key is set."""
+        if wanted == DEMO_KEY_ID:
+            return DEMO_KEY if self.demo else None
+        return next((k for k in self.keys if hmac.compare_digest(key_id(k), wanted)), None)
+
+
+def record_hash(record: Document, previous: str, key: bytes) -> str:
+    """HMAC-SHA256 with the chain's key over the previous record's hash and this record's
+    fields in a canonical form: without the key, nobody can write a record, or rebuild the
+    chain from a point on, that verify accepts (ADR 0107)."""
+    body = {name: record.get(name) for name in HASHED}
+    canonical = previous + json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -35,18 +84,33 @@ class Broken:
     reason: str
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What `verify` found: records checked, the head hash, the first broken record, and how
+    many records each key (by id) signed."""
+
+    checked: int
+    head: str
+    broken: Broken | None
+    by_key: dict[str, int] = field(default_factory=dict)
+
+
 class AuditLog:
     """Append-only, one chain for all services: the record number is unique (and the `_id`), so
     two writers racing for the same number cannot both win (the loser re-reads the head and
     tries again)."""
 
-    def __init__(self, database: AsyncDatabase[Document], service: str) -> None:
+    def __init__(
+        self, database: AsyncDatabase[Document], service: str, keys: AuditKeys | None = None
+    ) -> None:
         self.records = database["audit"]
         self.service = service
+        self.keys = keys or AuditKeys.parse(None)
 
     async def ensure_indexes(self) -> None:
         # Ordered by `seq`, never by `_id`: the embedded store orders `_id` as text (10 < 9).
         await self.records.create_index("seq", unique=True)
+        await self.records.create_index("event")
 
     async def record(
         self,
@@ -57,26 +121,52 @@ class AuditLog:
         before: Any = None,
         after: Any = None,
     ) -> Document:
+        """Append a record now (an action that writes no event of its own)."""
+        return await self._append(
+            {**_note(who, action, site, target, before), "after": _json(after)}, utcnow()
+        )
+
+    @contextmanager
+    def acting(
+        self, who: Principal, action: str, site: str, target: str, before: Any = None
+    ) -> Iterator[None]:
+        """Run an action whose record travels with its events (ADR 0106): every event written
+        inside the block carries this note in its outbox entry, in the same write as the change,
+        and the outbox relay appends the record (`append_noted`) before publishing the event.
+        A crash cannot leave the change without its record; a command that changed nothing
+        leaves none."""
+        with acting({**_note(who, action, site, target, before), "service": self.service}):
+            yield
+
+    async def append_noted(self, event: Document) -> None:
+        """The record of an outbox entry's audit note; none if this event was recorded already
+        (a relay that crashed after recording, before removing the entry)."""
+        if await self.records.find_one({"event": {"$eq": event["id"]}}, {"_id": 1}):
+            return
+        data = event.get("data") or {}
+        after = {"event": event.get("type"), **{k: data[k] for k in EVENT_FACTS if k in data}}
+        note = dict(event[AUDIT_NOTE])
+        await self._append(
+            {**note, "after": _json(after), "event": event["id"]},
+            from_instant(str(event["time"])),
+        )
+
+    async def _append(self, fields: Document, at: Any) -> Document:
         for _ in range(MAX_RACES):
             head = await self.records.find_one({}, sort=[("seq", DESCENDING)])
             seq = int(head["seq"]) + 1 if head else 1
             previous = str(head["hash"]) if head else GENESIS
             doc: Document = {
+                "service": self.service,
+                **fields,
                 "_id": seq,
                 "seq": seq,
-                "at": instant(utcnow()),
-                "service": self.service,
-                "actor": who.name,
-                "role": who.role.value,
-                "site": site,
-                "action": action,
-                "target": target,
-                # Stored as JSON text: the same bytes come back from any store, so the hash holds.
-                "before": _json(before),
-                "after": _json(after),
+                "at": instant(at),
+                "key": self.keys.signing_id,
                 "prev": previous,
             }
-            doc["hash"] = record_hash(doc, previous)
+            doc.setdefault("event", None)
+            doc["hash"] = record_hash(doc, previous, self.keys.keys[0])
             try:
                 await self.records.insert_one(doc)
                 return doc
@@ -93,23 +183,46 @@ class AuditLog:
         cursor = self.records.find(query).sort("seq", 1).limit(limit)
         return [doc async for doc in cursor]
 
-    async def verify(self) -> tuple[int, str, Broken | None]:
-        """Walk the chain from the start: (records checked, head hash, first broken record)."""
+    async def verify(self) -> Verdict:
+        """Walk the chain from the start: the first record missing, relinked, edited, or not
+        signed with a configured key breaks it."""
         previous = GENESIS
         expected = 1
         checked = 0
+        by_key: dict[str, int] = {}
+
+        def broken(seq: int, reason: str) -> Verdict:
+            return Verdict(checked, previous, Broken(seq, reason), by_key)
+
         async for doc in self.records.find({}).sort("seq", 1):
             seq = int(doc["seq"])
             if seq != expected:
-                return checked, previous, Broken(expected, "record missing")
+                return broken(expected, "record missing")
             if doc.get("prev") != previous:
-                return checked, previous, Broken(seq, "link to the previous record broken")
-            if record_hash(doc, previous) != doc.get("hash"):
-                return checked, previous, Broken(seq, "content does not match its hash")
+                return broken(seq, "link to the previous record broken")
+            signed_by = str(doc.get("key"))
+            key = self.keys.by_id(signed_by)
+            if key is None:
+                return broken(seq, "not signed with a key GILIRAN_AUDIT_KEY holds")
+            if not hmac.compare_digest(record_hash(doc, previous, key), str(doc.get("hash"))):
+                return broken(seq, "content does not match its hash")
+            by_key[signed_by] = by_key.get(signed_by, 0) + 1
             previous = str(doc["hash"])
             expected += 1
             checked += 1
-        return checked, previous, None
+        return Verdict(checked, previous, None, by_key)
+
+
+def _note(who: Principal, action: str, site: str, target: str, before: Any) -> Document:
+    return {
+        "actor": who.name,
+        "role": who.role.value,
+        "site": site,
+        "action": action,
+        "target": target,
+        # Stored as JSON text: the same bytes come back from any store, so the hash holds.
+        "before": _json(before),
+    }
 
 
 def _json(value: Any) -> str | None:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 from giliran.auth.accounts import ALL_SITES, AccountExists, AuthStore, Role
-from giliran.auth.audit import AuditLog
+from giliran.auth.audit import AuditKeys, AuditLog
 from giliran.settings import Settings
 from giliran.store import connect
 
@@ -63,7 +63,8 @@ def _run(command: Command) -> Callable[[argparse.Namespace], int]:
                 database = client[settings.auth_database]
                 store = AuthStore(database)
                 await store.ensure_indexes()
-                return await command(args, store, AuditLog(database, "cli"))
+                key = settings.audit_key.get_secret_value() if settings.audit_key else None
+                return await command(args, store, AuditLog(database, "cli", AuditKeys.parse(key)))
             finally:
                 await client.close()
 
@@ -137,14 +138,20 @@ async def _tokens(_: argparse.Namespace, store: AuthStore, __: AuditLog) -> int:
 
 
 async def _verify(_: argparse.Namespace, __: AuthStore, audit: AuditLog) -> int:
-    checked, head, broken = await audit.verify()
-    if broken is not None:
+    found = await audit.verify()
+    keyed = ", ".join(f"{n} by key {k}" for k, n in sorted(found.by_key.items()))
+    if found.broken is not None:
         print(
-            f"BROKEN at record {broken.seq}: {broken.reason} "
-            f"({checked} record(s) before it are intact)"
+            f"BROKEN at record {found.broken.seq}: {found.broken.reason} "
+            f"({found.checked} record(s) before it are intact: {keyed or 'none'})"
         )
         return 1
-    print(f"ok: {checked} record(s), chain head {head}")
+    print(f"ok: {found.checked} record(s), chain head {found.head} ({keyed or 'empty'})")
+    if "demo" in found.by_key:
+        print(
+            "note: records keyed with the public demo key show accidents, not tampering: anyone "
+            "with store access could have rewritten them (set GILIRAN_AUDIT_KEY)"
+        )
     return 0
 
 

@@ -44,12 +44,14 @@ def audit_router(audit: AuditLog) -> APIRouter:
 
     @api.get("/api/v1/audit/verify")
     async def verify(_: Reader) -> dict[str, Any]:
-        checked, head, broken = await audit.verify()
+        found = await audit.verify()
+        broken = found.broken
         return {
             "ok": broken is None,
-            "checked": checked,
-            "head": head,
+            "checked": found.checked,
+            "head": found.head,
             "broken": None if broken is None else {"seq": broken.seq, "reason": broken.reason},
+            "by_key": found.by_key,
         }
 
     @api.get("/audit", response_class=HTMLResponse, include_in_schema=False)

@@ -171,7 +171,9 @@ def routers(intake: Intake, plans: FairPlans, audit: AuditLog) -> tuple[APIRoute
     ) -> Response:
         _kabupaten_admin(who)
         if not fair_plan.QUARTER.match(quarter):
-            quarter = fair_plan.quarter_of(intake.clock().date())
+            # The quarter of the date at the venues: from 00:00 WIB on 1 January (17:00 UTC the
+            # day before) the page opens on the new quarter, not the one that just ended.
+            quarter = fair_plan.quarter_of(plans.today(fair))
         return await render(request, who, fair, quarter)
 
     @page.post("/admin/fairs/{fair}/action", response_class=HTMLResponse)

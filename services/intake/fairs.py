@@ -43,6 +43,10 @@ class FairPlans:
             )
         return found
 
+    def today(self, template: str) -> date:
+        """The date at the fair's venues now (WIB): the UTC date lags it until 07:00."""
+        return self._today(self.fair(template))
+
     def _today(self, fair: Fair) -> date:
         return self.admin.intake.clock().astimezone(ZoneInfo(fair.timezone)).date()
 

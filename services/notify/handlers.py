@@ -54,10 +54,14 @@ from services.notify.domain import (
 )
 from services.notify.gateways import Receipt, receipt_key
 from services.notify.metrics import NotifyMetrics
-from services.notify.store import DeliveryStore
+from services.notify.store import RELEASED, DeliveryStore
 
 log = logging.getLogger("giliran.notify")
 SOURCE = "notify"
+# At most this many events reach a consumer at once (giliran/bus.py fetches 64), all of them
+# waiting for the channel's rate limiter in the worst case.
+FETCH_BATCH = 64
+HOLD_MARGIN_SECONDS = 10.0
 
 
 @dataclass
@@ -385,6 +389,7 @@ class ChannelWorker:
                 "attempts": 0,
                 "cost_units": 0,
                 "receipt": None,
+                "held_until": RELEASED,
                 "created_at": instant(self.clock()),
                 **facts,
             }
@@ -403,7 +408,16 @@ class ChannelWorker:
             )
             self._finished("dropped")
             return
-        attempt = await self.store.count_attempt(key)
+        now = self.clock()
+        attempt = await self.store.hold(key, now, now + timedelta(seconds=self._hold_seconds()))
+        if attempt is None:
+            # Another attempt has it in hand: at-least-once delivery handed this event to a
+            # second consumer (the ack wait ran out while the first waited on the gateway).
+            # Sending now would send it twice; come back when that attempt has ended.
+            held = await self.store.get(key)
+            if held is None or held["status"] != "sending":
+                return
+            raise RetryLater(f"delivery {key} is being sent", self._hold_seconds())
         try:
             handed = await self.channel.send(recipient, outgoing(key))
         except PermanentFailure as exc:
@@ -443,6 +457,15 @@ class ChannelWorker:
         )
         self._finished("sent", cost)
         self.wake()
+
+    def _hold_seconds(self) -> float:
+        """How long one attempt may keep its delivery: the wait in this process's rate limiter
+        for a whole fetched batch, the gateway's timeout, and a margin. A hold shorter than the
+        attempt would let a redelivery send the message a second time."""
+        config = getattr(self.channel, "config", None)
+        rate = float(getattr(config, "rate_per_second", 10.0))
+        timeout = float(getattr(config, "timeout_seconds", 10.0))
+        return FETCH_BATCH / rate + timeout + HOLD_MARGIN_SECONDS
 
     async def _fail(
         self,

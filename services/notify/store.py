@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -13,6 +13,9 @@ from pymongo.errors import DuplicateKeyError
 
 from giliran.contracts import Event, TicketStatus
 from giliran.store import Database, Document, indexed, instant, with_outbox
+
+# A delivery no attempt holds: earlier than any instant (see `DeliveryStore.hold`).
+RELEASED = instant(datetime(1970, 1, 1, tzinfo=UTC))
 
 
 class DeliveryStore:
@@ -145,17 +148,33 @@ class DeliveryStore:
     async def get(self, delivery_id: str) -> Document | None:
         return await self.deliveries.find_one({"_id": delivery_id}, {"outbox": 0})
 
-    async def count_attempt(self, delivery_id: str) -> int:
+    async def hold(self, delivery_id: str, now: datetime, until: datetime) -> int | None:
+        """Take a "sending" delivery for one attempt until `until`, counting the attempt; None
+        while another attempt holds it (a redelivery of its event to the other replica while
+        the first still waits on the gateway) or once it is no longer sending. A hold left by a
+        crashed process lapses at `until`, and the message then goes again (ADR 0005)."""
         doc = await self.deliveries.find_one_and_update(
-            {"_id": delivery_id},
-            {"$inc": {"attempts": 1}},
+            {"_id": delivery_id, "status": "sending", "held_until": {"$lte": instant(now)}},
+            {"$inc": {"attempts": 1}, "$set": {"held_until": instant(until)}},
             projection={"attempts": 1},
             return_document=ReturnDocument.AFTER,
         )
-        return int(doc["attempts"]) if doc else 1
+        if doc is None:
+            # Begun before holds existed (no field; the embedded server's `$not` does not match
+            # a missing field): released once, then taken like any other.
+            released = await self.deliveries.update_one(
+                {"_id": delivery_id, "status": "sending", "held_until": {"$exists": False}},
+                {"$set": {"held_until": RELEASED}},
+            )
+            if released.modified_count:
+                return await self.hold(delivery_id, now, until)
+        return int(doc["attempts"]) if doc else None
 
     async def note_error(self, delivery_id: str, reason: str) -> None:
-        await self.deliveries.update_one({"_id": delivery_id}, {"$set": {"last_error": reason}})
+        """A transient failure: the reason is kept and the hold let go, so the retry may send."""
+        await self.deliveries.update_one(
+            {"_id": delivery_id}, {"$set": {"last_error": reason, "held_until": RELEASED}}
+        )
 
     async def finish(
         self,
@@ -166,7 +185,7 @@ class DeliveryStore:
         *,
         from_statuses: Sequence[str] = ("sending",),
     ) -> bool:
-        update: Document = {"$set": {**fields, "status": status}}
+        update: Document = {"$set": {**fields, "status": status, "held_until": RELEASED}}
         result = await self.deliveries.update_one(
             {"_id": delivery_id, "status": {"$in": list(from_statuses)}},
             with_outbox(update, events) if events else update,

@@ -18,12 +18,13 @@ from giliran.contracts import CounterAction, CounterView, Outcome, TicketAction,
 from giliran.contracts.events import ServiceCode
 from giliran.contracts.subjects import SITE_PATTERN
 from giliran.push import credential_of, sse_response
-from services.queue.board import BoardView, LinesCache, board_view
+from services.queue.board import BoardView, LinesCache, board_view, call_shown
 from services.queue.desk import Desk
 from services.queue.domain import TicketNotFound
 from services.queue.handlers import Queue
-from services.queue.store import ticket_view
+from services.queue.store import audit_facts, ticket_view
 from services.queue.subscribers import run_counter_action, run_ticket_action
+from services.queue.voice import Announcer
 
 PAGES = Jinja2Templates(directory=FilePath(__file__).parent / "pages")
 WAITING_SHOWN = 30
@@ -94,22 +95,17 @@ BoardViewer = Annotated[Principal, Depends(requires(*BOARD_VIEWERS, page=True))]
 TicketVerb = Literal["call", "recall", "start", "complete", "no-show", "transfer", "cancel"]
 
 
-def _facts(ticket: TicketView | dict[str, object] | None) -> dict[str, object] | None:
-    """What the audit trail keeps of a ticket before/after an action (no personal data)."""
-    if ticket is None:
-        return None
-    if isinstance(ticket, TicketView):
-        ticket = ticket.model_dump(mode="json")
-    keys = ("ticket_id", "number", "service", "status", "counter", "recalls", "held", "outcome")
-    return {k: ticket.get(k) for k in keys if k in ticket}
-
-
-def router(queue: Queue, desk: Desk, audit: AuditLog, boards: Gauge | None = None) -> APIRouter:
+def router(
+    queue: Queue,
+    desk: Desk,
+    audit: AuditLog,
+    boards: Gauge | None = None,
+    announcer: Announcer | None = None,
+) -> APIRouter:
     api = APIRouter(tags=["counter"])
 
     async def before(ticket_id: str) -> dict[str, object] | None:
-        doc = await queue.store.get(ticket_id)
-        return _facts(ticket_view(doc)) if doc is not None else None
+        return audit_facts(await queue.store.get(ticket_id))
 
     @api.post(
         "/api/v1/sites/{site}/counters/{counter}/call-next",
@@ -119,8 +115,9 @@ def router(queue: Queue, desk: Desk, audit: AuditLog, boards: Gauge | None = Non
     async def call_next(
         site: Site, counter: CounterPath, who: Officer
     ) -> TicketEnvelope | Response:
-        ticket = await desk.call_next(site, counter)
-        await audit.record(who, "call_next", site, f"counter:{counter}", None, _facts(ticket))
+        # The record travels with the action's own writes (ADR 0106): none when nothing changed.
+        with audit.acting(who, "call_next", site, f"counter:{counter}"):
+            ticket = await desk.call_next(site, counter)
         if ticket is None:
             return Response(status_code=204)
         return TicketEnvelope(ticket=ticket)
@@ -140,16 +137,9 @@ def router(queue: Queue, desk: Desk, audit: AuditLog, boards: Gauge | None = Non
             services=body.services if body else None,
             session_id=body.session_id if body else None,
         )
-        was = await desk.counter(site, counter)
-        view = await run_counter_action(desk, command)
-        await audit.record(
-            who,
-            f"counter_{action}",
-            site,
-            f"counter:{counter}",
-            was.model_dump(mode="json"),
-            view.model_dump(mode="json"),
-        )
+        was = (await desk.counter(site, counter)).model_dump(mode="json")
+        with audit.acting(who, f"counter_{action}", site, f"counter:{counter}", was):
+            view = await run_counter_action(desk, command)
         return CounterEnvelope(counter=view)
 
     @api.get("/api/v1/sites/{site}/counters/{counter}", response_model=CounterDetail)
@@ -170,29 +160,29 @@ def router(queue: Queue, desk: Desk, audit: AuditLog, boards: Gauge | None = Non
     ) -> TicketEnvelope:
         body = body or ActionBody()
         was = await before(ticket_id)
+        action = "no_show" if verb == "no-show" else verb
         if verb == "complete":
-            done = await desk.complete(site, ticket_id, counter, body.outcome)
-            await audit.record(who, "complete", site, f"ticket:{ticket_id}", was, _facts(done))
+            with audit.acting(who, action, site, f"ticket:{ticket_id}", was):
+                done = await desk.complete(site, ticket_id, counter, body.outcome)
             return TicketEnvelope(ticket=done)
         command = TicketAction(
-            action="no_show" if verb == "no-show" else verb,
+            action=action,
             site=site,
             counter=counter,
             ticket_id=ticket_id,
             to_service=body.to_service,
             reason=body.reason,
         )
-        done = await run_ticket_action(desk, command)
-        action = command.action
-        await audit.record(who, action, site, f"ticket:{ticket_id}", was, _facts(done))
+        with audit.acting(who, action, site, f"ticket:{ticket_id}", was):
+            done = await run_ticket_action(desk, command)
         return TicketEnvelope(ticket=done)
 
     @api.post("/api/v1/sites/{site}/tickets/{ticket_id}/recheck-in", response_model=TicketEnvelope)
     async def recheck_in(site: Site, ticket_id: TicketPath, who: Officer) -> TicketEnvelope:
         """A no-show back within the grace period rejoins the line (with the stated penalty)."""
         was = await before(ticket_id)
-        done = await desk.recheck_in(site, ticket_id)
-        await audit.record(who, "recheck_in", site, f"ticket:{ticket_id}", was, _facts(done))
+        with audit.acting(who, "recheck_in", site, f"ticket:{ticket_id}", was):
+            done = await desk.recheck_in(site, ticket_id)
         return TicketEnvelope(ticket=done)
 
     @api.post("/api/v1/tickets/{ticket_id}/complete", response_model=TicketEnvelope)
@@ -208,9 +198,9 @@ def router(queue: Queue, desk: Desk, audit: AuditLog, boards: Gauge | None = Non
         site = str(doc["site"])
         if not who.at(site):
             raise wrong_site(who, site)
-        done = await desk.complete(None, ticket_id)
-        was = _facts(ticket_view(doc))
-        await audit.record(who, "complete", site, f"ticket:{ticket_id}", was, _facts(done))
+        was = audit_facts(doc)
+        with audit.acting(who, "complete", site, f"ticket:{ticket_id}", was):
+            done = await desk.complete(None, ticket_id)
         return TicketEnvelope(ticket=done)
 
     @api.get("/api/v1/tickets/{ticket_id}", response_model=TicketEnvelope)
@@ -262,6 +252,28 @@ def router(queue: Queue, desk: Desk, audit: AuditLog, boards: Gauge | None = Non
             still_allowed=still_allowed,
             limits=request.app.state.runtime.streams,
             credential=credential_of(request),
+        )
+
+    voice = announcer or Announcer()
+
+    @api.get(
+        "/api/v1/sites/{site}/calls/{ticket_id}/announcement.wav",
+        response_class=Response,
+        responses={200: {"content": {"audio/wav": {}}, "description": "Chime, then the call"}},
+    )
+    async def announcement(site: Site, ticket_id: TicketPath, _: Viewer) -> Response:
+        """A call as the box says it (ADR 0146), for boards whose browser has no Indonesian
+        voice. Only a ticket of this site that has been called: nothing else can be made to
+        speak, so what a board may ask for is bounded by the calls of the day."""
+        doc = await queue.store.get(ticket_id)
+        if doc is None or doc["site"] != site or not doc.get("counter") or not doc.get("called_at"):
+            raise TicketNotFound(ticket_id)
+        call = call_shown(queue.site(site), doc)
+        return Response(
+            await voice.wav(call.spoken),
+            media_type="audio/wav",
+            # The same ticket at the same counter is the same sentence: a recall replays it.
+            headers={"Cache-Control": "private, max-age=86400"},
         )
 
     @api.get("/board", response_class=HTMLResponse, include_in_schema=False)

@@ -471,6 +471,14 @@ class TicketStore:
         return str(doc["site"]) if doc and doc.get("site") else None
 
 
+def audit_facts(doc: Document | None) -> dict[str, Any] | None:
+    """What the audit trail keeps of a ticket before an action (no personal data)."""
+    if doc is None:
+        return None
+    keys = ("number", "service", "status", "counter", "recalls", "held", "outcome")
+    return {"ticket_id": doc["_id"], **{k: doc.get(k) for k in keys if k in doc}}
+
+
 def facts_of(doc: Document) -> dict[str, Any]:
     """The fields every ticket event repeats, from the stored ticket."""
     return {

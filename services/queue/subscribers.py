@@ -10,6 +10,7 @@ from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 from pydantic import BaseModel, ValidationError
 
+from giliran.auth import AuditLog, Principal, Role
 from giliran.contracts import (
     CallNext,
     CommandReply,
@@ -28,9 +29,11 @@ from giliran.contracts import (
 )
 from giliran.contracts.subjects import command_pattern, entity_events, site_of
 from giliran.errors import DomainError
+from giliran.natsauth import device_user
 from giliran.runtime import ServiceRuntime
 from services.queue.desk import Desk
 from services.queue.handlers import Queue
+from services.queue.store import audit_facts
 
 INVALID = Problem(
     code="invalid_command",
@@ -47,6 +50,7 @@ Result = TicketView | CounterView | None
 
 
 def register(runtime: ServiceRuntime, queue: Queue, desk: Desk) -> None:
+    """Intake's events, and the counter commands (each audited as its site's device)."""
     runtime.consume(
         "requests",
         entity_events("request"),
@@ -56,7 +60,7 @@ def register(runtime: ServiceRuntime, queue: Queue, desk: Desk) -> None:
             RequestCancelled: queue.cancel_request,
         },
     )
-    _register_commands(runtime.broker, queue, desk)
+    _register_commands(runtime.broker, queue, desk, runtime.audit)
 
 
 async def run_ticket_action(desk: Desk, command: TicketAction) -> TicketView:
@@ -109,7 +113,7 @@ def _counter_required() -> MissingField:
     return _field_required("counter", "loket yang memanggil", "the calling counter")
 
 
-def _register_commands(broker: NatsBroker, queue: Queue, desk: Desk) -> None:
+def _register_commands(broker: NatsBroker, queue: Queue, desk: Desk, audit: AuditLog) -> None:
     # Core NATS request-reply in a queue group: every queue instance answers, each command once.
     # The site in the body must be the subject's: permissions are granted per subject (site).
 
@@ -127,9 +131,27 @@ def _register_commands(broker: NatsBroker, queue: Queue, desk: Desk) -> None:
                 parsed = model.model_validate({**body, "action": action})
             except ValidationError:
                 return CommandReply(ok=False, error=INVALID, at=utcnow())
-            if getattr(parsed, "site", None) != site_of(message.raw_message.subject):
+            site: str = parsed.site  # type: ignore[attr-defined]  # every command names one
+            if site != site_of(message.raw_message.subject):
                 return CommandReply(ok=False, error=WRONG_SITE, at=utcnow())
-            return await _reply(lambda: run(parsed))
+            # Only the site's counter devices may publish here (NATS permissions): the record
+            # names that device user, and travels with the action's writes like an HTTP one's.
+            who = Principal(device_user(site), Role.OFFICER, site, "nats")
+            ticket_id = getattr(parsed, "ticket_id", None)
+            before: dict[str, Any] | None
+            if ticket_id is not None:
+                target = f"ticket:{ticket_id}"
+                before = audit_facts(await queue.store.get(ticket_id))
+            else:
+                counter = str(getattr(parsed, "counter", ""))
+                target = f"counter:{counter}"
+                before = (
+                    (await desk.counter(site, counter)).model_dump(mode="json")
+                    if action in ("open", "pause", "close")
+                    else None
+                )
+            with audit.acting(who, action, site, target, before):
+                return await _reply(lambda: run(parsed))
 
     async def call_next(c: CallNext) -> Result:
         return await desk.call_next(c.site, c.counter)

@@ -69,6 +69,7 @@ def _settings(mongo_url: str, nats_port: int) -> Settings:
         nik_hash_key=SecretStr("test-nik-hash-key-0123456789abcdefghij"),
         nik_encryption_key=SecretStr("2sklCeVOsLm_1IFPRqUGUAZ211p0OOuLY686SWDloUo="),
         session_key=SecretStr("test-session-key-0123456789abcdefghij"),
+        audit_key=SecretStr("test-audit-key-of-sufficient-length-0123"),
         outbox_poll_seconds=0.2,
     )
 

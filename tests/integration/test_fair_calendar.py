@@ -208,3 +208,15 @@ async def test_the_admin_pages_show_the_plan_and_the_closed_dates(hub_settings: 
         assert admin.status_code == 200
         assert 'data-date="2027-03-14"' in admin.text and "Buka tetap" in admin.text
         assert 'href="/admin/fairs/botram"' in admin.text
+
+
+async def test_the_plan_page_opens_on_the_quarter_of_the_date_in_wib(
+    hub_settings: Settings,
+) -> None:
+    """00:30 WIB on 1 January 2027 is still 31 December in UTC: the page must open on 2027Q1,
+    the quarter the admin is now planning, not the one that ended half an hour ago."""
+    async with running("intake", hub_settings) as svc:
+        at(svc, datetime(2026, 12, 31, 17, 30, tzinfo=UTC))
+        page = await svc.http.get("/admin/fairs/botram")
+        assert page.status_code == 200, page.text
+        assert "triwulan 2027Q1" in page.text and 'data-date="2027-01-02"' in page.text

@@ -15,10 +15,17 @@ import yaml
 
 from giliran.contracts.subjects import STREAM
 from giliran.embedded import free_port
+from giliran.errors import RetryLater
 from giliran.settings import Settings
 from tests.conftest import eventually, issue_token, nats_client, publish
 from tests.fakes.gateway import FakeGateway
-from tests.integration.test_notify_channels import request, sms_channel, ticket_events
+from tests.integration.test_notify_channels import (
+    delivery_in,
+    notify_with,
+    request,
+    sms_channel,
+    ticket_events,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +42,7 @@ async def start_notify(settings: Settings, config: Path, port: int) -> asyncio.s
         "GILIRAN_NOTIFY_CONFIG": str(config),
         "GILIRAN_LOG_LEVEL": "WARNING",
         "GILIRAN_SESSION_KEY": "test-session-key-0123456789abcdefghij",
+        "GILIRAN_AUDIT_KEY": "test-audit-key-of-sufficient-length-0123",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "giliran.cli", "service", "notify", env=env,
@@ -110,3 +118,42 @@ async def test_kill_9_mid_burst_loses_nothing_and_records_each_delivery_once(
             if notify.returncode is None:
                 notify.send_signal(signal.SIGTERM)
                 await notify.wait()
+
+
+async def test_a_redelivery_while_the_gateway_still_has_the_message_does_not_send_it_twice(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Two notify replicas share a consumer: when an attempt outlasts the ack wait (a slow
+    gateway, a long queue at the rate limiter), NATS hands the same event to the other replica
+    while the first still waits on the gateway. The second finds the delivery held and comes
+    back later instead of sending the message again."""
+    async with FakeGateway() as gw:
+        gw.hang(60, n=1, path_prefix="/sms")
+        channel = sms_channel(gw, timeout_seconds=60)
+        async with notify_with(settings, tmp_path, [channel]) as svc:
+            req = request()
+            issued, _, _ = ticket_events(req)
+            await publish(settings, req)
+            await publish(settings, issued)
+
+            async def on_the_wire() -> bool:  # received, not yet answered
+                return gw.count("/sms") == 1
+
+            await eventually(on_the_wire, within=20)
+
+            # The same event, as the other replica receives it after the ack wait.
+            worker = next(w for w in svc.app.state.workers if w.channel.name == "sms")
+            try:
+                await worker.on_ticket(issued)
+                came_back_later = False
+            except RetryLater:
+                came_back_later = True
+            assert gw.count("/sms") == 1  # not sent a second time
+            assert came_back_later  # and the redelivery is not acked as done meanwhile
+
+            gw.release()
+            delivery = await delivery_in(svc, issued.data.ticket_id, "sent")
+            assert delivery["attempts"] == 1
+            # The redelivery coming back later finds it sent and sends nothing.
+            await worker.on_ticket(issued)
+            assert gw.count("/sms") == 1 and gw.duplicates("/sms") == 0

@@ -134,3 +134,69 @@ async def test_a_gateway_called_with_the_number_in_its_url_does_not_put_it_in_th
             (sent,) = await gw.wait_for(1)
             assert sent.query["nohp"] == "081234567890"  # it really was in the URL
     assert not leaks(caplog.text)
+
+
+async def test_a_gateway_that_quotes_the_message_back_leaks_no_status_link(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refusal that quotes the message it was sent quotes the citizen's status link, whose
+    token opens the status page and checks the citizen in at a kiosk: the token must reach no
+    log, stored error, operator view or notification.failed event."""
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="giliran")
+    token = "Zq3_x-9a8B7c6D5e4F3g2H1i"
+    base = "https://giliran.example"
+    channel = {
+        "name": "sms",
+        "type": "http",
+        "medium": "sms",
+        "url": "",
+        "encoding": "form",
+        "fields": {"to": "{phone_local}", "message": "{text}"},
+        "retry": FAST_RETRY,
+        "rate_per_second": 200,
+    }
+    async with FakeGateway() as gw:
+        channel["url"] = f"{gw.url}/sms"
+        quoted = f"isi pesan ditolak: 'Cek status {base}/s/{token}'"
+        gw.reject(400, path_prefix="/sms", body={"status": False, "error": quoted})
+        path = tmp_path / "notify.yaml"
+        path.write_text(yaml.safe_dump({"channels": [channel]}))
+        tuned = settings.model_copy(update={"notify_config": path, "public_url": base})
+        async with running("notify", tuned) as svc:
+            req = request()
+            citizen = req.data.citizen.model_copy(update={"status_token": token})
+            req = req.model_copy(update={"data": req.data.model_copy(update={"citizen": citizen})})
+            issued, _, _ = ticket_events(req)
+            await publish(settings, req)
+            await publish(settings, issued)
+            delivery = await delivery_in(svc, issued.data.ticket_id, "failed")
+            (sent,) = gw.received
+            assert token in sent.form["message"]  # the message really carried the link
+            assert "/s/***" in delivery["last_error"]  # the operator still sees what was said
+            raw = await svc.app.state.notify_store.deliveries.find({}).to_list()
+            # The message text itself is kept (a retry sends it again) and shown to operators
+            # as sent; what the gateway said about it is not the message.
+            api = json.dumps(
+                [
+                    {k: v for k, v in d.items() if k != "text"}
+                    for d in (
+                        await svc.http.get("/api/v1/deliveries", params={"site": SITE})
+                    ).json()["deliveries"]
+                ]
+            )
+            page = (await svc.http.get("/operator", params={"site": SITE})).text
+            async with nats_client(settings) as client:
+                js = client.jetstream()
+
+                async def published() -> bytes | None:
+                    try:
+                        subject = f"giliran.{SITE}.notification.failed"
+                        return (await js.get_last_msg(STREAM, subject)).data
+                    except Exception:  # not relayed from the outbox yet
+                        return None
+
+                failed = (await eventually(published)).decode()
+    stored = json.dumps([{k: v for k, v in d.items() if k != "text"} for d in raw], default=str)
+    places = {"log": caplog.text, "store": stored, "api": api, "page": page, "event": failed}
+    assert {name: token in text for name, text in places.items()} == dict.fromkeys(places, False)
