@@ -10,8 +10,9 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-# Fields of a request that identify a person; the purge blanks all of them.
-PERSONAL_FIELDS = ("name", "nik_encrypted", "nik_masked", "nik_hash", "phone", "email")
+# Fields of a request that identify or reach a person; the purge blanks all of them. The status
+# token too: the link in the citizen's messages then opens nothing (ADR 0115).
+PERSONAL_FIELDS = ("name", "nik_encrypted", "nik_masked", "nik_hash", "phone", "email", "token")
 
 
 # In GILIRAN_NIK_ENCRYPTION_KEY's list: the key derived from the NIK hash key (the default).

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from giliran.catalogue import AdmissionRule, HolidayClosure, SiteDef
+from giliran.contracts.subjects import session_of_site
 from services.intake.closures import closure_of, holiday_name
 from services.intake.errors import InvalidSlot, SessionClosed, SessionNotBookable
 
@@ -82,12 +83,8 @@ def session_id_for(site: str, day: date) -> str:
 
 
 def of_site(site: str, session_id: str) -> bool:
-    """Whether `session_id` names one of `site`'s sessions: the slug, a hyphen and exactly a
-    date (a bare prefix test would let `botram-setu-...` pass for a site `botram`)."""
-    rest = session_id.removeprefix(f"{site}-")
-    # The demo session of `giliran up --demo` is `<site>-demo-<date>` (demo_session).
-    day = rest.removeprefix("demo-")
-    return rest != session_id and len(day) == 8 and day.isdigit()
+    """Whether `session_id` names one of `site`'s sessions (the shape both services check)."""
+    return session_of_site(site, session_id)
 
 
 def policy_closure(

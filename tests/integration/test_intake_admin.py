@@ -205,6 +205,7 @@ async def test_personal_data_is_encrypted_and_purged_after_the_session(
         )
         assert r.status_code == 202, r.text
         request_id = r.json()["request_id"]
+        link = r.json()["status_page_url"]
         stored = await intake.store.requests.find_one({"_id": request_id})
         assert nik(1) not in str(stored)  # not in clear anywhere in the document, outbox too
         assert intake.cipher.decrypt(stored["nik_encrypted"]) == nik(1)
@@ -217,9 +218,12 @@ async def test_personal_data_is_encrypted_and_purged_after_the_session(
         at(svc, datetime(2026, 12, 30, 10, 0, tzinfo=UTC))
         assert await intake.purge() == 1
         purged = await intake.store.requests.find_one({"_id": request_id})
-        for name in ("name", "nik_encrypted", "nik_masked", "nik_hash", "phone", "email"):
+        for name in ("name", "nik_encrypted", "nik_masked", "nik_hash", "phone", "email", "token"):
             assert purged[name] is None, name
         assert purged["services"] == ["KTP-CETAK"] and purged["purged_at"]
+        # The status link in the citizen's old messages opens nothing any more.
+        token = link.rsplit("/s/", 1)[1]
+        assert (await svc.anonymous.get(f"/api/v1/status/{token}")).status_code == 404
         assert await intake.store.claims.find_one({}) is None
         assert await intake.store.codes.find_one({}) is None
         assert await intake.purge() == 0  # nothing twice
