@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from giliran import edge
 from giliran.bus import put_stream
 from giliran.settings import Settings
+from services.intake.admin import Admin
 from tests.conftest import eventually, issue_token, nats_client, running
 from tests.integration.test_intake_registration import at, bus_events, nik
 
@@ -255,3 +256,49 @@ async def test_a_cuti_bersama_the_admin_adds_closes_msc_like_one_the_package_kno
         assert removed.status_code == 204, removed.text
         after = await svc.anonymous.get(f"/api/v1/sites/{site}/sessions", params={"days": 14})
         assert "2030-04-14" in [s["date"] for s in after.json()]
+
+
+async def test_a_publication_that_died_mid_withdrawal_is_finished_by_the_next(
+    hub_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies right after a withdrawn day's session is cancelled, before the plan's
+    record says so. The kabupaten then puts the day back at that venue and publishes again: the
+    venue's session must be open again, not left cancelled under a plan that shows it published.
+    (Without the record of the withdrawal begun, the second publication saw nothing to do.)"""
+    original = Admin.cancel_session
+    crashes = [True]
+
+    async def cancel_then_die(self: Admin, site: str, session_id: str, note: str = "") -> int:
+        done = await original(self, site, session_id, note)
+        if crashes and crashes.pop():
+            raise RuntimeError("process died")  # after the cancellation, before the record
+        return done
+
+    async with running("intake", hub_settings) as svc:
+        at(svc, MONDAY)
+        await svc.http.put(f"{PLAN}/2026-12-19", json={"venue": "setu"})
+        await svc.http.post(f"{PLAN}/publish", params={"quarter": "2026Q4"})
+        await svc.http.put(f"{PLAN}/2026-12-19", json={"venue": "babelan"})
+        monkeypatch.setattr(Admin, "cancel_session", cancel_then_die)
+        with pytest.raises(RuntimeError):
+            await svc.http.post(f"{PLAN}/publish", params={"quarter": "2026Q4"})
+        # Setu's session was cancelled; the kabupaten changes its mind and publishes again.
+        await svc.http.put(f"{PLAN}/2026-12-19", json={"venue": "setu"})
+        again = await svc.http.post(f"{PLAN}/publish", params={"quarter": "2026Q4"})
+        assert again.status_code == 200, again.text
+        setu = await svc.http.get("/api/v1/sites/botram-setu/sessions", params={"days": 30})
+        (day,) = [s for s in setu.json() if s["date"] == "2026-12-19"]
+        assert not day["cancelled"]
+        plan = (await svc.http.get(PLAN, params={"quarter": "2026Q4"})).json()
+        assert next(e for e in plan if e["date"] == "2026-12-19")["published"]
+        # And the other way: dying mid-withdrawal while the day moves on for good.
+        crashes.append(True)
+        await svc.http.put(f"{PLAN}/2026-12-19", json={"venue": "babelan"})
+        with pytest.raises(RuntimeError):
+            await svc.http.post(f"{PLAN}/publish", params={"quarter": "2026Q4"})
+        done = await svc.http.post(f"{PLAN}/publish", params={"quarter": "2026Q4"})
+        assert {"date": "2026-12-19", "venue": "babelan"} in done.json()["opened"]
+        babelan = await svc.http.get("/api/v1/sites/botram-babelan/sessions", params={"days": 30})
+        assert "2026-12-19" in [s["date"] for s in babelan.json() if not s["cancelled"]]
+        setu = await svc.http.get("/api/v1/sites/botram-setu/sessions", params={"days": 30})
+        assert all(s["cancelled"] for s in setu.json() if s["date"] == "2026-12-19")
