@@ -220,3 +220,38 @@ async def test_the_plan_page_opens_on_the_quarter_of_the_date_in_wib(
         page = await svc.http.get("/admin/fairs/botram")
         assert page.status_code == 200, page.text
         assert "triwulan 2027Q1" in page.text and 'data-date="2027-01-02"' in page.text
+
+
+async def test_a_cuti_bersama_the_admin_adds_closes_msc_like_one_the_package_knows(
+    hub_settings: Settings,
+) -> None:
+    """Each year's cuti bersama is decreed after the `holidays` release that estimates the year:
+    for 2029 it knows Idul Fitri on Thursday 15 and Friday 16 February, nothing after. The admin
+    adds the decreed Monday 19 February with its name. MSC opens on holidays, so without the
+    policy reading the corrected calendar it opened on that cuti bersama (and on the Sunday
+    between), the days its staff are on leave."""
+    site = "cikarang-utara"
+    async with running("intake", hub_settings) as svc:
+        at(svc, datetime(2029, 2, 12, 3, 0, tzinfo=UTC))  # Monday of the week before
+        added = await svc.http.put(
+            f"/api/v1/admin/sites/{site}/holidays/2029-02-19",
+            json={"note": "Cuti Bersama Hari Raya Idul Fitri"},
+        )
+        assert added.status_code == 204, added.text
+        ahead = await svc.anonymous.get(f"/api/v1/sites/{site}/sessions", params={"days": 14})
+        dates = [s["date"] for s in ahead.json()]
+        assert "2029-02-18" not in dates and "2029-02-19" not in dates
+        assert "2029-02-25" in dates  # the Sunday after the break opens as usual
+        closed = await svc.anonymous.get(f"/api/v1/sites/{site}/closed-days", params={"days": 14})
+        by_day = {c["date"]: c for c in closed.json()}
+        assert "Idul Fitri" in by_day["2029-02-19"]["reason_id"]
+        assert by_day["2029-02-18"]["source"] == "policy"
+        # A date the package estimates, removed by the admin (the government set Idul Adha
+        # 1451 H on another day): Sunday 14 April 2030 is an ordinary Sunday again, and opens.
+        at(svc, datetime(2030, 4, 8, 3, 0, tzinfo=UTC))
+        before = await svc.anonymous.get(f"/api/v1/sites/{site}/sessions", params={"days": 14})
+        assert "2030-04-14" not in [s["date"] for s in before.json()]
+        removed = await svc.http.delete(f"/api/v1/admin/sites/{site}/holidays/2030-04-14")
+        assert removed.status_code == 204, removed.text
+        after = await svc.anonymous.get(f"/api/v1/sites/{site}/sessions", params={"days": 14})
+        assert "2030-04-14" in [s["date"] for s in after.json()]
