@@ -21,7 +21,9 @@ CHIME_NOTE_SECONDS = 0.6
 PAUSE_SECONDS = 0.25  # between the chime and the voice
 VOICE = "id"
 WORDS_PER_MINUTE = 140  # a little slower than eSpeak's 175: a hall echoes
-CACHED_SENTENCES = 256  # ~130 kB each: a Sunday's calls, a few tens of MB at most
+# A call's WAV is ~260 kB (about 6 s of 16-bit mono at 22 050 Hz): 128 of them, ~33 MB at most,
+# hold every recall and every board of a busy morning (a recall comes within minutes).
+CACHED_SENTENCES = 128
 SYNTH_AT_ONCE = 2  # the box has few cores; boards asking together wait rather than pile up
 SYNTH_TIMEOUT_SECONDS = 10.0
 

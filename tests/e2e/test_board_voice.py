@@ -15,6 +15,7 @@ import wave
 from array import array
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -78,7 +79,7 @@ async def test_the_board_says_each_call_with_the_boxs_voice(settings: Settings) 
     board_port = free_port()
     async with (
         serving(desk_app, free_port()) as desk_url,
-        board_instance(settings, board_port) as url,
+        board_instance(settings, board_port) as board,
         async_playwright() as playwright,
     ):
         await asyncio.wait_for(desk_runtime.bus_started.wait(), timeout=15)
@@ -99,10 +100,10 @@ async def test_the_board_says_each_call_with_the_boxs_voice(settings: Settings) 
 
                 async def keep(response: Response) -> None:
                     if "/announcement.wav" in response.url and response.ok:
-                        fetched[response.url.removeprefix(url)] = await response.body()
+                        fetched[response.url.removeprefix(board.url)] = await response.body()
 
                 page.on("response", keep)
-                await page.goto(f"{url}/device?token={display}&next=/board%3Fsite%3D{SITE}")
+                await page.goto(f"{board.url}/device?token={display}&next=/board%3Fsite%3D{SITE}")
                 await page.wait_for_function(
                     "() => document.getElementById('status').textContent.startsWith('tersambung')"
                 )
@@ -115,7 +116,7 @@ async def test_the_board_says_each_call_with_the_boxs_voice(settings: Settings) 
                 assert not await page.is_visible("#sound")  # nobody had to enable sound
 
                 # --- the board's server goes away while a call is made; back, it says it once
-                await url.stop()
+                await board.stop()
                 await page.wait_for_function(
                     "() => document.getElementById('status').textContent.startsWith('terputus')",
                     timeout=15_000,
@@ -123,7 +124,7 @@ async def test_the_board_says_each_call_with_the_boxs_voice(settings: Settings) 
                 r = await http.post(f"{API}/counters/4/call-next")
                 assert r.status_code == 200, r.text
                 missed = r.json()["ticket"]["number"]
-                await url.start()
+                await board.start()
                 await eventually(lambda: _finished(page, 4), within=60, interval=0.2)
                 await asyncio.sleep(3.0)  # further renders after reconnecting say nothing more
                 announcements = await said(page)
@@ -153,12 +154,17 @@ async def test_the_board_says_each_call_with_the_boxs_voice(settings: Settings) 
         assert played_ms >= seconds * 1000 * 0.95
 
 
-class BoardInstance(str):
-    """The board's queue instance: its URL, and stop/start on the same port."""
+@dataclass
+class BoardInstance:
+    """The board's queue instance: stopped and started again on the same port."""
 
     settings: Settings
     port: int
-    stack: AsyncExitStack | None
+    stack: AsyncExitStack | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
         app, runtime = build_service("queue", self.settings)
@@ -174,8 +180,7 @@ class BoardInstance(str):
 
 @asynccontextmanager
 async def board_instance(settings: Settings, port: int) -> AsyncIterator[BoardInstance]:
-    board = BoardInstance(f"http://127.0.0.1:{port}")
-    board.settings, board.port, board.stack = settings, port, None
+    board = BoardInstance(settings, port)
     await board.start()
     try:
         yield board
