@@ -387,6 +387,33 @@ async def test_a_flood_from_one_address_meets_a_challenge_then_a_cap(fast: Setti
         assert (await quota_row(svc, "KTP-CETAK"))["used"] == 11
 
 
+async def test_attempts_that_take_no_place_do_not_count_towards_an_address_cap(
+    fast: Settings,
+) -> None:
+    """A village office registers its residents from one address: a resident already registered
+    (409) takes no place, so it neither brings the challenge nearer nor fills the cap. It did
+    both: each refused attempt stayed counted, and ten of them shut the address out for the
+    session without one place taken."""
+    async with running("intake", fast) as svc:
+        at(svc, SUNDAY_0905_WIB)
+        async with (
+            client_from(svc, "203.0.113.80") as office,
+            client_from(svc, "198.51.100.80") as home,
+        ):
+            assert (await home.post("/api/v1/requests", json=body(1))).status_code == 202
+            for _ in range(10):  # MSC: challenge after 3, cap at 10 from one address
+                again = await office.post("/api/v1/requests", json=body(1))
+                assert again.status_code == 409, again.text
+                assert again.json()["error"]["code"] == "already_registered"
+            for n in range(2, 5):
+                r = await office.post("/api/v1/requests", json=body(n))
+                assert r.status_code == 202, (n, r.text)
+            # The fourth place from the address meets the challenge, as for any address.
+            asked = await office.post("/api/v1/requests", json=body(5))
+            assert asked.status_code == 428, asked.text
+        assert (await quota_row(svc, "KTP-CETAK"))["used"] == 4
+
+
 async def test_one_ipv6_line_counts_as_one_address(fast: Settings) -> None:
     async with running("intake", fast) as svc:
         at(svc, SUNDAY_0905_WIB)
