@@ -143,7 +143,9 @@ class Registration(Admission):
         if online and not sandbox:
             self._check_window(site, session, rules, now)
         undo: list[Callable[[], Awaitable[None]]] = []
-        if online and not sandbox and client is not None and client not in self.limits.exempt:
+        # `client` is None for the exempt box itself (limited_address); a forwarded 127.0.0.1 is
+        # a value someone sent, counted like any other address (ADR 0114).
+        if online and not sandbox and client is not None:
             undo.append(await self._admit_address(site, session, client, command, now))
         # An online registration joins the line once its holder checks in (ADR 0120); where the
         # catalogue does not ask for check-in, a booking (a later day, or a slot) still does.
