@@ -42,7 +42,10 @@ typecheck: $(STAMP)
 
 # Browser tests drive Debian's chromium (never a downloaded browser) and the alert rules are checked
 # by Debian's promtool (package prometheus); the office-mode test makes network namespaces with
-# iproute2's `ip`. As root, install what is absent.
+# iproute2's `ip`; the board's spoken calls need espeak-ng (also at run time, ADR 0146), their
+# tests measure the audio with sox, and the printed ticket's test turns Chromium's PDF into an
+# image with pdftoppm (poppler-utils). As root, install what is absent.
+DEBIAN_TOOLS := espeak-ng:espeak-ng sox:sox pdftoppm:poppler-utils
 browser:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
@@ -51,9 +54,16 @@ browser:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; \
 	  command -v ip >/dev/null 2>&1 || { apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null; }; \
+	  for tool in $(DEBIAN_TOOLS); do \
+	    command -v $${tool%%:*} >/dev/null 2>&1 || { apt-get update -qq && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $${tool#*:} >/dev/null; }; \
+	  done; \
 	fi; \
 	command -v chromium >/dev/null 2>&1 || echo "chromium not installed: browser tests will be skipped"; \
-	command -v promtool >/dev/null 2>&1 || echo "promtool not installed (Debian prometheus): rule tests skipped"
+	command -v promtool >/dev/null 2>&1 || echo "promtool not installed (Debian prometheus): rule tests skipped"; \
+	for tool in $(DEBIAN_TOOLS); do \
+	  command -v $${tool%%:*} >/dev/null 2>&1 || echo "$${tool%%:*} not installed (Debian $${tool#*:}): its tests are skipped"; \
+	done
 
 test: lint typecheck browser $(COMPOSE_SCHEMA)  ## the full suite: lint, types, import contracts, unit, integration, e2e
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -78,7 +78,10 @@ async def one_run(base: Path, down: float, events: int, caretakers: bool) -> Non
     leaf, relay_port = free_port(), free_port()
     (base / "hub.conf").write_text(edge.render_hub_config([SITE], leaf_port=leaf))
     (base / "site.conf").write_text(edge.render_site_config(SITE))
-    password = {edge.leaf_password_variable(SITE): json.dumps("bench")}
+    password = {
+        edge.leaf_password_variable(SITE): json.dumps("bench"),
+        edge.HUB_PASSWORD_VARIABLE: json.dumps("bench-hub"),
+    }
     url = f"nats-leaf://{edge.leaf_user(SITE)}:bench@127.0.0.1:{relay_port}"
     relay = Relay(relay_port, leaf)
     servers: list[ManagedProcess] = []
@@ -93,7 +96,8 @@ async def one_run(base: Path, down: float, events: int, caretakers: bool) -> Non
         )
         servers.append(site.start())
         await site.wait_listening()
-        hub_url, site_url = f"nats://127.0.0.1:{hub.port}", f"nats://127.0.0.1:{site.port}"
+        hub_url = f"nats://{edge.HUB_USER}:bench-hub@127.0.0.1:{hub.port}"
+        site_url = f"nats://127.0.0.1:{site.port}"
         hub_client, site_client = await nats.connect(hub_url), await nats.connect(site_url)
         hub_js, site_js = hub_client.jetstream(), site_client.jetstream()
         await edge.ensure_hub_streams(hub_js, [SITE])

@@ -9,6 +9,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -176,6 +177,12 @@ async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
             stack.infrastructure.append(nats)
             await nats.wait_listening()
             env["GILIRAN_NATS_URL"] = f"nats://127.0.0.1:{nats.port}"
+            if _role(args) == "hub":
+                # The hub's clients sign in (its leaf users carry permissions, so it has users).
+                from giliran.edge import HUB_USER
+
+                credentials = f"{HUB_USER}:{_hub_password(data_dir)}@"
+                env["GILIRAN_NATS_URL"] = f"nats://{credentials}127.0.0.1:{nats.port}"
         await _edge_streams(args, env, stack)
         if "GILIRAN_MONGO_URL" not in os.environ:
             store = mongo_wire_store(data_dir, port=_pick_port(27017)).start()
@@ -210,7 +217,7 @@ async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
             print(f"giliran: not ready after {args.ready_timeout:.0f}s: {late}", file=sys.stderr)
             return 1
         print(f"Giliran is up (data: {data_dir})", flush=True)
-        print(f"  NATS      {env['GILIRAN_NATS_URL']}")
+        print(f"  NATS      {re.sub(r'//[^@/]*@', '//', env['GILIRAN_NATS_URL'])}")
         print(f"  store     {env['GILIRAN_MONGO_URL']}")
         for label, url in urls.items():
             print(f"  {label:<9} {url}  (/healthz /readyz /metrics /docs)")
@@ -343,12 +350,20 @@ def _edge_nats(args: argparse.Namespace, data_dir: Path) -> tuple[Path | None, d
     path.write_text(edge.render_hub_config(sites, leaf_port=args.leaf_port))
     passwords = _leaf_passwords(data_dir, sites)
     variables = {edge.leaf_password_variable(s): json.dumps(p) for s, p in passwords.items()}
+    variables[edge.HUB_PASSWORD_VARIABLE] = json.dumps(_hub_password(data_dir))
     print(f"  leaf users and passwords: {data_dir / 'secrets' / 'leaf_passwords.json'}")
     print(
         f"  a site box joins with: giliran up --site <site> --hub "
         f"nats-leaf://leaf-<site>:<password>@<this host>:{args.leaf_port}"
     )
     return path, {**os.environ, **variables}
+
+
+def _hub_password(data_dir: Path) -> str:
+    """The password of the hub's own user (its services and caretaker sign in with it)."""
+    from giliran.edge import HUB_USER
+
+    return _password_file(data_dir / "secrets" / "hub_password.json", [HUB_USER])[HUB_USER]
 
 
 def _leaf_passwords(data_dir: Path, sites: Sequence[str]) -> dict[str, str]:

@@ -15,10 +15,8 @@ def mask_phone(e164: str) -> str:
 # (a message id or an amount is left alone).
 _PHONE = re.compile(r"(?<!\d)(?:%2[bB]|\+)?(?:\(\+?62\)|62|0)[\s.\-]?8(?:[\s.\-]?\d){7,11}(?!\d)")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
-# A citizen's status link (`/s/<token>`, also URL-encoded as `%2Fs%2F<token>`): the token is a
-# bearer capability (status page, survey, a kiosk's check-in by QR), and a gateway that refuses
-# a message often quotes the message back, link included.
-_STATUS_LINK = re.compile(r"((?:/|%2[fF])s(?:/|%2[fF]))[A-Za-z0-9_-]{16,64}")
+# A citizen's status link, `/s/<token>` (URL-encoded `%2Fs%2F<token>` in a quoted request).
+_STATUS_LINK = re.compile(r"((?:/|%2[fF])s(?:/|%2[fF]))[A-Za-z0-9_-]+")
 
 
 def _masked(match: re.Match[str]) -> str:
@@ -33,9 +31,15 @@ def _masked_email(match: re.Match[str]) -> str:
     return f"{user[:1]}***@{domain}"
 
 
+def without_status_link(text: str) -> str:
+    """A message as logs and operators see it: the citizen's status link opens their request
+    (check-in, survey), so only the citizen's own phone or mailbox shows it whole."""
+    return _STATUS_LINK.sub(r"\1…", text)
+
+
 def scrub(text: str) -> str:
     """Text that came from outside (a gateway's answer or error) with every phone number,
     e-mail address and status-link token in it masked: gateways echo the destination and the
     message, and what they say ends up in logs, stores, events and pages."""
-    text = _STATUS_LINK.sub(r"\1***", text)
-    return _EMAIL.sub(_masked_email, _PHONE.sub(_masked, text))
+    # A gateway that refuses a message often quotes it back, status link included.
+    return _EMAIL.sub(_masked_email, _PHONE.sub(_masked, without_status_link(text)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # A secret shorter than this, with fewer distinct characters, or that looks like a template's
@@ -27,6 +27,32 @@ DEFAULT_PORTS: dict[ServiceName, int] = {
     "reporting": 8103,
     "notify": 8104,
 }
+
+
+class KioskPrinter(BaseModel):
+    """A kiosk's ticket printer (GILIRAN_KIOSK_PRINTERS, by kiosk name): the paper width, and
+    where intake sends ESC/POS — a network printer's raw port or a USB printer's device file.
+    Neither: the kiosk prints from its browser, at this paper width."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    site: str
+    paper: Literal[58, 80] = 80
+    host: str | None = None  # e.g. the printer's LAN address; raw ESC/POS on `port`
+    port: int = Field(default=9100, ge=1, le=65535)
+    device: Path | None = None  # Linux usblp: /dev/usb/lp0
+    profile: str | None = None  # python-escpos printer profile; default by paper width
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> KioskPrinter:
+        if self.host is not None and self.device is not None:
+            raise ValueError("a kiosk printer has a host or a device, not both")
+        return self
+
+    @property
+    def escpos(self) -> bool:
+        return self.host is not None or self.device is not None
 
 
 class Settings(BaseSettings):
@@ -52,8 +78,13 @@ class Settings(BaseSettings):
     queue_port: int = DEFAULT_PORTS["queue"]
     reporting_port: int = DEFAULT_PORTS["reporting"]
     notify_port: int = DEFAULT_PORTS["notify"]
-    # Public base URL of intake, used in status links sent to citizens.
+    # Public base URL of intake, used in status links sent to citizens and in the printed
+    # ticket's QR code: an address their phones reach (office mode sets it; start-up warns
+    # when it is unset or loopback).
     public_url: str = ""
+    # Kiosk printers by kiosk name (the kiosk page's ?kiosk=): JSON, e.g.
+    # {"lobby": {"site": "cikarang-utara", "paper": 58, "host": "printer.lan"}}.
+    kiosk_printers: dict[str, KioskPrinter] = Field(default_factory=dict)
     catalogue_dir: Path = REPO_ROOT / "deploy" / "sites"
     timezone: str = "Asia/Jakarta"
     # --demo: an ad-hoc session at the demo site, open from start-up for 12 hours.
@@ -132,6 +163,8 @@ class Settings(BaseSettings):
     # its admins' calendar changes down to the sites).
     edge_site: str | None = None
     edge_hub: bool = False
+    # The board's spoken calls (ADR 0146): eSpeak NG's program, by name on PATH or a path.
+    voice_command: str = "espeak-ng"
     # Notification channels (YAML, see deploy/notify/); unset: the console channel only.
     notify_config: Path | None = None
     # uvloop + httptools under uvicorn (ADR 0083): "asyncio" runs the standard loop and h11,

@@ -249,6 +249,18 @@ def require_chromium() -> None:
         pytest.skip(f"{CHROMIUM} missing (apt-get install chromium)")
 
 
+def require_tools(*names: str) -> None:
+    """Debian programs a test reads its output with or drives (espeak-ng, sox, pdftoppm...;
+    `make browser` installs them as root): missing in CI is a failure, elsewhere a skip."""
+    import shutil
+
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{', '.join(missing)} missing: `make browser` installs them")
+        pytest.skip(f"{', '.join(missing)} missing (make browser installs them)")
+
+
 def service_process(
     name: ServiceName, settings: Settings, log_dir: Path, port: int | None = None
 ) -> ManagedProcess:

@@ -100,3 +100,12 @@ def event_type(entity: str, event: str, version: int) -> str:
 def site_of(subject: str) -> str | None:
     parts = subject.split(".")
     return parts[1] if len(parts) >= 2 and parts[0] == PREFIX else None
+
+
+def session_of_site(site: str, session_id: str) -> bool:
+    """Whether `session_id` is shaped as one of `site`'s sessions, as intake names them:
+    `<site>-YYYYMMDD`, or `<site>-demo-YYYYMMDD` for `giliran up --demo`. Exactly a date after
+    the slug and its hyphen: a bare prefix test would let `botram-setu-...` pass for `botram`."""
+    rest = session_id.removeprefix(f"{site}-")
+    day = rest.removeprefix("demo-")
+    return rest != session_id and len(day) == 8 and day.isdigit()

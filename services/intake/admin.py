@@ -14,7 +14,6 @@ from giliran.contracts import RequestCancelled, new_event, new_id
 from giliran.contracts.events import ServiceCode
 from giliran.store import Document, instant
 from services.intake import sessions
-from services.intake.closures import closure_of
 from services.intake.errors import AdminInvalid
 from services.intake.handlers import SOURCE, Intake
 
@@ -108,7 +107,7 @@ class Admin:
                 f"Field 'date': {change.date} is marked closed. Remove the closed mark first.",
                 "date",
             )
-        closure = closure_of(spec.schedule, change.date, self.intake.holidays)
+        closure = sessions.policy_closure(spec, change.date, self.intake.holidays, overrides)
         if closure is not None and change.date not in overrides.closures_lifted:
             raise AdminInvalid(
                 f"Kolom 'date': {change.date} tutup menurut kebijakan libur ({closure.reason.id}). "
@@ -206,7 +205,8 @@ class Admin:
         opening a date the holiday policy closes lifts the policy for that date alone."""
         spec = self.intake.site(site)
         key = day.isoformat()
-        by_policy = closure_of(spec.schedule, day, self.intake.holidays) is not None
+        overrides = await self.intake.overrides(site)
+        by_policy = sessions.policy_closure(spec, day, self.intake.holidays, overrides) is not None
 
         def change(doc: Document) -> Document:
             marks = dict(doc.get("closed") or {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from giliran.contracts import (
     RequestSubmitted,
 )
 from giliran.contracts.subjects import command_pattern
+from giliran.lan import is_loopback_url
 from giliran.push import Changes
 from giliran.runtime import ServiceRuntime, create_http_app
 from giliran.settings import Settings
@@ -30,6 +32,26 @@ from services.intake.handlers import Intake, Limits
 from services.intake.privacy import NikCipher, own_key_problem
 from services.intake.status import QueueStatus
 from services.intake.store import RequestStore
+
+log = logging.getLogger("giliran.intake")
+
+
+def warn_if_phones_cannot_follow(settings: Settings) -> None:
+    """Status links and the tickets' QR codes must open on a citizen's phone (ADR 0147)."""
+    if settings.public_url and is_loopback_url(settings.public_url):
+        log.warning(
+            "GILIRAN_PUBLIC_URL=%s opens only on this box: the QR codes on printed tickets and "
+            "the status links sent to citizens will not open on their phones. Set it to the "
+            "box's address on the office network.",
+            settings.public_url,
+        )
+    elif not settings.public_url:
+        log.warning(
+            "GILIRAN_PUBLIC_URL is not set: status links and ticket QR codes use the address each "
+            "browser used, so a kiosk that opens %s prints QR codes no phone can open. Set it to "
+            "the box's address on the office network.",
+            settings.url_of("intake"),
+        )
 
 
 def _secret(value: object) -> str | None:
@@ -45,6 +67,7 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
             "GILIRAN_NIK_HASH_KEY is not set: intake needs a secret key for the keyed NIK hash "
             "(`giliran up` creates one in its data directory)."
         )
+    warn_if_phones_cannot_follow(settings)
     runtime = ServiceRuntime("intake", settings)
     store = RequestStore(runtime.db)
     catalogue = load_catalogue(settings.catalogue_dir)
@@ -125,7 +148,13 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     )
     links = http.Links(settings.public_url)
     api = http.router(intake, status, links, wait_seconds=settings.ticket_wait_seconds)
-    page = pages.router(intake, status, links, wait_seconds=settings.ticket_wait_seconds)
+    page = pages.router(
+        intake,
+        status,
+        links,
+        wait_seconds=settings.ticket_wait_seconds,
+        printers=settings.kiosk_printers,
+    )
     # Edge site mode (docs/edge.md): the hub sends its calendar changes down, a site applies them.
     admin = Admin(intake, edge.hub_announcer(runtime) if settings.edge_hub else None)
     if settings.edge_site:

@@ -95,20 +95,26 @@ def check_edit(fair: Fair, day: date, venue: str | None) -> None:
 
 
 def publish_steps(
-    plan: list[FairDay], published: Mapping[date, str], today: date
+    plan: list[FairDay],
+    published: Mapping[date, str],
+    today: date,
+    withdrawing: Mapping[date, str] | None = None,
 ) -> tuple[list[FairDay], list[tuple[date, str]]]:
     """What publishing the plan does: the fair days to open (not yet open at that venue) and the
     (date, venue) sessions published earlier to withdraw (moved or dropped since). Past days
-    are left as they were."""
+    are left as they were. `withdrawing`: withdrawals a publication began and may not have
+    finished (it crashed); one the plan no longer wants is done again, one it wants back is
+    opened again (its session may be cancelled already)."""
     to_open = [
         e
         for e in plan
         if e.day >= today and e.venue is not None and published.get(e.day) != e.venue.slug
     ]
     current = {e.day: e.venue.slug if e.venue else None for e in plan}
+    begun = [(day, slug) for day, slug in (withdrawing or {}).items() if published.get(day) != slug]
     to_withdraw = [
         (day, slug)
-        for day, slug in sorted(published.items())
+        for day, slug in sorted({*published.items(), *begun})
         if day >= today and day in current and current[day] != slug
     ]
     return to_open, to_withdraw

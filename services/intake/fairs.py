@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from giliran.catalogue import Fair
@@ -50,17 +51,21 @@ class FairPlans:
     def _today(self, fair: Fair) -> date:
         return self.admin.intake.clock().astimezone(ZoneInfo(fair.timezone)).date()
 
-    async def _state(self, fair: Fair) -> tuple[dict[date, str | None], dict[date, str]]:
+    async def _state(
+        self, fair: Fair
+    ) -> tuple[dict[date, str | None], dict[date, str], dict[date, str]]:
         doc = await self.admin.intake.store.calendar_of(_plan_key(fair.template))
-        edits = {date.fromisoformat(k): v for k, v in (doc.get("edits") or {}).items()}
-        published = {date.fromisoformat(k): v for k, v in (doc.get("published") or {}).items()}
-        return edits, published
+
+        def dates(field: str) -> dict[date, Any]:
+            return {date.fromisoformat(k): v for k, v in (doc.get(field) or {}).items()}
+
+        return dates("edits"), dates("published"), dates("withdrawing")
 
     async def plan(self, template: str, quarter: str) -> tuple[list[FairDay], dict[date, str]]:
         """A quarter's fair days after edits, and which are published at which venue."""
         fair = self.fair(template)
         first, last = self._quarter(quarter)
-        edits, published = await self._state(fair)
+        edits, published, _ = await self._state(fair)
         days = fair_plan.rotation(fair, first, last, self.admin.intake.holidays)
         return fair_plan.with_edits(days, edits, fair), published
 
@@ -97,13 +102,19 @@ class FairPlans:
 
     async def publish(self, template: str, quarter: str) -> Publication:
         """Open every fair day of the quarter at its venue's site and withdraw those moved or
-        dropped since the last publication. Safe to repeat: each step is idempotent and the
-        record of what is published is written after each step."""
+        dropped since the last publication. Safe to repeat, after a crash too: each step is
+        idempotent; an opening is recorded after it is done, a withdrawal before it starts (as
+        `withdrawing`) and again after, so a publication that died between the two finishes
+        it, or opens the date again if the plan has it back at that venue."""
         fair = self.fair(template)
         plan, published = await self.plan(template, quarter)
-        to_open, to_withdraw = fair_plan.publish_steps(plan, published, self._today(fair))
+        _, _, withdrawing = await self._state(fair)
+        to_open, to_withdraw = fair_plan.publish_steps(
+            plan, published, self._today(fair), withdrawing
+        )
         for day, slug in to_withdraw:
             site = fair.site_of(slug)
+            await self._record(fair, day, None, withdrawing=slug)
             await self.admin.cancel_session(site, sessions.session_id_for(site, day), WITHDRAWN)
             await self._record(fair, day, None)
         for entry in to_open:
@@ -115,13 +126,24 @@ class FairPlans:
             await self._record(fair, entry.day, entry.venue.slug)
         return Publication(to_open, to_withdraw)
 
-    async def _record(self, fair: Fair, day: date, venue: str | None) -> None:
+    async def _record(
+        self, fair: Fair, day: date, venue: str | None, *, withdrawing: str | None = None
+    ) -> None:
+        """`venue` is published on `day` (None: nothing is); `withdrawing`: the venue whose
+        session is about to be cancelled, kept until the next record of that day."""
+
         def change(doc: Document) -> Document:
+            key = day.isoformat()
             published = dict(doc.get("published") or {})
+            begun = dict(doc.get("withdrawing") or {})
             if venue is None:
-                published.pop(day.isoformat(), None)
+                published.pop(key, None)
             else:
-                published[day.isoformat()] = venue
-            return {**doc, "published": published}
+                published[key] = venue
+            if withdrawing is None:
+                begun.pop(key, None)
+            else:
+                begun[key] = withdrawing
+            return {**doc, "published": published, "withdrawing": begun}
 
         await self.admin.intake.store.change_calendar(_plan_key(fair.template), change)

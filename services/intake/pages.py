@@ -3,7 +3,8 @@ toggle): registration, kiosk and printed ticket, status with server push, SKM su
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+from collections.abc import Mapping
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -20,22 +21,19 @@ from giliran.catalogue import SiteDef
 from giliran.contracts import Channel, Language, TicketStatus
 from giliran.errors import DomainError
 from giliran.hardening import limited_address
-from services.intake import sessions
+from giliran.lan import is_loopback_url
+from giliran.settings import KioskPrinter
+from services.intake import offer, sessions
 from services.intake.errors import NikRequired
 from services.intake.handlers import Intake, Scores, SubmitRequest
 from services.intake.http import LinkResent, Links, Site, Status, Token
 from services.intake.models import ResendLink
+from services.intake.printing import PrinterFailed, escpos_bytes, send_to_printer
 from services.intake.problems import describe
 from services.intake.skm import QUESTIONS
-from services.intake.views import registration_text
+from services.intake.slip import Paper, Slip, slip_for
 
 PAGES = Jinja2Templates(directory=FilePath(__file__).parent / "pages")
-PRIORITY_NAMES = {
-    "elderly": {"id": "lansia", "en": "elderly"},
-    "disability": {"id": "penyandang disabilitas", "en": "disability"},
-    "pregnancy": {"id": "ibu hamil", "en": "pregnant"},
-    "infant": {"id": "membawa bayi", "en": "with an infant"},
-}
 Lang = Annotated[str, Query(pattern=r"^(id|en)$")]
 # The kiosk pages register walk-ins straight into the line: a kiosk's sign-in at that site only
 # (a kiosk account's session cookie, or its token), strangers are sent to /login (ADR 0102).
@@ -44,7 +42,8 @@ KioskDevice = Annotated[Principal, Depends(requires(Role.KIOSK, site_from="site"
 
 def qr_svg(url: str) -> str:
     """The status link as an inline SVG QR code (segno: no image files, no network)."""
-    return str(segno.make(url, error="m").svg_inline(scale=4, border=2))
+    # omitsize: a viewBox only, so CSS sizes it (with width/height set, a smaller box crops it).
+    return str(segno.make(url, error="m").svg_inline(border=2, omitsize=True))
 
 
 def _texts(lang: str) -> Any:
@@ -86,30 +85,50 @@ def _error_text(exc: Exception, lang: str) -> tuple[str, str | None]:
     raise exc
 
 
-def booths_for(site: SiteDef, service: str) -> list[dict[str, Any]]:
-    """Counters serving a service, with where to find them (printed on the ticket)."""
-    return [
-        {"name": c.name.model_dump(), "hint": c.hint.model_dump() if c.hint else None}
-        for c in site.counters
-        if service in c.services
-    ]
-
-
-def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float) -> APIRouter:
+def router(
+    intake: Intake,
+    status: Status,
+    links: Links,
+    *,
+    wait_seconds: float,
+    printers: Mapping[str, KioskPrinter] | None = None,
+) -> APIRouter:
     pages = APIRouter(tags=["pages"], include_in_schema=False)
+    kiosk_printers = dict(printers or {})
 
-    async def service_rows(site: SiteDef, window: sessions.SessionWindow | None) -> list[Any]:
-        """Each service as a citizen weighs it: name, cost, what to bring, places left."""
-        left = await intake.places_left(site, window) if window else {}
-        return [
-            {
-                "def": s,
-                "cost": {"id": s.cost("id"), "en": s.cost("en")},
-                "left": left.get(s.code),
-                "limited": window is not None and left.get(s.code) is not None,
-            }
-            for s in site.services
-        ]
+    def printer_of(site: str, kiosk: Principal) -> KioskPrinter | None:
+        """The signed-in kiosk's printer (GILIRAN_KIOSK_PRINTERS by the kiosk's name: its paired
+        device label or account), only at the printer's own site."""
+        printer = kiosk_printers.get(kiosk.name)
+        return printer if printer is not None and printer.site == site else None
+
+    async def slip_of(request: Request, token: str, lang: str) -> tuple[Slip, SiteDef]:
+        view = await status.view(token)
+        spec = intake.site(view.site)
+        return slip_for(view, spec, lang, links.page(request, token), intake.clock()), spec
+
+    async def to_the_ticket(
+        request: Request, site: str, token: str, lang: str, kiosk: Principal
+    ) -> RedirectResponse:
+        """After a kiosk issued or checked in: print on the kiosk's ESC/POS printer if it has one
+        (the page then only shows the ticket), else let the kiosk's browser print the page."""
+        query = {"lang": lang}
+        printer = printer_of(site, kiosk)
+        if printer is not None:
+            query["paper"] = str(printer.paper)
+        if printer is not None and printer.escpos:
+            slip, _spec = await slip_of(request, token, lang)
+            data = await asyncio.to_thread(
+                escpos_bytes, slip, Paper(printer.paper), printer.profile
+            )
+            try:
+                await send_to_printer(printer, data)
+                query["printed"] = "1"
+            except PrinterFailed:
+                query |= {"printed": "0", "autoprint": "1"}
+        else:
+            query["autoprint"] = "1"
+        return RedirectResponse(f"/kiosk/ticket/{token}?{urlencode(query)}", status_code=303)
 
     async def session_choices(site: SiteDef) -> list[dict[str, Any]]:
         """The sessions online registration is open for now (the catalogue's admission rule)."""
@@ -140,64 +159,18 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             )
         return found
 
-    async def current_window(site: SiteDef) -> sessions.SessionWindow | None:
-        """The session a walk-in at the kiosk joins now, if one runs."""
-        now = intake.clock()
-        try:
-            return sessions.session_for_registration(
-                site,
-                now,
-                intake.holidays,
-                await intake._adhoc_sessions(site.site, now),
-                await intake.overrides(site.site),
-            )
-        except DomainError:
-            return None
-
-    async def next_registration(site: SiteDef) -> dict[str, str] | None:
-        """When online registration opens next, for a page that has no session open for it."""
-        now = intake.clock()
-        for window in await intake.upcoming(site.site, 60):
-            if window.cancelled:
-                continue
-            _opens, closes = sessions.registration_window(window, site.admission, site.timezone)
-            if now < closes:
-                return {
-                    "id": registration_text(window, site, now)[2],
-                    "en": registration_text(window, site, now, "en")[2],
-                    "when_id": sessions.format_local(window.opens_at, site.timezone),
-                    "when_en": sessions.format_local(window.opens_at, site.timezone, "en"),
-                }
-        return None
-
     @pages.get("/jadwal/{site}", response_class=HTMLResponse)
     async def schedule(request: Request, site: Site, lang: Lang = "id") -> Response:
         """The public session list: when each session runs, when online registration opens,
         places left per service, what it costs and what to bring, in plain Bahasa Indonesia."""
         spec = intake.site(site)
-        now = intake.clock()
-        rows = []
-        for window in await intake.upcoming(site, 30):
-            rows.append(
-                {
-                    "window": window,
-                    "when_id": sessions.format_local(window.opens_at, spec.timezone),
-                    "when_en": sessions.format_local(window.opens_at, spec.timezone, "en"),
-                    "closes": f"{window.closes_at.astimezone(ZoneInfo(spec.timezone)):%H.%M}",
-                    "registration": {
-                        "id": registration_text(window, spec, now)[2],
-                        "en": registration_text(window, spec, now, "en")[2],
-                    },
-                    "services": await service_rows(spec, window),
-                }
-            )
         return _render(
             request,
             "schedule.html",
             lang,
             site=spec,
-            sessions=rows,
-            services=await service_rows(spec, None),
+            sessions=await offer.schedule(intake, spec),
+            services=await offer.service_rows(intake, spec, None),
         )
 
     @pages.get("/", response_class=HTMLResponse)
@@ -217,8 +190,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             lang,
             site=spec,
             choices=await session_choices(spec),
-            services=await service_rows(spec, None),
-            upcoming=await next_registration(spec),
+            services=await offer.service_rows(intake, spec, None),
+            upcoming=await offer.next_registration(intake, spec),
             challenge=intake.challenge(spec.site)[0],
             closed_days=sessions.closed_days(
                 spec,
@@ -290,8 +263,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 else getattr(exc, "http_status", 422),
                 site=spec,
                 choices=await session_choices(spec),
-                services=await service_rows(spec, None),
-                upcoming=await next_registration(spec),
+                services=await offer.service_rows(intake, spec, None),
+                upcoming=await offer.next_registration(intake, spec),
                 challenge=intake.challenge(spec.site)[0],
                 form=form,
                 error=message,
@@ -382,8 +355,8 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
             site=spec,
             window=window,
             closed=closed_message,
-            services=await service_rows(spec, window),
-            upcoming=await next_registration(spec),
+            services=await offer.service_rows(intake, spec, window),
+            upcoming=await offer.next_registration(intake, spec),
             error=None,
         )
 
@@ -398,7 +371,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         lang: Annotated[str, Form(pattern=r"^(id|en)$")] = "id",
     ) -> Response:
         spec = intake.site(site)
-        window = await current_window(spec)
+        window = await offer.current_window(intake, spec)
         try:
             command = SubmitRequest.model_validate(
                 {
@@ -423,15 +396,13 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 site=spec,
                 window=window,
                 closed=None,
-                services=await service_rows(spec, window),
+                services=await offer.service_rows(intake, spec, window),
                 upcoming=None,
                 error=message,
                 nik_wanted=isinstance(exc, NikRequired),
             )
         await intake.wait_for_tickets(result.doc["_id"], wait_seconds)
-        return RedirectResponse(
-            f"/kiosk/ticket/{result.doc['token']}?lang={lang}&autoprint=1", status_code=303
-        )
+        return await to_the_ticket(request, site, result.doc["token"], lang, who)
 
     @pages.post("/kiosk/{site}/check-in", response_class=HTMLResponse)
     async def kiosk_check_in(
@@ -455,32 +426,36 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
                 site=spec,
                 window=None,
                 closed=None,
-                services=await service_rows(spec, None),
+                services=await offer.service_rows(intake, spec, None),
                 upcoming=None,
                 error=message,
             )
-        return RedirectResponse(f"/kiosk/ticket/{doc['token']}?lang={lang}&autoprint=1", 303)
+        return await to_the_ticket(request, site, doc["token"], lang, who)
 
     @pages.get("/kiosk/ticket/{token}", response_class=HTMLResponse)
     async def ticket(
-        request: Request, token: Token, lang: Lang = "id", autoprint: int = 0
+        request: Request,
+        token: Token,
+        lang: Lang = "id",
+        autoprint: int = 0,
+        paper: Annotated[Paper, Query()] = Paper.MM80,
+        printed: Annotated[int | None, Query(ge=0, le=1)] = None,
     ) -> Response:
-        doc = await intake.by_token(token)
-        spec = intake.site(doc["site"])
-        view = await status.view(token)
-        url = links.page(request, token)
-        printed_at = datetime.now(ZoneInfo(spec.timezone))
+        """The ticket on the kiosk's screen, and printed by its browser on the roll's width
+        (?paper=58|80: the kiosk's printer setting, else 80 mm)."""
+        slip, spec = await slip_of(request, token, lang)
+        failed = PrinterFailed("")
         return _render(
             request,
             "ticket.html",
             lang,
             site=spec,
-            view=view,
-            qr=qr_svg(url),
-            url=url,
-            booths={t.service: booths_for(spec, t.service) for t in view.tickets},
-            priority_names=PRIORITY_NAMES,
-            printed_at=f"{printed_at:%d-%m-%Y %H.%M} WIB",
+            slip=slip,
+            qr=qr_svg(slip.status_url),
+            paper=int(paper),
+            only_this_box=is_loopback_url(slip.status_url),
+            printed=printed,
+            printer_failed=failed.message_en if lang == "en" else failed.message_id,
             autoprint=bool(autoprint),
         )
 

@@ -13,7 +13,7 @@ from functools import partial
 from zoneinfo import ZoneInfo
 
 from giliran.auth import Principal, Role
-from giliran.catalogue import AdmissionRule, SiteDef
+from giliran.catalogue import SiteDef
 from giliran.contracts import (
     Channel,
     CitizenContact,
@@ -26,18 +26,15 @@ from giliran.contracts import (
 )
 from giliran.errors import Unavailable
 from giliran.store import Document, from_instant, instant
-from services.intake import antibot, domain, sessions
-from services.intake.base import IntakeBase
+from services.intake import domain, sessions
+from services.intake.admission import Admission
 from services.intake.errors import (
-    AddressCapReached,
     AlreadyRegistered,
-    ChallengeRequired,
     CheckInRefused,
     ContactRequired,
     NikRequired,
     QuotaExhausted,
     RateLimited,
-    RegistrationNotOpen,
     SlotFull,
     TooManyServices,
     UnknownCheckInCode,
@@ -53,7 +50,7 @@ from services.intake.models import (
 )
 
 
-class Registration(IntakeBase):
+class Registration(Admission):
     """Registering and checking in: quotas, NIK claims, rate limits, codes."""
 
     async def _rate_limit(
@@ -296,74 +293,6 @@ class Registration(IntakeBase):
             raise
         self.wake()
         return Submitted(doc, tuple(warnings))
-
-    @staticmethod
-    def _check_window(
-        site: SiteDef,
-        session: sessions.SessionWindow,
-        rules: list[AdmissionRule],
-        now: datetime,
-    ) -> None:
-        """Online registration runs only inside every chosen service's window."""
-        for rule in rules:
-            opens, closes = sessions.registration_window(session, rule, site.timezone)
-            if now < opens:
-                raise RegistrationNotOpen(
-                    sessions.format_local(opens, site.timezone),
-                    sessions.format_local(opens, site.timezone, "en"),
-                    closed=False,
-                )
-            if now >= closes:
-                raise RegistrationNotOpen(
-                    sessions.format_local(closes, site.timezone),
-                    sessions.format_local(closes, site.timezone, "en"),
-                    closed=True,
-                )
-
-    async def _admit_address(
-        self,
-        site: SiteDef,
-        session: sessions.SessionWindow,
-        client: str,
-        command: SubmitRequest,
-        now: datetime,
-    ) -> None:
-        """Past `challenge_after` registrations for a session from one address, each further one
-        carries a solved challenge (used once); past `per_address_per_session`, none is taken."""
-        rule = site.antibot
-        key = f"session-address:{session.session_id}:{antibot.address_key(client)}"
-        expires = session.closes_at + timedelta(days=1)
-        # Counted first, atomically: concurrent registrations from one address cannot all read
-        # "below the threshold" and skip the challenge, nor pass the cap together.
-        seen = await self.store.hit(key, "session", expires)
-        if seen > rule.per_address_per_session:
-            raise AddressCapReached(rule.per_address_per_session)
-        if seen <= rule.challenge_after:
-            return
-        refusal: ChallengeRequired | None = None
-        proof = command.proof
-        if proof is None:
-            refusal = ChallengeRequired(site.site)
-        else:
-            verdict = antibot.check_proof(
-                self.nik_key, site.site, rule.challenge_bits, proof.challenge, proof.nonce, now
-            )
-            if not verdict.ok:
-                refusal = ChallengeRequired(site.site, verdict.why_id, verdict.why_en)
-            elif await self.store.hit(f"pow:{verdict.nonce_id}", "used", expires) > 1:
-                refusal = ChallengeRequired(
-                    site.site, "tantangan ini sudah dipakai.", "this challenge was already used."
-                )
-        if refusal is not None:
-            # An unanswered challenge takes no place: it does not count towards the cap.
-            await self.store.unhit(key, "session")
-            raise refusal
-
-    def challenge(self, slug: str) -> tuple[str, int]:
-        """A fresh proof-of-work challenge for a site's registration form, and its difficulty."""
-        site = self.site(slug)
-        bits = site.antibot.challenge_bits
-        return antibot.new_challenge(self.nik_key, site.site, bits, self.clock()), bits
 
     async def _claim_nik(
         self, session_id: str, code: str, nik_hash: str, request_id: str, session_date: str

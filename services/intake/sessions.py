@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from giliran.catalogue import AdmissionRule, SiteDef
+from giliran.catalogue import AdmissionRule, HolidayClosure, SiteDef
+from giliran.contracts.subjects import session_of_site
 from services.intake.closures import closure_of, holiday_name
 from services.intake.errors import InvalidSlot, SessionClosed, SessionNotBookable
 
@@ -82,12 +83,21 @@ def session_id_for(site: str, day: date) -> str:
 
 
 def of_site(site: str, session_id: str) -> bool:
-    """Whether `session_id` names one of `site`'s sessions: the slug, a hyphen and exactly a
-    date (a bare prefix test would let `botram-setu-...` pass for a site `botram`)."""
-    rest = session_id.removeprefix(f"{site}-")
-    # The demo session of `giliran up --demo` is `<site>-demo-<date>` (demo_session).
-    day = rest.removeprefix("demo-")
-    return rest != session_id and len(day) == 8 and day.isdigit()
+    """Whether `session_id` names one of `site`'s sessions (the shape both services check)."""
+    return session_of_site(site, session_id)
+
+
+def policy_closure(
+    site: SiteDef,
+    day: date,
+    holidays: Collection[date],
+    overrides: CalendarOverrides = NO_OVERRIDES,
+) -> HolidayClosure | None:
+    """The holiday policy's closure of `day` on the calendar as the site's admin corrected it
+    (a cuti bersama added by name closes like one the `holidays` package knows)."""
+    return closure_of(
+        site.schedule, day, holidays, overrides.holidays_added, overrides.holidays_removed
+    )
 
 
 def scheduled_session(
@@ -101,7 +111,7 @@ def scheduled_session(
     rule = site.schedule
     if is_closed(site, day, overrides):
         return None
-    if day not in overrides.closures_lifted and closure_of(rule, day, holidays) is not None:
+    if day not in overrides.closures_lifted and policy_closure(site, day, holidays, overrides):
         return None
     label = ""
     if rule.rule == "sundays_and_holidays":
@@ -335,10 +345,10 @@ def closed_days(
                 ClosedDay(day, f"Kantor tutup: {note}", f"Office closed: {note}", "office")
             )
             continue
-        closure = closure_of(site.schedule, day, holidays)
+        closure = policy_closure(site, day, holidays, overrides)
         if closure is None:
             continue
-        name = holiday_name(holidays, day)
+        name = holiday_name(holidays, day, overrides.holidays_added, overrides.holidays_removed)
         reason_id = f"{name}. {closure.reason.id}" if name else closure.reason.id
         found.append(ClosedDay(day, reason_id, closure.reason.en, "policy"))
     return found

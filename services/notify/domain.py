@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,15 +79,6 @@ def approaching_due(
         for ahead_now, (ticket_id, ahead_at_issue) in enumerate(waiting_in_order)
         if ahead_now <= threshold < ahead_at_issue and ticket_id not in already
     ]
-
-
-_STATUS_LINK = re.compile(r"/s/[A-Za-z0-9_-]+")
-
-
-def without_status_link(text: str) -> str:
-    """A message as logs and operators see it: the citizen's status link opens their request
-    (check-in, survey), so only the citizen's own phone or mailbox shows it whole."""
-    return _STATUS_LINK.sub("/s/…", text)
 
 
 def delivery_id(cause: str, channel: str, recipient_key: str) -> str:

@@ -30,7 +30,7 @@ from giliran.contracts import (
 )
 from giliran.errors import Conflict, NotFound, RetryLater, Unprocessable
 from giliran.privacy import scrub
-from giliran.store import Document, instant
+from giliran.store import Document, from_instant, instant
 from services.notify.channels import (
     Channel,
     Contact,
@@ -417,7 +417,9 @@ class ChannelWorker:
             held = await self.store.get(key)
             if held is None or held["status"] != "sending":
                 return
-            raise RetryLater(f"delivery {key} is being sent", self._hold_seconds())
+            # Back when the hold ends (the attempt finishes sooner, or a crashed one lapses).
+            left = (from_instant(held["held_until"]) - now).total_seconds()
+            raise RetryLater(f"delivery {key} is being sent", max(1.0, left))
         try:
             handed = await self.channel.send(recipient, outgoing(key))
         except PermanentFailure as exc:

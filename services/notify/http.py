@@ -15,9 +15,9 @@ from pydantic import BaseModel
 
 from giliran.auth import AuditLog, Principal, Role, requires, wrong_site
 from giliran.contracts.subjects import SITE_PATTERN
+from giliran.privacy import without_status_link
 from giliran.store import Document, Instant
 from services.notify import receipts
-from services.notify.domain import without_status_link
 from services.notify.handlers import ChannelWorker, DeliveryNotFound, ReceiptTally
 from services.notify.store import DeliveryStore
 

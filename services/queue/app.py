@@ -16,6 +16,7 @@ from services.queue.desk import Desk, DeskPolicy
 from services.queue.handlers import Queue
 from services.queue.metrics import QueueMetrics
 from services.queue.store import TicketStore
+from services.queue.voice import Announcer
 
 HEAL_SECONDS = 30.0
 
@@ -53,13 +54,15 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     runtime.every(settings.metrics_refresh_seconds, observe_lines)
     # The queue is the one publisher of every ticket event and of the counter events.
     runtime.publishes(*TICKET_EVENTS, CounterOpened, CounterClosed)
+    announcer = Announcer(settings.voice_command)
     app = create_http_app(
         runtime,
         title="Giliran queue",
-        routers=[http.router(queue, desk, runtime.audit, metrics.board_connections)],
+        routers=[http.router(queue, desk, runtime.audit, metrics.board_connections, announcer)],
         static=Path(__file__).parent / "static",
     )
     app.state.queue = queue
     app.state.desk = desk
     app.state.queue_metrics = metrics
+    app.state.announcer = announcer
     return app, runtime

@@ -7,15 +7,17 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime
+from urllib.parse import quote
 
 from pydantic import BaseModel
 
 from giliran.catalogue import SiteDef
 from giliran.push import Changes
 from giliran.store import Document, from_instant
+from services.queue.announce import call_sentence
 from services.queue.store import TicketStore
 
-__all__ = ["BoardView", "Changes", "LinesCache", "board_view"]
+__all__ = ["BoardView", "Changes", "LinesCache", "board_view", "call_shown"]
 
 RECENT_CALLS = 8
 NEXT_PER_LINE = 3
@@ -34,6 +36,10 @@ class CallShown(BaseModel):
     service_name: str
     called_at: datetime
     recall: int
+    # What is said (a browser's own Indonesian voice says this text) and where the box's
+    # spoken version of it is (chime + eSpeak NG), for browsers without one.
+    spoken: str
+    audio: str
 
 
 class CounterShown(BaseModel):
@@ -61,19 +67,26 @@ class BoardView(BaseModel):
     lines: list[LineShown]
 
 
-def _call(site: SiteDef, doc: Document) -> CallShown:
+def call_shown(site: SiteDef, doc: Document) -> CallShown:
     counter = site.counter(doc["counter"])
     service = site.service(doc["service"])
     recalls = int(doc.get("recalls", 0))
+    counter_name = counter.name.id if counter else doc["counter"]
     return CallShown(
         call_id=f"{doc['_id']}:{recalls}",
         number=doc["number"],
         counter=doc["counter"],
-        counter_name=counter.name.id if counter else doc["counter"],
+        counter_name=counter_name,
         service_name=service.name.id if service else doc["service"],
         called_at=from_instant(doc.get("last_call_at") or doc["called_at"]),
         recall=recalls,
+        spoken=call_sentence(doc["number"], counter_name),
+        audio=announcement_path(site.site, doc["_id"]),
     )
+
+
+def announcement_path(site: str, ticket_id: str) -> str:
+    return f"/api/v1/sites/{site}/calls/{quote(ticket_id, safe='')}/announcement.wav"
 
 
 class LinesCache:
@@ -144,7 +157,9 @@ async def board_view(
     recent, counter_docs = await asyncio.gather(
         store.recent_calls(site.site, RECENT_CALLS), store.counters_of(site.site)
     )
-    calls = [_call(site, d) for d in recent if session_id is None or d["session_id"] == session_id]
+    calls = [
+        call_shown(site, d) for d in recent if session_id is None or d["session_id"] == session_id
+    ]
     states = {d["counter"]: d for d in counter_docs}
     serving = {
         d["counter"]: d["number"]

@@ -260,14 +260,6 @@ def counter_of(site: SiteDef, counter_id: str) -> CounterDef:
     return counter
 
 
-def session_shaped_for(site: str, session_id: str) -> bool:
-    """Whether `session_id` has the shape of one of `site`'s own sessions (`<site>-YYYYMMDD`,
-    as intake names them). Exactly eight digits after the slug and its hyphen: a prefix test
-    alone would let `botram-setu-...` pass for a site called `botram`."""
-    rest = session_id.removeprefix(f"{site}-")
-    return rest != session_id and len(rest) == 8 and rest.isdigit()
-
-
 def unknown_services(site: SiteDef, services: Iterable[str]) -> list[str]:
     """Services of a request that this site does not offer (empty when all are known)."""
     return [code for code in services if site.service(code) is None]

@@ -24,6 +24,7 @@ from giliran.contracts import (
     new_event,
     utcnow,
 )
+from giliran.contracts.subjects import session_of_site
 from giliran.errors import Unprocessable
 from giliran.push import Changes
 from giliran.store import Document, from_instant, instant
@@ -197,7 +198,7 @@ class Queue:
         for the site, or (not seen yet: a counter opened before the first citizen) one shaped
         as the site's own. Never another site's, whatever the path or subject said."""
         recorded = await self.store.session_site(session_id)
-        if recorded == site or (recorded is None and domain.session_shaped_for(site, session_id)):
+        if recorded == site or (recorded is None and session_of_site(site, session_id)):
             return
         raise domain.SessionOfAnotherSite(site, session_id)
 

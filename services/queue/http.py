@@ -18,12 +18,13 @@ from giliran.contracts import CounterAction, CounterView, Outcome, TicketAction,
 from giliran.contracts.events import ServiceCode
 from giliran.contracts.subjects import SITE_PATTERN
 from giliran.push import credential_of, sse_response
-from services.queue.board import BoardView, LinesCache, board_view
+from services.queue.board import BoardView, LinesCache, board_view, call_shown
 from services.queue.desk import Desk
 from services.queue.domain import TicketNotFound
 from services.queue.handlers import Queue
 from services.queue.store import audit_facts, ticket_view
 from services.queue.subscribers import run_counter_action, run_ticket_action
+from services.queue.voice import Announcer
 
 PAGES = Jinja2Templates(directory=FilePath(__file__).parent / "pages")
 WAITING_SHOWN = 30
@@ -94,7 +95,13 @@ BoardViewer = Annotated[Principal, Depends(requires(*BOARD_VIEWERS, page=True))]
 TicketVerb = Literal["call", "recall", "start", "complete", "no-show", "transfer", "cancel"]
 
 
-def router(queue: Queue, desk: Desk, audit: AuditLog, boards: Gauge | None = None) -> APIRouter:
+def router(
+    queue: Queue,
+    desk: Desk,
+    audit: AuditLog,
+    boards: Gauge | None = None,
+    announcer: Announcer | None = None,
+) -> APIRouter:
     api = APIRouter(tags=["counter"])
 
     async def before(ticket_id: str) -> dict[str, object] | None:
@@ -245,6 +252,28 @@ def router(queue: Queue, desk: Desk, audit: AuditLog, boards: Gauge | None = Non
             still_allowed=still_allowed,
             limits=request.app.state.runtime.streams,
             credential=credential_of(request),
+        )
+
+    voice = announcer or Announcer()
+
+    @api.get(
+        "/api/v1/sites/{site}/calls/{ticket_id}/announcement.wav",
+        response_class=Response,
+        responses={200: {"content": {"audio/wav": {}}, "description": "Chime, then the call"}},
+    )
+    async def announcement(site: Site, ticket_id: TicketPath, _: Viewer) -> Response:
+        """A call as the box says it (ADR 0146), for boards whose browser has no Indonesian
+        voice. Only a ticket of this site that has been called: nothing else can be made to
+        speak, so what a board may ask for is bounded by the calls of the day."""
+        doc = await queue.store.get(ticket_id)
+        if doc is None or doc["site"] != site or not doc.get("counter") or not doc.get("called_at"):
+            raise TicketNotFound(ticket_id)
+        call = call_shown(queue.site(site), doc)
+        return Response(
+            await voice.wav(call.spoken),
+            media_type="audio/wav",
+            # The same ticket at the same counter is the same sentence: a recall replays it.
+            headers={"Cache-Control": "private, max-age=86400"},
         )
 
     @api.get("/board", response_class=HTMLResponse, include_in_schema=False)

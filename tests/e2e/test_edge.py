@@ -58,7 +58,7 @@ class Box:
 
     @property
     def nats_url(self) -> str:
-        return f"nats://127.0.0.1:{self.nats.port}"
+        return self.settings.nats_url  # the hub's carries its own user's credentials
 
 
 def _settings(mongo_url: str, nats_port: int) -> Settings:
@@ -103,9 +103,11 @@ async def kabupaten(mongo_url: str, tmp: Path) -> AsyncIterator[tuple[Box, dict[
     leaf_port = free_port()
     passwords = {site: secrets.token_hex(12) for site in SITES}
     (tmp / "hub.conf").write_text(edge.render_hub_config(SITES, leaf_port=leaf_port))
+    hub_password = secrets.token_hex(16)
     hub_env = {
         **os.environ,
         **{edge.leaf_password_variable(s): json.dumps(p) for s, p in passwords.items()},
+        edge.HUB_PASSWORD_VARIABLE: json.dumps(hub_password),
     }
     processes: list[ManagedProcess] = []
     keepers: list[asyncio.Task[None]] = []
@@ -129,6 +131,9 @@ async def kabupaten(mongo_url: str, tmp: Path) -> AsyncIterator[tuple[Box, dict[
         # What `giliran hub` runs beside its services: the gathering stream, and the caretaker
         # that re-arms a site's sourcing as soon as its link is back.
         hub_settings = _settings(mongo_url, hub_nats.port)
+        hub_settings = hub_settings.model_copy(
+            update={"nats_url": f"nats://{edge.HUB_USER}:{hub_password}@127.0.0.1:{hub_nats.port}"}
+        )
         keepers.append(asyncio.create_task(edge.keep_hub(hub_settings.nats_url, list(SITES))))
         await eventually(lambda: _stream_exists(hub_settings.nats_url), within=20)
         hub_services = await _start_services(

@@ -115,7 +115,8 @@ async def test_kiosk_walk_in_prints_a_ticket_with_a_qr_code(settings: Settings) 
         await page.wait_for_url("**/kiosk/ticket/**")
         assert await page.inner_text("[data-testid=number]") == "B-002"
         assert await page.inner_text("[data-testid=nik]") == "NIK: ************0003"
-        assert await page.inner_text("[data-testid=priority]") == "Prioritas: ibu hamil"
+        # A mark only: the reason (a health fact) is not on the paper (test_printed_ticket.py).
+        assert await page.inner_text("[data-testid=priority]") == "PRIORITAS"
         text = await page.inner_text("#ticket")
         assert "Pencetakan KTP-el" in text and "Loket 1" in text
         assert "Layanan ini GRATIS" in text

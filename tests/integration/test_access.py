@@ -144,6 +144,8 @@ def rows(ticket: str, request: str, delivery: str) -> list[Row]:
         Row("queue", "GET", f"{s}/requests/{request}", REQUEST_READERS),
         Row("queue", "GET", f"{s}/board", BOARD),
         Row("queue", "GET", f"{s}/board/stream", BOARD, stream=True),
+        # The spoken call a board plays (a ticket not yet called: 404 for those who may ask).
+        Row("queue", "GET", f"{s}/calls/{ticket}/announcement.wav", BOARD),
         Row("queue", "GET", f"/console?site={SITE}&counter=1", OFFICERS, page=True),
         Row("queue", "GET", f"/board?site={SITE}", BOARD, page=True),
         # --- intake: admin API and page for admins of the site; a request by id for staff ----

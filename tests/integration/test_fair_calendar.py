@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from giliran import edge
 from giliran.bus import put_stream
 from giliran.settings import Settings
+from services.intake.admin import Admin
 from tests.conftest import eventually, issue_token, nats_client, running
 from tests.integration.test_intake_registration import at, bus_events, nik
 
@@ -220,3 +221,84 @@ async def test_the_plan_page_opens_on_the_quarter_of_the_date_in_wib(
         page = await svc.http.get("/admin/fairs/botram")
         assert page.status_code == 200, page.text
         assert "triwulan 2027Q1" in page.text and 'data-date="2027-01-02"' in page.text
+
+
+async def test_a_cuti_bersama_the_admin_adds_closes_msc_like_one_the_package_knows(
+    hub_settings: Settings,
+) -> None:
+    """Each year's cuti bersama is decreed after the `holidays` release that estimates the year:
+    for 2029 it knows Idul Fitri on Thursday 15 and Friday 16 February, nothing after. The admin
+    adds the decreed Monday 19 February with its name. MSC opens on holidays, so without the
+    policy reading the corrected calendar it opened on that cuti bersama (and on the Sunday
+    between), the days its staff are on leave."""
+    site = "cikarang-utara"
+    async with running("intake", hub_settings) as svc:
+        at(svc, datetime(2029, 2, 12, 3, 0, tzinfo=UTC))  # Monday of the week before
+        added = await svc.http.put(
+            f"/api/v1/admin/sites/{site}/holidays/2029-02-19",
+            json={"note": "Cuti Bersama Hari Raya Idul Fitri"},
+        )
+        assert added.status_code == 204, added.text
+        ahead = await svc.anonymous.get(f"/api/v1/sites/{site}/sessions", params={"days": 14})
+        dates = [s["date"] for s in ahead.json()]
+        assert "2029-02-18" not in dates and "2029-02-19" not in dates
+        assert "2029-02-25" in dates  # the Sunday after the break opens as usual
+        closed = await svc.anonymous.get(f"/api/v1/sites/{site}/closed-days", params={"days": 14})
+        by_day = {c["date"]: c for c in closed.json()}
+        assert "Idul Fitri" in by_day["2029-02-19"]["reason_id"]
+        assert by_day["2029-02-18"]["source"] == "policy"
+        # A date the package estimates, removed by the admin (the government set Idul Adha
+        # 1451 H on another day): Sunday 14 April 2030 is an ordinary Sunday again, and opens.
+        at(svc, datetime(2030, 4, 8, 3, 0, tzinfo=UTC))
+        before = await svc.anonymous.get(f"/api/v1/sites/{site}/sessions", params={"days": 14})
+        assert "2030-04-14" not in [s["date"] for s in before.json()]
+        removed = await svc.http.delete(f"/api/v1/admin/sites/{site}/holidays/2030-04-14")
+        assert removed.status_code == 204, removed.text
+        after = await svc.anonymous.get(f"/api/v1/sites/{site}/sessions", params={"days": 14})
+        assert "2030-04-14" in [s["date"] for s in after.json()]
+
+
+async def test_a_publication_that_died_mid_withdrawal_is_finished_by_the_next(
+    hub_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies right after a withdrawn day's session is cancelled, before the plan's
+    record says so. The kabupaten then puts the day back at that venue and publishes again: the
+    venue's session must be open again, not left cancelled under a plan that shows it published.
+    (Without the record of the withdrawal begun, the second publication saw nothing to do.)"""
+    original = Admin.cancel_session
+    crashes = [True]
+
+    async def cancel_then_die(self: Admin, site: str, session_id: str, note: str = "") -> int:
+        done = await original(self, site, session_id, note)
+        if crashes and crashes.pop():
+            raise RuntimeError("process died")  # after the cancellation, before the record
+        return done
+
+    async with running("intake", hub_settings) as svc:
+        at(svc, MONDAY)
+        await svc.http.put(f"{PLAN}/2026-12-19", json={"venue": "setu"})
+        await svc.http.post(f"{PLAN}/publish", params={"quarter": "2026Q4"})
+        await svc.http.put(f"{PLAN}/2026-12-19", json={"venue": "babelan"})
+        monkeypatch.setattr(Admin, "cancel_session", cancel_then_die)
+        with pytest.raises(RuntimeError):
+            await svc.http.post(f"{PLAN}/publish", params={"quarter": "2026Q4"})
+        # Setu's session was cancelled; the kabupaten changes its mind and publishes again.
+        await svc.http.put(f"{PLAN}/2026-12-19", json={"venue": "setu"})
+        again = await svc.http.post(f"{PLAN}/publish", params={"quarter": "2026Q4"})
+        assert again.status_code == 200, again.text
+        setu = await svc.http.get("/api/v1/sites/botram-setu/sessions", params={"days": 30})
+        (day,) = [s for s in setu.json() if s["date"] == "2026-12-19"]
+        assert not day["cancelled"]
+        plan = (await svc.http.get(PLAN, params={"quarter": "2026Q4"})).json()
+        assert next(e for e in plan if e["date"] == "2026-12-19")["published"]
+        # And the other way: dying mid-withdrawal while the day moves on for good.
+        crashes.append(True)
+        await svc.http.put(f"{PLAN}/2026-12-19", json={"venue": "babelan"})
+        with pytest.raises(RuntimeError):
+            await svc.http.post(f"{PLAN}/publish", params={"quarter": "2026Q4"})
+        done = await svc.http.post(f"{PLAN}/publish", params={"quarter": "2026Q4"})
+        assert {"date": "2026-12-19", "venue": "babelan"} in done.json()["opened"]
+        babelan = await svc.http.get("/api/v1/sites/botram-babelan/sessions", params={"days": 30})
+        assert "2026-12-19" in [s["date"] for s in babelan.json() if not s["cancelled"]]
+        setu = await svc.http.get("/api/v1/sites/botram-setu/sessions", params={"days": 30})
+        assert all(s["cancelled"] for s in setu.json() if s["date"] == "2026-12-19")

@@ -113,6 +113,15 @@ async def test_a_known_nik_gets_a_refusal_that_reveals_nothing_of_the_first_requ
         assert "NIK ini sudah terdaftar" in page.text
         for secret in secrets_of_victim:
             assert secret not in page.text
+        # Nor at the kiosk (it used to print the victim's ticket, QR code and all).
+        kiosk = await token_for(svc, Role.KIOSK, SITE)
+        async with client_from(svc, "192.0.2.40", **kiosk) as device:
+            walk_in = {"service": "KTP-CETAK", "nik": nik(1)}
+            printed = await device.post(f"/kiosk/{SITE}", data=walk_in)
+        assert printed.status_code == 409 and "location" not in printed.headers
+        assert "NIK ini sudah terdaftar" in printed.text
+        for secret in secrets_of_victim:
+            assert secret not in printed.text
         # Every holder's refusal is the same answer: it says "refused", nothing about whose.
         other = await svc.anonymous.post(
             "/api/v1/requests", json=body(2, phone="0812 1111 2222", consent=True)

@@ -7,9 +7,11 @@ import json
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from nats.js import JetStreamContext
 
 from giliran.contracts.subjects import DLQ_STREAM, STREAM
 from giliran.settings import Settings
@@ -30,6 +32,33 @@ pytestmark = pytest.mark.integration
 ECHOES = ("081234567890", "+62 812 3456 7890", "0812-3456-7890", "6281234567890")
 
 
+def form_sms(gw: FakeGateway) -> dict[str, Any]:
+    """A form-encoded SMS gateway at `gw`'s /sms, whose answers each test scripts."""
+    return {
+        "name": "sms",
+        "type": "http",
+        "medium": "sms",
+        "url": f"{gw.url}/sms",
+        "encoding": "form",
+        "fields": {"to": "{phone_local}", "message": "{text}"},
+        "retry": FAST_RETRY,
+        "rate_per_second": 200,
+    }
+
+
+async def last_failed(js: JetStreamContext) -> bytes:
+    """The last notification.failed on the stream, once the outbox has relayed it."""
+
+    async def published() -> bytes | None:
+        try:
+            return (await js.get_last_msg(STREAM, f"giliran.{SITE}.notification.failed")).data
+        except Exception:  # not relayed from the outbox yet
+            return None
+
+    found: bytes = await eventually(published)
+    return found
+
+
 def leaks(text: str) -> bool:
     """Whether `text` holds the citizen's full number in any writing (separators ignored)."""
     return "81234567890" in re.sub(r"[\s\-.()]", "", text)
@@ -43,18 +72,8 @@ async def test_a_gateway_that_echoes_the_number_leaks_it_nowhere(
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.DEBUG, logger="giliran")
     echo = {"status": False, "error": "nomor tujuan " + " / ".join(ECHOES) + " ditolak"}
-    channel = {
-        "name": "sms",
-        "type": "http",
-        "medium": "sms",
-        "url": "",
-        "encoding": "form",
-        "fields": {"to": "{phone_local}", "message": "{text}"},
-        "retry": FAST_RETRY,
-        "rate_per_second": 200,
-    }
     async with FakeGateway() as gw:
-        channel["url"] = f"{gw.url}/sms"
+        channel = form_sms(gw)
         # First busy (its words are kept as the last error), then a refusal, both echoing.
         gw.fail_next(1, status=503, path_prefix="/sms", body=echo)
         gw.reject(400, path_prefix="/sms", body=echo)
@@ -83,15 +102,7 @@ async def test_a_gateway_that_echoes_the_number_leaks_it_nowhere(
 
                 await eventually(parked)
                 dead = await js.get_last_msg(DLQ_STREAM, f"giliran.{SITE}.dlq.notify.ticket.issued")
-
-                async def published() -> bytes | None:
-                    try:
-                        subject = f"giliran.{SITE}.notification.failed"
-                        return (await js.get_last_msg(STREAM, subject)).data
-                    except Exception:  # not relayed from the outbox yet
-                        return None
-
-                failed = [json.loads(await eventually(published))]
+                failed = [json.loads(await last_failed(js))]
             assert failed and "+6281******890" in failed[0]["data"]["reason"]
 
     places = {
@@ -146,18 +157,8 @@ async def test_a_gateway_that_quotes_the_message_back_leaks_no_status_link(
     caplog.set_level(logging.DEBUG, logger="giliran")
     token = "Zq3_x-9a8B7c6D5e4F3g2H1i"
     base = "https://giliran.example"
-    channel = {
-        "name": "sms",
-        "type": "http",
-        "medium": "sms",
-        "url": "",
-        "encoding": "form",
-        "fields": {"to": "{phone_local}", "message": "{text}"},
-        "retry": FAST_RETRY,
-        "rate_per_second": 200,
-    }
     async with FakeGateway() as gw:
-        channel["url"] = f"{gw.url}/sms"
+        channel = form_sms(gw)
         quoted = f"isi pesan ditolak: 'Cek status {base}/s/{token}'"
         gw.reject(400, path_prefix="/sms", body={"status": False, "error": quoted})
         path = tmp_path / "notify.yaml"
@@ -173,30 +174,13 @@ async def test_a_gateway_that_quotes_the_message_back_leaks_no_status_link(
             delivery = await delivery_in(svc, issued.data.ticket_id, "failed")
             (sent,) = gw.received
             assert token in sent.form["message"]  # the message really carried the link
-            assert "/s/***" in delivery["last_error"]  # the operator still sees what was said
+            assert "/s/…" in delivery["last_error"]  # the operator still sees what was said
             raw = await svc.app.state.notify_store.deliveries.find({}).to_list()
-            # The message text itself is kept (a retry sends it again) and shown to operators
-            # as sent; what the gateway said about it is not the message.
-            api = json.dumps(
-                [
-                    {k: v for k, v in d.items() if k != "text"}
-                    for d in (
-                        await svc.http.get("/api/v1/deliveries", params={"site": SITE})
-                    ).json()["deliveries"]
-                ]
-            )
+            api = (await svc.http.get("/api/v1/deliveries", params={"site": SITE})).text
             page = (await svc.http.get("/operator", params={"site": SITE})).text
             async with nats_client(settings) as client:
-                js = client.jetstream()
-
-                async def published() -> bytes | None:
-                    try:
-                        subject = f"giliran.{SITE}.notification.failed"
-                        return (await js.get_last_msg(STREAM, subject)).data
-                    except Exception:  # not relayed from the outbox yet
-                        return None
-
-                failed = (await eventually(published)).decode()
+                failed = (await last_failed(client.jetstream())).decode()
+    # The message itself is kept whole until the contact's purge: a retry sends it again.
     stored = json.dumps([{k: v for k, v in d.items() if k != "text"} for d in raw], default=str)
     places = {"log": caplog.text, "store": stored, "api": api, "page": page, "event": failed}
     assert {name: token in text for name, text in places.items()} == dict.fromkeys(places, False)

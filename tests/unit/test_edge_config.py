@@ -32,7 +32,9 @@ def test_hub_has_a_leaf_user_per_site_and_no_password_in_the_file() -> None:
     for site in SITES:
         grant = f'user: "{edge.leaf_user(site)}", password: ${edge.leaf_password_variable(site)}'
         assert grant in text
-    assert text.count("user:") == len(SITES)
+    # ...and the hub's own user, for its services and caretaker.
+    assert text.count("user:") == len(SITES) + 1
+    assert f'user: "{edge.HUB_USER}", password: ${edge.HUB_PASSWORD_VARIABLE}' in text
 
 
 def _accepted(config: str, tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -49,6 +51,7 @@ def _accepted(config: str, tmp_path: Path, env: dict[str, str]) -> subprocess.Co
 
 def test_nats_server_accepts_the_generated_configs(tmp_path: Path) -> None:
     passwords = {edge.leaf_password_variable(s): json.dumps(f"p{i}") for i, s in enumerate(SITES)}
+    passwords[edge.HUB_PASSWORD_VARIABLE] = json.dumps("hub-password")
     hub = _accepted(edge.render_hub_config(SITES), tmp_path, passwords)
     assert hub.returncode == 0, hub.stderr
     # A hub missing a site's password refuses to start rather than let that site in unchecked.

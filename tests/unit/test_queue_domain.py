@@ -113,3 +113,16 @@ def test_eta_is_later_for_a_later_position(
         return quoted
 
     assert NOW < at(position) < at(position + 1)
+
+
+def test_a_session_is_shaped_as_its_own_sites_only() -> None:
+    """The shape queue and intake both use for a session not seen yet (ADR 0105)."""
+    from giliran.contracts.subjects import session_of_site
+
+    assert session_of_site("cikarang-utara", "cikarang-utara-20261206")
+    assert session_of_site("cikarang-utara", "cikarang-utara-demo-20261207")
+    assert not session_of_site("cikarang-utara", "botram-babelan-20261206")
+    assert not session_of_site("botram", "botram-setu-20261205")  # a longer slug's session
+    assert not session_of_site("cikarang-utara", "cikarang-utara-x")
+    assert not session_of_site("cikarang-utara", "cikarang-utara-2026120")
+    assert not session_of_site("cikarang-utara", "cikarang-utara")

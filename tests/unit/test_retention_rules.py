@@ -8,9 +8,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from giliran.bus import seconds_left, without_contact
-from giliran.privacy import mask_phone
+from giliran.privacy import mask_phone, without_status_link
 from services.notify.channels.base import Recipient
-from services.notify.domain import without_status_link
 
 NOW = datetime(2026, 12, 6, 2, 0, tzinfo=UTC)
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+import httpx
 from aiolimiter import AsyncLimiter
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 
+from giliran.privacy import scrub
 from services.notify.config import ChannelBase
 
 T = TypeVar("T")
@@ -93,6 +96,19 @@ class Channel(Protocol):
         """Send once through the guard. Raise Transient/PermanentFailure (Refused)."""
 
     async def close(self) -> None: ...
+
+
+@contextmanager
+def unanswered(timeout_seconds: float) -> Iterator[None]:
+    """A gateway that gave no answer (timeout, refused connection, broken TLS) is worth another
+    try. The error's text is scrubbed: it may quote the URL, and a gateway called with query
+    parameters has the citizen's number in its URL."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise TransientFailure(f"timeout after {timeout_seconds}s") from exc
+    except httpx.HTTPError as exc:
+        raise TransientFailure(scrub(f"{type(exc).__name__}: {exc}")[:200]) from exc
 
 
 class Guard:

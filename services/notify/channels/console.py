@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from giliran.privacy import mask_phone
+from giliran.privacy import mask_phone, without_status_link
 from services.notify.channels.base import Contact, Handed, Outgoing, Recipient
 from services.notify.config import ConsoleConfig
-from services.notify.domain import without_status_link
 
 log = logging.getLogger("giliran.notify.console")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from giliran.privacy import mask_phone, scrub
+from giliran.privacy import mask_phone
 from services.notify import gateways
 from services.notify.channels.base import (
     Contact,
@@ -19,6 +19,7 @@ from services.notify.channels.base import (
     Recipient,
     Refused,
     TransientFailure,
+    unanswered,
 )
 from services.notify.config import HttpGatewayConfig
 from services.notify.domain import sms_segments
@@ -99,7 +100,7 @@ class HttpGatewayChannel:
         config = self.config
         fields = self.request_fields(recipient, outgoing)
         headers = {**config.headers, "Idempotency-Key": outgoing.delivery_id}
-        try:
+        with unanswered(config.timeout_seconds):
             if config.encoding == "json":
                 response = await self._client.request(
                     config.method, config.url, json=fields, headers=headers
@@ -112,12 +113,6 @@ class HttpGatewayChannel:
                 response = await self._client.request(
                     config.method, config.url, params=fields, headers=headers
                 )
-        except httpx.TimeoutException as exc:
-            raise TransientFailure(f"timeout after {config.timeout_seconds}s") from exc
-        except httpx.HTTPError as exc:
-            # An error's text may quote the URL, and with `encoding: query` the URL holds the
-            # number.
-            raise TransientFailure(scrub(f"{type(exc).__name__}: {exc}")[:200]) from exc
         verdict = self.judge(response.status_code, response.text)
         if verdict.answer is Answer.RETRY:
             raise TransientFailure(verdict.reason, retry_after=_retry_after(response))

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from giliran.privacy import mask_phone, scrub
+from giliran.privacy import mask_phone
 from services.notify import gateways
 from services.notify.channels.base import (
     Contact,
@@ -18,6 +18,7 @@ from services.notify.channels.base import (
     Recipient,
     Refused,
     TransientFailure,
+    unanswered,
 )
 from services.notify.config import WhatsAppCloudConfig
 from services.notify.gateways import Answer
@@ -78,14 +79,10 @@ class WhatsAppCloudChannel:
 
     async def _post(self, recipient: Recipient, outgoing: Outgoing) -> Handed:
         headers = {"Authorization": f"Bearer {self.config.access_token}"}
-        try:
+        with unanswered(self.config.timeout_seconds):
             response = await self._client.post(
                 self.url, json=self.request_body(recipient, outgoing), headers=headers
             )
-        except httpx.TimeoutException as exc:
-            raise TransientFailure(f"timeout after {self.config.timeout_seconds}s") from exc
-        except httpx.HTTPError as exc:
-            raise TransientFailure(scrub(f"{type(exc).__name__}: {exc}")[:200]) from exc
         verdict = gateways.judge_whatsapp_cloud(response.status_code, response.text)
         if verdict.answer is Answer.RETRY:
             raise TransientFailure(verdict.reason)

@@ -6,32 +6,12 @@ const initialCalls = DATA.calls;
 const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
 
-// --- what is said: "Nomor antrian A nol nol lima, silakan ke loket dua" -------------------
-const DIGITS = ["nol", "satu", "dua", "tiga", "empat", "lima", "enam", "tujuh", "delapan", "sembilan"];
-function terbilang(n) {  // 0..999, for counter numbers
-  if (n < 10) return DIGITS[n];
-  if (n === 10) return "sepuluh";
-  if (n === 11) return "sebelas";
-  if (n < 20) return DIGITS[n - 10] + " belas";
-  if (n < 100) return (n < 20 ? "" : DIGITS[Math.floor(n / 10)] + " puluh") + (n % 10 ? " " + DIGITS[n % 10] : "");
-  const h = Math.floor(n / 100), rest = n % 100;
-  return (h === 1 ? "seratus" : DIGITS[h] + " ratus") + (rest ? " " + terbilang(rest) : "");
-}
-function spokenNumber(number) {  // "A-005" -> "A nol nol lima": digit by digit, as printed
-  const [prefix, digits] = number.split("-");
-  return prefix.split("").join(" ") + " " + digits.split("").map((d) => DIGITS[+d]).join(" ");
-}
-function spokenCounter(name) {  // "Loket 2" -> "loket dua"; "Booth BPJS" stays as written
-  return name.toLowerCase().replace(/\d+/g, (d) => terbilang(parseInt(d, 10)));
-}
-function sentence(call) {
-  return `Nomor antrian ${spokenNumber(call.number)}, silakan ke ${spokenCounter(call.counter_name)}`;
-}
-
-// --- the announcement queue: one at a time, chime then voice, never overlapping -----------
-window.giliranAnnouncements = [];  // what was announced, with start and end (read by tests)
+// --- how it is said: the server writes the sentence (call.spoken, services/queue/announce.py) ---
+// A browser with an Indonesian voice says it itself after a chime; any other (most TVs, headless
+// browsers) plays the box's own recording of it (call.audio: chime + eSpeak NG, one WAV).
+window.giliranAnnouncements = [];  // what was announced, how, with start and end (read by tests)
 const pending = [];
-let busy = false, soundOn = false, voice = null;
+let busy = false, voice = null, blocked = false;
 function pickVoice() {
   if (!("speechSynthesis" in window)) return null;
   return speechSynthesis.getVoices().find((v) => v.lang && v.lang.toLowerCase().startsWith("id")) || null;
@@ -40,56 +20,83 @@ function showVoiceState() {
   voice = pickVoice();
   $("voice").textContent = voice
     ? `Suara: ${voice.name}`
-    : "Suara Bahasa Indonesia tidak tersedia di perangkat ini: panggilan ditampilkan dan berbunyi saja. / No Indonesian voice on this device: calls are shown and chimed only.";
+    : "Suara: rekaman dari server (Bahasa Indonesia) / Voice: recorded by the server";
 }
 if ("speechSynthesis" in window) speechSynthesis.onvoiceschanged = showVoiceState;
 showVoiceState();
-let audio = null;
+function refused() {  // the browser wants a press before sound (not started as a paired board)
+  blocked = true; $("sound").hidden = false;
+}
+let context = null;
 function chime() {
-  if (!soundOn) return Promise.resolve();
   try {
-    audio = audio || new AudioContext();
-    const t = audio.currentTime;
+    context = context || new AudioContext();
+    const t = context.currentTime;
     [[659, 0], [523, 0.35]].forEach(([f, d]) => {
-      const o = audio.createOscillator(), g = audio.createGain();
-      o.frequency.value = f; o.connect(g); g.connect(audio.destination);
+      const o = context.createOscillator(), g = context.createGain();
+      o.frequency.value = f; o.connect(g); g.connect(context.destination);
       g.gain.setValueAtTime(0.3, t + d); g.gain.exponentialRampToValueAtTime(0.001, t + d + 0.6);
       o.start(t + d); o.stop(t + d + 0.6);
     });
   } catch (e) { /* no audio device: the flash still shows the call */ }
   return new Promise((r) => setTimeout(r, 900));
 }
-function speak(text) {
+function speak(text, entry) {
   return new Promise((resolve) => {
-    if (!soundOn || !voice) { setTimeout(resolve, 2500); return; }  // shown long enough to read
     const u = new SpeechSynthesisUtterance(text);
     u.voice = voice; u.lang = voice.lang; u.rate = 0.9;
-    const done = () => resolve();
-    u.onend = done; u.onerror = done;
-    setTimeout(done, 15000);  // a stuck engine must not stop every later call
+    const done = (how) => { entry.how = entry.how || how; resolve(); };
+    u.onend = () => done("ended");
+    u.onerror = (e) => { if (e.error === "not-allowed") refused(); done("error"); };
+    setTimeout(() => done("timeout"), 15000);  // a stuck engine must not stop every later call
     speechSynthesis.speak(u);
   });
+}
+function play(url, entry) {
+  return new Promise((resolve) => {
+    const player = new Audio(url);
+    let guard = null;
+    const done = (how) => {
+      if (entry.how) return;
+      entry.how = how; clearTimeout(guard); resolve();
+    };
+    // A stuck device must not stop every later call: give up a little after the clip's length.
+    guard = setTimeout(() => done("timeout"), 20000);
+    player.addEventListener("loadedmetadata", () => {
+      entry.duration = player.duration;
+      clearTimeout(guard); guard = setTimeout(() => done("timeout"), (player.duration + 5) * 1000);
+    });
+    player.addEventListener("ended", () => { entry.played = player.currentTime; done("ended"); });
+    player.addEventListener("error", () => done("error"));
+    player.play().catch((e) => { if (e.name === "NotAllowedError") refused(); done("refused"); });
+  });
+}
+const shown = () => new Promise((r) => setTimeout(r, 2500));  // long enough to read
+async function announce(call, entry) {
+  if (blocked) { entry.how = "silent"; return shown(); }
+  if (voice) { entry.mode = "voice"; await chime(); return speak(call.spoken, entry); }
+  entry.mode = "server"; entry.audio = call.audio;
+  await play(call.audio, entry);
+  if (entry.how !== "ended") return shown();
 }
 async function drain() {
   if (busy) return;
   busy = true;
   while (pending.length) {
     const call = pending.shift();
-    const entry = {call_id: call.call_id, number: call.number, text: sentence(call),
-                   spoken: Boolean(soundOn && voice), started: performance.now(), ended: null};
+    const entry = {call_id: call.call_id, number: call.number, text: call.spoken, mode: null,
+                   how: null, started: performance.now(), ended: null};
     window.giliranAnnouncements.push(entry);
     $("now-number").textContent = call.number;
     $("now-counter").textContent = call.counter_name;
     $("now").classList.remove("flash"); void $("now").offsetWidth; $("now").classList.add("flash");
-    await chime();
-    await speak(entry.text);
+    await announce(call, entry);
     entry.ended = performance.now();
   }
   busy = false;
 }
-$("sound").onclick = () => {
-  soundOn = true; $("sound").hidden = true; showVoiceState();
-  if (voice) speak("Suara aktif");
+$("sound").onclick = () => {  // a press is the browser's permission to sound from now on
+  blocked = false; $("sound").hidden = true; showVoiceState(); chime();
 };
 
 // --- the board itself ------------------------------------------------------------------

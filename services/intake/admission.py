@@ -1,0 +1,84 @@
+"""Admission rules applied at registration (ADR 0120-0122): the online window, the
+per-address challenge and cap, and the challenge a registration form fetches."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from giliran.catalogue import AdmissionRule, SiteDef
+from services.intake import antibot, sessions
+from services.intake.base import IntakeBase
+from services.intake.errors import AddressCapReached, ChallengeRequired, RegistrationNotOpen
+from services.intake.models import SubmitRequest
+
+
+class Admission(IntakeBase):
+    """Who may register online, when, and how often from one address."""
+
+    @staticmethod
+    def _check_window(
+        site: SiteDef,
+        session: sessions.SessionWindow,
+        rules: list[AdmissionRule],
+        now: datetime,
+    ) -> None:
+        """Online registration runs only inside every chosen service's window."""
+        for rule in rules:
+            opens, closes = sessions.registration_window(session, rule, site.timezone)
+            if now < opens:
+                raise RegistrationNotOpen(
+                    sessions.format_local(opens, site.timezone),
+                    sessions.format_local(opens, site.timezone, "en"),
+                    closed=False,
+                )
+            if now >= closes:
+                raise RegistrationNotOpen(
+                    sessions.format_local(closes, site.timezone),
+                    sessions.format_local(closes, site.timezone, "en"),
+                    closed=True,
+                )
+
+    async def _admit_address(
+        self,
+        site: SiteDef,
+        session: sessions.SessionWindow,
+        client: str,
+        command: SubmitRequest,
+        now: datetime,
+    ) -> None:
+        """Past `challenge_after` registrations for a session from one address, each further one
+        carries a solved challenge (used once); past `per_address_per_session`, none is taken."""
+        rule = site.antibot
+        key = f"session-address:{session.session_id}:{antibot.address_key(client)}"
+        expires = session.closes_at + timedelta(days=1)
+        # Counted first, atomically: concurrent registrations from one address cannot all read
+        # "below the threshold" and skip the challenge, nor pass the cap together.
+        seen = await self.store.hit(key, "session", expires)
+        if seen > rule.per_address_per_session:
+            raise AddressCapReached(rule.per_address_per_session)
+        if seen <= rule.challenge_after:
+            return
+        refusal: ChallengeRequired | None = None
+        proof = command.proof
+        if proof is None:
+            refusal = ChallengeRequired(site.site)
+        else:
+            verdict = antibot.check_proof(
+                self.nik_key, site.site, rule.challenge_bits, proof.challenge, proof.nonce, now
+            )
+            if not verdict.ok:
+                refusal = ChallengeRequired(site.site, verdict.why_id, verdict.why_en)
+            elif await self.store.hit(f"pow:{verdict.nonce_id}", "used", expires) > 1:
+                refusal = ChallengeRequired(
+                    site.site, "tantangan ini sudah dipakai.", "this challenge was already used."
+                )
+        if refusal is not None:
+            # An unanswered challenge takes no place: it does not count towards the cap.
+            await self.store.unhit(key, "session")
+            raise refusal
+
+    def challenge(self, slug: str) -> tuple[str, int]:
+        """A fresh proof-of-work challenge for a site's registration form, and its difficulty."""
+        site = self.site(slug)
+        bits = site.antibot.challenge_bits
+        return antibot.new_challenge(self.nik_key, site.site, bits, self.clock()), bits
