@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Collection, Iterable
 from urllib.parse import urlsplit
@@ -36,6 +37,26 @@ def forwarded(connection: HTTPConnection) -> bool:
     return any(connection.headers.get(name) for name in FORWARDING_HEADERS)
 
 
+def address_key(client: str) -> str:
+    """What a per-address limit counts: an IPv4 address as it is, an IPv6 address by its /64.
+    One subscriber line gets a whole /64, so a limit on single IPv6 addresses holds back nobody:
+    a guesser takes a fresh address for each attempt."""
+    try:
+        ip = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def client_key(connection: HTTPConnection) -> str | None:
+    """The client's address as per-address limits count it (`address_key`), None if unknown."""
+    return address_key(connection.client.host) if connection.client else None
+
+
 def limited_address(connection: HTTPConnection, exempt: Collection[str]) -> str | None:
     """The address a request's rate limits count under, or None when it is exempt. Only the
     real TCP peer can be exempt (the box itself, a kiosk on it): a forwarded value never is, so
@@ -46,7 +67,7 @@ def limited_address(connection: HTTPConnection, exempt: Collection[str]) -> str 
         return None
     if host in exempt and not forwarded(connection):
         return None
-    return host
+    return address_key(host)
 
 
 def _headers(path: str) -> list[tuple[bytes, bytes]]:

@@ -16,6 +16,7 @@ from starlette.background import BackgroundTask
 
 from giliran.auth.web import DEVICE_COOKIE, SESSION_COOKIE
 from giliran.contracts.subjects import site_of
+from giliran.hardening import client_key
 
 HEARTBEAT_SECONDS = 15.0
 
@@ -86,7 +87,7 @@ class StreamLimits:
 
     def admit(self, request: Request, credential: str | None) -> Callable[[], None] | None:
         """A release function for a new stream, or None when a limit is reached."""
-        address = request.client.host if request.client else "-"
+        address = client_key(request) or "-"
         keys = [(f"address:{address}", self.per_address)]
         if credential:
             digest = hashlib.sha256(credential.encode()).hexdigest()[:32]

@@ -29,6 +29,7 @@ from giliran.auth.accounts import (
 )
 from giliran.contracts import utcnow
 from giliran.errors import DomainError
+from giliran.hardening import client_key
 
 log = logging.getLogger("giliran.auth")
 
@@ -389,7 +390,7 @@ def login_router(auth: Auth) -> APIRouter:
         ):
             raise CsrfRejected()
         target = _safe_next(next)
-        address = request.client.host if request.client else "-"
+        address = client_key(request) or "-"
         if await auth.store.failed_sign_ins(username, address, now) >= LOGIN_FAILURES_ALLOWED:
             log.warning("sign-in refused: too many failures for a name (%d chars)", len(username))
             return await form(request, lang, target, "locked", 429, fresh=True)

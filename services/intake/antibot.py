@@ -5,27 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from giliran.hardening import address_key
+
 # A challenge is answered within minutes, or a fresh one is fetched.
 CHALLENGE_TTL = timedelta(minutes=10)
 
-
-def address_key(client: str) -> str:
-    """What a per-address cap counts: an IPv4 address as it is, an IPv6 address by its /64 (one
-    subscriber line gets a whole /64, so counting single IPv6 addresses would count nothing)."""
-    try:
-        ip = ipaddress.ip_address(client)
-    except ValueError:
-        return client
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
+__all__ = ["address_key"]  # re-exported: the caps count addresses as every limit does
 
 
 def _sign(key: bytes, body: str) -> str:

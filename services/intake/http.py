@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from giliran.auth import Principal, Role, requires, wrong_site
 from giliran.contracts import Channel
 from giliran.contracts.subjects import SITE_PATTERN
-from giliran.hardening import limited_address
+from giliran.hardening import client_key, limited_address
 from giliran.push import Changes, limited_stream
 from services.intake import sessions
 from services.intake.errors import UnknownSite
@@ -202,7 +202,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         """Send the status link again to the phone/e-mail registered with the request. The
         answer is the same whether or not the NIK and contact matched an active request: the
         link itself only ever goes to the registered contact (through notify)."""
-        client = request.client.host if request.client else None
+        client = client_key(request)
         await intake.request_link(body, client)
         return LinkResent()
 
@@ -218,7 +218,7 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         """Open to anyone (a scanner may post here), limited per address; a kiosk's Bearer
         token of the site lifts the per-address limit (never the site's limit on wrong codes).
         Only a Bearer token is looked at: it is never ambient, so no CSRF check is due."""
-        client = request.client.host if request.client else None
+        client = client_key(request)
         bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
         who = await request.app.state.auth.principal(request) if bearer else None
         doc, changed = await intake.check_in(site, body.code, client, who)

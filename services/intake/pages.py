@@ -20,7 +20,7 @@ from giliran.auth import Principal, Role, requires
 from giliran.catalogue import SiteDef
 from giliran.contracts import Channel, Language, TicketStatus
 from giliran.errors import DomainError
-from giliran.hardening import limited_address
+from giliran.hardening import client_key, limited_address
 from giliran.lan import is_loopback_url
 from giliran.settings import KioskPrinter
 from services.intake import offer, sessions
@@ -304,7 +304,7 @@ def router(
                     "email": contact if by_email else None,
                 }
             )
-            await intake.request_link(command, request.client.host if request.client else None)
+            await intake.request_link(command, client_key(request))
         except (DomainError, ValidationError) as exc:
             message, field = _error_text(exc, lang)
             return _render(
@@ -414,7 +414,7 @@ def router(
     ) -> Response:
         spec = intake.site(site)
         try:
-            client = request.client.host if request.client else None
+            client = client_key(request)
             doc, _changed = await intake.check_in(site, code, client, who)
         except DomainError as exc:
             message, _field = _error_text(exc, lang)

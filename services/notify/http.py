@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from giliran.auth import AuditLog, Principal, Role, requires, wrong_site
 from giliran.contracts.subjects import SITE_PATTERN
+from giliran.hardening import client_key
 from giliran.privacy import without_status_link
 from giliran.store import Document, Instant
 from services.notify import receipts
@@ -211,7 +212,7 @@ def router(
         signature: Annotated[str | None, Header(alias="X-Hub-Signature-256")] = None,
     ) -> ReceiptAnswer:
         """A gateway's delivery report for `site`'s messages on `channel`."""
-        address = request.client.host if request.client else "-"
+        address = client_key(request) or "-"
         if not window.admit(address):
             raise receipts.ReceiptsFlooded()
         tally: ReceiptTally = await receipts.take_report(
@@ -229,7 +230,7 @@ def router(
         challenge: Annotated[str | None, Query(alias="hub.challenge", max_length=256)] = None,
     ) -> Response:
         """Meta's webhook verification: echo the challenge to the holder of the verify token."""
-        address = request.client.host if request.client else "-"
+        address = client_key(request) or "-"
         if not window.admit(address):
             raise receipts.ReceiptsFlooded()
         if not receipts.verify_subscription(workers, channel, mode, token) or not challenge:
