@@ -3,7 +3,9 @@ per-address challenge and cap, and the challenge a registration form fetches."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from functools import partial
 
 from giliran.catalogue import AdmissionRule, SiteDef
 from services.intake import antibot, sessions
@@ -45,19 +47,25 @@ class Admission(IntakeBase):
         client: str,
         command: SubmitRequest,
         now: datetime,
-    ) -> None:
+    ) -> Callable[[], Awaitable[None]]:
         """Past `challenge_after` registrations for a session from one address, each further one
-        carries a solved challenge (used once); past `per_address_per_session`, none is taken."""
+        carries a solved challenge (used once); past `per_address_per_session`, none is taken.
+        Returns what takes this registration's count back: the caller runs it when the
+        registration fails later (quota full, NIK already registered), since only places taken
+        count, not attempts (a village office retrying for its residents is not capped by them)."""
         rule = site.antibot
         key = f"session-address:{session.session_id}:{antibot.address_key(client)}"
         expires = session.closes_at + timedelta(days=1)
         # Counted first, atomically: concurrent registrations from one address cannot all read
         # "below the threshold" and skip the challenge, nor pass the cap together.
         seen = await self.store.hit(key, "session", expires)
+        given_back = partial(self.store.unhit, key, "session")
         if seen > rule.per_address_per_session:
+            # Refused, it holds no place: a later failure of an admitted one then frees its place.
+            await given_back()
             raise AddressCapReached(rule.per_address_per_session)
         if seen <= rule.challenge_after:
-            return
+            return given_back
         refusal: ChallengeRequired | None = None
         proof = command.proof
         if proof is None:
@@ -74,8 +82,9 @@ class Admission(IntakeBase):
                 )
         if refusal is not None:
             # An unanswered challenge takes no place: it does not count towards the cap.
-            await self.store.unhit(key, "session")
+            await given_back()
             raise refusal
+        return given_back
 
     def challenge(self, slug: str) -> tuple[str, int]:
         """A fresh proof-of-work challenge for a site's registration form, and its difficulty."""

@@ -142,8 +142,11 @@ class Registration(Admission):
                 raise NikRequired(needing, kiosk=not online)
         if online and not sandbox:
             self._check_window(site, session, rules, now)
-        if online and not sandbox and client is not None and client not in self.limits.exempt:
-            await self._admit_address(site, session, client, command, now)
+        undo: list[Callable[[], Awaitable[None]]] = []
+        # `client` is None for the exempt box itself (limited_address); a forwarded 127.0.0.1 is
+        # a value someone sent, counted like any other address (ADR 0114).
+        if online and not sandbox and client is not None:
+            undo.append(await self._admit_address(site, session, client, command, now))
         # An online registration joins the line once its holder checks in (ADR 0120); where the
         # catalogue does not ask for check-in, a booking (a later day, or a slot) still does.
         checkin = online and not sandbox and any(r.checkin_required for r in rules)
@@ -161,7 +164,6 @@ class Registration(Admission):
         request_id = new_id()
         nik_hash = domain.nik_hash(nik.nik, self.nik_key) if nik else None
         session_date = session.local_date.isoformat()
-        undo: list[Callable[[], Awaitable[None]]] = []
         try:
             if nik_hash is not None:
                 for code in services:

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from giliran.auth import Role
 from giliran.settings import Settings
@@ -387,6 +388,33 @@ async def test_a_flood_from_one_address_meets_a_challenge_then_a_cap(fast: Setti
         assert (await quota_row(svc, "KTP-CETAK"))["used"] == 11
 
 
+async def test_attempts_that_take_no_place_do_not_count_towards_an_address_cap(
+    fast: Settings,
+) -> None:
+    """A village office registers its residents from one address: a resident already registered
+    (409) takes no place, so it neither brings the challenge nearer nor fills the cap. It did
+    both: each refused attempt stayed counted, and ten of them shut the address out for the
+    session without one place taken."""
+    async with running("intake", fast) as svc:
+        at(svc, SUNDAY_0905_WIB)
+        async with (
+            client_from(svc, "203.0.113.80") as office,
+            client_from(svc, "198.51.100.80") as home,
+        ):
+            assert (await home.post("/api/v1/requests", json=body(1))).status_code == 202
+            for _ in range(10):  # MSC: challenge after 3, cap at 10 from one address
+                again = await office.post("/api/v1/requests", json=body(1))
+                assert again.status_code == 409, again.text
+                assert again.json()["error"]["code"] == "already_registered"
+            for n in range(2, 5):
+                r = await office.post("/api/v1/requests", json=body(n))
+                assert r.status_code == 202, (n, r.text)
+            # The fourth place from the address meets the challenge, as for any address.
+            asked = await office.post("/api/v1/requests", json=body(5))
+            assert asked.status_code == 428, asked.text
+        assert (await quota_row(svc, "KTP-CETAK"))["used"] == 4
+
+
 async def test_one_ipv6_line_counts_as_one_address(fast: Settings) -> None:
     async with running("intake", fast) as svc:
         at(svc, SUNDAY_0905_WIB)
@@ -395,6 +423,33 @@ async def test_one_ipv6_line_counts_as_one_address(fast: Settings) -> None:
             async with client_from(svc, f"2001:db8:1:2::{n}") as line:
                 r = await line.post("/api/v1/requests", json=body(n))
             assert r.status_code == (202 if n <= 3 else 428), (n, r.text)
+
+
+async def test_a_forwarded_loopback_address_meets_the_challenge_and_cap_like_any_other(
+    fast: Settings,
+) -> None:
+    """Behind an ingress trusted with GILIRAN_FORWARDED_ALLOW_IPS="*" (deploy/k8s), a client
+    claiming `X-Forwarded-For: 127.0.0.1` is counted under that address (ADR 0114), and so meets
+    the per-address challenge and cap. It skipped both: registration took the forwarded value
+    for the box's own exempt address. uvicorn's own proxy-headers middleware does the rewriting,
+    as in production."""
+    async with running("intake", fast) as svc:
+        at(svc, SUNDAY_0905_WIB)
+        behind_ingress = ProxyHeadersMiddleware(svc.app, trusted_hosts="*")
+        transport = httpx.ASGITransport(app=behind_ingress, client=("10.1.2.3", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://intake") as ingress:
+            claims = {"X-Forwarded-For": "127.0.0.1"}
+            codes = [
+                (await ingress.post("/api/v1/requests", json=body(n), headers=claims)).status_code
+                for n in range(1, 6)
+            ]
+            assert codes == [202, 202, 202, 428, 428], codes
+            # The box itself (no forwarding header) stays exempt.
+            own = httpx.ASGITransport(app=svc.app, client=("127.0.0.1", 40000))
+            async with httpx.AsyncClient(transport=own, base_url="http://intake") as box:
+                for n in range(10, 15):
+                    r = await box.post("/api/v1/requests", json=body(n))
+                    assert r.status_code == 202, r.text
 
 
 async def test_a_concurrent_flood_from_one_address_takes_at_most_its_cap(fast: Settings) -> None:
