@@ -18,6 +18,8 @@ from nats.js.client import JetStreamContext
 
 from giliran.bus import put_stream
 from giliran.contracts.subjects import DUPLICATE_WINDOW_SECONDS, PREFIX, STREAM
+from giliran.natsauth import inbox_prefix
+from giliran.settings import SERVICES
 
 log = logging.getLogger("giliran.edge")
 
@@ -69,6 +71,14 @@ def deliver_up(site: str) -> str:
 def deliver_down(site: str) -> str:
     """Where the hub delivers a site's calendar changes to the site's copy."""
     return f"giliran-down.{site}"
+
+
+def hub_inboxes() -> tuple[str, ...]:
+    """The reply inboxes of the hub's own processes (`_INBOX.<service>` or `_INBOX.hub`): its
+    intake and reporting fetch every site's events into them. No leaf user may read them (a
+    stolen box would get the kabupaten's events) nor publish into them (forged answers); the
+    caretakers' plain `_INBOX.<nuid>` inboxes, which the leaf link needs, stay allowed."""
+    return tuple(f"{inbox_prefix(name)}.>" for name in (*SERVICES, HUB_USER))
 
 
 def leaf_permissions(site: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -167,14 +177,15 @@ def render_hub_config(sites: Iterable[str], *, leaf_port: int = LEAF_PORT) -> st
         "    # The hub's own services and caretaker.",
         f'    {{ user: "{HUB_USER}", password: ${HUB_PASSWORD_VARIABLE} }}',
     ]
+    deny = _strings(hub_inboxes())
     for site in sorted(sites):
         publish, subscribe = leaf_permissions(site)
         lines += [
             "    {",
             f'      user: "{leaf_user(site)}", password: ${leaf_password_variable(site)}',
             "      permissions: {",
-            f"        publish: {{ allow: {_strings(publish)} }}",
-            f"        subscribe: {{ allow: {_strings(subscribe)} }}",
+            f"        publish: {{ allow: {_strings(publish)}, deny: {deny} }}",
+            f"        subscribe: {{ allow: {_strings(subscribe)}, deny: {deny} }}",
             "      }",
             "    }",
         ]

@@ -159,3 +159,52 @@ async def _linked(client: nats.NATS) -> bool:
     except Exception:
         return False
     return True
+
+
+async def test_a_stolen_site_box_cannot_read_or_answer_the_hubs_own_processes(
+    tmp_path: Path,
+) -> None:
+    """The hub's intake and reporting fetch the kabupaten's events (every site's) into their
+    reply inboxes (`_INBOX.<service>.…`): a leaf user that may subscribe to `_INBOX.>` at the
+    hub had them all copied to the stolen box, and could slip answers into them. Only the
+    caretakers' plain inboxes cross the leaf link."""
+    async with kabupaten(tmp_path) as (k, processes):
+        (tmp_path / "thief.conf").write_text(
+            f'leafnodes {{ remotes: [ {{ url: "nats-leaf://{edge.leaf_user(SITE)}:'
+            f'{k.passwords[SITE]}@127.0.0.1:{k.leaf_port}" }} ] }}\n'
+        )
+        thief_server = nats_server(tmp_path / "thief", config=tmp_path / "thief.conf").start()
+        processes.append(thief_server)
+        await thief_server.wait_listening()
+        thief = await nats.connect(f"nats://127.0.0.1:{thief_server.port}")
+        hub = await nats.connect(k.hub_url)
+        try:
+            await eventually(lambda: _linked(thief), within=20)
+            stolen = []
+            for prefix in ("_INBOX.reporting", "_INBOX.intake", f"_INBOX.{edge.HUB_USER}"):
+                stolen.append(await thief.subscribe(f"{prefix}.>"))
+            await thief.flush()
+            at_hub = await hub.subscribe("_INBOX.reporting.>")
+            await hub.flush()
+            await asyncio.sleep(2)  # the thief's interest has reached the hub, if allowed
+            # What the hub's JetStream hands its reporting (here: a stand-in sent at the hub).
+            await hub.publish("_INBOX.reporting.fetch.1", b'{"type": "request.submitted"}')
+            await hub.flush()
+            await asyncio.sleep(2)  # what would have arrived has arrived
+            copied = sum(sub.pending_msgs for sub in stolen)
+            assert copied == 0, "the stolen box read the hub's own processes' inboxes"
+            for sub in stolen:  # (its own publish below would land in them on its server)
+                await sub.unsubscribe()
+            # And an answer slipped into the hub's reporting's inbox from the stolen box.
+            await thief.publish("_INBOX.reporting.fetch.2", b'{"forged": true}')
+            await thief.flush()
+            await asyncio.sleep(2)
+            received = []
+            while at_hub.pending_msgs:
+                received.append((await at_hub.next_msg(timeout=1)).data)
+            assert received == [b'{"type": "request.submitted"}'], received
+            # The caretakers' plain inboxes still cross: the hub's JetStream answers the box.
+            assert await _linked(thief)
+        finally:
+            await thief.close()
+            await hub.close()
