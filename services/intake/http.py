@@ -32,6 +32,10 @@ from services.intake.views import (
 )
 
 Site = Annotated[str, Path(pattern=SITE_PATTERN, max_length=63)]
+# Who may mark a citizen arrived: the site's kiosk, or its staff at a counter.
+CheckInDesk = Annotated[
+    Principal, Depends(requires(Role.KIOSK, Role.OFFICER, Role.SUPERVISOR, Role.ADMIN))
+]
 Token = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
 HEARTBEAT_SECONDS = 15.0
 
@@ -210,17 +214,19 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         "/sites/{site}/check-in",
         response_model=CheckInView,
         responses={
+            401: {"description": "Not signed in: check-in happens at the kiosk or a counter"},
+            403: {"description": "Signed in for another site, or not a kiosk or counter role"},
             404: {"description": "Code unknown or not valid now (one answer for both)"},
             429: {"description": "Too many attempts from this address, or wrong codes at the site"},
         },
     )
-    async def check_in(site: Site, body: CheckIn, request: Request) -> CheckInView:
-        """Open to anyone (a scanner may post here), limited per address; a kiosk's Bearer
-        token of the site lifts the per-address limit (never the site's limit on wrong codes).
-        Only a Bearer token is looked at: it is never ambient, so no CSRF check is due."""
+    async def check_in(
+        site: Site, body: CheckIn, request: Request, who: CheckInDesk
+    ) -> CheckInView:
+        """Only at the office: the site's kiosk or a counter's officer checks a citizen in (ADR
+        0120), so nobody can mark themselves arrived from home with their own code. Codes stay
+        limited per address (the site's kiosk aside) and wrong codes per site (ADR 0101)."""
         client = client_key(request)
-        bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
-        who = await request.app.state.auth.principal(request) if bearer else None
         doc, changed = await intake.check_in(site, body.code, client, who)
         return CheckInView(checked_in=changed, request=view_of(request, doc))
 

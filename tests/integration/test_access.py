@@ -87,7 +87,6 @@ PUBLIC: dict[ServiceName, set[tuple[str, str]]] = {
         ("POST", "/api/v1/requests"),
         ("GET", "/api/v1/status/{token}"),
         ("GET", "/api/v1/status/{token}/stream"),
-        ("POST", "/api/v1/sites/{site}/check-in"),
         ("POST", "/api/v1/feedback"),
         ("GET", "/api/v1/sites/{site}/services"),
         ("GET", "/api/v1/sites/{site}/sessions"),
@@ -178,6 +177,14 @@ def rows(ticket: str, request: str, delivery: str) -> list[Row]:
             OPERATORS | {"supervisor@elsewhere", "admin@elsewhere"},
         ),
         Row("intake", "GET", f"/api/v1/requests/{request}", REQUEST_READERS),
+        # Check-in marks a citizen arrived: only at the office, by the site's kiosk or staff.
+        Row(
+            "intake",
+            "POST",
+            f"{s}/check-in",
+            OFFICERS | {"kiosk", "admin"},
+            body={"code": "ZZZZZZ"},
+        ),
         # --- intake: the kiosk pages, for the site's kiosk only ------------------------------
         Row("intake", "GET", f"/kiosk/{SITE}", frozenset({"kiosk"}), page=True),
         Row("intake", "POST", f"/kiosk/{SITE}", frozenset({"kiosk"}), page=True, form={}),
