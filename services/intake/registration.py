@@ -43,6 +43,7 @@ from services.intake.models import (
     BUDGET,
     CODE_ALPHABET,
     CODE_LENGTH,
+    NOT_CHECKED_IN,
     SOURCE,
     ResendLink,
     SubmitRequest,
@@ -430,6 +431,13 @@ class Registration(Admission):
             if held is None or held["site"] != site.site:
                 raise UnknownCheckInCode(site.booking.checkin_early_minutes)
             doc = held
+        if doc.get("cancel_reason") == NOT_CHECKED_IN:
+            # What the status page says too: the citizen missed the grace, nobody cancelled.
+            raise CheckInRefused(
+                "pendaftaran ini gugur karena belum check-in. Silakan ambil nomor di kios.",
+                "this registration lapsed: it was not checked in. Please take a number at the "
+                "kiosk.",
+            )
         if doc.get("cancelled_at"):
             raise CheckInRefused("pendaftaran ini dibatalkan.", "this booking was cancelled.")
         if doc.get("arrived"):

@@ -327,6 +327,15 @@ async def test_online_registrations_are_called_only_after_check_in_and_lapse_aft
         )
         # A lapsed code opens nothing (the same answer as an unknown one, ADR 0101).
         assert late.status_code == 404 and late.json()["error"]["code"] == "check_in_code_unknown"
+        # The QR (the status link) tells its holder why, as the status page does: lapsed, take a
+        # number at the kiosk (it said "this booking was cancelled", as if the office had).
+        scanned = await intake.http.post(
+            f"/api/v1/sites/{SITE}/check-in", json={"code": absent.json()["status_page_url"]}
+        )
+        assert scanned.status_code == 409, scanned.text
+        refusal = scanned.json()["error"]
+        assert "gugur karena belum check-in" in refusal["message_id"], refusal
+        assert "kios" in refusal["message_id"] and "lapsed" in refusal["message_en"], refusal
 
 
 # --- anti-bot: a flood from one address ------------------------------------------------------
