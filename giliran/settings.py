@@ -132,7 +132,8 @@ class Settings(BaseSettings):
     # together; a QR (status link) check-in is never held back by the latter (ADR 0101).
     rate_checkin_ip_per_minute: int = Field(default=10, ge=1)
     rate_checkin_failures_per_site_per_hour: int = Field(default=60, ge=1)
-    # "Resend my status link": asks per client address an hour and per NIK an hour (ADR 0100).
+    # "Resend my status link": asks per client address an hour and per NIK and contact an hour
+    # (ADR 0100).
     rate_resend_ip_per_hour: int = Field(default=10, ge=1)
     rate_resend_nik_per_hour: int = Field(default=3, ge=1)
     # How long intake's status page waits for the queue's position/ETA answer.

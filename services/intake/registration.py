@@ -355,16 +355,19 @@ class Registration(Admission):
             raise ContactRequired()
         nik = domain.check_nik(command.nik, sessions.local_today(site, now))
         nik_hash = domain.nik_hash(nik.nik, self.nik_key)
-        # Counted per NIK whether or not it is registered: a 429 tells nothing either.
-        await self._rate_limit(
-            f"resend-nik:{nik_hash}",
-            self.limits.resend_nik_per_hour,
-            3600,
-            ("NIK ini", "this NIK"),
-            ("permintaan tautan", "link requests"),
-        )
         phone = domain.normalize_phone(command.phone) if command.phone else None
         email = command.email.lower() if command.email else None
+        # Counted per NIK and contact, whether or not they are registered: a 429 tells nothing,
+        # the registered phone gets at most so many links, and a stranger who knows the NIK (it
+        # is no secret) cannot spend the citizen's own allowance by asking with other contacts.
+        asked = self._keyed("|".join((nik_hash, phone or "", email or "")))
+        await self._rate_limit(
+            f"resend-nik:{asked}",
+            self.limits.resend_nik_per_hour,
+            3600,
+            ("NIK dan kontak ini", "this NIK and contact"),
+            ("permintaan tautan", "link requests"),
+        )
         today = sessions.local_today(site, now).isoformat()
         matched = 0
         for doc in await self.store.active_for_nik(site.site, nik_hash, today):

@@ -198,13 +198,26 @@ async def test_the_status_link_goes_again_only_to_the_contact_registered_with_it
         assert asked[0]["data"]["request_id"] == victim.json()["request_id"]
         assert "081" not in str(asked) and "+62" not in str(asked) and token not in str(asked)
 
-        # Asking over and over for one NIK is held back (from any address), registered or not.
+        # A stranger who knows the NIK spends its allowance with made-up phones (from any
+        # address)...
         async with client_from(svc, "198.51.100.77") as elsewhere:
-            fourth = await elsewhere.post(
-                "/api/v1/requests/resend-link", json=ask(1, ATTACKER_PHONE)
-            )
-        assert fourth.status_code == 429 and "NIK ini" in fourth.json()["error"]["message_id"]
-        assert int(fourth.headers["retry-after"]) >= 1
+            spent = [
+                await elsewhere.post("/api/v1/requests/resend-link", json=ask(1, phone))
+                for phone in (ATTACKER_PHONE, ATTACKER_PHONE, "0813 9999 0002", "0813 9999 0003")
+            ]
+        # ...and the citizen still gets their link (before, the NIK's 3 asks an hour were the
+        # stranger's to spend: the citizen was refused 429 for as long as the stranger kept on).
+        again = await svc.anonymous.post("/api/v1/requests/resend-link", json=ask(1, VICTIM_PHONE))
+        assert again.status_code == 202, again.text
+        held = spent[1]  # its second ask with its own phone: that pair's allowance is spent
+        assert held.status_code == 429, held.text
+        assert "NIK dan kontak ini" in held.json()["error"]["message_id"]
+        assert int(held.headers["retry-after"]) >= 1
+        await gw.wait_for(2, within=20)
+        assert [m.form["to"] for m in gw.messages("/sms")] == ["081234567890"] * 2
+        # Asking over and over with the registered phone is held back: it gets so many links.
+        spam = await svc.anonymous.post("/api/v1/requests/resend-link", json=ask(1, VICTIM_PHONE))
+        assert spam.status_code == 429, spam.text
         # The page says the same as the API, in the page's language.
         page = await stranger.post(
             "/kirim-ulang", data={"site": SITE, "nik": nik(8), "contact": ATTACKER_PHONE}
