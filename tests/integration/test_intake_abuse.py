@@ -250,9 +250,17 @@ async def test_check_in_codes_cannot_be_guessed(fast: Settings) -> None:
             booked.append(answer.json())
         code = booked[0]["checkin_code"]
         url = f"/api/v1/sites/{SITE}/check-in"
+        # Nobody checks in from home, with their own code or a guessed one: check-in is the
+        # office's (kiosk or staff) — a stranger gets 401 and the booking stays not arrived.
+        async with client_from(svc, "203.0.113.59") as stranger:
+            from_home = await stranger.post(url, json={"code": booked[0]["status_page_url"]})
+        assert from_home.status_code == 401, from_home.text
+        # The guessing below is by a site credential used from elsewhere (a leaked officer
+        # token): codes are limited per address and wrong codes per site all the same.
+        officer = await token_for(svc, Role.OFFICER, SITE)
 
         # The evening before, a real code and a made-up one get the very same answer.
-        async with client_from(svc, "203.0.113.60") as guesser:
+        async with client_from(svc, "203.0.113.60", **officer) as guesser:
             real = await guesser.post(url, json={"code": code})
             made_up = await guesser.post(
                 url, json={"code": "XXXXXX" if code != "XXXXXX" else "YYYYYY"}
@@ -263,7 +271,7 @@ async def test_check_in_codes_cannot_be_guessed(fast: Settings) -> None:
 
         # One address: a few attempts a minute, then 429 (even for a right code).
         at(svc, SUNDAY_0830_WIB)
-        async with client_from(svc, "203.0.113.61") as guesser:
+        async with client_from(svc, "203.0.113.61", **officer) as guesser:
             tries = [await guesser.post(url, json={"code": f"AAAAA{c}"}) for c in "CDEFH"]
             assert {t.status_code for t in tries} == {404}
             held = await guesser.post(url, json={"code": code})
@@ -278,22 +286,22 @@ async def test_check_in_codes_cannot_be_guessed(fast: Settings) -> None:
         # Many addresses: wrong codes count against the whole site. Once spent, a code is not
         # even looked up (the right one too), while the unguessable QR still checks in.
         for i, c in enumerate("CDE"):  # 5 failures above + 3 here = the site's 8
-            async with client_from(svc, f"198.51.100.{i + 1}") as bot:
+            async with client_from(svc, f"198.51.100.{i + 1}", **officer) as bot:
                 assert (await bot.post(url, json={"code": f"CCCCC{c}"})).status_code == 404
-        async with client_from(svc, "198.51.100.50") as bot:
+        async with client_from(svc, "198.51.100.50", **officer) as bot:
             spent = await bot.post(url, json={"code": code})
         assert spent.status_code == 429 and "lokasi ini" in spent.json()["error"]["message_id"]
         async with client_from(svc, "203.0.113.61", **kiosk) as device:  # the kiosk as well
             assert (await device.post(url, json={"code": code})).status_code == 429
-        async with client_from(svc, "192.0.2.10") as kiosk:
-            qr = await kiosk.post(url, json={"code": booked[1]["status_page_url"]})
+        async with client_from(svc, "192.0.2.10", **officer) as desk:
+            qr = await desk.post(url, json={"code": booked[1]["status_page_url"]})
         assert qr.status_code == 200 and qr.json()["checked_in"] is True
         doc = await svc.app.state.intake.store.get(booked[0]["request_id"])
         assert doc is not None and doc["arrived"] is False  # the guessed code opened nothing
 
         # After its session a code is worth nothing (it no longer lives 30 days).
         at(svc, SUNDAY_1130_WIB)
-        async with client_from(svc, "192.0.2.11") as late:
+        async with client_from(svc, "192.0.2.11", **officer) as late:
             after = await late.post(url, json={"code": code})
         assert after.status_code == 404 and after.json() == made_up.json()
 

@@ -16,7 +16,7 @@ from giliran.auth.accounts import LOGIN_FAILURES_ALLOWED
 from giliran.auth.web import SESSION_COOKIE
 from giliran.embedded import service_process
 from giliran.settings import Settings
-from tests.conftest import add_account
+from tests.conftest import add_account, issue_token
 
 pytestmark = pytest.mark.integration
 
@@ -68,13 +68,20 @@ async def test_one_ipv6_line_is_one_address_for_sign_in_and_check_in(
             office = {"X-Forwarded-For": "2001:db8:99:2::10"}
             assert (await _sign_in(http, "budi", "rahasia-budi-1", office)).status_code == 303
 
-            # Guessing check-in codes, a fresh address each time: the per-address limit holds.
+            # Check-in is for the office's kiosk and staff only (a stranger gets 401); an
+            # officer's token guessing codes, a fresh address each time: the line's limit holds.
+            http.cookies.clear()
+            stranger = await http.post(
+                f"/api/v1/sites/{SITE}/check-in", json={"code": "QZQZQZ"}, headers=_on_line(0xFF)
+            )
+            assert stranger.status_code == 401, stranger.text
+            officer = {"Authorization": f"Bearer {await issue_token(settings, 'officer', SITE)}"}
             codes = [
                 (
                     await http.post(
                         f"/api/v1/sites/{SITE}/check-in",
                         json={"code": f"QZQZQ{n}"},
-                        headers=_on_line(0x100 + n),
+                        headers={**_on_line(0x100 + n), **officer},
                     )
                 ).status_code
                 # More than two windows' worth cannot fit under the limit across a minute's end.
