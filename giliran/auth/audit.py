@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -106,6 +107,10 @@ class AuditLog:
         self.records = database["audit"]
         self.service = service
         self.keys = keys or AuditKeys.parse(None)
+        # The outbox relay appends many events' records at once: one at a time within a
+        # process, so only other processes can race for the chain's head (ten counters calling
+        # at once exhausted MAX_RACES and held every event back behind the relay's backoff).
+        self._appending = asyncio.Lock()
 
     async def ensure_indexes(self) -> None:
         # Ordered by `seq`, never by `_id`: the embedded store orders `_id` as text (10 < 9).
@@ -152,6 +157,10 @@ class AuditLog:
         )
 
     async def _append(self, fields: Document, at: Any) -> Document:
+        async with self._appending:
+            return await self._append_one(fields, at)
+
+    async def _append_one(self, fields: Document, at: Any) -> Document:
         for _ in range(MAX_RACES):
             head = await self.records.find_one({}, sort=[("seq", DESCENDING)])
             seq = int(head["seq"]) + 1 if head else 1

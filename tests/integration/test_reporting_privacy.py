@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from giliran.contracts import FeedbackSubmitted, NotificationSent, new_event, new_id
-from giliran.contracts.subjects import STREAM
+from giliran.contracts.subjects import PERSONAL_STREAM, STREAM
 from giliran.settings import Settings
 from giliran.store import Database, connect
 from services.intake.domain import mask_nik, nik_hash
@@ -100,14 +100,17 @@ async def test_no_projection_document_holds_personal_data(settings: Settings) ->
 
         await eventually(projected, within=20)
 
-        # The data did travel on the bus (so the scan below could find it) ...
+        # The data did travel on the bus (so the scan below could find it): contacts on their
+        # short-lived stream (ADR 0115), the rest on the event stream ...
         async with nats_client(settings) as nc:
             js = nc.jetstream()
-            info = await js.stream_info(STREAM)
-            raw = b"".join(
-                [(await js.get_msg(STREAM, seq)).data or b""
-                 for seq in range(info.state.first_seq, info.state.last_seq + 1)]
-            ).decode().lower()  # fmt: skip
+            parts: list[bytes] = []
+            for stream in (STREAM, PERSONAL_STREAM):
+                info = await js.stream_info(stream)
+                first, last = info.state.first_seq, info.state.last_seq
+                for seq in range(first, last + 1):
+                    parts.append((await js.get_msg(stream, seq)).data or b"")
+            raw = b"".join(parts).decode().lower()
         on_bus = [n for n in needles if n in raw]
         assert any(n.endswith("@example.co.id") for n in on_bus) and "81234567890" in on_bus
 
