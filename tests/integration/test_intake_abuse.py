@@ -23,7 +23,7 @@ from giliran.settings import Settings
 from giliran.store import count
 from tests.conftest import RunningService, eventually, running
 from tests.fakes.gateway import FakeGateway
-from tests.integration.test_intake_registration import bus_events
+from tests.integration.test_intake_registration import body, bus_events, nik
 from tests.integration.test_notify_channels import sms_channel
 
 pytestmark = pytest.mark.integration
@@ -37,14 +37,6 @@ SUNDAY_1130_WIB = datetime(2026, 11, 29, 4, 30, tzinfo=UTC)
 SUNDAY = "cikarang-utara-20261129"
 VICTIM_PHONE = "0812 3456 7890"
 ATTACKER_PHONE = "0813 9999 0001"
-
-
-def nik(n: int) -> str:
-    return f"321609010190{n:04d}"
-
-
-def body(n: int, **extra: Any) -> dict[str, Any]:
-    return {"site": SITE, "services": ["KTP-CETAK"], "name": f"Warga {n}", "nik": nik(n), **extra}
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from giliran.auth import Role
 from giliran.settings import Settings
 from services.intake import antibot
 from tests.conftest import RunningService, eventually, running
+from tests.integration.test_intake_registration import body, nik
 
 pytestmark = pytest.mark.integration
 
@@ -32,15 +33,6 @@ SATURDAY_1759_WIB = datetime(2026, 11, 28, 10, 59, tzinfo=UTC)
 SATURDAY_1800_WIB = datetime(2026, 11, 28, 11, 0, tzinfo=UTC)
 SUNDAY_0905_WIB = datetime(2026, 11, 29, 2, 5, tzinfo=UTC)
 SUNDAY_1030_WIB = datetime(2026, 11, 29, 3, 30, tzinfo=UTC)
-
-
-def nik(n: int) -> str:
-    """A valid NIK of Cikarang Utara (32.16.09), distinct per n."""
-    return f"321609010190{n:04d}"
-
-
-def body(n: int, **extra: Any) -> dict[str, Any]:
-    return {"site": SITE, "services": ["KTP-CETAK"], "name": f"Warga {n}", "nik": nik(n), **extra}
 
 
 @pytest.fixture
