@@ -28,6 +28,7 @@ import httpx
 import pytest
 
 from tests.conftest import ARTIFACTS
+from tests.terminal_qr import decode_terminal_qr
 
 pytestmark = pytest.mark.e2e
 
@@ -174,25 +175,10 @@ def terminal_qrs(printed: str) -> dict[str, tuple[str, str]]:
     return found
 
 
-def decode_terminal_qr(drawing: str) -> str:
-    """Rasterise a QR code drawn with half blocks (as a terminal shows it: a block is lit, a
-    space is dark) and read it with zxing-cpp."""
-    import zxingcpp
-    from PIL import Image
-
-    rows: list[list[bool]] = []  # True: lit (light)
-    for line in drawing.splitlines():
-        rows.append([ch in "█▀" for ch in line])
-        rows.append([ch in "█▄" for ch in line])
-    scale = 6
-    image = Image.new("L", (len(rows[0]) * scale, len(rows) * scale))
-    for y, row in enumerate(rows):
-        for x, lit in enumerate(row):
-            if lit:
-                image.paste(255, (x * scale, y * scale, (x + 1) * scale, (y + 1) * scale))
-    found = zxingcpp.read_barcodes(image)
+def decode_one(drawing: str) -> str:
+    found = decode_terminal_qr(drawing)
     assert len(found) == 1, f"no QR code read from:\n{drawing}"
-    return str(found[0].text)
+    return found[0]
 
 
 def decode_png_qr(data_uri: str) -> str:
@@ -256,7 +242,7 @@ async def test_an_office_box_on_its_lan_pairs_and_serves_its_devices(net: Net, b
     # One pairing code per device of the demo site at start-up: each counter, board, kiosk.
     assert {"board", "kiosk", "counter-1"} <= set(codes), codes.keys()
     for label, (link, drawing) in codes.items():
-        assert decode_terminal_qr(drawing) == link, label
+        assert decode_one(drawing) == link, label
         assert link.startswith(f"{office}/device/pair/")
 
     # On the box, the proxy listens on the LAN address only, and nothing else listens beyond
