@@ -38,6 +38,15 @@ TEMPLATE_OF: dict[type[EventData], str] = {
 }
 APPROACHING = "ticket_approaching"
 STATUS_LINK = "status_link"  # the status link again, asked for by the citizen
+# A registration not checked in within its grace lapsed (intake's reason `not_checked_in`): the
+# citizen is told it lapsed and that the kiosk still takes walk-ins — never "cancelled".
+LAPSED = "registration_lapsed"
+# Which `request.cancelled` reasons tell the citizen what, by template; others say nothing (the
+# citizen cancelled it themselves).
+CANCELLED_TEMPLATE: Mapping[str, str] = {
+    "session_cancelled": "session_cancelled",
+    "not_checked_in": LAPSED,
+}
 
 SUBJECTS: Mapping[str, Mapping[str, str]] = {
     "ticket_issued": {"id": "Nomor antrean Anda", "en": "Your queue number"},
@@ -46,6 +55,10 @@ SUBJECTS: Mapping[str, Mapping[str, str]] = {
     "ticket_completed": {"id": "Layanan selesai", "en": "Service completed"},
     "ticket_no_show": {"id": "Nomor Anda terlewat", "en": "You missed your call"},
     "session_cancelled": {"id": "Sesi layanan dibatalkan", "en": "Service session cancelled"},
+    "registration_lapsed": {
+        "id": "Pendaftaran gugur: belum check-in",
+        "en": "Registration lapsed: not checked in",
+    },
     "status_link": {
         "id": "Tautan status pendaftaran Anda",
         "en": "Your registration's status link",

@@ -45,6 +45,7 @@ from services.notify.channels.whatsapp_cloud import WhatsAppCloudChannel
 from services.notify.config import NotifyConfig, Retry
 from services.notify.domain import (
     APPROACHING,
+    CANCELLED_TEMPLATE,
     STATUS_LINK,
     TEMPLATE_OF,
     Renderer,
@@ -182,12 +183,13 @@ class ChannelWorker:
             await self._approaching(event)
 
     async def on_cancelled(self, event: Event[RequestCancelled]) -> None:
-        if event.data.reason != "session_cancelled":
+        template = CANCELLED_TEMPLATE.get(event.data.reason)
+        if template is None:
             return  # the citizen cancelled: nothing to tell them
         await self._message(
             event.id,
             event.site,
-            "session_cancelled",
+            template,
             event.data.request_id,
             event.data.model_dump(),
             event,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -17,6 +18,7 @@ import yaml
 from giliran.contracts import (
     Channel,
     CitizenRef,
+    RequestCancelled,
     RequestSubmitted,
     TicketCalled,
     TicketCompleted,
@@ -538,3 +540,38 @@ async def test_an_approaching_message_whose_ticket_moved_on_before_the_retry_is_
         delivery = await settled_approaching(svc, tickets[3][0].data.ticket_id)
         assert delivery["status"] == "dropped"
         assert [r.status for r in gw.received] == [200, 429, 200]
+
+
+async def test_a_lapsed_registration_is_told_it_lapsed_not_that_it_was_cancelled(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with (
+        FakeGateway() as gw,
+        notify_with(settings, tmp_path, [sms_channel(gw)]) as svc,
+    ):
+        lapsed, withdrawn = request(), request()
+        now = utcnow()
+        await publish(settings, lapsed)
+        await publish(settings, withdrawn)
+        await publish(settings, new_event(RequestCancelled(
+            request_id=lapsed.data.request_id, reason="not_checked_in", cancelled_at=now
+        ), site=SITE))  # fmt: skip
+        # The citizen withdrew this one themselves: nothing to tell them.
+        await publish(settings, new_event(RequestCancelled(
+            request_id=withdrawn.data.request_id, reason="citizen", cancelled_at=now
+        ), site=SITE))  # fmt: skip
+        await gw.wait_for(1)
+        (sms,) = [r for r in gw.received if r.path == "/sms"]
+        text = sms.form["message"]
+        assert "gugur" in text and "kios" in text and "dibatalkan" not in text, text
+        assert lapsed.data.request_id[-6:] in text
+
+        async def lapse_sent() -> list[dict[str, Any]]:
+            found = await deliveries(svc, site=SITE)
+            return [
+                d for d in found if d["template"] == "registration_lapsed" and d["status"] == "sent"
+            ]
+
+        assert len(await eventually(lapse_sent)) == 1
+        await asyncio.sleep(1.0)  # the withdrawn request's event has been handled by now
+        assert gw.count() == 1

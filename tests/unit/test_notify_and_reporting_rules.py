@@ -13,6 +13,7 @@ from giliran.contracts import TicketCalled, TicketIssued
 from giliran.settings import Settings
 from services.notify.domain import (
     APPROACHING,
+    CANCELLED_TEMPLATE,
     STATUS_LINK,
     TEMPLATE_OF,
     TEMPLATES,
@@ -76,7 +77,8 @@ TEMPLATES_ON_DISK = sorted({p.name.split(".")[0] for p in TEMPLATES.glob("*.txt.
 
 
 def test_every_template_on_disk_is_one_notify_sends() -> None:
-    assert set(TEMPLATES_ON_DISK) == {*TEMPLATE_OF.values(), APPROACHING, STATUS_LINK}
+    sent = {*TEMPLATE_OF.values(), *CANCELLED_TEMPLATE.values(), APPROACHING, STATUS_LINK}
+    assert set(TEMPLATES_ON_DISK) == sent
 
 
 @pytest.mark.parametrize("paid", [False, True], ids=["free", "paid"])
