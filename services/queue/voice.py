@@ -26,6 +26,10 @@ WORDS_PER_MINUTE = 140  # a little slower than eSpeak's 175: a hall echoes
 CACHED_SENTENCES = 128
 SYNTH_AT_ONCE = 2  # the box has few cores; boards asking together wait rather than pile up
 SYNTH_TIMEOUT_SECONDS = 10.0
+# Distinct sentences being made at once (running or waiting for a slot). Any credential of a
+# site may ask for any call of the day: beyond this, new sentences are refused at once instead
+# of queueing without bound behind the two slots (a stolen TV cookie cannot pin both cores).
+MAKING_AT_MOST = 8
 
 
 class VoiceUnavailable(DomainError):
@@ -73,6 +77,19 @@ def read_pcm(data: bytes) -> tuple[bytes, int]:
         return w.readframes(w.getnframes()), w.getframerate()
 
 
+class VoiceBusy(DomainError):
+    http_status = 503
+    code = "voice_busy"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Server sedang menyiapkan banyak suara panggilan; coba lagi sebentar. Nomor tetap "
+            "ditampilkan di layar.",
+            "The server is preparing many spoken calls; try again shortly. Numbers are still "
+            "shown on the board.",
+        )
+
+
 class Announcer:
     """Announcement WAVs by sentence: chime, pause, speech. The same sentence (a recall, a second
     board, a reload) is synthesized once; a few at a time, off the event loop (a subprocess)."""
@@ -92,6 +109,8 @@ class Announcer:
             return found
         if (pending := self._making.get(sentence)) is not None:
             return await asyncio.shield(pending)
+        if len(self._making) >= MAKING_AT_MOST:
+            raise VoiceBusy()
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._making[sentence] = future
         try:

@@ -9,6 +9,7 @@ import io
 import math
 import wave
 from array import array
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -17,7 +18,14 @@ import pytest
 
 from giliran.auth import Role
 from giliran.settings import Settings
-from services.queue.voice import CHIME_NOTE_SECONDS, CHIME_NOTES, PAUSE_SECONDS, Announcer
+from services.queue.voice import (
+    CHIME_NOTE_SECONDS,
+    CHIME_NOTES,
+    MAKING_AT_MOST,
+    PAUSE_SECONDS,
+    Announcer,
+    VoiceBusy,
+)
 from tests.conftest import eventually, publish, request_event, require_tools, running
 
 pytestmark = pytest.mark.integration
@@ -156,3 +164,24 @@ async def issued(settings: Settings, http: httpx.AsyncClient, *events: Any) -> N
         return True
 
     await eventually(all_issued, within=20)
+
+
+async def test_many_distinct_calls_at_once_are_refused_beyond_a_bound(tmp_path: Path) -> None:
+    """A board credential can ask for any call of the day: distinct sentences beyond
+    MAKING_AT_MOST are refused at once (503 voice_busy), not queued without bound behind the two
+    eSpeak slots; the ones admitted are all spoken, and a refused one can be asked again."""
+    require_espeak()
+    slow = tmp_path / "slow-espeak-ng"  # the real eSpeak NG, half a second late each time
+    slow.write_text('#!/bin/sh\nsleep 0.5\nexec espeak-ng "$@"\n')
+    slow.chmod(0o755)
+    announcer = Announcer(command=str(slow))
+    sentences = [f"Nomor antrean A nol nol {n}, silakan ke loket satu" for n in range(12)]
+    outcomes = await asyncio.gather(*(announcer.wav(s) for s in sentences), return_exceptions=True)
+    busy = [o for o in outcomes if isinstance(o, VoiceBusy)]
+    made = [o for o in outcomes if isinstance(o, bytes)]
+    assert len(made) == MAKING_AT_MOST and len(busy) == len(sentences) - MAKING_AT_MOST
+    assert announcer.synthesized == MAKING_AT_MOST
+    assert busy[0].http_status == 503 and busy[0].message_id and busy[0].message_en
+    # Once the burst is made, a refused sentence is spoken on the next ask.
+    refused = sentences[outcomes.index(busy[0])]
+    assert decoded(await announcer.wav(refused))[0] > 2.0
