@@ -21,6 +21,7 @@ from tests.integration.test_notify_channels import (
     FAST_RETRY,
     SITE,
     delivery_in,
+    notify_with,
     request,
     ticket_events,
 )
@@ -77,10 +78,7 @@ async def test_a_gateway_that_echoes_the_number_leaks_it_nowhere(
         # First busy (its words are kept as the last error), then a refusal, both echoing.
         gw.fail_next(1, status=503, path_prefix="/sms", body=echo)
         gw.reject(400, path_prefix="/sms", body=echo)
-        path = tmp_path / "notify.yaml"
-        path.write_text(yaml.safe_dump({"channels": [channel]}))
-        tuned = settings.model_copy(update={"notify_config": path})
-        async with running("notify", tuned) as svc:
+        async with notify_with(settings, tmp_path, [channel]) as svc:
             req = request()
             issued, _, _ = ticket_events(req)
             await publish(settings, req)
@@ -133,10 +131,7 @@ async def test_a_gateway_called_with_the_number_in_its_url_does_not_put_it_in_th
             "fields": {"userkey": "u", "nohp": "{phone_local}", "pesan": "{text}"},
             "retry": FAST_RETRY,
         }
-        path = tmp_path / "notify.yaml"
-        path.write_text(yaml.safe_dump({"channels": [channel]}))
-        tuned = settings.model_copy(update={"notify_config": path})
-        async with running("notify", tuned) as svc:
+        async with notify_with(settings, tmp_path, [channel]) as svc:
             req = request()
             issued, _, _ = ticket_events(req)
             await publish(settings, req)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +19,7 @@ from giliran.auth import Role
 from giliran.settings import Settings
 from services.intake import antibot
 from tests.conftest import RunningService, eventually, running
-from tests.integration.test_intake_registration import body, nik
+from tests.integration.test_intake_registration import at, body, client_from, nik
 
 pytestmark = pytest.mark.integration
 
@@ -44,17 +42,6 @@ def fast(settings: Settings) -> Settings:
             "demo": False,
         }
     )
-
-
-def at(svc: RunningService, moment: datetime) -> None:
-    svc.app.state.intake.clock = lambda: moment
-
-
-@asynccontextmanager
-async def client_from(svc: RunningService, address: str) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=svc.app, client=(address, 40000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://intake") as client:
-        yield client
 
 
 async def kiosk_token(svc: RunningService) -> dict[str, str]:
