@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import yaml
 from measure import percentile, sample
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from giliran.auth import AuthStore, Role
@@ -330,6 +331,24 @@ async def sampler(stack: Stack, run: Run, stop: asyncio.Event) -> None:
             pass
 
 
+async def store_commands(http: httpx.AsyncClient, stack: Stack) -> dict[str, Counter[str]]:
+    """Each service's store commands so far, by `command collection`, from its /metrics
+    (giliran_store_commands_total: PyMongo command monitoring inside the service)."""
+    found: dict[str, Counter[str]] = {}
+    for name in SERVICES:
+        text = (await http.get(f"{stack.url(name)}/metrics")).text
+        counts: Counter[str] = Counter()
+        for family in text_string_to_metric_families(text):
+            if family.name != "giliran_store_commands":
+                continue
+            for s in family.samples:
+                if s.name.endswith("_total"):
+                    key = f"{s.labels['command']} {s.labels['collection']}".strip()
+                    counts[key] += int(s.value)
+        found[name] = counts
+    return found
+
+
 async def report_summary(http: httpx.AsyncClient, stack: Stack, day: str) -> Json:
     url = f"{stack.url('reporting')}/api/v1/sites/{SITE}/summary"
     r = await http.get(url, params={"date": day})
@@ -388,6 +407,7 @@ async def run_rate(stack: Stack, rate: float, duration: float, args: argparse.Na
     day = datetime.now(ZoneInfo("Asia/Jakarta")).date().isoformat()
     async with httpx.AsyncClient(timeout=args.timeout, limits=limits, headers=headers) as http:
         base = await report_summary(http, stack, day)
+        commands_before = await store_commands(http, stack)
         client = connect(stack.settings.mongo_url)
         deliveries = client[stack.settings.database_name("notify")]["deliveries"]
         NOTIFIED_BEFORE[0] = await count(deliveries, {"status": {"$eq": "sent"}})
@@ -413,6 +433,10 @@ async def run_rate(stack: Stack, rate: float, duration: float, args: argparse.Na
         stop.set()
         await asyncio.gather(*watchers, return_exceptions=True)
         caught = await catch_up(stack, http, run, day, base)
+        commands_after = await store_commands(http, stack)
+        caught["store_commands"] = {
+            name: commands_after[name] - commands_before[name] for name in SERVICES
+        }
         cpu_self_after = resource.getrusage(resource.RUSAGE_SELF)
     return summarise(
         stack, run, args, caught, started, arrivals_end, phase_end, load_before, load_after,
@@ -520,6 +544,7 @@ def summarise(
         "empty_calls": run.empty_calls,
         "processes": processes,
         "client_cpu": client_cpu,
+        "store_commands": {n: dict(c) for n, c in caught["store_commands"].items()},
         "load_before": load_before,
         "load_after": load_after,
         "load_max": max((s["load"] for s in run.seconds), default=0.0),
@@ -577,6 +602,14 @@ def print_result(result: Json) -> None:
     print(f"  {'bench':<12} {'':>17}   {r['client_cpu']:>7.1f} s")
     total = sum(p["cpu"] for p in r["processes"].values())
     print(f"  stack total CPU per lifecycle           {total * 1000 / done:.1f} ms")
+    print("store commands per lifecycle (each service's PyMongo command monitoring)")
+    commands = r["store_commands"]
+    for name, counts in commands.items():
+        top = sorted(counts.items(), key=lambda item: -item[1])[:6]
+        detail = ", ".join(f"{k} {n / done:.1f}" for k, n in top)
+        print(f"  {name:<12} {sum(counts.values()) / done:>6.1f}   ({detail})")
+    all_commands = sum(sum(c.values()) for c in commands.values())
+    print(f"  all services total                      {all_commands / done:.1f}")
 
 
 def failures(result: Json) -> int:

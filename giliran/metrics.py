@@ -18,10 +18,13 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from giliran import telemetry
+from giliran.store import STORE_COMMANDS
 
 log = logging.getLogger("giliran.http")
 
@@ -229,3 +232,17 @@ def _server_span(
                 span.set_status(Status(StatusCode.ERROR))
 
         yield named
+
+
+class StoreCommandsCollector(Collector):
+    """Exposes this process's store commands (giliran.store.STORE_COMMANDS) to Prometheus."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "giliran_store_commands",
+            "Commands this process sent to the store, by command and collection",
+            labels=["command", "collection"],
+        )
+        for (command, collection), n in sorted(STORE_COMMANDS.counts.items()):
+            family.add_metric([command, collection], n)
+        yield family

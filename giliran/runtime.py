@@ -44,7 +44,7 @@ from giliran.contracts import Event, EventData
 from giliran.contracts.subjects import STREAM, STREAM_OWNER, event_pattern
 from giliran.errors import DomainError
 from giliran.hardening import BodyLimit, SameOrigin, SecurityHeaders
-from giliran.metrics import BusMetrics, ObservedHttp, http_duration
+from giliran.metrics import BusMetrics, ObservedHttp, StoreCommandsCollector, http_duration
 from giliran.push import StreamLimits
 from giliran.settings import ServiceName, Settings
 from giliran.store import (
@@ -112,6 +112,7 @@ class ServiceRuntime:
             "Events this process moved from its outbox to the bus",
             registry=self.registry,
         ).set_function(lambda: float(self.relay.published if self.relay else 0))
+        self.registry.register(StoreCommandsCollector())
 
     # --- wiring (called by each service's app.py) -------------------------------------------
 

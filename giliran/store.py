@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator
-from pymongo import AsyncMongoClient, UpdateOne
+from pymongo import AsyncMongoClient, UpdateOne, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
@@ -71,6 +71,31 @@ def indexed(query: Document) -> Document:
     return rewritten
 
 
+class StoreCommands(monitoring.CommandListener):
+    """Counts every command a process sends to the store, by command and collection: what a
+    lifecycle costs the store is the figure performance work is judged by (bench/sustained.py
+    reads it from each service's /metrics as `giliran_store_commands_total`)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        target = event.command.get("collection") if name == "getMore" else event.command.get(name)
+        key = (name, target if isinstance(target, str) else "")
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+# One per process: every client of the process counts into it.
+STORE_COMMANDS = StoreCommands()
+
+
 def connect(url: str, *, timeout_seconds: float = 5.0) -> AsyncMongoClient[Document]:
     """A client that fails fast (a counter must not hang when the store is down)."""
     ms = int(timeout_seconds * 1000)
@@ -80,6 +105,7 @@ def connect(url: str, *, timeout_seconds: float = 5.0) -> AsyncMongoClient[Docum
         serverSelectionTimeoutMS=ms,
         connectTimeoutMS=ms,
         socketTimeoutMS=ms * 2,
+        event_listeners=[STORE_COMMANDS],
     )
 
 

@@ -246,6 +246,8 @@ async def test_a_run_exposes_the_metrics_of_the_dashboard(settings: Settings) ->
             f'giliran_http_request_duration_seconds_count{{method="GET",{route},status="404"}}',
         ) == 1  # fmt: skip
         assert 'route="unmatched"' in text["queue"]
+        # What the store is asked, by command and collection (bench/sustained.py sums it).
+        assert value("queue", 'giliran_store_commands_total{collection="tickets",command="insert"}')
         assert ticket_id not in text["queue"]
 
 
