@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+from cachetools import TTLCache
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
@@ -25,6 +26,10 @@ from giliran.store import (
 
 NO_OUTBOX = {"outbox": 0}
 BUSY = ("called", "serving")
+# Ids of the events this process wrote, until the bus has surely echoed them back: an event
+# seen on the bus and not in here is another queue instance's write (services.queue.memory).
+OWN_EVENTS_KEPT = 100_000
+OWN_EVENTS_SECONDS = 600.0
 
 
 def ticket_view(doc: Document, **extra: Any) -> TicketView:
@@ -84,6 +89,16 @@ class TicketStore:
         self.visits = database["visits"]
         self.sessions = database["sessions"]
         self.eta_quotes = database["eta_quotes"]
+        self._own_events: TTLCache[str, bool] = TTLCache(OWN_EVENTS_KEPT, OWN_EVENTS_SECONDS)
+
+    def _written(self, events: Sequence[Event[Any]]) -> Sequence[Event[Any]]:
+        for event in events:
+            self._own_events[event.id] = True
+        return events
+
+    def own_event(self, event_id: str) -> bool:
+        """Whether this process wrote the event (told apart from another instance's)."""
+        return event_id in self._own_events
 
     async def ensure_indexes(self) -> None:
         # call-next reads the oldest callable tickets of one line along an index whose leading
@@ -96,6 +111,14 @@ class TicketStore:
         await self.tickets.create_index(
             [("session_id", 1), ("service", 1), ("status", 1), ("arrived", 1), ("held", 1),
              ("is_priority", 1), ("queued_at", 1)]
+        )  # fmt: skip
+        # The heads of the lines kept in memory (held tickets included, flagged).
+        await self.tickets.create_index(
+            [("session_id", 1), ("service", 1), ("status", 1), ("arrived", 1), ("queued_at", 1)]
+        )
+        await self.tickets.create_index(
+            [("session_id", 1), ("service", 1), ("status", 1), ("arrived", 1), ("is_priority", 1),
+             ("queued_at", 1)]
         )  # fmt: skip
         await self.tickets.create_index(
             [("session_id", 1), ("status", 1), ("arrived", 1), ("held", 1), ("appointment_at", 1)]
@@ -129,7 +152,7 @@ class TicketStore:
     async def insert_with_events(self, doc: Document, events: Sequence[Event[Any]]) -> bool:
         """False when the ticket already exists (a redelivered or concurrent issue)."""
         try:
-            await self.tickets.insert_one({**doc, **outbox_fields(events)})
+            await self.tickets.insert_one({**doc, **outbox_fields(self._written(events))})
         except DuplicateKeyError:
             return False
         return True
@@ -169,6 +192,28 @@ class TicketStore:
                 }
             ),
         )
+
+    async def line_head(
+        self, session_id: str, service: str, limit: int, *, priority_only: bool
+    ) -> list[Document]:
+        """The oldest arrived waiting tickets of a line (held ones too), in call-next's order."""
+        query: Document = {
+            "session_id": session_id, "service": service, "status": "waiting", "arrived": True
+        }  # fmt: skip
+        if priority_only:
+            query["is_priority"] = True
+        cursor = self.tickets.find(indexed(query), NO_OUTBOX).sort([("queued_at", 1), ("_id", 1)])
+        found: list[Document] = await cursor.limit(limit).to_list()
+        return found
+
+    async def waiting_arrived(self, session_id: str, service: str) -> int:
+        return await count(
+            self.tickets,
+            indexed(
+                {"session_id": session_id, "service": service, "status": "waiting",
+                 "arrived": True}
+            ),
+        )  # fmt: skip
 
     async def callable_candidates(
         self,
@@ -232,7 +277,7 @@ class TicketStore:
                 "status": {"$in": [s.value for s in statuses]},
                 **(extra_match or {}),
             },
-            with_outbox(update, events),
+            with_outbox(update, self._written(events)),
             projection=NO_OUTBOX,
             return_document=ReturnDocument.AFTER,
         )
@@ -394,6 +439,7 @@ class TicketStore:
     ) -> Document | None:
         """Write a counter's state with its events; None when someone changed it meanwhile."""
         key = counter_key(site, counter)
+        events = self._written(events)
         update = with_outbox({"$set": {**fields, "site": site, "counter": counter}}, events)
         update.setdefault("$inc", {})["revision"] = 1
         if expect_revision is None:
@@ -407,6 +453,26 @@ class TicketStore:
             return await self.counter(site, counter)
         return await self.counters.find_one_and_update(
             {"_id": key, "revision": expect_revision},
+            update,
+            projection=NO_OUTBOX,
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def reserve_counter(
+        self, site: str, counter: str, revision: int, priority: bool, ticket_id: str
+    ) -> Document | None:
+        """Point the counter at the ticket it is about to call, if nobody changed the counter
+        since `revision` (ADR 0161); the counter as it is now, or None when someone did. In
+        the same write its memory for the priority ratio (normal calls since its last priority
+        call)."""
+        update: Document = (
+            {"$set": {"normal_since_priority": 0, "current": ticket_id}}
+            if priority
+            else {"$inc": {"normal_since_priority": 1}, "$set": {"current": ticket_id}}
+        )
+        update.setdefault("$inc", {})["revision"] = 1
+        return await self.counters.find_one_and_update(
+            {"_id": counter_key(site, counter), "revision": revision},
             update,
             projection=NO_OUTBOX,
             return_document=ReturnDocument.AFTER,
