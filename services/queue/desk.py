@@ -33,10 +33,10 @@ from giliran.contracts import (
 from giliran.contracts.envelope import Event
 from giliran.store import Document, from_instant, instant
 from giliran.telemetry import JOURNEY
-from services.queue import domain, rules
+from services.queue import calling, domain, rules
 from services.queue.handlers import SOURCE, Queue
 from services.queue.memory import QueueMemory
-from services.queue.store import BUSY, TicketStore, counter_view, facts_of, ticket_view
+from services.queue.store import TicketStore, counter_view, facts_of, ticket_at, ticket_view
 
 # Lost races before call-next gives up for this click (each lost race is another counter's
 # progress, so this is only reached under extreme contention; the officer clicks again).
@@ -270,14 +270,15 @@ class Desk:
             # Only a completed ticket is known for good from memory (it never moves again);
             # anything else may have moved in another instance.
             doc = await self.store.get(current)
-        if doc is None or doc.get("site") != site.site:
-            return None
-        if doc["status"] == "waiting" and doc.get("arrived", True):
-            result, called = await self._claim_ticket(site, counter, doc)
-            return called if result == "called" else None
-        if doc.get("counter") != counter or doc["status"] not in BUSY:
-            return None
-        return doc
+        match calling.counter_now(site.site, counter, ticket_at(doc)):
+            case calling.CounterNow.FREE:
+                return None
+            case calling.CounterNow.BUSY:
+                return doc
+            case calling.CounterNow.RESERVED:
+                assert doc is not None
+                result, called = await self._claim_ticket(site, counter, doc)
+                return called if result == "called" else None
 
     async def _serving_session(
         self, site: SiteDef, counter_id: str, doc: Document | None
@@ -438,14 +439,12 @@ class Desk:
         )
         if moved is None:
             now_doc = await self.store.get(doc["_id"])
-            if (
-                now_doc is not None
-                and now_doc.get("counter") == counter
-                and now_doc["status"] in BUSY
-            ):
-                return "called", now_doc  # the same reservation, completed by another instance
-            if now_doc is None or now_doc["status"] not in BUSY:
-                await self.store.release_visit(doc["request_id"], doc["_id"])
+            match calling.after_lost_call(counter, ticket_at(now_doc)):
+                case calling.LostCall.CALLED_HERE:
+                    assert now_doc is not None
+                    return "called", now_doc
+                case calling.LostCall.GONE:
+                    await self.store.release_visit(doc["request_id"], doc["_id"])
             return "taken", None
         self.memory.left(doc)
         self.memory.moved_to(moved)

@@ -18,16 +18,16 @@ tickets this process moved.
 
 from __future__ import annotations
 
-import asyncio
+import time
 from bisect import insort
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cachetools import TTLCache
 
 from giliran.contracts.subjects import site_of
 from giliran.store import Document
-from services.queue.store import TicketStore
 
 # Tickets kept per line head: call-next needs the oldest 4 callable of a line (2 for priority),
 # the board the first 3. Past twice this the head is cut back and the rest re-read later.
@@ -37,6 +37,25 @@ RECENT_CALLS = 8
 # them; only a hint for their terminal statuses (see `Desk._busy`).
 MOVED_KEPT = 4096
 MOVED_SECONDS = 600.0
+# The bus watch can lose a message (plain NATS, e.g. across a reconnect): a site's memory is
+# read again at least this often whatever happens, so a lost event is a bounded staleness.
+SITE_MAX_AGE = 30.0
+
+
+class LinesStore(Protocol):
+    """The reads memory is loaded with (services.queue.store.TicketStore; a fake in tests)."""
+
+    def own_event(self, event_id: str) -> bool: ...
+
+    async def line_head(
+        self, session_id: str, service: str, limit: int, *, priority_only: bool
+    ) -> list[Document]: ...
+
+    async def waiting_arrived(self, session_id: str, service: str) -> int: ...
+
+    async def counters_of(self, site: str) -> list[Document]: ...
+
+    async def recent_calls(self, site: str, limit: int) -> list[Document]: ...
 
 
 def line_order(doc: Document) -> tuple[str, str]:
@@ -82,6 +101,7 @@ class LineHead:
 @dataclass
 class SiteMemory:
     generation: int = 0
+    since: float = field(default_factory=time.monotonic)
     heads: dict[tuple[str, str, bool], LineHead] = field(default_factory=dict)
     counters: dict[str, Document] | None = None
     calls: list[Document] | None = None
@@ -90,15 +110,17 @@ class SiteMemory:
 class QueueMemory:
     """The in-process state of every site this process serves (see the module docstring)."""
 
-    def __init__(self, store: TicketStore) -> None:
+    def __init__(self, store: LinesStore) -> None:
         self.store = store
         self.sites: dict[str, SiteMemory] = {}
         self.moved: TTLCache[str, Document] = TTLCache(MOVED_KEPT, MOVED_SECONDS)
         self.forgotten = 0  # how often another instance's write made a site be re-read
-        self._loading: dict[str, asyncio.Lock] = {}
 
     def site(self, site: str) -> SiteMemory:
-        return self.sites.setdefault(site, SiteMemory())
+        memory = self.sites.setdefault(site, SiteMemory())
+        if time.monotonic() - memory.since > SITE_MAX_AGE:
+            self.forget(site)
+        return memory
 
     # --- another instance wrote -----------------------------------------------------------
 
@@ -110,7 +132,8 @@ class QueueMemory:
         self.forget(site)
 
     def forget(self, site: str) -> None:
-        memory = self.site(site)
+        memory = self.sites.setdefault(site, SiteMemory())
+        memory.since = time.monotonic()
         memory.generation += 1
         memory.heads.clear()
         memory.counters = None

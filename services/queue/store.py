@@ -23,6 +23,7 @@ from giliran.store import (
     outbox_fields,
     with_outbox,
 )
+from services.queue.calling import TicketAt
 
 NO_OUTBOX = {"outbox": 0}
 BUSY = ("called", "serving")
@@ -67,6 +68,18 @@ def counter_view(doc: Document, current: str | None = None) -> CounterView:
         session_id=doc.get("session_id"),
         services=doc["services"],
         current_ticket_id=current,
+    )
+
+
+def ticket_at(doc: Document | None) -> TicketAt | None:
+    """What the call decisions (services.queue.calling) read of a stored ticket."""
+    if doc is None:
+        return None
+    return TicketAt(
+        site=str(doc.get("site") or ""),
+        status=TicketStatus(doc["status"]),
+        counter=doc.get("counter"),
+        arrived=bool(doc.get("arrived", True)),
     )
 
 
@@ -162,17 +175,6 @@ class TicketStore:
             self.tickets,
             indexed({"session_id": session_id, "service": service, "status": "waiting"}),
         )
-
-    async def line_state(self, session_id: str, service: str) -> tuple[int, str | None]:
-        """How many wait in a line (held ones included), and when the longest-waiting queued."""
-        query = indexed(
-            {"session_id": session_id, "service": service, "status": "waiting", "arrived": True}
-        )
-        cursor = self.tickets.find(query, {"queued_at": 1}).sort([("queued_at", 1), ("_id", 1)])
-        first: list[Document] = await cursor.limit(1).to_list()
-        if not first:
-            return 0, None
-        return await count(self.tickets, query), first[0].get("queued_at")
 
     async def ahead_of(self, doc: Document) -> int:
         """Arrived tickets of the same line that joined before this one."""
@@ -304,21 +306,6 @@ class TicketStore:
         if doc is None or doc.get("counter") != counter or doc["status"] not in BUSY:
             return None
         return doc
-
-    async def point_counter_at(self, site: str, counter: str, ticket_id: str) -> None:
-        await self.counters.update_one(
-            {"_id": counter_key(site, counter)}, {"$set": {"current": ticket_id}}
-        )
-
-    async def scan_at_counter(self, site: str, counter: str) -> Document | None:
-        """The slow, certain way (repair only): any ticket called or served at the counter."""
-        for status in BUSY:
-            found = await self.tickets.find_one(
-                indexed({"site": site, "counter": counter, "status": status}), NO_OUTBOX
-            )
-            if found is not None:
-                return found
-        return None
 
     async def waiting_list(
         self, site: str, session_id: str, services: Sequence[str], limit: int
@@ -477,16 +464,6 @@ class TicketStore:
             projection=NO_OUTBOX,
             return_document=ReturnDocument.AFTER,
         )
-
-    async def note_call(self, site: str, counter: str, priority: bool, ticket_id: str) -> None:
-        """In one write: the counter now has `ticket_id`, and its memory for the priority ratio
-        (normal calls since its last priority call)."""
-        update: Document = (
-            {"$set": {"normal_since_priority": 0, "current": ticket_id}}
-            if priority
-            else {"$inc": {"normal_since_priority": 1}, "$set": {"current": ticket_id}}
-        )
-        await self.counters.update_one({"_id": counter_key(site, counter)}, update)
 
     # --- sessions ----------------------------------------------------------------------------
 
