@@ -30,6 +30,7 @@ from giliran.auth.credentials import CREDENTIALS_CHANGED, REMEMBERED, forget_cre
 from giliran.auth.views import audit_router
 from giliran.auth.web import Auth, LoginRequired, login_redirect, login_router, requires
 from giliran.bus import (
+    BatchHandler,
     ConsumerMetrics,
     EventConsumer,
     EventHandler,
@@ -152,9 +153,11 @@ class ServiceRuntime:
         *,
         max_deliver: int | None = None,
         stream: str = STREAM,
+        batch_handler: BatchHandler | None = None,
+        linger_seconds: float = 0.0,
     ) -> EventConsumer:
         """Register a durable pull consumer named `<service>-<name>` on `stream` with its own
-        inbox."""
+        inbox (unused when a `batch_handler` dedupes in its own documents; see EventConsumer)."""
         durable = f"{self.service}-{name}"
         consumer = EventConsumer(
             service=self.service,
@@ -169,6 +172,8 @@ class ServiceRuntime:
             max_deliver=max_deliver or self.settings.max_deliver,
             backoff_seconds=tuple(self.settings.retry_backoff_seconds),
             stream=stream,
+            batch_handler=batch_handler,
+            linger_seconds=linger_seconds,
         )
         self.consumers.append(consumer)
         return consumer
