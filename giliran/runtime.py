@@ -26,9 +26,11 @@ from pymongo.errors import PyMongoError
 from giliran import telemetry
 from giliran.auth.accounts import AuthStore, Role
 from giliran.auth.audit import AuditKeys, AuditLog
+from giliran.auth.credentials import CREDENTIALS_CHANGED, REMEMBERED, forget_credentials
 from giliran.auth.views import audit_router
 from giliran.auth.web import Auth, LoginRequired, login_redirect, login_router, requires
 from giliran.bus import (
+    BatchHandler,
     ConsumerMetrics,
     EventConsumer,
     EventHandler,
@@ -82,7 +84,7 @@ class ServiceRuntime:
         self.client = connect(settings.mongo_url)
         self.db = self.client[settings.database_name(service)]
         auth_db = self.client[settings.auth_database]
-        self.accounts = AuthStore(auth_db)
+        self.accounts = AuthStore(auth_db, REMEMBERED)
         self.audit = AuditLog(auth_db, service, _audit_keys(settings))
         self.auth = Auth(
             self.accounts,
@@ -105,6 +107,10 @@ class ServiceRuntime:
         self._periodic_tasks: list[asyncio.Task[None]] = []
         self._watches: list[tuple[str, Callable[[str], None]]] = []
         self._id_watches: list[tuple[str, Callable[[str, str | None], None]]] = []
+        # A credential ended here: every process forgets what it remembered (ADR 0180).
+        self.accounts.on_change = self._announce_credentials_changed
+        self.watch(CREDENTIALS_CHANGED, forget_credentials)
+        self.commands_sent.append(CREDENTIALS_CHANGED)
         self.relay: OutboxRelay | None = None
         self._bus_task: asyncio.Task[None] | None = None
         self.bus_started = asyncio.Event()
@@ -153,9 +159,11 @@ class ServiceRuntime:
         *,
         max_deliver: int | None = None,
         stream: str = STREAM,
+        batch_handler: BatchHandler | None = None,
+        linger_seconds: float = 0.0,
     ) -> EventConsumer:
         """Register a durable pull consumer named `<service>-<name>` on `stream` with its own
-        inbox."""
+        inbox (unused when a `batch_handler` dedupes in its own documents; see EventConsumer)."""
         durable = f"{self.service}-{name}"
         consumer = EventConsumer(
             service=self.service,
@@ -170,6 +178,8 @@ class ServiceRuntime:
             max_deliver=max_deliver or self.settings.max_deliver,
             backoff_seconds=tuple(self.settings.retry_backoff_seconds),
             stream=stream,
+            batch_handler=batch_handler,
+            linger_seconds=linger_seconds,
         )
         self.consumers.append(consumer)
         return consumer
@@ -299,6 +309,16 @@ class ServiceRuntime:
         assert self.relay is not None
         self.relay.start()
         log.info("%s: bus connected, %d consumer(s) started", self.service, len(self.consumers))
+
+    async def _announce_credentials_changed(self) -> None:
+        if not (self.bus_started.is_set() and self.broker.connection.is_connected):
+            log.warning("credential changed while the bus is down: others notice it within 30 s")
+            return
+        try:
+            await self.broker.connection.publish(CREDENTIALS_CHANGED, b"")
+            await self.broker.connection.flush(timeout=2)
+        except Exception as exc:
+            log.warning("could not announce a credential change (%s)", exc)
 
     async def _watch(self, subject: str, on_subject: Callable[[str], None]) -> None:
         async def deliver(message: Msg) -> None:
