@@ -18,9 +18,7 @@ from services.queue.calling import (
 
 SITE, COUNTER = "cikarang-utara", "1"
 CASES = list(
-    itertools.product(
-        TicketStatus, (SITE, "another-site"), (COUNTER, "2", None), (True, False)
-    )
+    itertools.product(TicketStatus, (SITE, "another-site"), (COUNTER, "2", None), (True, False))
 )
 
 
