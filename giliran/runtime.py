@@ -106,6 +106,7 @@ class ServiceRuntime:
         self._periodic: list[tuple[float, Hook]] = []
         self._periodic_tasks: list[asyncio.Task[None]] = []
         self._watches: list[tuple[str, Callable[[str], None]]] = []
+        self._id_watches: list[tuple[str, Callable[[str, str | None], None]]] = []
         # A credential ended here: every process forgets what it remembered (ADR 0180).
         self.accounts.on_change = self._announce_credentials_changed
         self.watch(CREDENTIALS_CHANGED, forget_credentials)
@@ -134,9 +135,14 @@ class ServiceRuntime:
         delivery guarantee): for refreshing what screens show, never for state changes."""
         self._watches.append((subject, on_subject))
 
+    def watch_ids(self, subject: str, on_event: Callable[[str, str | None], None]) -> None:
+        """As `watch`, told each message's Nats-Msg-Id too (the event id the relay publishes
+        with): a service with several instances tells its own events from another's."""
+        self._id_watches.append((subject, on_event))
+
     @property
     def watches(self) -> list[tuple[str, Callable[[str], None]]]:
-        return list(self._watches)
+        return list(self._watches) + [(s, _subject_only) for s, _ in self._id_watches]
 
     def sends(self, *subject_patterns: str) -> None:
         """Declare the commands (request-reply subjects) this service sends to another."""
@@ -292,6 +298,8 @@ class ServiceRuntime:
                     await consumer.start(jetstream(self.broker))
                 for subject, on_subject in self._watches:
                     await self._watch(subject, on_subject)
+                for subject, on_event in self._id_watches:
+                    await self._watch_ids(subject, on_event)
                 break
             except Exception as exc:
                 log.warning("%s: bus not ready (%s); retrying in %.1fs", self.service, exc, delay)
@@ -315,6 +323,12 @@ class ServiceRuntime:
     async def _watch(self, subject: str, on_subject: Callable[[str], None]) -> None:
         async def deliver(message: Msg) -> None:
             on_subject(message.subject)
+
+        await self.broker.connection.subscribe(subject, cb=deliver)
+
+    async def _watch_ids(self, subject: str, on_event: Callable[[str, str | None], None]) -> None:
+        async def deliver(message: Msg) -> None:
+            on_event(message.subject, (message.headers or {}).get("Nats-Msg-Id"))
 
         await self.broker.connection.subscribe(subject, cb=deliver)
 
@@ -537,3 +551,7 @@ def create_http_app(
         )
 
     return app
+
+
+def _subject_only(subject: str) -> None:
+    """The subject list of `watches` (permissions) names id watches too; never called."""
