@@ -78,7 +78,7 @@ class ServiceRuntime:
             settings.nats_url, service, user=settings.nats_user or None, password=password or None
         )
         # What this service publishes and sends, for the AsyncAPI document and the NATS
-        # permissions derived from the code (giliran.natsauth).
+        # permissions derived from the code (giliran_ops.natsauth).
         self.published: list[type[EventData]] = []
         self.commands_sent: list[str] = []
         self.client = connect(settings.mongo_url)

@@ -43,7 +43,7 @@ def _cli(settings: Settings, *args: str, nats_url: str) -> subprocess.CompletedP
         "GILIRAN_DB_PREFIX": settings.db_prefix,
         "GILIRAN_NATS_URL": nats_url,
     }
-    command = [sys.executable, "-m", "giliran.cli", *args]
+    command = [sys.executable, "-m", "giliran_ops.cli", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
 
 
