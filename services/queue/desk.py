@@ -44,6 +44,7 @@ MAX_ROUNDS = 8
 # Candidates looked at again from memory after a lost race, at most (each is another counter's
 # progress, and costs no store read).
 MAX_ATTEMPTS = 64
+CLAIM_SETTLE_SECONDS = 0.005
 
 
 class _Moved:
@@ -326,7 +327,11 @@ class Desk:
                 want_appointments=want_appointments,
             )
             found |= {d["_id"]: d for d in read}
-        return [d for d in found.values() if d.get("site") == site.site]
+        return [
+            d
+            for d in found.values()
+            if d.get("site") == site.site and d["_id"] not in self.memory.claiming
+        ]
 
     async def _call_chosen(self, site: SiteDef, state: Document) -> TicketView | _Moved | None:
         services: list[str] = state["services"]
@@ -360,6 +365,11 @@ class Desk:
                 if choice is None:
                     if lost_race:
                         break  # look again: the lines moved under us
+                    if not docs and self.memory.claiming:
+                        # What waits is being called by this process's other counters: look
+                        # again once their calls are decided (one may fail and leave it).
+                        await asyncio.sleep(CLAIM_SETTLE_SECONDS)
+                        break
                     if not confirmed and not docs:
                         # Memory may lag behind another instance: ask the store before
                         # telling an officer nothing waits.
@@ -368,7 +378,15 @@ class Desk:
                         break
                     return None
                 doc = by_id[choice.ticket_id]
-                result, called = await self._claim(site, state, doc, choice.priority)
+                if doc["_id"] in self.memory.claiming:  # another counter here took it meanwhile
+                    waiting = [w for w in waiting if w.ticket_id != doc["_id"]]
+                    lost_race = True
+                    continue
+                self.memory.claiming.add(doc["_id"])
+                try:
+                    result, called = await self._claim(site, state, doc, choice.priority)
+                finally:
+                    self.memory.claiming.discard(doc["_id"])
                 if result == "moved":
                     return MOVED
                 if called is not None:

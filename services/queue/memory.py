@@ -117,6 +117,11 @@ class QueueMemory:
         self.moved: TTLCache[str, Document] = TTLCache(MOVED_KEPT, MOVED_SECONDS)
         self.forgotten = 0  # how often another instance's write made a site be re-read
         self._reading: dict[tuple[object, ...], asyncio.Future[list[Document]]] = {}
+        # Tickets a counter of this process is calling right now: the other counters of this
+        # process choose among the rest instead of all racing for the oldest ticket (each lost
+        # race costs store writes). Only a courtesy between counters of one process: between
+        # instances the ticket's conditional write decides.
+        self.claiming: set[str] = set()
 
     def site(self, site: str) -> SiteMemory:
         memory = self.sites.setdefault(site, SiteMemory())
