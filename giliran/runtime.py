@@ -51,6 +51,7 @@ from giliran.store import (
     Collection,
     Document,
     Inbox,
+    NoInbox,
     OutboxRelay,
     connect,
     ensure_outbox_index,
@@ -147,9 +148,11 @@ class ServiceRuntime:
         *,
         max_deliver: int | None = None,
         stream: str = STREAM,
+        inbox: bool = True,
     ) -> EventConsumer:
         """Register a durable pull consumer named `<service>-<name>` on `stream` with its own
-        inbox."""
+        inbox. `inbox=False`: none, for handlers that dedupe in their own conditional write
+        (each delivery then costs only that write)."""
         durable = f"{self.service}-{name}"
         consumer = EventConsumer(
             service=self.service,
@@ -159,7 +162,7 @@ class ServiceRuntime:
                 model: observed(durable, handler, self.bus_metrics, self.settings.log_events)
                 for model, handler in handlers.items()
             },
-            inbox=Inbox(self.db, durable),
+            inbox=Inbox(self.db, durable) if inbox else NoInbox(),
             metrics=self.consumer_metrics,
             max_deliver=max_deliver or self.settings.max_deliver,
             backoff_seconds=tuple(self.settings.retry_backoff_seconds),

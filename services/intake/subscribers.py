@@ -9,6 +9,10 @@ from services.intake.handlers import Intake
 
 
 def register(runtime: ServiceRuntime, intake: Intake) -> None:
+    # No inbox: record_ticket dedupes in its one conditional write (ADR 0175).
     runtime.consume(
-        "tickets", entity_events("ticket"), dict.fromkeys(TICKET_EVENTS, intake.record_ticket)
+        "tickets",
+        entity_events("ticket"),
+        dict.fromkeys(TICKET_EVENTS, intake.record_ticket),
+        inbox=False,
     )
