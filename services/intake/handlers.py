@@ -135,7 +135,14 @@ class Intake(Registration):
             "scores": scores.model_dump(),
             "submitted_at": instant(now),
         }
-        if not await self.store.insert_feedback(stored, [event]):
+        answer = {k: v for k, v in stored.items() if k not in ("_id", "request_id", "session_id")}
+        # A request stored before answers were kept in it may have one in the old collection.
+        legacy = not self.store.answers_kept_inline(doc)
+        if (
+            legacy and ticket_id in await self.store.feedback_for([ticket_id])
+        ) or not await self.store.record_feedback(
+            doc["_id"], ticket_id, answer, [event], legacy=legacy
+        ):
             raise FeedbackRefused(
                 "survei untuk tiket ini sudah diisi. Terima kasih!",
                 "this ticket's survey was already answered. Thank you!",

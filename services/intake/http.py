@@ -101,7 +101,7 @@ class Status:
         site = self.intake.site(doc["site"])
         ticket_ids = list((doc.get("tickets") or {}).keys())
         live = await self.queue.tickets(doc["site"], doc["_id"]) if ticket_ids else None
-        answered = await self.intake.store.feedback_for(ticket_ids) if ticket_ids else set()
+        answered = await self.intake.store.answered(doc) if ticket_ids else set()
         return status_view(doc, site, live, answered)
 
 

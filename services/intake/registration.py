@@ -287,6 +287,8 @@ class Registration(Admission):
                 "token": token,
                 "submitted_at": instant(now),
                 "tickets": {},
+                # Survey answers, one per completed ticket (ADR 0177).
+                "feedback": {},
                 "cancelled_at": None,
                 "purged_at": None,
             }

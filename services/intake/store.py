@@ -13,6 +13,8 @@ from pymongo.errors import DuplicateKeyError
 
 from giliran.contracts import Event, TicketStatus
 from giliran.store import (
+    OUTBOX,
+    OUTBOX_COUNT,
     Database,
     Document,
     from_instant,
@@ -33,6 +35,8 @@ SESSION_FACTS_SECONDS = 2.0
 # Ad-hoc sessions are fetched from a day before the moment asked about, so one answer serves
 # `window_of`, which looks two days back, only through a fresh read (see open_adhoc_sessions).
 _ADHOC_MARGIN = timedelta(days=1)
+# Set on a request stored before survey answers were kept in it, once it gets one (ADR 0177).
+LEGACY_FEEDBACK = "feedback_also_in_collection"
 CalendarChange = Callable[[Document], Document]
 
 
@@ -435,18 +439,69 @@ class RequestStore:
         result = await self.rates.delete_many({"expires_at": {"$lt": instant(now)}})
         return result.deleted_count
 
-    # --- survey -------------------------------------------------------------------------------
+    # --- survey: each answer kept in its request (ADR 0177) ---------------------------------
 
-    async def insert_feedback(self, doc: Document, events: Sequence[Event[Any]]) -> bool:
-        try:
-            await self.feedback.insert_one({**doc, **outbox_fields(events)})
-        except DuplicateKeyError:
-            return False
-        return True
+    async def record_feedback(
+        self,
+        request_id: str,
+        ticket_id: str,
+        answer: Document,
+        events: Sequence[Event[Any]],
+        *,
+        legacy: bool = False,
+    ) -> bool:
+        """Keep a ticket's survey answer in its request, with its event in the request's own
+        outbox, in one write that happens only if the request holds no answer for the ticket
+        yet (the filter is the once-per-ticket rule, also between instances). `legacy`: the
+        request was stored before answers were kept in it (`answered` then also looks in the
+        old collection). False: already answered."""
+        key = f"feedback.{ticket_id}"
+        fields: Document = {key: answer}
+        if legacy:
+            fields[LEGACY_FEEDBACK] = True
+        result = await self.requests.update_one(
+            {"_id": request_id, key: {"$exists": False}},
+            with_outbox({"$set": fields, "$inc": {"version": 1}}, events),
+        )
+        return result.modified_count == 1
+
+    @staticmethod
+    def answers_kept_inline(request: Document) -> bool:
+        """Whether `request` keeps every survey answer of its own (stored since ADR 0177)."""
+        return "feedback" in request and not request.get(LEGACY_FEEDBACK)
+
+    async def answered(self, request: Document) -> set[str]:
+        """The tickets of `request` whose survey is answered: from the request itself, and for
+        a request stored before that, from the old `feedback` collection as well."""
+        own = set((request.get("feedback") or {}).keys())
+        if self.answers_kept_inline(request):
+            return own
+        ticket_ids = list((request.get("tickets") or {}).keys())
+        return own | (await self.feedback_for(ticket_ids) if ticket_ids else set())
 
     async def feedback_for(self, ticket_ids: Sequence[str]) -> set[str]:
+        """Tickets answered in the old `feedback` collection (before ADR 0177)."""
         found = await self.feedback.find({"_id": {"$in": list(ticket_ids)}}, {"_id": 1}).to_list()
         return {str(d["_id"]) for d in found}
+
+    async def adopt_feedback_outbox(self) -> int:
+        """Events still waiting in the old `feedback` collection's outbox (answers written before
+        ADR 0177 and not yet published) move into their requests' outboxes, which the relay
+        drains; run at start. Each event moves once (the filter), so a crash in between only
+        means the move is finished at the next start. Returns how many moved."""
+        moved = 0
+        pending = self.feedback.find({OUTBOX_COUNT: {"$gt": 0}}, {OUTBOX: 1, "request_id": 1})
+        for doc in await pending.to_list():
+            for event_id, entry in (doc.get(OUTBOX) or {}).items():
+                result = await self.requests.update_one(
+                    {"_id": doc["request_id"], f"{OUTBOX}.{event_id}": {"$exists": False}},
+                    {"$set": {f"{OUTBOX}.{event_id}": entry}, "$inc": {OUTBOX_COUNT: 1}},
+                )
+                moved += result.modified_count
+            await self.feedback.update_one(
+                {"_id": doc["_id"]}, {"$unset": {OUTBOX: ""}, "$set": {OUTBOX_COUNT: 0}}
+            )
+        return moved
 
     async def purge_session_keys(self, before: str) -> None:
         """NIK claims and check-in codes of purged sessions carry hashes and links: drop them."""
