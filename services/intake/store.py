@@ -23,6 +23,7 @@ from giliran.store import (
     outbox_fields,
     with_outbox,
 )
+from services.intake.models import Request
 from services.intake.tickets import TicketEntry, outranking
 
 V = TypeVar("V")
@@ -42,6 +43,10 @@ CalendarChange = Callable[[Document], Document]
 
 def _key(*parts: str) -> str:
     return "|".join(parts)
+
+
+def _instant_or_none(moment: datetime | None) -> str | None:
+    return instant(moment) if moment is not None else None
 
 
 class Recent(Generic[V]):
@@ -100,6 +105,41 @@ class RequestStore:
 
     async def insert(self, doc: Document, events: Sequence[Event[Any]]) -> None:
         await self.requests.insert_one({**doc, "version": 0, **outbox_fields(events)})
+
+    async def add(self, request: Request, events: Sequence[Event[Any]]) -> Document:
+        """Store a new request with its events (its outbox) in one write; its document."""
+        doc: Document = {
+            "_id": request.request_id,
+            "site": request.site,
+            "session_id": request.session_id,
+            "session_date": request.session_date.isoformat(),
+            "services": list(request.services),
+            "channel": request.channel.value,
+            "language": request.language.value,
+            "name": request.name,
+            "nik_encrypted": request.nik_encrypted,
+            "nik_masked": request.nik_masked,
+            "nik_hash": request.nik_hash,
+            "phone": request.phone,
+            "email": request.email,
+            "consent": request.consent,
+            "priority": request.priority.value if request.priority else None,
+            "appointment_at": _instant_or_none(request.appointment_at),
+            "slot": request.slot,
+            "arrived": request.arrived,
+            "lapse_at": _instant_or_none(request.lapse_at),
+            "checkin_code": request.checkin_code,
+            "checked_in_at": None,
+            "token": request.token,
+            "submitted_at": instant(request.submitted_at),
+            "tickets": {},
+            # Survey answers, one per completed ticket (ADR 0177).
+            "feedback": {},
+            "cancelled_at": None,
+            "purged_at": None,
+        }
+        await self.insert(doc, events)
+        return doc
 
     async def get(self, request_id: str) -> Document | None:
         return await self.requests.find_one({"_id": request_id}, {"outbox": 0})
