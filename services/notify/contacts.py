@@ -3,6 +3,8 @@ memory no longer than its retention."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +25,10 @@ UNDATED_SECONDS = 60.0
 # notify instance whose clock is a little ahead of this one's.
 CLOCK_MARGIN_SECONDS = 60.0
 TOMBSTONE_SECONDS = 24 * 3600.0
+# A ticket event can overtake its contact by milliseconds (two streams, two consumers): it waits
+# this long for this process's contact-book consumer before it is retried (then 0.4-0.6 s
+# later, by which time a fast counter may have called the ticket and the message is stale).
+CONTACT_WAIT_SECONDS = 0.5
 
 
 class ContactStore(Protocol):
@@ -67,7 +73,9 @@ class ContactBook:
     store: ContactStore
     clock: Callable[[], datetime] = utcnow
     maxsize: int = 20_000
+    wait_seconds: float = CONTACT_WAIT_SECONDS
     _known: TLRUCache[str, Contact | None] = field(init=False, repr=False)
+    _awaited: dict[str, asyncio.Event] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._known = TLRUCache(maxsize=self.maxsize, ttu=self._until, timer=self._now)
@@ -103,6 +111,17 @@ class ContactBook:
             return  # its time is up: not even for a moment
         self._known[request_id] = contact
 
+    async def _arrives(self, request_id: str) -> bool:
+        """Whether this process learns the request's contact within the wait."""
+        arrived = self._awaited.setdefault(request_id, asyncio.Event())
+        if request_id not in self._known:  # not filed in the meantime
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.wait_seconds):
+                    await arrived.wait()
+        if self._awaited.get(request_id) is arrived:
+            del self._awaited[request_id]
+        return request_id in self._known
+
     async def file_request(self, request_id: str, record: Document) -> None:
         """`request.submitted`'s record, first writer wins: when this process already filed
         the request's contact (or its tombstone), the record exists and an insert-only write
@@ -127,12 +146,19 @@ class ContactBook:
             first,
         )
         self._remember(request_id, contact if filed else PURGED)
+        if (arrived := self._awaited.pop(request_id, None)) is not None:
+            arrived.set()
 
     async def contact(self, request_id: str) -> Contact | None:
         """The request's contact; None once purged; ContactUnknown until it is seen."""
         if request_id in self._known:
             return self._known[request_id]
         record = await self.store.contact_record(request_id)
+        # Not seen yet: filed by this process's contact-book consumer any moment now (or by
+        # another instance's, or never: then the store's answer stands, after the wait).
+        unseen = record is None or not record.seen
+        if unseen and await self._arrives(request_id):
+            return self._known[request_id]
         if record is None:
             raise ContactUnknown(f"request {request_id} not seen yet")
         if record.purged:

@@ -3,6 +3,7 @@ its retention, and two notify instances on one store never disagree with it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -131,7 +132,8 @@ async def test_a_request_waiting_for_its_contact_is_never_cached(
 ) -> None:
     """Read again until the contact is there: a cached "not seen" would hold messages back, and
     a cached empty record would send them to nobody."""
-    book, other = ContactBook(store, clock=clock), ContactBook(store, clock=clock)
+    book = ContactBook(store, clock=clock, wait_seconds=0.01)
+    other = ContactBook(store, clock=clock)
     await book.file_request("r1", request_record())
     with pytest.raises(ContactUnknown):
         await book.contact("r1")
@@ -225,3 +227,26 @@ async def test_memory_is_bounded(store: FakeContactStore, clock: Clock) -> None:
     assert store.calls["contact_record"] == reads
     assert (await book.contact("r0")) == contact()  # pushed out: read again
     assert store.calls["contact_record"] == reads + 1
+
+
+async def test_a_ticket_event_that_overtakes_its_contact_waits_for_it_briefly(
+    store: FakeContactStore, clock: Clock
+) -> None:
+    """Contacts come on their own stream: a ticket event a few milliseconds ahead of its
+    contact gets it from this process's contact-book consumer instead of being retried later
+    (when a fast counter may have made its message stale)."""
+    book = ContactBook(store, clock=clock, wait_seconds=5.0)
+    await book.file_request("r1", request_record())
+
+    async def contact_arrives() -> None:
+        await asyncio.sleep(0.05)
+        await book.learn("r1", contact(), {"site": "s"})
+
+    arriving = asyncio.create_task(contact_arrives())
+    async with asyncio.timeout(2):  # woken by the contact, not by the end of the wait
+        assert (await book.contact("r1")) == contact()
+    await arriving
+    quick = ContactBook(store, clock=clock, wait_seconds=0.05)
+    await quick.file_request("r2", request_record())
+    with pytest.raises(ContactUnknown):  # never filed: retried by the consumer as before
+        await quick.contact("r2")
