@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -234,3 +236,15 @@ def _weakness(secret: str) -> str | None:
     if len(set(secret)) < SECRET_MIN_DISTINCT:
         return "terlalu sedikit karakter berbeda / too few distinct characters"
     return None
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether links to `url` reach only this machine (no citizen's phone can open them)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified  # 0.0.0.0 is nobody's address either
