@@ -27,9 +27,9 @@ from pydantic import SecretStr
 
 from giliran.auth import AuthStore, Role
 from giliran.contracts import utcnow
-from giliran.embedded import mongo_wire_store, nats_server, service_process
 from giliran.settings import REPO_ROOT, Settings
 from giliran.store import connect, instant
+from giliran_ops.embedded import mongo_wire_store, nats_server, service_process
 
 SITE = "cikarang-utara"
 COUNTERS = 10

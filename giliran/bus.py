@@ -34,13 +34,14 @@ from giliran.contracts.subjects import (
     STREAM_SUBJECTS,
     dead_letter_subject,
     event_subject,
+    inbox_prefix,
     stream_of,
 )
 from giliran.errors import RetryLater, Unprocessable
-from giliran.natsauth import inbox_prefix
 from giliran.store import Inbox
 
 log = logging.getLogger("giliran.bus")
+FETCH_BATCH = 64  # messages per fetch: one round trip to nats-server
 
 
 def make_broker(
@@ -108,7 +109,7 @@ async def ensure_streams(
         ),
     ]
     for config in configs:
-        # A kabupaten hub's GILIRAN gathers the site boxes' streams (giliran.edge): it has no
+        # A kabupaten hub's GILIRAN gathers the site boxes' streams (giliran_ops.edge): it has no
         # subjects of its own and is not the services' to reshape.
         await put_stream(js, config, unless_sourced=True, update=configure)
 
@@ -198,6 +199,9 @@ async def publish_event(
 
 
 EventHandler = Callable[[Event[Any]], Awaitable[object]]
+# Folds a whole fetched batch into the consumer's own documents and returns the ids of the events
+# those documents had already folded (duplicates); see EventConsumer.batch_handler.
+BatchHandler = Callable[[Sequence[Event[Any]]], Awaitable[set[str]]]
 
 
 def disagreement(subject: str, event: Event[EventData]) -> str | None:
@@ -270,6 +274,13 @@ class EventConsumer:
     backoff_seconds: Sequence[float] = (0.5, 2.0, 5.0, 15.0)
     description: str = ""
     stream: str = STREAM
+    # Optional: the whole batch in one call, for consumers whose documents remember the events
+    # they folded (so they dedupe themselves and no inbox is read or written). If it raises, the
+    # batch's events go one by one through `handlers`, with the usual retries and dead letters.
+    batch_handler: BatchHandler | None = None
+    # Optional: rest this long after a batch smaller than a full fetch, so that under load the
+    # next fetch brings more events per batch (for consumers whose readers can wait that long).
+    linger_seconds: float = 0.0
     _js: JetStreamContext | None = field(default=None, init=False, repr=False)
     _subscription: JetStreamContext.PullSubscription | None = field(
         default=None, init=False, repr=False
@@ -277,6 +288,7 @@ class EventConsumer:
     _task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
     _running: bool = field(default=False, init=False, repr=False)
     _fetching: bool = field(default=False, init=False, repr=False)
+    _lingering: bool = field(default=False, init=False, repr=False)
 
     def consumer_config(self) -> ConsumerConfig:
         return ConsumerConfig(
@@ -304,7 +316,7 @@ class EventConsumer:
         """Finish the batch in hand, then stop (messages not acked are redelivered)."""
         self._running = False
         if self._task is not None:
-            if self._fetching:  # idle in fetch(): nothing in hand, no need to wait for it
+            if self._fetching or self._lingering:  # idle: nothing in hand, no need to wait for it
                 self._task.cancel()
             try:
                 async with asyncio.timeout(10):
@@ -330,7 +342,7 @@ class EventConsumer:
         while self._running:
             self._fetching = True
             try:
-                messages = await self._subscription.fetch(batch=64, timeout=1.0)
+                messages = await self._subscription.fetch(batch=FETCH_BATCH, timeout=1.0)
             except TimeoutError:  # nothing to do (nats-py raises both kinds of TimeoutError)
                 continue
             except Exception as exc:  # disconnected: the client reconnects by itself
@@ -344,6 +356,12 @@ class EventConsumer:
             except Exception as exc:  # e.g. an ack lost to a disconnect: never stop pulling
                 log.warning("%s: batch not settled (%s); unacked messages come again",
                             self.durable, exc)  # fmt: skip
+            if self.linger_seconds and len(messages) < FETCH_BATCH and self._running:
+                self._lingering = True
+                try:
+                    await asyncio.sleep(self.linger_seconds)
+                finally:
+                    self._lingering = False
 
     async def handle_batch(self, messages: Sequence[Msg]) -> None:
         """Events sharing an ordering key (one citizen's request) are handled one after another
@@ -375,6 +393,9 @@ class EventConsumer:
                 await raw.ack()
                 continue
             events.append((raw, parsed))
+        if self.batch_handler is not None:
+            await self._fold_batch(events, self.batch_handler)
+            return
         ids = [parsed.id for _, parsed in events if isinstance(parsed, Event)]
         try:
             seen = await self.inbox.seen_many(ids) if ids else set()
@@ -400,6 +421,39 @@ class EventConsumer:
         await asyncio.gather(*(self._handle_in_order(g, handled) for g in groups.values()))
         if handled:
             await self._settle(handled)
+
+    async def _fold_batch(
+        self, events: list[tuple[Msg, Event[EventData] | str]], fold: BatchHandler
+    ) -> None:
+        """The batch handler folds every event of the batch at once and names those its documents
+        had folded before; then all are acked. No inbox: a redelivery after a crash is folded
+        again, which the batch handler's documents absorb."""
+        batch: list[tuple[Msg, Event[EventData]]] = []
+        in_batch: set[str] = set()
+        for raw, parsed in events:
+            if isinstance(parsed, str):
+                await self.handle(raw, parsed)  # unknown: acked; invalid: dead-lettered
+            elif parsed.id in in_batch:  # the same event twice in this batch
+                self._count("duplicate", parsed.type)
+                await raw.ack()
+            else:
+                in_batch.add(parsed.id)
+                batch.append((raw, parsed))
+        if not batch:
+            return
+        try:
+            duplicates = await fold([event for _, event in batch])
+        except Exception as exc:  # one bad event, or the store away: one by one, with retries
+            log.warning("%s: batch of %d not folded (%s); handling its events one by one",
+                        self.durable, len(batch), exc)  # fmt: skip
+            for raw, event in batch:  # stream order, so each request's events stay in order
+                if await self.handle(raw, event):
+                    self._count("handled", event.type)
+                    await raw.ack()
+            return
+        for raw, event in batch:
+            self._count("duplicate" if event.id in duplicates else "handled", event.type)
+            await raw.ack()
 
     async def _settle(self, handled: list[tuple[Msg, Event[EventData]]]) -> None:
         """Record the batch's handled events in the inbox, then ack them."""

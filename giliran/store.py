@@ -346,30 +346,6 @@ class Inbox:
         return result.deleted_count
 
 
-class NoInbox(Inbox):
-    """For a consumer whose handlers dedupe in the aggregate write itself (the write is
-    conditional on what it already applied): remembers nothing, so a batch costs no inbox read
-    and no inbox write. Every delivery reaches the handler, which must be idempotent."""
-
-    def __init__(self) -> None:
-        pass
-
-    async def ensure_indexes(self) -> None:
-        return None
-
-    async def seen(self, event_id: str) -> bool:
-        return False
-
-    async def seen_many(self, event_ids: Sequence[str]) -> set[str]:
-        return set()
-
-    async def record_many(self, events: Sequence[Event[EventData]]) -> None:
-        return None
-
-    async def forget_before(self, age: timedelta) -> int:
-        return 0
-
-
 async def count(collection: Collection, query: Document) -> int:
     """Documents matching `query`, by aggregation rather than count_documents(): the embedded
     server runs count_documents' $group in Python (~40 ms at 3,000 documents) but $match+$count

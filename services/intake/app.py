@@ -21,10 +21,9 @@ from giliran.contracts import (
     RequestSubmitted,
 )
 from giliran.contracts.subjects import command_pattern
-from giliran.lan import is_loopback_url
 from giliran.push import Changes
 from giliran.runtime import ServiceRuntime, create_http_app
-from giliran.settings import Settings
+from giliran.settings import Settings, is_loopback_url
 from services.intake import admin_http, calendar_http, edge, http, pages, problems, subscribers
 from services.intake.admin import Admin
 from services.intake.fairs import FairPlans

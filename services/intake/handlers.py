@@ -4,7 +4,9 @@ answer the survey; plus the purge of personal data after a session."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from giliran.contracts import (
@@ -40,8 +42,28 @@ from services.intake.tickets import TicketEntry, TicketWait, applied
 class Intake(Registration):
     """Every citizen-facing use case of intake (the composition root builds one)."""
 
-    async def record_ticket(self, event: Event[TicketFacts]) -> None:
-        """Follow a ticket's status from the queue's events (idempotent, order-tolerant).
+    async def record_tickets(self, events: Sequence[Event[Any]]) -> set[str]:
+        """A fetched batch of ticket events (the consumer's batch handler: no inbox, ADR 0175):
+        each request's events one after another in stream order, different requests at once.
+        Returns the ids that changed nothing (duplicates, stale). If one fails (an unknown
+        request), the consumer handles the batch again one event at a time, with its retries;
+        what was applied here is then applied again, which changes nothing."""
+        by_request: dict[str, list[Event[TicketFacts]]] = {}
+        for event in events:
+            by_request.setdefault(event.data.request_id, []).append(event)
+        unchanged: set[str] = set()
+
+        async def in_order(group: list[Event[TicketFacts]]) -> None:
+            for event in group:
+                if not await self.record_ticket(event):
+                    unchanged.add(event.id)
+
+        await asyncio.gather(*(in_order(group) for group in by_request.values()))
+        return unchanged
+
+    async def record_ticket(self, event: Event[TicketFacts]) -> bool:
+        """Follow a ticket's status from the queue's events (idempotent, order-tolerant); False
+        when the event changed nothing.
 
         One conditional write per event and no inbox (ADR 0175): the write's filter holds the
         rule of `tickets.applied`, so a duplicate, a stale event or a second instance handling
@@ -68,6 +90,7 @@ class Intake(Registration):
         if waiter is not None and entry is not None:
             waiter.seen(entry)
         self.on_change(request_id)
+        return entry is not None
 
     async def wait_for_tickets(
         self, request_id: str, wait_seconds: float, submitted: Document | None = None

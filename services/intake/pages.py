@@ -21,8 +21,7 @@ from giliran.catalogue import SiteDef
 from giliran.contracts import Channel, Language, TicketStatus
 from giliran.errors import DomainError
 from giliran.hardening import client_key, limited_address
-from giliran.lan import is_loopback_url
-from giliran.settings import KioskPrinter
+from giliran.settings import KioskPrinter, is_loopback_url
 from services.intake import offer, sessions
 from services.intake.errors import NikRequired
 from services.intake.handlers import Intake, Scores, SubmitRequest

@@ -3,10 +3,12 @@ cells add up again: pure rules, no I/O. Cells hold counts and sketches, never a 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from giliran.contracts import (
     RequestSubmitted,
@@ -20,7 +22,7 @@ from giliran.contracts import (
     TicketTransferred,
 )
 from giliran.contracts.events import RequestCheckedIn
-from giliran.store import Document, from_instant
+from giliran.store import Instant
 from services.reporting import sketch
 
 # Sketches a ticket cell keeps under "sketch" (seconds): wait = queued (check-in, or issue) ->
@@ -99,6 +101,52 @@ class Contribution:
         return update
 
 
+@dataclass
+class CellUpdate:
+    """Every new contribution a batch makes to one cell, as one conditional write: the figures
+    added up, and the marks of the facts counted (`marks`: the cell's field names for them)."""
+
+    cell: CellKey | RequestCellKey
+    marks: list[str] = field(default_factory=list)
+    contributions: list[Contribution] = field(default_factory=list)
+
+    def update(self) -> dict[str, dict[str, Any]]:
+        """The contributions' updates merged: $inc added, $min/$max the extreme, marks $set."""
+        inc: dict[str, Any] = {}
+        low: dict[str, Any] = {}
+        high: dict[str, Any] = {}
+        for c in self.contributions:
+            one = c.update()
+            for path, value in one["$inc"].items():
+                inc[path] = inc.get(path, 0) + value
+            for path, value in one.get("$min", {}).items():
+                low[path] = min(low.get(path, value), value)
+            for path, value in one.get("$max", {}).items():
+                high[path] = max(high.get(path, value), value)
+        update: dict[str, dict[str, Any]] = {"$inc": inc, "$set": dict.fromkeys(self.marks, 1)}
+        if low:
+            update["$min"], update["$max"] = low, high
+        return update
+
+
+def combine(
+    contributions: Iterable[tuple[str, Contribution]], mark: Callable[[str, str], str]
+) -> list[CellUpdate]:
+    """Contributions (owner id, contribution) grouped into one update per cell; a fact named
+    twice in the batch (a redelivery, or the ETA seen by two events) is counted the first time."""
+    cells: dict[str, CellUpdate] = {}
+    seen: set[str] = set()
+    for owner, c in contributions:
+        name = mark(owner, c.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        update = cells.setdefault(c.cell.id, CellUpdate(c.cell))
+        update.marks.append(name)
+        update.contributions.append(c)
+    return list(cells.values())
+
+
 def apply(cell: dict[str, Any], contribution: Contribution) -> None:
     """What `Contribution.update()` does to a cell, on a dict (for in-memory stores in tests)."""
     update = contribution.update()
@@ -122,12 +170,25 @@ def _seconds(start: datetime, end: datetime) -> float:
     return (end - start).total_seconds()
 
 
-def ticket_contributions(ticket: TicketFacts, key: CellKey, stored: Document) -> list[Contribution]:
+class StoredTicket(BaseModel):
+    """What a ticket's fact document tells its cells beyond one event: the quoted call time
+    (from `issued`) and the actual one (from `called` onward)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    eta: Instant | None = None
+    called_at: Instant | None = None
+
+
+def ticket_contributions(
+    ticket: TicketFacts, key: CellKey, stored: StoredTicket
+) -> list[Contribution]:
     """What one ticket event adds. Each figure comes from the event that owns it (the wait from
     `ticket.called`, which alone knows when the ticket joined the line), so a `completed` that
     arrives before its `called` adds the service time and leaves the wait to the `called`.
-    `stored` is the ticket's document after this event's facts were written (for the ETA, which
-    needs the quote from `issued` and the call time from any later event)."""
+    `stored` is the ticket's document after this event's facts were written. The ETA error needs
+    the quote (from `issued`) and the call time (from `called`): it belongs to those two events,
+    and whichever of them is written second sees both (their writes are atomic and ordered)."""
     at_counter = CellKey(**{**key.fields(), "counter": getattr(ticket, "counter", ISSUE_TIME)})
     found: list[Contribution] = []
     if isinstance(ticket, TicketIssued):
@@ -157,8 +218,9 @@ def ticket_contributions(ticket: TicketFacts, key: CellKey, stored: Document) ->
         found.append(Contribution("transferred", at_counter, {"transferred": 1}))
     elif isinstance(ticket, TicketCancelled):
         found.append(Contribution("cancelled", key, {"cancelled": 1}))
-    if stored.get("eta") and stored.get("called_at"):
-        error = _seconds(from_instant(stored["eta"]), from_instant(stored["called_at"]))
+    owns_eta = isinstance(ticket, TicketIssued | TicketCalled)
+    if owns_eta and stored.eta is not None and stored.called_at is not None:
+        error = _seconds(stored.eta, stored.called_at)
         within = int(abs(error) <= ETA_WINDOW_SECONDS)
         found.append(
             Contribution("eta", key, {"eta_within": within}, {ETA: abs(error)},

@@ -2,42 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
 from giliran.contracts import (
-    CounterClosed,
-    CounterOpened,
     Event,
-    FeedbackSubmitted,
-    NotificationFailed,
-    NotificationReceipt,
-    NotificationSent,
-    RequestSubmitted,
     TicketCalled,
     TicketCancelled,
     TicketCompleted,
-    TicketFacts,
     TicketIssued,
     TicketNoShow,
     TicketStarted,
     TicketTransferred,
 )
-from giliran.contracts.events import NotificationFacts, RequestCheckedIn
 from giliran.push import Changes
-from giliran.store import Document, instant
+from giliran.store import Document
+from services.reporting import fold as fold_rules
 from services.reporting import ikm as ikm_rules
-from services.reporting.cells import (
-    CellKey,
-    RequestCellKey,
-    request_contributions,
-    tally,
-    ticket_contributions,
-)
+from services.reporting.cells import tally
 from services.reporting.domain import local_day
 from services.reporting.figures import (
     ChannelFigures,
@@ -89,142 +75,27 @@ class Reporting:
     target_wait_minutes: float = 30.0
     changes: Changes = field(default_factory=Changes)
 
-    async def record_request(self, event: Event[RequestSubmitted]) -> None:
-        request = event.data
-        day = local_day(request.submitted_at, self.timezone).isoformat()
-        fields: dict[str, Any] = {
-            "site": event.site,
-            "day": day,
-            "session_id": request.session_id,
-            "channel": request.channel.value,
-            "services": len(request.services),
-            "submitted_at": instant(request.submitted_at),
-            "priority": request.priority.value if request.priority else None,
-            "booked": request.appointment_at is not None,
-        }
-        await self.store.upsert_request(request.request_id, fields)
-        key = RequestCellKey(event.site, day, request.session_id, request.channel.value)
-        for c in request_contributions(request, key):
-            await self.store.contribute_request(request.request_id, c)
-
-    async def record_check_in(self, event: Event[RequestCheckedIn]) -> None:
-        """A booking's holder arrived: counted on the day of arrival; its tickets join the line."""
-        arrival = event.data
-        day = local_day(arrival.checked_in_at, self.timezone).isoformat()
-        at = instant(arrival.checked_in_at)
-        await self.store.upsert_request(arrival.request_id, {"checked_in_at": at})
-        await self.store.mark_checked_in(arrival.request_id, at)
-        key = RequestCellKey(event.site, day, arrival.session_id, "")
-        for c in request_contributions(arrival, key):
-            await self.store.contribute_request(arrival.request_id, c)
-        self.changes.bump(event.site)
-
-    async def record_ticket(self, event: Event[TicketFacts]) -> None:
-        """Every ticket event carries the ticket's facts, so any of them can create the document;
-        each adds the timestamps it knows (same event twice: same $set, same document). Then
-        each figure the event owns is added to its cell, once per ticket (contribute_ticket)."""
-        ticket = event.data
-        day = local_day(ticket.issued_at, self.timezone).isoformat()
-        hour = f"{ticket.issued_at.astimezone(ZoneInfo(self.timezone)):%H}"
-        fields: dict[str, Any] = {
-            "site": event.site,
-            "day": day,
-            "hour": hour,
-            "session_id": ticket.session_id,
-            "request_id": ticket.request_id,
-            "service": ticket.service,
-            "number": ticket.number,
-            "issued_at": instant(ticket.issued_at),
-        }
-        if isinstance(ticket, TicketIssued):
-            fields["arrived"] = ticket.arrived
-            if not ticket.arrived:  # a booking: its holder may have checked in before this event
-                checked_in = await self.store.checked_in_at(ticket.request_id)
-                if checked_in:
-                    fields["checked_in_at"] = checked_in
-            fields["priority"] = ticket.priority.value if ticket.priority else None
-            if ticket.eta is not None:
-                fields["eta"] = instant(ticket.eta)
-        if isinstance(ticket, TicketCalled | TicketStarted | TicketCompleted):
-            fields["called_at"] = instant(ticket.called_at)
-            fields["counter"] = ticket.counter
-        if isinstance(ticket, TicketCalled) and ticket.queued_at is not None:
-            fields["queued_at"] = instant(ticket.queued_at)
-        if isinstance(ticket, TicketStarted):
-            fields["started_at"] = instant(ticket.started_at)
-        if isinstance(ticket, TicketCompleted):
-            fields["completed_at"] = instant(ticket.completed_at)
-            fields["outcome"] = ticket.outcome.value
-        if isinstance(ticket, TicketNoShow):
-            fields["no_show_at"] = instant(ticket.marked_at)
-        if isinstance(ticket, TicketTransferred):
-            fields["transferred_at"] = instant(ticket.transferred_at)
-            fields["transferred_to"] = ticket.to_service
-        if isinstance(ticket, TicketCancelled):
-            fields["cancelled_at"] = instant(ticket.cancelled_at)
-        stored = await self.store.upsert_ticket(ticket.ticket_id, fields)
-        key = CellKey(event.site, day, ticket.session_id, ticket.service, hour)
-        for c in ticket_contributions(ticket, key, stored):
-            await self.store.contribute_ticket(ticket.ticket_id, c)
-        self.changes.bump(event.site)
-
-    async def record_counter(self, event: Event[CounterOpened | CounterClosed]) -> None:
-        """Open, paused or closed, by the latest event (ties: closed, then paused, win)."""
-        change = event.data
-        if isinstance(change, CounterOpened):
-            state, rank = "open", 0
-        else:
-            state, rank = ("paused", 1) if change.paused else ("closed", 2)
-        await self.store.set_counter(
-            f"{event.site}|{change.session_id}|{change.counter}",
-            {
-                "site": event.site,
-                "day": local_day(change.at, self.timezone).isoformat(),
-                "session_id": change.session_id,
-                "counter": change.counter,
-                "state": state,
-                "at": instant(change.at),
-            },
-            # microseconds since the epoch, then the tie-breaker
-            order=round(change.at.timestamp() * 1_000_000) * 10 + rank,
-        )
-        self.changes.bump(event.site)
-
-    async def record_feedback(self, event: Event[FeedbackSubmitted]) -> None:
-        """One SKM answer per feedback id: the same answer twice is still one answer."""
-        answer = event.data
-        await self.store.upsert_feedback(
-            answer.feedback_id,
-            {
-                "site": event.site,
-                "day": local_day(answer.submitted_at, self.timezone).isoformat(),
-                "session_id": answer.session_id,
-                "service": answer.service,
-                "scores": dict(answer.scores),
-            },
-        )
-
-    async def record_notification(self, event: Event[NotificationFacts]) -> None:
-        """A delivery's outcome: sent (with its cost) or failed; a later success wins, as a
-        retried delivery ends sent."""
-        note = event.data
-        fields: dict[str, Any] = {
-            "site": event.site,
-            "day": local_day(event.time, self.timezone).isoformat(),
-            "channel": note.channel,
-            "template": note.template,
-        }
-        if isinstance(note, NotificationSent):
-            fields["sent_at"] = instant(note.sent_at)
-            fields["cost_units"] = note.cost_units
-        elif isinstance(note, NotificationReceipt):
-            # The report's day is the message's day: it settles that day's accepted count.
-            del fields["day"]
-            fields["receipt"] = note.outcome.value
-        else:
-            fields["failed_at"] = instant(event.time)
-            fields["refused"] = isinstance(note, NotificationFailed) and note.refused
-        await self.store.upsert_notification(note.delivery_id, fields)
+    async def fold(self, events: Sequence[Event[Any]]) -> set[str]:
+        """Project a fetched batch: load what the facts need from the store (bookings' check-ins),
+        decide (`fold.fold`, pure), save one write per fact document, then one write per report
+        cell. Returns the events whose fact document had already folded them (redeliveries);
+        their cell contributions are made again all the same — the cells' marks drop them — since
+        a crash may have come between the facts and the cells."""
+        batch = fold_rules.fold(events, self.timezone)
+        if batch.bookings:
+            batch.arrived(await self.store.checked_in(batch.bookings))
+        if batch.check_ins:
+            await self.store.mark_checked_in(batch.check_ins)
+        folded_requests = await self.store.save_requests(batch.requests)
+        folded_tickets, stored = await self.store.save_tickets(batch.tickets)
+        await self.store.save_notifications(batch.notifications)
+        await self.store.save_feedback(batch.feedback)
+        await self.store.save_counters(batch.counters.values())
+        await self.store.add_request_cells(batch.request_cells)
+        await self.store.add_ticket_cells(batch.ticket_cells(stored))
+        for site in batch.changed_sites:
+            self.changes.bump(site)
+        return batch.duplicates({**folded_requests, **folded_tickets})
 
     async def satisfaction(self, site: str, first: date, last: date) -> SatisfactionReport:
         answers = await self.store.feedback_between(site, first, last)

@@ -3,17 +3,15 @@ handlers, show progress, and prove the rebuilt projections equal the live ones."
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from giliran.bus import EventHandler
 from giliran.contracts import Event, EventData, UnknownEventType, parse_event
 from giliran.contracts.subjects import STREAM, all_events
 from giliran.settings import Settings
@@ -21,24 +19,27 @@ from giliran.store import Collection, Database, connect
 from services.reporting.cells import Contribution, apply
 from services.reporting.handlers import Reporting
 from services.reporting.store import FactStore, mark
-from services.reporting.subscribers import handlers_for
+from services.reporting.subscribers import PROJECTED
 
 
 class ReplayStore(FactStore):
     """The live store, except that cells are added up in memory and each is written once at the
     end: a replay has no concurrent writer, no redelivery and no crash to survive (it starts over),
     so it needs none of the conditional writes — and proving its cells equal the live ones also
-    proves the two ways of counting agree (the in-memory one is `cells.apply`)."""
+    proves the two ways of counting agree (the in-memory one is `cells.apply`, one contribution
+    at a time, against the live one's combined write per cell and batch)."""
 
     def __init__(self, database: Database) -> None:
         super().__init__(database)
         self._pending: dict[str, dict[str, dict[str, Any]]] = {"ticket": {}, "request": {}}
 
-    async def contribute_ticket(self, ticket_id: str, c: Contribution) -> None:
-        self._add(self._pending["ticket"], ticket_id, c)
+    async def add_ticket_cells(self, contributions: Sequence[tuple[str, Contribution]]) -> None:
+        for ticket_id, c in contributions:
+            self._add(self._pending["ticket"], ticket_id, c)
 
-    async def contribute_request(self, request_id: str, c: Contribution) -> None:
-        self._add(self._pending["request"], request_id, c)
+    async def add_request_cells(self, contributions: Sequence[tuple[str, Contribution]]) -> None:
+        for request_id, c in contributions:
+            self._add(self._pending["request"], request_id, c)
 
     @staticmethod
     def _add(cells: dict[str, dict[str, Any]], owner_id: str, c: Contribution) -> None:
@@ -147,13 +148,10 @@ async def rebuild(
         await target_db.drop_collection(name)
     store = ReplayStore(target_db)
     await store.ensure_indexes()
-    handlers: dict[type[EventData], EventHandler] = handlers_for(
-        Reporting(
-            store=store,
-            timezone=settings.timezone,
-            target_wait_minutes=settings.target_wait_minutes,
-        )
+    reporting = Reporting(
+        store=store, timezone=settings.timezone, target_wait_minutes=settings.target_wait_minutes
     )
+    projected = set(PROJECTED)
     connection = await nats.connect(settings.nats_url)
     events = skipped = 0
     try:
@@ -174,25 +172,20 @@ async def rebuild(
                 batch = await subscription.fetch(batch=256, timeout=2.0)
             except TimeoutError:
                 break
-            # As the live consumer does: one request's events in order, requests concurrently.
-            groups: dict[str, list[Event[EventData]]] = {}
+            # As the live consumer does: the fetched batch folded at once, in stream order.
+            events_in_batch: list[Event[EventData]] = []
             for msg in batch:
                 try:
                     event = parse_event(msg.data)
                 except (UnknownEventType, ValueError):
                     skipped += 1
                     continue
-                if type(event.data) not in handlers:
+                if type(event.data) not in projected:
                     skipped += 1
                     continue
-                groups.setdefault(event.data.ordering_key() or event.id, []).append(event)
+                events_in_batch.append(event)
                 events += 1
-
-            async def apply(group: list[Event[EventData]]) -> None:
-                for event in group:
-                    await handlers[type(event.data)](event)
-
-            await asyncio.gather(*(apply(g) for g in groups.values()))
+            await reporting.fold(events_in_batch)
             progress.show(events + skipped)
         await store.flush()
         seconds = time.monotonic() - started

@@ -3,21 +3,26 @@ counter states, all from events."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
-from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo import ReturnDocument, UpdateMany, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from giliran.store import Collection, Database, Document, count
-from services.reporting.cells import Contribution
+from giliran.store import DUPLICATE_KEY, Collection, Database, Document, count
+from services.reporting.cells import CellUpdate, Contribution, StoredTicket, combine
+from services.reporting.fold import CounterChange, FactChange
 
 
 class FactStore:
-    """Facts are written with $set of values an event carries, so applying an event twice, or
-    events out of order, gives the same documents. Cells are added to with $inc, each
-    contribution exactly once (see `_contribute`)."""
+    """The repository of reporting's documents (every field name lives here or in `fold`).
+    Facts are written with $set of values an event carries, so applying an event twice, or
+    events out of order, gives the same documents; request and ticket facts also keep the ids of
+    the events folded into them (`folded`), which tells a redelivery apart without an inbox.
+    Cells are added to with $inc, each contribution exactly once (see `_add_to_cells`)."""
 
     def __init__(self, database: Database) -> None:
         self.requests = database["request_facts"]
@@ -45,34 +50,70 @@ class FactStore:
         await self.request_cells.create_index([("site", 1), ("day", 1)])
         await self.counters.create_index([("site", 1), ("day", 1)])
 
-    async def upsert_request(self, request_id: str, fields: Document) -> None:
-        await self.requests.update_one({"_id": request_id}, {"$set": fields}, upsert=True)
+    async def checked_in(self, request_ids: Iterable[str]) -> dict[str, str]:
+        """When each of these requests' holders checked in, for those who did (one read)."""
+        query = {"_id": {"$in": list(request_ids)}, "checked_in_at": {"$exists": True}}
+        found = self.requests.find(query, {"checked_in_at": 1})
+        return {str(doc["_id"]): str(doc["checked_in_at"]) async for doc in found}
 
-    async def upsert_ticket(self, ticket_id: str, fields: Document) -> Document:
-        """Write a ticket's facts; returns its document with every fact known so far."""
-        doc = await self.tickets.find_one_and_update(
-            {"_id": ticket_id},
-            {"$set": fields},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
-        return doc or fields
+    async def mark_checked_in(self, check_ins: Mapping[str, str]) -> None:
+        """Bookings' holders arrived: their tickets join the line (for the live view)."""
+        writes = [
+            UpdateMany({"request_id": request_id}, {"$set": {"checked_in_at": at}})
+            for request_id, at in check_ins.items()
+        ]
+        if writes:
+            await self.tickets.bulk_write(writes, ordered=False)
 
-    async def mark_checked_in(self, request_id: str, checked_in_at: str) -> None:
-        """A booking's holder arrived: its tickets join the line (for the live view)."""
-        await self.tickets.update_many(
-            {"request_id": request_id}, {"$set": {"checked_in_at": checked_in_at}}
-        )
+    async def save_requests(self, changes: Mapping[str, FactChange]) -> dict[str, set[str]]:
+        """Each request's facts and the ids of the events folded in, one write per request;
+        returns the ids each had folded before (a redelivery finds its own there)."""
+        before = await _fold_facts(self.requests, changes)
+        return {key: _folded(doc) for key, doc in before.items()}
 
-    async def checked_in_at(self, request_id: str) -> str | None:
-        doc = await self.requests.find_one({"_id": request_id}, {"checked_in_at": 1})
-        return None if doc is None else doc.get("checked_in_at")
+    async def save_tickets(
+        self, changes: Mapping[str, FactChange]
+    ) -> tuple[dict[str, set[str]], dict[str, StoredTicket]]:
+        """Each ticket's facts, one atomic write per ticket that returns the document as it was:
+        the ids it had folded before, and (with this batch's facts added) what the cells need."""
+        before = await _fold_facts(self.tickets, changes)
+        after = {
+            key: StoredTicket.model_validate({**(before.get(key) or {}), **change.fields})
+            for key, change in changes.items()
+        }
+        return {key: _folded(doc) for key, doc in before.items()}, after
+
+    async def save_feedback(self, changes: Mapping[str, FactChange]) -> None:
+        await _set_all(self.feedback, changes)
+
+    async def save_notifications(self, changes: Mapping[str, FactChange]) -> None:
+        await _set_all(self.notifications, changes)
+
+    async def save_counters(self, changes: Iterable[CounterChange]) -> None:
+        """A counter's state after the latest of its open/close events: `order` (a number: the
+        embedded server compares strings that begin like a date as dates) only moves forward,
+        whatever order the events arrive in. One write each: an upsert conditional on an older
+        order; a duplicate key means the document exists (newer, or created meanwhile by another
+        instance), and then the plain conditional update settles it."""
+        for change in changes:
+            query = {"_id": change.key, "order": {"$lt": change.order}}
+            update = {"$set": {**change.fields, "order": change.order}}
+            try:
+                await self.counters.update_one(query, update, upsert=True)
+            except DuplicateKeyError:
+                await self.counters.update_one(query, update)
+
+    async def add_ticket_cells(self, contributions: Sequence[tuple[str, Contribution]]) -> None:
+        await _add_to_cells(self.ticket_cells, contributions, self._known_cells)
+
+    async def add_request_cells(self, contributions: Sequence[tuple[str, Contribution]]) -> None:
+        await _add_to_cells(self.request_cells, contributions, self._known_cells)
 
     async def contribute_ticket(self, ticket_id: str, c: Contribution) -> None:
-        await _contribute(self.ticket_cells, c, ticket_id, self._known_cells)
+        await self.add_ticket_cells([(ticket_id, c)])
 
     async def contribute_request(self, request_id: str, c: Contribution) -> None:
-        await _contribute(self.request_cells, c, request_id, self._known_cells)
+        await self.add_request_cells([(request_id, c)])
 
     async def ticket_cells_where(
         self, first: date, last: date, site: str | None = None, session_id: str | None = None
@@ -86,9 +127,6 @@ class FactStore:
 
     async def tickets_on(self, site: str, day: date) -> list[Document]:
         return await self.tickets.find({"site": site, "day": day.isoformat()}).to_list()
-
-    async def upsert_feedback(self, feedback_id: str, fields: Document) -> None:
-        await self.feedback.update_one({"_id": feedback_id}, {"$set": fields}, upsert=True)
 
     async def feedback_between(self, site: str, first: date, last: date) -> list[Document]:
         return await self.feedback.find(
@@ -105,20 +143,8 @@ class FactStore:
             },
         )
 
-    async def upsert_notification(self, key: str, fields: Document) -> None:
-        await self.notifications.update_one({"_id": key}, {"$set": fields}, upsert=True)
-
     async def notifications_on(self, site: str, day: date) -> list[Document]:
         return await self.notifications.find({"site": site, "day": day.isoformat()}).to_list()
-
-    async def set_counter(self, key: str, fields: Document, order: int) -> None:
-        """A counter's state after the latest of its open/close events: `order` (a number: the
-        embedded server compares strings that begin like a date as dates) only moves forward,
-        whatever order the events arrive in."""
-        await self.counters.update_one({"_id": key}, {"$setOnInsert": {"order": -1}}, upsert=True)
-        await self.counters.update_one(
-            {"_id": key, "order": {"$lt": order}}, {"$set": {**fields, "order": order}}
-        )
 
     async def counters_on(self, site: str, day: date) -> list[Document]:
         return await self.counters.find({"site": site, "day": day.isoformat()}).to_list()
@@ -133,34 +159,113 @@ def mark(owner_id: str, name: str) -> str:
     return "seen." + hashlib.blake2b(f"{owner_id}~{name}".encode(), digest_size=6).hexdigest()
 
 
-async def _contribute(cells: Collection, c: Contribution, owner_id: str, known: set[str]) -> None:
-    """Add a contribution to its cell exactly once: the increment and the record that this
-    owner's fact is in the cell are one conditional single-document write, so a redelivered
-    event, a crash at any point, another event of the same ticket or a second instance can never
-    add it twice (docs/decisions/0031-report-cells-exactly-once.md)."""
-    if c.cell.id not in known:
+async def _add_to_cells(
+    cells: Collection, contributions: Sequence[tuple[str, Contribution]], known: set[str]
+) -> None:
+    """Add contributions (owner id, contribution) to their cells, each exactly once, with one
+    conditional write per cell: the cell's figures are increased and the marks of the facts
+    counted are set only if none of those marks is there yet, so a redelivered event, a crash
+    at any point, another event of the same ticket or a second instance can never add a fact
+    twice (docs/decisions/0031-report-cells-exactly-once.md, 0170-reporting-folds-a-batch.md).
+    A write that matched nothing (some of its facts were counted before, or its cell is gone)
+    is settled fact by fact."""
+    updates = combine(contributions, mark)
+    if not updates:
+        return
+    new = [u for u in updates if u.cell.id not in known]
+    if new:
         # The embedded server's upsert would store "$inc" paths such as "n.issued" as literal
-        # dotted keys in a new document: create the cell first, then update it.
-        await _ensure(cells, c.cell.id, c.cell.fields())
-        if len(known) >= KNOWN_CELLS:  # bounded: a year of cells would not fit in memory
+        # dotted keys in a new document: create the cells first, then update them.
+        await _ensure(cells, {u.cell.id: u.cell.fields() for u in new})
+        if len(known) + len(new) > KNOWN_CELLS:  # bounded: a year of cells would not fit
             known.clear()
-        known.add(c.cell.id)
-    seen = mark(owner_id, c.name)
-    update = c.update()
-    update.setdefault("$set", {})[seen] = 1
-    done = await cells.update_one({"_id": c.cell.id, seen: {"$exists": False}}, update)
-    if done.matched_count == 0 and await cells.find_one({"_id": c.cell.id}, {"_id": 1}) is None:
-        known.discard(c.cell.id)  # the cell went away under us (a dropped database): redo
-        await _contribute(cells, c, owner_id, known)
+        known.update(u.cell.id for u in new)
+    if len(updates) == 1:
+        [only] = updates
+        matched = (
+            await cells.update_one(_unseen(only.cell.id, only.marks), only.update())
+        ).matched_count
+    else:
+        writes = [UpdateOne(_unseen(u.cell.id, u.marks), u.update()) for u in updates]
+        matched = (await cells.bulk_write(writes, ordered=False)).matched_count
+    if matched < len(updates):
+        await _settle_one_by_one(cells, updates, known)
 
 
-async def _ensure(collection: Collection, key: str, fields: Document) -> None:
+def _unseen(cell_id: str, marks: Sequence[str]) -> Document:
+    return {"_id": cell_id, **{m: {"$exists": False} for m in marks}}
+
+
+async def _settle_one_by_one(
+    cells: Collection, updates: Sequence[CellUpdate], known: set[str]
+) -> None:
+    """After a cell write matched less than it should: a cell that has every mark of its update
+    is done (by this write or an earlier one: the marks are set together with the figures); one
+    that lacks some gets each missing fact on its own, conditionally; a missing cell (a dropped
+    database) is created again first."""
+    ids = [u.cell.id for u in updates]
+    found = {str(doc["_id"]): doc.get("seen") or {} async for doc in cells.find(
+        {"_id": {"$in": ids}}, {"seen": 1})}  # fmt: skip
+    for u in updates:
+        seen = found.get(u.cell.id)
+        if seen is None:
+            known.discard(u.cell.id)
+            await _ensure(cells, {u.cell.id: u.cell.fields()})
+            known.add(u.cell.id)
+            seen = {}
+        for name, c in zip(u.marks, u.contributions, strict=True):
+            if name.removeprefix("seen.") not in seen:
+                one = CellUpdate(u.cell, [name], [c])
+                await cells.update_one(_unseen(u.cell.id, [name]), one.update())
+
+
+async def _ensure(collection: Collection, cells: Mapping[str, Document]) -> None:
+    """Create these cells if they do not exist (one write); two writers creating one at once
+    is fine: it exists, which is all we need."""
+    writes = [
+        UpdateOne({"_id": key}, {"$setOnInsert": {**fields, "seen": {}}}, upsert=True)
+        for key, fields in cells.items()
+    ]
     try:
-        await collection.update_one(
-            {"_id": key}, {"$setOnInsert": {**fields, "seen": {}}}, upsert=True
+        await collection.bulk_write(writes, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+
+
+async def _fold_facts(
+    collection: Collection, changes: Mapping[str, FactChange]
+) -> dict[str, Document | None]:
+    """One atomic write per document: its facts and the ids of the events folded into it set,
+    the document as it was returned (None when new)."""
+
+    async def one(key: str, change: FactChange) -> Document | None:
+        update = {**change.fields, **{f"folded.{e}": 1 for e in change.events}}
+        before: Document | None = await collection.find_one_and_update(
+            {"_id": key}, {"$set": update}, upsert=True, return_document=ReturnDocument.BEFORE
         )
-    except DuplicateKeyError:  # two writers created it at once: it exists, which is all we need
-        pass
+        return before
+
+    keys = list(changes)
+    found = await asyncio.gather(*(one(k, changes[k]) for k in keys))
+    return dict(zip(keys, found, strict=True))
+
+
+def _folded(doc: Document | None) -> set[str]:
+    return set((doc or {}).get("folded") or {})
+
+
+async def _set_all(collection: Collection, changes: Mapping[str, FactChange]) -> None:
+    """Facts that only ever $set (a redelivery writes the same values): one write for all."""
+    if len(changes) == 1:
+        [(key, change)] = changes.items()
+        await collection.update_one({"_id": key}, {"$set": change.fields}, upsert=True)
+    elif changes:
+        writes = [
+            UpdateOne({"_id": k}, {"$set": c.fields}, upsert=True) for k, c in changes.items()
+        ]
+        await collection.bulk_write(writes, ordered=False)
 
 
 async def _cells_where(

@@ -1,13 +1,12 @@
-"""Bus entrypoints of reporting: every event it projects."""
+"""Bus entrypoints of reporting: every event it projects, a fetched batch at a time."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from giliran.bus import EventHandler
 from giliran.contracts import (
     CounterClosed,
     CounterOpened,
+    Event,
     EventData,
     FeedbackSubmitted,
     NotificationFailed,
@@ -20,24 +19,38 @@ from giliran.contracts.subjects import all_events
 from giliran.runtime import ServiceRuntime
 from services.reporting.handlers import TICKET_EVENTS, Reporting
 
+PROJECTED: tuple[type[EventData], ...] = (
+    RequestSubmitted,
+    RequestCheckedIn,
+    FeedbackSubmitted,
+    NotificationSent,
+    NotificationFailed,
+    NotificationReceipt,
+    CounterOpened,
+    CounterClosed,
+    *TICKET_EVENTS,
+)
+# Reporting's readers (dashboards, exports) can wait this long; under load the consumer then
+# fetches several lifecycles' events at once and folds them with one write per document
+# (docs/decisions/0171-reporting-lingers-between-batches.md).
+LINGER_SECONDS = 0.25
+
 
 def handlers_for(reporting: Reporting) -> dict[type[EventData], EventHandler]:
-    """Which event feeds which projection: shared by the live consumer and the replay."""
-    counter: Any = reporting.record_counter
-    handlers: dict[type[EventData], EventHandler] = {
-        RequestSubmitted: reporting.record_request,
-        RequestCheckedIn: reporting.record_check_in,
-        FeedbackSubmitted: reporting.record_feedback,
-        NotificationSent: reporting.record_notification,
-        NotificationFailed: reporting.record_notification,
-        NotificationReceipt: reporting.record_notification,
-        CounterOpened: counter,
-        CounterClosed: counter,
-    }
-    ticket_handler: Any = reporting.record_ticket
-    handlers.update(dict.fromkeys(TICKET_EVENTS, ticket_handler))
-    return handlers
+    """Each projected event on its own: a batch of one (the consumer's fallback when a batch
+    fails, and what tests feed one event at a time)."""
+
+    async def one(event: Event[EventData]) -> set[str]:
+        return await reporting.fold([event])
+
+    return dict.fromkeys(PROJECTED, one)
 
 
 def register(runtime: ServiceRuntime, reporting: Reporting) -> None:
-    runtime.consume("projections", all_events(), handlers_for(reporting))
+    runtime.consume(
+        "projections",
+        all_events(),
+        handlers_for(reporting),
+        batch_handler=reporting.fold,
+        linger_seconds=LINGER_SECONDS,
+    )

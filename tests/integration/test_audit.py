@@ -19,7 +19,7 @@ import pytest
 from pymongo.errors import AutoReconnect
 
 from giliran.auth import Principal, Role
-from giliran.auth.audit import DEMO_KEY, DEMO_KEY_ID, HASHED
+from giliran.auth.audit import DEMO_KEY, DEMO_KEY_ID, HASHED, AuditLog
 from giliran.contracts import CallNext, TicketAction
 from giliran.settings import Settings
 from tests.conftest import RunningService, eventually, nats_client, publish, request_event, running
@@ -38,7 +38,7 @@ def verify_cli(settings: Settings, key: str | None = None) -> subprocess.Complet
         "GILIRAN_AUDIT_KEY": key or settings.audit_key.get_secret_value(),
     }
     return subprocess.run(
-        [sys.executable, "-m", "giliran.cli", "audit", "verify"],
+        [sys.executable, "-m", "giliran_ops.cli", "audit", "verify"],
         env=env,
         capture_output=True,
         text=True,
@@ -281,3 +281,26 @@ async def test_a_removed_record_is_named_and_racing_writers_keep_one_chain(
         await svc.runtime.audit.records.delete_one({"seq": 5})
         broken = (await svc.runtime.audit.verify()).broken
         assert broken is not None and (broken.seq, broken.reason) == (5, "record missing")
+
+
+async def test_two_processes_appending_keep_one_chain_though_each_remembers_its_head(
+    settings: Settings,
+) -> None:
+    # Two AuditLogs on one store are two processes' views: each remembers the head it wrote
+    # last, which goes stale as soon as the other appends. The chain must stay one chain.
+    async with running("reporting", settings) as svc:
+        first = svc.runtime.audit
+        second = AuditLog(first.records.database, "queue", first.keys)
+        who = Principal("tester", Role.ADMIN, "*", "token")
+        for round_ in range(4):
+            await asyncio.gather(
+                *(
+                    log.record(who, "x", SITE, f"{name}{round_}-{n}", None, {"n": n})
+                    for n in range(3)
+                    for name, log in (("a", first), ("b", second))
+                )
+            )
+        found = await first.verify()
+        assert (found.checked, found.broken) == (24, None)
+        seqs = sorted(r["seq"] for r in await first.read(limit=100))
+        assert seqs == list(range(1, 25))

@@ -29,7 +29,7 @@ from giliran.contracts import (
     TicketStarted,
     new_event,
 )
-from services.reporting.cells import Contribution, apply
+from services.reporting.cells import Contribution, StoredTicket, apply
 from services.reporting.handlers import Reporting
 from services.reporting.ikm import ELEMENTS
 from services.reporting.store import mark
@@ -40,7 +40,7 @@ START = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
 
 class InMemoryFacts:
     """The FactStore's operations over dicts: `$set` upserts are dict updates; a contribution
-    is added to its cell once per owner and name, as FactStore.contribute_* does."""
+    is added to its cell once per owner and name, as FactStore.add_*_cells does."""
 
     def __init__(self) -> None:
         self.requests: dict[str, dict[str, Any]] = {}
@@ -51,26 +51,38 @@ class InMemoryFacts:
         self.request_cells: dict[str, dict[str, Any]] = {}
         self.counters: dict[str, dict[str, Any]] = {}
 
-    async def upsert_request(self, key: str, fields: dict[str, Any]) -> None:
-        self.requests.setdefault(key, {}).update(fields)
+    async def checked_in(self, request_ids: Any) -> dict[str, str]:
+        found = {r: self.requests.get(r, {}).get("checked_in_at") for r in request_ids}
+        return {r: at for r, at in found.items() if at}
 
-    async def upsert_ticket(self, key: str, fields: dict[str, Any]) -> dict[str, Any]:
-        self.tickets.setdefault(key, {}).update(fields)
-        return dict(self.tickets[key])
-
-    async def checked_in_at(self, request_id: str) -> str | None:
-        return self.requests.get(request_id, {}).get("checked_in_at")
-
-    async def mark_checked_in(self, request_id: str, at: str) -> None:
+    async def mark_checked_in(self, check_ins: dict[str, str]) -> None:
         for t in self.tickets.values():
-            if t.get("request_id") == request_id:
-                t["checked_in_at"] = at
+            if t.get("request_id") in check_ins:
+                t["checked_in_at"] = check_ins[t["request_id"]]
 
-    async def contribute_ticket(self, key: str, c: Contribution) -> None:
-        self._contribute(self.ticket_cells, key, c)
+    @staticmethod
+    def _fold(docs: dict[str, dict[str, Any]], changes: Any) -> dict[str, set[str]]:
+        before = {key: set(docs.get(key, {}).get("folded", {})) for key in changes}
+        for key, change in changes.items():
+            doc = docs.setdefault(key, {})
+            doc.update(change.fields)
+            doc.setdefault("folded", {}).update(dict.fromkeys(change.events, 1))
+        return before
 
-    async def contribute_request(self, key: str, c: Contribution) -> None:
-        self._contribute(self.request_cells, key, c)
+    async def save_requests(self, changes: Any) -> dict[str, set[str]]:
+        return self._fold(self.requests, changes)
+
+    async def save_tickets(self, changes: Any) -> tuple[dict[str, set[str]], dict[str, Any]]:
+        before = self._fold(self.tickets, changes)
+        return before, {k: StoredTicket.model_validate(self.tickets[k]) for k in changes}
+
+    async def add_ticket_cells(self, contributions: Any) -> None:
+        for owner, c in contributions:
+            self._contribute(self.ticket_cells, owner, c)
+
+    async def add_request_cells(self, contributions: Any) -> None:
+        for owner, c in contributions:
+            self._contribute(self.request_cells, owner, c)
 
     @staticmethod
     def _contribute(cells: dict[str, Any], owner: str, c: Contribution) -> None:
@@ -99,18 +111,21 @@ class InMemoryFacts:
             if str(first) <= c["day"] <= str(last) and site in (None, c["site"])
         ]
 
-    async def upsert_feedback(self, key: str, fields: dict[str, Any]) -> None:
-        self.feedback.setdefault(key, {}).update(fields)
+    async def save_feedback(self, changes: Any) -> None:
+        for key, change in changes.items():
+            self.feedback.setdefault(key, {}).update(change.fields)
 
-    async def upsert_notification(self, key: str, fields: dict[str, Any]) -> None:
-        self.notifications.setdefault(key, {}).update(fields)
+    async def save_notifications(self, changes: Any) -> None:
+        for key, change in changes.items():
+            self.notifications.setdefault(key, {}).update(change.fields)
 
     async def notifications_on(self, site: str, day: date) -> list[dict[str, Any]]:
         return [d for d in self.notifications.values() if (d["site"], d["day"]) == (site, str(day))]
 
-    async def set_counter(self, key: str, fields: dict[str, Any], order: int) -> None:
-        if self.counters.get(key, {}).get("order", -1) < order:
-            self.counters[key] = {**fields, "order": order}
+    async def save_counters(self, changes: Any) -> None:
+        for change in changes:
+            if self.counters.get(change.key, {}).get("order", -1) < change.order:
+                self.counters[change.key] = {**change.fields, "order": change.order}
 
 
 def lifecycle(
