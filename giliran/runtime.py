@@ -75,7 +75,7 @@ class ServiceRuntime:
         self.registry = CollectorRegistry()
         password = settings.nats_password.get_secret_value() if settings.nats_password else None
         self.broker: NatsBroker = make_broker(
-            settings.nats_url, service, user=settings.nats_user or None, password=password or None
+            settings.nats_url, service, user=settings.nats_user, password=password
         )
         # What this service publishes and sends, for the AsyncAPI document and the NATS
         # permissions derived from the code (giliran_ops.natsauth).
