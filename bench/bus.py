@@ -29,8 +29,8 @@ from prometheus_client import CollectorRegistry
 from giliran.bus import ConsumerMetrics, EventConsumer, ensure_streams, publish_event
 from giliran.contracts import Event, TicketCalled, new_event, new_id, utcnow
 from giliran.contracts.subjects import STREAM
-from giliran.embedded import mongo_wire_store, nats_server
 from giliran.store import Inbox, connect
+from giliran_ops.embedded import mongo_wire_store, nats_server
 
 
 def events(n: int) -> list[dict[str, Any]]:

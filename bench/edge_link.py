@@ -1,8 +1,8 @@
-"""Edge link drop: a hub and a site box (real nats-servers, configs from giliran.edge) joined
+"""Edge link drop: a hub and a site box (real nats-servers, configs from giliran_ops.edge) joined
 through a TCP relay this script can cut. Both servers keep running while the link is down; the
 site stores events and the hub an admin's calendar change meanwhile. Prints how long after the
 link returned the hub held the site's events and the site held the hub's change, with and
-without the caretakers (giliran.edge.keep_hub / keep_site). Figures, never pass/fail.
+without the caretakers (giliran_ops.edge.keep_hub / keep_site). Figures, never pass/fail.
 
     .venv/bin/python bench/edge_link.py --down 20 --events 200
 """
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import nats
 
-from giliran import edge
 from giliran.bus import ensure_streams
 from giliran.contracts.subjects import STREAM
-from giliran.embedded import ManagedProcess, free_port, nats_server
+from giliran_ops import edge
+from giliran_ops.embedded import ManagedProcess, free_port, nats_server
 
 SITE = "botram-setu"
 

@@ -42,7 +42,7 @@ from giliran.contracts import (  # noqa: E402
     new_id,
     utcnow,
 )
-from giliran.embedded import ManagedProcess, free_port, mongo_wire_store, nats_server  # noqa: E402
+from giliran_ops.embedded import ManagedProcess, free_port, mongo_wire_store, nats_server  # noqa: E402
 from tests.fakes.gateway import FakeGateway, Received  # noqa: E402
 
 SITE = "cikarang-utara"
@@ -166,7 +166,7 @@ async def notify_process(stack: Stack, gateway_url: str, rate_limit: float) -> A
     }
     with stack.notify_log.open("ab") as log:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "giliran.cli", "service", "notify",
+            sys.executable, "-m", "giliran_ops.cli", "service", "notify",
             env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True, preexec_fn=die_with_parent,
         )  # fmt: skip

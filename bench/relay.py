@@ -22,8 +22,8 @@ from typing import Any
 
 import giliran.store
 from giliran.contracts import RequestCheckedIn, new_event, utcnow
-from giliran.embedded import mongo_wire_store
 from giliran.store import OutboxRelay, connect, outbox_fields
+from giliran_ops.embedded import mongo_wire_store
 
 
 def checked_in(i: int) -> Any:

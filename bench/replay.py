@@ -26,8 +26,8 @@ from giliran.contracts import (
     new_event,
     new_id,
 )
-from giliran.embedded import mongo_wire_store, nats_server
 from giliran.settings import Settings
+from giliran_ops.embedded import mongo_wire_store, nats_server
 from services.reporting.rebuild import rebuild
 
 SITES = ["cikarang-utara", "botram-setu", "botram-cibitung", "botram-tambun-selatan"]

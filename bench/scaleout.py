@@ -36,8 +36,8 @@ from replay import day_of_events
 
 from giliran.bus import ensure_streams, publish_event
 from giliran.contracts.subjects import STREAM
-from giliran.embedded import ManagedProcess, mongo_wire_store, nats_server, service_process
 from giliran.settings import Settings
+from giliran_ops.embedded import ManagedProcess, mongo_wire_store, nats_server, service_process
 
 
 def counted(metrics: str, outcome: str) -> int:

@@ -30,8 +30,8 @@ from giliran.contracts import (
     new_event,
     new_id,
 )
-from giliran.embedded import mongo_wire_store
 from giliran.store import connect
+from giliran_ops.embedded import mongo_wire_store
 from services.reporting.handlers import Reporting
 from services.reporting.store import FactStore
 from services.reporting.subscribers import handlers_for

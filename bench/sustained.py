@@ -42,9 +42,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from giliran.auth import AuthStore, Role
-from giliran.embedded import ManagedProcess, mongo_wire_store, nats_server, service_process
 from giliran.settings import REPO_ROOT, SERVICES, Settings
 from giliran.store import connect, count, from_instant
+from giliran_ops.embedded import ManagedProcess, mongo_wire_store, nats_server, service_process
 
 SITE = "cikarang-utara"
 TEMPLATES = ("ticket_issued", "ticket_called", "ticket_completed")

@@ -34,10 +34,10 @@ from giliran.contracts.subjects import (
     STREAM_SUBJECTS,
     dead_letter_subject,
     event_subject,
+    inbox_prefix,
     stream_of,
 )
 from giliran.errors import RetryLater, Unprocessable
-from giliran.natsauth import inbox_prefix
 from giliran.store import Inbox
 
 log = logging.getLogger("giliran.bus")
@@ -109,7 +109,7 @@ async def ensure_streams(
         ),
     ]
     for config in configs:
-        # A kabupaten hub's GILIRAN gathers the site boxes' streams (giliran.edge): it has no
+        # A kabupaten hub's GILIRAN gathers the site boxes' streams (giliran_ops.edge): it has no
         # subjects of its own and is not the services' to reshape.
         await put_stream(js, config, unless_sourced=True, update=configure)
 

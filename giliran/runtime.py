@@ -26,6 +26,7 @@ from pymongo.errors import PyMongoError
 from giliran import telemetry
 from giliran.auth.accounts import AuthStore, Role
 from giliran.auth.audit import AuditKeys, AuditLog
+from giliran.auth.credentials import CREDENTIALS_CHANGED, REMEMBERED, forget_credentials
 from giliran.auth.views import audit_router
 from giliran.auth.web import Auth, LoginRequired, login_redirect, login_router, requires
 from giliran.bus import (
@@ -74,16 +75,16 @@ class ServiceRuntime:
         self.registry = CollectorRegistry()
         password = settings.nats_password.get_secret_value() if settings.nats_password else None
         self.broker: NatsBroker = make_broker(
-            settings.nats_url, service, user=settings.nats_user or None, password=password or None
+            settings.nats_url, service, user=settings.nats_user, password=password
         )
         # What this service publishes and sends, for the AsyncAPI document and the NATS
-        # permissions derived from the code (giliran.natsauth).
+        # permissions derived from the code (giliran_ops.natsauth).
         self.published: list[type[EventData]] = []
         self.commands_sent: list[str] = []
         self.client = connect(settings.mongo_url)
         self.db = self.client[settings.database_name(service)]
         auth_db = self.client[settings.auth_database]
-        self.accounts = AuthStore(auth_db)
+        self.accounts = AuthStore(auth_db, REMEMBERED)
         self.audit = AuditLog(auth_db, service, _audit_keys(settings))
         self.auth = Auth(
             self.accounts,
@@ -105,6 +106,11 @@ class ServiceRuntime:
         self._periodic: list[tuple[float, Hook]] = []
         self._periodic_tasks: list[asyncio.Task[None]] = []
         self._watches: list[tuple[str, Callable[[str], None]]] = []
+        self._id_watches: list[tuple[str, Callable[[str, str | None], None]]] = []
+        # A credential ended here: every process forgets what it remembered (ADR 0180).
+        self.accounts.on_change = self._announce_credentials_changed
+        self.watch(CREDENTIALS_CHANGED, forget_credentials)
+        self.commands_sent.append(CREDENTIALS_CHANGED)
         self.relay: OutboxRelay | None = None
         self._bus_task: asyncio.Task[None] | None = None
         self.bus_started = asyncio.Event()
@@ -129,9 +135,14 @@ class ServiceRuntime:
         delivery guarantee): for refreshing what screens show, never for state changes."""
         self._watches.append((subject, on_subject))
 
+    def watch_ids(self, subject: str, on_event: Callable[[str, str | None], None]) -> None:
+        """As `watch`, told each message's Nats-Msg-Id too (the event id the relay publishes
+        with): a service with several instances tells its own events from another's."""
+        self._id_watches.append((subject, on_event))
+
     @property
     def watches(self) -> list[tuple[str, Callable[[str], None]]]:
-        return list(self._watches)
+        return list(self._watches) + [(s, _subject_only) for s, _ in self._id_watches]
 
     def sends(self, *subject_patterns: str) -> None:
         """Declare the commands (request-reply subjects) this service sends to another."""
@@ -287,6 +298,8 @@ class ServiceRuntime:
                     await consumer.start(jetstream(self.broker))
                 for subject, on_subject in self._watches:
                     await self._watch(subject, on_subject)
+                for subject, on_event in self._id_watches:
+                    await self._watch_ids(subject, on_event)
                 break
             except Exception as exc:
                 log.warning("%s: bus not ready (%s); retrying in %.1fs", self.service, exc, delay)
@@ -297,9 +310,25 @@ class ServiceRuntime:
         self.relay.start()
         log.info("%s: bus connected, %d consumer(s) started", self.service, len(self.consumers))
 
+    async def _announce_credentials_changed(self) -> None:
+        if not (self.bus_started.is_set() and self.broker.connection.is_connected):
+            log.warning("credential changed while the bus is down: others notice it within 30 s")
+            return
+        try:
+            await self.broker.connection.publish(CREDENTIALS_CHANGED, b"")
+            await self.broker.connection.flush(timeout=2)
+        except Exception as exc:
+            log.warning("could not announce a credential change (%s)", exc)
+
     async def _watch(self, subject: str, on_subject: Callable[[str], None]) -> None:
         async def deliver(message: Msg) -> None:
             on_subject(message.subject)
+
+        await self.broker.connection.subscribe(subject, cb=deliver)
+
+    async def _watch_ids(self, subject: str, on_event: Callable[[str, str | None], None]) -> None:
+        async def deliver(message: Msg) -> None:
+            on_event(message.subject, (message.headers or {}).get("Nats-Msg-Id"))
 
         await self.broker.connection.subscribe(subject, cb=deliver)
 
@@ -522,3 +551,7 @@ def create_http_app(
         )
 
     return app
+
+
+def _subject_only(subject: str) -> None:
+    """The subject list of `watches` (permissions) names id watches too; never called."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,7 +60,9 @@ class KioskPrinter(BaseModel):
 class Settings(BaseSettings):
     """Everything a service process needs to know about its surroundings."""
 
-    model_config = SettingsConfigDict(env_prefix="GILIRAN_", extra="ignore")
+    # An empty variable (compose's `.env` lists every name, `GILIRAN_NATS_PASSWORD=`) is unset:
+    # no setting has to tell "" from None by itself.
+    model_config = SettingsConfigDict(env_prefix="GILIRAN_", extra="ignore", env_ignore_empty=True)
 
     nats_url: str = "nats://127.0.0.1:4222"
     mongo_url: str = "mongodb://127.0.0.1:27017"
@@ -189,7 +193,7 @@ class Settings(BaseSettings):
         problems = []
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if not isinstance(value, SecretStr) or not value.get_secret_value():
+            if not isinstance(value, SecretStr):
                 continue
             variable = f"GILIRAN_{name.upper()}"
             parts = (
@@ -234,3 +238,15 @@ def _weakness(secret: str) -> str | None:
     if len(set(secret)) < SECRET_MIN_DISTINCT:
         return "terlalu sedikit karakter berbeda / too few distinct characters"
     return None
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether links to `url` reach only this machine (no citizen's phone can open them)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified  # 0.0.0.0 is nobody's address either

@@ -17,10 +17,10 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from giliran.cli import build_service
-from giliran.embedded import ManagedProcess, mongo_wire_store, nats_server
 from giliran.runtime import ServiceRuntime
 from giliran.settings import ServiceName, Settings
+from giliran_ops.cli import build_service
+from giliran_ops.embedded import ManagedProcess, mongo_wire_store, nats_server
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
@@ -264,8 +264,8 @@ def require_tools(*names: str) -> None:
 def service_process(
     name: ServiceName, settings: Settings, log_dir: Path, port: int | None = None
 ) -> ManagedProcess:
-    """A service as its own OS process, to crash it with kill -9 (see giliran.embedded)."""
-    from giliran.embedded import service_process as process
+    """A service as its own OS process, to crash it with kill -9 (see giliran_ops.embedded)."""
+    from giliran_ops.embedded import service_process as process
 
     return process(name, settings, log_dir, port=port)
 
@@ -295,7 +295,7 @@ class SecuredNats:
         )
 
     async def connect(self, user: str, **options: Any) -> nats.NATS:
-        from giliran.natsauth import inbox_prefix
+        from giliran_ops.natsauth import inbox_prefix
 
         return await nats.connect(
             self.url,
@@ -313,9 +313,9 @@ def secured_nats(tmp_path: Path) -> Iterator[SecuredNats]:
     import secrets
 
     from giliran.catalogue import load_catalogue
-    from giliran.cli import NATS_CONFIG
-    from giliran.natsauth import all_users, server_environment
     from giliran.settings import SERVICES
+    from giliran_ops.cli import NATS_CONFIG
+    from giliran_ops.natsauth import all_users, server_environment
 
     users = all_users(SERVICES, load_catalogue(Settings().catalogue_dir).sites)
     passwords = {user: secrets.token_urlsafe(32) for user in users}

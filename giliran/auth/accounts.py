@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -17,6 +17,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from giliran.auth.credentials import Remembered
 from giliran.contracts import utcnow
 from giliran.store import Document, from_instant, indexed, instant
 
@@ -128,12 +129,25 @@ async def verify_password(stored: str | None, password: str) -> bool:
 class AuthStore:
     """Users, tokens and sessions. Every service reads it; only the CLI and logins write."""
 
-    def __init__(self, database: AsyncDatabase[Document]) -> None:
+    def __init__(
+        self, database: AsyncDatabase[Document], remember: Remembered | None = None
+    ) -> None:
+        # Only a process told of every credential change (a service: it watches
+        # CREDENTIALS_CHANGED) may remember credentials; a CLI or a script always asks the store.
+        self._remembered = remember if remember is not None else Remembered(seconds=0, size=1)
         self.users = database["users"]
         self.tokens = database["tokens"]
         self.sessions = database["sessions"]
         self.login_failures = database["login_failures"]
         self.login_forms = database["login_forms"]
+        # Told after every change that can end a credential; the runtime announces it to the
+        # other processes (giliran.auth.credentials).
+        self.on_change: Callable[[], Awaitable[None]] | None = None
+
+    async def _changed(self) -> None:
+        self._remembered.forget_all()
+        if self.on_change is not None:
+            await self.on_change()
 
     async def ensure_indexes(self) -> None:
         await self.tokens.create_index("digest", unique=True)
@@ -163,6 +177,7 @@ class AuthStore:
         )
         # A new password ends every open session of that person.
         await self.sessions.delete_many(indexed({"user": name}))
+        await self._changed()
         return found.matched_count == 1
 
     async def authenticate(self, name: str, password: str) -> Document | None:
@@ -262,6 +277,7 @@ class AuthStore:
         found = await self.tokens.update_one(
             {"_id": token_id}, {"$set": {"revoked": True, "revoked_at": instant(utcnow())}}
         )
+        await self._changed()
         return found.matched_count == 1
 
     async def revoke_labelled(self, labels: Sequence[str]) -> int:
@@ -271,6 +287,7 @@ class AuthStore:
             {"label": {"$in": list(labels)}, "revoked": False},
             {"$set": {"revoked": True, "revoked_at": instant(utcnow())}},
         )
+        await self._changed()
         return found.modified_count
 
     async def list_tokens(self) -> list[Document]:
@@ -279,10 +296,17 @@ class AuthStore:
         ]
 
     async def by_token(self, token: str) -> Principal | None:
-        doc = await self.tokens.find_one(indexed({"digest": token_digest(token)}))
+        digest = token_digest(token)
+        remembered = self._remembered.get("token:" + digest)
+        if isinstance(remembered, Principal):
+            return remembered
+        doc = await self.tokens.find_one(indexed({"digest": digest}))
         if doc is None or doc.get("revoked"):
             return None
-        return _token_principal(doc)
+        found = _token_principal(doc)
+        self._remembered.put("token:" + digest, found)
+        self._remembered.put("token-id:" + str(doc["_id"]), found)
+        return found
 
     async def still_valid(self, who: Principal) -> bool:
         """Whether the credential `who` came with still holds (a stream open for hours asks
@@ -291,8 +315,13 @@ class AuthStore:
             return await self.by_session(who.session_id) is not None
         if who.token_id is None:
             return True  # the legacy admin token: valid while configured
+        if self._remembered.get("token-id:" + who.token_id) is not None:
+            return True
         doc = await self.tokens.find_one({"_id": who.token_id})
-        return doc is not None and not doc.get("revoked")
+        valid = doc is not None and not doc.get("revoked")
+        if valid:
+            self._remembered.put("token-id:" + who.token_id, who)
+        return valid
 
     # --- paired devices (docs/devices.md) --------------------------------------------------
 
@@ -398,17 +427,27 @@ class AuthStore:
 
     async def close_session(self, session_id: str) -> None:
         await self.sessions.delete_one(indexed({"digest": token_digest(session_id)}))
+        await self._changed()
 
     async def by_session(self, session_id: str) -> Principal | None:
-        session = await self.sessions.find_one(indexed({"digest": token_digest(session_id)}))
-        if session is None or from_instant(session["expires_at"]) < utcnow():
+        digest = token_digest(session_id)
+        remembered = self._remembered.get("session:" + digest)
+        if isinstance(remembered, Principal):
+            return remembered
+        session = await self.sessions.find_one(indexed({"digest": digest}))
+        if session is None:
+            return None
+        ends = from_instant(session["expires_at"])
+        if ends < utcnow():
             return None
         user = await self.users.find_one({"_id": session["user"]})
         if user is None or user.get("disabled"):
             return None
-        return Principal(
+        found = Principal(
             str(user["_id"]), Role(user["role"]), str(user["site"]), "session", session_id
         )
+        self._remembered.put("session:" + digest, found, ends)
+        return found
 
     async def forget_expired(self, now: datetime | None = None) -> int:
         now = now or utcnow()

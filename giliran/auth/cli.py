@@ -10,8 +10,11 @@ import sys
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
+import nats
+
 from giliran.auth.accounts import ALL_SITES, AccountExists, AuthStore, Role
 from giliran.auth.audit import AuditKeys, AuditLog
+from giliran.auth.credentials import CREDENTIALS_CHANGED, REMEMBER_SECONDS
 from giliran.settings import Settings
 from giliran.store import connect
 
@@ -62,6 +65,7 @@ def _run(command: Command) -> Callable[[argparse.Namespace], int]:
             try:
                 database = client[settings.auth_database]
                 store = AuthStore(database)
+                store.on_change = lambda: _announce(settings)
                 await store.ensure_indexes()
                 key = settings.audit_key.get_secret_value() if settings.audit_key else None
                 return await command(args, store, AuditLog(database, "cli", AuditKeys.parse(key)))
@@ -163,6 +167,34 @@ DEMO_PEOPLE = (
     # The kiosk pages need a kiosk's sign-in (ADR 0102): sign the kiosk's browser in as this.
     ("kios", Role.KIOSK, "{site}"),
 )
+
+
+async def _announce(settings: Settings) -> None:
+    """Tell the running services that a credential changed, so a revoked token or an ended
+    session stops working at once; without NATS they notice within REMEMBER_SECONDS."""
+    password = settings.nats_password.get_secret_value() if settings.nats_password else None
+    try:
+        # nats-py keeps trying an unreachable server past its connect_timeout: bound it all.
+        async with asyncio.timeout(3):
+            connection = await nats.connect(
+                settings.nats_url,
+                user=settings.nats_user,
+                password=password,
+                connect_timeout=2,
+                allow_reconnect=False,
+            )
+            try:
+                await connection.publish(CREDENTIALS_CHANGED, b"")
+                await connection.flush(timeout=2)
+            finally:
+                await connection.close()
+    except Exception:  # any failure means the same to the operator: when it takes effect
+        print(
+            f"NATS tidak terjangkau: berlaku di layanan lain dalam {REMEMBER_SECONDS:.0f} detik / "
+            f"NATS unreachable: takes effect in the other services within "
+            f"{REMEMBER_SECONDS:.0f} s",
+            file=sys.stderr,
+        )
 
 
 # Labels of the tokens `giliran up --demo` makes (reserved: revoked at every demo start).

@@ -27,6 +27,9 @@ PERSONAL_EVENTS = frozenset({("citizen", "contact")})
 # The one service whose NATS user may reshape both streams (ADR 0111): the others may only create
 # a missing one, so none of them can cut the history short.
 STREAM_OWNER = "queue"
+# Calendar changes made at a kabupaten hub, for the site boxes (giliran_ops.edge, ADR 0061).
+CATALOGUE_STREAM = "GILIRAN_CATALOGUE"
+CATALOGUE_PREFIX = f"{PREFIX}.catalogue"
 
 _TOKEN = re.compile(r"^[a-z0-9_-]+$")
 
@@ -109,3 +112,17 @@ def session_of_site(site: str, session_id: str) -> bool:
     rest = session_id.removeprefix(f"{site}-")
     day = rest.removeprefix("demo-")
     return rest != session_id and len(day) == 8 and day.isdigit()
+
+
+def inbox_prefix(user: str) -> str:
+    """Each user's replies arrive under its own prefix, so no user can read another's replies
+    (JetStream API answers, fetched messages, command replies)."""
+    return f"_INBOX.{user}"
+
+
+def device_user(site: str) -> str:
+    return f"device-{site}"
+
+
+def catalogue_subject(site: str) -> str:
+    return f"{CATALOGUE_PREFIX}.{site}"

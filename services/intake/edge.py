@@ -11,7 +11,7 @@ from nats.js.client import JetStreamContext
 from pydantic import ValidationError
 
 from giliran.bus import jetstream
-from giliran.edge import CATALOGUE_STREAM, catalogue_subject
+from giliran.contracts.subjects import CATALOGUE_STREAM, catalogue_subject
 from giliran.errors import DomainError, Unavailable
 from giliran.runtime import ServiceRuntime
 from services.intake.admin import AddSession, Admin, Announce, CalendarChange

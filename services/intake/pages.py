@@ -21,8 +21,7 @@ from giliran.catalogue import SiteDef
 from giliran.contracts import Channel, Language, TicketStatus
 from giliran.errors import DomainError
 from giliran.hardening import client_key, limited_address
-from giliran.lan import is_loopback_url
-from giliran.settings import KioskPrinter
+from giliran.settings import KioskPrinter, is_loopback_url
 from services.intake import offer, sessions
 from services.intake.errors import NikRequired
 from services.intake.handlers import Intake, Scores, SubmitRequest
@@ -401,7 +400,7 @@ def router(
                 error=message,
                 nik_wanted=isinstance(exc, NikRequired),
             )
-        await intake.wait_for_tickets(result.doc["_id"], wait_seconds)
+        await intake.wait_for_tickets(result.doc["_id"], wait_seconds, result.doc)
         return await to_the_ticket(request, site, result.doc["token"], lang, who)
 
     @pages.post("/kiosk/{site}/check-in", response_class=HTMLResponse)

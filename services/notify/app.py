@@ -13,6 +13,7 @@ from giliran.settings import Settings
 from services.notify import http, subscribers
 from services.notify.channels import build_channel
 from services.notify.config import load_notify_config
+from services.notify.contacts import ContactBook
 from services.notify.domain import Renderer
 from services.notify.handlers import ChannelWorker
 from services.notify.metrics import NotifyMetrics
@@ -41,6 +42,9 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
         timezone=settings.timezone, catalogue=load_catalogue(settings.catalogue_dir)
     )
     metrics = NotifyMetrics.create(runtime.registry)
+    # One contact book per process: every channel reads the contact the contact-book consumer
+    # filed, and a contact is read from the store once, not once per message.
+    contacts = ContactBook(store)
     workers = [
         ChannelWorker(
             channel=build_channel(channel),
@@ -49,6 +53,7 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
             renderer=renderer,
             config=config,
             wake=runtime.wake_relay,
+            contacts=contacts,
             public_url=settings.public_url,
             metrics=metrics,
             retention_hours=settings.contact_retention_hours,

@@ -7,6 +7,8 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -79,6 +81,52 @@ def is_stale(template: str, current: TicketStatus | None) -> bool:
     if announced is None or current is None:
         return False
     return current.rank > announced.rank
+
+
+class DeliveryStatus(StrEnum):
+    """Where a delivery stands (docs/notify.md, *A delivery's states*)."""
+
+    SENDING = "sending"  # recorded, an attempt may be under way (held) or due
+    SENT = "sent"  # the gateway took it
+    FAILED = "failed"  # refused, or attempts used up
+    DROPPED = "dropped"  # its ticket moved on before it went
+
+
+class Step(StrEnum):
+    """What an attempt does about a delivery that already exists (a redelivered event, the
+    operator's retry, another replica's event)."""
+
+    DONE = "done"  # sent, failed or dropped: a redelivery changes nothing
+    DROP = "drop"  # still sending, but its ticket has moved on
+    WAIT = "wait"  # another attempt holds it: come back when that hold ends
+    TAKE = "take"  # nobody holds it (a crash, a transient failure): take it and send
+
+
+@dataclass(frozen=True)
+class Attempt:
+    step: Step
+    wait_seconds: float = 0.0
+
+
+def first_status(template: str, ticket_status: TicketStatus | None) -> DeliveryStatus:
+    """The status a new delivery is recorded with: held for its first attempt in the same
+    write (one insert, no separate claim), or dropped at once when its ticket has moved on."""
+    return DeliveryStatus.DROPPED if is_stale(template, ticket_status) else DeliveryStatus.SENDING
+
+
+def next_step(
+    status: DeliveryStatus, held_until: datetime, now: datetime, *, stale: bool
+) -> Attempt:
+    """An existing delivery met again. Only a `sending` one may go; while an attempt holds it
+    (until `held_until`) sending would send it twice (ADR 0005); a lapsed hold means that
+    attempt crashed or let go, and the message goes again."""
+    if status is not DeliveryStatus.SENDING:
+        return Attempt(Step.DONE)
+    if stale:
+        return Attempt(Step.DROP)
+    if held_until > now:
+        return Attempt(Step.WAIT, max(1.0, (held_until - now).total_seconds()))
+    return Attempt(Step.TAKE)
 
 
 def approaching_due(

@@ -30,7 +30,7 @@ from giliran.contracts import (
 )
 from giliran.errors import Conflict, NotFound, RetryLater, Unprocessable
 from giliran.privacy import scrub
-from giliran.store import Document, from_instant, instant
+from giliran.store import Document, instant
 from services.notify.channels import (
     Channel,
     Contact,
@@ -43,19 +43,24 @@ from services.notify.channels import (
 from services.notify.channels.webhook import WebhookChannel
 from services.notify.channels.whatsapp_cloud import WhatsAppCloudChannel
 from services.notify.config import NotifyConfig, Retry
+from services.notify.contacts import ContactBook, ContactUnknown
 from services.notify.domain import (
     APPROACHING,
     CANCELLED_TEMPLATE,
     STATUS_LINK,
     TEMPLATE_OF,
+    DeliveryStatus,
     Renderer,
+    Step,
     approaching_due,
     delivery_id,
+    first_status,
     is_stale,
+    next_step,
 )
 from services.notify.gateways import Receipt, receipt_key
 from services.notify.metrics import NotifyMetrics
-from services.notify.store import RELEASED, DeliveryStore
+from services.notify.store import RELEASED_AT, Delivery, DeliveryStore
 
 log = logging.getLogger("giliran.notify")
 SOURCE = "notify"
@@ -76,8 +81,7 @@ class ReceiptTally:
     unknown: int = 0
 
 
-class ContactUnknown(Exception):
-    """A ticket event arrived before its request: retried until the request is seen."""
+__all__ = ["ChannelWorker", "ContactUnknown", "ReceiptTally"]
 
 
 def backoff_seconds(attempt: int, retry: Retry, retry_after: float | None = None) -> float:
@@ -98,6 +102,8 @@ class ChannelWorker:
     renderer: Renderer
     config: NotifyConfig
     wake: Callable[[], None]
+    # One per process, shared by its channel workers (and its contact-book consumer).
+    contacts: ContactBook
     public_url: str = ""
     clock: Callable[[], datetime] = utcnow
     metrics: NotifyMetrics | None = None
@@ -116,7 +122,7 @@ class ChannelWorker:
         # Producers before ADR 0115 put the contact in here; now it follows on the personal
         # stream (citizen.contact), and until it is seen the request's messages wait.
         carried = any((citizen.phone, citizen.email, citizen.status_token))
-        await self.store.save_contact(
+        await self.contacts.file_request(
             event.data.request_id,
             {
                 "site": event.site,
@@ -139,17 +145,15 @@ class ChannelWorker:
         keep_until = min(contact.keep_until, contact.submitted_at + self.contact_retention)
         if keep_until <= self.clock():
             return  # its time is up: nobody may hold it any more
-        await self.store.learn_contact(
+        await self.contacts.learn(
             contact.request_id,
-            {
-                "consent": True,
-                "contact_seen": True,
-                "phone": contact.phone,
-                "email": contact.email,
-                "status_token": contact.status_token,
-                "language": contact.language.value,
-                "purge_after": instant(keep_until),
-            },
+            Contact(
+                phone=contact.phone,
+                email=contact.email,
+                status_token=contact.status_token,
+                language=contact.language.value,
+                purge_after=instant(keep_until),
+            ),
             {"site": event.site, "session_id": contact.session_id},
         )
 
@@ -242,22 +246,7 @@ class ChannelWorker:
     # --- messages ---------------------------------------------------------------------------
 
     async def _contact(self, request_id: str) -> Contact | None:
-        doc = await self.store.contact(request_id)
-        if doc is None:
-            raise ContactUnknown(f"request {request_id} not seen yet")
-        if doc.get("purged"):
-            return None
-        if not doc.get("contact_seen", True):
-            # Its citizen.contact is still on its way on the other stream (or expired, and then
-            # the purge marks the record and this returns None).
-            raise ContactUnknown(f"contact of request {request_id} not seen yet")
-        return Contact(
-            purge_after=doc.get("purge_after"),
-            phone=doc.get("phone"),
-            email=doc.get("email"),
-            language=doc.get("language", "id"),
-            status_token=doc.get("status_token"),
-        )
+        return await self.contacts.contact(request_id)
 
     async def _message(
         self,
@@ -353,7 +342,9 @@ class ChannelWorker:
         due = approaching_due(order, threshold, told - set(unfinished))
         for ticket_id, key in unfinished.items():
             if ticket_id not in due and await self.store.finish(
-                key, "dropped", {"last_error": "stale: the ticket has left the approaching window"}
+                key,
+                DeliveryStatus.DROPPED,
+                {"last_error": "stale: the ticket has left the approaching window"},
             ):
                 self._finished("dropped")
         for ticket_id in due:
@@ -378,50 +369,43 @@ class ChannelWorker:
         ticket_status: TicketStatus | None = None,
     ) -> None:
         key = delivery_id(cause, self.channel.name, recipient.key)
-        # Insert first: the common case (a new delivery) costs one round trip, not two.
-        begun = await self.store.begin(
-            {
-                "_id": key,
-                "site": site,
-                "channel": self.channel.name,
-                "medium": self.channel.medium,
-                "recipient": recipient.masked,
-                "template": template,
-                "status": "sending",
-                "attempts": 0,
-                "cost_units": 0,
-                "receipt": None,
-                "held_until": RELEASED,
-                "created_at": instant(self.clock()),
-                **facts,
-            }
-        )
-        if not begun:
-            existing = await self.store.get(key)
-            if existing is not None and existing["status"] != "sending":
-                return  # sent, failed for good, or dropped: a redelivery changes nothing
-        # Crashed after a send but before recording it: the message goes again (ADR 0005).
         ticket_id = facts.get("ticket_id")
         if ticket_id and ticket_status is None:
             ticket_status = await self.store.ticket_status(ticket_id)
-        if ticket_id and is_stale(template, ticket_status):
-            await self.store.finish(
-                key, "dropped", {"last_error": "stale: the ticket has moved on"}
+        stale = bool(ticket_id) and is_stale(template, ticket_status)
+        now = self.clock()
+        # Recorded as decided, in one insert: held for its first attempt (the claim and the
+        # record are one write), or dropped at once. A kill -9 after it leaves a held
+        # "sending" delivery whose hold lapses, and the message goes again (ADR 0005, 0165).
+        status = first_status(template, ticket_status) if ticket_id else DeliveryStatus.SENDING
+        sending = status is DeliveryStatus.SENDING
+        started = await self.store.start(
+            Delivery.model_validate(
+                {
+                    "_id": key,
+                    "site": site,
+                    "channel": self.channel.name,
+                    "medium": self.channel.medium,
+                    "recipient": recipient.masked,
+                    "template": template,
+                    "status": status,
+                    "attempts": 1 if sending else 0,
+                    "held_until": now + self._hold() if sending else RELEASED_AT,
+                    "created_at": now,
+                    **({} if sending else {"last_error": "stale: the ticket has moved on"}),
+                    **facts,
+                }
             )
+        )
+        if started and not sending:
             self._finished("dropped")
             return
-        now = self.clock()
-        attempt = await self.store.hold(key, now, now + timedelta(seconds=self._hold_seconds()))
-        if attempt is None:
-            # Another attempt has it in hand: at-least-once delivery handed this event to a
-            # second consumer (the ack wait ran out while the first waited on the gateway).
-            # Sending now would send it twice; come back when that attempt has ended.
-            held = await self.store.get(key)
-            if held is None or held["status"] != "sending":
+        attempt = 1
+        if not started:
+            attempt_or_none = await self._resume(key, stale)
+            if attempt_or_none is None:
                 return
-            # Back when the hold ends (the attempt finishes sooner, or a crashed one lapses).
-            left = (from_instant(held["held_until"]) - now).total_seconds()
-            raise RetryLater(f"delivery {key} is being sent", max(1.0, left))
+            attempt = attempt_or_none
         try:
             handed = await self.channel.send(recipient, outgoing(key))
         except PermanentFailure as exc:
@@ -450,7 +434,7 @@ class ChannelWorker:
         )
         await self.store.finish(
             key,
-            "sent",
+            DeliveryStatus.SENT,
             {
                 "sent_at": instant(now),
                 "cost_units": cost,
@@ -461,6 +445,37 @@ class ChannelWorker:
         )
         self._finished("sent", cost)
         self.wake()
+
+    async def _resume(self, key: str, stale: bool) -> int | None:
+        """The delivery exists already (a redelivered event, the other replica's copy, the
+        operator's retry): the attempt number to send with, or None when nothing is to be sent.
+        Crashed after a send but before recording it: the message goes again (ADR 0005)."""
+        existing = await self.store.delivery(key)
+        if existing is None:
+            return None
+        now = self.clock()
+        decided = next_step(existing.status, existing.held_until, now, stale=stale)
+        if decided.step is Step.DROP:
+            if await self.store.finish(
+                key, DeliveryStatus.DROPPED, {"last_error": "stale: the ticket has moved on"}
+            ):
+                self._finished("dropped")
+            return None
+        if decided.step is Step.WAIT:
+            # Another attempt has it in hand: at-least-once delivery handed this event to a
+            # second consumer (the ack wait ran out while the first waited on the gateway).
+            # Sending now would send it twice; back when the hold ends (the attempt finishes
+            # sooner, or a crashed one lapses).
+            raise RetryLater(f"delivery {key} is being sent", decided.wait_seconds)
+        if decided.step is Step.DONE:
+            return None  # sent, failed for good, or dropped: a redelivery changes nothing
+        attempt = await self.store.hold(key, now, now + self._hold())
+        if attempt is None:  # taken (or settled) by another attempt in between
+            raise RetryLater(f"delivery {key} is being sent", 1.0)
+        return attempt
+
+    def _hold(self) -> timedelta:
+        return timedelta(seconds=self._hold_seconds())
 
     def _hold_seconds(self) -> float:
         """How long one attempt may keep its delivery: the wait in this process's rate limiter
@@ -496,7 +511,7 @@ class ChannelWorker:
         )
         await self.store.finish(
             key,
-            "failed",
+            DeliveryStatus.FAILED,
             {"failed_at": instant(now), "last_error": reason, "refused": refused},
             [failed],
         )
@@ -532,21 +547,21 @@ class ChannelWorker:
             if receipt.outcome is None:
                 tally.pending += 1
                 continue
-            doc = await self.store.by_gateway_id(self.channel.name, receipt.gateway_id)
-            mine = doc is not None and (site is None or doc.get("site") == site)
-            if doc is None or not mine or receipt.sender != sender:
+            found = await self.store.by_gateway_id(self.channel.name, receipt.gateway_id)
+            mine = found is not None and (site is None or found.site == site)
+            if found is None or not mine or receipt.sender != sender:
                 tally.unknown += 1
                 continue
             now = self.clock()
             outcome = DeliveryOutcome(receipt.outcome.value)
             event = new_event(
                 NotificationReceipt(
-                    **self._outcome(str(doc["_id"]), str(doc["template"]), doc),
+                    **self._outcome(found.id, found.template, found.facts()),
                     outcome=outcome,
                     reason=receipt.reason or None,
                     reported_at=now,
                 ),
-                site=str(doc["site"]),
+                site=found.site,
                 source=SOURCE,
                 at=now,
             )
@@ -555,7 +570,7 @@ class ChannelWorker:
                 "receipt_at": instant(now),
                 "receipt_reason": receipt.reason or None,
             }
-            if await self.store.record_receipt(str(doc["_id"]), fields, [event]):
+            if await self.store.record_receipt(found.id, fields, [event]):
                 tally.recorded += 1
                 self._finished(outcome.value)
             else:
@@ -568,42 +583,42 @@ class ChannelWorker:
 
     async def retry_failed(self, key: str) -> Document:
         """Send a failed delivery again now (the operator's retry button)."""
-        doc = await self.store.get(key)
-        if doc is None:
+        failed = await self.store.delivery(key)
+        if failed is None:
             raise DeliveryNotFound(key)
-        if doc["status"] != "failed":
-            raise DeliveryNotRetryable(key, doc["status"])
+        if failed.status is not DeliveryStatus.FAILED:
+            raise DeliveryNotRetryable(key, failed.status.value)
         contact = None
-        if doc.get("request_id"):
-            contact = await self._contact(doc["request_id"])
+        if failed.request_id:
+            contact = await self._contact(failed.request_id)
         recipient = self.channel.recipient(contact)
         if recipient is None:
             raise DeliveryNotRetryable(key, "contact purged")
         reopened = await self.store.finish(
-            key, "sending", {"attempts": 0}, from_statuses=("failed",)
+            key, DeliveryStatus.SENDING, {"attempts": 0}, from_statuses=(DeliveryStatus.FAILED,)
         )
         if not reopened:
             raise DeliveryNotRetryable(key, "changed meanwhile")
-        facts = {k: doc.get(k) for k in ("cause_event_id", "cause_type", "request_id", "ticket_id")}
+        facts = failed.facts()
         try:
             await self._deliver(
                 cause=key.split(":")[0],
-                site=doc["site"],
-                template=doc["template"],
+                site=failed.site,
+                template=failed.template,
                 recipient=recipient,
                 facts=facts,
                 outgoing=lambda k: Outgoing(
                     delivery_id=k,
-                    template=doc["template"],
-                    language=doc.get("language", "id"),
-                    text=doc.get("text", ""),
-                    site=doc["site"],
-                    variables=dict(doc.get("variables") or {}),
-                    receipt_url=self.receipt_url(doc["site"]),
+                    template=failed.template,
+                    language=failed.language or "id",
+                    text=failed.text or "",
+                    site=failed.site,
+                    variables=dict(failed.variables or {}),
+                    receipt_url=self.receipt_url(failed.site),
                 ),
             )
         except (RetryLater, Unprocessable) as exc:
-            await self._fail(key, doc["site"], doc["template"], facts, f"retry failed: {exc}")
+            await self._fail(key, failed.site, failed.template, facts, f"retry failed: {exc}")
         updated = await self.store.get(key)
         assert updated is not None
         return updated

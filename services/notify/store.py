@@ -4,18 +4,75 @@ approaching rules, and the delivery log with its outbox."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from giliran.contracts import Event, TicketStatus
-from giliran.store import Database, Document, indexed, instant, with_outbox
+from giliran.store import Database, Document, Instant, indexed, instant, with_outbox
+from services.notify.channels.base import Contact
+from services.notify.domain import DeliveryStatus
 
 # A delivery no attempt holds: earlier than any instant (see `DeliveryStore.hold`).
-RELEASED = instant(datetime(1970, 1, 1, tzinfo=UTC))
+RELEASED_AT = datetime(1970, 1, 1, tzinfo=UTC)
+RELEASED = instant(RELEASED_AT)
+
+
+@dataclass(frozen=True)
+class ContactRecord:
+    """A request's record in the contact book: purged (a tombstone), still waiting for its
+    `citizen.contact` (not seen), or the contact itself."""
+
+    purged: bool
+    seen: bool
+    contact: Contact
+
+
+class Delivery(BaseModel):
+    """One message to one recipient on one channel, as the delivery log keeps it (the facts an
+    attempt and the operator's retry need; the log has more, for the operator page)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    id: str = Field(alias="_id")
+    site: str
+    channel: str
+    medium: str = ""
+    recipient: str = ""
+    template: str
+    status: DeliveryStatus
+    attempts: int = 0
+    cost_units: int = 0
+    receipt: str | None = None
+    # Begun before holds existed: no field, taken as released (`DeliveryStore.hold` adds it).
+    held_until: Instant = RELEASED_AT
+    created_at: Instant
+    cause_event_id: str | None = None
+    cause_type: str | None = None
+    request_id: str | None = None
+    ticket_id: str | None = None
+    session_id: str | None = None
+    language: str | None = None
+    # The text and a WhatsApp template's parts hold the status link: blanked by the purge.
+    text: str | None = None
+    segments: int | None = None
+    variables: dict[str, str] | None = None
+    purge_after: str | None = None  # an instant string, compared as such by the purge
+    last_error: str | None = None
+
+    def facts(self) -> Document:
+        """What caused it: the facts `notification.sent/failed/receipt` repeat about it."""
+        return {
+            "cause_event_id": self.cause_event_id,
+            "cause_type": self.cause_type,
+            "request_id": self.request_id,
+            "ticket_id": self.ticket_id,
+        }
 
 
 class DeliveryStore:
@@ -23,6 +80,9 @@ class DeliveryStore:
         self.contacts = database["contacts"]
         self.tickets = database["tickets"]
         self.deliveries = database["deliveries"]
+        # Told after each purge of contacts, with the instant it purged up to: what a process
+        # keeps in memory goes at the same moment as the store's copy (services/notify/contacts.py).
+        self.on_purge: list[Callable[[datetime], None]] = []
 
     async def ensure_indexes(self) -> None:
         await self.contacts.create_index([("purged", 1), ("purge_after", 1)])
@@ -48,10 +108,10 @@ class DeliveryStore:
             {"_id": request_id}, {"$setOnInsert": {**contact, "purged": False}}, upsert=True
         )
 
-    async def learn_contact(self, request_id: str, contact: Document, first: Document) -> None:
+    async def learn_contact(self, request_id: str, contact: Document, first: Document) -> bool:
         """From `citizen.contact` (the personal stream), before or after its request: fills
-        `contact` in unless the contact was purged meanwhile; `first`: fields only a new
-        record gets."""
+        `contact` in unless the contact was purged meanwhile (then False); `first`: fields only
+        a new record gets."""
         try:
             await self.contacts.update_one(
                 {"_id": request_id, "purged": False},
@@ -59,10 +119,27 @@ class DeliveryStore:
                 upsert=True,
             )
         except DuplicateKeyError:  # purged already: the upsert's insert met the tombstone
-            return
+            return False
+        return True
 
     async def contact(self, request_id: str) -> Document | None:
         return await self.contacts.find_one({"_id": request_id})
+
+    async def contact_record(self, request_id: str) -> ContactRecord | None:
+        doc = await self.contact(request_id)
+        if doc is None:
+            return None
+        return ContactRecord(
+            purged=bool(doc.get("purged")),
+            seen=bool(doc.get("contact_seen", True)),
+            contact=Contact(
+                purge_after=doc.get("purge_after"),
+                phone=doc.get("phone"),
+                email=doc.get("email"),
+                language=doc.get("language", "id"),
+                status_token=doc.get("status_token"),
+            ),
+        )
 
     async def purge_contacts(self, now: datetime) -> int:
         """Forget phone numbers, e-mail addresses and status-link tokens whose retention ended;
@@ -76,6 +153,8 @@ class DeliveryStore:
             {"purge_after": {"$lt": instant(now)}},
             {"$set": {"text": None, "variables": None}, "$unset": {"purge_after": ""}},
         )
+        for forget in self.on_purge:
+            forget(now)
         return result.modified_count
 
     # --- ticket projection -----------------------------------------------------------------
@@ -145,6 +224,27 @@ class DeliveryStore:
             return False
         return True
 
+    async def start(self, delivery: Delivery) -> bool:
+        """Record a new delivery as it is decided: already held for its first attempt (or
+        already dropped), in one insert; False when it exists (a redelivery, the other
+        replica, the operator's retry), and nothing was written."""
+        doc: Document = {
+            "_id": delivery.id,
+            **delivery.model_dump(mode="python", exclude={"id"}, exclude_none=False),
+            "status": delivery.status.value,
+            "held_until": instant(delivery.held_until),
+            "created_at": instant(delivery.created_at),
+        }
+        # Absent rather than null, as they always were: the purge's query and the API rely on it.
+        for optional in ("variables", "purge_after", "text", "language", "segments", "last_error"):
+            if doc.get(optional) is None:
+                doc.pop(optional, None)
+        return await self.begin(doc)
+
+    async def delivery(self, delivery_id: str) -> Delivery | None:
+        doc = await self.deliveries.find_one({"_id": delivery_id}, {"outbox": 0})
+        return Delivery.model_validate(doc) if doc is not None else None
+
     async def get(self, delivery_id: str) -> Document | None:
         return await self.deliveries.find_one({"_id": delivery_id}, {"outbox": 0})
 
@@ -179,24 +279,25 @@ class DeliveryStore:
     async def finish(
         self,
         delivery_id: str,
-        status: str,
+        status: DeliveryStatus,
         fields: Document,
         events: Sequence[Event[Any]] = (),
         *,
-        from_statuses: Sequence[str] = ("sending",),
+        from_statuses: Sequence[DeliveryStatus] = (DeliveryStatus.SENDING,),
     ) -> bool:
-        update: Document = {"$set": {**fields, "status": status, "held_until": RELEASED}}
+        update: Document = {"$set": {**fields, "status": status.value, "held_until": RELEASED}}
         result = await self.deliveries.update_one(
-            {"_id": delivery_id, "status": {"$in": list(from_statuses)}},
+            {"_id": delivery_id, "status": {"$in": [s.value for s in from_statuses]}},
             with_outbox(update, events) if events else update,
         )
         return result.modified_count == 1
 
-    async def by_gateway_id(self, channel: str, gateway_id: str) -> Document | None:
+    async def by_gateway_id(self, channel: str, gateway_id: str) -> Delivery | None:
         """The delivery a gateway's report names (by the id the gateway gave it)."""
-        return await self.deliveries.find_one(
+        doc = await self.deliveries.find_one(
             indexed({"channel": channel, "gateway_id": gateway_id}), {"outbox": 0}
         )
+        return Delivery.model_validate(doc) if doc is not None else None
 
     async def record_receipt(
         self, delivery_id: str, fields: Document, events: Sequence[Event[Any]]

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from giliran.catalogue import load_catalogue
 from giliran.contracts import TICKET_EVENTS, CounterClosed, CounterOpened
+from giliran.contracts.subjects import event_pattern
 from giliran.runtime import ServiceRuntime, create_http_app
 from giliran.settings import Settings
 from services.queue import domain, http, subscribers
@@ -42,9 +43,12 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
         ),
     )
     subscribers.register(runtime, queue, desk)
-    # Boards served by this instance refresh on calls made by any instance.
-    runtime.watch("giliran.*.ticket.*", queue.changes.bump_from_subject)
-    runtime.watch("giliran.*.counter.*", queue.changes.bump_from_subject)
+    # Boards served by this instance refresh on calls made by any instance, and another
+    # instance's write makes this one re-read the site's state (ADR 0160). A check-in is
+    # written without an event of the queue's own: intake's event tells every instance.
+    runtime.watch_ids("giliran.*.ticket.*", queue.on_event)
+    runtime.watch_ids("giliran.*.counter.*", queue.on_event)
+    runtime.watch_ids(event_pattern("request", "checked_in"), queue.on_event)
     runtime.every(HEAL_SECONDS, desk.heal)
     metrics = QueueMetrics.create(runtime.registry, settings.target_wait_minutes)
 

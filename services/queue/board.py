@@ -15,9 +15,10 @@ from giliran.catalogue import SiteDef
 from giliran.push import Changes
 from giliran.store import Document, from_instant
 from services.queue.announce import call_sentence
+from services.queue.memory import QueueMemory
 from services.queue.store import TicketStore
 
-__all__ = ["BoardView", "Changes", "LinesCache", "board_view", "call_shown"]
+__all__ = ["BoardView", "Changes", "LinesCache", "board_from_memory", "board_view", "call_shown"]
 
 RECENT_CALLS = 8
 NEXT_PER_LINE = 3
@@ -147,16 +148,37 @@ async def read_lines(store: TicketStore, site: SiteDef, session_id: str) -> list
     ]
 
 
-async def board_view(
-    store: TicketStore,
+async def board_from_memory(
+    memory: QueueMemory, site: SiteDef, session_id: str | None, now: datetime
+) -> BoardView:
+    """The board from the site's state in this process's memory (ADR 0160): no store read
+    unless another instance wrote since the last render."""
+    recent = await memory.recent_calls(site.site)
+    states = await memory.counters(site.site)
+    lines: list[LineShown] = []
+    if session_id is not None:
+        for service in site.services:
+            waiting, first = await memory.waiting(site.site, session_id, service.code)
+            lines.append(
+                LineShown(
+                    service=service.code,
+                    name=service.name.id,
+                    prefix=service.prefix,
+                    waiting=waiting,
+                    next=[d["number"] for d in first[:NEXT_PER_LINE]],
+                )
+            )
+    return _board(site, session_id, now, recent, list(states.values()), lines)
+
+
+def _board(
     site: SiteDef,
     session_id: str | None,
     now: datetime,
-    cache: LinesCache | None = None,
+    recent: list[Document],
+    counter_docs: list[Document],
+    lines: list[LineShown],
 ) -> BoardView:
-    recent, counter_docs = await asyncio.gather(
-        store.recent_calls(site.site, RECENT_CALLS), store.counters_of(site.site)
-    )
     calls = [
         call_shown(site, d) for d in recent if session_id is None or d["session_id"] == session_id
     ]
@@ -175,12 +197,6 @@ async def board_view(
         )
         for c in site.counters
     ]
-    lines: list[LineShown] = []
-    if session_id is not None:
-        if cache is not None:
-            lines = await cache.lines(store, site, session_id)
-        else:
-            lines = await read_lines(store, site, session_id)
     return BoardView(
         site=site.site,
         name=site.name.id,
@@ -190,3 +206,22 @@ async def board_view(
         counters=counters,
         lines=lines,
     )
+
+
+async def board_view(
+    store: TicketStore,
+    site: SiteDef,
+    session_id: str | None,
+    now: datetime,
+    cache: LinesCache | None = None,
+) -> BoardView:
+    recent, counter_docs = await asyncio.gather(
+        store.recent_calls(site.site, RECENT_CALLS), store.counters_of(site.site)
+    )
+    lines: list[LineShown] = []
+    if session_id is not None:
+        if cache is not None:
+            lines = await cache.lines(store, site, session_id)
+        else:
+            lines = await read_lines(store, site, session_id)
+    return _board(site, session_id, now, recent, counter_docs, lines)

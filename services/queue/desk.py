@@ -33,13 +33,25 @@ from giliran.contracts import (
 from giliran.contracts.envelope import Event
 from giliran.store import Document, from_instant, instant
 from giliran.telemetry import JOURNEY
-from services.queue import domain, rules
+from services.queue import calling, domain, rules
 from services.queue.handlers import SOURCE, Queue
-from services.queue.store import TicketStore, counter_view, facts_of, ticket_view
+from services.queue.memory import QueueMemory
+from services.queue.store import TicketStore, counter_view, facts_of, ticket_at, ticket_view
 
 # Lost races before call-next gives up for this click (each lost race is another counter's
 # progress, so this is only reached under extreme contention; the officer clicks again).
 MAX_ROUNDS = 8
+# Candidates looked at again from memory after a lost race, at most (each is another counter's
+# progress, and costs no store read).
+MAX_ATTEMPTS = 64
+CLAIM_SETTLE_SECONDS = 0.005
+
+
+class _Moved:
+    """The counter changed under a call (another instance acted at it): look again."""
+
+
+MOVED = _Moved()
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,7 @@ class Desk:
     async def counter(self, site_slug: str, counter_id: str) -> CounterView:
         site = self.queue.site(site_slug)
         counter = domain.counter_of(site, counter_id)
-        doc = await self.store.counter(site.site, counter.id)
+        doc = await self.memory.counter(site.site, counter.id)
         current = await self.store.at_counter(site.site, counter.id, doc or {})
         if doc is None:
             return CounterView(counter=counter.id, status="closed", services=counter.services)
@@ -117,7 +129,7 @@ class Desk:
         session = session_id or await self.queue.current_session(site.site)
         catalogue_services = domain.counter_of(site, counter_id).services
         while True:
-            doc, known = known or await self.store.counter(site.site, counter_id), None
+            doc, known = known or await self.memory.counter(site.site, counter_id), None
             chosen = list(services or (doc["services"] if doc else catalogue_services))
             if (
                 doc is not None
@@ -163,8 +175,10 @@ class Desk:
                 site.site, counter_id, fields, events, doc["revision"] if doc else None
             )
             if saved is not None:
+                self.memory.counter_saved(site.site, saved)
                 return saved
             # another instance changed the counter meanwhile: look again
+            self.memory.counter_stale(site.site)
 
     async def pause(self, site_slug: str, counter_id: str) -> CounterView:
         return await self._close(site_slug, counter_id, paused=True)
@@ -178,7 +192,7 @@ class Desk:
         status = "paused" if paused else "closed"
         async with self._locks[f"{site.site}:{counter.id}"]:
             while True:
-                doc = await self.store.counter(site.site, counter.id)
+                doc = await self.memory.counter(site.site, counter.id)
                 if doc is None or doc["status"] == status:
                     return await self.counter(site.site, counter.id)
                 now = self.queue.clock()
@@ -202,7 +216,9 @@ class Desk:
                     site.site, counter.id, {"status": status}, events, doc["revision"]
                 )
                 if saved is not None:
+                    self.memory.counter_saved(site.site, saved)
                     break
+                self.memory.counter_stale(site.site)
         self.queue.touched(site.site)
         return counter_view(saved)
 
@@ -213,20 +229,60 @@ class Desk:
         nothing is callable. Opens (or resumes) the counter for the running session."""
         site = self.queue.site(site_slug)
         counter = domain.counter_of(site, counter_id)
+        # The lock only saves this process lost compare-and-sets on a double click; between
+        # instances the counter's revision decides (ADR 0161).
         async with self._locks[f"{site.site}:{counter.id}"]:
-            doc = await self.store.counter(site.site, counter.id)
-            busy = await self.store.at_counter(site.site, counter.id, doc or {})
-            if busy is not None:
-                raise domain.CounterBusy(counter.id, busy["number"])
-            session = await self._serving_session(site, counter.id, doc)
-            if session is None:
+            for _ in range(MAX_ROUNDS):
+                doc = await self.memory.counter(site.site, counter.id)
+                busy = await self._busy(site, counter.id, doc)
+                if busy is not None:
+                    raise domain.CounterBusy(counter.id, busy["number"])
+                session = await self._serving_session(site, counter.id, doc)
+                if session is None:
+                    return None
+                state = await self._open(
+                    site,
+                    counter.id,
+                    None,
+                    session,
+                    pinned=bool(doc and doc.get("pinned")),
+                    known=doc,
+                )
+                called = await self._call_chosen(site, state)
+                if called is not MOVED:
+                    break
+                self.memory.counter_stale(site.site)  # another instance acted here: look again
+            else:
                 return None
-            state = await self._open(
-                site, counter.id, None, session, pinned=bool(doc and doc.get("pinned")), known=doc
-            )
-            called = await self._call_chosen(site, state)
         self.queue.touched(site.site)
-        return called
+        return called if isinstance(called, TicketView) else None
+
+    @property
+    def memory(self) -> QueueMemory:
+        return self.queue.memory
+
+    async def _busy(self, site: SiteDef, counter: str, state: Document | None) -> Document | None:
+        """The ticket the counter is calling or serving, if any. A counter points at the ticket
+        it reserved before calling it (ADR 0161): a reserved ticket still waiting is a call
+        in flight here or one a crash cut short, and is called now (by whichever of the two
+        gets there: the ticket's own conditional write lets only one)."""
+        current = state.get("current") if state else None
+        if not current:
+            return None
+        doc = self.memory.ticket(current)
+        if doc is None or doc["status"] != "completed":
+            # Only a completed ticket is known for good from memory (it never moves again);
+            # anything else may have moved in another instance.
+            doc = await self.store.get(current)
+        match calling.counter_now(site.site, counter, ticket_at(doc)):
+            case calling.CounterNow.FREE:
+                return None
+            case calling.CounterNow.BUSY:
+                return doc
+            case calling.CounterNow.RESERVED:
+                assert doc is not None
+                result, called = await self._claim_ticket(site, counter, doc)
+                return called if result == "called" else None
 
     async def _serving_session(
         self, site: SiteDef, counter_id: str, doc: Document | None
@@ -235,69 +291,131 @@ class Desk:
             return str(doc["session_id"])
         return await self.queue.current_session(site.site)
 
-    async def _call_chosen(self, site: SiteDef, state: Document) -> TicketView | None:
+    async def _candidates(
+        self,
+        site: SiteDef,
+        session_id: str,
+        services: Sequence[str],
+        now: datetime,
+        *,
+        want_priority: bool,
+        want_appointments: bool,
+    ) -> list[Document]:
+        """What the call rules choose from: per line its oldest callable tickets (and its oldest
+        priority ones when due), from the heads of the lines in memory; a line whose head
+        cannot tell is read from the store, and so are the appointments due now."""
+        found: dict[str, Document] = {}
+        unknown: list[str] = []
+        for service in services:
+            for priority, limit in ((False, 4), (True, 2)):
+                if priority and not want_priority:
+                    continue
+                head = await self.memory.head(site.site, session_id, service, priority)
+                docs = head.callable(limit)
+                if docs is None:
+                    unknown.append(service)
+                    continue
+                found |= {d["_id"]: d for d in docs}
+        if unknown or want_appointments:
+            read = await self.store.callable_candidates(
+                site.site,
+                session_id,
+                sorted(set(unknown)) or list(services),
+                now,
+                self.policy.call.appointment_grace,
+                want_priority=want_priority,
+                want_appointments=want_appointments,
+            )
+            found |= {d["_id"]: d for d in read}
+        return [
+            d
+            for d in found.values()
+            if d.get("site") == site.site and d["_id"] not in self.memory.claiming
+        ]
+
+    async def _call_chosen(self, site: SiteDef, state: Document) -> TicketView | _Moved | None:
         services: list[str] = state["services"]
         memory = rules.CounterMemory(int(state.get("normal_since_priority", 0)))
-        grace = self.policy.call.appointment_grace
         # Priority tickets only matter when one is due by the ratio (or nothing else waits);
         # aged ones are found among the oldest anyway. Appointments only if the session has any.
         ratio_due = memory.normal_since_priority >= self.policy.call.normal_per_priority
         # A session that never had a priority ticket has none to look for (ADR 0084): without
         # this every call after the third read each line twice.
         flags = await self.queue.session_flags(state["session_id"])
-        priorities, appointments = flags.priorities, flags.appointments
-        ratio_due = ratio_due and priorities
-        for _ in range(MAX_ROUNDS):
+        ratio_due = ratio_due and flags.priorities
+        appointments = flags.appointments
+        confirmed = False  # "nothing to call" is only said after the store confirms it
+        reads = 0  # candidates read again from the store (memory re-reads cost nothing)
+        elsewhere: set[str] = set()  # citizens found at another counter during this call
+        for _ in range(MAX_ATTEMPTS):
             now = self.queue.clock()
-            docs = await self.store.callable_candidates(
-                site.site,
+            docs = await self._candidates(
+                site,
                 state["session_id"],
                 services,
                 now,
-                grace,
                 want_priority=ratio_due,
                 want_appointments=appointments,
             )
-            if not docs and not ratio_due and priorities:
-                docs = await self.store.callable_candidates(
-                    site.site,
-                    state["session_id"],
-                    services,
-                    now,
-                    grace,
-                    want_priority=True,
-                    want_appointments=False,
-                )
             by_id = {d["_id"]: d for d in docs}
             waiting = [_waiting(d) for d in docs]
-            elsewhere: set[str] = set()
             lost_race = False
             while True:
                 choice = rules.choose(waiting, services, elsewhere, memory, now, self.policy.call)
                 if choice is None:
                     if lost_race:
-                        break  # read again: the lines moved under us
+                        break  # look again: the lines moved under us
+                    if not docs and self.memory.claiming:
+                        # What waits is being called by this process's other counters: look
+                        # again once their calls are decided (one may fail and leave it).
+                        await asyncio.sleep(CLAIM_SETTLE_SECONDS)
+                        break
+                    if not confirmed and not docs:
+                        # Memory may lag behind another instance: ask the store before
+                        # telling an officer nothing waits.
+                        self.memory.forget(site.site)
+                        confirmed = True
+                        break
                     return None
                 doc = by_id[choice.ticket_id]
-                result, called = await self._claim(site, state["counter"], doc)
+                if doc["_id"] in self.memory.claiming:  # another counter here took it meanwhile
+                    waiting = [w for w in waiting if w.ticket_id != doc["_id"]]
+                    lost_race = True
+                    continue
+                self.memory.claiming.add(doc["_id"])
+                try:
+                    result, called = await self._claim(site, state, doc, choice.priority)
+                finally:
+                    self.memory.claiming.discard(doc["_id"])
+                if result == "moved":
+                    return MOVED
                 if called is not None:
-                    await self.store.note_call(
-                        site.site, state["counter"], choice.priority, called["_id"]
-                    )
                     return ticket_view(called)
                 if result == "elsewhere":
                     elsewhere.add(doc["request_id"])
-                else:
-                    lost_race = True
-                    waiting = [w for w in waiting if w.ticket_id != doc["_id"]]
+                    continue
+                lost_race = True
+                if self.memory.waits(site.site, doc["_id"]):
+                    # Another instance called it (a counter of this process would have taken
+                    # it out of memory): read the site again.
+                    self.memory.forget(site.site)
+                    reads += 1
+                    if reads >= MAX_ROUNDS:
+                        return None
+                    break
+                # Taken by another counter of this process: memory already knows, look again.
+                break
         return None
 
     async def _claim(
-        self, site: SiteDef, counter: str, doc: Document
+        self, site: SiteDef, state: Document, doc: Document, priority: bool
     ) -> tuple[str, Document | None]:
-        """Call one waiting ticket: take its citizen's serving slot, then the ticket. Returns
-        ("called", the ticket), ("elsewhere", None) when the citizen is at another counter, or
-        ("taken", None) when another counter won the race."""
+        """Call one waiting ticket at this counter: take its citizen's serving slot, point the
+        counter at it if nobody changed the counter since `state` was read, then call the
+        ticket. ("called", ticket), ("elsewhere", None) when the citizen is at another counter,
+        ("taken", None) when another counter won the ticket, ("moved", None) when the counter
+        changed under us (another instance acted at it)."""
+        counter = str(state["counter"])
         # The claim is dated when it is taken, not when this call began: a slow call (lock
         # waits, several candidates tried) must not take a slot that already looks abandoned to
         # _heal_visit, which another counter could free while this call is still completing.
@@ -306,6 +424,22 @@ class Desk:
                 return "elsewhere", None
             if not await self.store.claim_visit(doc["request_id"], doc["_id"], self.queue.clock()):
                 return "elsewhere", None
+        reserved = await self.store.reserve_counter(
+            site.site, counter, int(state.get("revision", 0)), priority, doc["_id"]
+        )
+        if reserved is None:
+            await self.store.release_visit(doc["request_id"], doc["_id"])
+            return "moved", None
+        self.memory.counter_saved(site.site, reserved)
+        state.update(reserved)  # the next candidate, if any, is reserved on this revision
+        return await self._claim_ticket(site, counter, doc)
+
+    async def _claim_ticket(
+        self, site: SiteDef, counter: str, doc: Document
+    ) -> tuple[str, Document | None]:
+        """Call a ticket the counter points at (its serving slot taken): ("called", ticket)
+        when it is called at `counter` now, by this call or by another instance completing
+        the same reservation; ("taken", None) when another counter has it."""
         # The call happens now, after the slot is ours: so a citizen's calls and completions
         # are ordered in time as they are in fact (the slot is freed after a completion).
         now = self.queue.clock()
@@ -334,10 +468,19 @@ class Desk:
             events=[called],
         )
         if moved is None:
-            await self.store.release_visit(doc["request_id"], doc["_id"])
+            now_doc = await self.store.get(doc["_id"])
+            match calling.after_lost_call(counter, ticket_at(now_doc)):
+                case calling.LostCall.CALLED_HERE:
+                    assert now_doc is not None
+                    return "called", now_doc
+                case calling.LostCall.GONE:
+                    await self.store.release_visit(doc["request_id"], doc["_id"])
             return "taken", None
+        self.memory.left(doc)
+        self.memory.moved_to(moved)
         if doc.get("multi", True):
             await self.store.set_held(doc["request_id"], True, except_ticket=doc["_id"])
+            self.memory.held(site.site, doc["request_id"], True, doc["_id"])
         return "called", moved
 
     async def _heal_visit(self, request_id: str) -> bool:
@@ -370,13 +513,9 @@ class Desk:
             if visit.get("ticket_id") and await self._heal_visit(visit["_id"]):
                 await self.store.set_held(visit["_id"], False)
                 repaired += 1
-        # A crash between a call and the counter's pointer: point the counter at its ticket.
-        for state in await self.store.counters.find({}, {"site": 1, "counter": 1}).to_list():
-            if await self.store.at_counter(state["site"], state["counter"]) is None:
-                found = await self.store.scan_at_counter(state["site"], state["counter"])
-                if found is not None:
-                    await self.store.point_counter_at(state["site"], state["counter"], found["_id"])
-                    repaired += 1
+        # (A counter's pointer is written before its ticket is called, ADR 0161: a crash
+        # between the two leaves a reserved waiting ticket, which the counter's next action
+        # calls; there is no pointer to repair any more.)
         for doc in await self.store.held_tickets():
             if await self.store.visit_holder(doc["request_id"]) is None:
                 await self.store.set_held(doc["request_id"], False)
@@ -391,25 +530,32 @@ class Desk:
         site = self.queue.site(site_slug)
         counter = domain.counter_of(site, counter_id)
         async with self._locks[f"{site.site}:{counter.id}"]:
-            busy = await self.store.at_counter(site.site, counter.id)
-            if busy is not None:
-                raise domain.CounterBusy(counter.id, busy["number"])
-            doc = await self._ticket(site, ticket_id)
-            domain.check_action("call", doc["number"], TicketStatus(doc["status"]))
-            state = await self._open(site, counter.id, None, doc["session_id"], pinned=False)
-            if doc["service"] not in state["services"]:
-                raise domain.NotThisCounter(doc["number"], counter.id)
-            if not doc.get("arrived", True):
-                raise domain.NotCheckedIn(doc["number"])
-            result, _ = await self._claim(site, counter.id, doc)
-            if result == "elsewhere":
-                raise domain.CitizenElsewhere(doc["number"])
-            if result == "taken":
-                current = await self._ticket(site, ticket_id)
-                domain.check_action("call", current["number"], TicketStatus(current["status"]))
-            await self.store.note_call(
-                site.site, counter.id, bool(doc.get("is_priority")), doc["_id"]
-            )
+            for _ in range(MAX_ROUNDS):
+                known = await self.memory.counter(site.site, counter.id)
+                busy = await self._busy(site, counter.id, known)
+                if busy is not None:
+                    raise domain.CounterBusy(counter.id, busy["number"])
+                doc = await self._ticket(site, ticket_id)
+                domain.check_action("call", doc["number"], TicketStatus(doc["status"]))
+                state = await self._open(
+                    site, counter.id, None, doc["session_id"], pinned=False, known=known
+                )
+                if doc["service"] not in state["services"]:
+                    raise domain.NotThisCounter(doc["number"], counter.id)
+                if not doc.get("arrived", True):
+                    raise domain.NotCheckedIn(doc["number"])
+                result, _ = await self._claim(site, state, doc, bool(doc.get("is_priority")))
+                if result == "moved":
+                    self.memory.counter_stale(site.site)
+                    continue
+                if result == "elsewhere":
+                    raise domain.CitizenElsewhere(doc["number"])
+                if result == "taken":
+                    current = await self._ticket(site, ticket_id)
+                    domain.check_action("call", current["number"], TicketStatus(current["status"]))
+                break
+            else:
+                raise domain.CounterBusy(counter.id, "-")
         self.queue.touched(site.site)
         return await self.queue.ticket(ticket_id)
 
@@ -462,10 +608,13 @@ class Desk:
             current = await self._ticket(site, doc["_id"])
             domain.check_action(action, current["number"], TicketStatus(current["status"]))
             raise domain.IllegalTransition(action, doc["number"], TicketStatus(current["status"]))
+        self.memory.left(doc)
+        self.memory.moved_to(moved)
         if release:
             await self.store.release_visit(doc["request_id"], doc["_id"])
             if doc.get("multi", True):
                 await self.store.set_held(doc["request_id"], False)
+                self.memory.held(site.site, doc["request_id"], False, None)
         self.queue.touched(site.site)
         return moved
 
@@ -507,9 +656,25 @@ class Desk:
         counter: str | None = None,
         outcome: Outcome = Outcome.SERVED,
     ) -> TicketView:
+        # The ticket as this process last wrote it, if it did: what a completion reads of it
+        # (number, counter, call time) no longer changes once it is called. Should another
+        # instance have moved it since, the conditional write fails and it is read again.
+        remembered = self.memory.ticket(ticket_id)
+        if remembered is not None:
+            try:
+                return await self._complete(site_slug, remembered, counter, outcome)
+            except domain.IllegalTransition:
+                pass
         doc = await self.store.get(ticket_id)
-        if doc is None or (site_slug is not None and doc["site"] != site_slug):
+        if doc is None:
             raise domain.TicketNotFound(ticket_id)
+        return await self._complete(site_slug, doc, counter, outcome)
+
+    async def _complete(
+        self, site_slug: str | None, doc: Document, counter: str | None, outcome: Outcome
+    ) -> TicketView:
+        if site_slug is not None and doc["site"] != site_slug:
+            raise domain.TicketNotFound(doc["_id"])
         site = self.queue.site(doc["site"])
         self._mine(doc, counter)
         # Checked before the event is built: only a called or served ticket has a counter.
@@ -616,6 +781,7 @@ class Desk:
             existing = await self.store.get(new_id)
             assert existing is not None
             return ticket_view(existing)
+        self.memory.joined(new_doc)
         self.queue.touched(site.site)
         return ticket_view(new_doc)
 
@@ -662,6 +828,7 @@ class Desk:
         # The new ticket joined held (its citizen was still here): free it now, whatever the
         # request looked like before the transfer gave it a second ticket.
         await self.store.set_held(doc["request_id"], False)
+        self.memory.held(site.site, doc["request_id"], False, None)
         return await self.queue.ticket(new.ticket_id)
 
     async def cancel(

@@ -30,6 +30,7 @@ from giliran.push import Changes
 from giliran.store import Document, from_instant, instant
 from giliran.telemetry import JOURNEY
 from services.queue import domain, eta
+from services.queue.memory import QueueMemory
 from services.queue.store import SessionFlags, TicketStore, facts_of, ticket_view
 
 SOURCE = "queue"
@@ -54,6 +55,8 @@ class Queue:
     default_service: timedelta = timedelta(minutes=8)
     clock: Callable[[], datetime] = utcnow
     changes: Changes = field(default_factory=Changes)
+    # Lines, counters and latest calls of each site, in memory (ADR 0160).
+    memory: QueueMemory = field(init=False)
     # The running session per site, re-read at most every SESSION_TTL (a new session shows on
     # other instances within that; on this one at once).
     _sessions: dict[str, tuple[float, str | None]] = field(default_factory=dict)
@@ -64,6 +67,15 @@ class Queue:
         default_factory=dict
     )
     _noted: dict[tuple[object, ...], float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.memory = QueueMemory(self.store)
+
+    def on_event(self, subject: str, event_id: str | None) -> None:
+        """Every ticket or counter event on the bus: another instance's write makes this one
+        re-read the site; every event refreshes the boards."""
+        self.memory.on_event(subject, event_id)
+        self.changes.bump_from_subject(subject)
 
     def site(self, slug: str) -> SiteDef:
         site = self.catalogue.site(slug)
@@ -134,6 +146,7 @@ class Queue:
             if quoted is not None:
                 doc["eta"] = instant(quoted)
             if await self.store.insert_with_events(doc, [ticket_event]):
+                self.memory.joined(doc)
                 issued.append(ticket_view(doc))
             else:  # a concurrent delivery won; its number stands and this one is left unused
                 again = await self.store.get(ticket_id)
@@ -141,9 +154,11 @@ class Queue:
                 issued.append(ticket_view(again))
         # A request submitted while the citizen is already at a booth (a counter walk-up adds a
         # service) joins held.
-        holder = await self.store.visit_holder(request.request_id)
+        # (Only a request that had tickets before can have one at a booth.)
+        holder = await self.store.visit_holder(request.request_id) if existing else None
         if holder is not None:
             await self.store.set_held(request.request_id, True, except_ticket=holder)
+            self.memory.held(site.site, request.request_id, True, holder)
         self.wake()
         self.changes.bump(site.site)
         return issued
@@ -271,6 +286,7 @@ class Queue:
                 {"_id": doc["_id"], "arrived": False},
                 {"$set": {"arrived": True, "queued_at": instant(at)}},
             )
+            self.memory.joined({**doc, "arrived": True, "queued_at": instant(at)})
         self._sessions.pop(event.site, None)
         await self.store.note_session(event.site, data.session_id, None, None, data.checked_in_at)
         self.touched(event.site)
@@ -291,12 +307,15 @@ class Queue:
                 source=SOURCE,
                 at=now,
             )
-            await self.store.transition(
+            moved = await self.store.transition(
                 doc["_id"],
                 from_status=status,
                 set_fields={"status": "cancelled", "cancelled_at": instant(now), "held": False},
                 events=[cancelled],
             )
+            if moved is not None:
+                self.memory.left(doc)
+                self.memory.moved_to(moved)
             await self.store.release_visit(doc["request_id"], doc["_id"])
         self.touched(event.site)
 
@@ -338,7 +357,7 @@ class Queue:
     async def _capacity(self, site: str, session_id: str, service: str) -> float:
         open_counters = [
             c["services"]
-            for c in await self.store.counters_of(site)
+            for c in (await self.memory.counters(site)).values()
             if c["status"] == "open" and c.get("session_id") in (session_id, None)
         ]
         return eta.line_capacity(open_counters, service)

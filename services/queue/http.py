@@ -18,7 +18,7 @@ from giliran.contracts import CounterAction, CounterView, Outcome, TicketAction,
 from giliran.contracts.events import ServiceCode
 from giliran.contracts.subjects import SITE_PATTERN
 from giliran.push import credential_of, sse_response
-from services.queue.board import BoardView, LinesCache, board_view, call_shown
+from services.queue.board import BoardView, board_from_memory, call_shown
 from services.queue.desk import Desk
 from services.queue.domain import TicketNotFound
 from services.queue.handlers import Queue
@@ -105,7 +105,9 @@ def router(
     api = APIRouter(tags=["counter"])
 
     async def before(ticket_id: str) -> dict[str, object] | None:
-        return audit_facts(await queue.store.get(ticket_id))
+        # The ticket as this process last wrote it, if it did (services.queue.memory).
+        remembered = queue.memory.ticket(ticket_id)
+        return audit_facts(remembered or await queue.store.get(ticket_id))
 
     @api.post(
         "/api/v1/sites/{site}/counters/{counter}/call-next",
@@ -221,12 +223,10 @@ def router(
     ) -> list[TicketView]:
         return await queue.request_status(site, request_id)
 
-    lines = LinesCache(refresh=queue.changes.bump)
-
     async def board(site: str) -> BoardView:
         definition = queue.site(site)
         session = await queue.current_session(definition.site)
-        return await board_view(queue.store, definition, session, queue.clock(), lines)
+        return await board_from_memory(queue.memory, definition, session, queue.clock())
 
     @api.get("/api/v1/sites/{site}/board", response_model=BoardView)
     async def board_now(site: Site, _: Viewer) -> BoardView:

@@ -69,8 +69,10 @@ class QueueMetrics:
             if session is None:
                 continue
             for service in site.services:
-                waiting, first = await queue.store.line_state(session, service.code)
-                lines[(slug, service.code)] = (waiting, _age(now, first))
+                # From the lines in memory (ADR 0160): a point read of each line otherwise.
+                waiting, first = await queue.memory.waiting(slug, session, service.code)
+                oldest = first[0].get("queued_at") if first else None
+                lines[(slug, service.code)] = (waiting, _age(now, oldest))
         self.waiting.clear()
         self.oldest_wait.clear()
         for (slug, line), (waiting, oldest) in lines.items():

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+from cachetools import TTLCache
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
@@ -22,9 +23,14 @@ from giliran.store import (
     outbox_fields,
     with_outbox,
 )
+from services.queue.calling import TicketAt
 
 NO_OUTBOX = {"outbox": 0}
 BUSY = ("called", "serving")
+# Ids of the events this process wrote, until the bus has surely echoed them back: an event
+# seen on the bus and not in here is another queue instance's write (services.queue.memory).
+OWN_EVENTS_KEPT = 100_000
+OWN_EVENTS_SECONDS = 600.0
 
 
 def ticket_view(doc: Document, **extra: Any) -> TicketView:
@@ -65,6 +71,18 @@ def counter_view(doc: Document, current: str | None = None) -> CounterView:
     )
 
 
+def ticket_at(doc: Document | None) -> TicketAt | None:
+    """What the call decisions (services.queue.calling) read of a stored ticket."""
+    if doc is None:
+        return None
+    return TicketAt(
+        site=str(doc.get("site") or ""),
+        status=TicketStatus(doc["status"]),
+        counter=doc.get("counter"),
+        arrived=bool(doc.get("arrived", True)),
+    )
+
+
 def counter_key(site: str, counter: str) -> str:
     return f"{site}:{counter}"
 
@@ -84,6 +102,16 @@ class TicketStore:
         self.visits = database["visits"]
         self.sessions = database["sessions"]
         self.eta_quotes = database["eta_quotes"]
+        self._own_events: TTLCache[str, bool] = TTLCache(OWN_EVENTS_KEPT, OWN_EVENTS_SECONDS)
+
+    def _written(self, events: Sequence[Event[Any]]) -> Sequence[Event[Any]]:
+        for event in events:
+            self._own_events[event.id] = True
+        return events
+
+    def own_event(self, event_id: str) -> bool:
+        """Whether this process wrote the event (told apart from another instance's)."""
+        return event_id in self._own_events
 
     async def ensure_indexes(self) -> None:
         # call-next reads the oldest callable tickets of one line along an index whose leading
@@ -96,6 +124,14 @@ class TicketStore:
         await self.tickets.create_index(
             [("session_id", 1), ("service", 1), ("status", 1), ("arrived", 1), ("held", 1),
              ("is_priority", 1), ("queued_at", 1)]
+        )  # fmt: skip
+        # The heads of the lines kept in memory (held tickets included, flagged).
+        await self.tickets.create_index(
+            [("session_id", 1), ("service", 1), ("status", 1), ("arrived", 1), ("queued_at", 1)]
+        )
+        await self.tickets.create_index(
+            [("session_id", 1), ("service", 1), ("status", 1), ("arrived", 1), ("is_priority", 1),
+             ("queued_at", 1)]
         )  # fmt: skip
         await self.tickets.create_index(
             [("session_id", 1), ("status", 1), ("arrived", 1), ("held", 1), ("appointment_at", 1)]
@@ -129,7 +165,7 @@ class TicketStore:
     async def insert_with_events(self, doc: Document, events: Sequence[Event[Any]]) -> bool:
         """False when the ticket already exists (a redelivered or concurrent issue)."""
         try:
-            await self.tickets.insert_one({**doc, **outbox_fields(events)})
+            await self.tickets.insert_one({**doc, **outbox_fields(self._written(events))})
         except DuplicateKeyError:
             return False
         return True
@@ -139,17 +175,6 @@ class TicketStore:
             self.tickets,
             indexed({"session_id": session_id, "service": service, "status": "waiting"}),
         )
-
-    async def line_state(self, session_id: str, service: str) -> tuple[int, str | None]:
-        """How many wait in a line (held ones included), and when the longest-waiting queued."""
-        query = indexed(
-            {"session_id": session_id, "service": service, "status": "waiting", "arrived": True}
-        )
-        cursor = self.tickets.find(query, {"queued_at": 1}).sort([("queued_at", 1), ("_id", 1)])
-        first: list[Document] = await cursor.limit(1).to_list()
-        if not first:
-            return 0, None
-        return await count(self.tickets, query), first[0].get("queued_at")
 
     async def ahead_of(self, doc: Document) -> int:
         """Arrived tickets of the same line that joined before this one."""
@@ -169,6 +194,28 @@ class TicketStore:
                 }
             ),
         )
+
+    async def line_head(
+        self, session_id: str, service: str, limit: int, *, priority_only: bool
+    ) -> list[Document]:
+        """The oldest arrived waiting tickets of a line (held ones too), in call-next's order."""
+        query: Document = {
+            "session_id": session_id, "service": service, "status": "waiting", "arrived": True
+        }  # fmt: skip
+        if priority_only:
+            query["is_priority"] = True
+        cursor = self.tickets.find(indexed(query), NO_OUTBOX).sort([("queued_at", 1), ("_id", 1)])
+        found: list[Document] = await cursor.limit(limit).to_list()
+        return found
+
+    async def waiting_arrived(self, session_id: str, service: str) -> int:
+        return await count(
+            self.tickets,
+            indexed(
+                {"session_id": session_id, "service": service, "status": "waiting",
+                 "arrived": True}
+            ),
+        )  # fmt: skip
 
     async def callable_candidates(
         self,
@@ -232,7 +279,7 @@ class TicketStore:
                 "status": {"$in": [s.value for s in statuses]},
                 **(extra_match or {}),
             },
-            with_outbox(update, events),
+            with_outbox(update, self._written(events)),
             projection=NO_OUTBOX,
             return_document=ReturnDocument.AFTER,
         )
@@ -259,21 +306,6 @@ class TicketStore:
         if doc is None or doc.get("counter") != counter or doc["status"] not in BUSY:
             return None
         return doc
-
-    async def point_counter_at(self, site: str, counter: str, ticket_id: str) -> None:
-        await self.counters.update_one(
-            {"_id": counter_key(site, counter)}, {"$set": {"current": ticket_id}}
-        )
-
-    async def scan_at_counter(self, site: str, counter: str) -> Document | None:
-        """The slow, certain way (repair only): any ticket called or served at the counter."""
-        for status in BUSY:
-            found = await self.tickets.find_one(
-                indexed({"site": site, "counter": counter, "status": status}), NO_OUTBOX
-            )
-            if found is not None:
-                return found
-        return None
 
     async def waiting_list(
         self, site: str, session_id: str, services: Sequence[str], limit: int
@@ -394,6 +426,7 @@ class TicketStore:
     ) -> Document | None:
         """Write a counter's state with its events; None when someone changed it meanwhile."""
         key = counter_key(site, counter)
+        events = self._written(events)
         update = with_outbox({"$set": {**fields, "site": site, "counter": counter}}, events)
         update.setdefault("$inc", {})["revision"] = 1
         if expect_revision is None:
@@ -412,15 +445,25 @@ class TicketStore:
             return_document=ReturnDocument.AFTER,
         )
 
-    async def note_call(self, site: str, counter: str, priority: bool, ticket_id: str) -> None:
-        """In one write: the counter now has `ticket_id`, and its memory for the priority ratio
-        (normal calls since its last priority call)."""
+    async def reserve_counter(
+        self, site: str, counter: str, revision: int, priority: bool, ticket_id: str
+    ) -> Document | None:
+        """Point the counter at the ticket it is about to call, if nobody changed the counter
+        since `revision` (ADR 0161); the counter as it is now, or None when someone did. In
+        the same write its memory for the priority ratio (normal calls since its last priority
+        call)."""
         update: Document = (
             {"$set": {"normal_since_priority": 0, "current": ticket_id}}
             if priority
             else {"$inc": {"normal_since_priority": 1}, "$set": {"current": ticket_id}}
         )
-        await self.counters.update_one({"_id": counter_key(site, counter)}, update)
+        update.setdefault("$inc", {})["revision"] = 1
+        return await self.counters.find_one_and_update(
+            {"_id": counter_key(site, counter), "revision": revision},
+            update,
+            projection=NO_OUTBOX,
+            return_document=ReturnDocument.AFTER,
+        )
 
     # --- sessions ----------------------------------------------------------------------------
 

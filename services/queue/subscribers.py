@@ -27,9 +27,8 @@ from giliran.contracts import (
     TicketView,
     utcnow,
 )
-from giliran.contracts.subjects import command_pattern, entity_events, site_of
+from giliran.contracts.subjects import command_pattern, device_user, entity_events, site_of
 from giliran.errors import DomainError
-from giliran.natsauth import device_user
 from giliran.runtime import ServiceRuntime
 from services.queue.desk import Desk
 from services.queue.handlers import Queue

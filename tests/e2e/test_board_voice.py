@@ -22,9 +22,9 @@ import httpx
 import pytest
 from playwright.async_api import Page, Response, async_playwright
 
-from giliran.cli import build_service
-from giliran.embedded import free_port
 from giliran.settings import Settings
+from giliran_ops.cli import build_service
+from giliran_ops.embedded import free_port
 from tests.conftest import (
     ARTIFACTS,
     CHROMIUM,

@@ -22,8 +22,8 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from giliran.contracts.subjects import DLQ_STREAM, PERSONAL_STREAM, STREAM, personal_events
-from giliran.embedded import ManagedProcess, mongo_wire_store
 from giliran.settings import SERVICES, Settings
+from giliran_ops.embedded import ManagedProcess, mongo_wire_store
 from tests.conftest import eventually, issue_token, service_process
 from tests.e2e.personal_data import personal_data_in
 

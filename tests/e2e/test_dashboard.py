@@ -8,7 +8,6 @@ import time
 import pytest
 from playwright.async_api import Page, async_playwright
 
-from giliran.cli import build_service
 from giliran.contracts import (
     CounterClosed,
     CounterOpened,
@@ -17,8 +16,9 @@ from giliran.contracts import (
     new_event,
     utcnow,
 )
-from giliran.embedded import free_port
 from giliran.settings import Settings
+from giliran_ops.cli import build_service
+from giliran_ops.embedded import free_port
 from tests.conftest import (
     ARTIFACTS,
     CHROMIUM,

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from giliran.embedded import free_port, service_process
 from giliran.settings import Settings
+from giliran_ops.embedded import free_port, service_process
 from tests.conftest import (
     ARTIFACTS,
     CHROMIUM,

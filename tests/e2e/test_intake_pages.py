@@ -12,9 +12,9 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from giliran.bus import publish_event
-from giliran.cli import build_service
-from giliran.embedded import free_port
 from giliran.settings import Settings
+from giliran_ops.cli import build_service
+from giliran_ops.embedded import free_port
 from tests.conftest import (
     ARTIFACTS,
     CHROMIUM,

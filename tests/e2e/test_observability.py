@@ -18,8 +18,8 @@ import httpx
 import pytest
 import yaml
 
-from giliran.embedded import ManagedProcess
 from giliran.settings import REPO_ROOT, SERVICES, Settings
+from giliran_ops.embedded import ManagedProcess
 from tests.conftest import ARTIFACTS, eventually, issue_token, publish, service_process
 from tests.e2e.personal_data import personal_data_in
 

@@ -130,7 +130,7 @@ class Box:
 def box(net: Net, tmp_path: Path) -> Iterator[Box]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GILIRAN_")}
     process = subprocess.Popen(
-        ["ip", "netns", "exec", net.server_ns, sys.executable, "-m", "giliran.cli", "up",
+        ["ip", "netns", "exec", net.server_ns, sys.executable, "-m", "giliran_ops.cli", "up",
          "--lan", "--demo", "--data", str(tmp_path / "data")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip

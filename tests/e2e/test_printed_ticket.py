@@ -18,9 +18,9 @@ import zxingcpp
 from PIL import Image
 from playwright.async_api import Page, async_playwright
 
-from giliran.cli import build_service
-from giliran.embedded import free_port
 from giliran.settings import Settings
+from giliran_ops.cli import build_service
+from giliran_ops.embedded import free_port
 from tests.conftest import (
     ARTIFACTS,
     CHROMIUM,

@@ -14,9 +14,9 @@ import pytest
 from playwright.async_api import Browser, async_playwright
 from pydantic import SecretStr
 
-from giliran.cli import build_service
-from giliran.embedded import free_port
 from giliran.settings import Settings
+from giliran_ops.cli import build_service
+from giliran_ops.embedded import free_port
 from tests.conftest import (
     ARTIFACTS,
     CHROMIUM,

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from giliran.embedded import free_port
+from giliran_ops.embedded import free_port
 from tests.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.e2e
@@ -76,7 +76,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     env.pop("GILIRAN_NATS_URL", None)
     env.pop("GILIRAN_MONGO_URL", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "giliran.cli", "up", "--demo", "--data", str(tmp_path / "data")],
+        [sys.executable, "-m", "giliran_ops.cli", "up", "--demo", "--data", str(tmp_path / "data")],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -41,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from giliran.embedded import free_port
+from giliran_ops.embedded import free_port
 
 HOST = "127.0.0.1"
 HEALTH_PATH = "/healthz"

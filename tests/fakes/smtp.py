@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, Self
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from giliran.embedded import free_port
+from giliran_ops.embedded import free_port
 
 HOST = "127.0.0.1"
 

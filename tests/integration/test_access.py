@@ -20,8 +20,8 @@ from starlette.routing import Mount, compile_path
 
 from giliran.auth import ALL_SITES, Role
 from giliran.auth.web import Requirement
-from giliran.cli import build_service
 from giliran.settings import ServiceName, Settings
+from giliran_ops.cli import build_service
 from tests.conftest import RunningService, eventually, publish, request_event, running
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,7 @@ def giliran(settings: Settings, *args: str, stdin: str = "") -> subprocess.Compl
         "GILIRAN_DB_PREFIX": settings.db_prefix,
     }
     return subprocess.run(
-        [sys.executable, "-m", "giliran.cli", *args],
+        [sys.executable, "-m", "giliran_ops.cli", *args],
         env=env,
         input=stdin,
         capture_output=True,

@@ -38,7 +38,7 @@ def verify_cli(settings: Settings, key: str | None = None) -> subprocess.Complet
         "GILIRAN_AUDIT_KEY": key or settings.audit_key.get_secret_value(),
     }
     return subprocess.run(
-        [sys.executable, "-m", "giliran.cli", "audit", "verify"],
+        [sys.executable, "-m", "giliran_ops.cli", "audit", "verify"],
         env=env,
         capture_output=True,
         text=True,

@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from giliran.auth.cli import demo_accounts
-from giliran.cli import build_service
-from giliran.embedded import free_port
 from giliran.settings import Settings
+from giliran_ops.cli import build_service
+from giliran_ops.embedded import free_port
 from tests.conftest import serving
 
 pytestmark = pytest.mark.integration

@@ -13,9 +13,9 @@ import pytest
 from pydantic import SecretStr
 
 from giliran.contracts.subjects import STREAM
-from giliran.embedded import ManagedProcess, mongo_wire_store
 from giliran.settings import Settings
 from giliran.store import OUTBOX_COUNT, count
+from giliran_ops.embedded import ManagedProcess, mongo_wire_store
 from tests.conftest import RunningService, eventually, running
 
 pytestmark = pytest.mark.integration

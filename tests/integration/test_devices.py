@@ -20,10 +20,10 @@ import pytest
 
 from giliran.auth import AuthStore, Role
 from giliran.auth.accounts import DeviceKind
-from giliran.cli import build_service
-from giliran.embedded import free_port
 from giliran.settings import Settings
 from giliran.store import connect
+from giliran_ops.cli import build_service
+from giliran_ops.embedded import free_port
 from tests.conftest import eventually, issue_token, running, serving
 
 pytestmark = pytest.mark.integration

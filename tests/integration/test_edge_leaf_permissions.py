@@ -17,11 +17,11 @@ from pathlib import Path
 import nats
 import pytest
 
-from giliran import edge
 from giliran.bus import ensure_streams
 from giliran.contracts.subjects import STREAM
-from giliran.embedded import ManagedProcess, free_port, nats_server
 from giliran.settings import Settings
+from giliran_ops import edge
+from giliran_ops.embedded import ManagedProcess, free_port, nats_server
 from tests.conftest import eventually, publish_many, request_event
 
 pytestmark = pytest.mark.integration

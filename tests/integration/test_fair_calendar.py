@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import SecretStr
 
-from giliran import edge
 from giliran.bus import put_stream
 from giliran.settings import Settings
+from giliran_ops import edge
 from services.intake.admin import Admin
 from tests.conftest import eventually, issue_token, nats_client, running
 from tests.integration.test_intake_registration import at, bus_events, nik

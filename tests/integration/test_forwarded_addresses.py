@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from giliran.embedded import service_process
 from giliran.settings import Settings
+from giliran_ops.embedded import service_process
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from giliran import edge
 from giliran.bus import put_stream
 from giliran.settings import Settings
+from giliran_ops import edge
 from services.intake.admin import Admin, CalendarChange
 from services.intake.edge import apply
 from tests.conftest import eventually, nats_client, running

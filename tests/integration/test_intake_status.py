@@ -16,7 +16,6 @@ import pytest
 from pydantic import SecretStr
 
 from giliran.auth import Role
-from giliran.cli import build_service
 from giliran.contracts import (
     RequestStatusQuery,
     RequestStatusReply,
@@ -28,8 +27,9 @@ from giliran.contracts import (
     new_event,
     utcnow,
 )
-from giliran.embedded import free_port
 from giliran.settings import Settings
+from giliran_ops.cli import build_service
+from giliran_ops.embedded import free_port
 from tests.conftest import (
     RunningService,
     eventually,

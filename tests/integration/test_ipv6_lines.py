@@ -14,8 +14,8 @@ import pytest
 from giliran.auth import Role
 from giliran.auth.accounts import LOGIN_FAILURES_ALLOWED
 from giliran.auth.web import SESSION_COOKIE
-from giliran.embedded import service_process
 from giliran.settings import Settings
+from giliran_ops.embedded import service_process
 from tests.conftest import add_account, issue_token
 
 pytestmark = pytest.mark.integration

@@ -22,8 +22,8 @@ import pytest
 import zxingcpp
 
 from giliran.auth import Role
-from giliran.embedded import free_port
 from giliran.settings import KioskPrinter, Settings
+from giliran_ops.embedded import free_port
 from services.intake.app import warn_if_phones_cannot_follow
 from tests.conftest import RunningService, eventually, running
 from tests.escpos_reader import Printout, read

@@ -20,9 +20,9 @@ from nats.js.api import StreamInfo
 from giliran.bus import ensure_streams, publish_event
 from giliran.catalogue import load_catalogue
 from giliran.contracts.subjects import STREAM, STREAM_OWNER
-from giliran.embedded import ManagedProcess, free_port, nats_server_binary
-from giliran.natsauth import all_users, server_environment
 from giliran.settings import REPO_ROOT, SERVICES, Settings
+from giliran_ops.embedded import ManagedProcess, free_port, nats_server_binary
+from giliran_ops.natsauth import all_users, server_environment
 from tests.conftest import eventually, request_event
 
 pytestmark = pytest.mark.integration

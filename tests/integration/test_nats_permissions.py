@@ -16,11 +16,11 @@ from pydantic import SecretStr
 
 from giliran.bus import ensure_streams
 from giliran.catalogue import load_catalogue
-from giliran.cli import NATS_CONFIG, build_service, nats_config_text
 from giliran.contracts import EVENT_MODELS, CallNext
 from giliran.contracts.subjects import PERSONAL_STREAM, STREAM
-from giliran.natsauth import service_grants
 from giliran.settings import SERVICES, Settings
+from giliran_ops.cli import NATS_CONFIG, build_service, nats_config_text
+from giliran_ops.natsauth import service_grants
 from tests.conftest import SecuredNats, eventually, running
 
 pytestmark = pytest.mark.integration

@@ -38,7 +38,7 @@ def cli(settings: Settings, keys: str) -> subprocess.CompletedProcess[str]:
         "GILIRAN_NIK_ENCRYPTION_KEY": keys,
     }
     return subprocess.run(
-        [sys.executable, "-m", "giliran.cli", "keys", "rotate-nik", "--batch", "5"],
+        [sys.executable, "-m", "giliran_ops.cli", "keys", "rotate-nik", "--batch", "5"],
         env=env,
         capture_output=True,
         text=True,

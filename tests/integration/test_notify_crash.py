@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from giliran.contracts.subjects import STREAM
-from giliran.embedded import free_port
 from giliran.errors import RetryLater
 from giliran.settings import Settings
+from giliran_ops.embedded import free_port
 from tests.conftest import eventually, issue_token, nats_client, publish
 from tests.fakes.gateway import FakeGateway
 from tests.integration.test_notify_channels import (
@@ -45,7 +45,7 @@ async def start_notify(settings: Settings, config: Path, port: int) -> asyncio.s
         "GILIRAN_AUDIT_KEY": "test-audit-key-of-sufficient-length-0123",
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "giliran.cli", "service", "notify", env=env,
+        sys.executable, "-m", "giliran_ops.cli", "service", "notify", env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     async with httpx.AsyncClient() as client:

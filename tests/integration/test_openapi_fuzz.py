@@ -11,9 +11,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from giliran.cli import build_service
-from giliran.embedded import free_port
 from giliran.settings import SERVICES, ServiceName, Settings
+from giliran_ops.cli import build_service
+from giliran_ops.embedded import free_port
 from tests.conftest import serving
 
 pytestmark = pytest.mark.integration

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from giliran.embedded import ManagedProcess
 from giliran.settings import Settings
+from giliran_ops.embedded import ManagedProcess
 from tests.conftest import eventually, running
 
 pytestmark = pytest.mark.integration

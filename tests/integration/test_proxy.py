@@ -20,9 +20,9 @@ from pydantic import SecretStr
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from giliran.cli import build_service
-from giliran.embedded import ManagedProcess, free_port
 from giliran.settings import REPO_ROOT, SERVICES, ServiceName, Settings
+from giliran_ops.cli import build_service
+from giliran_ops.embedded import ManagedProcess, free_port
 from tests.conftest import add_account, eventually, serving
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from giliran.embedded import service_process
 from giliran.settings import Settings
+from giliran_ops.embedded import service_process
 from tests.conftest import issue_token
 
 pytestmark = pytest.mark.integration

@@ -5,8 +5,8 @@ from __future__ import annotations
 import yaml
 
 from giliran.contracts import EVENT_MODELS
-from giliran.docs import asyncapi_yaml
 from giliran.settings import REPO_ROOT
+from giliran_ops.docs import asyncapi_yaml
 
 DOC = REPO_ROOT / "docs" / "asyncapi.yaml"
 

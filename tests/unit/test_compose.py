@@ -1,7 +1,7 @@
 """compose.yaml, the Dockerfile and deploy/mongo agree with the code, checked without Docker.
 
 The ports, commands and GILIRAN_* variables in compose.yaml are easy to let drift from
-giliran.settings and giliran.cli; these tests read the files as data and compare.
+giliran.settings and giliran_ops.cli; these tests read the files as data and compare.
 """
 
 from __future__ import annotations

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from giliran import edge
 from giliran.catalogue import load_catalogue
 from giliran.contracts.subjects import STREAM
-from giliran.embedded import nats_server_binary
 from giliran.settings import REPO_ROOT, Settings
+from giliran_ops import edge
+from giliran_ops.embedded import nats_server_binary
 
 NATS_DIR = REPO_ROOT / "deploy" / "nats"
 SITES = sorted(load_catalogue(Settings().catalogue_dir).sites)
@@ -98,7 +98,7 @@ def test_no_site_may_take_the_hubs_domain() -> None:
 
 
 def test_the_command_prints_what_the_code_generates(capsys: pytest.CaptureFixture[str]) -> None:
-    from giliran.cli import main
+    from giliran_ops.cli import main
 
     assert main(["edge-config", "site", "botram-setu"]) == 0
     assert capsys.readouterr().out == edge.render_site_config("botram-setu")

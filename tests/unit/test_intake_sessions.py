@@ -8,8 +8,8 @@ import holidays
 import pytest
 
 from giliran.catalogue import load_catalogue
-from giliran.cli import describe_sessions
 from giliran.settings import REPO_ROOT
+from giliran_ops.cli import describe_sessions
 from services.intake.errors import InvalidSlot, SessionClosed, SessionNotBookable
 from services.intake.sessions import (
     CalendarOverrides,

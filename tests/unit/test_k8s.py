@@ -184,7 +184,7 @@ def test_service_deployment_agrees_with_the_code(
 
 @pytest.mark.parametrize("name", SERVICES)
 def test_probes_ask_paths_the_service_serves(base: list[dict[str, Any]], name: ServiceName) -> None:
-    from giliran.cli import build_service
+    from giliran_ops.cli import build_service
 
     app, _ = build_service(
         name, Settings(nik_hash_key=SecretStr("k"), session_key=SecretStr("s"), demo=True)
@@ -257,7 +257,7 @@ def test_the_nats_cluster_config_is_accepted_by_nats_server(
     """The ConfigMap's nats.conf with the checked-in users included the way the pod mounts
     them (/etc/nats and /etc/nats-auth), parsed by the real nats-server (`-t`)."""
     from giliran.catalogue import load_catalogue
-    from giliran.natsauth import all_users, server_environment
+    from giliran_ops.natsauth import all_users, server_environment
 
     nats = _one(base, "StatefulSet", "nats")
     mounts = {m["name"]: m["mountPath"] for m in _container(nats)["volumeMounts"]}
@@ -292,7 +292,7 @@ def test_the_nats_cluster_config_is_accepted_by_nats_server(
 def test_keda_scales_each_service_by_its_own_durable_consumer(base: list[dict[str, Any]]) -> None:
     """KEDA's ScaledObject is a CRD the bundled schemas do not know: checked here against
     KEDA's documented required fields and against the code and the base it patches."""
-    from giliran.cli import build_service
+    from giliran_ops.cli import build_service
 
     headless = _one(base, "Service", _one(base, "StatefulSet", "nats")["spec"]["serviceName"])
     monitor = next(p["port"] for p in headless["spec"]["ports"] if p["name"] == "monitor")

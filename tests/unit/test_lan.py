@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from giliran.lan import Office, is_loopback_url, loopback_warning, terminal_qr
+from giliran_ops.lan import Office, is_loopback_url, loopback_warning, terminal_qr
 from tests.terminal_qr import decode_terminal_qr
 
 

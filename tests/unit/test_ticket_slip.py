@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 
 from giliran.catalogue import load_catalogue
 from giliran.contracts import PriorityReason, TicketStatus
-from giliran.lan import is_loopback_url
-from giliran.settings import REPO_ROOT
+from giliran.settings import REPO_ROOT, is_loopback_url
 from services.intake.printing import escpos_bytes, plain
 from services.intake.slip import Paper, slip_for
 from services.intake.views import StatusView, TicketLine, cost_text

@@ -17,8 +17,15 @@ from nats.js.api import ExternalStream, StorageType, StreamConfig, StreamSource
 from nats.js.client import JetStreamContext
 
 from giliran.bus import put_stream
-from giliran.contracts.subjects import DUPLICATE_WINDOW_SECONDS, PREFIX, STREAM
-from giliran.natsauth import inbox_prefix
+from giliran.contracts.subjects import (
+    CATALOGUE_PREFIX,
+    CATALOGUE_STREAM,
+    DUPLICATE_WINDOW_SECONDS,
+    PREFIX,
+    STREAM,
+    catalogue_subject,
+    inbox_prefix,
+)
 from giliran.settings import SERVICES
 
 log = logging.getLogger("giliran.edge")
@@ -28,8 +35,6 @@ HUB_DOMAIN = "hub"
 LEAF_PORT = 7422
 # Calendar changes an admin makes at the hub, one subject per site: giliran.catalogue.<site>
 # (three tokens, so never inside GILIRAN's giliran.*.*.*). Sites source only their own.
-CATALOGUE_STREAM = "GILIRAN_CATALOGUE"
-CATALOGUE_PREFIX = f"{PREFIX}.catalogue"
 # Where the site config finds the hub's leaf URL, credentials included (never in the file).
 HUB_URL_VARIABLE = "GILIRAN_HUB_LEAF_URL"
 # The hub's own processes (its services, its caretaker) sign in as this user; the leaf users
@@ -56,10 +61,6 @@ def leaf_user(site: str) -> str:
 
 def leaf_password_variable(site: str) -> str:
     return "NATS_LEAF_PASSWORD_" + site.upper().replace("-", "_")
-
-
-def catalogue_subject(site: str) -> str:
-    return f"{CATALOGUE_PREFIX}.{site}"
 
 
 def deliver_up(site: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -21,15 +20,15 @@ from typing import Any
 
 import httpx
 
-from giliran import lan
-from giliran.embedded import (
+from giliran.settings import DEFAULT_PORTS, SERVICES, ServiceName, Settings
+from giliran_ops import lan
+from giliran_ops.embedded import (
     ManagedProcess,
     _die_with_parent,
     mongo_wire_store,
     nats_server,
     port_open,
 )
-from giliran.settings import DEFAULT_PORTS, SERVICES, ServiceName, Settings
 
 log = logging.getLogger("giliran")
 
@@ -52,7 +51,7 @@ def _nik_key(data_dir: Path, name: str = "nik_hash_key") -> str:
 
 
 def _pick_port(preferred: int) -> int:
-    from giliran.embedded import free_port
+    from giliran_ops.embedded import free_port
 
     return preferred if not port_open("127.0.0.1", preferred) else free_port()
 
@@ -71,7 +70,7 @@ class Stack:
 
     def start_service(self, name: str) -> None:
         self.services[name] = subprocess.Popen(
-            [sys.executable, "-m", "giliran.cli", "service", name],
+            [sys.executable, "-m", "giliran_ops.cli", "service", name],
             env={**self.env, **self.service_env.get(name, {})},
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches `up` only; it stops children in order
@@ -155,7 +154,7 @@ async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
         loop.add_signal_handler(signum, stopping.set)
     try:
         if "GILIRAN_NATS_URL" not in os.environ and args.secure:
-            from giliran.natsauth import OPS_USER, server_environment
+            from giliran_ops.natsauth import OPS_USER, server_environment
 
             passwords = _nats_passwords(data_dir)
             nats_env = {**os.environ, **server_environment(passwords)}
@@ -179,7 +178,7 @@ async def _up(args: argparse.Namespace, data_dir: Path, nik_key: str) -> int:
             env["GILIRAN_NATS_URL"] = f"nats://127.0.0.1:{nats.port}"
             if _role(args) == "hub":
                 # The hub's clients sign in (its leaf users carry permissions, so it has users).
-                from giliran.edge import HUB_USER
+                from giliran_ops.edge import HUB_USER
 
                 credentials = f"{HUB_USER}:{_hub_password(data_dir)}@"
                 env["GILIRAN_NATS_URL"] = f"nats://{credentials}127.0.0.1:{nats.port}"
@@ -330,8 +329,8 @@ def _hub_sites(args: argparse.Namespace) -> list[str]:
 
 def _edge_nats(args: argparse.Namespace, data_dir: Path) -> tuple[Path | None, dict[str, str]]:
     """The nats-server configuration file (written into the data directory, generated from
-    giliran.edge) and environment of a site box or the hub; none for a one-box site."""
-    from giliran import edge
+    giliran_ops.edge) and environment of a site box or the hub; none for a one-box site."""
+    from giliran_ops import edge
 
     role = _role(args)
     if role == "one-box":
@@ -361,13 +360,13 @@ def _edge_nats(args: argparse.Namespace, data_dir: Path) -> tuple[Path | None, d
 
 def _hub_password(data_dir: Path) -> str:
     """The password of the hub's own user (its services and caretaker sign in with it)."""
-    from giliran.edge import HUB_USER
+    from giliran_ops.edge import HUB_USER
 
     return _password_file(data_dir / "secrets" / "hub_password.json", [HUB_USER])[HUB_USER]
 
 
 def _leaf_passwords(data_dir: Path, sites: Sequence[str]) -> dict[str, str]:
-    from giliran.edge import leaf_user
+    from giliran_ops.edge import leaf_user
 
     known = _password_file(data_dir / "secrets" / "leaf_passwords.json", map(leaf_user, sites))
     return {site: known[leaf_user(site)] for site in sites}
@@ -378,7 +377,7 @@ async def _edge_streams(args: argparse.Namespace, env: dict[str, str], stack: St
     gathering stream; and the caretaker that re-arms the sourcing when the link returns."""
     import nats
 
-    from giliran import edge
+    from giliran_ops import edge
 
     role = _role(args)
     if role == "site":
@@ -416,7 +415,7 @@ def hub(args: argparse.Namespace) -> int:
 
 def edge_config(args: argparse.Namespace) -> int:
     """Print the generated nats-server configuration of a site box or the hub."""
-    from giliran import edge
+    from giliran_ops import edge
 
     if args.role == "site":
         if not args.site:
@@ -462,9 +461,22 @@ async def _next_sessions(intake_url: str, site: str) -> list[str]:
 
 
 def build_service(name: ServiceName, settings: Settings) -> Any:
-    """The (app, runtime) pair of a service. Imported by name: the kernel never imports services."""
-    module = importlib.import_module(f"services.{name}.app")
-    return module.build(settings)
+    """The (app, runtime) pair of a service (imported when asked: a process runs one service)."""
+    if name == "intake":
+        from services.intake import app as intake
+
+        return intake.build(settings)
+    if name == "queue":
+        from services.queue import app as queue
+
+        return queue.build(settings)
+    if name == "notify":
+        from services.notify import app as notify
+
+        return notify.build(settings)
+    from services.reporting import app as reporting
+
+    return reporting.build(settings)
 
 
 def service(args: argparse.Namespace) -> int:
@@ -505,9 +517,10 @@ def reporting(args: argparse.Namespace) -> int:
     import asyncio
 
     settings = Settings()
-    module = importlib.import_module("services.reporting.rebuild")
+    from services.reporting import rebuild
+
     prefix = args.into or f"{settings.db_prefix}_rebuild"
-    code: int = asyncio.run(module.main(settings, prefix, args.keep))
+    code: int = asyncio.run(rebuild.main(settings, prefix, args.keep))
     return code
 
 
@@ -519,7 +532,7 @@ def nats_config_text(settings: Settings) -> str:
     from pydantic import SecretStr
 
     from giliran.catalogue import load_catalogue
-    from giliran.natsauth import Grants, render_config, service_grants
+    from giliran_ops.natsauth import Grants, render_config, service_grants
 
     # Building a service wires it without connecting anywhere; intake insists on a hash key.
     probe = settings.model_copy(
@@ -540,7 +553,7 @@ def _nats_passwords(data_dir: Path) -> dict[str, str]:
     """One password per NATS user, kept beside the NIK key; the server reads them from its
     environment (NATS_PASSWORD_<USER>), each service gets only its own."""
     from giliran.catalogue import load_catalogue
-    from giliran.natsauth import all_users
+    from giliran_ops.natsauth import all_users
 
     users = all_users(SERVICES, load_catalogue(Settings().catalogue_dir).sites)
     return _password_file(data_dir / "secrets" / "nats_passwords.json", users)
@@ -561,15 +574,16 @@ def _password_file(path: Path, users: Iterable[str]) -> dict[str, str]:
 
 def keys(args: argparse.Namespace) -> int:
     """`giliran keys rotate-nik`: stored NIKs re-encrypted with the newest configured key."""
-    module = importlib.import_module("services.intake.rotation")
-    code: int = asyncio.run(module.main(Settings(), args.batch))
+    from services.intake import rotation
+
+    code: int = asyncio.run(rotation.main(Settings(), args.batch))
     return code
 
 
 def nats_passwords(_: argparse.Namespace) -> int:
     """Fresh NATS_PASSWORD_<USER>=... lines for compose's .env."""
     from giliran.catalogue import load_catalogue
-    from giliran.natsauth import all_users, password_variable
+    from giliran_ops.natsauth import all_users, password_variable
 
     for user in all_users(SERVICES, load_catalogue(Settings().catalogue_dir).sites):
         print(f"{password_variable(user)}=p{secrets.token_hex(20)}")
@@ -577,7 +591,7 @@ def nats_passwords(_: argparse.Namespace) -> int:
 
 
 def asyncapi(_: argparse.Namespace) -> int:
-    from giliran.docs import asyncapi_yaml
+    from giliran_ops.docs import asyncapi_yaml
 
     sys.stdout.write(asyncapi_yaml())
     return 0

@@ -11,7 +11,7 @@ from giliran.settings import SERVICES, Settings
 
 
 def asyncapi_yaml() -> str:
-    from giliran.cli import build_service
+    from giliran_ops.cli import build_service
 
     # Building an app wires its broker; nothing connects until the app starts.
     # Fixed values, not the environment: the document must not change with where it is built.

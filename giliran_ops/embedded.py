@@ -163,7 +163,7 @@ def mongo_wire_store(
     args = [
         sys.executable,
         "-m",
-        "giliran.embedded",
+        "giliran_ops.embedded",
         "--data-dir",
         str(store_dir),
         "--host",
@@ -192,7 +192,7 @@ def _run_store(argv: Sequence[str]) -> None:
     """Entry point of the store process: nx-27017 with one SQLite file per database."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="giliran.embedded")
+    parser = argparse.ArgumentParser(prog="giliran_ops.embedded")
     parser.add_argument("--data-dir", required=True, type=Path)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=27017)
@@ -254,5 +254,5 @@ def service_process(
         f"GILIRAN_{name.upper()}_PORT": str(port),
         **(env or {}),
     }
-    args = [sys.executable, "-m", "giliran.cli", "service", name]
+    args = [sys.executable, "-m", "giliran_ops.cli", "service", name]
     return ManagedProcess(name, args, "127.0.0.1", port, log_dir / f"{name}.log", environment)

@@ -13,12 +13,11 @@ import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import segno
 
-from giliran.embedded import ManagedProcess, free_port
-from giliran.settings import REPO_ROOT, SERVICES, Settings
+from giliran.settings import REPO_ROOT, SERVICES, Settings, is_loopback_url
+from giliran_ops.embedded import ManagedProcess, free_port
 
 CADDYFILE = REPO_ROOT / "deploy" / "caddy" / "Caddyfile"
 # Who paired these in the accounts database: the ones left unused are replaced at each start.
@@ -26,18 +25,6 @@ START_UP = "giliran up --lan"
 # The box's screen stays in the office: its codes may wait for the set-up to reach each device.
 START_UP_PAIRING_LIFETIME = timedelta(hours=1)
 _SIOCGIFADDR = 0x8915
-
-
-def is_loopback_url(url: str) -> bool:
-    """Whether links to `url` reach only this machine (no citizen's phone can open them)."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return address.is_loopback or address.is_unspecified  # 0.0.0.0 is nobody's address either
 
 
 def loopback_warning(public_url: str) -> str | None:

@@ -13,7 +13,9 @@ from giliran.contracts.subjects import (
     PREFIX,
     STREAM,
     STREAM_OWNER,
+    device_user,
     event_pattern,
+    inbox_prefix,
 )
 
 if TYPE_CHECKING:
@@ -35,19 +37,9 @@ class Grants:
     comment: str = ""
 
 
-def inbox_prefix(user: str) -> str:
-    """Each user's replies arrive under its own prefix, so no user can read another's replies
-    (JetStream API answers, fetched messages, command replies)."""
-    return f"_INBOX.{user}"
-
-
 def password_variable(user: str) -> str:
     """The environment variable nats-server reads a user's password from (never in the file)."""
     return "NATS_PASSWORD_" + user.upper().replace("-", "_")
-
-
-def device_user(site: str) -> str:
-    return f"device-{site}"
 
 
 def _unique(items: Iterable[str]) -> tuple[str, ...]:

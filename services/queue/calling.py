@@ -1,0 +1,55 @@
+"""Pure decisions of a call at a counter (ADR 0161): whether the counter is free, busy, or holds
+a reservation to complete, and what a lost ticket write means. No I/O: the desk loads what they
+read, decides with them, and saves once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from giliran.contracts import TicketStatus
+
+BUSY_STATUSES = frozenset({TicketStatus.CALLED, TicketStatus.SERVING})
+
+
+@dataclass(frozen=True)
+class TicketAt:
+    """What the call decisions read of a ticket."""
+
+    site: str
+    status: TicketStatus
+    counter: str | None
+    arrived: bool = True
+
+
+class CounterNow(StrEnum):
+    FREE = "free"  # nothing called or served here: a call may reserve the counter
+    BUSY = "busy"  # its ticket is called or served here
+    RESERVED = "reserved"  # reserved for a ticket still waiting: complete that call first
+
+
+def counter_now(site: str, counter: str, current: TicketAt | None) -> CounterNow:
+    """The state of a counter from the ticket its `current` pointer names (None: no pointer or
+    no such ticket). A pointer at a ticket of another site, or one that moved elsewhere or on,
+    is left over and means nothing."""
+    if current is None or current.site != site:
+        return CounterNow.FREE
+    if current.status == TicketStatus.WAITING:
+        return CounterNow.RESERVED if current.arrived else CounterNow.FREE
+    if current.status in BUSY_STATUSES and current.counter == counter:
+        return CounterNow.BUSY
+    return CounterNow.FREE
+
+
+class LostCall(StrEnum):
+    CALLED_HERE = "called_here"  # the same reservation, completed by another instance: our call
+    TAKEN = "taken"  # another counter called it: its citizen's slot is that call's
+    GONE = "gone"  # it left the line otherwise (cancelled...): free its citizen's slot
+
+
+def after_lost_call(counter: str, now: TicketAt | None) -> LostCall:
+    """What a call whose conditional ticket write failed (the ticket no longer waited) means,
+    from the ticket as it is now."""
+    if now is not None and now.status in BUSY_STATUSES:
+        return LostCall.CALLED_HERE if now.counter == counter else LostCall.TAKEN
+    return LostCall.GONE

@@ -1,0 +1,278 @@
+"""What one queue process keeps in memory of each site (ADR 0160): the heads of its sessions'
+lines, its counters, its latest calls and the tickets this process moved lately. Loaded from the
+store once, kept current by this process's own writes, and forgotten (re-read on next use) as
+soon as the bus shows an event that another queue instance wrote at the site.
+
+Why that is safe: the queue is the only writer of tickets and counters. This process applies
+its own writes here as it makes them; every write of another instance carries an event (the
+in-document outbox), and the relay publishes it with its event id, which this process does not
+know as its own, so the site is forgotten and re-read. The watch has no delivery guarantee, so
+nothing here is trusted where a stale value would do harm: a call is claimed by a conditional
+write on the ticket (a stale candidate only loses the claim, and the site is then re-read), a
+counter by its revision (a stale counter only loses the compare-and-set), "nothing waits" is
+confirmed against the store, and a counter that looks busy is checked against the store.
+Memory is bounded: at most `HEAD` (+ `HEAD` of slack) tickets per line however long the line
+is, the last `RECENT_CALLS` calls and the counters of each site, and a bounded TTL cache of the
+tickets this process moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from bisect import insort
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cachetools import TTLCache
+
+from giliran.contracts.subjects import site_of
+from giliran.store import Document
+
+# Tickets kept per line head: call-next needs the oldest 4 callable of a line (2 for priority),
+# the board the first 3. Past twice this the head is cut back and the rest re-read later.
+HEAD = 16
+RECENT_CALLS = 8
+# Tickets this process moved (called, completed...): a point read saved on the next action on
+# them; only a hint for their terminal statuses (see `Desk._busy`).
+MOVED_KEPT = 4096
+MOVED_SECONDS = 600.0
+# The bus watch can lose a message (plain NATS, e.g. across a reconnect): a site's memory is
+# read again at least this often whatever happens, so a lost event is a bounded staleness.
+SITE_MAX_AGE = 30.0
+
+
+class LinesStore(Protocol):
+    """The reads memory is loaded with (services.queue.store.TicketStore; a fake in tests)."""
+
+    def own_event(self, event_id: str) -> bool: ...
+
+    async def line_head(
+        self, session_id: str, service: str, limit: int, *, priority_only: bool
+    ) -> list[Document]: ...
+
+    async def waiting_arrived(self, session_id: str, service: str) -> int: ...
+
+    async def counters_of(self, site: str) -> list[Document]: ...
+
+    async def recent_calls(self, site: str, limit: int) -> list[Document]: ...
+
+
+def line_order(doc: Document) -> tuple[str, str]:
+    """The order of a line, as call-next reads it: arrival, then id."""
+    return (str(doc.get("queued_at") or ""), str(doc["_id"]))
+
+
+@dataclass
+class LineHead:
+    """The oldest arrived waiting tickets of one line (held ones included, flagged), in order;
+    `complete` when they are the whole line."""
+
+    tickets: list[Document]
+    complete: bool
+    waiting: int | None  # how many wait in the whole line (None: not counted yet)
+
+    def add(self, doc: Document) -> None:
+        if any(t["_id"] == doc["_id"] for t in self.tickets):
+            return
+        if self.waiting is not None:
+            self.waiting += 1
+        if self.complete or (self.tickets and line_order(doc) < line_order(self.tickets[-1])):
+            insort(self.tickets, doc, key=line_order)
+            if len(self.tickets) > 2 * HEAD:  # keep it bounded: the rest is read again later
+                del self.tickets[HEAD:]
+                self.complete = False
+
+    def remove(self, ticket_id: str) -> None:
+        kept = [t for t in self.tickets if t["_id"] != ticket_id]
+        self.tickets = kept
+        if self.waiting is not None:
+            self.waiting = max(0, self.waiting - 1)
+
+    def callable(self, limit: int) -> list[Document] | None:
+        """The first `limit` callable (not held) tickets; None when the head cannot tell (it is
+        not the whole line and holds fewer than that)."""
+        found = [t for t in self.tickets if not t.get("held")][:limit]
+        if len(found) < limit and not self.complete:
+            return None
+        return found
+
+
+@dataclass
+class SiteMemory:
+    generation: int = 0
+    since: float = field(default_factory=time.monotonic)
+    heads: dict[tuple[str, str, bool], LineHead] = field(default_factory=dict)
+    counters: dict[str, Document] | None = None
+    calls: list[Document] | None = None
+
+
+class QueueMemory:
+    """The in-process state of every site this process serves (see the module docstring)."""
+
+    def __init__(self, store: LinesStore) -> None:
+        self.store = store
+        self.sites: dict[str, SiteMemory] = {}
+        self.moved: TTLCache[str, Document] = TTLCache(MOVED_KEPT, MOVED_SECONDS)
+        self.forgotten = 0  # how often another instance's write made a site be re-read
+        self._reading: dict[tuple[object, ...], asyncio.Future[list[Document]]] = {}
+        # Tickets a counter of this process is calling right now: the other counters of this
+        # process choose among the rest instead of all racing for the oldest ticket (each lost
+        # race costs store writes). Only a courtesy between counters of one process: between
+        # instances the ticket's conditional write decides.
+        self.claiming: set[str] = set()
+
+    def site(self, site: str) -> SiteMemory:
+        memory = self.sites.setdefault(site, SiteMemory())
+        if time.monotonic() - memory.since > SITE_MAX_AGE:
+            self.forget(site)
+        return memory
+
+    # --- another instance wrote -----------------------------------------------------------
+
+    def on_event(self, subject: str, event_id: str | None) -> None:
+        """A bus event of a ticket or counter: forget its site unless this process wrote it."""
+        site = site_of(subject)
+        if site is None or (event_id is not None and self.store.own_event(event_id)):
+            return
+        self.forget(site)
+
+    def forget(self, site: str) -> None:
+        memory = self.sites.setdefault(site, SiteMemory())
+        memory.since = time.monotonic()
+        memory.generation += 1
+        memory.heads.clear()
+        memory.counters = None
+        memory.calls = None
+        for ticket_id in [k for k, d in self.moved.items() if d.get("site") == site]:
+            self.moved.pop(ticket_id, None)
+        self.forgotten += 1
+
+    # --- line heads -------------------------------------------------------------------------
+
+    async def head(self, site: str, session_id: str, service: str, priority: bool) -> LineHead:
+        memory = self.site(site)
+        key = (session_id, service, priority)
+        found = memory.heads.get(key)
+        if found is not None and (found.tickets or found.complete):
+            return found
+        generation = memory.generation
+        # Ten counters clicking at once after a forget read each line once, not ten times: a
+        # read in flight is shared by whoever asks in the same generation (a later generation
+        # must not take an answer read before the write that made it).
+        flight = (site, *key, generation)
+        reading = self._reading.get(flight)
+        if reading is None:
+            reading = asyncio.ensure_future(
+                self.store.line_head(session_id, service, HEAD + 1, priority_only=priority)
+            )
+            self._reading[flight] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(flight, None))
+        docs = [dict(d) for d in await asyncio.shield(reading)]
+        loaded = LineHead(tickets=docs[:HEAD], complete=len(docs) <= HEAD, waiting=None)
+        if loaded.complete:
+            loaded.waiting = len(loaded.tickets)
+        if memory.generation == generation:  # nobody else wrote meanwhile: keep it
+            if len(memory.heads) > 64 * 16:  # sessions end: never grow without bound
+                memory.heads.clear()
+            memory.heads[key] = loaded
+        return loaded
+
+    async def waiting(self, site: str, session_id: str, service: str) -> tuple[int, list[Document]]:
+        """How many wait in a line (held ones included) and its first tickets in order."""
+        head = await self.head(site, session_id, service, False)
+        if head.waiting is None:
+            generation = self.site(site).generation
+            counted = await self.store.waiting_arrived(session_id, service)
+            if self.site(site).generation == generation:
+                head.waiting = counted
+            return counted, head.tickets
+        return head.waiting, head.tickets
+
+    def _heads_of(self, doc: Document) -> Iterable[LineHead]:
+        heads = self.site(doc["site"]).heads
+        for priority in (False, True):
+            if priority and not doc.get("is_priority"):
+                continue
+            head = heads.get((doc["session_id"], doc["service"], priority))
+            if head is not None:
+                yield head
+
+    def joined(self, doc: Document) -> None:
+        """This process put an arrived ticket in its line (issued, checked in, transferred)."""
+        if doc.get("status") != "waiting" or not doc.get("arrived", True):
+            return
+        for head in self._heads_of(doc):
+            head.add(dict(doc))
+
+    def left(self, doc: Document) -> None:
+        """This process took `doc` (as it was before) out of its line: called or cancelled."""
+        if doc.get("status") != "waiting" or not doc.get("arrived", True):
+            return
+        for head in self._heads_of(doc):
+            head.remove(doc["_id"])
+
+    def waits(self, site: str, ticket_id: str) -> bool:
+        """Whether a line head in memory still shows the ticket waiting."""
+        return any(t["_id"] == ticket_id for h in self.site(site).heads.values() for t in h.tickets)
+
+    def held(self, site: str, request_id: str, held: bool, except_ticket: str | None) -> None:
+        """This process held (or freed) the waiting tickets of a request."""
+        for head in self.site(site).heads.values():
+            for ticket in head.tickets:
+                if ticket["request_id"] == request_id and ticket["_id"] != except_ticket:
+                    ticket["held"] = held
+
+    # --- counters ---------------------------------------------------------------------------
+
+    async def counters(self, site: str) -> dict[str, Document]:
+        memory = self.site(site)
+        if memory.counters is not None:
+            return memory.counters
+        generation = memory.generation
+        found = {d["counter"]: d for d in await self.store.counters_of(site)}
+        if memory.generation == generation:
+            memory.counters = found
+        return found
+
+    async def counter(self, site: str, counter: str) -> Document | None:
+        return (await self.counters(site)).get(counter)
+
+    def counter_saved(self, site: str, doc: Document) -> None:
+        memory = self.site(site)
+        if memory.counters is not None:
+            memory.counters[doc["counter"]] = doc
+
+    def counter_stale(self, site: str) -> None:
+        """A compare-and-set on a counter failed: another instance changed it."""
+        self.forget(site)
+
+    # --- tickets this process moved, and the latest calls ------------------------------------
+
+    def ticket(self, ticket_id: str) -> Document | None:
+        return self.moved.get(ticket_id)
+
+    async def recent_calls(self, site: str) -> list[Document]:
+        memory = self.site(site)
+        if memory.calls is not None:
+            return memory.calls
+        generation = memory.generation
+        found = await self.store.recent_calls(site, RECENT_CALLS)
+        if memory.generation == generation:
+            memory.calls = found
+        return found
+
+    def moved_to(self, doc: Document) -> None:
+        """This process wrote `doc` (the ticket as it is now)."""
+        self.moved[doc["_id"]] = doc
+        calls = self.site(doc["site"]).calls
+        if calls is None:
+            return
+        others = [c for c in calls if c["_id"] != doc["_id"]]
+        if doc.get("last_call_at"):
+            others.append(doc)
+        elif len(others) == len(calls):
+            return
+        others.sort(key=lambda d: str(d.get("last_call_at") or ""), reverse=True)
+        self.site(doc["site"]).calls = others[:RECENT_CALLS]
