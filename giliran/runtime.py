@@ -7,7 +7,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import timedelta
@@ -165,6 +165,8 @@ class ServiceRuntime:
         """Register a durable pull consumer named `<service>-<name>` on `stream` with its own
         inbox (unused when a `batch_handler` dedupes in its own documents; see EventConsumer)."""
         durable = f"{self.service}-{name}"
+        if batch_handler is not None:
+            batch_handler = observed_batch(durable, batch_handler, self.bus_metrics)
         consumer = EventConsumer(
             service=self.service,
             durable=durable,
@@ -178,7 +180,8 @@ class ServiceRuntime:
             max_deliver=max_deliver or self.settings.max_deliver,
             backoff_seconds=tuple(self.settings.retry_backoff_seconds),
             stream=stream,
-            batch_handler=batch_handler,
+            batch_handler=batch_handler
+            and observed_batch(durable, batch_handler, self.bus_metrics),
             linger_seconds=linger_seconds,
         )
         self.consumers.append(consumer)
@@ -371,6 +374,21 @@ class ServiceRuntime:
             except Exception:
                 checks["consumers"] = False
         return checks
+
+
+def observed_batch(durable: str, handler: BatchHandler, metrics: BusMetrics) -> BatchHandler:
+    """A batch handler timed per batch (`type` label "batch"): its events carry different
+    correlation ids, so none is bound while it runs."""
+    child = metrics.handler_seconds.labels(durable, "batch")
+
+    async def timed(events: Sequence[Event[Any]]) -> set[str]:
+        start = time.perf_counter()
+        try:
+            return await handler(events)
+        finally:
+            child.observe(time.perf_counter() - start)
+
+    return timed
 
 
 def observed(
