@@ -166,7 +166,9 @@ class ServiceRuntime:
         inbox (unused when a `batch_handler` dedupes in its own documents; see EventConsumer)."""
         durable = f"{self.service}-{name}"
         if batch_handler is not None:
-            batch_handler = observed_batch(durable, batch_handler, self.bus_metrics)
+            batch_handler = observed_batch(
+                durable, batch_handler, self.bus_metrics, self.settings.log_events
+            )
         consumer = EventConsumer(
             service=self.service,
             durable=durable,
@@ -376,17 +378,34 @@ class ServiceRuntime:
         return checks
 
 
-def observed_batch(durable: str, handler: BatchHandler, metrics: BusMetrics) -> BatchHandler:
-    """A batch handler timed per batch (`type` label "batch"): its events carry different
-    correlation ids, so none is bound while it runs."""
+def observed_batch(
+    durable: str, handler: BatchHandler, metrics: BusMetrics, log_events: bool = False
+) -> BatchHandler:
+    """A batch handler timed per batch (`type` label "batch"); when tracing, one "process" span
+    per event of the batch, each a child of its own event's creation context, open while the
+    batch is folded. No correlation id is bound: a batch's events carry different ones."""
     child = metrics.handler_seconds.labels(durable, "batch")
 
     async def timed(events: Sequence[Event[Any]]) -> set[str]:
         start = time.perf_counter()
         try:
-            return await handler(events)
+            if not telemetry.tracing():
+                return await handler(events)
+            with contextlib.ExitStack() as spans:
+                for event in events:
+                    attributes = {"id": event.id, "type": event.type, "subject": event.subject}
+                    spans.enter_context(
+                        telemetry.processing(
+                            event.nats_subject, attributes, durable, event.traceparent
+                        )
+                    )
+                return await handler(events)
         finally:
-            child.observe(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            child.observe(elapsed)
+            if log_events:
+                events_log.info("%s folded %d events in %.1f ms", durable, len(events),
+                                elapsed * 1000)  # fmt: skip
 
     return timed
 
