@@ -148,3 +148,32 @@ def _key() -> Any:
     from services.reporting.cells import CellKey
 
     return CellKey(SITE, "2026-11-29", "s", "KIA", "09", "1")
+
+
+async def test_the_running_service_folds_batches_without_touching_an_inbox(
+    settings: Settings,
+) -> None:
+    """Through the real consumer: a lifecycle's events published at once are counted, timed per
+    batch, a copy is named a duplicate, and reporting's inbox collection stays empty."""
+    from tests.conftest import eventually, publish, running
+
+    events = _day(2)
+    async with running("reporting", settings) as svc:
+        for event in events:
+            await publish(settings, event)
+        await publish(settings, events[1], msg_id=f"{events[1].id}-again")
+        reporting: Reporting = svc.app.state.reporting
+
+        async def counted() -> bool:
+            s = await reporting.day_summary(SITE, DAY)
+            return (s.submitted, s.completed) == (2, 2)
+
+        await eventually(counted, within=20)
+
+        async def copy_named() -> bool:
+            metrics = (await svc.http.get("/metrics")).text
+            return 'outcome="duplicate"' in metrics and 'type="batch"' in metrics
+
+        await eventually(copy_named, within=20)
+        db = svc.runtime.db
+        assert await db["inbox_reporting_projections"].count_documents({}) == 0
