@@ -60,7 +60,9 @@ class KioskPrinter(BaseModel):
 class Settings(BaseSettings):
     """Everything a service process needs to know about its surroundings."""
 
-    model_config = SettingsConfigDict(env_prefix="GILIRAN_", extra="ignore")
+    # An empty variable (compose's `.env` lists every name, `GILIRAN_NATS_PASSWORD=`) is unset:
+    # no setting has to tell "" from None by itself.
+    model_config = SettingsConfigDict(env_prefix="GILIRAN_", extra="ignore", env_ignore_empty=True)
 
     nats_url: str = "nats://127.0.0.1:4222"
     mongo_url: str = "mongodb://127.0.0.1:27017"
@@ -191,7 +193,7 @@ class Settings(BaseSettings):
         problems = []
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if not isinstance(value, SecretStr) or not value.get_secret_value():
+            if not isinstance(value, SecretStr):
                 continue
             variable = f"GILIRAN_{name.upper()}"
             parts = (

@@ -193,6 +193,7 @@ class OutboxRelay:
         self._stopping = False
         self.published = 0
         self.last_error: str | None = None
+        self._full = False
 
     def wake(self) -> None:
         """Called after a local write so events leave at once rather than at the next poll."""
@@ -230,7 +231,10 @@ class OutboxRelay:
                 await self._idle(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
-            if not moved:
+            # Drained everything it found: no second look to see it empty (that was one read
+            # per outbox collection after every write, issue #17). A write made meanwhile has
+            # woken us, so _idle returns at once; only a full batch may have left some behind.
+            if not moved or not self._full:
                 await self._idle(self._poll_seconds)
 
     async def _idle(self, seconds: float) -> None:
@@ -248,11 +252,13 @@ class OutboxRelay:
         concurrently (their order was never defined). Then one bulk write removes what was
         published (ADR 0081): a round trip per batch instead of one per event."""
         moved = 0
+        self._full = False
         for collection in self._collections:
             cursor = collection.find({OUTBOX_COUNT: {"$gt": 0}}, {OUTBOX: 1}, limit=self._batch)
             docs = await cursor.to_list()
             if not docs:
                 continue
+            self._full = self._full or len(docs) >= self._batch
             published = await asyncio.gather(
                 *(self._publish_document(doc) for doc in docs), return_exceptions=True
             )

@@ -178,8 +178,8 @@ async def _announce(settings: Settings) -> None:
         async with asyncio.timeout(3):
             connection = await nats.connect(
                 settings.nats_url,
-                user=settings.nats_user or None,
-                password=password or None,
+                user=settings.nats_user,
+                password=password,
                 connect_timeout=2,
                 allow_reconnect=False,
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, time
@@ -16,9 +18,14 @@ from giliran.store import Document, instant
 from services.intake import sessions
 from services.intake.errors import AdminInvalid
 from services.intake.handlers import SOURCE, Intake
+from services.intake.store import SESSION_FACTS_SECONDS
+
+log = logging.getLogger("giliran.intake")
 
 # notify's session-cancelled template answers exactly this reason (services/notify/handlers.py).
 SESSION_CANCELLED = "session_cancelled"
+# The second sweeps of cancelled sessions still to run (held so they are not collected).
+_SWEEPS: set[asyncio.Task[None]] = set()
 
 
 class AddSession(BaseModel):
@@ -156,7 +163,9 @@ class Admin:
         )
         return await self._cancel_registrations(site, session_id)
 
-    async def _cancel_registrations(self, site: str, session_id: str) -> int:
+    async def _cancel_registrations(self, site: str, session_id: str, *, again: bool = True) -> int:
+        """Cancel every active registration of a session that no longer runs; with `again`,
+        once more a moment later (`_sweep_later`)."""
         done = 0
         for doc in await self.intake.store.active_in_session(session_id):
             now = self.intake.clock()
@@ -174,7 +183,27 @@ class Admin:
             ):
                 done += 1
         self.intake.wake()
+        if again:
+            self._sweep_later(site, session_id)
         return done
+
+    def _sweep_later(self, site: str, session_id: str) -> None:
+        """Another intake instance may admit a registration to this session for up to
+        SESSION_FACTS_SECONDS more, from its cached calendar (ADR 0176); so may a registration
+        that read the calendar just before the change, on any instance. Sweep once more after
+        that, so none stays active in a session that does not run. (A crash before then skips
+        this second sweep; the admin's retry, or a new change of that day, sweeps again.)"""
+
+        async def later() -> None:
+            await asyncio.sleep(SESSION_FACTS_SECONDS + 1.0)
+            try:
+                await self._cancel_registrations(site, session_id, again=False)
+            except Exception as exc:  # the service is stopping, or the store is away
+                log.warning("second sweep of cancelled session %s failed: %s", session_id, exc)
+
+        task = asyncio.create_task(later(), name=f"sweep-{session_id}")
+        _SWEEPS.add(task)
+        task.add_done_callback(_SWEEPS.discard)
 
     async def set_holiday(self, site: str, day: date, present: bool, note: str = "") -> None:
         """Add a date as a holiday (the MSC rule opens it) or remove one (the rule skips it,

@@ -7,38 +7,15 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from functools import partial
 
-from giliran.catalogue import AdmissionRule, SiteDef
+from giliran.catalogue import SiteDef
 from services.intake import antibot, sessions
 from services.intake.base import IntakeBase
-from services.intake.errors import AddressCapReached, ChallengeRequired, RegistrationNotOpen
+from services.intake.errors import AddressCapReached, ChallengeRequired
 from services.intake.models import SubmitRequest
 
 
 class Admission(IntakeBase):
     """Who may register online, when, and how often from one address."""
-
-    @staticmethod
-    def _check_window(
-        site: SiteDef,
-        session: sessions.SessionWindow,
-        rules: list[AdmissionRule],
-        now: datetime,
-    ) -> None:
-        """Online registration runs only inside every chosen service's window."""
-        for rule in rules:
-            opens, closes = sessions.registration_window(session, rule, site.timezone)
-            if now < opens:
-                raise RegistrationNotOpen(
-                    sessions.format_local(opens, site.timezone),
-                    sessions.format_local(opens, site.timezone, "en"),
-                    closed=False,
-                )
-            if now >= closes:
-                raise RegistrationNotOpen(
-                    sessions.format_local(closes, site.timezone),
-                    sessions.format_local(closes, site.timezone, "en"),
-                    closed=True,
-                )
 
     async def _admit_address(
         self,

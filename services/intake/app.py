@@ -110,7 +110,13 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
             await intake.open_demo_session(settings.demo_site)
 
         runtime.on_startup(open_demo)
-    runtime.use_outbox(store.requests, store.feedback)
+    # Survey answers and their events live in the requests since ADR 0177: one outbox to poll.
+    runtime.use_outbox(store.requests)
+
+    async def adopt_feedback_outbox() -> None:
+        await store.adopt_feedback_outbox()
+
+    runtime.on_startup(adopt_feedback_outbox)
     if not settings.edge_hub:  # the hub's intake holds no citizen's request to follow
         subscribers.register(runtime, intake)
     runtime.publishes(

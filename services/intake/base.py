@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -15,6 +14,7 @@ from services.intake.errors import RequestNotFound
 from services.intake.models import BUDGET, Limits, calendar_from_doc
 from services.intake.privacy import NikCipher
 from services.intake.store import RequestStore
+from services.intake.tickets import TicketWait
 
 
 @dataclass
@@ -34,7 +34,8 @@ class IntakeBase:
     # The zone whose calendar days the retention counts (sessions' local dates).
     timezone: str = "Asia/Jakarta"
     clock: Callable[[], datetime] = utcnow
-    _waiters: dict[str, asyncio.Event] = field(default_factory=dict)
+    # Kiosk answers waiting for their tickets, by request id (see Intake.wait_for_tickets).
+    _waiters: dict[str, TicketWait] = field(default_factory=dict)
     # Called with a request id whenever one of its tickets changes (the status page's push).
     on_change: Callable[[str], None] = lambda _request_id: None
 

@@ -4,7 +4,9 @@ answer the survey; plus the purge of personal data after a session."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from giliran.contracts import (
@@ -17,7 +19,7 @@ from giliran.contracts import (
     new_event,
 )
 from giliran.store import Document, instant
-from services.intake import domain, sessions
+from services.intake import sessions
 from services.intake.errors import (
     FeedbackRefused,
     RequestNotFound,
@@ -33,65 +35,94 @@ from services.intake.models import (
 )
 from services.intake.privacy import PERSONAL_FIELDS, purge_before
 from services.intake.registration import Registration
+from services.intake.tickets import TicketEntry, TicketWait, applied
 
 
 @dataclass
 class Intake(Registration):
     """Every citizen-facing use case of intake (the composition root builds one)."""
 
-    async def record_ticket(self, event: Event[TicketFacts]) -> None:
-        """Follow a ticket's status from the queue's events (idempotent, order-tolerant)."""
-        ticket = event.data
-        status = ticket.status_after
-        counter = getattr(ticket, "counter", None)
+    async def record_tickets(self, events: Sequence[Event[Any]]) -> set[str]:
+        """A fetched batch of ticket events (the consumer's batch handler: no inbox, ADR 0175):
+        each request's events one after another in stream order, different requests at once.
+        Returns the ids that changed nothing (duplicates, stale). If one fails (an unknown
+        request), the consumer handles the batch again one event at a time, with its retries;
+        what was applied here is then applied again, which changes nothing."""
+        by_request: dict[str, list[Event[TicketFacts]]] = {}
+        for event in events:
+            by_request.setdefault(event.data.request_id, []).append(event)
+        unchanged: set[str] = set()
 
-        def change(tickets: dict[str, Document]) -> dict[str, Document] | None:
-            current = tickets.get(ticket.ticket_id)
-            old = TicketStatus(current["status"]) if current else None
-            if not domain.newer_status(old, status) or (
-                current is not None and current.get("event_time", "") > event.time.isoformat()
-            ):
-                return None
-            tickets[ticket.ticket_id] = {
-                "ticket_id": ticket.ticket_id,
-                "number": ticket.number,
-                "service": ticket.service,
-                "status": status.value,
-                "counter": counter or (current or {}).get("counter"),
-                "event_time": event.time.isoformat(),
-            }
-            return tickets
+        async def in_order(group: list[Event[TicketFacts]]) -> None:
+            for event in group:
+                if not await self.record_ticket(event):
+                    unchanged.add(event.id)
 
-        known = await self.store.update_tickets(ticket.request_id, change)
-        if not known:
-            raise RequestNotFound(ticket.request_id)
-        waiter = self._waiters.get(ticket.request_id)
-        if waiter is not None:
-            waiter.set()
-        self.on_change(ticket.request_id)
+        await asyncio.gather(*(in_order(group) for group in by_request.values()))
+        return unchanged
 
-    async def wait_for_tickets(self, request_id: str, wait_seconds: float) -> Document:
+    async def record_ticket(self, event: Event[TicketFacts]) -> bool:
+        """Follow a ticket's status from the queue's events (idempotent, order-tolerant); False
+        when the event changed nothing.
+
+        One conditional write per event and no inbox (ADR 0175): the write's filter holds the
+        rule of `tickets.applied`, so a duplicate, a stale event or a second instance handling
+        the same event changes nothing. Only when that write finds nothing to change (rare:
+        a stale or duplicate event, an unknown request, an entry stored before event times
+        were kept) is the request read and the rule applied in process."""
+        request_id = event.data.request_id
+        incoming = TicketEntry.of(event)
+        entry: TicketEntry | None = incoming
+        if not await self.store.move_ticket(request_id, incoming):
+            entry = None
+
+            def change(stored: dict[str, Document]) -> dict[str, Document] | None:
+                nonlocal entry
+                current = stored.get(incoming.ticket_id)
+                entry = applied(TicketEntry.model_validate(current) if current else None, incoming)
+                if entry is None:
+                    return None
+                return {**stored, incoming.ticket_id: entry.model_dump(mode="json")}
+
+            if not await self.store.update_tickets(request_id, change):
+                raise RequestNotFound(request_id)
+        waiter = self._waiters.get(request_id)
+        if waiter is not None and entry is not None:
+            waiter.seen(entry)
+        self.on_change(request_id)
+        return entry is not None
+
+    async def wait_for_tickets(
+        self, request_id: str, wait_seconds: float, submitted: Document | None = None
+    ) -> Document:
         """The request once every service has a ticket, or as it stands after `wait_seconds`.
-        Woken by this process's ticket consumer; polls too, for tickets another instance saw."""
-        waiter = self._waiters.setdefault(request_id, asyncio.Event())
+
+        `submitted`: the request as this process just stored it. Then nothing is read while
+        this process's own ticket consumer reports the tickets (the usual case: the answer is
+        built from the stored request and the entries just written); the store is read only
+        after each quiet 0.25 s, for tickets another instance's consumer wrote."""
+        waiter = self._waiters.setdefault(request_id, TicketWait())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
+        doc = submitted
         try:
             while True:
-                doc = await self.store.get(request_id)
                 if doc is None:
-                    raise RequestNotFound(request_id)
+                    doc = await self.store.get(request_id)
+                    if doc is None:
+                        raise RequestNotFound(request_id)
+                doc = waiter.merged(doc)
                 if len(doc.get("tickets") or {}) >= len(doc["services"]):
                     return doc
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return doc
-                waiter.clear()
+                waiter.changed.clear()
                 try:
                     async with asyncio.timeout(min(remaining, 0.25)):
-                        await waiter.wait()
+                        await waiter.changed.wait()
                 except TimeoutError:
-                    pass
+                    doc = None  # quiet: perhaps another instance wrote them; read the store
         finally:
             self._waiters.pop(request_id, None)
 
@@ -127,7 +158,14 @@ class Intake(Registration):
             "scores": scores.model_dump(),
             "submitted_at": instant(now),
         }
-        if not await self.store.insert_feedback(stored, [event]):
+        answer = {k: v for k, v in stored.items() if k not in ("_id", "request_id", "session_id")}
+        # A request stored before answers were kept in it may have one in the old collection.
+        legacy = not self.store.answers_kept_inline(doc)
+        if (
+            legacy and ticket_id in await self.store.feedback_for([ticket_id])
+        ) or not await self.store.record_feedback(
+            doc["_id"], ticket_id, answer, [event], legacy=legacy
+        ):
             raise FeedbackRefused(
                 "survei untuk tiket ini sudah diisi. Terima kasih!",
                 "this ticket's survey was already answered. Thank you!",

@@ -101,7 +101,7 @@ class Status:
         site = self.intake.site(doc["site"])
         ticket_ids = list((doc.get("tickets") or {}).keys())
         live = await self.queue.tickets(doc["site"], doc["_id"]) if ticket_ids else None
-        answered = await self.intake.store.feedback_for(ticket_ids) if ticket_ids else set()
+        answered = await self.intake.store.answered(doc) if ticket_ids else set()
         return status_view(doc, site, live, answered)
 
 
@@ -146,10 +146,10 @@ def router(intake: Intake, status: Status, links: Links, *, wait_seconds: float)
         result = await intake.submit(body, client, who)
         doc = result.doc
         if doc.get("arrived", True):
-            doc = await intake.wait_for_tickets(doc["_id"], wait_seconds)
+            doc = await intake.wait_for_tickets(doc["_id"], wait_seconds, doc)
         else:
             # A booking: numbers are issued ahead; waiting briefly shows them on the receipt.
-            doc = await intake.wait_for_tickets(doc["_id"], min(wait_seconds, 1.0))
+            doc = await intake.wait_for_tickets(doc["_id"], min(wait_seconds, 1.0), doc)
         view = view_of(request, doc, warnings=result.warnings)
         complete = len(view.tickets) >= len(view.services)
         code = 201 if complete else 202

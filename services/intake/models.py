@@ -109,6 +109,37 @@ class ResendLink(BaseModel):
     email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
+class Request(BaseModel):
+    """A citizen's registration as intake keeps it (collection `requests`; RequestStore maps it
+    to and from its document). Tickets and survey answers are added later, by their events."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str
+    site: str
+    session_id: str
+    session_date: date
+    services: tuple[str, ...]
+    channel: Channel
+    language: Language
+    name: str
+    # The NIK only encrypted; its mask for display, its keyed hash to recognise it.
+    nik_encrypted: str | None
+    nik_masked: str | None
+    nik_hash: str | None
+    phone: str | None
+    email: str | None
+    consent: bool
+    priority: PriorityReason | None
+    appointment_at: AwareDatetime | None
+    slot: str | None
+    arrived: bool
+    lapse_at: AwareDatetime | None
+    checkin_code: str | None
+    token: str
+    submitted_at: AwareDatetime
+
+
 @dataclass(frozen=True)
 class Submitted:
     doc: Document

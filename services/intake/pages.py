@@ -400,7 +400,7 @@ def router(
                 error=message,
                 nik_wanted=isinstance(exc, NikRequired),
             )
-        await intake.wait_for_tickets(result.doc["_id"], wait_seconds)
+        await intake.wait_for_tickets(result.doc["_id"], wait_seconds, result.doc)
         return await to_the_ticket(request, site, result.doc["token"], lang, who)
 
     @pages.post("/kiosk/{site}/check-in", response_class=HTMLResponse)

@@ -7,17 +7,16 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
-from functools import partial
-from zoneinfo import ZoneInfo
+from typing import Any
 
 from giliran.auth import Principal, Role
 from giliran.catalogue import SiteDef
 from giliran.contracts import (
-    Channel,
     CitizenContact,
     CitizenRef,
+    Event,
     RequestCheckedIn,
     RequestLinkRequested,
     RequestSubmitted,
@@ -26,25 +25,21 @@ from giliran.contracts import (
 )
 from giliran.errors import Unavailable
 from giliran.store import Document, from_instant, instant
-from services.intake import domain, sessions
+from services.intake import domain, registering, sessions
 from services.intake.admission import Admission
 from services.intake.errors import (
     AlreadyRegistered,
     CheckInRefused,
     ContactRequired,
-    NikRequired,
-    QuotaExhausted,
     RateLimited,
-    SlotFull,
-    TooManyServices,
     UnknownCheckInCode,
 )
 from services.intake.models import (
-    BUDGET,
     CODE_ALPHABET,
     CODE_LENGTH,
     NOT_CHECKED_IN,
     SOURCE,
+    Request,
     ResendLink,
     SubmitRequest,
     Submitted,
@@ -87,7 +82,11 @@ class Registration(Admission):
         """Validate, claim places atomically, and store the request with its `request.submitted`
         event in one write. A NIK already registered for one of these services in the session
         is refused, with nothing of the request that holds it (ADR 0100). `who`: the signed-in
-        caller, which the kiosk and counter channels need."""
+        caller, which the kiosk and counter channels need.
+
+        Load -> decide -> save: the rules are pure (`registering`); what is claimed in the store
+        (the address's count, NIK claims, places, a check-in code) is given back, newest first,
+        if a later step refuses or fails (the exit stack), and kept once the request is stored."""
         domain.check_channel(command.channel, command.site, who)
         # `client`: None when exempt, decided at the edge from the real peer (limited_address).
         if client is not None:
@@ -95,207 +94,145 @@ class Registration(Admission):
                 f"ip:{client}", self.limits.ip_per_minute, 60, ("alamat ini", "this address")
             )
         site = self.site(command.site)
-        unknown = [code for code in command.services if site.service(code) is None]
-        if unknown:
-            raise domain.UnknownService(site.site, unknown)
-        services = list(dict.fromkeys(command.services))  # one ticket per service, order kept
-        if len(services) > site.max_services_per_request:
-            raise TooManyServices(site.max_services_per_request)
         now = self.clock()
-        today = now.astimezone(ZoneInfo(site.timezone)).date()
-        nik = domain.check_nik(command.nik, today) if command.nik else None
-        phone = domain.normalize_phone(command.phone) if command.phone else None
-        # Contact details serve notifications only: without consent they are not kept.
-        warnings: list[str] = list(nik.warnings) if nik else []
-        if not command.consent and (phone or command.email):
-            phone, warnings = None, [*warnings, "contact_ignored_without_consent"]
-        if phone is not None:
+        applicant = registering.check_applicant(command, site, sessions.local_today(site, now))
+        if applicant.phone is not None:
             await self._rate_limit(
-                f"phone:{self._keyed(phone)}",
+                f"phone:{self._keyed(applicant.phone)}",
                 self.limits.phone_per_hour,
                 3600,
                 ("nomor HP ini", "this phone number"),
             )
-        email = command.email if command.consent else None
-        overrides = await self.overrides(site.site)
-        adhoc = await self._adhoc_sessions(site.site, now)
-        chosen = next((w for w in adhoc if w.session_id == command.session_id), None)
-        if command.session_id and chosen is None:
-            chosen = sessions.session_for_booking(
-                site, command.session_id, now, self.holidays, overrides
-            )
-        session = chosen or sessions.session_for_registration(
-            site, now, self.holidays, adhoc, overrides
-        )
-        slot = None
-        if command.appointment_at is not None:
-            slot = sessions.check_slot(
-                session, site.booking.slot_minutes, command.appointment_at, now, site.timezone
-            )
-        defs = [d for c in services if (d := site.service(c)) is not None]
-        rules = [site.admission_for(d) for d in defs]
-        # The demo session (`giliran up --demo`, kind adhoc) is a sandbox: walk-in rules.
-        sandbox = session.kind == "adhoc"
-        online = command.channel == Channel.ONLINE
-        if nik is None and not sandbox:
-            needing = [d.code for d in defs if d.requires_nik]
-            if needing:
-                raise NikRequired(needing, kiosk=not online)
-        if online and not sandbox:
-            self._check_window(site, session, rules, now)
-        undo: list[Callable[[], Awaitable[None]]] = []
         # `client` is None for the exempt box itself (limited_address); a forwarded 127.0.0.1 is
         # a value someone sent, counted like any other address (ADR 0114).
-        if online and not sandbox and client is not None:
-            undo.append(await self._admit_address(site, session, client, command, now))
-        # An online registration joins the line once its holder checks in (ADR 0120); where the
-        # catalogue does not ask for check-in, a booking (a later day, or a slot) still does.
-        checkin = online and not sandbox and any(r.checkin_required for r in rules)
-        arrived = not online or (not checkin and session.local_date <= today and slot is None)
-        lapses = (
-            sessions.lapse_at(
-                session,
-                min(r.checkin_grace_minutes for r in rules),
-                now,
-                command.appointment_at.astimezone(UTC) if command.appointment_at else None,
-            )
-            if not arrived
-            else None
+        plan = registering.plan(
+            command,
+            site,
+            applicant,
+            now,
+            self.holidays,
+            await self.overrides(site.site),
+            await self._adhoc_sessions(site.site, now),
+            counted_address=client is not None,
         )
+        session = plan.session
         request_id = new_id()
+        nik = applicant.nik
         nik_hash = domain.nik_hash(nik.nik, self.nik_key) if nik else None
         session_date = session.local_date.isoformat()
-        try:
+        async with AsyncExitStack() as claimed:
+            if plan.count_address and client is not None:
+                claimed.push_async_callback(
+                    await self._admit_address(site, session, client, command, now)
+                )
             if nik_hash is not None:
-                for code in services:
+                for code in applicant.services:
                     existing = await self._claim_nik(
                         session.session_id, code, nik_hash, request_id, session_date
                     )
                     if existing is not None:
                         raise AlreadyRegistered()
-                    undo.append(
-                        partial(
-                            self.store.release_nik, session.session_id, code, nik_hash, request_id
-                        )
+                    claimed.push_async_callback(
+                        self.store.release_nik, session.session_id, code, nik_hash, request_id
                     )
-            for service in defs:
-                code = service.code
+            for claim in plan.claims:
                 if not await self.store.claim_place(
-                    session.session_id, code, None if sandbox else site.quota_of(service)
+                    session.session_id, claim.what, claim.limit, claim.amount
                 ):
-                    raise QuotaExhausted(code)
-                undo.append(partial(self.store.release_place, session.session_id, code))
-                # The session's counter-minutes, shared by every service (MSC: 480).
-                if site.capacity_minutes is not None and service.minutes and not sandbox:
-                    if not await self.store.claim_place(
-                        session.session_id, BUDGET, site.capacity_minutes, service.minutes
-                    ):
-                        raise QuotaExhausted(code)
-                    undo.append(
-                        partial(
-                            self.store.release_place, session.session_id, BUDGET, service.minutes
-                        )
-                    )
-            if slot is not None:
-                if not await self.store.claim_place(
-                    session.session_id, f"slot-{slot}", site.booking.slot_capacity
-                ):
-                    raise SlotFull(f"{slot[:2]}.{slot[2:]}")
-                undo.append(partial(self.store.release_place, session.session_id, f"slot-{slot}"))
+                    raise claim.refusal
+                claimed.push_async_callback(
+                    self.store.release_place, session.session_id, claim.what, claim.amount
+                )
             checkin_code = None
-            if not arrived:
+            if not plan.arrived:
                 checkin_code = await self._new_code(
                     site.site, session.session_id, request_id, session_date, session.closes_at
                 )
-                undo.append(partial(self.store.release_code, site.site, checkin_code))
-            priority = domain.priority_for(command.priority, nik, session.local_date)
-            token = secrets.token_urlsafe(18)
-            # Nothing that reaches the citizen goes into request.submitted: GILIRAN keeps it for
-            # ever. The contact travels apart, on the personal stream (ADR 0115).
-            citizen = CitizenRef(
+                claimed.push_async_callback(self.store.release_code, site.site, checkin_code)
+            request = Request(
+                request_id=request_id,
+                site=site.site,
+                session_id=session.session_id,
+                session_date=session.local_date,
+                services=applicant.services,
+                channel=command.channel,
+                language=command.language,
+                name=command.name,
+                nik_encrypted=self.cipher.encrypt(nik.nik) if nik and self.cipher else None,
                 nik_masked=nik.masked if nik else None,
                 nik_hash=nik_hash,
+                phone=applicant.phone,
+                email=applicant.email,
                 consent=command.consent,
-                language=command.language,
+                priority=plan.priority,
+                appointment_at=command.appointment_at,
+                slot=plan.slot,
+                arrived=plan.arrived,
+                lapse_at=plan.lapses,
+                checkin_code=checkin_code,
+                token=secrets.token_urlsafe(18),
+                submitted_at=now,
             )
-            contact = (
-                [
-                    new_event(
-                        CitizenContact(
-                            request_id=request_id,
-                            session_id=session.session_id,
-                            phone=phone,
-                            email=email,
-                            language=command.language,
-                            status_token=token,
-                            submitted_at=now,
-                            keep_until=now + self.contact_retention,
-                        ),
-                        site=site.site,
-                        source=SOURCE,
-                        at=now,
-                    )
-                ]
-                if command.consent
-                else []
-            )
-            event = new_event(
-                RequestSubmitted(
-                    request_id=request_id,
-                    session_id=session.session_id,
-                    services=services,
-                    channel=command.channel,
-                    citizen=citizen,
-                    submitted_at=now,
-                    session_opens_at=session.opens_at,
-                    session_closes_at=session.closes_at,
-                    priority=priority,
-                    appointment_at=command.appointment_at.astimezone(UTC)
-                    if command.appointment_at
-                    else None,
-                    arrived=arrived,
-                ),
-                site=site.site,
-                source=SOURCE,
-                at=now,
-            )
-            doc: Document = {
-                "_id": request_id,
-                "site": site.site,
-                "session_id": session.session_id,
-                "session_date": session_date,
-                "services": services,
-                "channel": command.channel.value,
-                "language": command.language.value,
-                "name": command.name,
-                # The NIK only encrypted; its mask for display, its keyed hash to recognise it.
-                "nik_encrypted": self.cipher.encrypt(nik.nik) if nik and self.cipher else None,
-                "nik_masked": citizen.nik_masked,
-                "nik_hash": nik_hash,
-                "phone": phone,
-                "email": email,
-                "consent": command.consent,
-                "priority": priority.value if priority else None,
-                "appointment_at": instant(command.appointment_at)
-                if command.appointment_at
-                else None,
-                "slot": slot,
-                "arrived": arrived,
-                "lapse_at": instant(lapses) if lapses else None,
-                "checkin_code": checkin_code,
-                "checked_in_at": None,
-                "token": token,
-                "submitted_at": instant(now),
-                "tickets": {},
-                "cancelled_at": None,
-                "purged_at": None,
-            }
-            await self.store.insert(doc, [*contact, event])
-        except BaseException:
-            await self._undo(undo)
-            raise
+            doc = await self.store.add(request, self._submitted_events(request, session))
+            claimed.pop_all()  # stored: every claim is the request's now
         self.wake()
-        return Submitted(doc, tuple(warnings))
+        return Submitted(doc, applicant.warnings)
+
+    def _submitted_events(
+        self, request: Request, session: sessions.SessionWindow
+    ) -> list[Event[Any]]:
+        """`request.submitted`, and before it the contact on the personal stream if the citizen
+        consented. Nothing that reaches the citizen goes into request.submitted: GILIRAN keeps it
+        for ever. The contact travels apart (ADR 0115)."""
+        now = request.submitted_at
+        citizen = CitizenRef(
+            nik_masked=request.nik_masked,
+            nik_hash=request.nik_hash,
+            consent=request.consent,
+            language=request.language,
+        )
+        contact: list[Event[Any]] = (
+            [
+                new_event(
+                    CitizenContact(
+                        request_id=request.request_id,
+                        session_id=request.session_id,
+                        phone=request.phone,
+                        email=request.email,
+                        language=request.language,
+                        status_token=request.token,
+                        submitted_at=now,
+                        keep_until=now + self.contact_retention,
+                    ),
+                    site=request.site,
+                    source=SOURCE,
+                    at=now,
+                )
+            ]
+            if request.consent
+            else []
+        )
+        submitted = new_event(
+            RequestSubmitted(
+                request_id=request.request_id,
+                session_id=request.session_id,
+                services=list(request.services),
+                channel=request.channel,
+                citizen=citizen,
+                submitted_at=now,
+                session_opens_at=session.opens_at,
+                session_closes_at=session.closes_at,
+                priority=request.priority,
+                appointment_at=request.appointment_at.astimezone(UTC)
+                if request.appointment_at
+                else None,
+                arrived=request.arrived,
+            ),
+            site=request.site,
+            source=SOURCE,
+            at=now,
+        )
+        return [*contact, submitted]
 
     async def _claim_nik(
         self, session_id: str, code: str, nik_hash: str, request_id: str, session_date: str
@@ -318,12 +255,6 @@ class Registration(Admission):
             "Pendaftaran dengan NIK ini sedang diproses. Coba lagi sebentar lagi.",
             "A registration with this NIK is being processed. Try again shortly.",
         )
-
-    @staticmethod
-    async def _undo(undo: list[Callable[[], Awaitable[None]]]) -> None:
-        """Give back what a failed registration had claimed, newest first."""
-        for step in reversed(undo):
-            await step()
 
     async def _new_code(
         self, site: str, session_id: str, request_id: str, day: str, until: datetime

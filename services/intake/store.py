@@ -3,22 +3,76 @@ check-in codes, rate-limit windows and survey answers."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
 
+from cachetools import TTLCache
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from giliran.contracts import Event
-from giliran.store import Database, Document, indexed, instant, outbox_fields, with_outbox
+from giliran.contracts import Event, TicketStatus
+from giliran.store import (
+    OUTBOX,
+    OUTBOX_COUNT,
+    Database,
+    Document,
+    from_instant,
+    indexed,
+    instant,
+    outbox_fields,
+    with_outbox,
+)
+from services.intake.models import Request
+from services.intake.tickets import TicketEntry, outranking
 
+V = TypeVar("V")
 TicketsChange = Callable[[dict[str, Document]], dict[str, Document] | None]
+
+# How long a session fact (a site's calendar overrides, its ad-hoc sessions) read from the store
+# is reused (ADR 0176). This instance's own changes replace it at once; a change made through
+# ANOTHER instance is seen here within this many seconds.
+SESSION_FACTS_SECONDS = 2.0
+# Ad-hoc sessions are fetched from a day before the moment asked about, so one answer serves
+# `window_of`, which looks two days back, only through a fresh read (see open_adhoc_sessions).
+_ADHOC_MARGIN = timedelta(days=1)
+# Set on a request stored before survey answers were kept in it, once it gets one (ADR 0177).
+LEGACY_FEEDBACK = "feedback_also_in_collection"
 CalendarChange = Callable[[Document], Document]
 
 
 def _key(*parts: str) -> str:
     return "|".join(parts)
+
+
+def _instant_or_none(moment: datetime | None) -> str | None:
+    return instant(moment) if moment is not None else None
+
+
+class Recent(Generic[V]):
+    """What the store said lately about a key, kept `ttl` seconds (ADR 0176).
+
+    Safe for facts this service alone writes, always through this repository: each write here
+    drops the key at once, and a read that was in flight across a write is not kept (the
+    write's generation moved), so this instance never answers from before its own change.
+    Another instance's change is seen once the entry expires: at most `ttl` seconds late."""
+
+    def __init__(self, ttl: float, maxsize: int = 1024) -> None:
+        self._kept: TTLCache[str, V] = TTLCache(maxsize=maxsize, ttl=ttl)
+        self._writes: dict[str, int] = {}
+
+    async def get(self, key: str, load: Callable[[], Awaitable[V]]) -> V:
+        if (kept := self._kept.get(key)) is not None:
+            return kept
+        generation = self._writes.get(key, 0)
+        value = await load()
+        if self._writes.get(key, 0) == generation:
+            self._kept[key] = value
+        return value
+
+    def wrote(self, key: str) -> None:
+        self._writes[key] = self._writes.get(key, 0) + 1
+        self._kept.pop(key, None)
 
 
 class RequestStore:
@@ -31,6 +85,9 @@ class RequestStore:
         self.codes = database["checkin_codes"]
         self.rates = database["rate_windows"]
         self.feedback = database["feedback"]
+        # Session facts read on every registration (ADR 0176); see `Recent` for why it is safe.
+        self._calendars: Recent[Document] = Recent(SESSION_FACTS_SECONDS)
+        self._adhoc: Recent[tuple[datetime, list[Document]]] = Recent(SESSION_FACTS_SECONDS)
 
     async def ensure_indexes(self) -> None:
         await self.requests.create_index([("site", 1), ("session_id", 1)])
@@ -48,6 +105,41 @@ class RequestStore:
 
     async def insert(self, doc: Document, events: Sequence[Event[Any]]) -> None:
         await self.requests.insert_one({**doc, "version": 0, **outbox_fields(events)})
+
+    async def add(self, request: Request, events: Sequence[Event[Any]]) -> Document:
+        """Store a new request with its events (its outbox) in one write; its document."""
+        doc: Document = {
+            "_id": request.request_id,
+            "site": request.site,
+            "session_id": request.session_id,
+            "session_date": request.session_date.isoformat(),
+            "services": list(request.services),
+            "channel": request.channel.value,
+            "language": request.language.value,
+            "name": request.name,
+            "nik_encrypted": request.nik_encrypted,
+            "nik_masked": request.nik_masked,
+            "nik_hash": request.nik_hash,
+            "phone": request.phone,
+            "email": request.email,
+            "consent": request.consent,
+            "priority": request.priority.value if request.priority else None,
+            "appointment_at": _instant_or_none(request.appointment_at),
+            "slot": request.slot,
+            "arrived": request.arrived,
+            "lapse_at": _instant_or_none(request.lapse_at),
+            "checkin_code": request.checkin_code,
+            "checked_in_at": None,
+            "token": request.token,
+            "submitted_at": instant(request.submitted_at),
+            "tickets": {},
+            # Survey answers, one per completed ticket (ADR 0177).
+            "feedback": {},
+            "cancelled_at": None,
+            "purged_at": None,
+        }
+        await self.insert(doc, events)
+        return doc
 
     async def get(self, request_id: str) -> Document | None:
         return await self.requests.find_one({"_id": request_id}, {"outbox": 0})
@@ -72,6 +164,40 @@ class RequestStore:
             )
             if result.modified_count == 1:
                 return True
+
+    async def move_ticket(self, request_id: str, entry: TicketEntry) -> bool:
+        """Apply a ticket event to its request in one conditional write, no read (ADR 0175).
+
+        The filters hold the rule of `tickets.applied`: the entry is created if the request
+        has none for this ticket, or moved if its status does not outrank the event's and its
+        event is not newer. False when neither filter matched: the request is unknown, the
+        event is stale or a duplicate the filter refused, or the entry predates `event_time`;
+        the caller then decides on a read (`update_tickets`). Concurrent writers (two
+        instances, a redelivery) are serialised by the store on the one document."""
+        if "." in entry.ticket_id or entry.ticket_id.startswith("$"):
+            return False  # not a path the store can address: the read-modify-write handles it
+        key = f"tickets.{entry.ticket_id}"
+        stored = entry.model_dump(mode="json")
+        create = (
+            {"_id": request_id, key: {"$exists": False}},
+            {"$set": {key: stored}, "$inc": {"version": 1}},
+        )
+        # A later event without a counter keeps the counter the entry has (`applied` too).
+        moved = {f"{key}.{k}": v for k, v in stored.items() if not (k == "counter" and v is None)}
+        move = (
+            {
+                "_id": request_id,
+                f"{key}.status": {"$nin": outranking(entry.status)},
+                f"{key}.event_time": {"$lte": entry.event_time},
+            },
+            {"$set": moved, "$inc": {"version": 1}},
+        )
+        # The likely one first: an issued ticket is new to its request, the others are not.
+        attempts = (create, move) if entry.status is TicketStatus.WAITING else (move, create)
+        for query, update in attempts:
+            if (await self.requests.update_one(query, update)).matched_count == 1:
+                return True
+        return False
 
     async def update_if(
         self, query: Document, fields: Document, events: Sequence[Event[Any]]
@@ -125,24 +251,50 @@ class RequestStore:
     # --- ad-hoc sessions and the calendar ----------------------------------------------------
 
     async def save_adhoc_session(self, doc: Document) -> None:
-        await self.sessions.find_one_and_update(
-            {"_id": doc["_id"]},
-            {"$set": doc},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
+        try:
+            await self.sessions.find_one_and_update(
+                {"_id": doc["_id"]},
+                {"$set": doc},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        finally:
+            self._adhoc.wrote(doc["site"])
 
     async def open_adhoc_sessions(self, site: str, now: datetime) -> list[Document]:
-        return await self.sessions.find(
-            {"site": site, "closes_at": {"$gt": instant(now)}}
-        ).to_list()
+        """A site's ad-hoc sessions still open at `now`. The store is asked for those open a
+        day before `now` and the answer kept briefly (`Recent`): each later `now` filters the
+        same answer, so a session that closes in between is never offered."""
+
+        async def load() -> tuple[datetime, list[Document]]:
+            since = now - _ADHOC_MARGIN
+            found = await self.sessions.find(
+                {"site": site, "closes_at": {"$gt": instant(since)}}
+            ).to_list()
+            return since, found
+
+        since, found = await self._adhoc.get(site, load)
+        if now < since:  # asked about an earlier moment than the answer covers: ask the store
+            self._adhoc.wrote(site)
+            since, found = await self._adhoc.get(site, load)
+        return [d for d in found if from_instant(d["closes_at"]) > now]
 
     async def calendar_of(self, site: str) -> Document:
-        return await self.calendar.find_one({"_id": site}) or {"_id": site, "version": 0}
+        async def load() -> Document:
+            return await self.calendar.find_one({"_id": site}) or {"_id": site, "version": 0}
+
+        return dict(await self._calendars.get(site, load))
 
     async def change_calendar(self, site: str, change: CalendarChange) -> Document:
         """Optimistic read-modify-write of a site's overrides (admin edits are rare; the maps
         are rewritten whole because the embedded store stores $push-ed documents as text)."""
+        self._calendars.wrote(site)  # before and after: no read in between is kept
+        try:
+            return await self._change_calendar(site, change)
+        finally:
+            self._calendars.wrote(site)
+
+    async def _change_calendar(self, site: str, change: CalendarChange) -> Document:
         while True:
             current = await self.calendar.find_one({"_id": site})
             if current is None:
@@ -327,18 +479,69 @@ class RequestStore:
         result = await self.rates.delete_many({"expires_at": {"$lt": instant(now)}})
         return result.deleted_count
 
-    # --- survey -------------------------------------------------------------------------------
+    # --- survey: each answer kept in its request (ADR 0177) ---------------------------------
 
-    async def insert_feedback(self, doc: Document, events: Sequence[Event[Any]]) -> bool:
-        try:
-            await self.feedback.insert_one({**doc, **outbox_fields(events)})
-        except DuplicateKeyError:
-            return False
-        return True
+    async def record_feedback(
+        self,
+        request_id: str,
+        ticket_id: str,
+        answer: Document,
+        events: Sequence[Event[Any]],
+        *,
+        legacy: bool = False,
+    ) -> bool:
+        """Keep a ticket's survey answer in its request, with its event in the request's own
+        outbox, in one write that happens only if the request holds no answer for the ticket
+        yet (the filter is the once-per-ticket rule, also between instances). `legacy`: the
+        request was stored before answers were kept in it (`answered` then also looks in the
+        old collection). False: already answered."""
+        key = f"feedback.{ticket_id}"
+        fields: Document = {key: answer}
+        if legacy:
+            fields[LEGACY_FEEDBACK] = True
+        result = await self.requests.update_one(
+            {"_id": request_id, key: {"$exists": False}},
+            with_outbox({"$set": fields, "$inc": {"version": 1}}, events),
+        )
+        return result.modified_count == 1
+
+    @staticmethod
+    def answers_kept_inline(request: Document) -> bool:
+        """Whether `request` keeps every survey answer of its own (stored since ADR 0177)."""
+        return "feedback" in request and not request.get(LEGACY_FEEDBACK)
+
+    async def answered(self, request: Document) -> set[str]:
+        """The tickets of `request` whose survey is answered: from the request itself, and for
+        a request stored before that, from the old `feedback` collection as well."""
+        own = set((request.get("feedback") or {}).keys())
+        if self.answers_kept_inline(request):
+            return own
+        ticket_ids = list((request.get("tickets") or {}).keys())
+        return own | (await self.feedback_for(ticket_ids) if ticket_ids else set())
 
     async def feedback_for(self, ticket_ids: Sequence[str]) -> set[str]:
+        """Tickets answered in the old `feedback` collection (before ADR 0177)."""
         found = await self.feedback.find({"_id": {"$in": list(ticket_ids)}}, {"_id": 1}).to_list()
         return {str(d["_id"]) for d in found}
+
+    async def adopt_feedback_outbox(self) -> int:
+        """Events still waiting in the old `feedback` collection's outbox (answers written before
+        ADR 0177 and not yet published) move into their requests' outboxes, which the relay
+        drains; run at start. Each event moves once (the filter), so a crash in between only
+        means the move is finished at the next start. Returns how many moved."""
+        moved = 0
+        pending = self.feedback.find({OUTBOX_COUNT: {"$gt": 0}}, {OUTBOX: 1, "request_id": 1})
+        for doc in await pending.to_list():
+            for event_id, entry in (doc.get(OUTBOX) or {}).items():
+                result = await self.requests.update_one(
+                    {"_id": doc["request_id"], f"{OUTBOX}.{event_id}": {"$exists": False}},
+                    {"$set": {f"{OUTBOX}.{event_id}": entry}, "$inc": {OUTBOX_COUNT: 1}},
+                )
+                moved += result.modified_count
+            await self.feedback.update_one(
+                {"_id": doc["_id"]}, {"$unset": {OUTBOX: ""}, "$set": {OUTBOX_COUNT: 0}}
+            )
+        return moved
 
     async def purge_session_keys(self, before: str) -> None:
         """NIK claims and check-in codes of purged sessions carry hashes and links: drop them."""

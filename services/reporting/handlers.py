@@ -87,7 +87,7 @@ class Reporting:
         if batch.check_ins:
             await self.store.mark_checked_in(batch.check_ins)
         folded_requests = await self.store.save_requests(batch.requests)
-        folded_tickets, stored = await self.store.save_tickets(batch.tickets)
+        folded_tickets, stored = await self.store.save_tickets(batch.tickets, batch.eta_owners())
         await self.store.save_notifications(batch.notifications)
         await self.store.save_feedback(batch.feedback)
         await self.store.save_counters(batch.counters.values())

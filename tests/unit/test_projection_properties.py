@@ -72,7 +72,9 @@ class InMemoryFacts:
     async def save_requests(self, changes: Any) -> dict[str, set[str]]:
         return self._fold(self.requests, changes)
 
-    async def save_tickets(self, changes: Any) -> tuple[dict[str, set[str]], dict[str, Any]]:
+    async def save_tickets(
+        self, changes: Any, eta_owners: Any = ()
+    ) -> tuple[dict[str, set[str]], dict[str, Any]]:
         before = self._fold(self.tickets, changes)
         return before, {k: StoredTicket.model_validate(self.tickets[k]) for k in changes}
 

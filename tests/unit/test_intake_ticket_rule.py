@@ -1,0 +1,96 @@
+"""The pure rule by which a request follows its tickets (services/intake/tickets.py): every pair of
+statuses, older/equal/newer event times, counters kept, and the store filter's status list."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from itertools import product
+
+import pytest
+
+from giliran.contracts import TicketCalled, TicketStatus, new_event
+from giliran.store import instant
+from services.intake.tickets import TicketEntry, TicketWait, applied, outranking
+
+T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+
+
+def entry(status: TicketStatus, minutes: int, counter: str | None = None) -> TicketEntry:
+    return TicketEntry(
+        ticket_id="r1-KIA",
+        number="C-001",
+        service="KIA",
+        status=status,
+        counter=counter,
+        event_time=instant(T0 + timedelta(minutes=minutes)),
+    )
+
+
+def test_a_first_event_is_always_applied() -> None:
+    for status in TicketStatus:
+        assert applied(None, entry(status, 0)) == entry(status, 0)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "shift"), list(product(TicketStatus, TicketStatus, (-1, 0, 1)))
+)
+def test_every_pair_of_statuses_and_times(old: TicketStatus, new: TicketStatus, shift: int) -> None:
+    """Applied exactly when the status does not go back in rank and the event is not older."""
+    result = applied(entry(old, 10), entry(new, 10 + shift))
+    expected = new.rank >= old.rank and shift >= 0
+    assert (result is not None) is expected
+    if expected:
+        assert result == entry(new, 10 + shift)
+    # The store's filter says the same: the current status must not be among those outranking.
+    assert (old.value not in outranking(new)) is (new.rank >= old.rank)
+
+
+def test_a_later_event_without_a_counter_keeps_the_counter_known() -> None:
+    after = applied(entry(TicketStatus.CALLED, 1, "L3"), entry(TicketStatus.COMPLETED, 2))
+    assert after is not None and after.counter == "L3"
+    moved = applied(entry(TicketStatus.CALLED, 1, "L3"), entry(TicketStatus.CALLED, 2, "L4"))
+    assert moved is not None and moved.counter == "L4"  # a recall at another counter
+
+
+def test_an_entry_stored_without_an_event_time_is_moved_by_any_event() -> None:
+    legacy = TicketEntry.model_validate(
+        {"ticket_id": "r1-KIA", "number": "C-001", "service": "KIA", "status": "waiting"}
+    )
+    assert applied(legacy, entry(TicketStatus.CALLED, 0)) == entry(TicketStatus.CALLED, 0)
+    # Nor does one written with the extended ISO form (before instants were used) hold it back.
+    extended = legacy.model_copy(update={"event_time": (T0 + timedelta(days=1)).isoformat()})
+    assert applied(extended, entry(TicketStatus.CALLED, 0)) == entry(TicketStatus.CALLED, 0)
+
+
+def test_the_entry_of_an_event_and_what_a_waiting_answer_merges() -> None:
+    called = new_event(
+        TicketCalled(
+            ticket_id="r1-KIA",
+            request_id="r1",
+            session_id="s",
+            service="KIA",
+            number="C-001",
+            issued_at=T0,
+            counter="L2",
+            called_at=T0,
+        ),
+        site="cikarang-utara",
+        source="queue",
+        at=T0,
+    )
+    seen = TicketEntry.of(called)
+    assert (seen.status, seen.counter, seen.event_time) == (
+        TicketStatus.CALLED,
+        "L2",
+        instant(T0),
+    )
+    wait = TicketWait()
+    wait.seen(seen)
+    wait.seen(entry(TicketStatus.WAITING, -5))  # an older event seen later changes nothing
+    assert wait.changed.is_set()
+    stored = {"_id": "r1", "services": ["KIA"], "tickets": {}}
+    assert wait.merged(stored)["tickets"] == {"r1-KIA": seen.model_dump(mode="json")}
+    # What the store already holds further along wins over what was seen here.
+    further = entry(TicketStatus.COMPLETED, 9).model_dump(mode="json")
+    merged = wait.merged({**stored, "tickets": {"r1-KIA": further}})
+    assert merged["tickets"]["r1-KIA"] == further
