@@ -211,6 +211,14 @@ class ServiceRuntime:
         if self.relay is not None:
             self.relay.wake()
 
+    async def relay_now(
+        self, collection: Collection, doc_id: Any, events: Sequence[Event[Any]]
+    ) -> None:
+        """Publish events this task just wrote to a document's outbox, at once and without the
+        relay's query for them (OutboxRelay.relay_now); left to the relay when that fails."""
+        if self.relay is None or not await self.relay.relay_now(collection, doc_id, events):
+            self.wake_relay()
+
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:

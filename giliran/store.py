@@ -282,6 +282,36 @@ class OutboxRelay:
         self.published += moved
         return moved
 
+    async def relay_now(
+        self, collection: Collection, doc_id: Any, events: Sequence[Event[Any]]
+    ) -> bool:
+        """Publish `events`, just written to the outbox of `doc_id` in `collection` by this task,
+        and take them out of it: what the next drain does for that document, without the query
+        that finds it (ADR 0167). False when publishing failed: the events stay in the outbox
+        and the relay's poll moves them (the caller wakes it). A drain that meets the same
+        document meanwhile publishes it too: the same Nats-Msg-Id, dropped by the server, and
+        only one removal counts."""
+        entries = {e.id: _entry(e) for e in events}
+        try:
+            sent = await self._publish_document({"_id": doc_id, OUTBOX: entries})
+        except Exception as exc:
+            log.debug("outbox relay_now: %s; left to the relay", exc)
+            return False
+        # Only the first remover decrements, as in drain_once.
+        removals = [
+            (
+                {"_id": doc_id, f"{OUTBOX}.{event_id}": {"$exists": True}},
+                {"$unset": {f"{OUTBOX}.{event_id}": ""}, "$inc": {OUTBOX_COUNT: -1}},
+            )
+            for event_id in sent
+        ]
+        if len(removals) == 1:
+            await collection.update_one(*removals[0])
+        elif removals:
+            await collection.bulk_write([UpdateOne(*r) for r in removals], ordered=False)
+        self.published += len(sent)
+        return len(sent) == len(events)
+
     async def _publish_document(self, doc: Document) -> list[str]:
         """Publish one document's pending events in order; the ids published. A failure stops
         the document (its later events must not overtake the one that failed)."""
