@@ -133,7 +133,8 @@ async def run(lengths: Sequence[int], calls: int) -> None:
             print(f"{'waiting/line':>12} {'calls/s':>8} {'call p50':>9} {'call p99':>9} "
                   f"{'done p50':>9} {'done p99':>9} {'queue RSS':>10}")  # fmt: skip
             for length in lengths:
-                session = f"bench-{length}"
+                # shaped as one of the site's sessions: a counter opens only on its own site's
+                session = f"{SITE}-{length:08d}"
                 seeding = time.perf_counter()
                 await seed(mongo_url, "bench_queue", session, length)
                 seeded = time.perf_counter() - seeding

@@ -41,6 +41,10 @@ from services.queue.store import TicketStore, counter_view, facts_of, ticket_at,
 # Lost races before call-next gives up for this click (each lost race is another counter's
 # progress, so this is only reached under extreme contention; the officer clicks again).
 MAX_ROUNDS = 8
+# Candidates looked at again from memory after a lost race, at most (each is another counter's
+# progress, and costs no store read).
+MAX_ATTEMPTS = 64
+CLAIM_SETTLE_SECONDS = 0.005
 
 
 class _Moved:
@@ -323,7 +327,11 @@ class Desk:
                 want_appointments=want_appointments,
             )
             found |= {d["_id"]: d for d in read}
-        return [d for d in found.values() if d.get("site") == site.site]
+        return [
+            d
+            for d in found.values()
+            if d.get("site") == site.site and d["_id"] not in self.memory.claiming
+        ]
 
     async def _call_chosen(self, site: SiteDef, state: Document) -> TicketView | _Moved | None:
         services: list[str] = state["services"]
@@ -337,7 +345,9 @@ class Desk:
         ratio_due = ratio_due and flags.priorities
         appointments = flags.appointments
         confirmed = False  # "nothing to call" is only said after the store confirms it
-        for _ in range(MAX_ROUNDS):
+        reads = 0  # candidates read again from the store (memory re-reads cost nothing)
+        elsewhere: set[str] = set()  # citizens found at another counter during this call
+        for _ in range(MAX_ATTEMPTS):
             now = self.queue.clock()
             docs = await self._candidates(
                 site,
@@ -349,13 +359,17 @@ class Desk:
             )
             by_id = {d["_id"]: d for d in docs}
             waiting = [_waiting(d) for d in docs]
-            elsewhere: set[str] = set()
             lost_race = False
             while True:
                 choice = rules.choose(waiting, services, elsewhere, memory, now, self.policy.call)
                 if choice is None:
                     if lost_race:
-                        break  # read again: the lines moved under us
+                        break  # look again: the lines moved under us
+                    if not docs and self.memory.claiming:
+                        # What waits is being called by this process's other counters: look
+                        # again once their calls are decided (one may fail and leave it).
+                        await asyncio.sleep(CLAIM_SETTLE_SECONDS)
+                        break
                     if not confirmed and not docs:
                         # Memory may lag behind another instance: ask the store before
                         # telling an officer nothing waits.
@@ -364,17 +378,33 @@ class Desk:
                         break
                     return None
                 doc = by_id[choice.ticket_id]
-                result, called = await self._claim(site, state, doc, choice.priority)
+                if doc["_id"] in self.memory.claiming:  # another counter here took it meanwhile
+                    waiting = [w for w in waiting if w.ticket_id != doc["_id"]]
+                    lost_race = True
+                    continue
+                self.memory.claiming.add(doc["_id"])
+                try:
+                    result, called = await self._claim(site, state, doc, choice.priority)
+                finally:
+                    self.memory.claiming.discard(doc["_id"])
                 if result == "moved":
                     return MOVED
                 if called is not None:
                     return ticket_view(called)
                 if result == "elsewhere":
                     elsewhere.add(doc["request_id"])
-                else:
-                    lost_race = True
-                    self.memory.forget(site.site)  # another instance called it: re-read
-                    waiting = [w for w in waiting if w.ticket_id != doc["_id"]]
+                    continue
+                lost_race = True
+                if self.memory.waits(site.site, doc["_id"]):
+                    # Another instance called it (a counter of this process would have taken
+                    # it out of memory): read the site again.
+                    self.memory.forget(site.site)
+                    reads += 1
+                    if reads >= MAX_ROUNDS:
+                        return None
+                    break
+                # Taken by another counter of this process: memory already knows, look again.
+                break
         return None
 
     async def _claim(

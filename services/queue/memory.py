@@ -18,6 +18,7 @@ tickets this process moved.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from bisect import insort
 from collections.abc import Iterable
@@ -115,6 +116,12 @@ class QueueMemory:
         self.sites: dict[str, SiteMemory] = {}
         self.moved: TTLCache[str, Document] = TTLCache(MOVED_KEPT, MOVED_SECONDS)
         self.forgotten = 0  # how often another instance's write made a site be re-read
+        self._reading: dict[tuple[object, ...], asyncio.Future[list[Document]]] = {}
+        # Tickets a counter of this process is calling right now: the other counters of this
+        # process choose among the rest instead of all racing for the oldest ticket (each lost
+        # race costs store writes). Only a courtesy between counters of one process: between
+        # instances the ticket's conditional write decides.
+        self.claiming: set[str] = set()
 
     def site(self, site: str) -> SiteMemory:
         memory = self.sites.setdefault(site, SiteMemory())
@@ -151,7 +158,18 @@ class QueueMemory:
         if found is not None and (found.tickets or found.complete):
             return found
         generation = memory.generation
-        docs = await self.store.line_head(session_id, service, HEAD + 1, priority_only=priority)
+        # Ten counters clicking at once after a forget read each line once, not ten times: a
+        # read in flight is shared by whoever asks in the same generation (a later generation
+        # must not take an answer read before the write that made it).
+        flight = (site, *key, generation)
+        reading = self._reading.get(flight)
+        if reading is None:
+            reading = asyncio.ensure_future(
+                self.store.line_head(session_id, service, HEAD + 1, priority_only=priority)
+            )
+            self._reading[flight] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(flight, None))
+        docs = [dict(d) for d in await asyncio.shield(reading)]
         loaded = LineHead(tickets=docs[:HEAD], complete=len(docs) <= HEAD, waiting=None)
         if loaded.complete:
             loaded.waiting = len(loaded.tickets)
@@ -194,6 +212,10 @@ class QueueMemory:
             return
         for head in self._heads_of(doc):
             head.remove(doc["_id"])
+
+    def waits(self, site: str, ticket_id: str) -> bool:
+        """Whether a line head in memory still shows the ticket waiting."""
+        return any(t["_id"] == ticket_id for h in self.site(site).heads.values() for t in h.tickets)
 
     def held(self, site: str, request_id: str, held: bool, except_ticket: str | None) -> None:
         """This process held (or freed) the waiting tickets of a request."""

@@ -4,6 +4,7 @@ again) when another instance's event shows up, even in the middle of a read."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from giliran.store import Document
@@ -180,3 +181,20 @@ async def test_a_site_is_read_again_after_its_max_age_whatever_the_bus_said() ->
     assert (await memory.waiting(SITE, SESSION, "KIA"))[0] == 1
     memory.sites[SITE].since -= SITE_MAX_AGE + 1
     assert (await memory.waiting(SITE, SESSION, "KIA"))[0] == 2
+
+
+async def test_counters_asking_at_once_share_one_read_of_a_line() -> None:
+    store = FakeStore([ticket(1)])
+    memory = QueueMemory(store)
+    heads = await asyncio.gather(*(memory.head(SITE, SESSION, "KIA", False) for _ in range(10)))
+    assert store.reads == 1 and all(h.tickets[0]["_id"] == "r00001-KIA" for h in heads)
+    # A read started before another instance's write is not handed to a later asker.
+    store.during_read = lambda: memory.on_event(f"giliran.{SITE}.ticket.issued", "theirs")
+    memory.forget(SITE)
+    first = asyncio.ensure_future(memory.head(SITE, SESSION, "KIA", False))
+    await asyncio.sleep(0)
+    store.during_read = None
+    store.tickets.append(ticket(2))
+    later = await memory.head(SITE, SESSION, "KIA", False)
+    await first
+    assert len(later.tickets) == 2

@@ -1,0 +1,71 @@
+"""The outbox relay against the real store: what a write costs it, and nothing left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+import pytest
+
+from giliran.settings import Settings
+from giliran.store import (
+    STORE_COMMANDS,
+    Document,
+    OutboxRelay,
+    connect,
+    ensure_outbox_index,
+    outbox_fields,
+)
+from tests.conftest import eventually, request_event
+
+pytestmark = pytest.mark.integration
+
+
+def _finds(collection: str) -> int:
+    return STORE_COMMANDS.counts.get(("find", collection), 0)
+
+
+async def test_a_write_costs_the_relay_one_read_and_a_backlog_beyond_a_batch_still_leaves(
+    settings: Settings,
+) -> None:
+    client = connect(settings.mongo_url)
+    name = f"relay_{secrets.token_hex(4)}"
+    collection = client[settings.database_name("queue")][name]
+    await ensure_outbox_index(collection)
+    sent: list[str] = []
+
+    async def publish(event: Document) -> None:
+        sent.append(str(event["id"]))
+
+    # Polls never come by themselves here: only wakes move events.
+    relay = OutboxRelay([collection], publish, poll_seconds=60, batch=2)
+    relay.start()
+    try:
+        await asyncio.sleep(0.2)  # the first drain at start: nothing there
+        reads = _finds(name)
+        event = request_event(["KTP-CETAK"])
+        await collection.insert_one({"_id": "one", **outbox_fields([event])})
+        relay.wake()
+        await eventually(lambda: _sent(sent, 1), within=10)
+        await asyncio.sleep(0.3)
+        # One read found the document; none more to see the outbox empty.
+        assert _finds(name) - reads == 1
+
+        # Five documents, a batch of two: the relay goes on until all have left.
+        events: list[Any] = [request_event(["KIA"]) for _ in range(5)]
+        await collection.insert_many(
+            [{"_id": f"d{n}", **outbox_fields([e])} for n, e in enumerate(events)]
+        )
+        relay.wake()
+        await eventually(lambda: _sent(sent, 6), within=10)
+        assert sorted(sent[1:]) == sorted(e.id for e in events)
+        assert await collection.count_documents({"outbox_n": {"$gt": 0}}) == 0
+    finally:
+        await relay.stop()
+        await client.drop_database(settings.database_name("queue"))
+        await client.close()
+
+
+async def _sent(sent: list[str], n: int) -> bool:
+    return len(sent) >= n
