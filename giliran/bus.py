@@ -446,9 +446,14 @@ class EventConsumer:
         except Exception as exc:  # one bad event, or the store away: one by one, with retries
             log.warning("%s: batch of %d not folded (%s); handling its events one by one",
                         self.durable, len(batch), exc)  # fmt: skip
+            named: set[str] = set()
+
+            async def alone(event: Event[Any]) -> None:
+                named.update(await fold([event]))
+
             for raw, event in batch:  # stream order, so each request's events stay in order
-                if await self.handle(raw, event):
-                    self._count("handled", event.type)
+                if await self.handle(raw, event, alone):
+                    self._count("duplicate" if event.id in named else "handled", event.type)
                     await raw.ack()
             return
         for raw, event in batch:
@@ -493,9 +498,11 @@ class EventConsumer:
                 log.exception("%s: unexpected failure on %s: %s", self.durable, raw.subject, exc)
                 await raw.nak(delay=self.backoff_seconds[-1])
 
-    async def handle(self, raw: Msg, parsed: Event[EventData] | str) -> bool:
-        """Run the event's handler; True when it succeeded (the caller records and acks it),
-        False when the message was settled here (skipped, retried or dead-lettered)."""
+    async def handle(
+        self, raw: Msg, parsed: Event[EventData] | str, handler: EventHandler | None = None
+    ) -> bool:
+        """Run the event's handler (or `handler`); True when it succeeded (the caller records and
+        acks it), False when the message was settled here (skipped, retried or dead-lettered)."""
         if isinstance(parsed, str):
             if parsed.startswith("unknown:"):
                 self._count("unknown", parsed.removeprefix("unknown:"))
@@ -504,7 +511,8 @@ class EventConsumer:
                 await self._dead_letter(raw, f"invalid event: {parsed.removeprefix('invalid:')}")
             return False
         event = parsed
-        handler = self.handlers[type(event.data)]  # handle_batch acked events we do not handle
+        # handle_batch acked events we do not handle
+        handler = handler or self.handlers[type(event.data)]
         try:
             await handler(event)
         except Unprocessable as exc:

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import timedelta
@@ -165,6 +165,10 @@ class ServiceRuntime:
         """Register a durable pull consumer named `<service>-<name>` on `stream` with its own
         inbox (unused when a `batch_handler` dedupes in its own documents; see EventConsumer)."""
         durable = f"{self.service}-{name}"
+        if batch_handler is not None:
+            batch_handler = observed_batch(
+                durable, batch_handler, self.bus_metrics, self.settings.log_events
+            )
         consumer = EventConsumer(
             service=self.service,
             durable=durable,
@@ -178,7 +182,8 @@ class ServiceRuntime:
             max_deliver=max_deliver or self.settings.max_deliver,
             backoff_seconds=tuple(self.settings.retry_backoff_seconds),
             stream=stream,
-            batch_handler=batch_handler,
+            batch_handler=batch_handler
+            and observed_batch(durable, batch_handler, self.bus_metrics),
             linger_seconds=linger_seconds,
         )
         self.consumers.append(consumer)
@@ -202,9 +207,19 @@ class ServiceRuntime:
                 schema=Event[model],  # type: ignore[valid-type]
             )
 
-    def wake_relay(self) -> None:
+    def wake_relay(self, collection: Collection | None = None) -> None:
+        """After a write with events: they leave now. Name the collection written if the
+        service has several outboxes (the others are not read)."""
         if self.relay is not None:
-            self.relay.wake()
+            self.relay.wake(collection)
+
+    async def relay_now(
+        self, collection: Collection, doc_id: Any, events: Sequence[Event[Any]]
+    ) -> None:
+        """Publish events this task just wrote to a document's outbox, at once and without the
+        relay's query for them (OutboxRelay.relay_now); left to the relay when that fails."""
+        if self.relay is None or not await self.relay.relay_now(collection, doc_id, events):
+            self.wake_relay()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -371,6 +386,38 @@ class ServiceRuntime:
             except Exception:
                 checks["consumers"] = False
         return checks
+
+
+def observed_batch(
+    durable: str, handler: BatchHandler, metrics: BusMetrics, log_events: bool = False
+) -> BatchHandler:
+    """A batch handler timed per batch (`type` label "batch"); when tracing, one "process" span
+    per event of the batch, each a child of its own event's creation context, open while the
+    batch is folded. No correlation id is bound: a batch's events carry different ones."""
+    child = metrics.handler_seconds.labels(durable, "batch")
+
+    async def timed(events: Sequence[Event[Any]]) -> set[str]:
+        start = time.perf_counter()
+        try:
+            if not telemetry.tracing():
+                return await handler(events)
+            with contextlib.ExitStack() as spans:
+                for event in events:
+                    attributes = {"id": event.id, "type": event.type, "subject": event.subject}
+                    spans.enter_context(
+                        telemetry.processing(
+                            event.nats_subject, attributes, durable, event.traceparent
+                        )
+                    )
+                return await handler(events)
+        finally:
+            elapsed = time.perf_counter() - start
+            child.observe(elapsed)
+            if log_events:
+                events_log.info("%s folded %d events in %.1f ms", durable, len(events),
+                                elapsed * 1000)  # fmt: skip
+
+    return timed
 
 
 def observed(

@@ -193,9 +193,20 @@ class OutboxRelay:
         self._stopping = False
         self.published = 0
         self.last_error: str | None = None
+        self._full = False
+        # Outbox collections written here since the last drain; nothing named (a poll, or a
+        # wake that named no collection) means all of them.
+        self._dirty: set[str] = set()
+        self._dirty_all = True
 
-    def wake(self) -> None:
-        """Called after a local write so events leave at once rather than at the next poll."""
+    def wake(self, collection: Collection | None = None) -> None:
+        """Called after a local write so events leave at once rather than at the next poll.
+        Naming the collection written spares the others a read (a queue writes tickets and
+        counters: one wake read both, issue #17); the poll still reads every one."""
+        if collection is None:
+            self._dirty_all = True
+        else:
+            self._dirty.add(collection.full_name)
         self._wake.set()
 
     def start(self) -> None:
@@ -220,8 +231,11 @@ class OutboxRelay:
         backoff = self._poll_seconds
         while not self._stopping:
             self._wake.clear()
+            names = None if self._dirty_all or not self._dirty else set(self._dirty)
+            self._dirty.clear()
+            self._dirty_all = False
             try:
-                moved = await self.drain_once()
+                moved = await self.drain_once(names)
                 self.last_error = None
                 backoff = self._poll_seconds
             except Exception as exc:  # NATS or the store is down: keep the events, try again.
@@ -230,7 +244,10 @@ class OutboxRelay:
                 await self._idle(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
-            if not moved:
+            # Drained everything it found: no second look to see it empty (that was one read
+            # per outbox collection after every write, issue #17). A write made meanwhile has
+            # woken us, so _idle returns at once; only a full batch may have left some behind.
+            if not moved or not self._full:
                 await self._idle(self._poll_seconds)
 
     async def _idle(self, seconds: float) -> None:
@@ -241,18 +258,23 @@ class OutboxRelay:
         except TimeoutError:
             pass
 
-    async def drain_once(self) -> int:
-        """Publish every pending event once; returns how many left the outbox.
+    async def drain_once(self, names: set[str] | None = None) -> int:
+        """Publish every pending event once (of the collections `names`, or all); returns how
+        many left the outbox.
 
         A document's events go out one after another in their order; different documents'
         concurrently (their order was never defined). Then one bulk write removes what was
         published (ADR 0081): a round trip per batch instead of one per event."""
         moved = 0
+        self._full = False
         for collection in self._collections:
+            if names is not None and collection.full_name not in names:
+                continue
             cursor = collection.find({OUTBOX_COUNT: {"$gt": 0}}, {OUTBOX: 1}, limit=self._batch)
             docs = await cursor.to_list()
             if not docs:
                 continue
+            self._full = self._full or len(docs) >= self._batch
             published = await asyncio.gather(
                 *(self._publish_document(doc) for doc in docs), return_exceptions=True
             )
@@ -275,6 +297,36 @@ class OutboxRelay:
                 raise failed
         self.published += moved
         return moved
+
+    async def relay_now(
+        self, collection: Collection, doc_id: Any, events: Sequence[Event[Any]]
+    ) -> bool:
+        """Publish `events`, just written to the outbox of `doc_id` in `collection` by this task,
+        and take them out of it: what the next drain does for that document, without the query
+        that finds it (ADR 0167). False when publishing failed: the events stay in the outbox
+        and the relay's poll moves them (the caller wakes it). A drain that meets the same
+        document meanwhile publishes it too: the same Nats-Msg-Id, dropped by the server, and
+        only one removal counts."""
+        entries = {e.id: _entry(e) for e in events}
+        try:
+            sent = await self._publish_document({"_id": doc_id, OUTBOX: entries})
+        except Exception as exc:
+            log.debug("outbox relay_now: %s; left to the relay", exc)
+            return False
+        # Only the first remover decrements, as in drain_once.
+        removals = [
+            (
+                {"_id": doc_id, f"{OUTBOX}.{event_id}": {"$exists": True}},
+                {"$unset": {f"{OUTBOX}.{event_id}": ""}, "$inc": {OUTBOX_COUNT: -1}},
+            )
+            for event_id in sent
+        ]
+        if len(removals) == 1:
+            await collection.update_one(*removals[0])
+        elif removals:
+            await collection.bulk_write([UpdateOne(*r) for r in removals], ordered=False)
+        self.published += len(sent)
+        return len(sent) == len(events)
 
     async def _publish_document(self, doc: Document) -> list[str]:
         """Publish one document's pending events in order; the ids published. A failure stops

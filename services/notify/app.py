@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI
 
 from giliran.catalogue import load_catalogue
-from giliran.contracts import NotificationFailed, NotificationReceipt, NotificationSent, utcnow
+from giliran.contracts import (
+    Event,
+    NotificationFailed,
+    NotificationReceipt,
+    NotificationSent,
+    utcnow,
+)
 from giliran.runtime import ServiceRuntime, create_http_app
 from giliran.settings import Settings
 from services.notify import http, subscribers
@@ -45,6 +53,10 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     # One contact book per process: every channel reads the contact the contact-book consumer
     # filed, and a contact is read from the store once, not once per message.
     contacts = ContactBook(store)
+
+    async def relay(delivery_id: str, events: Sequence[Event[Any]]) -> None:
+        await runtime.relay_now(store.deliveries, delivery_id, events)
+
     workers = [
         ChannelWorker(
             channel=build_channel(channel),
@@ -53,6 +65,7 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
             renderer=renderer,
             config=config,
             wake=runtime.wake_relay,
+            relay=relay,
             contacts=contacts,
             public_url=settings.public_url,
             metrics=metrics,

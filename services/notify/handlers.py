@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -102,6 +102,9 @@ class ChannelWorker:
     renderer: Renderer
     config: NotifyConfig
     wake: Callable[[], None]
+    # Publishes the events just written to a delivery's outbox and takes them out, without the
+    # relay's query for them; the relay's poll moves them if that fails (ADR 0167).
+    relay: Callable[[str, Sequence[Event[Any]]], Awaitable[None]]
     # One per process, shared by its channel workers (and its contact-book consumer).
     contacts: ContactBook
     public_url: str = ""
@@ -174,17 +177,20 @@ class ChannelWorker:
         }
         if isinstance(ticket, TicketIssued):
             fields["ahead_at_issue"] = ticket.waiting_ahead
-        now_status = await self.store.track_ticket(ticket.ticket_id, fields, status)
+        tracked = await self.store.track_ticket(ticket.ticket_id, fields, status)
         template = TEMPLATE_OF.get(type(ticket))
         if template is not None:
             data = ticket.model_dump()
             if isinstance(ticket, TicketIssued):
                 data["ahead"] = ticket.waiting_ahead
             await self._message(
-                event.id, event.site, template, ticket.request_id, data, event, now_status
+                event.id, event.site, template, ticket.request_id, data, event, tracked.status
             )
         if isinstance(ticket, TicketCalled):
-            await self._approaching(event)
+            # Moved to "called" by this very write: no earlier handling of this event got as far
+            # as the approaching messages (each does this write first, and status only moves
+            # forward), so it has none to resume.
+            await self._approaching(event, resumed=not tracked.moved)
 
     async def on_cancelled(self, event: Event[RequestCancelled]) -> None:
         template = CANCELLED_TEMPLATE.get(event.data.reason)
@@ -325,7 +331,7 @@ class ChannelWorker:
         key = receipt_key(secret, self.channel.name, site)
         return f"{base}/receipts/{self.channel.name}/{site}?key={key}"
 
-    async def _approaching(self, event: Event[TicketFacts]) -> None:
+    async def _approaching(self, event: Event[TicketFacts], *, resumed: bool = True) -> None:
         """The line moved: tell those now near the front (once), if they were not already."""
         site, called = event.site, event.data
         threshold = self.config.approaching_for(site)
@@ -336,7 +342,9 @@ class ChannelWorker:
         # A redelivered event resumes what it began: its own unfinished "approaching" deliveries
         # do not count as told, and one whose ticket has left the window since is dropped rather
         # than left "sending" for ever.
-        begun = await self.store.unfinished(event.id, APPROACHING, self.channel.name)
+        begun = (
+            await self.store.unfinished(event.id, APPROACHING, self.channel.name) if resumed else []
+        )
         unfinished = {str(d["ticket_id"]): str(d["_id"]) for d in begun}
         told = await self.store.approaching_told([t for t, _ in order], self.channel.name)
         due = approaching_due(order, threshold, told - set(unfinished))
@@ -432,7 +440,7 @@ class ChannelWorker:
             source=SOURCE,
             at=now,
         )
-        await self.store.finish(
+        recorded = await self.store.finish(
             key,
             DeliveryStatus.SENT,
             {
@@ -444,7 +452,8 @@ class ChannelWorker:
             [sent],
         )
         self._finished("sent", cost)
-        self.wake()
+        if recorded:
+            await self.relay(key, [sent])
 
     async def _resume(self, key: str, stale: bool) -> int | None:
         """The delivery exists already (a redelivered event, the other replica's copy, the
@@ -509,14 +518,15 @@ class ChannelWorker:
             source=SOURCE,
             at=now,
         )
-        await self.store.finish(
+        recorded = await self.store.finish(
             key,
             DeliveryStatus.FAILED,
             {"failed_at": instant(now), "last_error": reason, "refused": refused},
             [failed],
         )
         self._finished("failed")
-        self.wake()
+        if recorded:
+            await self.relay(key, [failed])
         log.warning("%s: delivery %s failed: %s", self.channel.name, key, reason)
 
     def _finished(self, outcome: str, cost: int = 0) -> None:

@@ -24,6 +24,15 @@ RELEASED = instant(RELEASED_AT)
 
 
 @dataclass(frozen=True)
+class TicketTrack:
+    """The ticket projection after an event: the ticket's status, and whether this event moved
+    it there (False: it was there or further along already, e.g. the event came again)."""
+
+    status: TicketStatus
+    moved: bool
+
+
+@dataclass(frozen=True)
 class ContactRecord:
     """A request's record in the contact book: purged (a tombstone), still waiting for its
     `citizen.contact` (not seen), or the contact itself."""
@@ -161,32 +170,35 @@ class DeliveryStore:
 
     async def track_ticket(
         self, ticket_id: str, fields: Document, status: TicketStatus
-    ) -> TicketStatus:
+    ) -> TicketTrack:
         """Status only moves forward, whatever order events arrive in; returns the ticket's
-        status afterwards (further along than `status` when a later event came first). One
-        round trip when the status moves forward, the usual case (ADR 0084)."""
+        status afterwards (further along than `status` when a later event came first) and
+        whether this write moved it there from a status before it (False: this event, or one
+        as far along, came before). One round trip when the status moves forward, the usual
+        case (ADR 0084); a repeat costs two more."""
         try:
             doc = await self.tickets.find_one_and_update(
-                {"_id": ticket_id, "rank": {"$lte": status.rank}},
+                {"_id": ticket_id, "rank": {"$lt": status.rank}},
                 {"$set": {**fields, "status": status.value, "rank": status.rank}},
                 {"status": 1},
                 upsert=True,
                 return_document=ReturnDocument.AFTER,
             )
-        except DuplicateKeyError:  # MongoDB: it exists further along (or without a rank)
+        except DuplicateKeyError:  # MongoDB: it exists as far along or further (or no rank)
             doc = None
         if doc is not None:
-            return TicketStatus(doc["status"])
+            return TicketTrack(TicketStatus(doc["status"]), moved=True)
         current = await self.tickets.find_one({"_id": ticket_id}, {"status": 1, "rank": 1})
         if current is not None and TicketStatus(current["status"]).rank > status.rank:
-            return TicketStatus(current["status"])
-        # Written before ranks were stored: compare by status, as it was, and add the rank.
+            return TicketTrack(TicketStatus(current["status"]), moved=False)
+        # As far along (a repeat: its fields again), or written before ranks were stored
+        # (compare by status, as it was, and add the rank).
         await self.tickets.update_one(
             {"_id": ticket_id},
             {"$set": {**fields, "status": status.value, "rank": status.rank}},
             upsert=True,
         )
-        return status
+        return TicketTrack(status, moved=False)
 
     async def ticket_status(self, ticket_id: str) -> TicketStatus | None:
         doc = await self.tickets.find_one({"_id": ticket_id}, {"status": 1})

@@ -99,6 +99,14 @@ class Batch:
                 for ticket_id in ticket_ids:
                     self.tickets[ticket_id].fields.setdefault("checked_in_at", at)
 
+    def eta_owners(self) -> set[str]:
+        """Tickets whose events in this batch may count the ETA error (see ticket_contributions)."""
+        return {
+            ticket_id
+            for ticket_id, events in self.ticket_events.items()
+            if any(isinstance(t, TicketIssued | TicketCalled) for t, _ in events)
+        }
+
     def ticket_cells(self, stored: Mapping[str, StoredTicket]) -> list[tuple[str, Contribution]]:
         """What the batch's ticket events add to the cells, given each ticket's document after
         this batch's facts were written (the ETA needs facts of two events)."""

@@ -34,7 +34,7 @@ from services.reporting.figures import (
     day_figures,
 )
 from services.reporting.live import LiveView, live_view
-from services.reporting.store import FactStore
+from services.reporting.store import Facts
 
 __all__ = ["DaySummary", "KabupatenSummary", "Reporting", "SatisfactionReport"]
 
@@ -70,7 +70,7 @@ class SatisfactionReport(BaseModel):
 
 @dataclass
 class Reporting:
-    store: FactStore
+    store: Facts
     timezone: str = "Asia/Jakarta"
     target_wait_minutes: float = 30.0
     changes: Changes = field(default_factory=Changes)
@@ -87,7 +87,7 @@ class Reporting:
         if batch.check_ins:
             await self.store.mark_checked_in(batch.check_ins)
         folded_requests = await self.store.save_requests(batch.requests)
-        folded_tickets, stored = await self.store.save_tickets(batch.tickets)
+        folded_tickets, stored = await self.store.save_tickets(batch.tickets, batch.eta_owners())
         await self.store.save_notifications(batch.notifications)
         await self.store.save_feedback(batch.feedback)
         await self.store.save_counters(batch.counters.values())

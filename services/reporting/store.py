@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Collection as Collection_
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
-from typing import Any
+from typing import Any, Protocol
 
 from pymongo import ReturnDocument, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -15,6 +16,37 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from giliran.store import DUPLICATE_KEY, Collection, Database, Document, count
 from services.reporting.cells import CellUpdate, Contribution, StoredTicket, combine
 from services.reporting.fold import CounterChange, FactChange
+
+
+class Facts(Protocol):
+    """What the use cases (`handlers.Reporting`, `history.History`) need of reporting's store:
+    `FactStore` over MongoDB, and an in-memory fake (tests/fakes/reporting_facts.py) for
+    service-layer tests that run in milliseconds without a store or a bus."""
+
+    async def checked_in(self, request_ids: Iterable[str]) -> dict[str, str]: ...
+    async def mark_checked_in(self, check_ins: Mapping[str, str]) -> None: ...
+    async def save_requests(self, changes: Mapping[str, FactChange]) -> dict[str, set[str]]: ...
+    async def save_tickets(
+        self, changes: Mapping[str, FactChange], eta_owners: Collection_[str]
+    ) -> tuple[dict[str, set[str]], dict[str, StoredTicket]]: ...
+    async def save_feedback(self, changes: Mapping[str, FactChange]) -> None: ...
+    async def save_notifications(self, changes: Mapping[str, FactChange]) -> None: ...
+    async def save_counters(self, changes: Iterable[CounterChange]) -> None: ...
+    async def add_ticket_cells(self, contributions: Sequence[tuple[str, Contribution]]) -> None: ...
+    async def add_request_cells(
+        self, contributions: Sequence[tuple[str, Contribution]]
+    ) -> None: ...
+    async def ticket_cells_where(
+        self, first: date, last: date, site: str | None = None, session_id: str | None = None
+    ) -> list[Document]: ...
+    async def request_cells_where(
+        self, first: date, last: date, site: str | None = None, session_id: str | None = None
+    ) -> list[Document]: ...
+    async def tickets_on(self, site: str, day: date) -> list[Document]: ...
+    async def feedback_between(self, site: str, first: date, last: date) -> list[Document]: ...
+    async def completed_between(self, site: str, first: date, last: date) -> int: ...
+    async def notifications_on(self, site: str, day: date) -> list[Document]: ...
+    async def counters_on(self, site: str, day: date) -> list[Document]: ...
 
 
 class FactStore:
@@ -32,7 +64,11 @@ class FactStore:
         self.ticket_cells = database["ticket_cells"]
         self.request_cells = database["request_cells"]
         self.counters = database["counter_states"]
-        self._known_cells: set[str] = set()  # cells this process knows exist
+        # Cells this process knows exist, to skip the create-first write (see _add_to_cells).
+        # Safe when stale: nothing deletes a cell but a dropped database, and a cell write that
+        # then matches nothing re-creates the cell and settles its facts one by one; another
+        # instance's cells are unknown here and only cost one idempotent create.
+        self._known_cells: set[str] = set()
 
     def collections(self) -> list[Collection]:
         """Every projection (what a rebuild must reproduce)."""
@@ -66,22 +102,21 @@ class FactStore:
             await self.tickets.bulk_write(writes, ordered=False)
 
     async def save_requests(self, changes: Mapping[str, FactChange]) -> dict[str, set[str]]:
-        """Each request's facts and the ids of the events folded in, one write per request;
-        returns the ids each had folded before (a redelivery finds its own there)."""
-        before = await _fold_facts(self.requests, changes)
-        return {key: _folded(doc) for key, doc in before.items()}
+        """Each request's facts and the ids of the events folded in (see `_fold_facts`); returns
+        the ids each had folded before (a redelivery finds its own there)."""
+        before, _ = await _fold_facts(self.requests, changes, ())
+        return before
 
     async def save_tickets(
-        self, changes: Mapping[str, FactChange]
+        self, changes: Mapping[str, FactChange], eta_owners: Collection_[str]
     ) -> tuple[dict[str, set[str]], dict[str, StoredTicket]]:
-        """Each ticket's facts, one atomic write per ticket that returns the document as it was:
-        the ids it had folded before, and (with this batch's facts added) what the cells need."""
-        before = await _fold_facts(self.tickets, changes)
-        after = {
-            key: StoredTicket.model_validate({**(before.get(key) or {}), **change.fields})
-            for key, change in changes.items()
-        }
-        return {key: _folded(doc) for key, doc in before.items()}, after
+        """Each ticket's facts (see `_fold_facts`): the ids each had folded before, and, for the
+        tickets in `eta_owners`, what the cells need of the document once this batch's facts are
+        in it — read after the write, so of two instances writing `issued` and `called` at once
+        the second sees both (the others get an empty StoredTicket: they own no ETA)."""
+        before, after = await _fold_facts(self.tickets, changes, eta_owners)
+        stored = {key: StoredTicket.model_validate(after.get(key) or {}) for key in changes}
+        return before, stored
 
     async def save_feedback(self, changes: Mapping[str, FactChange]) -> None:
         await _set_all(self.feedback, changes)
@@ -234,22 +269,50 @@ async def _ensure(collection: Collection, cells: Mapping[str, Document]) -> None
             raise
 
 
+# Up to this many documents a batch writes each with its own findAndModify (the document as it
+# was comes back with the write); above it, one read before, one bulk write and one read after
+# cost fewer commands (the later batches of a busy minute touch dozens of tickets).
+ONE_BY_ONE = 3
+
+
 async def _fold_facts(
-    collection: Collection, changes: Mapping[str, FactChange]
-) -> dict[str, Document | None]:
-    """One atomic write per document: its facts and the ids of the events folded into it set,
-    the document as it was returned (None when new)."""
-
-    async def one(key: str, change: FactChange) -> Document | None:
-        update = {**change.fields, **{f"folded.{e}": 1 for e in change.events}}
-        before: Document | None = await collection.find_one_and_update(
-            {"_id": key}, {"$set": update}, upsert=True, return_document=ReturnDocument.BEFORE
-        )
-        return before
-
+    collection: Collection, changes: Mapping[str, FactChange], read_after: Collection_[str]
+) -> tuple[dict[str, set[str]], dict[str, Document]]:
+    """Write each document's facts and the ids of the events folded into it (`folded.<id>`):
+    returns the ids each had folded before, and the documents of `read_after` as they are once
+    this batch's facts are in (at least: another instance may have added more)."""
     keys = list(changes)
-    found = await asyncio.gather(*(one(k, changes[k]) for k in keys))
-    return dict(zip(keys, found, strict=True))
+    if len(keys) <= ONE_BY_ONE:
+
+        async def one(key: str) -> Document | None:
+            before: Document | None = await collection.find_one_and_update(
+                {"_id": key},
+                {"$set": _set(changes[key])},
+                upsert=True,
+                return_document=ReturnDocument.BEFORE,
+            )
+            return before
+
+        found = dict(zip(keys, await asyncio.gather(*(one(k) for k in keys)), strict=True))
+        merged = {k: {**(found[k] or {}), **changes[k].fields} for k in keys if k in read_after}
+        return {k: _folded(doc) for k, doc in found.items()}, merged
+    # A redelivery racing another instance between this read and the write is counted
+    # "handled" rather than "duplicate"; the write itself stays idempotent.
+    before = {
+        str(doc["_id"]): _folded(doc)
+        async for doc in collection.find({"_id": {"$in": keys}}, {"folded": 1})
+    }
+    writes = [UpdateOne({"_id": k}, {"$set": _set(changes[k])}, upsert=True) for k in keys]
+    await collection.bulk_write(writes, ordered=False)
+    wanted = [k for k in keys if k in read_after]
+    after: dict[str, Document] = {}
+    if wanted:
+        after = {str(d["_id"]): d async for d in collection.find({"_id": {"$in": wanted}})}
+    return {k: before.get(k, set()) for k in keys}, after
+
+
+def _set(change: FactChange) -> Document:
+    return {**change.fields, **{f"folded.{e}": 1 for e in change.events}}
 
 
 def _folded(doc: Document | None) -> set[str]:

@@ -1,0 +1,114 @@
+"""EventConsumer with a batch handler (ADR 0170), against a real nats-server: the batch is folded
+in one call with no inbox; the duplicates it names are counted as such; a batch that fails is
+handled event by event, so one poisoned event is dead-lettered and the others still land; a
+forged event (body disagreeing with its subject) never reaches the batch handler."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from giliran.bus import ConsumerMetrics, EventConsumer, ensure_streams
+from giliran.contracts import Event, RequestSubmitted
+from giliran.settings import Settings
+from giliran.store import Inbox, connect
+from tests.conftest import eventually, nats_client, publish, request_event
+
+pytestmark = pytest.mark.integration
+
+
+class NoInbox(Inbox):
+    """An inbox that fails the test if the consumer touches it."""
+
+    async def seen_many(self, event_ids: Any) -> set[str]:
+        raise AssertionError("a batch-handling consumer read the inbox")
+
+    async def record_many(self, events: Any) -> None:
+        raise AssertionError("a batch-handling consumer wrote the inbox")
+
+
+def _outcomes(metrics: ConsumerMetrics) -> Counter[str]:
+    found: Counter[str] = Counter()
+    for metric in metrics.handled.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                found[sample.labels["outcome"]] += int(sample.value)
+    return found
+
+
+async def test_batches_folded_whole_duplicates_named_and_a_poisoned_event_isolated(
+    settings: Settings,
+) -> None:
+    client = connect(settings.mongo_url)
+    folded: Counter[str] = Counter()
+    batch_sizes: list[int] = []
+    events = [request_event(["KIA"]) for _ in range(40)]
+    poisoned = events[25].id
+    seen_before = {events[3].id}  # as if the handler's documents had folded it already
+
+    async def fold(batch: Sequence[Event[Any]]) -> set[str]:
+        batch_sizes.append(len(batch))
+        if any(e.id == poisoned for e in batch):
+            raise ValueError("cannot fold this one")
+        for e in batch:
+            folded[e.id] += 1
+        return {e.id for e in batch} & seen_before
+
+    async def one(event: Event[Any]) -> set[str]:
+        return await fold([event])
+
+    metrics = ConsumerMetrics.create(CollectorRegistry())
+    consumer = EventConsumer(
+        service="test",
+        durable="test-folding",
+        subject="giliran.*.request.submitted",
+        handlers={RequestSubmitted: one},
+        inbox=NoInbox(client[f"{settings.db_prefix}_inboxtest"], "test-folding"),
+        metrics=metrics,
+        max_deliver=2,
+        backoff_seconds=(0.1, 0.1),
+        batch_handler=fold,
+        linger_seconds=0.2,
+    )
+    try:
+        async with nats_client(settings) as nc:
+            await ensure_streams(nc.jetstream())
+        for event in events:
+            await publish(settings, event)
+        await publish(settings, events[7], msg_id=f"{events[7].id}-again")  # same batch copy
+        # A forged event: its body names another site than the subject it is sent on.
+        forged = request_event(["KIA"], site="botram-setu")
+        async with nats_client(settings) as nc:
+            await nc.jetstream().publish(
+                "giliran.cikarang-utara.request.submitted",
+                json.dumps(forged.to_json_dict()).encode(),
+                headers={"Nats-Msg-Id": forged.id},
+            )
+            await consumer.start(nc.jetstream())
+
+            async def settled() -> bool:
+                outcomes = _outcomes(metrics)
+                return outcomes["handled"] + outcomes["duplicate"] >= 40 and bool(
+                    next(iter(metrics.dead_lettered.collect())).samples[0].value
+                )
+
+            await eventually(settled, within=30)
+            await asyncio.sleep(0.5)
+            await consumer.stop()
+        # Every good event folded; the poisoned batch's other events folded on their own after
+        # the whole batch failed (some twice: the handler is idempotent, as the contract says).
+        assert set(folded) == {e.id for e in events} - {poisoned}
+        assert forged.id not in folded
+        outcomes = _outcomes(metrics)
+        assert outcomes["duplicate"] == 2  # the copy in the same batch, and the one it named
+        assert outcomes["disagrees"] == 1
+        assert max(batch_sizes) > 1  # whole batches, not one call per event
+    finally:
+        await consumer.stop()
+        await client.close()

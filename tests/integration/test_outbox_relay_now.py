@@ -1,0 +1,91 @@
+"""OutboxRelay.relay_now against the embedded store: the events a writer just put in a document's
+outbox leave at once without the relay's query, stay there when publishing fails, and a drain
+meeting the same document at the same moment never miscounts (ADR 0167)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from giliran.contracts import Event, NotificationSent, new_event, utcnow
+from giliran.settings import Settings
+from giliran.store import OUTBOX, OUTBOX_COUNT, Document, OutboxRelay, connect, with_outbox
+
+pytestmark = pytest.mark.integration
+
+
+def sent_event(n: int) -> Event[NotificationSent]:
+    return new_event(
+        NotificationSent(
+            delivery_id=f"d{n}", cause_event_id=f"c{n}", cause_type="giliran.ticket.issued.v1",
+            request_id="r", ticket_id="r-KIA", channel="console", template="ticket_issued",
+            cost_units=0, sent_at=utcnow(),
+        ),
+        site="cikarang-utara",
+    )  # fmt: skip
+
+
+async def test_relay_now_publishes_what_was_written_and_leaves_it_when_publishing_fails(
+    settings: Settings,
+) -> None:
+    client = connect(settings.mongo_url)
+    collection = client[f"{settings.db_prefix}_relaynow"]["deliveries"]
+    published: Counter[str] = Counter()
+    failing = True
+
+    async def publish(event: Document) -> None:
+        if failing:
+            raise ConnectionError("NATS is not connected")
+        published[str(event["id"])] += 1
+
+    relay = OutboxRelay([collection], publish)
+    try:
+        first, second = sent_event(1), sent_event(2)
+        for key, event in (("d1", first), ("d2", second)):
+            await collection.insert_one({"_id": key, "status": "sending"})
+            await collection.update_one(
+                {"_id": key},
+                with_outbox({"$set": {"status": "sent"}}, [event]),
+            )
+        # NATS away: nothing published, nothing taken out; the relay's poll has it later.
+        assert not await relay.relay_now(collection, "d1", [first])
+        doc = await collection.find_one({"_id": "d1"})
+        assert doc is not None and doc[OUTBOX_COUNT] == 1
+        failing = False
+        assert await relay.drain_once() == 2
+        assert published == {first.id: 1, second.id: 1}
+
+        # Written, then handed over at once: published and taken out, no drain needed.
+        third = sent_event(3)
+        await collection.insert_one({"_id": "d3", "status": "sending"})
+        await collection.update_one(
+            {"_id": "d3"},
+            with_outbox({"$set": {"status": "sent"}}, [third]),
+        )
+        assert await relay.relay_now(collection, "d3", [third])
+        doc = await collection.find_one({"_id": "d3"})
+        assert doc is not None and doc[OUTBOX_COUNT] == 0 and not doc.get(OUTBOX)
+        assert published[third.id] == 1
+        assert await relay.drain_once() == 0
+
+        # A drain meeting the same document at the same moment: at most a second publish of the
+        # same id (the server drops it by Nats-Msg-Id), and the count never goes below zero.
+        events = [sent_event(n) for n in range(4, 24)]
+        for n, event in enumerate(events, start=4):
+            await collection.insert_one({"_id": f"d{n}", "status": "sending"})
+            await collection.update_one(
+                {"_id": f"d{n}"},
+                with_outbox({"$set": {"status": "sent"}}, [event]),
+            )
+        await asyncio.gather(
+            relay.drain_once(),
+            *(relay.relay_now(collection, f"d{n}", [e]) for n, e in enumerate(events, start=4)),
+        )
+        counts = [d[OUTBOX_COUNT] async for d in collection.find({}, {OUTBOX_COUNT: 1})]
+        assert set(counts) == {0}
+        assert all(published[e.id] >= 1 for e in events)
+    finally:
+        await client.drop_database(f"{settings.db_prefix}_relaynow")
+        await client.close()
