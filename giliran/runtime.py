@@ -207,9 +207,11 @@ class ServiceRuntime:
                 schema=Event[model],  # type: ignore[valid-type]
             )
 
-    def wake_relay(self) -> None:
+    def wake_relay(self, collection: Collection | None = None) -> None:
+        """After a write with events: they leave now. Name the collection written if the
+        service has several outboxes (the others are not read)."""
         if self.relay is not None:
-            self.relay.wake()
+            self.relay.wake(collection)
 
     async def relay_now(
         self, collection: Collection, doc_id: Any, events: Sequence[Event[Any]]

@@ -194,9 +194,19 @@ class OutboxRelay:
         self.published = 0
         self.last_error: str | None = None
         self._full = False
+        # Outbox collections written here since the last drain; nothing named (a poll, or a
+        # wake that named no collection) means all of them.
+        self._dirty: set[str] = set()
+        self._dirty_all = True
 
-    def wake(self) -> None:
-        """Called after a local write so events leave at once rather than at the next poll."""
+    def wake(self, collection: Collection | None = None) -> None:
+        """Called after a local write so events leave at once rather than at the next poll.
+        Naming the collection written spares the others a read (a queue writes tickets and
+        counters: one wake read both, issue #17); the poll still reads every one."""
+        if collection is None:
+            self._dirty_all = True
+        else:
+            self._dirty.add(collection.full_name)
         self._wake.set()
 
     def start(self) -> None:
@@ -221,8 +231,11 @@ class OutboxRelay:
         backoff = self._poll_seconds
         while not self._stopping:
             self._wake.clear()
+            names = None if self._dirty_all or not self._dirty else set(self._dirty)
+            self._dirty.clear()
+            self._dirty_all = False
             try:
-                moved = await self.drain_once()
+                moved = await self.drain_once(names)
                 self.last_error = None
                 backoff = self._poll_seconds
             except Exception as exc:  # NATS or the store is down: keep the events, try again.
@@ -245,8 +258,9 @@ class OutboxRelay:
         except TimeoutError:
             pass
 
-    async def drain_once(self) -> int:
-        """Publish every pending event once; returns how many left the outbox.
+    async def drain_once(self, names: set[str] | None = None) -> int:
+        """Publish every pending event once (of the collections `names`, or all); returns how
+        many left the outbox.
 
         A document's events go out one after another in their order; different documents'
         concurrently (their order was never defined). Then one bulk write removes what was
@@ -254,6 +268,8 @@ class OutboxRelay:
         moved = 0
         self._full = False
         for collection in self._collections:
+            if names is not None and collection.full_name not in names:
+                continue
             cursor = collection.find({OUTBOX_COUNT: {"$gt": 0}}, {OUTBOX: 1}, limit=self._batch)
             docs = await cursor.to_list()
             if not docs:

@@ -69,3 +69,39 @@ async def test_a_write_costs_the_relay_one_read_and_a_backlog_beyond_a_batch_sti
 
 async def _sent(sent: list[str], n: int) -> bool:
     return len(sent) >= n
+
+
+async def test_a_wake_naming_its_collection_reads_only_that_one_and_the_poll_reads_all(
+    settings: Settings,
+) -> None:
+    client = connect(settings.mongo_url)
+    names = [f"relay_{secrets.token_hex(4)}" for _ in range(2)]
+    written, other = (client[settings.database_name("queue")][n] for n in names)
+    for collection in (written, other):
+        await ensure_outbox_index(collection)
+    sent: list[str] = []
+
+    async def publish(event: Document) -> None:
+        sent.append(str(event["id"]))
+
+    relay = OutboxRelay([written, other], publish, poll_seconds=2.0)
+    relay.start()
+    try:
+        await asyncio.sleep(0.3)  # the first drain at start reads both
+        reads = (_finds(names[0]), _finds(names[1]))
+        event = request_event(["KTP-CETAK"])
+        await written.insert_one({"_id": "one", **outbox_fields([event])})
+        relay.wake(written)
+        await eventually(lambda: _sent(sent, 1), within=10)
+        assert (_finds(names[0]) - reads[0], _finds(names[1]) - reads[1]) == (1, 0)
+
+        # An event left in the other collection (another instance crashed before its relay
+        # ran): nobody wakes for it, the poll finds it.
+        stranded = request_event(["KIA"])
+        await other.insert_one({"_id": "two", **outbox_fields([stranded])})
+        await eventually(lambda: _sent(sent, 2), within=10)
+        assert sent[1] == stranded.id
+    finally:
+        await relay.stop()
+        await client.drop_database(settings.database_name("queue"))
+        await client.close()
