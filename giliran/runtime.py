@@ -182,8 +182,7 @@ class ServiceRuntime:
             max_deliver=max_deliver or self.settings.max_deliver,
             backoff_seconds=tuple(self.settings.retry_backoff_seconds),
             stream=stream,
-            batch_handler=batch_handler
-            and observed_batch(durable, batch_handler, self.bus_metrics),
+            batch_handler=batch_handler,
             linger_seconds=linger_seconds,
         )
         self.consumers.append(consumer)

@@ -295,11 +295,11 @@ async def _fold_facts(
 
         found = dict(zip(keys, await asyncio.gather(*(one(k) for k in keys)), strict=True))
         merged = {k: {**(found[k] or {}), **changes[k].fields} for k in keys if k in read_after}
-        return {k: _folded(doc) for k, doc in found.items()}, merged
+        return {k: _folded(doc, changes[k]) for k, doc in found.items()}, merged
     # A redelivery racing another instance between this read and the write is counted
     # "handled" rather than "duplicate"; the write itself stays idempotent.
     before = {
-        str(doc["_id"]): _folded(doc)
+        str(doc["_id"]): _folded(doc, changes[str(doc["_id"])])
         async for doc in collection.find({"_id": {"$in": keys}}, {"folded": 1})
     }
     writes = [UpdateOne({"_id": k}, {"$set": _set(changes[k])}, upsert=True) for k in keys]
@@ -312,11 +312,19 @@ async def _fold_facts(
 
 
 def _set(change: FactChange) -> Document:
-    return {**change.fields, **{f"folded.{e}": 1 for e in change.events}}
+    return {**change.fields, **{f"folded.{_folded_key(e)}": 1 for e in change.events}}
 
 
-def _folded(doc: Document | None) -> set[str]:
-    return set((doc or {}).get("folded") or {})
+def _folded_key(event_id: str) -> str:
+    """An event id as a field name: hashed, because an id comes from a message body and may hold
+    `.` or `$` (an invalid update path that would fail the whole batch) or be long."""
+    return hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
+
+
+def _folded(doc: Document | None, change: FactChange) -> set[str]:
+    """The events of `change` that `doc` had folded already."""
+    keys = (doc or {}).get("folded") or {}
+    return {e for e in change.events if _folded_key(e) in keys}
 
 
 async def _set_all(collection: Collection, changes: Mapping[str, FactChange]) -> None:

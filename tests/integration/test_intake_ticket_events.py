@@ -12,6 +12,7 @@ import pytest
 
 from giliran.settings import Settings
 from tests.conftest import eventually, publish, running
+from tests.integration.test_intake_registration import bus_events
 from tests.integration.test_intake_status import quick, registered, ticket_events  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -121,3 +122,25 @@ async def test_a_fetched_batch_is_one_store_command_and_its_redelivery_changes_n
         unchanged = await intake.record_tickets(batch)
         assert unchanged == {e.id for e in batch if e.type.endswith("issued.v1")}
         assert await states() == [("called", "2")] * 3
+
+
+async def test_a_registrations_events_leave_at_once_without_the_relays_query(
+    quick: Settings,  # noqa: F811
+) -> None:
+    """ADR 0178: submit publishes what it stored itself; with the relay's loop stopped the event
+    still reaches the bus and the request's outbox is emptied."""
+    async with (
+        running("intake", quick) as svc,
+        bus_events(quick, "giliran.cikarang-utara.request.submitted") as published,
+    ):
+        relay = svc.runtime.relay
+        assert relay is not None
+        await relay.stop()
+        request = await registered(svc)
+
+        async def out() -> bool:
+            return any(e["data"]["request_id"] == request["request_id"] for e in published)
+
+        await eventually(out)
+        stored = await svc.app.state.intake.store.requests.find_one({"_id": request["request_id"]})
+        assert stored["outbox_n"] == 0 and not stored.get("outbox")

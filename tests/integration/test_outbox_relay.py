@@ -105,3 +105,40 @@ async def test_a_wake_naming_its_collection_reads_only_that_one_and_the_poll_rea
         await relay.stop()
         await client.drop_database(settings.database_name("queue"))
         await client.close()
+
+
+async def test_busy_wakes_of_one_outbox_starve_no_other_and_a_failing_one_holds_none_back(
+    settings: Settings,
+) -> None:
+    client = connect(settings.mongo_url)
+    names = [f"relay_{secrets.token_hex(4)}" for _ in range(3)]
+    broken, busy, quiet = (client[settings.database_name("queue")][n] for n in names)
+    for collection in (broken, busy, quiet):
+        await ensure_outbox_index(collection)
+    poisoned = request_event(["KIA"])
+    sent: list[str] = []
+
+    async def publish(event: Document) -> None:
+        if event["id"] == poisoned.id:
+            raise ConnectionError("this one never goes out")
+        sent.append(str(event["id"]))
+
+    relay = OutboxRelay([broken, busy, quiet], publish, poll_seconds=0.5)
+    relay.start()
+    try:
+        await broken.insert_one({"_id": "poisoned", **outbox_fields([poisoned])})
+        stranded = request_event(["KTP-CETAK"])
+        await quiet.insert_one({"_id": "stranded", **outbox_fields([stranded])})
+        # A write every 0.1 s to `busy`, each waking the relay for that outbox only.
+        for n in range(30):
+            await busy.insert_one({"_id": f"b{n}", **outbox_fields([request_event(["KIA"])])})
+            relay.wake(busy)
+            await asyncio.sleep(0.1)
+            if stranded.id in sent:
+                break
+        assert stranded.id in sent, "an outbox nobody named waited behind a busy one"
+        assert poisoned.id not in sent
+    finally:
+        await relay.stop()
+        await client.drop_database(settings.database_name("queue"))
+        await client.close()
