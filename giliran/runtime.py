@@ -182,8 +182,7 @@ class ServiceRuntime:
             max_deliver=max_deliver or self.settings.max_deliver,
             backoff_seconds=tuple(self.settings.retry_backoff_seconds),
             stream=stream,
-            batch_handler=batch_handler
-            and observed_batch(durable, batch_handler, self.bus_metrics),
+            batch_handler=batch_handler,
             linger_seconds=linger_seconds,
         )
         self.consumers.append(consumer)
@@ -207,9 +206,11 @@ class ServiceRuntime:
                 schema=Event[model],  # type: ignore[valid-type]
             )
 
-    def wake_relay(self) -> None:
+    def wake_relay(self, collection: Collection | None = None) -> None:
+        """After a write with events: they leave now. Name the collection written if the
+        service has several outboxes (the others are not read)."""
         if self.relay is not None:
-            self.relay.wake()
+            self.relay.wake(collection)
 
     async def relay_now(
         self, collection: Collection, doc_id: Any, events: Sequence[Event[Any]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -202,9 +203,20 @@ class OutboxRelay:
         # relay_now's published events, taken out of their outboxes together a moment later.
         self._published_now: list[tuple[Collection, Any, str]] = []
         self._removing: asyncio.Task[None] | None = None
+        # Outbox collections written here since the last drain; nothing named (a poll, or a
+        # wake that named no collection) means all of them.
+        self._dirty: set[str] = set()
+        self._dirty_all = True
+        self._read_all_at = 0.0
 
-    def wake(self) -> None:
-        """Called after a local write so events leave at once rather than at the next poll."""
+    def wake(self, collection: Collection | None = None) -> None:
+        """Called after a local write so events leave at once rather than at the next poll.
+        Naming the collection written spares the others a read (a queue writes tickets and
+        counters: one wake read both, issue #17); the poll still reads every one."""
+        if collection is None:
+            self._dirty_all = True
+        else:
+            self._dirty.add(collection.full_name)
         self._wake.set()
 
     def start(self) -> None:
@@ -233,11 +245,20 @@ class OutboxRelay:
         backoff = self._poll_seconds
         while not self._stopping:
             self._wake.clear()
+            # Every outbox is read at least once a poll interval whatever the wakes name, so an
+            # event another instance left in an unnamed one never waits behind a busy one.
+            due = time.monotonic() - self._read_all_at >= self._poll_seconds
+            names = None if due or self._dirty_all or not self._dirty else set(self._dirty)
+            self._dirty.clear()
+            self._dirty_all = False
+            if names is None:
+                self._read_all_at = time.monotonic()
             try:
-                moved = await self.drain_once()
+                moved = await self.drain_once(names)
                 self.last_error = None
                 backoff = self._poll_seconds
             except Exception as exc:  # NATS or the store is down: keep the events, try again.
+                self._dirty_all = True
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("outbox relay: %s; retrying in %.1fs", self.last_error, backoff)
                 await self._idle(backoff)
@@ -257,15 +278,19 @@ class OutboxRelay:
         except TimeoutError:
             pass
 
-    async def drain_once(self) -> int:
-        """Publish every pending event once; returns how many left the outbox.
+    async def drain_once(self, names: set[str] | None = None) -> int:
+        """Publish every pending event once (of the collections `names`, or all); returns how
+        many left the outbox.
 
         A document's events go out one after another in their order; different documents'
         concurrently (their order was never defined). Then one bulk write removes what was
         published (ADR 0081): a round trip per batch instead of one per event."""
         moved = 0
+        failed: BaseException | None = None
         self._full = False
         for collection in self._collections:
+            if names is not None and collection.full_name not in names:
+                continue
             cursor = collection.find({OUTBOX_COUNT: {"$gt": 0}}, {OUTBOX: 1}, limit=self._batch)
             docs = await cursor.to_list()
             if not docs:
@@ -287,11 +312,11 @@ class OutboxRelay:
             if removals:
                 await collection.bulk_write(removals, ordered=False)
                 moved += len(removals)
-            failed = next((p for p in published if isinstance(p, BaseException)), None)
-            if failed is not None:
-                self.published += moved
-                raise failed
+            # One outbox that cannot publish must not hold the others back: raise at the end.
+            failed = failed or next((p for p in published if isinstance(p, BaseException)), None)
         self.published += moved
+        if failed is not None:
+            raise failed
         return moved
 
     async def relay_now(

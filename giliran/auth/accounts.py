@@ -176,8 +176,9 @@ class AuthStore:
             {"_id": name}, {"$set": {"password": await hash_password(password)}}
         )
         # A new password ends every open session of that person.
-        await self.sessions.delete_many(indexed({"user": name}))
-        await self._changed()
+        ended = await self.sessions.delete_many(indexed({"user": name}))
+        if ended.deleted_count:
+            await self._changed()
         return found.matched_count == 1
 
     async def authenticate(self, name: str, password: str) -> Document | None:
@@ -277,7 +278,8 @@ class AuthStore:
         found = await self.tokens.update_one(
             {"_id": token_id}, {"$set": {"revoked": True, "revoked_at": instant(utcnow())}}
         )
-        await self._changed()
+        if found.matched_count:
+            await self._changed()
         return found.matched_count == 1
 
     async def revoke_labelled(self, labels: Sequence[str]) -> int:
@@ -287,7 +289,8 @@ class AuthStore:
             {"label": {"$in": list(labels)}, "revoked": False},
             {"$set": {"revoked": True, "revoked_at": instant(utcnow())}},
         )
-        await self._changed()
+        if found.modified_count:
+            await self._changed()
         return found.modified_count
 
     async def list_tokens(self) -> list[Document]:
@@ -300,12 +303,15 @@ class AuthStore:
         remembered = self._remembered.get("token:" + digest)
         if isinstance(remembered, Principal):
             return remembered
+        # A change announced while we read must not be undone by putting what we read back.
+        generation = self._remembered.forgotten
         doc = await self.tokens.find_one(indexed({"digest": digest}))
         if doc is None or doc.get("revoked"):
             return None
         found = _token_principal(doc)
-        self._remembered.put("token:" + digest, found)
-        self._remembered.put("token-id:" + str(doc["_id"]), found)
+        if self._remembered.forgotten == generation:
+            self._remembered.put("token:" + digest, found)
+            self._remembered.put("token-id:" + str(doc["_id"]), found)
         return found
 
     async def still_valid(self, who: Principal) -> bool:
@@ -317,9 +323,10 @@ class AuthStore:
             return True  # the legacy admin token: valid while configured
         if self._remembered.get("token-id:" + who.token_id) is not None:
             return True
+        generation = self._remembered.forgotten
         doc = await self.tokens.find_one({"_id": who.token_id})
         valid = doc is not None and not doc.get("revoked")
-        if valid:
+        if valid and self._remembered.forgotten == generation:
             self._remembered.put("token-id:" + who.token_id, who)
         return valid
 
@@ -426,14 +433,16 @@ class AuthStore:
         return session_id
 
     async def close_session(self, session_id: str) -> None:
-        await self.sessions.delete_one(indexed({"digest": token_digest(session_id)}))
-        await self._changed()
+        ended = await self.sessions.delete_one(indexed({"digest": token_digest(session_id)}))
+        if ended.deleted_count:
+            await self._changed()
 
     async def by_session(self, session_id: str) -> Principal | None:
         digest = token_digest(session_id)
         remembered = self._remembered.get("session:" + digest)
         if isinstance(remembered, Principal):
             return remembered
+        generation = self._remembered.forgotten
         session = await self.sessions.find_one(indexed({"digest": digest}))
         if session is None:
             return None
@@ -446,7 +455,8 @@ class AuthStore:
         found = Principal(
             str(user["_id"]), Role(user["role"]), str(user["site"]), "session", session_id
         )
-        self._remembered.put("session:" + digest, found, ends)
+        if self._remembered.forgotten == generation:
+            self._remembered.put("session:" + digest, found, ends)
         return found
 
     async def forget_expired(self, now: datetime | None = None) -> int:

@@ -208,6 +208,8 @@ async def demo_accounts(settings: Settings, site: str, queue_url: str) -> list[s
     lines = ["  demo accounts (new passwords at every start; sign in at any service's /login):"]
     try:
         store = AuthStore(client[settings.auth_database])
+        # The services are running: an old demo token or session they remember ends at once.
+        store.on_change = lambda: _announce(settings)
         await store.ensure_indexes()
         for name, role, where in DEMO_PEOPLE:
             password = secrets.token_urlsafe(9)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import holidays
@@ -95,6 +96,7 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
         contact_retention=timedelta(hours=settings.contact_retention_hours),
         timezone=settings.timezone,
         on_change=changes.bump,
+        relay=partial(runtime.relay_now, store.requests),
     )
 
     async def own_nik_key() -> None:

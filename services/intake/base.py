@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from giliran.catalogue import Catalogue, SiteDef
-from giliran.contracts import utcnow
+from giliran.contracts import Event, utcnow
 from giliran.store import Document, from_instant
 from services.intake import domain, sessions
 from services.intake.errors import RequestNotFound
@@ -38,6 +40,29 @@ class IntakeBase:
     _waiters: dict[str, TicketWait] = field(default_factory=dict)
     # Called with a request id whenever one of its tickets changes (the status page's push).
     on_change: Callable[[str], None] = lambda _request_id: None
+    # Publishes events just written to a request's outbox at once (ServiceRuntime.relay_now,
+    # ADR 0178); None: the relay is woken to find them.
+    relay: Callable[[str, Sequence[Event[Any]]], Awaitable[None]] | None = None
+    _relaying: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def publish_now(self, request_id: str, events: Sequence[Event[Any]]) -> None:
+        """Hand the events just written with a request to the relay at once, in a task: the
+        caller's answer (a kiosk waiting for its ticket) registers its wait before the ticket
+        can come back. If that fails they stay in the outbox and the relay is woken for them."""
+        if self.relay is None:
+            self.wake()
+            return
+        relay = self.relay
+
+        async def publish() -> None:
+            try:
+                await relay(request_id, events)
+            except Exception:  # the store is away for the removal: the relay's drain does it
+                self.wake()
+
+        task = asyncio.create_task(publish(), name=f"publish-{request_id}")
+        self._relaying.add(task)
+        task.add_done_callback(self._relaying.discard)
 
     def site(self, slug: str) -> SiteDef:
         site = self.catalogue.site(slug)

@@ -43,11 +43,19 @@ class Intake(Registration):
     """Every citizen-facing use case of intake (the composition root builds one)."""
 
     async def record_tickets(self, events: Sequence[Event[Any]]) -> set[str]:
-        """A fetched batch of ticket events (the consumer's batch handler: no inbox, ADR 0175):
-        each request's events one after another in stream order, different requests at once.
-        Returns the ids that changed nothing (duplicates, stale). If one fails (an unknown
-        request), the consumer handles the batch again one event at a time, with its retries;
-        what was applied here is then applied again, which changes nothing."""
+        """A fetched batch of ticket events (the consumer's batch handler: no inbox, ADR 0175).
+        Usually one store command for the whole batch (`move_tickets`); when any of its writes
+        does not match (a duplicate, a stale event, an unknown request), each request's events
+        one after another in stream order, different requests at once. Returns the ids that
+        changed nothing. If one fails (an unknown request), the consumer handles the batch again
+        one event at a time, with its retries; what was applied is applied again: no change."""
+        if len(events) > 1:
+            # The usual batch: every event's likely write matches, all in one store command.
+            moves = [(e.data.request_id, TicketEntry.of(e)) for e in events]
+            if await self.store.move_tickets(moves):
+                for request_id, entry in moves:
+                    self._moved(request_id, entry)
+                return set()
         by_request: dict[str, list[Event[TicketFacts]]] = {}
         for event in events:
             by_request.setdefault(event.data.request_id, []).append(event)
@@ -86,11 +94,17 @@ class Intake(Registration):
 
             if not await self.store.update_tickets(request_id, change):
                 raise RequestNotFound(request_id)
+        if entry is None:
+            return False
+        self._moved(request_id, entry)
+        return True
+
+    def _moved(self, request_id: str, entry: TicketEntry) -> None:
+        """Tell a kiosk answer waiting here, and the status page's push."""
         waiter = self._waiters.get(request_id)
-        if waiter is not None and entry is not None:
+        if waiter is not None:
             waiter.seen(entry)
         self.on_change(request_id)
-        return entry is not None
 
     async def wait_for_tickets(
         self, request_id: str, wait_seconds: float, submitted: Document | None = None

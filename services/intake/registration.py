@@ -173,9 +173,10 @@ class Registration(Admission):
                 token=secrets.token_urlsafe(18),
                 submitted_at=now,
             )
-            doc = await self.store.add(request, self._submitted_events(request, session))
+            events = self._submitted_events(request, session)
+            doc = await self.store.add(request, events)
             claimed.pop_all()  # stored: every claim is the request's now
-        self.wake()
+        self.publish_now(request_id, events)
         return Submitted(doc, applicant.warnings)
 
     def _submitted_events(

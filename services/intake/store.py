@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from cachetools import TTLCache
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from giliran.contracts import Event, TicketStatus
@@ -47,6 +47,31 @@ def _key(*parts: str) -> str:
 
 def _instant_or_none(moment: datetime | None) -> str | None:
     return instant(moment) if moment is not None else None
+
+
+def _ticket_writes(request_id: str, entry: TicketEntry) -> list[tuple[Document, Document]] | None:
+    """The two conditional writes that apply `entry` (ADR 0175), the likely one first; None
+    when the ticket id is no path the store can address."""
+    if "." in entry.ticket_id or entry.ticket_id.startswith("$"):
+        return None
+    key = f"tickets.{entry.ticket_id}"
+    stored = entry.model_dump(mode="json")
+    create = (
+        {"_id": request_id, key: {"$exists": False}},
+        {"$set": {key: stored}, "$inc": {"version": 1}},
+    )
+    # A later event without a counter keeps the counter the entry has (`applied` too).
+    moved = {f"{key}.{k}": v for k, v in stored.items() if not (k == "counter" and v is None)}
+    move = (
+        {
+            "_id": request_id,
+            f"{key}.status": {"$nin": outranking(entry.status)},
+            f"{key}.event_time": {"$lte": entry.event_time},
+        },
+        {"$set": moved, "$inc": {"version": 1}},
+    )
+    # An issued ticket is new to its request, the others are not.
+    return [create, move] if entry.status is TicketStatus.WAITING else [move, create]
 
 
 class Recent(Generic[V]):
@@ -174,30 +199,28 @@ class RequestStore:
         event is stale or a duplicate the filter refused, or the entry predates `event_time`;
         the caller then decides on a read (`update_tickets`). Concurrent writers (two
         instances, a redelivery) are serialised by the store on the one document."""
-        if "." in entry.ticket_id or entry.ticket_id.startswith("$"):
+        writes = _ticket_writes(request_id, entry)
+        if writes is None:
             return False  # not a path the store can address: the read-modify-write handles it
-        key = f"tickets.{entry.ticket_id}"
-        stored = entry.model_dump(mode="json")
-        create = (
-            {"_id": request_id, key: {"$exists": False}},
-            {"$set": {key: stored}, "$inc": {"version": 1}},
-        )
-        # A later event without a counter keeps the counter the entry has (`applied` too).
-        moved = {f"{key}.{k}": v for k, v in stored.items() if not (k == "counter" and v is None)}
-        move = (
-            {
-                "_id": request_id,
-                f"{key}.status": {"$nin": outranking(entry.status)},
-                f"{key}.event_time": {"$lte": entry.event_time},
-            },
-            {"$set": moved, "$inc": {"version": 1}},
-        )
-        # The likely one first: an issued ticket is new to its request, the others are not.
-        attempts = (create, move) if entry.status is TicketStatus.WAITING else (move, create)
-        for query, update in attempts:
+        for query, update in writes:
             if (await self.requests.update_one(query, update)).matched_count == 1:
                 return True
         return False
+
+    async def move_tickets(self, moves: Sequence[tuple[str, TicketEntry]]) -> bool:
+        """A fetched batch of ticket events in ONE store command: each event's likely write of
+        `move_ticket` (create for an issued ticket, move for the others), in stream order.
+        True when every one matched; otherwise the caller applies the batch again one event at
+        a time (a write that matched here then changes nothing)."""
+        ops: list[UpdateOne] = []
+        for request_id, entry in moves:
+            writes = _ticket_writes(request_id, entry)
+            if writes is None:
+                return False
+            query, update = writes[0]
+            ops.append(UpdateOne(query, update))
+        result = await self.requests.bulk_write(ops, ordered=True)
+        return result.matched_count == len(ops)
 
     async def update_if(
         self, query: Document, fields: Document, events: Sequence[Event[Any]]

@@ -22,6 +22,26 @@ class TicketAt:
     arrived: bool = True
 
 
+class CounterStatus(StrEnum):
+    OPEN = "open"
+    PAUSED = "paused"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class CounterState:
+    """A counter as a call reads it: the aggregate whose revision orders calls (ADR 0161)."""
+
+    counter: str
+    status: CounterStatus
+    session_id: str | None
+    services: tuple[str, ...]
+    revision: int
+    current: str | None = None
+    normal_since_priority: int = 0
+    pinned: bool = False
+
+
 class CounterNow(StrEnum):
     FREE = "free"  # nothing called or served here: a call may reserve the counter
     BUSY = "busy"  # its ticket is called or served here

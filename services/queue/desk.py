@@ -34,9 +34,17 @@ from giliran.contracts.envelope import Event
 from giliran.store import Document, from_instant, instant
 from giliran.telemetry import JOURNEY
 from services.queue import calling, domain, rules
+from services.queue.calling import CounterState
 from services.queue.handlers import SOURCE, Queue
 from services.queue.memory import QueueMemory
-from services.queue.store import TicketStore, counter_view, facts_of, ticket_at, ticket_view
+from services.queue.store import (
+    TicketStore,
+    counter_state,
+    counter_view,
+    facts_of,
+    ticket_at,
+    ticket_view,
+)
 
 # Lost races before call-next gives up for this click (each lost race is another counter's
 # progress, so this is only reached under extreme contention; the officer clicks again).
@@ -248,7 +256,8 @@ class Desk:
                     pinned=bool(doc and doc.get("pinned")),
                     known=doc,
                 )
-                called = await self._call_chosen(site, state)
+                await self._still_free(site, counter.id, doc, state)
+                called = await self._call_chosen(site, counter_state(state))
                 if called is not MOVED:
                     break
                 self.memory.counter_stale(site.site)  # another instance acted here: look again
@@ -261,12 +270,12 @@ class Desk:
     def memory(self) -> QueueMemory:
         return self.queue.memory
 
-    async def _busy(self, site: SiteDef, counter: str, state: Document | None) -> Document | None:
+    async def _busy(self, site: SiteDef, counter: str, doc: Document | None) -> Document | None:
         """The ticket the counter is calling or serving, if any. A counter points at the ticket
         it reserved before calling it (ADR 0161): a reserved ticket still waiting is a call
         in flight here or one a crash cut short, and is called now (by whichever of the two
         gets there: the ticket's own conditional write lets only one)."""
-        current = state.get("current") if state else None
+        current = counter_state(doc).current if doc else None
         if not current:
             return None
         doc = self.memory.ticket(current)
@@ -283,6 +292,17 @@ class Desk:
                 assert doc is not None
                 result, called = await self._claim_ticket(site, counter, doc)
                 return called if result == "called" else None
+
+    async def _still_free(
+        self, site: SiteDef, counter: str, checked: Document | None, state: Document
+    ) -> None:
+        """Opening may have read the counter again (another instance opened it first): the call
+        is reserved against that revision, so it must be free in that revision too."""
+        if checked is not None and checked.get("revision") == state.get("revision"):
+            return
+        busy = await self._busy(site, counter, state)
+        if busy is not None:
+            raise domain.CounterBusy(counter, busy["number"])
 
     async def _serving_session(
         self, site: SiteDef, counter_id: str, doc: Document | None
@@ -333,15 +353,17 @@ class Desk:
             if d.get("site") == site.site and d["_id"] not in self.memory.claiming
         ]
 
-    async def _call_chosen(self, site: SiteDef, state: Document) -> TicketView | _Moved | None:
-        services: list[str] = state["services"]
-        memory = rules.CounterMemory(int(state.get("normal_since_priority", 0)))
+    async def _call_chosen(self, site: SiteDef, state: CounterState) -> TicketView | _Moved | None:
+        services = state.services
+        memory = rules.CounterMemory(state.normal_since_priority)
         # Priority tickets only matter when one is due by the ratio (or nothing else waits);
         # aged ones are found among the oldest anyway. Appointments only if the session has any.
         ratio_due = memory.normal_since_priority >= self.policy.call.normal_per_priority
         # A session that never had a priority ticket has none to look for (ADR 0084): without
         # this every call after the third read each line twice.
-        flags = await self.queue.session_flags(state["session_id"])
+        assert state.session_id is not None  # opened for the running session just before
+        session_id = state.session_id
+        flags = await self.queue.session_flags(session_id)
         ratio_due = ratio_due and flags.priorities
         appointments = flags.appointments
         confirmed = False  # "nothing to call" is only said after the store confirms it
@@ -351,7 +373,7 @@ class Desk:
             now = self.queue.clock()
             docs = await self._candidates(
                 site,
-                state["session_id"],
+                session_id,
                 services,
                 now,
                 want_priority=ratio_due,
@@ -384,7 +406,7 @@ class Desk:
                     continue
                 self.memory.claiming.add(doc["_id"])
                 try:
-                    result, called = await self._claim(site, state, doc, choice.priority)
+                    result, called, state = await self._claim(site, state, doc, choice.priority)
                 finally:
                     self.memory.claiming.discard(doc["_id"])
                 if result == "moved":
@@ -408,31 +430,35 @@ class Desk:
         return None
 
     async def _claim(
-        self, site: SiteDef, state: Document, doc: Document, priority: bool
-    ) -> tuple[str, Document | None]:
+        self, site: SiteDef, state: CounterState, doc: Document, priority: bool
+    ) -> tuple[str, Document | None, CounterState]:
         """Call one waiting ticket at this counter: take its citizen's serving slot, point the
         counter at it if nobody changed the counter since `state` was read, then call the
         ticket. ("called", ticket), ("elsewhere", None) when the citizen is at another counter,
         ("taken", None) when another counter won the ticket, ("moved", None) when the counter
         changed under us (another instance acted at it)."""
-        counter = str(state["counter"])
+        counter = state.counter
         # The claim is dated when it is taken, not when this call began: a slow call (lock
         # waits, several candidates tried) must not take a slot that already looks abandoned to
         # _heal_visit, which another counter could free while this call is still completing.
-        if not await self.store.claim_visit(doc["request_id"], doc["_id"], self.queue.clock()):
+        took = await self.store.take_visit(doc["request_id"], doc["_id"], self.queue.clock())
+        if took is None:
             if not await self._heal_visit(doc["request_id"]):
-                return "elsewhere", None
-            if not await self.store.claim_visit(doc["request_id"], doc["_id"], self.queue.clock()):
-                return "elsewhere", None
+                return "elsewhere", None, state
+            took = await self.store.take_visit(doc["request_id"], doc["_id"], self.queue.clock())
+            if took is None:
+                return "elsewhere", None, state
         reserved = await self.store.reserve_counter(
-            site.site, counter, int(state.get("revision", 0)), priority, doc["_id"]
+            site.site, counter, state.revision, priority, doc["_id"]
         )
         if reserved is None:
-            await self.store.release_visit(doc["request_id"], doc["_id"])
-            return "moved", None
+            if took:  # a slot another call of this ticket holds is that call's to free
+                await self.store.release_visit(doc["request_id"], doc["_id"])
+            return "moved", None, state
         self.memory.counter_saved(site.site, reserved)
-        state.update(reserved)  # the next candidate, if any, is reserved on this revision
-        return await self._claim_ticket(site, counter, doc)
+        # The next candidate, if this one is lost, is reserved on the new revision.
+        result, called = await self._claim_ticket(site, counter, doc)
+        return result, called, counter_state(reserved)
 
     async def _claim_ticket(
         self, site: SiteDef, counter: str, doc: Document
@@ -540,11 +566,14 @@ class Desk:
                 state = await self._open(
                     site, counter.id, None, doc["session_id"], pinned=False, known=known
                 )
-                if doc["service"] not in state["services"]:
+                await self._still_free(site, counter.id, known, state)
+                if doc["service"] not in counter_state(state).services:
                     raise domain.NotThisCounter(doc["number"], counter.id)
                 if not doc.get("arrived", True):
                     raise domain.NotCheckedIn(doc["number"])
-                result, _ = await self._claim(site, state, doc, bool(doc.get("is_priority")))
+                result, _, _ = await self._claim(
+                    site, counter_state(state), doc, bool(doc.get("is_priority"))
+                )
                 if result == "moved":
                     self.memory.counter_stale(site.site)
                     continue
@@ -695,6 +724,7 @@ class Desk:
             now,
             release=True,
         )
+        self.queue.served(moved)
         return ticket_view(moved)
 
     async def no_show(self, site_slug: str, counter: str | None, ticket_id: str) -> TicketView:

@@ -3,7 +3,6 @@ the lines: which session runs now, where a ticket stands, and its ETA."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,9 +62,10 @@ class Queue:
     # Facts read often and changing slowly, kept for CACHE_TTL: whether a session has
     # appointments or priority tickets, the inputs of an ETA, the sessions recorded lately.
     _flags: dict[str, tuple[float, SessionFlags]] = field(default_factory=dict)
-    _eta_inputs: dict[tuple[str, str], tuple[float, float, list[float]]] = field(
-        default_factory=dict
-    )
+    # The recent service times of each line (an ETA's pace), read at most every CACHE_TTL;
+    # this process's own completions are added as they happen, another instance's show
+    # within CACHE_TTL. (An ETA's capacity comes from the counters in memory, ADR 0160.)
+    _paces: dict[tuple[str, str], tuple[float, list[float]]] = field(default_factory=dict)
     _noted: dict[tuple[object, ...], float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -84,11 +84,18 @@ class Queue:
         return site
 
     def touched(self, site: str) -> None:
-        """A counter acted: publish, refresh screens, and forget cached ETA inputs (capacity
-        and pace may have changed)."""
-        self._eta_inputs.clear()
+        """A counter acted: publish, refresh screens."""
         self.wake()
         self.changes.bump(site)
+
+    def served(self, doc: Document) -> None:
+        """This process completed a ticket: its service time is the line's latest pace."""
+        cached = self._paces.get((doc["session_id"], doc["service"]))
+        if cached is None or not doc.get("called_at") or not doc.get("completed_at"):
+            return
+        took = from_instant(doc["completed_at"]) - from_instant(doc["called_at"])
+        cached[1].append(took.total_seconds())
+        del cached[1][: -eta.RECENT]
 
     # --- from intake ---------------------------------------------------------------------------
 
@@ -366,16 +373,14 @@ class Queue:
         self, site: SiteDef, session_id: str, service: str, ahead: int, now: datetime
     ) -> datetime | None:
         key = (session_id, service)
-        cached = self._eta_inputs.get(key)
+        capacity = await self._capacity(site.site, session_id, service)
+        cached = self._paces.get(key)
         if cached is not None and cached[0] > time.monotonic():
-            _, capacity, paces = cached
+            paces = cached[1]
         else:
-            capacity, paces = await asyncio.gather(
-                self._capacity(site.site, session_id, service),
-                self.store.service_seconds(session_id, service, eta.RECENT),
-            )
-            self._eta_inputs[key] = (time.monotonic() + CACHE_TTL, capacity, paces)
-            _forget_expired(self._eta_inputs)
+            paces = await self.store.service_seconds(session_id, service, eta.RECENT)
+            self._paces[key] = (time.monotonic() + CACHE_TTL, paces)
+            _forget_expired(self._paces)
         return eta.estimate(
             position=ahead,
             capacity=capacity,

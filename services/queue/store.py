@@ -23,7 +23,7 @@ from giliran.store import (
     outbox_fields,
     with_outbox,
 )
-from services.queue.calling import TicketAt
+from services.queue.calling import CounterState, CounterStatus, TicketAt
 
 NO_OUTBOX = {"outbox": 0}
 BUSY = ("called", "serving")
@@ -80,6 +80,20 @@ def ticket_at(doc: Document | None) -> TicketAt | None:
         status=TicketStatus(doc["status"]),
         counter=doc.get("counter"),
         arrived=bool(doc.get("arrived", True)),
+    )
+
+
+def counter_state(doc: Document) -> CounterState:
+    """A stored counter, typed (the revision and pointer a call reserves it by)."""
+    return CounterState(
+        counter=str(doc["counter"]),
+        status=CounterStatus(doc["status"]),
+        session_id=doc.get("session_id"),
+        services=tuple(doc["services"]),
+        revision=int(doc.get("revision", 0)),
+        current=doc.get("current"),
+        normal_since_priority=int(doc.get("normal_since_priority", 0)),
+        pinned=bool(doc.get("pinned")),
     )
 
 
@@ -376,6 +390,12 @@ class TicketStore:
         """Take the request's serving slot for `ticket_id`; False when another ticket has it.
         Insert-or-conditional-update on one document: atomic, so two counters can never both
         take it."""
+        return await self.take_visit(request_id, ticket_id, now) is not None
+
+    async def take_visit(self, request_id: str, ticket_id: str, now: datetime) -> bool | None:
+        """As `claim_visit`: True when this call took the slot, False when `ticket_id` already
+        held it (another call of the same ticket is in flight: not this call's to free), None
+        when another ticket has it."""
         claim = {"ticket_id": ticket_id, "since": instant(now)}
         try:
             await self.visits.insert_one({"_id": request_id, **claim})
@@ -385,7 +405,9 @@ class TicketStore:
         taken = await self.visits.update_one(
             {"_id": request_id, "ticket_id": None}, {"$set": claim}
         )
-        return taken.modified_count == 1 or await self._is_claimed_by(request_id, ticket_id)
+        if taken.modified_count == 1:
+            return True
+        return False if await self._is_claimed_by(request_id, ticket_id) else None
 
     async def _is_claimed_by(self, request_id: str, ticket_id: str) -> bool:
         doc = await self.visits.find_one({"_id": request_id})

@@ -34,7 +34,7 @@ from services.reporting.figures import (
     day_figures,
 )
 from services.reporting.live import LiveView, live_view
-from services.reporting.store import FactStore
+from services.reporting.store import Facts
 
 __all__ = ["DaySummary", "KabupatenSummary", "Reporting", "SatisfactionReport"]
 
@@ -70,7 +70,7 @@ class SatisfactionReport(BaseModel):
 
 @dataclass
 class Reporting:
-    store: FactStore
+    store: Facts
     timezone: str = "Asia/Jakarta"
     target_wait_minutes: float = 30.0
     changes: Changes = field(default_factory=Changes)

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from giliran.catalogue import Catalogue
 from services.reporting.cells import tally
 from services.reporting.figures import Counts, DaySummary, counts, day_figures, grouped
-from services.reporting.store import FactStore
+from services.reporting.store import Facts
 
 BOTRAM, MSC = "BOTRAM", "MSC"
 
@@ -62,7 +62,7 @@ class KabupatenPeriod(BaseModel):
 
 @dataclass
 class History:
-    store: FactStore
+    store: Facts
     catalogue: Catalogue | None = None
     timezone: str = "Asia/Jakarta"
     target_wait_minutes: float = 30.0

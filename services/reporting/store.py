@@ -8,7 +8,7 @@ import hashlib
 from collections.abc import Collection as Collection_
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
-from typing import Any
+from typing import Any, Protocol
 
 from pymongo import ReturnDocument, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -16,6 +16,37 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from giliran.store import DUPLICATE_KEY, Collection, Database, Document, count
 from services.reporting.cells import CellUpdate, Contribution, StoredTicket, combine
 from services.reporting.fold import CounterChange, FactChange
+
+
+class Facts(Protocol):
+    """What the use cases (`handlers.Reporting`, `history.History`) need of reporting's store:
+    `FactStore` over MongoDB, and an in-memory fake (tests/fakes/reporting_facts.py) for
+    service-layer tests that run in milliseconds without a store or a bus."""
+
+    async def checked_in(self, request_ids: Iterable[str]) -> dict[str, str]: ...
+    async def mark_checked_in(self, check_ins: Mapping[str, str]) -> None: ...
+    async def save_requests(self, changes: Mapping[str, FactChange]) -> dict[str, set[str]]: ...
+    async def save_tickets(
+        self, changes: Mapping[str, FactChange], eta_owners: Collection_[str]
+    ) -> tuple[dict[str, set[str]], dict[str, StoredTicket]]: ...
+    async def save_feedback(self, changes: Mapping[str, FactChange]) -> None: ...
+    async def save_notifications(self, changes: Mapping[str, FactChange]) -> None: ...
+    async def save_counters(self, changes: Iterable[CounterChange]) -> None: ...
+    async def add_ticket_cells(self, contributions: Sequence[tuple[str, Contribution]]) -> None: ...
+    async def add_request_cells(
+        self, contributions: Sequence[tuple[str, Contribution]]
+    ) -> None: ...
+    async def ticket_cells_where(
+        self, first: date, last: date, site: str | None = None, session_id: str | None = None
+    ) -> list[Document]: ...
+    async def request_cells_where(
+        self, first: date, last: date, site: str | None = None, session_id: str | None = None
+    ) -> list[Document]: ...
+    async def tickets_on(self, site: str, day: date) -> list[Document]: ...
+    async def feedback_between(self, site: str, first: date, last: date) -> list[Document]: ...
+    async def completed_between(self, site: str, first: date, last: date) -> int: ...
+    async def notifications_on(self, site: str, day: date) -> list[Document]: ...
+    async def counters_on(self, site: str, day: date) -> list[Document]: ...
 
 
 class FactStore:
@@ -264,11 +295,11 @@ async def _fold_facts(
 
         found = dict(zip(keys, await asyncio.gather(*(one(k) for k in keys)), strict=True))
         merged = {k: {**(found[k] or {}), **changes[k].fields} for k in keys if k in read_after}
-        return {k: _folded(doc) for k, doc in found.items()}, merged
+        return {k: _folded(doc, changes[k]) for k, doc in found.items()}, merged
     # A redelivery racing another instance between this read and the write is counted
     # "handled" rather than "duplicate"; the write itself stays idempotent.
     before = {
-        str(doc["_id"]): _folded(doc)
+        str(doc["_id"]): _folded(doc, changes[str(doc["_id"])])
         async for doc in collection.find({"_id": {"$in": keys}}, {"folded": 1})
     }
     writes = [UpdateOne({"_id": k}, {"$set": _set(changes[k])}, upsert=True) for k in keys]
@@ -281,11 +312,19 @@ async def _fold_facts(
 
 
 def _set(change: FactChange) -> Document:
-    return {**change.fields, **{f"folded.{e}": 1 for e in change.events}}
+    return {**change.fields, **{f"folded.{_folded_key(e)}": 1 for e in change.events}}
 
 
-def _folded(doc: Document | None) -> set[str]:
-    return set((doc or {}).get("folded") or {})
+def _folded_key(event_id: str) -> str:
+    """An event id as a field name: hashed, because an id comes from a message body and may hold
+    `.` or `$` (an invalid update path that would fail the whole batch) or be long."""
+    return hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
+
+
+def _folded(doc: Document | None, change: FactChange) -> set[str]:
+    """The events of `change` that `doc` had folded already."""
+    keys = (doc or {}).get("folded") or {}
+    return {e for e in change.events if _folded_key(e) in keys}
 
 
 async def _set_all(collection: Collection, changes: Mapping[str, FactChange]) -> None:

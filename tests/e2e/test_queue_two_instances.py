@@ -183,3 +183,23 @@ async def test_a_ticket_issued_by_one_instance_is_called_by_the_other(
             done = await http.post(f"{API}/counters/3/tickets/{ticket['ticket_id']}/complete")
             assert done.status_code == 200, done.text
         assert order == arrival  # called in their order of arrival, whoever issued them
+
+
+async def test_first_clicks_on_unopened_counters_through_two_instances_call_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The click that opens a counter races too: the instance whose open lost reads the counter
+    again, and must find it busy with the other's call rather than reserve it afresh."""
+    async with two_queues(settings, tmp_path) as (one, two):
+        await _issue(settings, one, TICKETS)
+        for counter in ("1", "2", "3", "4"):  # every counter of the site, each unopened
+            first, second = await asyncio.gather(
+                one.post(f"{API}/counters/{counter}/call-next"),
+                two.post(f"{API}/counters/{counter}/call-next"),
+            )
+            called = {r.json()["ticket"]["ticket_id"] for r in (first, second) if r.is_success}
+            at_counter = await _at_counter(settings, counter)
+            assert len(called) == 1 and [d["_id"] for d in at_counter] == list(called), (
+                first.text,
+                second.text,
+            )

@@ -1,1 +1,2 @@
-"""Test doubles of the outside world the notify service talks to: HTTP gateways and SMTP."""
+"""Test doubles: the outside world notify talks to (HTTP gateways, SMTP) and in-memory stores
+for service-layer tests (reporting_facts)."""

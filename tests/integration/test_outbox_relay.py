@@ -69,3 +69,76 @@ async def test_a_write_costs_the_relay_one_read_and_a_backlog_beyond_a_batch_sti
 
 async def _sent(sent: list[str], n: int) -> bool:
     return len(sent) >= n
+
+
+async def test_a_wake_naming_its_collection_reads_only_that_one_and_the_poll_reads_all(
+    settings: Settings,
+) -> None:
+    client = connect(settings.mongo_url)
+    names = [f"relay_{secrets.token_hex(4)}" for _ in range(2)]
+    written, other = (client[settings.database_name("queue")][n] for n in names)
+    for collection in (written, other):
+        await ensure_outbox_index(collection)
+    sent: list[str] = []
+
+    async def publish(event: Document) -> None:
+        sent.append(str(event["id"]))
+
+    relay = OutboxRelay([written, other], publish, poll_seconds=2.0)
+    relay.start()
+    try:
+        await asyncio.sleep(0.3)  # the first drain at start reads both
+        reads = (_finds(names[0]), _finds(names[1]))
+        event = request_event(["KTP-CETAK"])
+        await written.insert_one({"_id": "one", **outbox_fields([event])})
+        relay.wake(written)
+        await eventually(lambda: _sent(sent, 1), within=10)
+        assert (_finds(names[0]) - reads[0], _finds(names[1]) - reads[1]) == (1, 0)
+
+        # An event left in the other collection (another instance crashed before its relay
+        # ran): nobody wakes for it, the poll finds it.
+        stranded = request_event(["KIA"])
+        await other.insert_one({"_id": "two", **outbox_fields([stranded])})
+        await eventually(lambda: _sent(sent, 2), within=10)
+        assert sent[1] == stranded.id
+    finally:
+        await relay.stop()
+        await client.drop_database(settings.database_name("queue"))
+        await client.close()
+
+
+async def test_busy_wakes_of_one_outbox_starve_no_other_and_a_failing_one_holds_none_back(
+    settings: Settings,
+) -> None:
+    client = connect(settings.mongo_url)
+    names = [f"relay_{secrets.token_hex(4)}" for _ in range(3)]
+    broken, busy, quiet = (client[settings.database_name("queue")][n] for n in names)
+    for collection in (broken, busy, quiet):
+        await ensure_outbox_index(collection)
+    poisoned = request_event(["KIA"])
+    sent: list[str] = []
+
+    async def publish(event: Document) -> None:
+        if event["id"] == poisoned.id:
+            raise ConnectionError("this one never goes out")
+        sent.append(str(event["id"]))
+
+    relay = OutboxRelay([broken, busy, quiet], publish, poll_seconds=0.5)
+    relay.start()
+    try:
+        await broken.insert_one({"_id": "poisoned", **outbox_fields([poisoned])})
+        stranded = request_event(["KTP-CETAK"])
+        await quiet.insert_one({"_id": "stranded", **outbox_fields([stranded])})
+        # A write every 0.1 s to `busy`, each waking the relay for that outbox only.
+        for n in range(30):
+            await busy.insert_one({"_id": f"b{n}", **outbox_fields([request_event(["KIA"])])})
+            relay.wake(busy)
+            await asyncio.sleep(0.1)
+            if stranded.id in sent:
+                break
+        assert stranded.id in sent, "an outbox nobody named waited behind a busy one"
+        assert poisoned.id not in sent
+    finally:
+        await relay.stop()
+        await client.drop_database(settings.database_name("queue"))
+        await client.close()

@@ -177,3 +177,20 @@ async def test_the_running_service_folds_batches_without_touching_an_inbox(
         await eventually(copy_named, within=20)
         db = svc.runtime.db
         assert await db["inbox_reporting_projections"].count_documents({}) == 0
+
+
+@pytest.mark.parametrize("tickets", [1, 5])  # a findAndModify per document; one bulk write
+async def test_event_ids_that_are_no_field_names_fold_and_are_known_again(
+    settings: Settings, tickets: int
+) -> None:
+    # An id comes from a message body: `.` and `$` in it made the whole batch's write fail.
+    store = await _store(settings, f"batch_ids_{tickets}")
+    events = [
+        e.model_copy(update={"id": f"x.{n}.$bad..{'y' * 40}"}) for n, e in enumerate(_day(tickets))
+    ]
+    reporting = Reporting(store=store)
+    assert await reporting.fold(events) == set()
+    again = await reporting.fold(events)  # a redelivery of all of them: each one named
+    ticket_events = {e.id for e in events if type(e.data).__name__.startswith("Ticket")}
+    assert ticket_events and ticket_events <= again
+    assert await _figures(reporting) == (tickets,) * 8

@@ -29,105 +29,12 @@ from giliran.contracts import (
     TicketStarted,
     new_event,
 )
-from services.reporting.cells import Contribution, StoredTicket, apply
 from services.reporting.handlers import Reporting
 from services.reporting.ikm import ELEMENTS
-from services.reporting.store import mark
 from services.reporting.subscribers import handlers_for
+from tests.fakes.reporting_facts import InMemoryFacts
 
 START = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
-
-
-class InMemoryFacts:
-    """The FactStore's operations over dicts: `$set` upserts are dict updates; a contribution
-    is added to its cell once per owner and name, as FactStore.add_*_cells does."""
-
-    def __init__(self) -> None:
-        self.requests: dict[str, dict[str, Any]] = {}
-        self.tickets: dict[str, dict[str, Any]] = {}
-        self.feedback: dict[str, dict[str, Any]] = {}
-        self.notifications: dict[str, dict[str, Any]] = {}
-        self.ticket_cells: dict[str, dict[str, Any]] = {}
-        self.request_cells: dict[str, dict[str, Any]] = {}
-        self.counters: dict[str, dict[str, Any]] = {}
-
-    async def checked_in(self, request_ids: Any) -> dict[str, str]:
-        found = {r: self.requests.get(r, {}).get("checked_in_at") for r in request_ids}
-        return {r: at for r, at in found.items() if at}
-
-    async def mark_checked_in(self, check_ins: dict[str, str]) -> None:
-        for t in self.tickets.values():
-            if t.get("request_id") in check_ins:
-                t["checked_in_at"] = check_ins[t["request_id"]]
-
-    @staticmethod
-    def _fold(docs: dict[str, dict[str, Any]], changes: Any) -> dict[str, set[str]]:
-        before = {key: set(docs.get(key, {}).get("folded", {})) for key in changes}
-        for key, change in changes.items():
-            doc = docs.setdefault(key, {})
-            doc.update(change.fields)
-            doc.setdefault("folded", {}).update(dict.fromkeys(change.events, 1))
-        return before
-
-    async def save_requests(self, changes: Any) -> dict[str, set[str]]:
-        return self._fold(self.requests, changes)
-
-    async def save_tickets(
-        self, changes: Any, eta_owners: Any = ()
-    ) -> tuple[dict[str, set[str]], dict[str, Any]]:
-        before = self._fold(self.tickets, changes)
-        return before, {k: StoredTicket.model_validate(self.tickets[k]) for k in changes}
-
-    async def add_ticket_cells(self, contributions: Any) -> None:
-        for owner, c in contributions:
-            self._contribute(self.ticket_cells, owner, c)
-
-    async def add_request_cells(self, contributions: Any) -> None:
-        for owner, c in contributions:
-            self._contribute(self.request_cells, owner, c)
-
-    @staticmethod
-    def _contribute(cells: dict[str, Any], owner: str, c: Contribution) -> None:
-        cell = cells.setdefault(c.cell.id, {**c.cell.fields(), "seen": {}})
-        seen = mark(owner, c.name).removeprefix("seen.")
-        if seen not in cell["seen"]:
-            cell["seen"][seen] = 1
-            apply(cell, c)
-
-    async def ticket_cells_where(
-        self, first: date, last: date, site: str | None = None, session_id: str | None = None
-    ) -> list[dict[str, Any]]:
-        return [
-            c
-            for c in self.ticket_cells.values()
-            if str(first) <= c["day"] <= str(last) and site in (None, c["site"])
-            and session_id in (None, c["session_id"])
-        ]  # fmt: skip
-
-    async def request_cells_where(
-        self, first: date, last: date, site: str | None = None, session_id: str | None = None
-    ) -> list[dict[str, Any]]:
-        return [
-            c
-            for c in self.request_cells.values()
-            if str(first) <= c["day"] <= str(last) and site in (None, c["site"])
-        ]
-
-    async def save_feedback(self, changes: Any) -> None:
-        for key, change in changes.items():
-            self.feedback.setdefault(key, {}).update(change.fields)
-
-    async def save_notifications(self, changes: Any) -> None:
-        for key, change in changes.items():
-            self.notifications.setdefault(key, {}).update(change.fields)
-
-    async def notifications_on(self, site: str, day: date) -> list[dict[str, Any]]:
-        return [d for d in self.notifications.values() if (d["site"], d["day"]) == (site, str(day))]
-
-    async def save_counters(self, changes: Any) -> None:
-        for change in changes:
-            if self.counters.get(change.key, {}).get("order", -1) < change.order:
-                self.counters[change.key] = {**change.fields, "order": change.order}
 
 
 def lifecycle(
@@ -191,7 +98,7 @@ def lifecycle(
 
 async def project(events: list[Any]) -> tuple[InMemoryFacts, Any]:
     store = InMemoryFacts()
-    reporting = Reporting(store=store)  # type: ignore[arg-type]
+    reporting = Reporting(store=store)
     handlers = handlers_for(reporting)
     for event in events:
         await handlers[type(event.data)](event)

@@ -56,3 +56,23 @@ def test_after_lost_call_over_every_ticket(
         assert found == (LostCall.CALLED_HERE if counter == COUNTER else LostCall.TAKEN)
     else:
         assert found == LostCall.GONE
+
+
+def test_the_repository_types_a_stored_counter_and_ticket() -> None:
+    from services.queue.calling import CounterStatus
+    from services.queue.store import counter_state, ticket_at
+
+    stored = {
+        "_id": f"{SITE}:1", "site": SITE, "counter": "1", "status": "open",
+        "session_id": f"{SITE}-20261207", "services": ["KIA", "IKD"], "revision": 7,
+        "current": "t1", "normal_since_priority": 2, "pinned": True,
+    }  # fmt: skip
+    state = counter_state(stored)
+    assert state.status is CounterStatus.OPEN and state.services == ("KIA", "IKD")
+    assert (state.revision, state.current, state.normal_since_priority) == (7, "t1", 2)
+    bare = {k: v for k, v in stored.items() if k not in ("revision", "current", "pinned")}
+    assert (counter_state(bare).revision, counter_state(bare).current) == (0, None)
+    assert ticket_at(None) is None
+    assert ticket_at({"site": SITE, "status": "called", "counter": "1"}) == TicketAt(
+        SITE, TicketStatus.CALLED, "1", True
+    )

@@ -25,7 +25,8 @@ from services.reporting import fold
 from services.reporting.cells import CellKey, StoredTicket, combine, ticket_contributions
 from services.reporting.handlers import Reporting
 from services.reporting.store import mark
-from tests.unit.test_projection_properties import InMemoryFacts, lifecycle, project
+from tests.fakes.reporting_facts import InMemoryFacts
+from tests.unit.test_projection_properties import lifecycle, project
 
 DAY = date(2026, 11, 29)
 
@@ -44,7 +45,7 @@ class CountingFacts(InMemoryFacts):
 
 async def project_in_batches(batches: list[list[Any]]) -> tuple[CountingFacts, Any, list[set[str]]]:
     store = CountingFacts()
-    reporting = Reporting(store=store)  # type: ignore[arg-type]
+    reporting = Reporting(store=store)
     duplicates = [await reporting.fold(batch) for batch in batches]
     return store, await reporting.day_summary("cikarang-utara", DAY), duplicates
 
