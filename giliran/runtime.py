@@ -220,7 +220,7 @@ class ServiceRuntime:
         """Publish events this task just wrote to a document's outbox, at once and without the
         relay's query for them (OutboxRelay.relay_now); left to the relay when that fails."""
         if self.relay is None or not await self.relay.relay_now(collection, doc_id, events):
-            self.wake_relay()
+            self.wake_relay(collection)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
