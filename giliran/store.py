@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
@@ -172,6 +173,10 @@ Publish = Callable[[Document], Awaitable[None]]
 Audit = Callable[[Document], Awaitable[None]]
 
 
+# How long relay_now's published events wait to be taken out of their outboxes together.
+REMOVE_AFTER_SECONDS = 0.1
+
+
 class OutboxRelay:
     """Moves events from the outboxes of `collections` to the bus; safe to run in many instances."""
 
@@ -195,6 +200,9 @@ class OutboxRelay:
         self.published = 0
         self.last_error: str | None = None
         self._full = False
+        # relay_now's published events, taken out of their outboxes together a moment later.
+        self._published_now: list[tuple[Collection, Any, str]] = []
+        self._removing: asyncio.Task[None] | None = None
         # Outbox collections written here since the last drain; nothing named (a poll, or a
         # wake that named no collection) means all of them.
         self._dirty: set[str] = set()
@@ -218,6 +226,10 @@ class OutboxRelay:
     async def stop(self) -> None:
         """Finish the batch in hand, then stop. (A flag, not Task.cancel(): on Python 3.11 a
         cancel that lands while asyncio.wait_for completes is lost, and the relay ran on.)"""
+        if self._removing is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(10):
+                    await self._removing
         if self._task is None:
             return
         self._stopping = True
@@ -311,31 +323,45 @@ class OutboxRelay:
         self, collection: Collection, doc_id: Any, events: Sequence[Event[Any]]
     ) -> bool:
         """Publish `events`, just written to the outbox of `doc_id` in `collection` by this task,
-        and take them out of it: what the next drain does for that document, without the query
-        that finds it (ADR 0167). False when publishing failed: the events stay in the outbox
-        and the relay's poll moves them (the caller wakes it). A drain that meets the same
-        document meanwhile publishes it too: the same Nats-Msg-Id, dropped by the server, and
-        only one removal counts."""
+        at once, without the query that finds them (ADR 0167); they are taken out of their
+        outboxes `REMOVE_AFTER_SECONDS` later, in one write with whatever else was published so
+        meanwhile (a write per message would cost more than the drain it replaces under load).
+        False when publishing failed: the events stay in the outbox and the relay's poll moves
+        them (the caller wakes it). A drain that meets the document before its removal publishes
+        it again: the same Nats-Msg-Id, dropped by the server, and only one removal counts (so
+        does a crash before the removal: the relay publishes it again at the restart)."""
         entries = {e.id: _entry(e) for e in events}
         try:
             sent = await self._publish_document({"_id": doc_id, OUTBOX: entries})
         except Exception as exc:
             log.debug("outbox relay_now: %s; left to the relay", exc)
             return False
-        # Only the first remover decrements, as in drain_once.
-        removals = [
-            (
+        self.published += len(sent)
+        self._published_now.extend((collection, doc_id, event_id) for event_id in sent)
+        if self._removing is None or self._removing.done():
+            self._removing = asyncio.create_task(self._remove_published(), name="outbox-remove")
+        return len(sent) == len(events)
+
+    async def _remove_published(self) -> None:
+        while self._published_now:
+            await asyncio.sleep(REMOVE_AFTER_SECONDS)
+            published, self._published_now = self._published_now, []
+            await self._remove(published)
+
+    async def _remove(self, published: list[tuple[Collection, Any, str]]) -> None:
+        by_collection: dict[int, tuple[Collection, list[UpdateOne]]] = {}
+        for collection, doc_id, event_id in published:
+            # Only the first remover decrements, as in drain_once.
+            removal = UpdateOne(
                 {"_id": doc_id, f"{OUTBOX}.{event_id}": {"$exists": True}},
                 {"$unset": {f"{OUTBOX}.{event_id}": ""}, "$inc": {OUTBOX_COUNT: -1}},
             )
-            for event_id in sent
-        ]
-        if len(removals) == 1:
-            await collection.update_one(*removals[0])
-        elif removals:
-            await collection.bulk_write([UpdateOne(*r) for r in removals], ordered=False)
-        self.published += len(sent)
-        return len(sent) == len(events)
+            by_collection.setdefault(id(collection), (collection, []))[1].append(removal)
+        for collection, removals in by_collection.values():
+            try:
+                await collection.bulk_write(removals, ordered=False)
+            except Exception as exc:  # left in the outbox: the relay's poll publishes it again
+                log.warning("outbox: removing %d published event(s) failed: %s", len(removals), exc)
 
     async def _publish_document(self, doc: Document) -> list[str]:
         """Publish one document's pending events in order; the ids published. A failure stops

@@ -338,14 +338,13 @@ class ChannelWorker:
         waiting = await self.store.waiting_in_line(
             site, called.session_id, called.service, threshold + 1
         )
-        order = [(d["_id"], int(d.get("ahead_at_issue", 0))) for d in waiting]
+        order = [(t.ticket_id, t.ahead_at_issue) for t in waiting]
         # A redelivered event resumes what it began: its own unfinished "approaching" deliveries
         # do not count as told, and one whose ticket has left the window since is dropped rather
         # than left "sending" for ever.
-        begun = (
-            await self.store.unfinished(event.id, APPROACHING, self.channel.name) if resumed else []
+        unfinished = (
+            await self.store.unfinished(event.id, APPROACHING, self.channel.name) if resumed else {}
         )
-        unfinished = {str(d["ticket_id"]): str(d["_id"]) for d in begun}
         told = await self.store.approaching_told([t for t, _ in order], self.channel.name)
         due = approaching_due(order, threshold, told - set(unfinished))
         for ticket_id, key in unfinished.items():
@@ -355,12 +354,12 @@ class ChannelWorker:
                 {"last_error": "stale: the ticket has left the approaching window"},
             ):
                 self._finished("dropped")
-        for ticket_id in due:
-            doc = next(d for d in waiting if d["_id"] == ticket_id)
-            ahead = [t for t, _ in order].index(ticket_id)
-            data = {**doc, "ticket_id": ticket_id, "ahead": ahead}
+        for ahead, ticket in enumerate(waiting):
+            if ticket.ticket_id not in due:
+                continue
+            data = {**ticket.facts, "ticket_id": ticket.ticket_id, "ahead": ahead}
             await self._message(
-                f"approaching-{ticket_id}", site, APPROACHING, doc["request_id"], data, event
+                f"approaching-{ticket.ticket_id}", site, APPROACHING, ticket.request_id, data, event
             )
 
     # --- one delivery, exactly once where the channel allows --------------------------------

@@ -24,6 +24,17 @@ RELEASED = instant(RELEASED_AT)
 
 
 @dataclass(frozen=True)
+class WaitingTicket:
+    """A ticket waiting in its line, as the projection has it: what the approaching rule needs,
+    and its facts for the message (number, service...)."""
+
+    ticket_id: str
+    request_id: str
+    ahead_at_issue: int
+    facts: Document
+
+
+@dataclass(frozen=True)
 class TicketTrack:
     """The ticket projection after an event: the ticket's status, and whether this event moved
     it there (False: it was there or further along already, e.g. the event came again)."""
@@ -209,8 +220,9 @@ class DeliveryStore:
 
     async def waiting_in_line(
         self, site: str, session_id: str, service: str, limit: int
-    ) -> list[Document]:
-        return (
+    ) -> list[WaitingTicket]:
+        """The first `limit` tickets waiting in one line, in call order."""
+        found = (
             await self.tickets.find(
                 indexed(
                     {
@@ -225,6 +237,15 @@ class DeliveryStore:
             .limit(limit)
             .to_list()
         )
+        return [
+            WaitingTicket(
+                ticket_id=str(doc["_id"]),
+                request_id=str(doc["request_id"]),
+                ahead_at_issue=int(doc.get("ahead_at_issue", 0)),
+                facts=doc,
+            )
+            for doc in found
+        ]
 
     # --- deliveries ------------------------------------------------------------------------
 
@@ -322,10 +343,10 @@ class DeliveryStore:
         )
         return result.modified_count == 1
 
-    async def unfinished(self, cause_event_id: str, template: str, channel: str) -> list[Document]:
-        """Deliveries of `template` an event began and did not finish: a crash, or a transient
-        failure that the event's redelivery is meant to retry."""
-        return await self.deliveries.find(
+    async def unfinished(self, cause_event_id: str, template: str, channel: str) -> dict[str, str]:
+        """Deliveries of `template` an event began and did not finish (a crash, or a transient
+        failure that the event's redelivery is meant to retry): delivery id by ticket id."""
+        found = await self.deliveries.find(
             indexed(
                 {
                     "cause_event_id": cause_event_id,
@@ -336,6 +357,7 @@ class DeliveryStore:
             ),
             {"ticket_id": 1},
         ).to_list()
+        return {str(doc["ticket_id"]): str(doc["_id"]) for doc in found}
 
     async def approaching_told(self, ticket_ids: list[str], channel: str) -> set[str]:
         # One indexed point query per ticket: `$in` makes the embedded server scan.
