@@ -3,9 +3,6 @@ each counter's state and number, and the next numbers of every line."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from datetime import datetime
 from urllib.parse import quote
 
@@ -16,16 +13,11 @@ from giliran.push import Changes
 from giliran.store import Document, from_instant
 from services.queue.announce import call_sentence
 from services.queue.memory import QueueMemory
-from services.queue.store import TicketStore
 
-__all__ = ["BoardView", "Changes", "LinesCache", "board_from_memory", "board_view", "call_shown"]
+__all__ = ["BoardView", "Changes", "board_from_memory", "call_shown"]
 
 RECENT_CALLS = 8
 NEXT_PER_LINE = 3
-# How old the lines part of a board may be. Calls and counters are read on every change (a
-# call must show at once); the lines cost two reads per service of the site (14 at
-# cikarang-utara) and a busy office changes them many times a second (ADR 0082).
-LINES_MAX_AGE_SECONDS = 1.0
 
 
 class CallShown(BaseModel):
@@ -90,64 +82,6 @@ def announcement_path(site: str, ticket_id: str) -> str:
     return f"/api/v1/sites/{site}/calls/{quote(ticket_id, safe='')}/announcement.wav"
 
 
-class LinesCache:
-    """The lines of each session's board, read at most once per `max_age` seconds and shared by
-    every board of the process. Lines served from the cache are followed by `refresh(site)`
-    once they are due, so a board whose last change was served stale lines renders again."""
-
-    def __init__(
-        self,
-        max_age: float = LINES_MAX_AGE_SECONDS,
-        refresh: Callable[[str], None] | None = None,
-    ) -> None:
-        self._max_age = max_age
-        self._refresh = refresh
-        self._lines: dict[str, tuple[float, list[LineShown]]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._due: set[str] = set()
-
-    async def lines(self, store: TicketStore, site: SiteDef, session_id: str) -> list[LineShown]:
-        async with self._locks.setdefault(session_id, asyncio.Lock()):  # one read for all
-            read_at, lines = self._lines.get(session_id, (float("-inf"), []))
-            now = time.monotonic()
-            if now - read_at <= self._max_age:
-                self._refresh_later(site.site, read_at + self._max_age - now)
-                return lines
-            lines = await read_lines(store, site, session_id)
-            # Sessions end: forget what nobody asked for in a minute.
-            self._lines = {k: v for k, v in self._lines.items() if now - v[0] < 60}
-            self._lines[session_id] = (time.monotonic(), lines)
-            return lines
-
-    def _refresh_later(self, site: str, seconds: float) -> None:
-        if self._refresh is None or site in self._due:
-            return
-        self._due.add(site)
-        refresh = self._refresh
-
-        def due() -> None:
-            self._due.discard(site)
-            refresh(site)
-
-        asyncio.get_running_loop().call_later(max(seconds, 0.0) + 0.01, due)
-
-
-async def read_lines(store: TicketStore, site: SiteDef, session_id: str) -> list[LineShown]:
-    nexts = await asyncio.gather(
-        *(store.next_in_line(session_id, s.code, NEXT_PER_LINE) for s in site.services)
-    )
-    return [
-        LineShown(
-            service=service.code,
-            name=service.name.id,
-            prefix=service.prefix,
-            waiting=waiting,
-            next=[d["number"] for d in upcoming],
-        )
-        for service, (waiting, upcoming) in zip(site.services, nexts, strict=True)
-    ]
-
-
 async def board_from_memory(
     memory: QueueMemory, site: SiteDef, session_id: str | None, now: datetime
 ) -> BoardView:
@@ -206,22 +140,3 @@ def _board(
         counters=counters,
         lines=lines,
     )
-
-
-async def board_view(
-    store: TicketStore,
-    site: SiteDef,
-    session_id: str | None,
-    now: datetime,
-    cache: LinesCache | None = None,
-) -> BoardView:
-    recent, counter_docs = await asyncio.gather(
-        store.recent_calls(site.site, RECENT_CALLS), store.counters_of(site.site)
-    )
-    lines: list[LineShown] = []
-    if session_id is not None:
-        if cache is not None:
-            lines = await cache.lines(store, site, session_id)
-        else:
-            lines = await read_lines(store, site, session_id)
-    return _board(site, session_id, now, recent, counter_docs, lines)

@@ -352,18 +352,6 @@ class TicketStore:
         found: list[Document] = await cursor.limit(limit).to_list()
         return found
 
-    async def next_in_line(
-        self, session_id: str, service: str, limit: int
-    ) -> tuple[int, list[Document]]:
-        """How many wait in a line, and the first few in order of arrival."""
-        query = {"session_id": session_id, "service": service, "status": "waiting", "arrived": True}
-        query = indexed(query)
-        cursor = self.tickets.find(query, {"number": 1}).sort([("queued_at", 1), ("_id", 1)])
-        first: list[Document] = await cursor.limit(limit).to_list()
-        # Most lines of a site are empty or short: count only when the first few are all there.
-        waiting = len(first) if len(first) < limit else await count(self.tickets, query)
-        return waiting, first
-
     async def recent_calls(self, site: str, limit: int) -> list[Document]:
         # Latest call or recall first (a recall is announced again, so it comes back on top).
         # `$gt ""` rather than `$exists` (the same tickets: a set last_call_at is an instant
