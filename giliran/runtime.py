@@ -8,7 +8,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +20,8 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from pymongo.errors import PyMongoError
 
@@ -399,30 +401,53 @@ def observed_batch(
     durable: str, handler: BatchHandler, metrics: BusMetrics, log_events: bool = False
 ) -> BatchHandler:
     """A batch handler timed per batch (`type` label "batch"); when tracing, one "process" span
-    per event of the batch, each a child of its own event's creation context, open while the
-    batch is folded. No correlation id is bound: a batch's events carry different ones."""
+    per event of the batch, each a child of its own event's creation context, spanning the fold;
+    with GILIRAN_LOG_EVENTS one log line per event, under that event's correlation id and span
+    (a batch's events belong to different citizens, so none is bound during the fold itself)."""
     child = metrics.handler_seconds.labels(durable, "batch")
 
     async def timed(events: Sequence[Event[Any]]) -> set[str]:
         start = time.perf_counter()
+        spans = (
+            [
+                telemetry.processing_span(
+                    event.nats_subject,
+                    {"id": event.id, "type": event.type, "subject": event.subject},
+                    durable,
+                    event.traceparent,
+                )
+                for event in events
+            ]
+            if telemetry.tracing()
+            else []
+        )
+        failed: BaseException | None = None
         try:
-            if not telemetry.tracing():
-                return await handler(events)
-            with contextlib.ExitStack() as spans:
-                for event in events:
-                    attributes = {"id": event.id, "type": event.type, "subject": event.subject}
-                    spans.enter_context(
-                        telemetry.processing(
-                            event.nats_subject, attributes, durable, event.traceparent
-                        )
-                    )
-                return await handler(events)
+            return await handler(events)
+        except BaseException as exc:
+            failed = exc
+            raise
         finally:
             elapsed = time.perf_counter() - start
             child.observe(elapsed)
-            if log_events:
-                events_log.info("%s folded %d events in %.1f ms", durable, len(events),
-                                elapsed * 1000)  # fmt: skip
+            for n, event in enumerate(events):
+                span = spans[n] if spans else None
+                if span is not None and failed is not None:
+                    span.record_exception(failed)
+                    span.set_status(Status(StatusCode.ERROR, type(failed).__name__))
+                if not log_events:
+                    if span is not None:
+                        span.end()
+                    continue
+                token = telemetry.bind_correlation(event.correlationid)
+                try:
+                    with trace.use_span(span, end_on_exit=True) if span else nullcontext():
+                        events_log.info(
+                            "%s handled %s %s in a batch of %d (%.1f ms)", durable, event.type,
+                            event.id, len(events), elapsed * 1000,
+                        )  # fmt: skip
+                finally:
+                    telemetry.unbind_correlation(token)
 
     return timed
 

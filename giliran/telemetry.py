@@ -267,6 +267,21 @@ def processing(
         yield
 
 
+def processing_span(
+    subject: str, event: Mapping[str, Any], consumer: str, traceparent: str | None
+) -> trace.Span:
+    """processing()'s span started but not made current: a batch handler opens one per event of
+    its batch, then makes each current in turn (trace.use_span) to log that event under it."""
+    attributes = _messaging("process", subject, event)
+    attributes["messaging.consumer.group.name"] = consumer
+    return tracer().start_span(
+        f"process {subject}",
+        context=context_of(traceparent),
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+    )
+
+
 @contextmanager
 def resumed(journey: Mapping[str, Any] | None, name: str) -> Iterator[None]:
     """Continue a stored journey (a ticket's correlation id and trace context, kept since it was

@@ -27,10 +27,11 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     store = TicketStore(runtime.db)
     runtime.on_startup(store.ensure_indexes)
     runtime.use_outbox(store.tickets, store.counters)
+    # A write's events leave at once; the relay reads only the outbox written to.
+    store.wake_relay = runtime.wake_relay
     queue = Queue(
         store=store,
         catalogue=load_catalogue(settings.catalogue_dir),
-        wake=runtime.wake_relay,
         default_service=timedelta(minutes=settings.queue_default_service_minutes),
     )
     desk = Desk(

@@ -45,12 +45,11 @@ CACHE_TTL = 2.0
 
 @dataclass
 class Queue:
-    """The queue's state changes from intake's events and its read side; `wake` tells the
-    outbox relay there is work; `changes` tells boards and consoles to refresh."""
+    """The queue's state changes from intake's events and its read side; `changes` tells
+    boards and consoles to refresh. (The store wakes the outbox relay after each write.)"""
 
     store: TicketStore
     catalogue: Catalogue
-    wake: Callable[[], None]
     default_service: timedelta = timedelta(minutes=8)
     clock: Callable[[], datetime] = utcnow
     changes: Changes = field(default_factory=Changes)
@@ -84,8 +83,7 @@ class Queue:
         return site
 
     def touched(self, site: str) -> None:
-        """A counter acted: publish, refresh screens."""
-        self.wake()
+        """A counter acted: refresh screens (the store woke the relay for its events)."""
         self.changes.bump(site)
 
     def served(self, doc: Document) -> None:
@@ -166,7 +164,6 @@ class Queue:
         if holder is not None:
             await self.store.set_held(request.request_id, True, except_ticket=holder)
             self.memory.held(site.site, request.request_id, True, holder)
-        self.wake()
         self.changes.bump(site.site)
         return issued
 

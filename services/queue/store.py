@@ -4,7 +4,7 @@ visits (which ticket of a request is being served) and sessions."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -14,6 +14,7 @@ from pymongo.errors import DuplicateKeyError
 
 from giliran.contracts import CounterView, Event, TicketStatus, TicketView
 from giliran.store import (
+    Collection,
     Database,
     Document,
     count,
@@ -71,6 +72,11 @@ def counter_view(doc: Document, current: str | None = None) -> CounterView:
     )
 
 
+# Wakes the outbox relay for the one collection a write put events in (the service runtime's
+# wake_relay): a queue has two outboxes, and a wake without a name read both.
+WakeRelay = Callable[[Collection], None]
+
+
 def ticket_at(doc: Document | None) -> TicketAt | None:
     """What the call decisions (services.queue.calling) read of a stored ticket."""
     if doc is None:
@@ -117,6 +123,12 @@ class TicketStore:
         self.sessions = database["sessions"]
         self.eta_quotes = database["eta_quotes"]
         self._own_events: TTLCache[str, bool] = TTLCache(OWN_EVENTS_KEPT, OWN_EVENTS_SECONDS)
+        self.wake_relay: WakeRelay | None = None
+
+    def _sent(self, collection: Collection, events: Sequence[Event[Any]]) -> None:
+        """After a write that put `events` in `collection`'s outbox: they leave now."""
+        if events and self.wake_relay is not None:
+            self.wake_relay(collection)
 
     def _written(self, events: Sequence[Event[Any]]) -> Sequence[Event[Any]]:
         for event in events:
@@ -182,6 +194,7 @@ class TicketStore:
             await self.tickets.insert_one({**doc, **outbox_fields(self._written(events))})
         except DuplicateKeyError:
             return False
+        self._sent(self.tickets, events)
         return True
 
     async def waiting_in_line(self, session_id: str, service: str) -> int:
@@ -287,7 +300,7 @@ class TicketStore:
         update: Document = {"$set": set_fields}
         if inc:
             update["$inc"] = inc
-        return await self.tickets.find_one_and_update(
+        moved: Document | None = await self.tickets.find_one_and_update(
             {
                 "_id": ticket_id,
                 "status": {"$in": [s.value for s in statuses]},
@@ -297,6 +310,9 @@ class TicketStore:
             projection=NO_OUTBOX,
             return_document=ReturnDocument.AFTER,
         )
+        if moved is not None:
+            self._sent(self.tickets, events)
+        return moved
 
     async def set_held(
         self, request_id: str, held: bool, *, except_ticket: str | None = None
@@ -459,13 +475,17 @@ class TicketStore:
                 )  # fmt: skip
             except DuplicateKeyError:
                 return None
+            self._sent(self.counters, events)
             return await self.counter(site, counter)
-        return await self.counters.find_one_and_update(
+        saved: Document | None = await self.counters.find_one_and_update(
             {"_id": key, "revision": expect_revision},
             update,
             projection=NO_OUTBOX,
             return_document=ReturnDocument.AFTER,
         )
+        if saved is not None:
+            self._sent(self.counters, events)
+        return saved
 
     async def reserve_counter(
         self, site: str, counter: str, revision: int, priority: bool, ticket_id: str
