@@ -215,11 +215,19 @@ class ServiceRuntime:
             self.relay.wake(collection)
 
     async def relay_now(
-        self, collection: Collection, doc_id: Any, events: Sequence[Event[Any]]
+        self,
+        collection: Collection,
+        doc_id: Any,
+        events: Sequence[Event[Any]],
+        *,
+        remove_together: bool = False,
     ) -> None:
         """Publish events this task just wrote to a document's outbox, at once and without the
         relay's query for them (OutboxRelay.relay_now); left to the relay when that fails."""
-        if self.relay is None or not await self.relay.relay_now(collection, doc_id, events):
+        published = self.relay is not None and await self.relay.relay_now(
+            collection, doc_id, events, remove_together=remove_together
+        )
+        if not published:
             self.wake_relay(collection)
 
     # --- lifecycle ---------------------------------------------------------------------------

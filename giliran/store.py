@@ -320,12 +320,18 @@ class OutboxRelay:
         return moved
 
     async def relay_now(
-        self, collection: Collection, doc_id: Any, events: Sequence[Event[Any]]
+        self,
+        collection: Collection,
+        doc_id: Any,
+        events: Sequence[Event[Any]],
+        *,
+        remove_together: bool = False,
     ) -> bool:
         """Publish `events`, just written to the outbox of `doc_id` in `collection` by this task,
-        at once, without the query that finds them (ADR 0167); they are taken out of their
-        outboxes `REMOVE_AFTER_SECONDS` later, in one write with whatever else was published so
-        meanwhile (a write per message would cost more than the drain it replaces under load).
+        at once, without the query that finds them (ADR 0167), and take them out of the outbox:
+        right away, or with `remove_together` `REMOVE_AFTER_SECONDS` later in one write with
+        whatever else was published so meanwhile (under load a write per message costs more
+        than the drain it replaces; notify measured it).
         False when publishing failed: the events stay in the outbox and the relay's poll moves
         them (the caller wakes it). A drain that meets the document before its removal publishes
         it again: the same Nats-Msg-Id, dropped by the server, and only one removal counts (so
@@ -337,6 +343,9 @@ class OutboxRelay:
             log.debug("outbox relay_now: %s; left to the relay", exc)
             return False
         self.published += len(sent)
+        if not remove_together:
+            await self._remove([(collection, doc_id, event_id) for event_id in sent])
+            return len(sent) == len(events)
         self._published_now.extend((collection, doc_id, event_id) for event_id in sent)
         if self._removing is None or self._removing.done():
             self._removing = asyncio.create_task(self._remove_published(), name="outbox-remove")

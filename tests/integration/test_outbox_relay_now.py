@@ -65,7 +65,7 @@ async def test_relay_now_publishes_what_was_written_and_leaves_it_when_publishin
             {"_id": "d3"},
             with_outbox({"$set": {"status": "sent"}}, [third]),
         )
-        assert await relay.relay_now(collection, "d3", [third])
+        assert await relay.relay_now(collection, "d3", [third], remove_together=True)
         assert published[third.id] == 1  # at once
 
         async def taken_out() -> bool:  # a moment later, with whatever else was published
@@ -86,7 +86,10 @@ async def test_relay_now_publishes_what_was_written_and_leaves_it_when_publishin
             )
         await asyncio.gather(
             relay.drain_once(),
-            *(relay.relay_now(collection, f"d{n}", [e]) for n, e in enumerate(events, start=4)),
+            *(
+                relay.relay_now(collection, f"d{n}", [e], remove_together=n % 2 == 0)
+                for n, e in enumerate(events, start=4)
+            ),
         )
         await relay.stop()  # takes out what relay_now published
 
