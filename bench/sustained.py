@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -350,11 +350,19 @@ async def store_commands(http: httpx.AsyncClient, stack: Stack) -> dict[str, Cou
 
 
 async def report_summary(http: httpx.AsyncClient, stack: Stack, day: str) -> Json:
+    """The site's report counts of `day` and of the day after, added up: a run that crosses
+    midnight in Jakarta counts its later citizens on the next day (a run at 23:58 WIB once read
+    as 616 counts "lost" that were on the new day)."""
     url = f"{stack.url('reporting')}/api/v1/sites/{SITE}/summary"
-    r = await http.get(url, params={"date": day})
-    r.raise_for_status()
-    summary: Json = r.json()
-    return summary
+    following = (datetime.fromisoformat(day) + timedelta(days=1)).date().isoformat()
+    totals: Json = dict.fromkeys(REPORT_FIELDS, 0)
+    for one in (day, following):
+        r = await http.get(url, params={"date": one})
+        r.raise_for_status()
+        summary = r.json()
+        for f in REPORT_FIELDS:
+            totals[f] += summary[f]
+    return totals
 
 
 async def catch_up(stack: Stack, http: httpx.AsyncClient, run: Run, day: str, base: Json) -> Json:
