@@ -298,9 +298,10 @@ class AuthStore:
             {k: v for k, v in doc.items() if k != "digest"} async for doc in self.tokens.find({})
         ]
 
-    async def by_token(self, token: str) -> Principal | None:
+    async def by_token(self, token: str, *, fresh: bool = False) -> Principal | None:
+        """Who a token is; `fresh` asks the store even if this process remembers it (actions)."""
         digest = token_digest(token)
-        remembered = self._remembered.get("token:" + digest)
+        remembered = None if fresh else self._remembered.get("token:" + digest)
         if isinstance(remembered, Principal):
             return remembered
         # A change announced while we read must not be undone by putting what we read back.
@@ -437,9 +438,10 @@ class AuthStore:
         if ended.deleted_count:
             await self._changed()
 
-    async def by_session(self, session_id: str) -> Principal | None:
+    async def by_session(self, session_id: str, *, fresh: bool = False) -> Principal | None:
+        """Who a session is; `fresh` asks the store even if this process remembers it."""
         digest = token_digest(session_id)
-        remembered = self._remembered.get("session:" + digest)
+        remembered = None if fresh else self._remembered.get("session:" + digest)
         if isinstance(remembered, Principal):
             return remembered
         generation = self._remembered.forgotten

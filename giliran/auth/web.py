@@ -170,16 +170,19 @@ class Auth:
         if cached is not None:
             return cached  # type: ignore[no-any-return]
         found: Principal | None = None
+        # An action (any unsafe method) asks the store who is acting, never the memory: a
+        # revocation must stop the next action even if its notice has not arrived yet (ADR 0180).
+        fresh = request.method not in SAFE_METHODS
         header = request.headers.get("authorization", "")
         if header.lower().startswith("bearer "):
             token = header[7:].strip()
-            found = await self.store.by_token(token) if token else None
+            found = await self.store.by_token(token, fresh=fresh) if token else None
             if found is None and self._legacy_admin_token and token:
                 found = self._legacy(token)
         else:
             session_id = self._session_id(request)
             if session_id:
-                found = await self.store.by_session(session_id)
+                found = await self.store.by_session(session_id, fresh=fresh)
             if found is not None and request.method not in SAFE_METHODS:
                 # An ambient credential (a cookie the browser adds by itself) must come with
                 # proof that the page sending it is ours. Bearer tokens are never ambient.
@@ -197,7 +200,7 @@ class Auth:
         credential counts there (never a person's token put in a cookie before that was
         refused). A board reads only; a counter tablet or kiosk acts too, but, the cookie being
         ambient, each action must carry the CSRF token its pages embed."""
-        found = await self.store.by_token(token)
+        found = await self.store.by_token(token, fresh=request.method not in SAFE_METHODS)
         if found is None or not found.is_device:
             return None
         acts = found.role in (Role.OFFICER, Role.KIOSK)

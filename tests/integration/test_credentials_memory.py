@@ -140,3 +140,19 @@ def test_memory_holds_a_credential_no_longer_than_its_end_or_its_time() -> None:
     assert memory.get("open") is who and memory.get("token") is who
     time.sleep(0.06)
     assert memory.get("open") is None and memory.get("token") is None
+
+
+async def test_an_action_asks_the_store_even_before_the_notice_arrives(
+    settings: Settings,
+) -> None:
+    async with running("queue", settings) as svc:
+        accounts = svc.runtime.accounts
+        token_id, token = await accounts.issue_token("loket-1", Role.OFFICER, SITE)
+        auth = {"Authorization": f"Bearer {token}"}
+        assert (await svc.anonymous.get(COUNTER, headers=auth)).status_code == 200  # remembered
+        # Revoked where no notice comes from (as if it were still on its way).
+        await accounts.tokens.update_one({"_id": token_id}, {"$set": {"revoked": True}})
+        acted = await svc.anonymous.post(f"{COUNTER}/call-next", headers=auth)
+        assert acted.status_code == 401, acted.text
+        # A read may still be answered from memory until the notice (or 30 s) comes.
+        assert (await svc.anonymous.get(COUNTER, headers=auth)).status_code == 200
