@@ -393,7 +393,10 @@ async def _board_event(lines: Any, until: str | None = None) -> dict[str, Any]:
                 event = "board"
             elif event and line.startswith("data: "):
                 view: dict[str, Any] = json.loads(line[6:])
-                if until is None or until in line:
+                # Wait for the call itself: since the board's lines are exact at every render
+                # (ADR 0160), the number shows in a line's "next" before it is called.
+                calls = [c.get("number") for c in view.get("calls", [])]
+                if until is None or until in calls:
                     return view
                 event = None
     raise AssertionError("the board stream ended")
