@@ -256,14 +256,7 @@ def processing(
     subject: str, event: Mapping[str, Any], consumer: str, traceparent: str | None
 ) -> Iterator[None]:
     """A consumer's "process" span (tracing on only), a child of the event's creation context."""
-    attributes = _messaging("process", subject, event)
-    attributes["messaging.consumer.group.name"] = consumer
-    with tracer().start_as_current_span(
-        f"process {subject}",
-        context=context_of(traceparent),
-        kind=SpanKind.CONSUMER,
-        attributes=attributes,
-    ):
+    with trace.use_span(processing_span(subject, event, consumer, traceparent), end_on_exit=True):
         yield
 
 

@@ -208,8 +208,6 @@ async def demo_accounts(settings: Settings, site: str, queue_url: str) -> list[s
     lines = ["  demo accounts (new passwords at every start; sign in at any service's /login):"]
     try:
         store = AuthStore(client[settings.auth_database])
-        # The services are running: an old demo token or session they remember ends at once.
-        store.on_change = lambda: _announce(settings)
         await store.ensure_indexes()
         for name, role, where in DEMO_PEOPLE:
             password = secrets.token_urlsafe(9)
@@ -222,6 +220,9 @@ async def demo_accounts(settings: Settings, site: str, queue_url: str) -> list[s
         # The tokens printed at earlier starts end now: a demo box's old board link or API
         # token, copied somewhere, must not keep working for ever.
         await store.revoke_labelled(DEMO_TOKENS)
+        # The services are running: an old demo token or session they remember ends at once.
+        # One notice for every password and token replaced above, not one connection each.
+        await _announce(settings)
         _, board = await store.issue_token("demo-board", Role.DISPLAY, site)
         _, api = await store.issue_token("demo-api", Role.SUPERVISOR, site)
         next_url = quote(f"/board?site={site}", safe="")

@@ -105,18 +105,26 @@ async def project(events: list[Any]) -> tuple[InMemoryFacts, Any]:
     return store, await reporting.day_summary("cikarang-utara", date(2026, 11, 29))
 
 
-day = st.lists(
-    st.tuples(
-        st.integers(0, 3600),
-        st.integers(60, 1800),
-        st.booleans(),
-        st.none() | st.integers(-1800, 1800),
-        st.sampled_from(Outcome),
-        st.sampled_from([0, 0, 300]),
-    ),
-    min_size=1,
-    max_size=8,
-)
+def citizens(
+    at_most: int,
+) -> st.SearchStrategy[list[tuple[int, int, bool, int | None, Outcome, int]]]:
+    """A day of citizens: lifecycle()'s arguments after `n` (wait, service time, survey, ETA
+    error, outcome, late check-in), for property tests of the projection."""
+    return st.lists(
+        st.tuples(
+            st.integers(0, 3600),
+            st.integers(60, 1800),
+            st.booleans(),
+            st.none() | st.integers(-1800, 1800),
+            st.sampled_from(Outcome),
+            st.sampled_from([0, 0, 300]),
+        ),
+        min_size=1,
+        max_size=at_most,
+    )
+
+
+day = citizens(8)
 
 
 @settings(max_examples=60, deadline=None)

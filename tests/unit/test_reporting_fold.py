@@ -26,7 +26,7 @@ from services.reporting.cells import CellKey, StoredTicket, combine, ticket_cont
 from services.reporting.handlers import Reporting
 from services.reporting.store import mark
 from tests.fakes.reporting_facts import InMemoryFacts
-from tests.unit.test_projection_properties import lifecycle, project
+from tests.unit.test_projection_properties import citizens, lifecycle, project
 
 DAY = date(2026, 11, 29)
 
@@ -50,18 +50,7 @@ async def project_in_batches(batches: list[list[Any]]) -> tuple[CountingFacts, A
     return store, await reporting.day_summary("cikarang-utara", DAY), duplicates
 
 
-tickets = st.lists(
-    st.tuples(
-        st.integers(0, 3600),
-        st.integers(60, 1800),
-        st.booleans(),
-        st.none() | st.integers(-1800, 1800),
-        st.sampled_from(Outcome),
-        st.sampled_from([0, 0, 300]),
-    ),
-    min_size=1,
-    max_size=6,
-)
+tickets = citizens(6)
 
 
 @settings(max_examples=60, deadline=None)
