@@ -37,6 +37,12 @@ class Admission(IntakeBase):
         # "below the threshold" and skip the challenge, nor pass the cap together.
         seen = await self.store.hit(key, "session", expires)
         given_back = partial(self.store.unhit, key, "session")
+        if seen > rule.challenge_after and command.proof is None:
+            # No proof: refused for that first. The cap is judged on proven registrations only,
+            # as a flood's unproven attempts, counted for a moment, would otherwise push each
+            # other over it (429 where the answer is "solve the challenge", 428).
+            await given_back()
+            raise ChallengeRequired(site.site)
         if seen > rule.per_address_per_session:
             # Refused, it holds no place: a later failure of an admitted one then frees its place.
             await given_back()
