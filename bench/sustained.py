@@ -613,7 +613,10 @@ def print_result(result: Json) -> None:
     print("store commands per lifecycle (each service's PyMongo command monitoring)")
     commands = r["store_commands"]
     for name, counts in commands.items():
-        top = sorted(counts.items(), key=lambda item: -item[1])[:6]
+        # Everything that costs at least one command per twenty lifecycles.
+        top = [
+            kv for kv in sorted(counts.items(), key=lambda item: -item[1]) if kv[1] / done >= 0.05
+        ]
         detail = ", ".join(f"{k} {n / done:.1f}" for k, n in top)
         print(f"  {name:<12} {sum(counts.values()) / done:>6.1f}   ({detail})")
     all_commands = sum(sum(c.values()) for c in commands.values())
