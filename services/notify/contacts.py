@@ -140,10 +140,13 @@ class ContactBook:
         would change nothing, so none is sent. True when this very event was filed before (a
         redelivery: the consumer keeps no inbox, ADR 0185)."""
         if request_id in self._known:
+            # Only this process's memory can tell a repeat here (a redelivery to an instance
+            # that did not file it counts as handled: the filing is insert-only either way).
             repeat = event_id in self._filed_requests
-            self._filed_requests[event_id] = True
-            return repeat
-        return await self.store.save_contact(request_id, record, event_id)
+        else:
+            repeat = await self.store.save_contact(request_id, record, event_id)
+        self._filed_requests[event_id] = True
+        return repeat
 
     async def learn(
         self, request_id: str, contact: Contact, first: Document, event_id: str
