@@ -384,18 +384,26 @@ class ChannelWorker:
         for ahead, ticket in enumerate(waiting):
             if ticket.ticket_id not in due:
                 continue
-            data = {**ticket.facts, "ticket_id": ticket.ticket_id, "ahead": ahead}
-            # Waiting, as the line just read says: the stale rule needs no read of its own.
-            await self._message(
-                f"approaching-{ticket.ticket_id}",
-                site,
-                APPROACHING,
-                ticket.request_id,
-                data,
-                event,
-                TicketStatus.WAITING,
-            )
+            if ticket.ticket_id in self._told and ticket.ticket_id not in unfinished:
+                continue  # a call of the same line handled at the same moment here took it
+            # Claimed in this process before the first await (calls of one line run at once in
+            # a batch); the delivery's insert is the claim between processes.
             self._told[ticket.ticket_id] = True
+            data = {**ticket.facts, "ticket_id": ticket.ticket_id, "ahead": ahead}
+            try:
+                # Waiting, as the line just read says: the stale rule needs no read of its own.
+                await self._message(
+                    f"approaching-{ticket.ticket_id}",
+                    site,
+                    APPROACHING,
+                    ticket.request_id,
+                    data,
+                    event,
+                    TicketStatus.WAITING,
+                )
+            except BaseException:
+                self._told.pop(ticket.ticket_id, None)  # this event's retry resumes it
+                raise
 
     # --- one delivery, exactly once where the channel allows --------------------------------
 
