@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
@@ -169,8 +169,9 @@ async def ensure_outbox_index(collection: Collection) -> None:
 
 
 Publish = Callable[[Document], Awaitable[None]]
-# Appends an event's audit note to the audit trail (idempotent per event id).
-Audit = Callable[[Document], Awaitable[None]]
+# Appends an event's audit note to the audit trail (idempotent per event id); told whether the
+# event was handed over by the write that made it (relay_now) rather than found by a drain.
+Audit = Callable[[Document, bool], Awaitable[None]]
 
 
 # How long relay_now's published events wait to be taken out of their outboxes together.
@@ -325,6 +326,7 @@ class OutboxRelay:
         doc_id: Any,
         events: Sequence[Event[Any]],
         *,
+        outbox: Mapping[str, Document] | None = None,
         remove_together: bool = False,
     ) -> bool:
         """Publish `events`, just written to the outbox of `doc_id` in `collection` by this task,
@@ -332,24 +334,35 @@ class OutboxRelay:
         right away, or with `remove_together` `REMOVE_AFTER_SECONDS` later in one write with
         whatever else was published so meanwhile (under load a write per message costs more
         than the drain it replaces; notify measured it).
+
+        `outbox` is the document's whole outbox as the write returned it (ADR 0182): an older
+        event still pending there (its own relay_now failed, the bus was away) goes out first,
+        so a document's events never overtake one another. Without it the caller vouches that
+        the outbox holds only `events` (a document just inserted with them).
+
         False when publishing failed: the events stay in the outbox and the relay's poll moves
         them (the caller wakes it). A drain that meets the document before its removal publishes
         it again: the same Nats-Msg-Id, dropped by the server, and only one removal counts (so
         does a crash before the removal: the relay publishes it again at the restart)."""
-        entries = {e.id: _entry(e) for e in events}
+        entries = dict(outbox) if outbox is not None else {e.id: _entry(e) for e in events}
+        missing = [e.id for e in events if e.id not in entries]
+        if missing:
+            raise ValueError(f"relay_now: the outbox given lacks the events written: {missing}")
         try:
-            sent = await self._publish_document({"_id": doc_id, OUTBOX: entries})
+            sent = await self._publish_document(
+                {"_id": doc_id, OUTBOX: entries}, fresh={e.id for e in events}
+            )
         except Exception as exc:
             log.debug("outbox relay_now: %s; left to the relay", exc)
             return False
         self.published += len(sent)
         if not remove_together:
             await self._remove([(collection, doc_id, event_id) for event_id in sent])
-            return len(sent) == len(events)
+            return len(sent) == len(entries)
         self._published_now.extend((collection, doc_id, event_id) for event_id in sent)
         if self._removing is None or self._removing.done():
             self._removing = asyncio.create_task(self._remove_published(), name="outbox-remove")
-        return len(sent) == len(events)
+        return len(sent) == len(entries)
 
     async def _remove_published(self) -> None:
         while self._published_now:
@@ -372,9 +385,13 @@ class OutboxRelay:
             except Exception as exc:  # left in the outbox: the relay's poll publishes it again
                 log.warning("outbox: removing %d published event(s) failed: %s", len(removals), exc)
 
-    async def _publish_document(self, doc: Document) -> list[str]:
+    async def _publish_document(
+        self, doc: Document, *, fresh: Container[str] = frozenset()
+    ) -> list[str]:
         """Publish one document's pending events in order; the ids published. A failure stops
-        the document (its later events must not overtake the one that failed)."""
+        the document (its later events must not overtake the one that failed). `fresh`: the ids
+        handed over by the write that made them (relay_now), not found pending (for the audit:
+        an older pending one may have been recorded by a relay that crashed)."""
         events = sorted((doc.get(OUTBOX) or {}).values(), key=lambda e: (e["time"], e["id"]))
         sent: list[str] = []
         for event in events:
@@ -382,7 +399,7 @@ class OutboxRelay:
                 if AUDIT_NOTE in event:
                     # Recorded before it leaves: an event is only removed once it is audited.
                     if self._audit is not None:
-                        await self._audit(event)
+                        await self._audit(event, event["id"] in fresh)
                     event = {k: v for k, v in event.items() if k != AUDIT_NOTE}
                 await self._publish(event)
             except Exception:

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ HASHED = (
     "event", "key",
 )  # fmt: skip
 MAX_RACES = 50
+# Recent event ids a process remembers having recorded: far more than are ever published and
+# not yet taken out of their outboxes (a relay removes within a fraction of a second).
+RECORDED_REMEMBERED = 4096
 # Without GILIRAN_AUDIT_KEY (demo and tests only; start-up refuses it otherwise): a key anyone
 # can read here, so such a chain shows accidents, not tampering. Its records say so (key "demo").
 DEMO_KEY = b"giliran-demo-audit-key-not-secret"
@@ -116,6 +120,10 @@ class AuditLog:
         # without more: if another process appended meanwhile, our number is taken, the insert
         # fails on the unique `seq`, and we re-read the head as before.
         self._head: tuple[int, str] | None = None
+        # Events this process recorded lately, newest last: a drain that meets an event
+        # relay_now already published (its removal is a moment behind) needs no store read to
+        # know it is recorded (issue #17: the read was one command per officer action, ADR 0182).
+        self._recorded: OrderedDict[str, None] = OrderedDict()
 
     async def ensure_indexes(self) -> None:
         # Ordered by `seq`, never by `_id`: the embedded store orders `_id` as text (10 < 9).
@@ -148,18 +156,33 @@ class AuditLog:
         with acting({**_note(who, action, site, target, before), "service": self.service}):
             yield
 
-    async def append_noted(self, event: Document) -> None:
-        """The record of an outbox entry's audit note; none if this event was recorded already
-        (a relay that crashed after recording, before removing the entry)."""
-        if await self.records.find_one({"event": {"$eq": event["id"]}}, {"_id": 1}):
-            return
+    async def append_noted(self, event: Document, fresh: bool = False) -> None:
+        """The record of an outbox entry's audit note; none if this event was recorded already.
+
+        `fresh`: handed over by the write that made it, a moment ago (relay_now), so no record
+        of it can be in the store unless this process made it, which `_recorded` knows. Found
+        by a drain instead, it may have been recorded by a relay that crashed before removing
+        the entry, or by another instance: the store is asked (ADR 0182)."""
+        event_id = str(event["id"])
         data = event.get("data") or {}
         after = {"event": event.get("type"), **{k: data[k] for k in EVENT_FACTS if k in data}}
         note = dict(event[AUDIT_NOTE])
-        await self._append(
-            {**note, "after": _json(after), "event": event["id"]},
-            from_instant(str(event["time"])),
-        )
+        async with self._appending:
+            if event_id in self._recorded:
+                return
+            if not fresh and await self.records.find_one({"event": {"$eq": event_id}}, {"_id": 1}):
+                self._remember(event_id)
+                return
+            await self._append_one(
+                {**note, "after": _json(after), "event": event_id},
+                from_instant(str(event["time"])),
+            )
+            self._remember(event_id)
+
+    def _remember(self, event_id: str) -> None:
+        self._recorded[event_id] = None
+        while len(self._recorded) > RECORDED_REMEMBERED:
+            self._recorded.popitem(last=False)
 
     async def _append(self, fields: Document, at: Any) -> Document:
         async with self._appending:
