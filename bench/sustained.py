@@ -281,8 +281,9 @@ async def counter(http: httpx.AsyncClient, stack: Stack, run: Run, number: int) 
             break
 
 
-async def board(stack: Stack, run: Run, stop: asyncio.Event) -> None:
-    """A waiting-room screen: the board's SSE stream, each call timestamped when first shown."""
+async def board(stack: Stack, run: Run, stop: asyncio.Event, *, measured: bool = True) -> None:
+    """A waiting-room screen: the board's SSE stream, each call timestamped when first shown
+    (by the measured screen; the others only watch, as a site's other TVs do)."""
     url = f"{stack.url('queue')}/api/v1/sites/{SITE}/board/stream"
     headers = {"Authorization": f"Bearer {stack.token}", "Accept": "text/event-stream"}
     timeout = httpx.Timeout(10, read=None)
@@ -294,6 +295,8 @@ async def board(stack: Stack, run: Run, stop: asyncio.Event) -> None:
                         if stop.is_set():
                             return
                         if not line.startswith("data: "):
+                            continue
+                        if not measured:
                             continue
                         arrived = time.perf_counter()
                         run.board_events += 1
@@ -423,6 +426,10 @@ async def run_rate(stack: Stack, rate: float, duration: float, args: argparse.Na
         stop = asyncio.Event()
         watchers = [
             asyncio.create_task(board(stack, run, stop)),
+            *(
+                asyncio.create_task(board(stack, run, stop, measured=False))
+                for _ in range(args.boards - 1)
+            ),
             asyncio.create_task(sampler(stack, run, stop)),
         ]
         await asyncio.sleep(1.0)  # the board's first render
@@ -663,7 +670,8 @@ def start_py_spy(stack: Stack, args: argparse.Namespace) -> list[subprocess.Pope
 async def main_async(args: argparse.Namespace) -> int:
     print(
         f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, "
-        f"load average {' '.join(f'{x:.2f}' for x in loadavg())}; {args.counters} counters"
+        f"load average {' '.join(f'{x:.2f}' for x in loadavg())}; {args.counters} counters, "
+        f"{args.boards} board(s)"
     )
     stack = await start_stack(args)
     print(f"stack up in {stack.work} (pids {stack.pids()})", flush=True)
@@ -713,6 +721,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--counters", type=int, default=16, help="counters calling at once")
     parser.add_argument("--timeout", type=float, default=60.0, help="per HTTP request, seconds")
+    parser.add_argument(
+        "--boards", type=int, default=1, help="board screens watching the site (at most 10)"
+    )
     parser.add_argument(
         "--env",
         action="append",

@@ -220,12 +220,15 @@ class ServiceRuntime:
         doc_id: Any,
         events: Sequence[Event[Any]],
         *,
+        outbox: Mapping[str, Document] | None = None,
         remove_together: bool = False,
     ) -> None:
-        """Publish events this task just wrote to a document's outbox, at once and without the
-        relay's query for them (OutboxRelay.relay_now); left to the relay when that fails."""
+        """Publish events this task just wrote to a document's outbox (and any older ones
+        `outbox`, the document's outbox as the write returned it, still holds), at once and
+        without the relay's query for them (OutboxRelay.relay_now); left to the relay when
+        that fails."""
         published = self.relay is not None and await self.relay.relay_now(
-            collection, doc_id, events, remove_together=remove_together
+            collection, doc_id, events, outbox=outbox, remove_together=remove_together
         )
         if not published:
             self.wake_relay(collection)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
@@ -325,6 +325,7 @@ class OutboxRelay:
         doc_id: Any,
         events: Sequence[Event[Any]],
         *,
+        outbox: Mapping[str, Document] | None = None,
         remove_together: bool = False,
     ) -> bool:
         """Publish `events`, just written to the outbox of `doc_id` in `collection` by this task,
@@ -332,11 +333,23 @@ class OutboxRelay:
         right away, or with `remove_together` `REMOVE_AFTER_SECONDS` later in one write with
         whatever else was published so meanwhile (under load a write per message costs more
         than the drain it replaces; notify measured it).
+
+        `outbox` is the document's whole outbox as the write returned it (ADR 0182): an older
+        event still pending there (its own relay_now failed, the bus was away) goes out first,
+        so a document's events never overtake one another. Without it the caller vouches that
+        the outbox holds only `events` (a document just inserted with them).
+
         False when publishing failed: the events stay in the outbox and the relay's poll moves
         them (the caller wakes it). A drain that meets the document before its removal publishes
         it again: the same Nats-Msg-Id, dropped by the server, and only one removal counts (so
         does a crash before the removal: the relay publishes it again at the restart)."""
-        entries = {e.id: _entry(e) for e in events}
+        entries = dict(outbox) if outbox is not None else {e.id: _entry(e) for e in events}
+        missing = [e.id for e in events if e.id not in entries]
+        if missing:
+            # A caller's mistake (e.g. the document as it was before the write): publishing
+            # what it gave could reorder; left to the relay's drain, which reads the outbox.
+            log.error("outbox relay_now: the outbox given lacks the events written: %s", missing)
+            return False
         try:
             sent = await self._publish_document({"_id": doc_id, OUTBOX: entries})
         except Exception as exc:
@@ -345,11 +358,11 @@ class OutboxRelay:
         self.published += len(sent)
         if not remove_together:
             await self._remove([(collection, doc_id, event_id) for event_id in sent])
-            return len(sent) == len(events)
+            return len(sent) == len(entries)
         self._published_now.extend((collection, doc_id, event_id) for event_id in sent)
         if self._removing is None or self._removing.done():
             self._removing = asyncio.create_task(self._remove_published(), name="outbox-remove")
-        return len(sent) == len(events)
+        return len(sent) == len(entries)
 
     async def _remove_published(self) -> None:
         while self._published_now:

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,12 @@ HASHED = (
     "event", "key",
 )  # fmt: skip
 MAX_RACES = 50
+# Recent event ids a process remembers having recorded: far more than are ever published and
+# not yet taken out of their outboxes (a relay removes within a fraction of a second).
+RECORDED_REMEMBERED = 4096
+# The field that makes an event's record unique (not hashed: `event` is; this only lets the store
+# refuse a second record of the same event).
+RECORDED_EVENT = "recorded_event"
 # Without GILIRAN_AUDIT_KEY (demo and tests only; start-up refuses it otherwise): a key anyone
 # can read here, so such a chain shows accidents, not tampering. Its records say so (key "demo").
 DEMO_KEY = b"giliran-demo-audit-key-not-secret"
@@ -116,10 +123,16 @@ class AuditLog:
         # without more: if another process appended meanwhile, our number is taken, the insert
         # fails on the unique `seq`, and we re-read the head as before.
         self._head: tuple[int, str] | None = None
+        # Events this process recorded lately, newest last: a drain that meets an event
+        # relay_now already published (its removal is a moment behind) need not even try.
+        self._recorded: OrderedDict[str, None] = OrderedDict()
 
     async def ensure_indexes(self) -> None:
         # Ordered by `seq`, never by `_id`: the embedded store orders `_id` as text (10 < 9).
         await self.records.create_index("seq", unique=True)
+        # One record per event, enforced by the store (ADR 0182). Sparse: records of actions
+        # without events, and those written before the field existed, do not carry it.
+        await self.records.create_index(RECORDED_EVENT, unique=True, sparse=True)
         await self.records.create_index("event")
 
     async def record(
@@ -150,22 +163,38 @@ class AuditLog:
 
     async def append_noted(self, event: Document) -> None:
         """The record of an outbox entry's audit note; none if this event was recorded already
-        (a relay that crashed after recording, before removing the entry)."""
-        if await self.records.find_one({"event": {"$eq": event["id"]}}, {"_id": 1}):
-            return
+        (by a relay that crashed before removing the entry, by another instance's drain, or by
+        this process's hand-over a moment before its drain met the entry).
+
+        No read first (ADR 0182): the record carries the event id under a unique index, so the
+        store itself refuses a second record of one event, whoever races whom; the ids this
+        process recorded lately spare even that refused write."""
+        event_id = str(event["id"])
         data = event.get("data") or {}
         after = {"event": event.get("type"), **{k: data[k] for k in EVENT_FACTS if k in data}}
         note = dict(event[AUDIT_NOTE])
-        await self._append(
-            {**note, "after": _json(after), "event": event["id"]},
-            from_instant(str(event["time"])),
-        )
+        async with self._appending:
+            if event_id in self._recorded:
+                return
+            await self._append_one(
+                {**note, "after": _json(after), "event": event_id, RECORDED_EVENT: event_id},
+                from_instant(str(event["time"])),
+            )
+            self._remember(event_id)
+
+    def _remember(self, event_id: str) -> None:
+        self._recorded[event_id] = None
+        while len(self._recorded) > RECORDED_REMEMBERED:
+            self._recorded.popitem(last=False)
 
     async def _append(self, fields: Document, at: Any) -> Document:
         async with self._appending:
-            return await self._append_one(fields, at)
+            doc = await self._append_one(fields, at)
+        assert doc is not None  # only an event's record can be refused as a repeat
+        return doc
 
-    async def _append_one(self, fields: Document, at: Any) -> Document:
+    async def _append_one(self, fields: Document, at: Any) -> Document | None:
+        """Append `fields` as the chain's next record; None if its event is recorded already."""
         for _ in range(MAX_RACES):
             if self._head is None:
                 head = await self.records.find_one({}, sort=[("seq", DESCENDING)])
@@ -184,7 +213,9 @@ class AuditLog:
             doc["hash"] = record_hash(doc, previous, self.keys.keys[0])
             try:
                 await self.records.insert_one(doc)
-            except DuplicateKeyError:
+            except DuplicateKeyError as exc:
+                if RECORDED_EVENT in str(exc):
+                    return None  # this event's record exists; nothing written, head unchanged
                 self._head = None  # another process took the number: read the head again
                 continue
             except BaseException:

@@ -111,13 +111,17 @@ class Intake(Registration):
     ) -> Document:
         """The request once every service has a ticket, or as it stands after `wait_seconds`.
 
-        `submitted`: the request as this process just stored it. Then nothing is read while
-        this process's own ticket consumer reports the tickets (the usual case: the answer is
-        built from the stored request and the entries just written); the store is read only
-        after each quiet 0.25 s, for tickets another instance's consumer wrote."""
+        `submitted`: the request as this process just stored it. Then the answer is built from
+        it and the entries this process's own ticket consumer reports (the usual case: nothing
+        is read). The store is read at most twice (ADR 0195): once half the wait has gone by
+        without every ticket, and once more at its end if they are still not all there, for
+        tickets another instance's consumer wrote. Without `submitted` it is read up front."""
         waiter = self._waiters.setdefault(request_id, TicketWait())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
+        # The moments this wait looks in the store if it is not complete by then (none when it
+        # does not wait: the caller answers at once with what it has).
+        looks = [deadline - wait_seconds / 2, deadline] if wait_seconds > 0 else []
         doc = submitted
         try:
             while True:
@@ -126,17 +130,15 @@ class Intake(Registration):
                     if doc is None:
                         raise RequestNotFound(request_id)
                 doc = waiter.merged(doc)
-                if len(doc.get("tickets") or {}) >= len(doc["services"]):
-                    return doc
-                remaining = deadline - loop.time()
-                if remaining <= 0:
+                if complete(doc) or not looks:
                     return doc
                 waiter.changed.clear()
                 try:
-                    async with asyncio.timeout(min(remaining, 0.25)):
+                    async with asyncio.timeout_at(looks[0]):
                         await waiter.changed.wait()
                 except TimeoutError:
-                    doc = None  # quiet: perhaps another instance wrote them; read the store
+                    looks.pop(0)
+                    doc = None  # perhaps another instance's consumer wrote them: read the store
         finally:
             self._waiters.pop(request_id, None)
 
@@ -259,6 +261,11 @@ class Intake(Registration):
             }
         )
         return window
+
+
+def complete(doc: Document) -> bool:
+    """Whether every service of the request has its ticket."""
+    return len(doc.get("tickets") or {}) >= len(doc["services"])
 
 
 def tickets_of(doc: Document) -> list[TicketView]:

@@ -109,7 +109,11 @@ class Queue:
             raise Unprocessable(f"site {site.site} does not offer {unknown}")
         now = self.clock()
         await self._note_session(site.site, request, now)
-        existing = {d["service"]: d for d in await self.store.for_request(request.request_id)}
+        found = await self.store.for_request(request.request_id)
+        existing = {d["service"]: d for d in found}
+        if any(code not in existing for code in request.services):
+            for doc in found:  # the request gets another ticket (ADR 0190)
+                await self.share(doc)
         issued: list[TicketView] = []
         for code in request.services:
             if code in existing:
@@ -118,7 +122,7 @@ class Queue:
             service = site.service(code)
             assert service is not None
             ticket_id = domain.ticket_id_for(request.request_id, code)
-            ahead = await self.store.waiting_in_line(request.session_id, code)
+            ahead = await self.waiting_ahead(site.site, request.session_id, code)
             seq = await self.store.next_sequence(
                 domain.line_key(request.session_id, service.prefix)
             )
@@ -145,7 +149,7 @@ class Queue:
                 source=SOURCE,
                 at=now,
             )
-            doc = self._ticket_doc(site, ticket_event.data, request, now)
+            doc = self._ticket_doc(site, ticket_event.data, request, now, shared=bool(found))
             # Later events about this ticket (an officer's call) continue this request.
             doc[JOURNEY] = telemetry.journey()
             if quoted is not None:
@@ -166,6 +170,46 @@ class Queue:
             self.memory.held(site.site, request.request_id, True, holder)
         self.changes.bump(site.site)
         return issued
+
+    async def share(self, doc: Document) -> None:
+        """`doc`'s request is getting another ticket: if `doc` was alone in it (called without
+        the request's serving slot, ADR 0190), it takes the slot from now on: flagged shared
+        while it waits, or, being served, given the slot before it is flagged (so the new ticket
+        waits for it). Call before the new ticket is written."""
+        if doc.get("multi", True):
+            return
+        while True:
+            status = TicketStatus(doc["status"])
+            if status in domain.TERMINAL:
+                return
+            if status == TicketStatus.WAITING:
+                if await self.store.mark_shared(doc["_id"], [status]):
+                    break
+            else:
+                await self.store.take_visit(doc["request_id"], doc["_id"], self.clock())
+                if await self.store.mark_shared(doc["_id"], sorted(domain.BEING_SERVED)):
+                    break
+            again = await self.store.get(doc["_id"])
+            if again is None:
+                return
+            if again.get("multi", True):
+                break  # flagged by another instance meanwhile
+            if status in domain.BEING_SERVED and TicketStatus(again["status"]) in domain.TERMINAL:
+                # It finished before it was flagged: its completion did not free the slot
+                # taken for it (it was still alone then), so free it here.
+                await self.store.release_visit(doc["request_id"], doc["_id"])
+                return
+            doc = again
+        # Its copies in memory (a line head) still say alone: a call from them would fail its
+        # conditional write; re-reading the site spares that round.
+        self.memory.forget(doc["site"])
+
+    async def waiting_ahead(self, site: str, session_id: str, service: str) -> int:
+        """How many arrived tickets wait in the line now (held ones too): what a ticket joining
+        it has ahead. From the line in memory (ADR 0160, 0191): exact for this process's own
+        writes, another instance's within the bus's latency (or the site's max age)."""
+        waiting, _ = await self.memory.waiting(site, session_id, service)
+        return waiting
 
     async def _note_session(self, site: str, request: RequestSubmitted, now: datetime) -> None:
         """Record the session (its window, whether it has appointments); skipped when this
@@ -234,7 +278,12 @@ class Queue:
 
     @staticmethod
     def _ticket_doc(
-        site: SiteDef, facts: TicketIssued, request: RequestSubmitted, now: datetime
+        site: SiteDef,
+        facts: TicketIssued,
+        request: RequestSubmitted,
+        now: datetime,
+        *,
+        shared: bool,
     ) -> Document:
         service = site.service(facts.service)
         assert service is not None
@@ -262,8 +311,9 @@ class Queue:
             "is_priority": request.priority is not None,
             "appointment_at": instant(request.appointment_at) if request.appointment_at else None,
             "recalls": 0,
-            # Only a request with several tickets needs holds kept on its other tickets.
-            "multi": len(request.services) > 1,
+            # Only a request with several tickets needs holds kept on its other tickets, and
+            # only its tickets are called under the request's serving slot (ADR 0190).
+            "multi": len(request.services) > 1 or shared,
             "channel": request.channel.value,
             # Masked only (************1234): what the officer checks against the card.
             "nik_masked": request.citizen.nik_masked,

@@ -32,8 +32,10 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     app = create_http_app(
         runtime,
         title="Giliran reporting",
-        routers=[http.router(reporting), history_http.router(history)],
+        routers=[http.api, history_http.api],
         static=Path(__file__).parent / "static",
     )
+    # What the module-level routers' dependencies hand their endpoints.
     app.state.reporting = reporting
+    app.state.history = history
     return app, runtime

@@ -83,110 +83,134 @@ def _attachment(filename: str) -> dict[str, str]:
     return {"Content-Disposition": f'attachment; filename="{filename}"'}
 
 
-def router(reporting: Reporting) -> APIRouter:
-    api = APIRouter(tags=["reports"])
+def _reporting(request: Request) -> Reporting:
+    """The use cases the composition root (services/reporting/app.py) set up for this app."""
+    reporting: Reporting = request.app.state.reporting
+    return reporting
 
-    @api.get("/api/v1/sites/{site}/summary", response_model=DaySummary)
-    async def summary(
-        site: Site,
-        _: Reader,
-        day: Annotated[date, Query(alias="date", description="site-local day, YYYY-MM-DD")],
-    ) -> DaySummary:
-        return await reporting.day_summary(site, day)
 
-    @api.get("/api/v1/sites/{site}/satisfaction", response_model=SatisfactionReport)
-    async def satisfaction(site: Site, first: First, last: Last, _: Reader) -> SatisfactionReport:
-        _check(first, last)
-        return await reporting.satisfaction(site, first, last)
+Reports = Annotated[Reporting, Depends(_reporting)]
+api = APIRouter(tags=["reports"])
 
-    @api.get("/api/v1/sites/{site}/export.csv", response_class=Response)
-    async def export_csv(site: Site, first: First, last: Last, _: Reader) -> Response:
-        _check(first, last)
-        table = exports.rows(await reporting.period(site, first, last))
-        return Response(
-            exports.to_csv(table),
-            media_type="text/csv; charset=utf-8",
-            headers=_attachment(f"giliran-{site}-{first}-{last}.csv"),
-        )
 
-    @api.get("/api/v1/sites/{site}/export.xlsx", response_class=Response)
-    async def export_xlsx(site: Site, first: First, last: Last, _: Reader) -> Response:
-        _check(first, last)
-        table = exports.rows(await reporting.period(site, first, last))
-        ikm = await reporting.satisfaction(site, first, last)
-        return Response(
-            exports.to_xlsx(table, ikm),
-            media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-            headers=_attachment(f"giliran-{site}-{first}-{last}.xlsx"),
-        )
+@api.get("/api/v1/sites/{site}/summary", response_model=DaySummary)
+async def summary(
+    reporting: Reports,
+    site: Site,
+    _: Reader,
+    day: Annotated[date, Query(alias="date", description="site-local day, YYYY-MM-DD")],
+) -> DaySummary:
+    return await reporting.day_summary(site, day)
 
-    @api.get("/api/v1/kabupaten/summary", response_model=KabupatenSummary)
-    async def kabupaten(
-        day: Annotated[date, Query(alias="date", description="local day, YYYY-MM-DD")],
-        who: Reader,
-    ) -> KabupatenSummary:
-        whole_kabupaten(who)
-        return await reporting.kabupaten(day)
 
-    @api.get("/api/v1/sites/{site}/live", response_model=LiveView)
-    async def live_now(site: Site, _: Reader) -> LiveView:
-        return await reporting.live(site, utcnow())
+@api.get("/api/v1/sites/{site}/satisfaction", response_model=SatisfactionReport)
+async def satisfaction(
+    reporting: Reports, site: Site, first: First, last: Last, _: Reader
+) -> SatisfactionReport:
+    _check(first, last)
+    return await reporting.satisfaction(site, first, last)
 
-    @api.get("/api/v1/sites/{site}/live/stream")
-    async def live_stream(site: Site, request: Request, _: Reader) -> Response:
-        """Server push (SSE): the live view now, then again within moments of every change;
-        EventSource reconnects by itself after a drop or a restart and gets the view anew."""
 
-        async def events() -> AsyncIterator[str]:
-            seen = -1
-            while not await request.is_disconnected():
-                version = await reporting.changes.wait(site, seen, HEARTBEAT_SECONDS)
-                if version == seen:
-                    yield ": heartbeat\n\n"
-                    continue
-                await asyncio.sleep(COALESCE_SECONDS)  # one update for a burst of events
-                view = await reporting.live(site, utcnow())
-                seen = view.version
-                yield f"id: {view.version}\nevent: live\ndata: {view.model_dump_json()}\n\n"
+@api.get("/api/v1/sites/{site}/export.csv", response_class=Response)
+async def export_csv(
+    reporting: Reports, site: Site, first: First, last: Last, _: Reader
+) -> Response:
+    _check(first, last)
+    table = exports.rows(await reporting.period(site, first, last))
+    return Response(
+        exports.to_csv(table),
+        media_type="text/csv; charset=utf-8",
+        headers=_attachment(f"giliran-{site}-{first}-{last}.csv"),
+    )
 
-        runtime = request.app.state.runtime
-        return limited_stream(request, runtime.streams, credential_of(request), events)
 
-    @api.get("/charts/{site}/waiting.svg", response_class=Response)
-    async def waiting_svg(site: Site, _: Reader) -> Response:
-        return Response(
-            charts.waiting_chart(await reporting.live(site, utcnow())),
-            media_type="image/svg+xml",
-            headers={"Cache-Control": "no-store"},
-        )
+@api.get("/api/v1/sites/{site}/export.xlsx", response_class=Response)
+async def export_xlsx(
+    reporting: Reports, site: Site, first: First, last: Last, _: Reader
+) -> Response:
+    _check(first, last)
+    table = exports.rows(await reporting.period(site, first, last))
+    ikm = await reporting.satisfaction(site, first, last)
+    return Response(
+        exports.to_xlsx(table, ikm),
+        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        headers=_attachment(f"giliran-{site}-{first}-{last}.xlsx"),
+    )
 
-    @api.get("/dashboard", response_class=HTMLResponse)
-    async def dashboard(
-        request: Request,
-        who: ReaderPage,
-        site: Annotated[str, Query(pattern=SITE_PATTERN, max_length=63)] = "cikarang-utara",
-    ) -> HTMLResponse:
-        if not who.at(site):
-            raise wrong_site(who, site)
-        view = await reporting.live(site, utcnow())
-        return PAGES.TemplateResponse(request, "dashboard.html", {"view": view})
 
-    @api.get("/reports/daily", response_class=HTMLResponse)
-    async def daily(
-        request: Request,
-        _: ReaderPage,
-        site: Annotated[str, Query(pattern=SITE_PATTERN, max_length=63)],
-        day: Annotated[date, Query(alias="date")],
-    ) -> HTMLResponse:
-        return PAGES.TemplateResponse(
-            request,
-            "daily.html",
-            {
-                "day": await reporting.day_summary(site, day),
-                "ikm": await reporting.satisfaction(site, day, day),
-                "outcome_labels": OUTCOMES,
-                "priority_labels": PRIORITIES,
-            },
-        )
+@api.get("/api/v1/kabupaten/summary", response_model=KabupatenSummary)
+async def kabupaten(
+    reporting: Reports,
+    day: Annotated[date, Query(alias="date", description="local day, YYYY-MM-DD")],
+    who: Reader,
+) -> KabupatenSummary:
+    whole_kabupaten(who)
+    return await reporting.kabupaten(day)
 
-    return api
+
+@api.get("/api/v1/sites/{site}/live", response_model=LiveView)
+async def live_now(reporting: Reports, site: Site, _: Reader) -> LiveView:
+    return await reporting.live(site, utcnow())
+
+
+@api.get("/api/v1/sites/{site}/live/stream")
+async def live_stream(reporting: Reports, site: Site, request: Request, _: Reader) -> Response:
+    """Server push (SSE): the live view now, then again within moments of every change;
+    EventSource reconnects by itself after a drop or a restart and gets the view anew."""
+
+    async def events() -> AsyncIterator[str]:
+        seen = -1
+        while not await request.is_disconnected():
+            version = await reporting.changes.wait(site, seen, HEARTBEAT_SECONDS)
+            if version == seen:
+                yield ": heartbeat\n\n"
+                continue
+            await asyncio.sleep(COALESCE_SECONDS)  # one update for a burst of events
+            view = await reporting.live(site, utcnow())
+            seen = view.version
+            yield f"id: {view.version}\nevent: live\ndata: {view.model_dump_json()}\n\n"
+
+    runtime = request.app.state.runtime
+    return limited_stream(request, runtime.streams, credential_of(request), events)
+
+
+@api.get("/charts/{site}/waiting.svg", response_class=Response)
+async def waiting_svg(reporting: Reports, site: Site, _: Reader) -> Response:
+    return Response(
+        charts.waiting_chart(await reporting.live(site, utcnow())),
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@api.get("/dashboard", response_class=HTMLResponse)
+async def dashboard(
+    reporting: Reports,
+    request: Request,
+    who: ReaderPage,
+    site: Annotated[str, Query(pattern=SITE_PATTERN, max_length=63)] = "cikarang-utara",
+) -> HTMLResponse:
+    if not who.at(site):
+        raise wrong_site(who, site)
+    view = await reporting.live(site, utcnow())
+    return PAGES.TemplateResponse(request, "dashboard.html", {"view": view})
+
+
+@api.get("/reports/daily", response_class=HTMLResponse)
+async def daily(
+    reporting: Reports,
+    request: Request,
+    _: ReaderPage,
+    site: Annotated[str, Query(pattern=SITE_PATTERN, max_length=63)],
+    day: Annotated[date, Query(alias="date")],
+) -> HTMLResponse:
+    return PAGES.TemplateResponse(
+        request,
+        "daily.html",
+        {
+            "day": await reporting.day_summary(site, day),
+            "ikm": await reporting.satisfaction(site, day, day),
+            "outcome_labels": OUTCOMES,
+            "priority_labels": PRIORITIES,
+        },
+    )

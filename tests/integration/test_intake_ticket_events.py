@@ -1,7 +1,9 @@
 """Intake follows tickets with one conditional write per event and no inbox (ADR 0175), against
 a real nats-server, the embedded store and TWO intake instances sharing the consumer: events out
 of order and each delivered twice leave one entry at its furthest status; a kiosk answer whose
-ticket the other instance wrote still shows it (the store read after the in-process wait)."""
+ticket the other instance wrote still shows it (the store read after the in-process wait), and
+that wait reads the store at most twice (ADR 0195); a fetched batch with duplicates and events
+out of order is one bulk write and leaves each ticket at its furthest status."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 import pytest
 
 from giliran.settings import Settings
-from tests.conftest import eventually, publish, running
+from tests.conftest import RunningService, eventually, publish, running
 from tests.integration.test_intake_registration import bus_events
 from tests.integration.test_intake_status import quick, registered, ticket_events  # noqa: F401
 
@@ -144,3 +146,79 @@ async def test_a_registrations_events_leave_at_once_without_the_relays_query(
         await eventually(out)
         stored = await svc.app.state.intake.store.requests.find_one({"_id": request["request_id"]})
         assert stored["outbox_n"] == 0 and not stored.get("outbox")
+
+
+async def store_commands(svc: RunningService, command: str, collection: str) -> float:
+    """How many `command`s on `collection` the service has sent (its PyMongo monitoring)."""
+    metrics = (await svc.http.get("/metrics")).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("giliran_store_commands_total{")
+        and f'collection="{collection}"' in line
+        and f'command="{command}"' in line
+    )
+
+
+async def test_a_kiosk_wait_whose_ticket_never_comes_reads_the_store_twice_at_most(
+    settings: Settings,
+) -> None:
+    """ADR 0195: no queue, so no ticket comes; the answer waits its full second and looks in
+    the store at half the wait and at its end only (it used to read after every quiet 0.25 s:
+    four reads here). The relay's idle polls, also `find requests`, are stopped to count."""
+    waiting = settings.model_copy(update={"ticket_wait_seconds": 1.0})
+    async with running("intake", waiting) as svc:
+        relay = svc.runtime.relay
+        assert relay is not None
+        await relay.stop()
+        before = await store_commands(svc, "find", "requests")
+        submitted = await svc.http.post("/api/v1/requests", json=REQUEST)
+        assert submitted.status_code == 202, submitted.text
+        assert submitted.json()["tickets"] == []
+        assert await store_commands(svc, "find", "requests") - before <= 2
+
+
+async def test_a_kiosk_answer_its_own_consumer_ticketed_reads_no_request(
+    settings: Settings,
+) -> None:
+    """One intake instance and the real queue: the answer is built from the request as stored
+    and the entries its own consumer wrote, so the registration reads no request at all."""
+    async with running("intake", settings) as svc, running("queue", settings):
+        relay = svc.runtime.relay
+        assert relay is not None
+        await relay.stop()  # its idle polls are `find requests` too; relay_now still publishes
+        before = await store_commands(svc, "find", "requests")
+        submitted = await svc.http.post("/api/v1/requests", json=REQUEST)
+        assert submitted.status_code == 201, submitted.text
+        assert [t["number"] for t in submitted.json()["tickets"]] == ["B-001", "F-001"]
+        assert await store_commands(svc, "find", "requests") - before == 0
+
+
+async def test_duplicates_and_out_of_order_events_in_one_batch_leave_the_furthest_entry(
+    quick: Settings,  # noqa: F811
+) -> None:
+    """One fetched batch holding, per request, completed before called before issued and each
+    twice (a redelivery mixed with new events): each ticket ends completed at its counter, and
+    the same batch again (kill -9 before the ack) changes nothing."""
+    async with running("intake", quick) as svc:
+        intake = svc.app.state.intake
+        requests = [await registered(svc, n) for n in (1, 2)]
+        batch = []
+        for n, request in enumerate(requests, start=1):
+            issued, called, completed = ticket_events(request, n)
+            batch += [completed, called, issued, called, completed, issued]
+
+        async def states() -> list[tuple[str, str, str | None]]:
+            found = []
+            for request in requests:
+                doc = await intake.store.get(request["request_id"])
+                found += [(t["number"], t["status"], t["counter"]) for t in doc["tickets"].values()]
+            return found
+
+        await intake.record_tickets(batch)
+        assert await states() == [("B-001", "completed", "2"), ("B-002", "completed", "2")]
+        unchanged = await intake.record_tickets(batch)
+        # Only a completed event's own write may match again (same values); the others are
+        # refused by the filter and reported as changing nothing.
+        assert unchanged == {e.id for e in batch if not e.type.endswith("completed.v1")}
+        assert await states() == [("B-001", "completed", "2"), ("B-002", "completed", "2")]

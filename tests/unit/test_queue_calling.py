@@ -14,6 +14,7 @@ from services.queue.calling import (
     TicketAt,
     after_lost_call,
     counter_now,
+    needs_slot,
 )
 
 SITE, COUNTER = "cikarang-utara", "1"
@@ -54,8 +55,21 @@ def test_after_lost_call_over_every_ticket(
     found = after_lost_call(COUNTER, TicketAt(site, status, counter, arrived))
     if status in BUSY_STATUSES:
         assert found == (LostCall.CALLED_HERE if counter == COUNTER else LostCall.TAKEN)
+    elif status == TicketStatus.WAITING:
+        # still waiting: what the call read of it changed (it became shared, ADR 0190); its
+        # citizen's slot is not this call's to free, whoever may be calling it now
+        assert found == LostCall.CHANGED
     else:
         assert found == LostCall.GONE
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_only_a_ticket_sharing_its_request_is_called_under_the_serving_slot(shared: bool) -> None:
+    """ADR 0190: a ticket alone in its request cannot be at two counters (its own conditional
+    write lets one call have it); one of several tickets takes the request's slot first."""
+    ticket = TicketAt(SITE, TicketStatus.WAITING, None, True, shared=shared)
+    assert needs_slot(ticket) is shared
+    assert needs_slot(TicketAt(SITE, TicketStatus.WAITING, None)) is True  # before the flag
 
 
 def test_the_repository_types_a_stored_counter_and_ticket() -> None:

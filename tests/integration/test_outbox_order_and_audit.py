@@ -1,0 +1,187 @@
+"""relay_now against the embedded store (ADR 0182): an older event still pending in a document's
+outbox leaves before the one just written, and an officer action's audit record is made once,
+without reading the trail first, however a drain, a crash or a second instance meets the event."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from pymongo import ReturnDocument
+
+from giliran.auth import Principal, Role
+from giliran.auth.audit import AuditLog
+from giliran.contracts import Event, TicketRecalled, new_event, utcnow
+from giliran.settings import Settings
+from giliran.store import (
+    OUTBOX,
+    OUTBOX_COUNT,
+    STORE_COMMANDS,
+    Document,
+    OutboxRelay,
+    connect,
+    with_outbox,
+)
+
+pytestmark = pytest.mark.integration
+SITE = "cikarang-utara"
+OFFICER = Principal("petugas", Role.OFFICER, SITE, "token")
+
+
+START = utcnow()
+
+
+def recalled(n: int) -> Event[TicketRecalled]:
+    at = START + timedelta(seconds=n)  # the n-th recall, in its order
+    return new_event(
+        TicketRecalled(
+            ticket_id="t1", request_id="r1", session_id=f"{SITE}:2026-12-06", service="KTP",
+            number="KTP-001", issued_at=START, counter="loket-1", recalled_at=at,
+        ),
+        site=SITE,
+        at=at,
+    )  # fmt: skip
+
+
+async def write(collection: object, doc_id: str, event: Event[TicketRecalled]) -> Document:
+    """One conditional write that returns the document's whole outbox, as a service's would."""
+    doc = await collection.find_one_and_update(  # type: ignore[attr-defined]
+        {"_id": doc_id},
+        with_outbox({"$set": {"recalled_at": event.time}}, [event]),
+        projection={OUTBOX: 1},
+        return_document=ReturnDocument.AFTER,
+    )
+    assert doc is not None
+    return doc  # type: ignore[no-any-return]
+
+
+async def test_an_older_pending_event_leaves_before_the_one_just_written(
+    settings: Settings,
+) -> None:
+    client = connect(settings.mongo_url)
+    db_name = f"{settings.db_prefix}_relayorder"
+    collection = client[db_name]["tickets"]
+    published: list[str] = []
+    bus_up = False
+
+    async def publish(event: Document) -> None:
+        if not bus_up:
+            raise ConnectionError("NATS is not connected")
+        await asyncio.sleep(0)  # a real publish yields; the order must not depend on it
+        published.append(str(event["id"]))
+
+    relay = OutboxRelay([collection], publish)
+    try:
+        await collection.insert_one({"_id": "t1", OUTBOX: {}, OUTBOX_COUNT: 0})
+        first = recalled(1)
+        doc = await write(collection, "t1", first)
+        # The bus is away for the first: it stays pending in the outbox.
+        assert not await relay.relay_now(collection, "t1", [first], outbox=doc[OUTBOX])
+        bus_up = True
+        second = recalled(2)
+        doc = await write(collection, "t1", second)
+        assert set(doc[OUTBOX]) == {first.id, second.id}
+        assert await relay.relay_now(collection, "t1", [second], outbox=doc[OUTBOX])
+        # Handed only the new event, the old relay_now published it ahead of the pending one.
+        assert published == [first.id, second.id]
+        left = await collection.find_one({"_id": "t1"})
+        assert left is not None and left[OUTBOX_COUNT] == 0 and not left[OUTBOX]
+
+        # An outbox that does not hold the events written (say, the document as it was before
+        # the write) is a caller's mistake: nothing is published out of order, the drain has it.
+        third = recalled(3)
+        doc = await write(collection, "t1", third)
+        assert not await relay.relay_now(collection, "t1", [third], outbox={})
+        assert published == [first.id, second.id]
+        assert await relay.drain_once() == 1
+        assert published == [first.id, second.id, third.id]
+    finally:
+        await relay.stop()
+        await client.drop_database(db_name)
+        await client.close()
+
+
+def audit_commands() -> int:
+    return sum(n for (_, collection), n in STORE_COMMANDS.counts.items() if collection == "audit")
+
+
+def noted(doc: Document, event: Event[TicketRecalled]) -> Document:
+    """The outbox entry of `event` as a relay meets it (its audit note included)."""
+    return dict(doc[OUTBOX][event.id])
+
+
+async def test_an_action_is_audited_once_without_reading_the_trail(settings: Settings) -> None:
+    client = connect(settings.mongo_url)
+    db_name = f"{settings.db_prefix}_relayaudit"
+    collection = client[db_name]["tickets"]
+    audit = AuditLog(client[db_name], "queue")
+    await audit.ensure_indexes()
+    published: list[str] = []
+
+    async def publish(event: Document) -> None:
+        published.append(str(event["id"]))
+
+    async def records_of(event: Event[TicketRecalled]) -> int:
+        return await audit.records.count_documents({"event": event.id})
+
+    relay = OutboxRelay([collection], publish, audit=audit.append_noted)
+    try:
+        await collection.insert_one({"_id": "t1", OUTBOX: {}, OUTBOX_COUNT: 0})
+        await audit.record(OFFICER, "open", SITE, "counter:loket-1")  # the head is known
+        before = audit_commands()
+        events = [recalled(n) for n in range(1, 6)]
+        for event in events:
+            with audit.acting(OFFICER, "recall", SITE, "ticket:t1"):
+                doc = await write(collection, "t1", event)
+            # A drain meeting the document at the same moment as the hand-over.
+            await asyncio.gather(
+                relay.relay_now(
+                    collection, "t1", [event], outbox=doc[OUTBOX], remove_together=True
+                ),
+                relay.drain_once(),
+            )
+        # One insert per action and nothing else: no read of the trail first (there was one
+        # per action before, ADR 0182), and no second try when the drain met it too.
+        assert audit_commands() - before == len(events)
+        await relay.stop()
+        for event in events:
+            assert await records_of(event) == 1
+
+        # Another instance's drain recorded an event before this process hands it over (or a
+        # reply was lost after the store applied the insert): the store refuses the second.
+        for n in (6, 7):
+            raced = recalled(n)
+            with audit.acting(OFFICER, "recall", SITE, "ticket:t1"):
+                doc = await write(collection, "t1", raced)
+            other = AuditLog(client[db_name], "queue")  # the other instance, or amnesia
+            await other.append_noted(noted(doc, raced))
+            assert await relay.relay_now(collection, "t1", [raced], outbox=doc[OUTBOX])
+            assert await records_of(raced) == 1
+
+        # A relay that crashed after recording, before taking the event out: the restarted
+        # process (nothing remembered) meets it in a drain; still one record.
+        crashed = recalled(8)
+        with audit.acting(OFFICER, "recall", SITE, "ticket:t1"):
+            doc = await write(collection, "t1", crashed)
+        await audit.append_noted(noted(doc, crashed))
+        restarted = AuditLog(client[db_name], "queue")
+        again = OutboxRelay([collection], publish, audit=restarted.append_noted)
+        assert await again.drain_once() == 1
+        assert await records_of(crashed) == 1
+        # Two instances appending at once never break the chain, and each event is there once.
+        racing = [recalled(n) for n in range(9, 19)]
+        entries = []
+        for event in racing:
+            with audit.acting(OFFICER, "recall", SITE, "ticket:t1"):
+                entries.append(noted(await write(collection, "t1", event), event))
+        first, second = AuditLog(client[db_name], "queue"), AuditLog(client[db_name], "queue")
+        await asyncio.gather(
+            *(log.append_noted(entry) for entry in entries for log in (first, second))
+        )
+        for event in racing:
+            assert await records_of(event) == 1
+        assert (await first.verify()).broken is None
+    finally:
+        await client.drop_database(db_name)
+        await client.close()
