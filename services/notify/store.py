@@ -14,7 +14,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from giliran.contracts import Event, TicketStatus
-from giliran.store import Database, Document, Instant, indexed, instant, with_outbox
+from giliran.store import OUTBOX, Database, Document, Instant, indexed, instant, with_outbox
 from services.notify.channels.base import Contact
 from services.notify.domain import DeliveryStatus
 
@@ -339,16 +339,39 @@ class DeliveryStore:
         delivery_id: str,
         status: DeliveryStatus,
         fields: Document,
-        events: Sequence[Event[Any]] = (),
         *,
         from_statuses: Sequence[DeliveryStatus] = (DeliveryStatus.SENDING,),
     ) -> bool:
+        """A change without an event (dropped, reopened for the operator's retry); False when
+        the delivery was not in `from_statuses` (nothing written)."""
         update: Document = {"$set": {**fields, "status": status.value, "held_until": RELEASED}}
         result = await self.deliveries.update_one(
-            {"_id": delivery_id, "status": {"$in": [s.value for s in from_statuses]}},
-            with_outbox(update, events) if events else update,
+            {"_id": delivery_id, "status": {"$in": [s.value for s in from_statuses]}}, update
         )
         return result.modified_count == 1
+
+    async def record_outcome(
+        self,
+        delivery_id: str,
+        status: DeliveryStatus,
+        fields: Document,
+        events: Sequence[Event[Any]],
+    ) -> Document | None:
+        """A "sending" delivery's `sent` or `failed`, with its event in the outbox, in one write;
+        the outbox as the write left it (what `relay_now` publishes, in order, ADR 0182: an
+        older event still pending there, e.g. a `notification.failed` before the operator's
+        retry, goes first), or None when the delivery was no longer sending (nothing written)."""
+        update: Document = {"$set": {**fields, "status": status.value, "held_until": RELEASED}}
+        doc = await self.deliveries.find_one_and_update(
+            {"_id": delivery_id, "status": DeliveryStatus.SENDING.value},
+            with_outbox(update, events),
+            {OUTBOX: 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is None:
+            return None
+        outbox: Document = doc.get(OUTBOX) or {}
+        return outbox
 
     async def by_gateway_id(self, channel: str, gateway_id: str) -> Delivery | None:
         """The delivery a gateway's report names (by the id the gateway gave it)."""
