@@ -58,8 +58,9 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     async def relay(
         delivery_id: str, events: Sequence[Event[Any]], outbox: Mapping[str, Document]
     ) -> None:
-        # The whole outbox the write left, in order (ADR 0182); taken out of it together a
-        # moment later: one write for many messages.
+        # The delivery's whole outbox as the write left it: an older event still pending (a
+        # `failed` while NATS was away, before the operator's retry sent it) goes out first.
+        # Taken out of the outbox together, a moment later: one write for many messages.
         await runtime.relay_now(
             store.deliveries, delivery_id, events, outbox=outbox, remove_together=True
         )

@@ -108,7 +108,6 @@ class ChannelWorker:
     wake: Callable[[], None]
     # Publishes the events just written to a delivery's outbox and takes them out, without the
     # relay's query for them; the relay's poll moves them if that fails (ADR 0167).
-    # Given the outbox as the write left it, so an older pending event goes first (ADR 0182).
     relay: Callable[[str, Sequence[Event[Any]], Mapping[str, Document]], Awaitable[None]]
     # One per process, shared by its channel workers (and its contact-book consumer).
     contacts: ContactBook
@@ -484,7 +483,7 @@ class ChannelWorker:
             source=SOURCE,
             at=now,
         )
-        outbox = await self.store.record_outcome(
+        outbox = await self.store.finish_announcing(
             key,
             DeliveryStatus.SENT,
             {
@@ -567,7 +566,7 @@ class ChannelWorker:
             source=SOURCE,
             at=now,
         )
-        outbox = await self.store.record_outcome(
+        outbox = await self.store.finish_announcing(
             key,
             DeliveryStatus.FAILED,
             {"failed_at": instant(now), "last_error": reason, "refused": refused},

@@ -339,39 +339,35 @@ class DeliveryStore:
         delivery_id: str,
         status: DeliveryStatus,
         fields: Document,
+        events: Sequence[Event[Any]] = (),
         *,
         from_statuses: Sequence[DeliveryStatus] = (DeliveryStatus.SENDING,),
     ) -> bool:
-        """A change without an event (dropped, reopened for the operator's retry); False when
-        the delivery was not in `from_statuses` (nothing written)."""
         update: Document = {"$set": {**fields, "status": status.value, "held_until": RELEASED}}
         result = await self.deliveries.update_one(
-            {"_id": delivery_id, "status": {"$in": [s.value for s in from_statuses]}}, update
+            {"_id": delivery_id, "status": {"$in": [s.value for s in from_statuses]}},
+            with_outbox(update, events) if events else update,
         )
         return result.modified_count == 1
 
-    async def record_outcome(
+    async def finish_announcing(
         self,
         delivery_id: str,
         status: DeliveryStatus,
         fields: Document,
         events: Sequence[Event[Any]],
-    ) -> Document | None:
-        """A "sending" delivery's `sent` or `failed`, with its event in the outbox, in one write;
-        the outbox as the write left it (what `relay_now` publishes, in order, ADR 0182: an
-        older event still pending there, e.g. a `notification.failed` before the operator's
-        retry, goes first), or None when the delivery was no longer sending (nothing written)."""
+    ) -> dict[str, Document] | None:
+        """`finish` from `sending` with the events that announce it, in the same one command;
+        the delivery's whole outbox after the write (an older event still pending there goes
+        out first: ADR 0182), or None when the delivery was no longer being sent."""
         update: Document = {"$set": {**fields, "status": status.value, "held_until": RELEASED}}
         doc = await self.deliveries.find_one_and_update(
-            {"_id": delivery_id, "status": DeliveryStatus.SENDING.value},
+            {"_id": delivery_id, "status": {"$in": [DeliveryStatus.SENDING.value]}},
             with_outbox(update, events),
-            {OUTBOX: 1},
+            projection={OUTBOX: 1},
             return_document=ReturnDocument.AFTER,
         )
-        if doc is None:
-            return None
-        outbox: Document = doc.get(OUTBOX) or {}
-        return outbox
+        return None if doc is None else dict(doc.get(OUTBOX) or {})
 
     async def by_gateway_id(self, channel: str, gateway_id: str) -> Delivery | None:
         """The delivery a gateway's report names (by the id the gateway gave it)."""
