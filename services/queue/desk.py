@@ -819,7 +819,7 @@ class Desk:
     ) -> TicketView:
         """A new ticket made from `doc` (re-check-in, transfer): same citizen and number."""
         # From now on the request has two tickets: one at a time at a counter (ADR 0190).
-        await self.queue.share(doc)
+        await self.queue.share(doc["_id"], doc["request_id"], ticket_at(doc))
         issued = TicketIssued(
             ticket_id=new_id,
             request_id=doc["request_id"],
