@@ -537,7 +537,8 @@ class Desk:
                 case calling.LostCall.CALLED_HERE:
                     assert now_doc is not None
                     return "called", now_doc
-                case calling.LostCall.GONE:
+                case calling.LostCall.GONE if not alone:
+                    # (A lone ticket's call took no slot: nothing to free, ADR 0190.)
                     await self.store.release_visit(doc["request_id"], doc["_id"])
                 case calling.LostCall.CHANGED:
                     # (Only a call made without the slot can find it so: nothing to free.)
