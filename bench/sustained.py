@@ -56,6 +56,8 @@ POLL_SECONDS = 0.1
 # An overloaded stack (a rate above what it sustains) answers late but answers: wait for it, or
 # the run would count as lost what is only late.
 TICKET_WAIT_SECONDS = 900
+# A counter told "nobody waiting" this long while a ticket of the run waits reports it as an error.
+NOTHING_CALLABLE_SECONDS = 120.0
 
 
 # --- the stack -------------------------------------------------------------------------------
@@ -257,12 +259,20 @@ async def counter(http: httpx.AsyncClient, stack: Stack, run: Run, number: int) 
             if run.arrivals_done and run.ready.empty():
                 return
             continue
+        waiting_since = time.perf_counter()
         while True:
             try:
                 sent = time.perf_counter()
                 r = await http.post(url)
                 if r.status_code == 204:  # a ticket becomes callable a moment after intake says so
                     run.empty_calls += 1
+                    if sent - waiting_since > NOTHING_CALLABLE_SECONDS:
+                        # A ticket intake issued that the queue never offers: a finding, not a
+                        # reason to spin for ever (two runs once "hung" with nothing logged).
+                        raise RuntimeError(
+                            f"call-next: nothing callable for {NOTHING_CALLABLE_SECONDS:.0f} s "
+                            "while a ticket of this run waits"
+                        )
                     await asyncio.sleep(0.02)
                     continue
                 if r.status_code != 200:
