@@ -88,3 +88,26 @@ def after_lost_call(counter: str, now: TicketAt | None) -> LostCall:
     if now is not None and now.status == TicketStatus.WAITING:
         return LostCall.CHANGED
     return LostCall.GONE
+
+
+class Sharing(StrEnum):
+    """What a ticket alone in its request needs when the request gets another ticket, so that
+    from then on its calls take the request's serving slot (ADR 0190)."""
+
+    NOTHING = "nothing"  # shared already, or finished (no slot was given to it)
+    FLAG = "flag"  # it waits: flag it shared, on condition it still waits
+    SLOT_THEN_FLAG = "slot_then_flag"  # at a counter: give it the slot, then flag it (ditto)
+    FREE_SLOT = "free_slot"  # given the slot, it finished before it was flagged: free the slot
+
+
+def sharing(now: TicketAt | None, *, slot_given: bool) -> Sharing:
+    """The next step of sharing a ticket's request, from the ticket as it is now (None: gone)
+    and whether this sharing gave it the slot already. A finished ticket that was flagged in
+    time frees the slot itself (its completion reads the flag from its own write)."""
+    if now is not None and now.shared:
+        return Sharing.NOTHING
+    if now is not None and now.status == TicketStatus.WAITING:
+        return Sharing.FLAG
+    if now is not None and now.status in BUSY_STATUSES:
+        return Sharing.SLOT_THEN_FLAG
+    return Sharing.FREE_SLOT if slot_given else Sharing.NOTHING

@@ -537,7 +537,8 @@ class Desk:
                 case calling.LostCall.CALLED_HERE:
                     assert now_doc is not None
                     return "called", now_doc
-                case calling.LostCall.GONE:
+                case calling.LostCall.GONE if not alone:
+                    # (A lone ticket's call took no slot: nothing to free, ADR 0190.)
                     await self.store.release_visit(doc["request_id"], doc["_id"])
                 case calling.LostCall.CHANGED:
                     # (Only a call made without the slot can find it so: nothing to free.)
@@ -819,7 +820,7 @@ class Desk:
     ) -> TicketView:
         """A new ticket made from `doc` (re-check-in, transfer): same citizen and number."""
         # From now on the request has two tickets: one at a time at a counter (ADR 0190).
-        await self.queue.share(doc)
+        await self.queue.share(doc["_id"], doc["request_id"], ticket_at(doc))
         issued = TicketIssued(
             ticket_id=new_id,
             request_id=doc["request_id"],

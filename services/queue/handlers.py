@@ -28,9 +28,10 @@ from giliran.errors import Unprocessable
 from giliran.push import Changes
 from giliran.store import Document, from_instant, instant
 from giliran.telemetry import JOURNEY
-from services.queue import domain, eta
+from services.queue import calling, domain, eta
+from services.queue.calling import TicketAt
 from services.queue.memory import QueueMemory
-from services.queue.store import SessionFlags, TicketStore, facts_of, ticket_view
+from services.queue.store import SessionFlags, TicketStore, facts_of, ticket_at, ticket_view
 
 SOURCE = "queue"
 # A session counts as running from shortly before it opens until a while after it closes (the
@@ -113,7 +114,7 @@ class Queue:
         existing = {d["service"]: d for d in found}
         if any(code not in existing for code in request.services):
             for doc in found:  # the request gets another ticket (ADR 0190)
-                await self.share(doc)
+                await self.share(doc["_id"], doc["request_id"], ticket_at(doc))
         issued: list[TicketView] = []
         for code in request.services:
             if code in existing:
@@ -171,38 +172,34 @@ class Queue:
         self.changes.bump(site.site)
         return issued
 
-    async def share(self, doc: Document) -> None:
-        """`doc`'s request is getting another ticket: if `doc` was alone in it (called without
-        the request's serving slot, ADR 0190), it takes the slot from now on: flagged shared
-        while it waits, or, being served, given the slot before it is flagged (so the new ticket
-        waits for it). Call before the new ticket is written."""
-        if doc.get("multi", True):
-            return
+    async def share(self, ticket_id: str, request_id: str, now: TicketAt | None) -> None:
+        """A request is getting another ticket: its ticket `ticket_id` (as it is `now`), if it
+        was alone in it (called without the request's serving slot, ADR 0190), takes the slot
+        from now on: flagged shared while it waits, or, at a counter, given the slot before it
+        is flagged (so the new ticket waits for it). Call before the new ticket is written.
+        The steps are `calling.sharing`'s; each write is conditional, so a ticket that moved
+        meanwhile is read again and decided again (statuses only move on: it ends)."""
+        slot_given = False
         while True:
-            status = TicketStatus(doc["status"])
-            if status in domain.TERMINAL:
-                return
-            if status == TicketStatus.WAITING:
-                if await self.store.mark_shared(doc["_id"], [status]):
-                    break
-            else:
-                await self.store.take_visit(doc["request_id"], doc["_id"], self.clock())
-                if await self.store.mark_shared(doc["_id"], sorted(domain.BEING_SERVED)):
-                    break
-            again = await self.store.get(doc["_id"])
-            if again is None:
-                return
-            if again.get("multi", True):
-                break  # flagged by another instance meanwhile
-            if status in domain.BEING_SERVED and TicketStatus(again["status"]) in domain.TERMINAL:
-                # It finished before it was flagged: its completion did not free the slot
-                # taken for it (it was still alone then), so free it here.
-                await self.store.release_visit(doc["request_id"], doc["_id"])
-                return
-            doc = again
+            match calling.sharing(now, slot_given=slot_given):
+                case calling.Sharing.NOTHING:
+                    return
+                case calling.Sharing.FREE_SLOT:
+                    await self.store.release_visit(request_id, ticket_id)
+                    return
+                case calling.Sharing.FLAG:
+                    if await self.store.mark_shared(ticket_id, [TicketStatus.WAITING]):
+                        break
+                case calling.Sharing.SLOT_THEN_FLAG:
+                    await self.store.take_visit(request_id, ticket_id, self.clock())
+                    slot_given = True
+                    if await self.store.mark_shared(ticket_id, sorted(calling.BUSY_STATUSES)):
+                        break
+            now = await self.store.ticket_state(ticket_id)
         # Its copies in memory (a line head) still say alone: a call from them would fail its
         # conditional write; re-reading the site spares that round.
-        self.memory.forget(doc["site"])
+        assert now is not None
+        self.memory.forget(now.site)
 
     async def waiting_ahead(self, site: str, session_id: str, service: str) -> int:
         """How many arrived tickets wait in the line now (held ones too): what a ticket joining

@@ -189,6 +189,10 @@ class TicketStore:
     async def get(self, ticket_id: str) -> Document | None:
         return await self.tickets.find_one({"_id": ticket_id}, NO_OUTBOX)
 
+    async def ticket_state(self, ticket_id: str) -> TicketAt | None:
+        """A ticket as the call decisions read it (services.queue.calling), from the store."""
+        return ticket_at(await self.get(ticket_id))
+
     async def for_request(self, request_id: str) -> list[Document]:
         return await self.tickets.find(indexed({"request_id": request_id}), NO_OUTBOX).to_list()
 
