@@ -179,7 +179,8 @@ class ServiceRuntime:
                 model: observed(durable, handler, self.bus_metrics, self.settings.log_events)
                 for model, handler in handlers.items()
             },
-            inbox=Inbox(self.db, durable),
+            # A batch handler's documents dedupe: no inbox collection is made for it.
+            inbox=Inbox(self.db, durable) if batch_handler is None else None,
             metrics=self.consumer_metrics,
             max_deliver=max_deliver or self.settings.max_deliver,
             backoff_seconds=tuple(self.settings.retry_backoff_seconds),
@@ -260,7 +261,8 @@ class ServiceRuntime:
         for collection in self._outbox:
             await ensure_outbox_index(collection)
         for consumer in self.consumers:
-            await consumer.inbox.ensure_indexes()
+            if consumer.inbox is not None:
+                await consumer.inbox.ensure_indexes()
         self.relay = OutboxRelay(
             self._outbox,
             self._publish,
@@ -299,7 +301,8 @@ class ServiceRuntime:
 
     async def _trim_inboxes(self) -> None:
         for consumer in self.consumers:
-            await consumer.inbox.forget_before(INBOX_KEEP)
+            if consumer.inbox is not None:
+                await consumer.inbox.forget_before(INBOX_KEEP)
 
     async def _repeat(self, seconds: float, job: Hook) -> None:
         while True:
