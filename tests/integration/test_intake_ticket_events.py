@@ -254,24 +254,40 @@ async def test_a_redelivered_batch_is_settled_in_one_read_and_no_write(
         assert unchanged == {e.id for e in batch if e.type.endswith("issued.v1")}
 
 
-async def test_two_instances_settling_the_same_requests_at_once_keep_the_furthest(
+def renamed(event: Any, ticket_id: str) -> Any:
+    """The event for another ticket of the same request."""
+    return event.model_copy(
+        update={
+            "id": f"{event.id}-{ticket_id}",
+            "data": event.data.model_copy(update={"ticket_id": ticket_id}),
+        }
+    )
+
+
+async def test_two_instances_settling_the_same_requests_at_once_lose_no_ticket(
     quick: Settings,  # noqa: F811
 ) -> None:
-    """Two intake instances handle overlapping batches of the same requests at the same moment,
-    out of order (called before issued), so both take the read-and-decide path: each request's
-    write is conditional on its version, the loser reads again and decides again, and every
-    ticket ends called at its counter, with one entry."""
+    """Two intake instances settle batches for the same requests at the same moment, each for
+    ANOTHER ticket of each request (ticket ids with a dot, which no conditional write can
+    address, so both take the read-and-decide path; a duplicate or out-of-order event takes it
+    too). Both read the same version; the second write is refused, reads again and decides
+    again: each request ends with both tickets, neither write lost."""
     async with running("intake", quick) as one, running("intake", quick) as other:
         requests = [await registered(one, n) for n in range(1, 7)]
-        events = [ticket_events(request, n) for n, request in enumerate(requests, start=1)]
-        first = [e for issued, called, _ in events for e in (called, issued)]
-        second = [e for issued, called, _ in reversed(events) for e in (called, issued, called)]
+        first, second = [], []
+        for n, request in enumerate(requests, start=1):
+            issued, called, completed = ticket_events(request, n)
+            a, b = f"{request['request_id']}.a", f"{request['request_id']}.b"
+            first += [renamed(e, a) for e in (completed, issued)]
+            second += [renamed(e, b) for e in (called, issued, called)]
         await asyncio.gather(
             one.app.state.intake.record_tickets(first),
             other.app.state.intake.record_tickets(second),
         )
-        for n, request in enumerate(requests, start=1):
+        for request in requests:
             doc = await one.app.state.intake.store.get(request["request_id"])
-            assert [(t["number"], t["status"], t["counter"]) for t in doc["tickets"].values()] == [
-                (f"B-{n:03d}", "called", "2")
-            ]
+            found = {t: (e["status"], e["counter"]) for t, e in doc["tickets"].items()}
+            assert found == {
+                f"{request['request_id']}.a": ("completed", "2"),
+                f"{request['request_id']}.b": ("called", "2"),
+            }
