@@ -56,6 +56,8 @@ POLL_SECONDS = 0.1
 # An overloaded stack (a rate above what it sustains) answers late but answers: wait for it, or
 # the run would count as lost what is only late.
 TICKET_WAIT_SECONDS = 900
+# A counter told "nobody waiting" this long while a ticket of the run waits reports it as an error.
+NOTHING_CALLABLE_SECONDS = 120.0
 
 
 # --- the stack -------------------------------------------------------------------------------
@@ -257,12 +259,20 @@ async def counter(http: httpx.AsyncClient, stack: Stack, run: Run, number: int) 
             if run.arrivals_done and run.ready.empty():
                 return
             continue
+        waiting_since = time.perf_counter()
         while True:
             try:
                 sent = time.perf_counter()
                 r = await http.post(url)
                 if r.status_code == 204:  # a ticket becomes callable a moment after intake says so
                     run.empty_calls += 1
+                    if sent - waiting_since > NOTHING_CALLABLE_SECONDS:
+                        # A ticket intake issued that the queue never offers: a finding, not a
+                        # reason to spin for ever (two runs once "hung" with nothing logged).
+                        raise RuntimeError(
+                            f"call-next: nothing callable for {NOTHING_CALLABLE_SECONDS:.0f} s "
+                            "while a ticket of this run waits"
+                        )
                     await asyncio.sleep(0.02)
                     continue
                 if r.status_code != 200:
@@ -281,8 +291,9 @@ async def counter(http: httpx.AsyncClient, stack: Stack, run: Run, number: int) 
             break
 
 
-async def board(stack: Stack, run: Run, stop: asyncio.Event) -> None:
-    """A waiting-room screen: the board's SSE stream, each call timestamped when first shown."""
+async def board(stack: Stack, run: Run, stop: asyncio.Event, *, measured: bool = True) -> None:
+    """A waiting-room screen: the board's SSE stream, each call timestamped when first shown
+    (by the measured screen; the others only watch, as a site's other TVs do)."""
     url = f"{stack.url('queue')}/api/v1/sites/{SITE}/board/stream"
     headers = {"Authorization": f"Bearer {stack.token}", "Accept": "text/event-stream"}
     timeout = httpx.Timeout(10, read=None)
@@ -294,6 +305,8 @@ async def board(stack: Stack, run: Run, stop: asyncio.Event) -> None:
                         if stop.is_set():
                             return
                         if not line.startswith("data: "):
+                            continue
+                        if not measured:
                             continue
                         arrived = time.perf_counter()
                         run.board_events += 1
@@ -423,6 +436,10 @@ async def run_rate(stack: Stack, rate: float, duration: float, args: argparse.Na
         stop = asyncio.Event()
         watchers = [
             asyncio.create_task(board(stack, run, stop)),
+            *(
+                asyncio.create_task(board(stack, run, stop, measured=False))
+                for _ in range(args.boards - 1)
+            ),
             asyncio.create_task(sampler(stack, run, stop)),
         ]
         await asyncio.sleep(1.0)  # the board's first render
@@ -663,7 +680,8 @@ def start_py_spy(stack: Stack, args: argparse.Namespace) -> list[subprocess.Pope
 async def main_async(args: argparse.Namespace) -> int:
     print(
         f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, "
-        f"load average {' '.join(f'{x:.2f}' for x in loadavg())}; {args.counters} counters"
+        f"load average {' '.join(f'{x:.2f}' for x in loadavg())}; {args.counters} counters, "
+        f"{args.boards} board(s)"
     )
     stack = await start_stack(args)
     print(f"stack up in {stack.work} (pids {stack.pids()})", flush=True)
@@ -713,6 +731,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--counters", type=int, default=16, help="counters calling at once")
     parser.add_argument("--timeout", type=float, default=60.0, help="per HTTP request, seconds")
+    parser.add_argument(
+        "--boards", type=int, default=1, help="board screens watching the site (at most 10)"
+    )
     parser.add_argument(
         "--env",
         action="append",

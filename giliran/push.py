@@ -28,6 +28,9 @@ class Changes:
     def __init__(self) -> None:
         self._versions: dict[str, int] = defaultdict(int)
         self._moved: dict[str, asyncio.Event] = {}
+        # The latest rendering of each (key, view) and the version it shows: every stream of a
+        # key gets it, rendered once however many screens watch (a site's TVs and tablets).
+        self._rendered: dict[tuple[str, str], tuple[int, asyncio.Future[str]]] = {}
 
     def version(self, key: str) -> int:
         return self._versions[key]
@@ -55,6 +58,26 @@ class Changes:
         except TimeoutError:
             pass
         return self._versions[key]
+
+    async def rendered(
+        self, key: str, view: str, version: int, render: Callable[[], Awaitable[str]]
+    ) -> str:
+        """`render()` of `key` at `version`, made once and shared by every caller asking for
+        the same (key, view, version), also while it is being made. The caller guarantees that
+        what `render` shows depends on the key alone, never on who asks."""
+        made = self._rendered.get((key, view))
+        if made is None or made[0] < version:
+            made = (version, asyncio.ensure_future(render()))
+            self._rendered[(key, view)] = made
+        elif made[0] > version:
+            # A newer rendering is out already: this caller is behind, it renders its own.
+            return await render()
+        try:
+            return await asyncio.shield(made[1])
+        except Exception:
+            if self._rendered.get((key, view)) is made:
+                del self._rendered[(key, view)]  # the next caller tries again
+            raise
 
 
 # A refused stream may be asked for again this much later (an EventSource gives up on a 429;
@@ -170,7 +193,12 @@ def sse_response(
     `connections` counts the streams open now (a board that went dark shows as a zero).
     `still_allowed` is asked before every update and heartbeat: once the viewer's credential
     is revoked the stream ends and sends nothing more (its reconnect is then refused).
-    `limits`: at most so many open streams per address and per `credential` (429 beyond)."""
+    `limits`: at most so many open streams per address and per `credential` (429 beyond).
+    `render` must show what every viewer of `key` may see, the same for all: one rendering per
+    change is shared by all the key's streams (`Changes.rendered`)."""
+
+    async def rendered_json() -> str:
+        return (await render()).model_dump_json()
 
     async def events() -> AsyncIterator[str]:
         if connections is not None:
@@ -194,7 +222,7 @@ def sse_response(
             if coalesce_seconds:
                 await asyncio.sleep(coalesce_seconds)  # one update for a burst of changes
             seen = changes.version(key)
-            view = await render()
-            yield f"event: {event}\ndata: {view.model_dump_json()}\n\n"
+            data = await changes.rendered(key, event, seen, rendered_json)
+            yield f"event: {event}\ndata: {data}\n\n"
 
     return limited_stream(request, limits, credential, events)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
@@ -169,9 +169,8 @@ async def ensure_outbox_index(collection: Collection) -> None:
 
 
 Publish = Callable[[Document], Awaitable[None]]
-# Appends an event's audit note to the audit trail (idempotent per event id); told whether the
-# event was handed over by the write that made it (relay_now) rather than found by a drain.
-Audit = Callable[[Document, bool], Awaitable[None]]
+# Appends an event's audit note to the audit trail (idempotent per event id).
+Audit = Callable[[Document], Awaitable[None]]
 
 
 # How long relay_now's published events wait to be taken out of their outboxes together.
@@ -347,11 +346,12 @@ class OutboxRelay:
         entries = dict(outbox) if outbox is not None else {e.id: _entry(e) for e in events}
         missing = [e.id for e in events if e.id not in entries]
         if missing:
-            raise ValueError(f"relay_now: the outbox given lacks the events written: {missing}")
+            # A caller's mistake (e.g. the document as it was before the write): publishing
+            # what it gave could reorder; left to the relay's drain, which reads the outbox.
+            log.error("outbox relay_now: the outbox given lacks the events written: %s", missing)
+            return False
         try:
-            sent = await self._publish_document(
-                {"_id": doc_id, OUTBOX: entries}, fresh={e.id for e in events}
-            )
+            sent = await self._publish_document({"_id": doc_id, OUTBOX: entries})
         except Exception as exc:
             log.debug("outbox relay_now: %s; left to the relay", exc)
             return False
@@ -385,13 +385,9 @@ class OutboxRelay:
             except Exception as exc:  # left in the outbox: the relay's poll publishes it again
                 log.warning("outbox: removing %d published event(s) failed: %s", len(removals), exc)
 
-    async def _publish_document(
-        self, doc: Document, *, fresh: Container[str] = frozenset()
-    ) -> list[str]:
+    async def _publish_document(self, doc: Document) -> list[str]:
         """Publish one document's pending events in order; the ids published. A failure stops
-        the document (its later events must not overtake the one that failed). `fresh`: the ids
-        handed over by the write that made them (relay_now), not found pending (for the audit:
-        an older pending one may have been recorded by a relay that crashed)."""
+        the document (its later events must not overtake the one that failed)."""
         events = sorted((doc.get(OUTBOX) or {}).values(), key=lambda e: (e["time"], e["id"]))
         sent: list[str] = []
         for event in events:
@@ -399,7 +395,7 @@ class OutboxRelay:
                 if AUDIT_NOTE in event:
                     # Recorded before it leaves: an event is only removed once it is audited.
                     if self._audit is not None:
-                        await self._audit(event, event["id"] in fresh)
+                        await self._audit(event)
                     event = {k: v for k, v in event.items() if k != AUDIT_NOTE}
                 await self._publish(event)
             except Exception:

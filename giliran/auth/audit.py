@@ -29,6 +29,9 @@ MAX_RACES = 50
 # Recent event ids a process remembers having recorded: far more than are ever published and
 # not yet taken out of their outboxes (a relay removes within a fraction of a second).
 RECORDED_REMEMBERED = 4096
+# The field that makes an event's record unique (not hashed: `event` is; this only lets the store
+# refuse a second record of the same event).
+RECORDED_EVENT = "recorded_event"
 # Without GILIRAN_AUDIT_KEY (demo and tests only; start-up refuses it otherwise): a key anyone
 # can read here, so such a chain shows accidents, not tampering. Its records say so (key "demo").
 DEMO_KEY = b"giliran-demo-audit-key-not-secret"
@@ -121,13 +124,15 @@ class AuditLog:
         # fails on the unique `seq`, and we re-read the head as before.
         self._head: tuple[int, str] | None = None
         # Events this process recorded lately, newest last: a drain that meets an event
-        # relay_now already published (its removal is a moment behind) needs no store read to
-        # know it is recorded (issue #17: the read was one command per officer action, ADR 0182).
+        # relay_now already published (its removal is a moment behind) need not even try.
         self._recorded: OrderedDict[str, None] = OrderedDict()
 
     async def ensure_indexes(self) -> None:
         # Ordered by `seq`, never by `_id`: the embedded store orders `_id` as text (10 < 9).
         await self.records.create_index("seq", unique=True)
+        # One record per event, enforced by the store (ADR 0182). Sparse: records of actions
+        # without events, and those written before the field existed, do not carry it.
+        await self.records.create_index(RECORDED_EVENT, unique=True, sparse=True)
         await self.records.create_index("event")
 
     async def record(
@@ -156,13 +161,14 @@ class AuditLog:
         with acting({**_note(who, action, site, target, before), "service": self.service}):
             yield
 
-    async def append_noted(self, event: Document, fresh: bool = False) -> None:
-        """The record of an outbox entry's audit note; none if this event was recorded already.
+    async def append_noted(self, event: Document) -> None:
+        """The record of an outbox entry's audit note; none if this event was recorded already
+        (by a relay that crashed before removing the entry, by another instance's drain, or by
+        this process's hand-over a moment before its drain met the entry).
 
-        `fresh`: handed over by the write that made it, a moment ago (relay_now), so no record
-        of it can be in the store unless this process made it, which `_recorded` knows. Found
-        by a drain instead, it may have been recorded by a relay that crashed before removing
-        the entry, or by another instance: the store is asked (ADR 0182)."""
+        No read first (ADR 0182): the record carries the event id under a unique index, so the
+        store itself refuses a second record of one event, whoever races whom; the ids this
+        process recorded lately spare even that refused write."""
         event_id = str(event["id"])
         data = event.get("data") or {}
         after = {"event": event.get("type"), **{k: data[k] for k in EVENT_FACTS if k in data}}
@@ -170,11 +176,8 @@ class AuditLog:
         async with self._appending:
             if event_id in self._recorded:
                 return
-            if not fresh and await self.records.find_one({"event": {"$eq": event_id}}, {"_id": 1}):
-                self._remember(event_id)
-                return
             await self._append_one(
-                {**note, "after": _json(after), "event": event_id},
+                {**note, "after": _json(after), "event": event_id, RECORDED_EVENT: event_id},
                 from_instant(str(event["time"])),
             )
             self._remember(event_id)
@@ -186,9 +189,12 @@ class AuditLog:
 
     async def _append(self, fields: Document, at: Any) -> Document:
         async with self._appending:
-            return await self._append_one(fields, at)
+            doc = await self._append_one(fields, at)
+        assert doc is not None  # only an event's record can be refused as a repeat
+        return doc
 
-    async def _append_one(self, fields: Document, at: Any) -> Document:
+    async def _append_one(self, fields: Document, at: Any) -> Document | None:
+        """Append `fields` as the chain's next record; None if its event is recorded already."""
         for _ in range(MAX_RACES):
             if self._head is None:
                 head = await self.records.find_one({}, sort=[("seq", DESCENDING)])
@@ -207,7 +213,9 @@ class AuditLog:
             doc["hash"] = record_hash(doc, previous, self.keys.keys[0])
             try:
                 await self.records.insert_one(doc)
-            except DuplicateKeyError:
+            except DuplicateKeyError as exc:
+                if RECORDED_EVENT in str(exc):
+                    return None  # this event's record exists; nothing written, head unchanged
                 self._head = None  # another process took the number: read the head again
                 continue
             except BaseException:

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, Protocol
 
-from cachetools import TLRUCache
+from cachetools import TLRUCache, TTLCache
 
 from giliran.contracts import utcnow
 from giliran.store import Document, from_instant
 from services.notify.channels import Contact
-from services.notify.store import ContactRecord
+from services.notify.store import ContactRecord, Filing
 
 # A request whose contact was purged (or never given): a tombstone, known for good.
 PURGED: Final = None
@@ -25,6 +25,10 @@ UNDATED_SECONDS = 60.0
 # notify instance whose clock is a little ahead of this one's.
 CLOCK_MARGIN_SECONDS = 60.0
 TOMBSTONE_SECONDS = 24 * 3600.0
+# How long this process remembers the `request.submitted` events it filed without a write (the
+# request's contact was filed first): long enough for any redelivery (JetStream's ack wait and
+# the consumer's retries), and only ever a metric's label if it forgets (ADR 0185).
+FILED_REQUESTS_SECONDS = 3600.0
 # A ticket event can overtake its contact by milliseconds (two streams, two consumers): it waits
 # this long for this process's contact-book consumer before it is retried (then 0.4-0.6 s
 # later, by which time a fast counter may have called the ticket and the message is stale).
@@ -37,9 +41,11 @@ class ContactStore(Protocol):
 
     on_purge: list[Callable[[datetime], None]]
 
-    async def save_contact(self, request_id: str, contact: Document) -> None: ...
+    async def save_contact(self, request_id: str, contact: Document, event_id: str) -> bool: ...
 
-    async def learn_contact(self, request_id: str, contact: Document, first: Document) -> bool: ...
+    async def learn_contact(
+        self, request_id: str, contact: Document, first: Document, event_id: str
+    ) -> Filing: ...
 
     async def contact_record(self, request_id: str) -> ContactRecord | None: ...
 
@@ -76,9 +82,15 @@ class ContactBook:
     wait_seconds: float = CONTACT_WAIT_SECONDS
     _known: TLRUCache[str, Contact | None] = field(init=False, repr=False)
     _awaited: dict[str, asyncio.Event] = field(init=False, repr=False, default_factory=dict)
+    # `request.submitted` events this process filed without a write (event ids only, nothing
+    # personal): a redelivery to this process is then told apart from a first handling.
+    _filed_requests: TTLCache[str, bool] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._known = TLRUCache(maxsize=self.maxsize, ttu=self._until, timer=self._now)
+        self._filed_requests = TTLCache(
+            maxsize=self.maxsize, ttl=FILED_REQUESTS_SECONDS, timer=self._now
+        )
         self.store.on_purge.append(self.forget_purged)
 
     def forget_purged(self, up_to: datetime) -> None:
@@ -122,16 +134,25 @@ class ContactBook:
             del self._awaited[request_id]
         return request_id in self._known
 
-    async def file_request(self, request_id: str, record: Document) -> None:
+    async def file_request(self, request_id: str, record: Document, event_id: str) -> bool:
         """`request.submitted`'s record, first writer wins: when this process already filed
         the request's contact (or its tombstone), the record exists and an insert-only write
-        would change nothing, so none is sent."""
+        would change nothing, so none is sent. True when this very event was filed before (a
+        redelivery: the consumer keeps no inbox, ADR 0185)."""
         if request_id in self._known:
-            return
-        await self.store.save_contact(request_id, record)
+            # Only this process's memory can tell a repeat here (a redelivery to an instance
+            # that did not file it counts as handled: the filing is insert-only either way).
+            repeat = event_id in self._filed_requests
+        else:
+            repeat = await self.store.save_contact(request_id, record, event_id)
+        self._filed_requests[event_id] = True
+        return repeat
 
-    async def learn(self, request_id: str, contact: Contact, first: Document) -> None:
-        """`citizen.contact`: filed in the store, then known here as what was just written."""
+    async def learn(
+        self, request_id: str, contact: Contact, first: Document, event_id: str
+    ) -> bool:
+        """`citizen.contact`: filed in the store, then known here as what was just written.
+        True when this very event had been filed before (a redelivery)."""
         filed = await self.store.learn_contact(
             request_id,
             {
@@ -144,10 +165,12 @@ class ContactBook:
                 "purge_after": contact.purge_after,
             },
             first,
+            event_id,
         )
-        self._remember(request_id, contact if filed else PURGED)
+        self._remember(request_id, PURGED if filed is Filing.PURGED else contact)
         if (arrived := self._awaited.pop(request_id, None)) is not None:
             arrived.set()
+        return filed is Filing.REPEAT
 
     async def contact(self, request_id: str) -> Contact | None:
         """The request's contact; None once purged; ContactUnknown until it is seen."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+from cachetools import TTLCache
 
 from giliran.contracts import (
     CitizenContact,
@@ -68,6 +70,8 @@ SOURCE = "notify"
 # waiting for the channel's rate limiter in the worst case.
 FETCH_BATCH = 64
 HOLD_MARGIN_SECONDS = 10.0
+# A ticket waits at most a day in its line: "told" is remembered that long.
+TOLD_SECONDS = 24 * 3600.0
 
 
 @dataclass
@@ -104,7 +108,7 @@ class ChannelWorker:
     wake: Callable[[], None]
     # Publishes the events just written to a delivery's outbox and takes them out, without the
     # relay's query for them; the relay's poll moves them if that fails (ADR 0167).
-    relay: Callable[[str, Sequence[Event[Any]]], Awaitable[None]]
+    relay: Callable[[str, Sequence[Event[Any]], Mapping[str, Document]], Awaitable[None]]
     # One per process, shared by its channel workers (and its contact-book consumer).
     contacts: ContactBook
     public_url: str = ""
@@ -112,6 +116,14 @@ class ChannelWorker:
     metrics: NotifyMetrics | None = None
     # GILIRAN_CONTACT_RETENTION_HOURS (ADR 0115); notify's YAML may only shorten it.
     retention_hours: float = 48.0
+    # Tickets this process told (or found told) "your turn is near" on this channel: the line
+    # passes each ticket through the window on several calls, and each call asked the store
+    # once per ticket in it (ADR 0186). Safe: a delivery is never deleted, so "told" stays
+    # true; a ticket it does not know (another instance told it, a restart) is tried, and the
+    # insert meets the delivery. Ticket ids only, bounded, and gone after a day.
+    _told: TTLCache[str, bool] = field(
+        init=False, repr=False, default_factory=lambda: TTLCache(maxsize=50_000, ttl=TOLD_SECONDS)
+    )
 
     @property
     def contact_retention_hours(self) -> float:
@@ -120,12 +132,15 @@ class ChannelWorker:
 
     # --- what events mean -------------------------------------------------------------------
 
-    async def on_request(self, event: Event[RequestSubmitted]) -> None:
+    # Each handler returns whether its event had been handled before (a redelivery, the other
+    # instance's copy): the consumer keeps no inbox, the documents tell (ADR 0185).
+
+    async def on_request(self, event: Event[RequestSubmitted]) -> bool:
         citizen = event.data.citizen
         # Producers before ADR 0115 put the contact in here; now it follows on the personal
         # stream (citizen.contact), and until it is seen the request's messages wait.
         carried = any((citizen.phone, citizen.email, citizen.status_token))
-        await self.contacts.file_request(
+        return await self.contacts.file_request(
             event.data.request_id,
             {
                 "site": event.site,
@@ -139,16 +154,17 @@ class ChannelWorker:
                 "language": citizen.language.value,
                 "purge_after": instant(event.data.submitted_at + self.contact_retention),
             },
+            event.id,
         )
 
-    async def on_contact(self, event: Event[CitizenContact]) -> None:
+    async def on_contact(self, event: Event[CitizenContact]) -> bool:
         """The contact a consenting citizen gave, from the personal stream: kept until its
         `keep_until` (or this service's retention, if shorter), never after it."""
         contact = event.data
         keep_until = min(contact.keep_until, contact.submitted_at + self.contact_retention)
         if keep_until <= self.clock():
-            return  # its time is up: nobody may hold it any more
-        await self.contacts.learn(
+            return False  # its time is up: nobody may hold it any more
+        return await self.contacts.learn(
             contact.request_id,
             Contact(
                 phone=contact.phone,
@@ -158,13 +174,14 @@ class ChannelWorker:
                 purge_after=instant(keep_until),
             ),
             {"site": event.site, "session_id": contact.session_id},
+            event.id,
         )
 
     @property
     def contact_retention(self) -> timedelta:
         return timedelta(hours=self.contact_retention_hours)
 
-    async def on_ticket(self, event: Event[TicketFacts]) -> None:
+    async def on_ticket(self, event: Event[TicketFacts]) -> bool:
         ticket = event.data
         status = ticket.status_after
         fields: Document = {
@@ -178,25 +195,29 @@ class ChannelWorker:
         if isinstance(ticket, TicketIssued):
             fields["ahead_at_issue"] = ticket.waiting_ahead
         tracked = await self.store.track_ticket(ticket.ticket_id, fields, status)
+        # Without a message to tell by: a repeat when the ticket was already exactly here.
+        repeat = not tracked.moved and tracked.status is status
         template = TEMPLATE_OF.get(type(ticket))
         if template is not None:
             data = ticket.model_dump()
             if isinstance(ticket, TicketIssued):
                 data["ahead"] = ticket.waiting_ahead
-            await self._message(
+            existed = await self._message(
                 event.id, event.site, template, ticket.request_id, data, event, tracked.status
             )
+            repeat = repeat if existed is None else existed
         if isinstance(ticket, TicketCalled):
             # Moved to "called" by this very write: no earlier handling of this event got as far
             # as the approaching messages (each does this write first, and status only moves
             # forward), so it has none to resume.
             await self._approaching(event, resumed=not tracked.moved)
+        return repeat
 
-    async def on_cancelled(self, event: Event[RequestCancelled]) -> None:
+    async def on_cancelled(self, event: Event[RequestCancelled]) -> bool:
         template = CANCELLED_TEMPLATE.get(event.data.reason)
         if template is None:
-            return  # the citizen cancelled: nothing to tell them
-        await self._message(
+            return False  # the citizen cancelled: nothing to tell them
+        existed = await self._message(
             event.id,
             event.site,
             template,
@@ -204,15 +225,16 @@ class ChannelWorker:
             event.data.model_dump(),
             event,
         )
+        return bool(existed)
 
-    async def on_link_requested(self, event: Event[RequestLinkRequested]) -> None:
+    async def on_link_requested(self, event: Event[RequestLinkRequested]) -> bool:
         """The citizen asked for their status link again (intake matched their NIK and the
         contact they registered): send it to the contact held for that request, never to one
         the event could name (it names none)."""
         contact = await self._contact(event.data.request_id)
         if contact is None or not contact.status_token or not self.public_url:
-            return  # purged, registered without consent, or no public address: no link
-        await self._message(
+            return False  # purged, registered without consent, or no public address: no link
+        existed = await self._message(
             event.id,
             event.site,
             STATUS_LINK,
@@ -220,15 +242,16 @@ class ChannelWorker:
             event.data.model_dump(),
             event,
         )
+        return bool(existed)
 
-    async def on_event(self, event: Event[EventData]) -> None:
+    async def on_event(self, event: Event[EventData]) -> bool:
         """Webhooks: the event itself, signed, to an agency that subscribed to its type."""
         assert isinstance(self.channel, WebhookChannel)
         if not self.channel.wants(event.type):
-            return
+            return False
         recipient = self.channel.recipient(None)
         assert recipient is not None
-        await self._deliver(
+        return await self._deliver(
             cause=event.id,
             site=event.site,
             template="event",
@@ -263,17 +286,18 @@ class ChannelWorker:
         data: dict[str, Any],
         event: Event[Any],
         ticket_status: TicketStatus | None = None,
-    ) -> None:
+    ) -> bool | None:
         """`ticket_status`: the ticket's status as this handler just recorded it, which spares
-        the stale check a read; None to read it."""
+        the stale check a read; None to read it. Whether the delivery existed already (None:
+        nobody to send it to)."""
         if isinstance(self.channel, WhatsAppCloudChannel) and not self.channel.handles(template):
-            return  # no approved template for it: WhatsApp would refuse free text
+            return None  # no approved template for it: WhatsApp would refuse free text
         contact = await self._contact(request_id)
         if contact is None and self.channel.medium != "console":
-            return  # purged: nobody to tell
+            return None  # purged: nobody to tell
         recipient = self.channel.recipient(contact)
         if recipient is None:
-            return  # no consent or no address for this medium
+            return None  # no consent or no address for this medium
         base = self.public_url.rstrip("/")
         # The unguessable status page; without its token (older events) no link at all, never
         # one built from the request id.
@@ -290,7 +314,7 @@ class ChannelWorker:
         # Only a template channel needs the parts again (a retry has no event to re-render).
         parts = dict(message.variables) if isinstance(self.channel, WhatsAppCloudChannel) else {}
         receipt_url = self.receipt_url(site)
-        await self._deliver(
+        return await self._deliver(
             ticket_status=ticket_status,
             cause=cause,
             site=site,
@@ -345,7 +369,10 @@ class ChannelWorker:
         unfinished = (
             await self.store.unfinished(event.id, APPROACHING, self.channel.name) if resumed else {}
         )
-        told = await self.store.approaching_told([t for t, _ in order], self.channel.name)
+        # Told already, as far as this process knows (ADR 0186); a ticket it does not know about
+        # is tried, and the delivery's insert is the check: one another event (the other
+        # instance's, or before a restart) began is that event's to finish, so it is left alone.
+        told = {ticket_id for ticket_id, _ in order if ticket_id in self._told}
         due = approaching_due(order, threshold, told - set(unfinished))
         for ticket_id, key in unfinished.items():
             if ticket_id not in due and await self.store.finish(
@@ -357,10 +384,26 @@ class ChannelWorker:
         for ahead, ticket in enumerate(waiting):
             if ticket.ticket_id not in due:
                 continue
+            if ticket.ticket_id in self._told and ticket.ticket_id not in unfinished:
+                continue  # a call of the same line handled at the same moment here took it
+            # Claimed in this process before the first await (calls of one line run at once in
+            # a batch); the delivery's insert is the claim between processes.
+            self._told[ticket.ticket_id] = True
             data = {**ticket.facts, "ticket_id": ticket.ticket_id, "ahead": ahead}
-            await self._message(
-                f"approaching-{ticket.ticket_id}", site, APPROACHING, ticket.request_id, data, event
-            )
+            try:
+                # Waiting, as the line just read says: the stale rule needs no read of its own.
+                await self._message(
+                    f"approaching-{ticket.ticket_id}",
+                    site,
+                    APPROACHING,
+                    ticket.request_id,
+                    data,
+                    event,
+                    TicketStatus.WAITING,
+                )
+            except BaseException:
+                self._told.pop(ticket.ticket_id, None)  # this event's retry resumes it
+                raise
 
     # --- one delivery, exactly once where the channel allows --------------------------------
 
@@ -374,7 +417,8 @@ class ChannelWorker:
         facts: Document,
         outgoing: Callable[[str], Outgoing],
         ticket_status: TicketStatus | None = None,
-    ) -> None:
+    ) -> bool:
+        """Send one message once; whether its delivery existed already (a repeat)."""
         key = delivery_id(cause, self.channel.name, recipient.key)
         ticket_id = facts.get("ticket_id")
         if ticket_id and ticket_status is None:
@@ -406,12 +450,12 @@ class ChannelWorker:
         )
         if started and not sending:
             self._finished("dropped")
-            return
+            return False
         attempt = 1
         if not started:
-            attempt_or_none = await self._resume(key, stale)
+            attempt_or_none = await self._resume(key, stale, facts.get("cause_event_id"))
             if attempt_or_none is None:
-                return
+                return True
             attempt = attempt_or_none
         try:
             handed = await self.channel.send(recipient, outgoing(key))
@@ -439,7 +483,7 @@ class ChannelWorker:
             source=SOURCE,
             at=now,
         )
-        recorded = await self.store.finish(
+        outbox = await self.store.finish_announcing(
             key,
             DeliveryStatus.SENT,
             {
@@ -451,15 +495,20 @@ class ChannelWorker:
             [sent],
         )
         self._finished("sent", cost)
-        if recorded:
-            await self.relay(key, [sent])
+        if outbox is not None:
+            await self.relay(key, [sent], outbox)
+        return not started
 
-    async def _resume(self, key: str, stale: bool) -> int | None:
+    async def _resume(self, key: str, stale: bool, cause_event_id: str | None) -> int | None:
         """The delivery exists already (a redelivered event, the other replica's copy, the
         operator's retry): the attempt number to send with, or None when nothing is to be sent.
-        Crashed after a send but before recording it: the message goes again (ADR 0005)."""
+        Crashed after a send but before recording it: the message goes again (ADR 0005).
+        One that another event began (an "approaching" message another `ticket.called` decided)
+        is that event's to finish: its own redelivery resumes it, as this one would its own."""
         existing = await self.store.delivery(key)
         if existing is None:
+            return None
+        if existing.cause_event_id not in (None, cause_event_id):
             return None
         now = self.clock()
         decided = next_step(existing.status, existing.held_until, now, stale=stale)
@@ -517,15 +566,15 @@ class ChannelWorker:
             source=SOURCE,
             at=now,
         )
-        recorded = await self.store.finish(
+        outbox = await self.store.finish_announcing(
             key,
             DeliveryStatus.FAILED,
             {"failed_at": instant(now), "last_error": reason, "refused": refused},
             [failed],
         )
         self._finished("failed")
-        if recorded:
-            await self.relay(key, [failed])
+        if outbox is not None:
+            await self.relay(key, [failed], outbox)
         log.warning("%s: delivery %s failed: %s", self.channel.name, key, reason)
 
     def _finished(self, outcome: str, cost: int = 0) -> None:

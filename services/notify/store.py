@@ -3,10 +3,10 @@ approaching rules, and the delivery log with its outbox."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,7 +14,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from giliran.contracts import Event, TicketStatus
-from giliran.store import Database, Document, Instant, indexed, instant, with_outbox
+from giliran.store import OUTBOX, Database, Document, Instant, indexed, instant, with_outbox
 from services.notify.channels.base import Contact
 from services.notify.domain import DeliveryStatus
 
@@ -41,6 +41,14 @@ class TicketTrack:
 
     status: TicketStatus
     moved: bool
+
+
+class Filing(StrEnum):
+    """What filing a `citizen.contact` did."""
+
+    NEW = "new"  # filled in now
+    REPEAT = "repeat"  # this very event filled it in before (a redelivery)
+    PURGED = "purged"  # the record was purged meanwhile: nothing kept
 
 
 @dataclass(frozen=True)
@@ -121,26 +129,43 @@ class DeliveryStore:
 
     # --- contacts --------------------------------------------------------------------------
 
-    async def save_contact(self, request_id: str, contact: Document) -> None:
+    async def save_contact(self, request_id: str, contact: Document, event_id: str) -> bool:
         """From `request.submitted`. First writer wins: a redelivered request never brings back
-        a purged phone number, nor undoes a `citizen.contact` that came first."""
-        await self.contacts.update_one(
-            {"_id": request_id}, {"$setOnInsert": {**contact, "purged": False}}, upsert=True
-        )
-
-    async def learn_contact(self, request_id: str, contact: Document, first: Document) -> bool:
-        """From `citizen.contact` (the personal stream), before or after its request: fills
-        `contact` in unless the contact was purged meanwhile (then False); `first`: fields only
-        a new record gets."""
+        a purged phone number, nor undoes a `citizen.contact` that came first. The record names
+        the event that filed it (`request_event`), so the same write tells a redelivery (True):
+        the consumer keeps no inbox (ADR 0185). (`$exists`/`$nin` rather than `$ne`: the
+        embedded server's `$ne` does not match a missing field, and its `findAndModify` drops
+        `$setOnInsert`.)"""
         try:
             await self.contacts.update_one(
-                {"_id": request_id, "purged": False},
-                {"$set": contact, "$setOnInsert": {**first, "purged": False}},
+                {"_id": request_id, "request_event": {"$exists": False}},
+                {"$set": {"request_event": event_id}, "$setOnInsert": {**contact, "purged": False}},
                 upsert=True,
             )
-        except DuplicateKeyError:  # purged already: the upsert's insert met the tombstone
-            return False
-        return True
+        except DuplicateKeyError:  # filed already, by this very event
+            return True
+        return False
+
+    async def learn_contact(
+        self, request_id: str, contact: Document, first: Document, event_id: str
+    ) -> Filing:
+        """From `citizen.contact` (the personal stream), before or after its request: fills
+        `contact` in unless the contact was purged meanwhile (PURGED); `first`: fields only
+        a new record gets. The record names the event that filled it (`contact_event`): REPEAT
+        when this very event had filled it before (ADR 0185)."""
+        try:
+            await self.contacts.update_one(
+                {"_id": request_id, "purged": False, "contact_event": {"$nin": [event_id]}},
+                {
+                    "$set": {**contact, "contact_event": event_id},
+                    "$setOnInsert": {**first, "purged": False},
+                },
+                upsert=True,
+            )
+        except DuplicateKeyError:  # the upsert's insert met the record: purged, or filed already
+            record = await self.contact_record(request_id)
+            return Filing.PURGED if record is None or record.purged else Filing.REPEAT
+        return Filing.NEW
 
     async def contact(self, request_id: str) -> Document | None:
         return await self.contacts.find_one({"_id": request_id})
@@ -325,6 +350,25 @@ class DeliveryStore:
         )
         return result.modified_count == 1
 
+    async def finish_announcing(
+        self,
+        delivery_id: str,
+        status: DeliveryStatus,
+        fields: Document,
+        events: Sequence[Event[Any]],
+    ) -> dict[str, Document] | None:
+        """`finish` from `sending` with the events that announce it, in the same one command;
+        the delivery's whole outbox after the write (an older event still pending there goes
+        out first: ADR 0182), or None when the delivery was no longer being sent."""
+        update: Document = {"$set": {**fields, "status": status.value, "held_until": RELEASED}}
+        doc = await self.deliveries.find_one_and_update(
+            {"_id": delivery_id, "status": {"$in": [DeliveryStatus.SENDING.value]}},
+            with_outbox(update, events),
+            projection={OUTBOX: 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if doc is None else dict(doc.get(OUTBOX) or {})
+
     async def by_gateway_id(self, channel: str, gateway_id: str) -> Delivery | None:
         """The delivery a gateway's report names (by the id the gateway gave it)."""
         doc = await self.deliveries.find_one(
@@ -358,19 +402,6 @@ class DeliveryStore:
             {"ticket_id": 1},
         ).to_list()
         return {str(doc["ticket_id"]): str(doc["_id"]) for doc in found}
-
-    async def approaching_told(self, ticket_ids: list[str], channel: str) -> set[str]:
-        # One indexed point query per ticket: `$in` makes the embedded server scan.
-        found = await asyncio.gather(
-            *(
-                self.deliveries.find_one(
-                    indexed({"ticket_id": t, "template": "ticket_approaching", "channel": channel}),
-                    {"ticket_id": 1},
-                )
-                for t in ticket_ids
-            )
-        )
-        return {d["ticket_id"] for d in found if d is not None}
 
     async def list(self, query: Document, limit: int = 500) -> list[Document]:
         return (

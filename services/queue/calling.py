@@ -20,6 +20,16 @@ class TicketAt:
     status: TicketStatus
     counter: str | None
     arrived: bool = True
+    # Whether its request has (or had) other tickets: only then do its calls take the
+    # request's serving slot (ADR 0190).
+    shared: bool = True
+
+
+def needs_slot(ticket: TicketAt) -> bool:
+    """Whether calling `ticket` takes its request's serving slot first (ADR 0190). The slot
+    keeps one citizen at one counter at a time; a ticket alone in its request cannot be at two
+    counters, its own conditional write from waiting to called lets only one call have it."""
+    return ticket.shared
 
 
 class CounterStatus(StrEnum):
@@ -65,6 +75,9 @@ class LostCall(StrEnum):
     CALLED_HERE = "called_here"  # the same reservation, completed by another instance: our call
     TAKEN = "taken"  # another counter called it: its citizen's slot is that call's
     GONE = "gone"  # it left the line otherwise (cancelled...): free its citizen's slot
+    # It still waits: what the call read of it changed (its request got another ticket, so
+    # it must now be called under the serving slot, ADR 0190): decide again from the store.
+    CHANGED = "changed"
 
 
 def after_lost_call(counter: str, now: TicketAt | None) -> LostCall:
@@ -72,4 +85,29 @@ def after_lost_call(counter: str, now: TicketAt | None) -> LostCall:
     from the ticket as it is now."""
     if now is not None and now.status in BUSY_STATUSES:
         return LostCall.CALLED_HERE if now.counter == counter else LostCall.TAKEN
+    if now is not None and now.status == TicketStatus.WAITING:
+        return LostCall.CHANGED
     return LostCall.GONE
+
+
+class Sharing(StrEnum):
+    """What a ticket alone in its request needs when the request gets another ticket, so that
+    from then on its calls take the request's serving slot (ADR 0190)."""
+
+    NOTHING = "nothing"  # shared already, or finished (no slot was given to it)
+    FLAG = "flag"  # it waits: flag it shared, on condition it still waits
+    SLOT_THEN_FLAG = "slot_then_flag"  # at a counter: give it the slot, then flag it (ditto)
+    FREE_SLOT = "free_slot"  # given the slot, it finished before it was flagged: free the slot
+
+
+def sharing(now: TicketAt | None, *, slot_given: bool) -> Sharing:
+    """The next step of sharing a ticket's request, from the ticket as it is now (None: gone)
+    and whether this sharing gave it the slot already. A finished ticket that was flagged in
+    time frees the slot itself (its completion reads the flag from its own write)."""
+    if now is not None and now.shared:
+        return Sharing.NOTHING
+    if now is not None and now.status == TicketStatus.WAITING:
+        return Sharing.FLAG
+    if now is not None and now.status in BUSY_STATUSES:
+        return Sharing.SLOT_THEN_FLAG
+    return Sharing.FREE_SLOT if slot_given else Sharing.NOTHING

@@ -44,6 +44,7 @@ from services.queue.store import (
     facts_of,
     ticket_at,
     ticket_view,
+    typed_ticket,
 )
 
 # Lost races before call-next gives up for this click (each lost race is another counter's
@@ -290,7 +291,13 @@ class Desk:
                 return doc
             case calling.CounterNow.RESERVED:
                 assert doc is not None
-                result, called = await self._claim_ticket(site, counter, doc)
+                # The call in flight or cut short took the citizen's slot if it needed one;
+                # taking it again is a no-op then, and needed if the ticket's request got
+                # another ticket since (ADR 0190).
+                took = await self._take_slot(doc)
+                if took is None:
+                    return None  # the citizen is at another counter: this one is free
+                result, called = await self._call_reserved(site, counter, doc)
                 return called if result == "called" else None
 
     async def _still_free(
@@ -432,22 +439,16 @@ class Desk:
     async def _claim(
         self, site: SiteDef, state: CounterState, doc: Document, priority: bool
     ) -> tuple[str, Document | None, CounterState]:
-        """Call one waiting ticket at this counter: take its citizen's serving slot, point the
-        counter at it if nobody changed the counter since `state` was read, then call the
-        ticket. ("called", ticket), ("elsewhere", None) when the citizen is at another counter,
-        ("taken", None) when another counter won the ticket, ("moved", None) when the counter
-        changed under us (another instance acted at it)."""
+        """Call one waiting ticket at this counter: take its citizen's serving slot if its
+        request has other tickets (ADR 0190), point the counter at it if nobody changed the
+        counter since `state` was read, then call the ticket. ("called", ticket), ("elsewhere",
+        None) when the citizen is at another counter, ("taken", None) when another counter won
+        the ticket, ("moved", None) when the counter or the ticket changed under us (another
+        instance acted at it)."""
         counter = state.counter
-        # The claim is dated when it is taken, not when this call began: a slow call (lock
-        # waits, several candidates tried) must not take a slot that already looks abandoned to
-        # _heal_visit, which another counter could free while this call is still completing.
-        took = await self.store.take_visit(doc["request_id"], doc["_id"], self.queue.clock())
+        took = await self._take_slot(doc)
         if took is None:
-            if not await self._heal_visit(doc["request_id"]):
-                return "elsewhere", None, state
-            took = await self.store.take_visit(doc["request_id"], doc["_id"], self.queue.clock())
-            if took is None:
-                return "elsewhere", None, state
+            return "elsewhere", None, state
         reserved = await self.store.reserve_counter(
             site.site, counter, state.revision, priority, doc["_id"]
         )
@@ -457,15 +458,48 @@ class Desk:
             return "moved", None, state
         self.memory.counter_saved(site.site, reserved)
         # The next candidate, if this one is lost, is reserved on the new revision.
-        result, called = await self._claim_ticket(site, counter, doc)
+        result, called = await self._call_reserved(site, counter, doc)
         return result, called, counter_state(reserved)
+
+    async def _call_reserved(
+        self, site: SiteDef, counter: str, doc: Document
+    ) -> tuple[str, Document | None]:
+        """`_claim_ticket`, and once more under the request's serving slot if the ticket turned
+        out shared since `doc` was read (ADR 0190: its request got another ticket meanwhile)."""
+        result, found = await self._claim_ticket(site, counter, doc)
+        if result != "changed":
+            return result, found
+        assert found is not None  # the ticket as it is now, still waiting
+        took = await self._take_slot(found)
+        if took is None:
+            return "elsewhere", None
+        result, found = await self._claim_ticket(site, counter, found)
+        return ("taken", None) if result == "changed" else (result, found)
+
+    async def _take_slot(self, doc: Document) -> bool | None:
+        """The serving slot of `doc`'s request, when its calls need one (ADR 0190): True when
+        taken now, False when not needed or already the ticket's (another call of it is in
+        flight), None when another ticket of the request has it."""
+        if not calling.needs_slot(typed_ticket(doc)):
+            return False
+        # The claim is dated when it is taken, not when this call began: a slow call (lock
+        # waits, several candidates tried) must not take a slot that already looks abandoned to
+        # _heal_visit, which another counter could free while this call is still completing.
+        took = await self.store.take_visit(doc["request_id"], doc["_id"], self.queue.clock())
+        if took is None:
+            if not await self._heal_visit(doc["request_id"]):
+                return None
+            took = await self.store.take_visit(doc["request_id"], doc["_id"], self.queue.clock())
+        return took
 
     async def _claim_ticket(
         self, site: SiteDef, counter: str, doc: Document
     ) -> tuple[str, Document | None]:
-        """Call a ticket the counter points at (its serving slot taken): ("called", ticket)
-        when it is called at `counter` now, by this call or by another instance completing
-        the same reservation; ("taken", None) when another counter has it."""
+        """Call a ticket the counter points at (its serving slot taken when it needs one):
+        ("called", ticket) when it is called at `counter` now, by this call or by another
+        instance completing the same reservation; ("taken", None) when another counter has it;
+        ("changed", ticket as it is now) when it still waits but changed since `doc` was read
+        (ADR 0190)."""
         # The call happens now, after the slot is ours: so a citizen's calls and completions
         # are ordered in time as they are in fact (the slot is freed after a completion).
         now = self.queue.clock()
@@ -481,6 +515,7 @@ class Desk:
             now,
             about=doc,
         )
+        alone = not calling.needs_slot(typed_ticket(doc))
         moved = await self.store.transition(
             doc["_id"],
             from_status=TicketStatus.WAITING,
@@ -492,6 +527,9 @@ class Desk:
                 "held": False,
             },
             events=[called],
+            # Called without the slot only while it is still alone in its request: should its
+            # request have got another ticket since `doc` was read, this write fails.
+            extra_match={"multi": False} if alone else None,
         )
         if moved is None:
             now_doc = await self.store.get(doc["_id"])
@@ -499,12 +537,16 @@ class Desk:
                 case calling.LostCall.CALLED_HERE:
                     assert now_doc is not None
                     return "called", now_doc
-                case calling.LostCall.GONE:
+                case calling.LostCall.GONE if not alone:
+                    # (A lone ticket's call took no slot: nothing to free, ADR 0190.)
                     await self.store.release_visit(doc["request_id"], doc["_id"])
+                case calling.LostCall.CHANGED:
+                    # (Only a call made without the slot can find it so: nothing to free.)
+                    return "changed", now_doc
             return "taken", None
         self.memory.left(doc)
         self.memory.moved_to(moved)
-        if doc.get("multi", True):
+        if not alone:
             await self.store.set_held(doc["request_id"], True, except_ticket=doc["_id"])
             self.memory.held(site.site, doc["request_id"], True, doc["_id"])
         return "called", moved
@@ -639,11 +681,13 @@ class Desk:
             raise domain.IllegalTransition(action, doc["number"], TicketStatus(current["status"]))
         self.memory.left(doc)
         self.memory.moved_to(moved)
-        if release:
+        # A ticket alone in its request took no serving slot and holds no other ticket
+        # (ADR 0190). Read from the ticket as this write left it: a request that got another
+        # ticket meanwhile flagged it shared before this write, or frees the slot itself after.
+        if release and calling.needs_slot(typed_ticket(moved)):
             await self.store.release_visit(doc["request_id"], doc["_id"])
-            if doc.get("multi", True):
-                await self.store.set_held(doc["request_id"], False)
-                self.memory.held(site.site, doc["request_id"], False, None)
+            await self.store.set_held(doc["request_id"], False)
+            self.memory.held(site.site, doc["request_id"], False, None)
         self.queue.touched(site.site)
         return moved
 
@@ -775,6 +819,8 @@ class Desk:
         **origin: str,
     ) -> TicketView:
         """A new ticket made from `doc` (re-check-in, transfer): same citizen and number."""
+        # From now on the request has two tickets: one at a time at a counter (ADR 0190).
+        await self.queue.share(doc["_id"], doc["request_id"], ticket_at(doc))
         issued = TicketIssued(
             ticket_id=new_id,
             request_id=doc["request_id"],
@@ -782,7 +828,7 @@ class Desk:
             service=service,
             number=doc["number"],
             issued_at=now,
-            waiting_ahead=await self.store.waiting_in_line(doc["session_id"], service),
+            waiting_ahead=await self.queue.waiting_ahead(site.site, doc["session_id"], service),
             priority=doc.get("priority"),
             arrived=True,
             **origin,

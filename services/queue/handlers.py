@@ -28,9 +28,10 @@ from giliran.errors import Unprocessable
 from giliran.push import Changes
 from giliran.store import Document, from_instant, instant
 from giliran.telemetry import JOURNEY
-from services.queue import domain, eta
+from services.queue import calling, domain, eta
+from services.queue.calling import TicketAt
 from services.queue.memory import QueueMemory
-from services.queue.store import SessionFlags, TicketStore, facts_of, ticket_view
+from services.queue.store import SessionFlags, TicketStore, facts_of, ticket_at, ticket_view
 
 SOURCE = "queue"
 # A session counts as running from shortly before it opens until a while after it closes (the
@@ -109,7 +110,11 @@ class Queue:
             raise Unprocessable(f"site {site.site} does not offer {unknown}")
         now = self.clock()
         await self._note_session(site.site, request, now)
-        existing = {d["service"]: d for d in await self.store.for_request(request.request_id)}
+        found = await self.store.for_request(request.request_id)
+        existing = {d["service"]: d for d in found}
+        if any(code not in existing for code in request.services):
+            for doc in found:  # the request gets another ticket (ADR 0190)
+                await self.share(doc["_id"], doc["request_id"], ticket_at(doc))
         issued: list[TicketView] = []
         for code in request.services:
             if code in existing:
@@ -118,7 +123,7 @@ class Queue:
             service = site.service(code)
             assert service is not None
             ticket_id = domain.ticket_id_for(request.request_id, code)
-            ahead = await self.store.waiting_in_line(request.session_id, code)
+            ahead = await self.waiting_ahead(site.site, request.session_id, code)
             seq = await self.store.next_sequence(
                 domain.line_key(request.session_id, service.prefix)
             )
@@ -145,7 +150,7 @@ class Queue:
                 source=SOURCE,
                 at=now,
             )
-            doc = self._ticket_doc(site, ticket_event.data, request, now)
+            doc = self._ticket_doc(site, ticket_event.data, request, now, shared=bool(found))
             # Later events about this ticket (an officer's call) continue this request.
             doc[JOURNEY] = telemetry.journey()
             if quoted is not None:
@@ -166,6 +171,42 @@ class Queue:
             self.memory.held(site.site, request.request_id, True, holder)
         self.changes.bump(site.site)
         return issued
+
+    async def share(self, ticket_id: str, request_id: str, now: TicketAt | None) -> None:
+        """A request is getting another ticket: its ticket `ticket_id` (as it is `now`), if it
+        was alone in it (called without the request's serving slot, ADR 0190), takes the slot
+        from now on: flagged shared while it waits, or, at a counter, given the slot before it
+        is flagged (so the new ticket waits for it). Call before the new ticket is written.
+        The steps are `calling.sharing`'s; each write is conditional, so a ticket that moved
+        meanwhile is read again and decided again (statuses only move on: it ends)."""
+        slot_given = False
+        while True:
+            match calling.sharing(now, slot_given=slot_given):
+                case calling.Sharing.NOTHING:
+                    return
+                case calling.Sharing.FREE_SLOT:
+                    await self.store.release_visit(request_id, ticket_id)
+                    return
+                case calling.Sharing.FLAG:
+                    if await self.store.mark_shared(ticket_id, [TicketStatus.WAITING]):
+                        break
+                case calling.Sharing.SLOT_THEN_FLAG:
+                    await self.store.take_visit(request_id, ticket_id, self.clock())
+                    slot_given = True
+                    if await self.store.mark_shared(ticket_id, sorted(calling.BUSY_STATUSES)):
+                        break
+            now = await self.store.ticket_state(ticket_id)
+        # Its copies in memory (a line head) still say alone: a call from them would fail its
+        # conditional write; re-reading the site spares that round.
+        assert now is not None
+        self.memory.forget(now.site)
+
+    async def waiting_ahead(self, site: str, session_id: str, service: str) -> int:
+        """How many arrived tickets wait in the line now (held ones too): what a ticket joining
+        it has ahead. From the line in memory (ADR 0160, 0191): exact for this process's own
+        writes, another instance's within the bus's latency (or the site's max age)."""
+        waiting, _ = await self.memory.waiting(site, session_id, service)
+        return waiting
 
     async def _note_session(self, site: str, request: RequestSubmitted, now: datetime) -> None:
         """Record the session (its window, whether it has appointments); skipped when this
@@ -234,7 +275,12 @@ class Queue:
 
     @staticmethod
     def _ticket_doc(
-        site: SiteDef, facts: TicketIssued, request: RequestSubmitted, now: datetime
+        site: SiteDef,
+        facts: TicketIssued,
+        request: RequestSubmitted,
+        now: datetime,
+        *,
+        shared: bool,
     ) -> Document:
         service = site.service(facts.service)
         assert service is not None
@@ -262,8 +308,9 @@ class Queue:
             "is_priority": request.priority is not None,
             "appointment_at": instant(request.appointment_at) if request.appointment_at else None,
             "recalls": 0,
-            # Only a request with several tickets needs holds kept on its other tickets.
-            "multi": len(request.services) > 1,
+            # Only a request with several tickets needs holds kept on its other tickets, and
+            # only its tickets are called under the request's serving slot (ADR 0190).
+            "multi": len(request.services) > 1 or shared,
             "channel": request.channel.value,
             # Masked only (************1234): what the officer checks against the card.
             "nik_masked": request.citizen.nik_masked,

@@ -193,8 +193,9 @@ def router(
         who: OfficerAnySite,
     ) -> TicketEnvelope:
         # No site in the path: the ticket's own site decides (an officer of another site is
-        # refused as if the path had named it).
-        doc = await queue.store.get(ticket_id)
+        # refused as if the path had named it). A ticket's site never changes, so the ticket as
+        # this process last wrote it tells as well as the store (services.queue.memory).
+        doc = queue.memory.ticket(ticket_id) or await queue.store.get(ticket_id)
         if doc is None:
             raise TicketNotFound(ticket_id)
         site = str(doc["site"])

@@ -170,7 +170,10 @@ class QueueMemory:
             self._reading[flight] = reading
             reading.add_done_callback(lambda _: self._reading.pop(flight, None))
         docs = [dict(d) for d in await asyncio.shield(reading)]
-        loaded = LineHead(tickets=docs[:HEAD], complete=len(docs) <= HEAD, waiting=None)
+        # A drained head read again in the same generation keeps its count: this process's own
+        # writes kept it exact, and counting a long line again is what a head spares (ADR 0191).
+        kept = found.waiting if found is not None else None
+        loaded = LineHead(tickets=docs[:HEAD], complete=len(docs) <= HEAD, waiting=kept)
         if loaded.complete:
             loaded.waiting = len(loaded.tickets)
         if memory.generation == generation:  # nobody else wrote meanwhile: keep it

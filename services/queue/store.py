@@ -79,13 +79,17 @@ WakeRelay = Callable[[Collection], None]
 
 def ticket_at(doc: Document | None) -> TicketAt | None:
     """What the call decisions (services.queue.calling) read of a stored ticket."""
-    if doc is None:
-        return None
+    return None if doc is None else typed_ticket(doc)
+
+
+def typed_ticket(doc: Document) -> TicketAt:
+    """As `ticket_at`, of a ticket at hand."""
     return TicketAt(
         site=str(doc.get("site") or ""),
         status=TicketStatus(doc["status"]),
         counter=doc.get("counter"),
         arrived=bool(doc.get("arrived", True)),
+        shared=bool(doc.get("multi", True)),  # a ticket from before the flag: shared
     )
 
 
@@ -185,6 +189,10 @@ class TicketStore:
     async def get(self, ticket_id: str) -> Document | None:
         return await self.tickets.find_one({"_id": ticket_id}, NO_OUTBOX)
 
+    async def ticket_state(self, ticket_id: str) -> TicketAt | None:
+        """A ticket as the call decisions read it (services.queue.calling), from the store."""
+        return ticket_at(await self.get(ticket_id))
+
     async def for_request(self, request_id: str) -> list[Document]:
         return await self.tickets.find(indexed({"request_id": request_id}), NO_OUTBOX).to_list()
 
@@ -196,12 +204,6 @@ class TicketStore:
             return False
         self._sent(self.tickets, events)
         return True
-
-    async def waiting_in_line(self, session_id: str, service: str) -> int:
-        return await count(
-            self.tickets,
-            indexed({"session_id": session_id, "service": service, "status": "waiting"}),
-        )
 
     async def ahead_of(self, doc: Document) -> int:
         """Arrived tickets of the same line that joined before this one."""
@@ -313,6 +315,16 @@ class TicketStore:
         if moved is not None:
             self._sent(self.tickets, events)
         return moved
+
+    async def mark_shared(self, ticket_id: str, statuses: Sequence[TicketStatus]) -> bool:
+        """Flag a ticket alone in its request as sharing it (its request gets another ticket):
+        its calls take the serving slot from now on (ADR 0190). False when it was not alone
+        any more or not in one of `statuses` (read it again)."""
+        shared = await self.tickets.update_one(
+            {"_id": ticket_id, "status": {"$in": [s.value for s in statuses]}, "multi": False},
+            {"$set": {"multi": True}},
+        )
+        return shared.matched_count == 1
 
     async def set_held(
         self, request_id: str, held: bool, *, except_ticket: str | None = None

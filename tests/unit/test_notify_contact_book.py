@@ -13,7 +13,7 @@ import pytest
 from giliran.store import Document, instant
 from services.notify.channels import Contact
 from services.notify.contacts import CLOCK_MARGIN_SECONDS, ContactBook, ContactUnknown
-from services.notify.store import ContactRecord
+from services.notify.store import ContactRecord, Filing
 
 T0 = datetime(2026, 12, 6, 2, 0, tzinfo=UTC)
 
@@ -27,20 +27,27 @@ class FakeContactStore:
         self.on_purge: list[Callable[[datetime], None]] = []
         self.calls: Counter[str] = Counter()
 
-    async def save_contact(self, request_id: str, contact: Document) -> None:
+    async def save_contact(self, request_id: str, contact: Document, event_id: str) -> bool:
         self.calls["save_contact"] += 1
-        self.records.setdefault(request_id, {**contact, "purged": False})
+        record = self.records.setdefault(request_id, {**contact, "purged": False})
+        repeat = record.get("request_event") == event_id
+        record["request_event"] = event_id
+        return repeat
 
-    async def learn_contact(self, request_id: str, contact: Document, first: Document) -> bool:
+    async def learn_contact(
+        self, request_id: str, contact: Document, first: Document, event_id: str
+    ) -> Filing:
         self.calls["learn_contact"] += 1
         record = self.records.get(request_id)
         if record is not None and record["purged"]:
-            return False
+            return Filing.PURGED
         if record is None:
             self.records[request_id] = {**first, "purged": False, **contact}
-        else:
-            record.update(contact)
-        return True
+            record = self.records[request_id]
+        elif record.get("contact_event") == event_id:
+            return Filing.REPEAT
+        record.update(contact, contact_event=event_id)
+        return Filing.NEW
 
     async def contact_record(self, request_id: str) -> ContactRecord | None:
         self.calls["contact_record"] += 1
@@ -111,7 +118,7 @@ async def test_a_contact_filed_here_is_told_without_reading_the_store(
     store: FakeContactStore, clock: Clock
 ) -> None:
     book = ContactBook(store, clock=clock)
-    await book.learn("r1", contact(), {"site": "s"})
+    await book.learn("r1", contact(), {"site": "s"}, "c-event")
     for _ in range(3):  # issued, called, completed
         assert (await book.contact("r1")) == contact()
     assert store.calls["contact_record"] == 0
@@ -121,7 +128,9 @@ async def test_a_contact_filed_elsewhere_is_read_once(
     store: FakeContactStore, clock: Clock
 ) -> None:
     other, book = ContactBook(store, clock=clock), ContactBook(store, clock=clock)
-    await other.learn("r1", contact(), {"site": "s"})  # the other instance's contact-book consumer
+    await other.learn(
+        "r1", contact(), {"site": "s"}, "c-event"
+    )  # the other instance's contact-book consumer
     for _ in range(3):
         assert (await book.contact("r1")) == contact()
     assert store.calls["contact_record"] == 1
@@ -134,12 +143,12 @@ async def test_a_request_waiting_for_its_contact_is_never_cached(
     a cached empty record would send them to nobody."""
     book = ContactBook(store, clock=clock, wait_seconds=0.01)
     other = ContactBook(store, clock=clock)
-    await book.file_request("r1", request_record())
+    await book.file_request("r1", request_record(), "r-event")
     with pytest.raises(ContactUnknown):
         await book.contact("r1")
     with pytest.raises(ContactUnknown):
         await book.contact("unknown-request")
-    await other.learn("r1", contact(), {"site": "s"})
+    await other.learn("r1", contact(), {"site": "s"}, "c-event")
     assert (await book.contact("r1")) == contact()
 
 
@@ -149,10 +158,10 @@ async def test_the_request_record_is_not_written_again_once_the_contact_is_known
     """request.submitted only inserts: after this process filed the contact (or its
     tombstone) the record exists, and the write would change nothing."""
     book = ContactBook(store, clock=clock)
-    await book.learn("r1", contact(), {"site": "s"})
-    await book.file_request("r1", request_record())
+    await book.learn("r1", contact(), {"site": "s"}, "c-event")
+    await book.file_request("r1", request_record(), "r-event")
     assert store.calls["save_contact"] == 0
-    await book.file_request("r2", request_record(consent=False, seen=True))
+    await book.file_request("r2", request_record(consent=False, seen=True), "r-event")
     assert store.calls["save_contact"] == 1
     assert (await book.contact("r2")) == Contact(purge_after=instant(T0 + timedelta(hours=48)))
 
@@ -161,7 +170,7 @@ async def test_nothing_personal_is_served_from_memory_after_its_retention(
     store: FakeContactStore, clock: Clock
 ) -> None:
     book = ContactBook(store, clock=clock)
-    await book.learn("r1", contact(hours=1), {"site": "s"})
+    await book.learn("r1", contact(hours=1), {"site": "s"}, "c-event")
     clock.now = T0 + timedelta(hours=1, seconds=-CLOCK_MARGIN_SECONDS - 1)
     assert (await book.contact("r1")) == contact(hours=1)  # still its time, from memory
     assert store.calls["contact_record"] == 0
@@ -179,8 +188,8 @@ async def test_the_purge_empties_memory_at_once_even_run_for_a_later_instant(
     """The store's purge tells the book: a purge run for a later instant (or on a process whose
     clock is ahead) leaves no copy behind in memory."""
     book = ContactBook(store, clock=clock)
-    await book.learn("r1", contact(hours=1), {"site": "s"})
-    await book.learn("r2", contact(hours=5), {"site": "s"})
+    await book.learn("r1", contact(hours=1), {"site": "s"}, "c-event")
+    await book.learn("r2", contact(hours=5), {"site": "s"}, "c-event")
     assert store.purge(T0 + timedelta(hours=2)) == 1
     assert (await book.contact("r1")) is None
     assert (await book.contact("r2")) == contact(hours=5)
@@ -192,7 +201,7 @@ async def test_a_second_instance_never_serves_what_the_store_purged(
     """Two notify processes share the store, not memory: the one that did not run the purge
     still drops the contact no later than its purge instant (its own expiry)."""
     purging, other = ContactBook(store, clock=clock), ContactBook(store, clock=clock)
-    await purging.learn("r1", contact(hours=1), {"site": "s"})
+    await purging.learn("r1", contact(hours=1), {"site": "s"}, "c-event")
     assert (await other.contact("r1")) == contact(hours=1)
     store.on_purge.remove(other.forget_purged)  # the other process is not told
     clock.now = T0 + timedelta(hours=1, seconds=1)
@@ -205,14 +214,16 @@ async def test_a_contact_that_arrives_purged_or_expired_is_not_kept(
     store: FakeContactStore, clock: Clock
 ) -> None:
     book = ContactBook(store, clock=clock)
-    await book.learn("r1", contact(hours=1), {"site": "s"})
+    await book.learn("r1", contact(hours=1), {"site": "s"}, "c-event")
     store.purge(T0 + timedelta(hours=2))
     late = ContactBook(store, clock=clock)
-    await late.learn("r1", contact(hours=1), {"site": "s"})  # redelivered after the purge
+    await late.learn(
+        "r1", contact(hours=1), {"site": "s"}, "c-event"
+    )  # redelivered after the purge
     assert (await late.contact("r1")) is None
     assert store.records["r1"]["phone"] is None
     clock.now = T0 + timedelta(hours=3)
-    await late.learn("r9", contact(hours=1), {"site": "s"})  # due already: not in memory
+    await late.learn("r9", contact(hours=1), {"site": "s"}, "c-event")  # due already: not in memory
     reads = store.calls["contact_record"]
     await late.contact("r9")
     assert store.calls["contact_record"] == reads + 1
@@ -221,7 +232,7 @@ async def test_a_contact_that_arrives_purged_or_expired_is_not_kept(
 async def test_memory_is_bounded(store: FakeContactStore, clock: Clock) -> None:
     book = ContactBook(store, clock=clock, maxsize=10)
     for n in range(50):
-        await book.learn(f"r{n}", contact(), {"site": "s"})
+        await book.learn(f"r{n}", contact(), {"site": "s"}, "c-event")
     reads = store.calls["contact_record"]
     assert (await book.contact("r49")) == contact()  # among the ten kept
     assert store.calls["contact_record"] == reads
@@ -236,17 +247,37 @@ async def test_a_ticket_event_that_overtakes_its_contact_waits_for_it_briefly(
     contact gets it from this process's contact-book consumer instead of being retried later
     (when a fast counter may have made its message stale)."""
     book = ContactBook(store, clock=clock, wait_seconds=5.0)
-    await book.file_request("r1", request_record())
+    await book.file_request("r1", request_record(), "r-event")
 
     async def contact_arrives() -> None:
         await asyncio.sleep(0.05)
-        await book.learn("r1", contact(), {"site": "s"})
+        await book.learn("r1", contact(), {"site": "s"}, "c-event")
 
     arriving = asyncio.create_task(contact_arrives())
     async with asyncio.timeout(2):  # woken by the contact, not by the end of the wait
         assert (await book.contact("r1")) == contact()
     await arriving
     quick = ContactBook(store, clock=clock, wait_seconds=0.05)
-    await quick.file_request("r2", request_record())
+    await quick.file_request("r2", request_record(), "r-event")
     with pytest.raises(ContactUnknown):  # never filed: retried by the consumer as before
         await quick.contact("r2")
+
+
+async def test_a_redelivered_contact_or_request_is_told_apart_from_a_first_filing(
+    store: FakeContactStore, clock: Clock
+) -> None:
+    """The contact-book consumer keeps no inbox (ADR 0185): the record names the events that
+    filed it, so a redelivery — to this process or to another instance — says so, and a
+    different event for the same request is not taken for one."""
+    book, other = ContactBook(store, clock=clock), ContactBook(store, clock=clock)
+    assert await book.learn("r1", contact(), {"site": "s"}, "c-1") is False
+    assert await book.learn("r1", contact(), {"site": "s"}, "c-1") is True
+    assert await other.learn("r1", contact(), {"site": "s"}, "c-1") is True
+    # request.submitted after its contact: no write here, the process remembers the event.
+    assert await book.file_request("r1", request_record(), "r-1") is False
+    assert await book.file_request("r1", request_record(), "r-1") is True
+    assert store.calls["save_contact"] == 0
+    # Filed first, before the contact: the record names it, whichever instance meets it again.
+    assert await book.file_request("r2", request_record(), "r-2") is False
+    assert await other.file_request("r2", request_record(), "r-2") is True
+    assert await other.file_request("r2", request_record(), "r-other") is False

@@ -11,9 +11,12 @@ from services.queue.calling import (
     BUSY_STATUSES,
     CounterNow,
     LostCall,
+    Sharing,
     TicketAt,
     after_lost_call,
     counter_now,
+    needs_slot,
+    sharing,
 )
 
 SITE, COUNTER = "cikarang-utara", "1"
@@ -54,8 +57,21 @@ def test_after_lost_call_over_every_ticket(
     found = after_lost_call(COUNTER, TicketAt(site, status, counter, arrived))
     if status in BUSY_STATUSES:
         assert found == (LostCall.CALLED_HERE if counter == COUNTER else LostCall.TAKEN)
+    elif status == TicketStatus.WAITING:
+        # still waiting: what the call read of it changed (it became shared, ADR 0190); its
+        # citizen's slot is not this call's to free, whoever may be calling it now
+        assert found == LostCall.CHANGED
     else:
         assert found == LostCall.GONE
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_only_a_ticket_sharing_its_request_is_called_under_the_serving_slot(shared: bool) -> None:
+    """ADR 0190: a ticket alone in its request cannot be at two counters (its own conditional
+    write lets one call have it); one of several tickets takes the request's slot first."""
+    ticket = TicketAt(SITE, TicketStatus.WAITING, None, True, shared=shared)
+    assert needs_slot(ticket) is shared
+    assert needs_slot(TicketAt(SITE, TicketStatus.WAITING, None)) is True  # before the flag
 
 
 def test_the_repository_types_a_stored_counter_and_ticket() -> None:
@@ -76,3 +92,30 @@ def test_the_repository_types_a_stored_counter_and_ticket() -> None:
     assert ticket_at({"site": SITE, "status": "called", "counter": "1"}) == TicketAt(
         SITE, TicketStatus.CALLED, "1", True
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "shared", "slot_given"),
+    list(itertools.product(TicketStatus, (True, False), (True, False))),
+)
+def test_sharing_a_request_over_every_ticket(
+    status: TicketStatus, shared: bool, slot_given: bool
+) -> None:
+    """ADR 0190: a lone ticket brought under its request's slot before the request gets another
+    ticket; one given the slot that finished before it was flagged frees it (its completion,
+    reading the flag from its own write, did not)."""
+    found = sharing(TicketAt(SITE, status, COUNTER, shared=shared), slot_given=slot_given)
+    if shared:
+        expected = Sharing.NOTHING  # under the slot already: its completion frees it
+    elif status == TicketStatus.WAITING:
+        expected = Sharing.FLAG
+    elif status in BUSY_STATUSES:
+        expected = Sharing.SLOT_THEN_FLAG
+    else:
+        expected = Sharing.FREE_SLOT if slot_given else Sharing.NOTHING
+    assert found == expected
+
+
+def test_sharing_a_vanished_ticket_frees_only_a_slot_it_was_given() -> None:
+    assert sharing(None, slot_given=True) == Sharing.FREE_SLOT
+    assert sharing(None, slot_given=False) == Sharing.NOTHING

@@ -116,6 +116,37 @@ async def test_a_drained_head_is_read_again() -> None:
     assert again.tickets[0]["_id"] == f"r{HEAD + 1:05d}-KIA" and store.reads == 2
 
 
+async def test_a_lines_count_is_kept_by_own_writes_and_survives_a_drained_head() -> None:
+    """ADR 0191: what a joining ticket has ahead comes from memory. Counted once per line, kept
+    exact by this process's joins and calls, and not counted again when the head drains and is
+    read again (that count was a scan of the whole line every 16 calls of a long one)."""
+    store = FakeStore([ticket(n) for n in range(1, 40)])
+    memory = QueueMemory(store)
+    assert (await memory.waiting(SITE, SESSION, "KIA"))[0] == 39
+    reads = store.reads  # the head and one count
+    joined = ticket(40)
+    store.tickets.append(joined)
+    memory.joined(joined)
+    head = await memory.head(SITE, SESSION, "KIA", False)
+    for t in list(head.tickets):
+        memory.left(t)
+        store.tickets.remove(next(x for x in store.tickets if x["_id"] == t["_id"]))
+    assert (await memory.waiting(SITE, SESSION, "KIA"))[0] == 40 - HEAD == len(store.tickets)
+    assert store.reads == reads + 1  # the head read again, the line not counted again
+
+
+async def test_a_lines_count_follows_another_instances_write_once_its_event_is_seen() -> None:
+    """Two instances (ADR 0160's promise): the other's joiner is not in this one's count until
+    its event arrives; then the site is read again and the count is the store's."""
+    store = FakeStore([ticket(n) for n in range(1, 40)])
+    memory = QueueMemory(store)
+    assert (await memory.waiting(SITE, SESSION, "KIA"))[0] == 39
+    store.tickets.append(ticket(40))  # written by the other instance
+    assert (await memory.waiting(SITE, SESSION, "KIA"))[0] == 39
+    memory.on_event(f"giliran.{SITE}.ticket.issued", "evt-of-the-other-instance")
+    assert (await memory.waiting(SITE, SESSION, "KIA"))[0] == 40
+
+
 async def test_callable_skips_held_and_cannot_tell_from_a_short_incomplete_head() -> None:
     store = FakeStore([ticket(n) for n in range(1, 40)])
     memory = QueueMemory(store)
