@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager, nullcontext
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -565,6 +565,21 @@ def problem_response(
         "error": {"code": code, "message_id": message_id, "message_en": message_en, **extra}
     }
     return JSONResponse(body, status_code=status)
+
+
+T = TypeVar("T")
+
+
+def from_app_state(name: str, kind: type[T]) -> Callable[[Request], T]:
+    """A FastAPI dependency handing an endpoint `app.state.<name>`: the object of type `kind`
+    the composition root made once (ADR 0183: module-level routers; a test swaps it with
+    `app.dependency_overrides`)."""
+
+    def dependency(request: Request) -> T:
+        return cast(T, getattr(request.app.state, name))
+
+    dependency.__name__ = f"app_state_{name}"
+    return dependency
 
 
 def create_http_app(

@@ -18,6 +18,7 @@ from giliran.auth import AuditLog, Principal, Role, requires, wrong_site
 from giliran.contracts.subjects import SITE_PATTERN
 from giliran.hardening import client_key
 from giliran.privacy import without_status_link
+from giliran.runtime import from_app_state
 from giliran.store import Document, Instant
 from services.notify import receipts
 from services.notify.handlers import ChannelWorker, DeliveryNotFound, ReceiptTally
@@ -185,12 +186,7 @@ class Operations:
             raise receipts.ReceiptsFlooded()
 
 
-def _operations(request: Request) -> Operations:
-    operations: Operations = request.app.state.operations
-    return operations
-
-
-Ops = Annotated[Operations, Depends(_operations)]
+Ops = Annotated[Operations, Depends(from_app_state("operations", Operations))]
 api = APIRouter(tags=["deliveries"])
 
 
