@@ -96,7 +96,8 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
         contact_retention=timedelta(hours=settings.contact_retention_hours),
         timezone=settings.timezone,
         on_change=changes.bump,
-        relay=partial(runtime.relay_now, store.requests),
+        # Taken out of the outbox together a moment later: one write for many registrations.
+        relay=partial(runtime.relay_now, store.requests, remove_together=True),
     )
 
     async def own_nik_key() -> None:
