@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -18,6 +18,7 @@ from giliran.contracts import (
 )
 from giliran.runtime import ServiceRuntime, create_http_app
 from giliran.settings import Settings
+from giliran.store import Document
 from services.notify import http, subscribers
 from services.notify.channels import build_channel
 from services.notify.config import load_notify_config
@@ -54,9 +55,15 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     # filed, and a contact is read from the store once, not once per message.
     contacts = ContactBook(store)
 
-    async def relay(delivery_id: str, events: Sequence[Event[Any]]) -> None:
+    async def relay(
+        delivery_id: str, events: Sequence[Event[Any]], outbox: Mapping[str, Document]
+    ) -> None:
+        # The delivery's whole outbox as the write left it: an older event still pending (a
+        # `failed` while NATS was away, before the operator's retry sent it) goes out first.
         # Taken out of the outbox together, a moment later: one write for many messages.
-        await runtime.relay_now(store.deliveries, delivery_id, events, remove_together=True)
+        await runtime.relay_now(
+            store.deliveries, delivery_id, events, outbox=outbox, remove_together=True
+        )
 
     workers = [
         ChannelWorker(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -108,7 +108,7 @@ class ChannelWorker:
     wake: Callable[[], None]
     # Publishes the events just written to a delivery's outbox and takes them out, without the
     # relay's query for them; the relay's poll moves them if that fails (ADR 0167).
-    relay: Callable[[str, Sequence[Event[Any]]], Awaitable[None]]
+    relay: Callable[[str, Sequence[Event[Any]], Mapping[str, Document]], Awaitable[None]]
     # One per process, shared by its channel workers (and its contact-book consumer).
     contacts: ContactBook
     public_url: str = ""
@@ -483,7 +483,7 @@ class ChannelWorker:
             source=SOURCE,
             at=now,
         )
-        recorded = await self.store.finish(
+        outbox = await self.store.finish_announcing(
             key,
             DeliveryStatus.SENT,
             {
@@ -495,8 +495,8 @@ class ChannelWorker:
             [sent],
         )
         self._finished("sent", cost)
-        if recorded:
-            await self.relay(key, [sent])
+        if outbox is not None:
+            await self.relay(key, [sent], outbox)
         return not started
 
     async def _resume(self, key: str, stale: bool, cause_event_id: str | None) -> int | None:
@@ -566,15 +566,15 @@ class ChannelWorker:
             source=SOURCE,
             at=now,
         )
-        recorded = await self.store.finish(
+        outbox = await self.store.finish_announcing(
             key,
             DeliveryStatus.FAILED,
             {"failed_at": instant(now), "last_error": reason, "refused": refused},
             [failed],
         )
         self._finished("failed")
-        if recorded:
-            await self.relay(key, [failed])
+        if outbox is not None:
+            await self.relay(key, [failed], outbox)
         log.warning("%s: delivery %s failed: %s", self.channel.name, key, reason)
 
     def _finished(self, outcome: str, cost: int = 0) -> None:

@@ -14,7 +14,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from giliran.contracts import Event, TicketStatus
-from giliran.store import Database, Document, Instant, indexed, instant, with_outbox
+from giliran.store import OUTBOX, Database, Document, Instant, indexed, instant, with_outbox
 from services.notify.channels.base import Contact
 from services.notify.domain import DeliveryStatus
 
@@ -349,6 +349,25 @@ class DeliveryStore:
             with_outbox(update, events) if events else update,
         )
         return result.modified_count == 1
+
+    async def finish_announcing(
+        self,
+        delivery_id: str,
+        status: DeliveryStatus,
+        fields: Document,
+        events: Sequence[Event[Any]],
+    ) -> dict[str, Document] | None:
+        """`finish` from `sending` with the events that announce it, in the same one command;
+        the delivery's whole outbox after the write (an older event still pending there goes
+        out first: ADR 0182), or None when the delivery was no longer being sent."""
+        update: Document = {"$set": {**fields, "status": status.value, "held_until": RELEASED}}
+        doc = await self.deliveries.find_one_and_update(
+            {"_id": delivery_id, "status": {"$in": [DeliveryStatus.SENDING.value]}},
+            with_outbox(update, events),
+            projection={OUTBOX: 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if doc is None else dict(doc.get(OUTBOX) or {})
 
     async def by_gateway_id(self, channel: str, gateway_id: str) -> Delivery | None:
         """The delivery a gateway's report names (by the id the gateway gave it)."""

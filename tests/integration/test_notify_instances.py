@@ -13,15 +13,21 @@ from typing import Any
 
 import pytest
 import yaml
+from nats.js.errors import NotFoundError
 from pymongo import AsyncMongoClient
 
+from giliran.contracts import NotificationFailed, new_event, utcnow
 from giliran.contracts.subjects import STREAM
 from giliran.settings import Settings
+from giliran.store import with_outbox
 from giliran_ops.embedded import free_port
+from services.notify.domain import DeliveryStatus, delivery_id
 from services.notify.handlers import ChannelWorker
+from services.notify.store import Delivery
 from tests.conftest import RunningService, eventually, nats_client, publish, running
 from tests.fakes.gateway import FakeGateway
 from tests.integration.test_notify_channels import (
+    SITE,
     _line_with_one_citizen_fourth,
     deliveries,
     notify_with,
@@ -223,3 +229,79 @@ async def test_your_turn_is_near_told_by_another_instance_is_not_told_again(
         assert [(d["status"], d["attempts"]) for d in near] == [("sent", 1)]
         texts = [r.form["message"] for r in gw.received if "lagi sebelum" in r.form["message"]]
         assert len(texts) == 1
+
+
+async def test_the_operators_retry_publishes_a_pending_failure_before_the_sent(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A failed delivery whose `notification.failed` is still in its outbox (its own publish
+    failed; the relay's poll has not moved it yet) is retried by the operator and sent: the
+    `sent` write returns the whole outbox, and the failure goes out first (ADR 0182)."""
+    async with FakeGateway() as gw, notify_with(settings, tmp_path, [sms_channel(gw)]) as svc:
+        worker = sms_worker(svc)
+        store = svc.app.state.notify_store
+        req = request()
+        issued, _, _ = ticket_events(req)
+        await publish(settings, req)
+
+        async def filed() -> Any:
+            return await store.contact(req.data.request_id)
+
+        await eventually(filed)
+        contact = await worker.contacts.contact(req.data.request_id)
+        recipient = worker.channel.recipient(contact)
+        assert recipient is not None
+        now = utcnow()
+        failed = Delivery.model_validate(
+            {
+                "_id": delivery_id(issued.id, "sms", recipient.key),
+                "site": SITE,
+                "channel": "sms",
+                "medium": "sms",
+                "recipient": recipient.masked,
+                "template": "ticket_issued",
+                "status": DeliveryStatus.FAILED,
+                "attempts": 3,
+                "created_at": now,
+                "cause_event_id": issued.id,
+                "cause_type": issued.type,
+                "request_id": req.data.request_id,
+                "ticket_id": issued.data.ticket_id,
+                "language": "id",
+                "text": "Nomor antrean Anda K-001",
+            }
+        )
+        failure = new_event(
+            NotificationFailed(
+                delivery_id=failed.id,
+                cause_event_id=issued.id,
+                cause_type=issued.type,
+                request_id=req.data.request_id,
+                ticket_id=issued.data.ticket_id,
+                channel="sms",
+                template="ticket_issued",
+                reason="gateway unreachable",
+                failed_at=now,
+            ),
+            site=SITE,
+            source="notify",
+            at=now,
+        )
+        assert await store.start(failed)
+        await store.deliveries.update_one({"_id": failed.id}, with_outbox({}, [failure]))
+
+        retried = await worker.retry_failed(failed.id)
+        assert retried["status"] == "sent" and gw.count("/sms") == 1
+        async with nats_client(settings) as client:
+            js = client.jetstream()
+
+            async def both() -> tuple[int, int] | None:
+                try:
+                    f = await js.get_last_msg(STREAM, f"giliran.{SITE}.notification.failed")
+                    s = await js.get_last_msg(STREAM, f"giliran.{SITE}.notification.sent")
+                except NotFoundError:
+                    return None
+                return f.seq, s.seq
+
+            failed_seq, sent_seq = await eventually(both)
+            assert failed_seq < sent_seq
