@@ -42,6 +42,11 @@ LATE = timedelta(hours=3)
 ARRIVAL_FALLBACK = timedelta(hours=12)
 SESSION_TTL = 1.0
 CACHE_TTL = 2.0
+# A line's pace (its latest service times) is read again at most this often: this process adds
+# its own completions as it makes them (`served`), so only another instance's wait this long to
+# reach an ETA here — the same bound as the rest of a site's memory (ADR 0160). It was read every
+# CACHE_TTL: one `find tickets` per line every 2 s, 0.15 per lifecycle at 20/s.
+PACE_TTL = 30.0
 
 
 @dataclass
@@ -62,9 +67,9 @@ class Queue:
     # Facts read often and changing slowly, kept for CACHE_TTL: whether a session has
     # appointments or priority tickets, the inputs of an ETA, the sessions recorded lately.
     _flags: dict[str, tuple[float, SessionFlags]] = field(default_factory=dict)
-    # The recent service times of each line (an ETA's pace), read at most every CACHE_TTL;
+    # The recent service times of each line (an ETA's pace), read at most every PACE_TTL;
     # this process's own completions are added as they happen, another instance's show
-    # within CACHE_TTL. (An ETA's capacity comes from the counters in memory, ADR 0160.)
+    # within PACE_TTL. (An ETA's capacity comes from the counters in memory, ADR 0160.)
     _paces: dict[tuple[str, str], tuple[float, list[float]]] = field(default_factory=dict)
     _noted: dict[tuple[object, ...], float] = field(default_factory=dict)
 
@@ -423,7 +428,7 @@ class Queue:
             paces = cached[1]
         else:
             paces = await self.store.service_seconds(session_id, service, eta.RECENT)
-            self._paces[key] = (time.monotonic() + CACHE_TTL, paces)
+            self._paces[key] = (time.monotonic() + PACE_TTL, paces)
             _forget_expired(self._paces)
         return eta.estimate(
             position=ahead,
