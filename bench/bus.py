@@ -138,15 +138,16 @@ async def run(n: int, in_flight: int) -> None:
             if handled >= stored:
                 done.set()
 
+        inbox = Inbox(mongo["bench"], "bench-giliran")
         consumer = EventConsumer(
             service="bench",
             durable="bench-giliran",
             subject="giliran.*.ticket.*",
             handlers={TicketCalled: nothing},
-            inbox=Inbox(mongo["bench"], "bench-giliran"),
+            inbox=inbox,
             metrics=ConsumerMetrics.create(CollectorRegistry()),
         )
-        await consumer.inbox.ensure_indexes()
+        await inbox.ensure_indexes()
 
         async def giliran_consume() -> None:
             await consumer.start(js)

@@ -268,7 +268,8 @@ class EventConsumer:
     durable: str
     subject: str
     handlers: Mapping[type[EventData], EventHandler]
-    inbox: Inbox
+    # None only with a `batch_handler`, whose documents dedupe (no inbox is read or written).
+    inbox: Inbox | None
     metrics: ConsumerMetrics
     max_deliver: int = 5
     backoff_seconds: Sequence[float] = (0.5, 2.0, 5.0, 15.0)
@@ -363,6 +364,14 @@ class EventConsumer:
                 finally:
                     self._lingering = False
 
+    def __post_init__(self) -> None:
+        if self.inbox is None and self.batch_handler is None:
+            raise ValueError(f"{self.durable}: a consumer without a batch handler needs an inbox")
+
+    def _inbox(self) -> Inbox:
+        assert self.inbox is not None  # checked at construction
+        return self.inbox
+
     async def handle_batch(self, messages: Sequence[Msg]) -> None:
         """Events sharing an ordering key (one citizen's request) are handled one after another
         in stream order; different keys run concurrently.
@@ -396,9 +405,10 @@ class EventConsumer:
         if self.batch_handler is not None:
             await self._fold_batch(events, self.batch_handler)
             return
+        inbox = self._inbox()
         ids = [parsed.id for _, parsed in events if isinstance(parsed, Event)]
         try:
-            seen = await self.inbox.seen_many(ids) if ids else set()
+            seen = await inbox.seen_many(ids) if ids else set()
         except Exception as exc:  # the store is away: the whole batch comes again later
             log.warning("%s: inbox read failed (%s); %d message(s) will come again",
                         self.durable, exc, len(events))  # fmt: skip
@@ -463,7 +473,7 @@ class EventConsumer:
     async def _settle(self, handled: list[tuple[Msg, Event[EventData]]]) -> None:
         """Record the batch's handled events in the inbox, then ack them."""
         try:
-            await self.inbox.record_many([event for _, event in handled])
+            await self._inbox().record_many([event for _, event in handled])
         except Exception as exc:  # the store is away: redeliver; the handlers are idempotent
             log.warning("%s: inbox record failed (%s); %d event(s) will come again",
                         self.durable, exc, len(handled))  # fmt: skip

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager, nullcontext
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -179,7 +179,8 @@ class ServiceRuntime:
                 model: observed(durable, handler, self.bus_metrics, self.settings.log_events)
                 for model, handler in handlers.items()
             },
-            inbox=Inbox(self.db, durable),
+            # A batch handler's documents dedupe: no inbox collection is made for it.
+            inbox=Inbox(self.db, durable) if batch_handler is None else None,
             metrics=self.consumer_metrics,
             max_deliver=max_deliver or self.settings.max_deliver,
             backoff_seconds=tuple(self.settings.retry_backoff_seconds),
@@ -260,7 +261,8 @@ class ServiceRuntime:
         for collection in self._outbox:
             await ensure_outbox_index(collection)
         for consumer in self.consumers:
-            await consumer.inbox.ensure_indexes()
+            if consumer.inbox is not None:
+                await consumer.inbox.ensure_indexes()
         self.relay = OutboxRelay(
             self._outbox,
             self._publish,
@@ -299,7 +301,8 @@ class ServiceRuntime:
 
     async def _trim_inboxes(self) -> None:
         for consumer in self.consumers:
-            await consumer.inbox.forget_before(INBOX_KEEP)
+            if consumer.inbox is not None:
+                await consumer.inbox.forget_before(INBOX_KEEP)
 
     async def _repeat(self, seconds: float, job: Hook) -> None:
         while True:
@@ -562,6 +565,21 @@ def problem_response(
         "error": {"code": code, "message_id": message_id, "message_en": message_en, **extra}
     }
     return JSONResponse(body, status_code=status)
+
+
+T = TypeVar("T")
+
+
+def from_app_state(name: str, kind: type[T]) -> Callable[[Request], T]:
+    """A FastAPI dependency handing an endpoint `app.state.<name>`: the object of type `kind`
+    the composition root made once (ADR 0183: module-level routers; a test swaps it with
+    `app.dependency_overrides`)."""
+
+    def dependency(request: Request) -> T:
+        return cast(T, getattr(request.app.state, name))
+
+    dependency.__name__ = f"app_state_{name}"
+    return dependency
 
 
 def create_http_app(

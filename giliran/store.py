@@ -216,6 +216,10 @@ class OutboxRelay:
         # still there after PUBLISHED_KEPT_SECONDS (its removal failed) is published again.
         self._recent: TTLCache[str, bool] = TTLCache(PUBLISHED_KEPT, PUBLISHED_KEPT_SECONDS)
         self._publishing: dict[tuple[str, Any], tuple[asyncio.Lock, int]] = {}
+        # Their ids, until their removal is done: a drain meeting them in the meantime leaves
+        # them (publishing again cost a publish, a copy to plain-NATS subscribers, and an audit
+        # attempt; the removal under way takes them out).
+        self._being_removed: set[str] = set()
         self._removing: asyncio.Task[None] | None = None
         # Outbox collections written here since the last drain; nothing named (a poll, or a
         # wake that named no collection) means all of them.
@@ -306,10 +310,11 @@ class OutboxRelay:
             if names is not None and collection.full_name not in names:
                 continue
             cursor = collection.find({OUTBOX_COUNT: {"$gt": 0}}, {OUTBOX: 1}, limit=self._batch)
-            docs = await cursor.to_list()
+            found = await cursor.to_list()
+            self._full = self._full or len(found) >= self._batch
+            docs = [doc for doc in map(self._not_being_removed, found) if doc[OUTBOX]]
             if not docs:
                 continue
-            self._full = self._full or len(docs) >= self._batch
             published = await asyncio.gather(
                 *(self._publish_document(collection, doc) for doc in docs),
                 return_exceptions=True,
@@ -375,6 +380,7 @@ class OutboxRelay:
             await self._remove([(collection, doc_id, event_id) for event_id in sent])
             return len(sent) == len(entries)
         self._published_now.extend((collection, doc_id, event_id) for event_id in sent)
+        self._being_removed.update(sent)
         if self._removing is None or self._removing.done():
             self._removing = asyncio.create_task(self._remove_published(), name="outbox-remove")
         return len(sent) == len(entries)
@@ -383,7 +389,20 @@ class OutboxRelay:
         while self._published_now:
             await asyncio.sleep(REMOVE_AFTER_SECONDS)
             published, self._published_now = self._published_now, []
-            await self._remove(published)
+            try:
+                await self._remove(published)
+            finally:  # removed, or left for the drain to publish again and remove
+                self._being_removed.difference_update(event_id for _, _, event_id in published)
+
+    def _not_being_removed(self, doc: Document) -> Document:
+        """`doc` without the events relay_now published whose removal is under way. Such an
+        event's older siblings were published before it (relay_now publishes a document's
+        outbox in order), so what is left never overtakes it."""
+        pending = doc.get(OUTBOX) or {}
+        left = {
+            event_id: e for event_id, e in pending.items() if event_id not in self._being_removed
+        }
+        return {**doc, OUTBOX: left}
 
     async def _remove(self, published: list[tuple[Collection, Any, str]]) -> None:
         by_collection: dict[int, tuple[Collection, list[UpdateOne]]] = {}

@@ -35,7 +35,7 @@ from services.intake.models import (
 )
 from services.intake.privacy import PERSONAL_FIELDS, purge_before
 from services.intake.registration import Registration
-from services.intake.tickets import TicketEntry, TicketWait, applied
+from services.intake.tickets import TicketEntry, TicketWait, applied, applied_in_order
 
 
 @dataclass
@@ -44,29 +44,57 @@ class Intake(Registration):
 
     async def record_tickets(self, events: Sequence[Event[Any]]) -> set[str]:
         """A fetched batch of ticket events (the consumer's batch handler: no inbox, ADR 0175).
-        Usually one store command for the whole batch (`move_tickets`); when any of its writes
-        does not match (a duplicate, a stale event, an unknown request), each request's events
-        one after another in stream order, different requests at once. Returns the ids that
-        changed nothing. If one fails (an unknown request), the consumer handles the batch again
-        one event at a time, with its retries; what was applied is applied again: no change."""
-        if len(events) > 1:
-            # The usual batch: every event's likely write matches, all in one store command.
-            moves = [(e.data.request_id, TicketEntry.of(e)) for e in events]
-            if await self.store.move_tickets(moves):
-                for request_id, entry in moves:
-                    self._moved(request_id, entry)
-                return set()
-        by_request: dict[str, list[Event[TicketFacts]]] = {}
-        for event in events:
-            by_request.setdefault(event.data.request_id, []).append(event)
+        Usually one store command for the whole batch (`move_tickets`). When any of its writes
+        does not match (a duplicate, a stale or out-of-order event, an unknown request), the
+        batch's requests are read in one command, the events applied to them in process in
+        stream order (`tickets.applied_in_order`) and each request that changes written once,
+        conditionally on its version (ADR 0197). Returns the ids that changed nothing. An
+        unknown request raises: the consumer then handles the batch again one event at a time,
+        with its retries; what was applied is applied again: no change."""
+        if len(events) <= 1:
+            return {e.id for e in events if not await self.record_ticket(e)}
+        # The usual batch: every event's likely write matches, all in one store command.
+        moves = [(e.data.request_id, TicketEntry.of(e)) for e in events]
+        if await self.store.move_tickets(moves):
+            for request_id, entry in moves:
+                self._moved(request_id, entry)
+            return set()
+        by_request: dict[str, list[TicketEntry]] = {}
+        ids: dict[str, list[str]] = {}
+        for event, (request_id, entry) in zip(events, moves, strict=True):
+            by_request.setdefault(request_id, []).append(entry)
+            ids.setdefault(request_id, []).append(event.id)
+        stored = await self.store.tickets_of_requests(list(by_request))
+        for request_id in by_request:
+            if request_id not in stored:
+                raise RequestNotFound(request_id)
         unchanged: set[str] = set()
 
-        async def in_order(group: list[Event[TicketFacts]]) -> None:
-            for event in group:
-                if not await self.record_ticket(event):
-                    unchanged.add(event.id)
+        async def settle(request_id: str, incoming: list[TicketEntry]) -> None:
+            version, tickets = stored[request_id]
+            touched = {e.ticket_id for e in incoming}
+            while True:
+                current = {
+                    t: TicketEntry.model_validate(tickets[t]) for t in touched if t in tickets
+                }
+                after, results = applied_in_order(current, incoming)
+                if after == current:
+                    break
+                changed = {t: e.model_dump(mode="json") for t, e in after.items()}
+                if await self.store.save_tickets(request_id, version, {**tickets, **changed}):
+                    break
+                # Written meanwhile (another instance, a redelivery): read it and decide again.
+                again = await self.store.tickets_of_requests([request_id])
+                if request_id not in again:
+                    raise RequestNotFound(request_id)
+                version, tickets = again[request_id]
+            for event_id, result in zip(ids[request_id], results, strict=True):
+                if result is None:
+                    unchanged.add(event_id)
+                else:
+                    self._moved(request_id, result)
 
-        await asyncio.gather(*(in_order(group) for group in by_request.values()))
+        await asyncio.gather(*(settle(r, incoming) for r, incoming in by_request.items()))
         return unchanged
 
     async def record_ticket(self, event: Event[TicketFacts]) -> bool:

@@ -222,6 +222,27 @@ class RequestStore:
         result = await self.requests.bulk_write(ops, ordered=True)
         return result.matched_count == len(ops)
 
+    async def tickets_of_requests(
+        self, request_ids: Sequence[str]
+    ) -> dict[str, tuple[int, dict[str, Document]]]:
+        """The ticket maps of several requests in one read, each with its version (for
+        `save_tickets`); a request that is not stored is absent."""
+        found = await self.requests.find(
+            {"_id": {"$in": list(request_ids)}}, {"tickets": 1, "version": 1}
+        ).to_list()
+        return {str(d["_id"]): (int(d["version"]), dict(d.get("tickets") or {})) for d in found}
+
+    async def save_tickets(
+        self, request_id: str, version: int, tickets: dict[str, Document]
+    ) -> bool:
+        """Write a request's ticket map only if nothing wrote the request since `version` was
+        read (optimistic: every write of a request increments it); False otherwise."""
+        result = await self.requests.update_one(
+            {"_id": request_id, "version": version},
+            {"$set": {"tickets": tickets}, "$inc": {"version": 1}},
+        )
+        return result.matched_count == 1
+
     async def update_if(
         self, query: Document, fields: Document, events: Sequence[Event[Any]]
     ) -> bool:

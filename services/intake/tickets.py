@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict
@@ -54,6 +55,23 @@ def applied(current: TicketEntry | None, incoming: TicketEntry) -> TicketEntry |
     if incoming.counter is None and current is not None and current.counter is not None:
         return incoming.model_copy(update={"counter": current.counter})
     return incoming
+
+
+def applied_in_order(
+    current: Mapping[str, TicketEntry], incoming: Sequence[TicketEntry]
+) -> tuple[dict[str, TicketEntry], list[TicketEntry | None]]:
+    """A request's entries once `incoming` (its events of a batch, in stream order) are applied
+    one after another by `applied`, and for each event the entry it set, or None when it
+    changed nothing (a duplicate, or older than what is known). An event that sets what is
+    already there counts as setting it, as the store's filter does."""
+    entries = dict(current)
+    results: list[TicketEntry | None] = []
+    for entry in incoming:
+        after = applied(entries.get(entry.ticket_id), entry)
+        if after is not None:
+            entries[entry.ticket_id] = after
+        results.append(after)
+    return entries, results
 
 
 def outranking(status: TicketStatus) -> list[str]:

@@ -26,6 +26,7 @@ from services.notify.contacts import ContactBook
 from services.notify.domain import Renderer
 from services.notify.handlers import ChannelWorker
 from services.notify.metrics import NotifyMetrics
+from services.notify.receipts import AddressWindow
 from services.notify.store import DeliveryStore
 
 PURGE_EVERY_SECONDS = 600.0
@@ -88,13 +89,14 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
         await store.purge_contacts(utcnow())
 
     runtime.every(purge_every(settings.contact_retention_hours), purge_contacts)
-    api = http.router(
-        store,
-        {w.channel.name: w for w in workers},
-        runtime.audit,
-        receipts_per_minute=config.receipts_per_minute,
+    app = create_http_app(runtime, title="Giliran notify", routers=[http.api])
+    # What the module-level endpoints are handed (ADR 0183).
+    app.state.operations = http.Operations(
+        store=store,
+        workers={w.channel.name: w for w in workers},
+        audit=runtime.audit,
+        receipts_window=AddressWindow(config.receipts_per_minute),
     )
-    app = create_http_app(runtime, title="Giliran notify", routers=[api])
     app.state.notify_store = store
     app.state.workers = workers
     return app, runtime

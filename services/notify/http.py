@@ -4,6 +4,7 @@ with a retry button for messages that failed for good."""
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from giliran.auth import AuditLog, Principal, Role, requires, wrong_site
 from giliran.contracts.subjects import SITE_PATTERN
 from giliran.hardening import client_key
 from giliran.privacy import without_status_link
+from giliran.runtime import from_app_state
 from giliran.store import Document, Instant
 from services.notify import receipts
 from services.notify.handlers import ChannelWorker, DeliveryNotFound, ReceiptTally
@@ -138,17 +140,19 @@ def _own_site(who: Principal, site: str | None) -> str | None:
     return site if who.at(site or "") else who.site
 
 
-def router(
-    store: DeliveryStore,
-    workers: dict[str, ChannelWorker],
-    audit: AuditLog,
-    receipts_per_minute: int = 600,
-) -> APIRouter:
-    api = APIRouter(tags=["deliveries"])
-    window = receipts.AddressWindow(receipts_per_minute)
+@dataclass
+class Operations:
+    """What the delivery log's endpoints work with, made once by the composition root
+    (services/notify/app.py) and handed to them through `app.state` (ADR 0183)."""
 
-    async def query(
-        site: str | None, session_id: str | None, ticket_id: str | None
+    store: DeliveryStore
+    workers: dict[str, ChannelWorker]
+    audit: AuditLog
+    # Gateways' delivery reports, per sending address and minute (no account guards them).
+    receipts_window: receipts.AddressWindow
+
+    async def find(
+        self, site: str | None, session_id: str | None, ticket_id: str | None
     ) -> list[Document]:
         filters: dict[str, Any] = {}
         if ticket_id:
@@ -157,35 +161,17 @@ def router(
             filters["site"] = site
         if session_id:
             filters["session_id"] = session_id
-        return await store.list(filters)
+        return await self.store.list(filters)
 
-    @api.get("/api/v1/deliveries", response_model=DeliveryList)
-    async def deliveries(
-        who: Operator,
-        ticket_id: Annotated[str | None, Query(max_length=128)] = None,
-        site: Annotated[str | None, Query(max_length=63)] = None,
-        session_id: Annotated[str | None, Query(max_length=128)] = None,
-    ) -> DeliveryList:
-        docs = await query(_own_site(who, site), session_id, ticket_id)
-        return DeliveryList(deliveries=[_view(d) for d in docs])
-
-    @api.get("/api/v1/deliveries/summary", response_model=Summary)
-    async def summary(
-        _: Operator,
-        site: Annotated[str, Query(max_length=63)],
-        session_id: Annotated[str | None, Query(max_length=128)] = None,
-    ) -> Summary:
-        return summarise(site, session_id, await query(site, session_id, None))
-
-    async def retry(who: Principal, delivery_id: str) -> Document:
-        doc = await store.get(delivery_id)
-        if doc is None or doc["channel"] not in workers:
+    async def retry(self, who: Principal, delivery_id: str) -> Document:
+        doc = await self.store.get(delivery_id)
+        if doc is None or doc["channel"] not in self.workers:
             raise DeliveryNotFound(delivery_id)
         site = str(doc.get("site") or "")
         if not who.at(site):
             raise wrong_site(who, site)
-        done = await workers[doc["channel"]].retry_failed(delivery_id)
-        await audit.record(
+        done = await self.workers[doc["channel"]].retry_failed(delivery_id)
+        await self.audit.record(
             who,
             "retry",
             site,
@@ -195,79 +181,113 @@ def router(
         )
         return done
 
-    @api.post("/api/v1/deliveries/{delivery_id}/retry", response_model=DeliveryView)
-    async def retry_api(
-        delivery_id: Annotated[str, PathParam(max_length=256)], who: OperatorAnySite
-    ) -> DeliveryView:
-        return _view(await retry(who, delivery_id))
-
-    # --- delivery reports from gateways (no account: a signature or a keyed URL) --------------
-
-    @api.post("/receipts/{channel}/{site}", response_model=ReceiptAnswer, tags=["receipts"])
-    async def receipt(
-        request: Request,
-        channel: ChannelPath,
-        site: SitePath,
-        key: Annotated[str | None, Query(max_length=128)] = None,
-        signature: Annotated[str | None, Header(alias="X-Hub-Signature-256")] = None,
-    ) -> ReceiptAnswer:
-        """A gateway's delivery report for `site`'s messages on `channel`."""
-        address = client_key(request) or "-"
-        if not window.admit(address):
+    def admit_report(self, request: Request) -> None:
+        if not self.receipts_window.admit(client_key(request) or "-"):
             raise receipts.ReceiptsFlooded()
-        tally: ReceiptTally = await receipts.take_report(
-            workers, channel, site, await request.body(), signature=signature, key=key
-        )
-        return ReceiptAnswer(**tally.__dict__)
 
-    @api.get("/receipts/{channel}/{site}", response_class=PlainTextResponse, tags=["receipts"])
-    async def subscribe(
-        request: Request,
-        channel: ChannelPath,
-        site: SitePath,
-        mode: Annotated[str | None, Query(alias="hub.mode", max_length=32)] = None,
-        token: Annotated[str | None, Query(alias="hub.verify_token", max_length=256)] = None,
-        challenge: Annotated[str | None, Query(alias="hub.challenge", max_length=256)] = None,
-    ) -> Response:
-        """Meta's webhook verification: echo the challenge to the holder of the verify token."""
-        address = client_key(request) or "-"
-        if not window.admit(address):
-            raise receipts.ReceiptsFlooded()
-        if not receipts.verify_subscription(workers, channel, mode, token) or not challenge:
-            raise receipts.ReceiptsRefused()
-        return PlainTextResponse(challenge)
 
-    @api.get("/operator", response_class=HTMLResponse)
-    async def operator(
-        request: Request,
-        who: OperatorPage,
-        site: Annotated[str, Query(max_length=63)] = "cikarang-utara",
-        session_id: Annotated[str | None, Query(max_length=128)] = None,
-    ) -> HTMLResponse:
-        site = _own_site(who, site) or site
-        docs = await query(site, session_id, None)
-        return PAGES.TemplateResponse(
-            request,
-            "operator.html",
-            {
-                "summary": summarise(site, session_id, docs),
-                "failed": [_view(d) for d in docs if d["status"] == "failed"],
-                "site": site,
-                "session_id": session_id or "",
-                "who": who,
-                "csrf": getattr(request.state, "csrf", ""),
-            },
-        )
+Ops = Annotated[Operations, Depends(from_app_state("operations", Operations))]
+api = APIRouter(tags=["deliveries"])
 
-    @api.post("/operator/retry")
-    async def operator_retry(
-        who: OperatorAnySite,
-        delivery_id: Annotated[str, Form(max_length=256)],
-        site: Annotated[str, Form(max_length=63)],
-        session_id: Annotated[str, Form(max_length=128)] = "",
-    ) -> RedirectResponse:
-        await retry(who, delivery_id)
-        target = f"/operator?site={site}" + (f"&session_id={session_id}" if session_id else "")
-        return RedirectResponse(target, status_code=303)
 
-    return api
+@api.get("/api/v1/deliveries", response_model=DeliveryList)
+async def deliveries(
+    ops: Ops,
+    who: Operator,
+    ticket_id: Annotated[str | None, Query(max_length=128)] = None,
+    site: Annotated[str | None, Query(max_length=63)] = None,
+    session_id: Annotated[str | None, Query(max_length=128)] = None,
+) -> DeliveryList:
+    docs = await ops.find(_own_site(who, site), session_id, ticket_id)
+    return DeliveryList(deliveries=[_view(d) for d in docs])
+
+
+@api.get("/api/v1/deliveries/summary", response_model=Summary)
+async def summary(
+    ops: Ops,
+    _: Operator,
+    site: Annotated[str, Query(max_length=63)],
+    session_id: Annotated[str | None, Query(max_length=128)] = None,
+) -> Summary:
+    return summarise(site, session_id, await ops.find(site, session_id, None))
+
+
+@api.post("/api/v1/deliveries/{delivery_id}/retry", response_model=DeliveryView)
+async def retry_api(
+    ops: Ops, delivery_id: Annotated[str, PathParam(max_length=256)], who: OperatorAnySite
+) -> DeliveryView:
+    return _view(await ops.retry(who, delivery_id))
+
+
+# --- delivery reports from gateways (no account: a signature or a keyed URL) ------------------
+
+
+@api.post("/receipts/{channel}/{site}", response_model=ReceiptAnswer, tags=["receipts"])
+async def receipt(
+    ops: Ops,
+    request: Request,
+    channel: ChannelPath,
+    site: SitePath,
+    key: Annotated[str | None, Query(max_length=128)] = None,
+    signature: Annotated[str | None, Header(alias="X-Hub-Signature-256")] = None,
+) -> ReceiptAnswer:
+    """A gateway's delivery report for `site`'s messages on `channel`."""
+    ops.admit_report(request)
+    tally: ReceiptTally = await receipts.take_report(
+        ops.workers, channel, site, await request.body(), signature=signature, key=key
+    )
+    return ReceiptAnswer(**tally.__dict__)
+
+
+@api.get("/receipts/{channel}/{site}", response_class=PlainTextResponse, tags=["receipts"])
+async def subscribe(
+    ops: Ops,
+    request: Request,
+    channel: ChannelPath,
+    site: SitePath,
+    mode: Annotated[str | None, Query(alias="hub.mode", max_length=32)] = None,
+    token: Annotated[str | None, Query(alias="hub.verify_token", max_length=256)] = None,
+    challenge: Annotated[str | None, Query(alias="hub.challenge", max_length=256)] = None,
+) -> Response:
+    """Meta's webhook verification: echo the challenge to the holder of the verify token."""
+    ops.admit_report(request)
+    if not receipts.verify_subscription(ops.workers, channel, mode, token) or not challenge:
+        raise receipts.ReceiptsRefused()
+    return PlainTextResponse(challenge)
+
+
+@api.get("/operator", response_class=HTMLResponse)
+async def operator(
+    ops: Ops,
+    request: Request,
+    who: OperatorPage,
+    site: Annotated[str, Query(max_length=63)] = "cikarang-utara",
+    session_id: Annotated[str | None, Query(max_length=128)] = None,
+) -> HTMLResponse:
+    site = _own_site(who, site) or site
+    docs = await ops.find(site, session_id, None)
+    return PAGES.TemplateResponse(
+        request,
+        "operator.html",
+        {
+            "summary": summarise(site, session_id, docs),
+            "failed": [_view(d) for d in docs if d["status"] == "failed"],
+            "site": site,
+            "session_id": session_id or "",
+            "who": who,
+            "csrf": getattr(request.state, "csrf", ""),
+        },
+    )
+
+
+@api.post("/operator/retry")
+async def operator_retry(
+    ops: Ops,
+    who: OperatorAnySite,
+    delivery_id: Annotated[str, Form(max_length=256)],
+    site: Annotated[str, Form(max_length=63)],
+    session_id: Annotated[str, Form(max_length=128)] = "",
+) -> RedirectResponse:
+    await ops.retry(who, delivery_id)
+    target = f"/operator?site={site}" + (f"&session_id={session_id}" if session_id else "")
+    return RedirectResponse(target, status_code=303)

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from giliran.bus import EventHandler
 from giliran.contracts import (
     EVENT_MODELS,
     TICKET_EVENTS,
@@ -50,7 +51,7 @@ class EachOnce:
     message is not re-attempted at once after a transient failure, and the events that
     succeeded cost nothing more."""
 
-    handlers: Mapping[type[EventData], Handler]
+    handlers: Mapping[type[EventData], EventHandler]
     _outcomes: dict[str, bool | Exception] = field(default_factory=dict, repr=False)
 
     async def __call__(self, events: Sequence[Event[Any]]) -> set[str]:
@@ -68,7 +69,8 @@ class EachOnce:
         async def in_order(group: list[Event[Any]]) -> None:
             for event in group:
                 try:
-                    outcomes[event.id] = await self.handlers[type(event.data)](event)
+                    repeat = await self.handlers[type(event.data)](event)
+                    outcomes[event.id] = repeat is True
                 except Exception as exc:  # settled by the kernel, one by one
                     outcomes[event.id] = exc
 
@@ -90,7 +92,12 @@ def consume(
     handlers: Mapping[type[EventData], Handler],
     **options: Any,
 ) -> None:
-    runtime.consume(name, subject, handlers, batch_handler=EachOnce(handlers), **options)
+    each = EachOnce(handlers)
+    consumer = runtime.consume(name, subject, handlers, batch_handler=each, **options)
+    # The consumer's own handlers are the observed ones: each event runs inside its correlation
+    # id and its "process" span, timed by type, as the inbox consumer ran it, so the messages
+    # it causes carry the citizen's correlation id and trace.
+    each.handlers = consumer.handlers
 
 
 def register(runtime: ServiceRuntime, workers: list[ChannelWorker]) -> None:

@@ -106,6 +106,17 @@ class Queue:
     async def issue_tickets(self, event: Event[RequestSubmitted]) -> list[TicketView]:
         """One ticket per requested service, numbered per session and line. Idempotent: tickets
         have deterministic ids, so a redelivered request finds its tickets and issues none."""
+        issued, _ = await self._issue(event)
+        return issued
+
+    async def on_submitted(self, event: Event[RequestSubmitted]) -> bool:
+        """`issue_tickets` for the requests consumer: True when the event had been handled
+        before (every ticket it asks for was there already), so the consumer needs no inbox
+        (ADR 0192): the tickets are the record, each naming the event that issued it."""
+        _, before = await self._issue(event)
+        return before
+
+    async def _issue(self, event: Event[RequestSubmitted]) -> tuple[list[TicketView], bool]:
         request = event.data
         site = self.catalogue.site(event.site)
         if site is None:
@@ -121,6 +132,7 @@ class Queue:
             for doc in found:  # the request gets another ticket (ADR 0190)
                 await self.share(doc["_id"], doc["request_id"], ticket_at(doc))
         issued: list[TicketView] = []
+        inserted = False
         for code in request.services:
             if code in existing:
                 issued.append(ticket_view(existing[code]))
@@ -160,9 +172,13 @@ class Queue:
             doc[JOURNEY] = telemetry.journey()
             if quoted is not None:
                 doc["eta"] = instant(quoted)
+            # The event that issued it: what the tickets prove each request event was handled
+            # once by (tests/e2e/test_chaos.py), with no inbox.
+            doc["request_event"] = event.id
             if await self.store.insert_with_events(doc, [ticket_event]):
                 self.memory.joined(doc)
                 issued.append(ticket_view(doc))
+                inserted = True
             else:  # a concurrent delivery won; its number stands and this one is left unused
                 again = await self.store.get(ticket_id)
                 assert again is not None
@@ -175,7 +191,7 @@ class Queue:
             await self.store.set_held(request.request_id, True, except_ticket=holder)
             self.memory.held(site.site, request.request_id, True, holder)
         self.changes.bump(site.site)
-        return issued
+        return issued, not inserted
 
     async def share(self, ticket_id: str, request_id: str, now: TicketAt | None) -> None:
         """A request is getting another ticket: its ticket `ticket_id` (as it is `now`), if it
@@ -321,9 +337,10 @@ class Queue:
             "nik_masked": request.citizen.nik_masked,
         }
 
-    async def check_in(self, event: Event[RequestCheckedIn]) -> None:
+    async def check_in(self, event: Event[RequestCheckedIn]) -> bool:
         """A booking's holder arrived: its tickets join their lines from the check-in time.
-        Idempotent: a ticket already in line keeps its place."""
+        Idempotent: a ticket already in line keeps its place. True when none had to join (the
+        event was handled before)."""
         data = event.data
         docs = await self.store.for_request(data.request_id)
         if not docs:
@@ -332,6 +349,7 @@ class Queue:
             raise Unprocessable(f"no tickets for request {data.request_id} yet")
         # It joins at the place it kept (never later than its check-in): the wait it is
         # credited with is at most the catalogue's grace, since it lapses after that.
+        joined = False
         for doc in docs:
             if doc.get("arrived", True):
                 continue
@@ -343,14 +361,18 @@ class Queue:
                 {"$set": {"arrived": True, "queued_at": instant(at)}},
             )
             self.memory.joined({**doc, "arrived": True, "queued_at": instant(at)})
+            joined = True
         self._sessions.pop(event.site, None)
         await self.store.note_session(event.site, data.session_id, None, None, data.checked_in_at)
         self.touched(event.site)
+        return not joined
 
-    async def cancel_request(self, event: Event[RequestCancelled]) -> None:
+    async def cancel_request(self, event: Event[RequestCancelled]) -> bool:
         """The citizen or an admin (session cancelled) withdrew the request: every ticket still
-        open is cancelled with the reason; finished ones are history and stay as they are."""
+        open is cancelled with the reason; finished ones are history and stay as they are.
+        True when none was left to cancel (the event was handled before, or came too late)."""
         now = self.clock()
+        cancelled_any = False
         for doc in await self.store.for_request(event.data.request_id):
             status = TicketStatus(doc["status"])
             if status in domain.TERMINAL:
@@ -372,8 +394,10 @@ class Queue:
             if moved is not None:
                 self.memory.left(doc)
                 self.memory.moved_to(moved)
+                cancelled_any = True
             await self.store.release_visit(doc["request_id"], doc["_id"])
         self.touched(event.site)
+        return not cancelled_any
 
     # --- reads ---------------------------------------------------------------------------------
 

@@ -3,7 +3,9 @@ and the other queue instances' ticket events watched so every board refreshes.""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from faststream.nats import NatsBroker
@@ -17,6 +19,8 @@ from giliran.contracts import (
     CompleteTicket,
     CounterAction,
     CounterView,
+    Event,
+    EventData,
     Problem,
     RequestCancelled,
     RequestCheckedIn,
@@ -48,16 +52,52 @@ WRONG_SITE = Problem(
 Result = TicketView | CounterView | None
 
 
+@dataclass(frozen=True)
+class EachRequestInOrder:
+    """The requests consumer's batch handler, with no inbox (ADR 0192): each event of a fetched
+    batch through its handler, one request's events one after another in stream order and
+    different requests at once (as the inbox consumer ran them). The tickets are the dedupe:
+    their ids come from the request, a check-in and a cancel are conditional writes, and each
+    handler says whether its event had been handled before. Should one fail, the kernel
+    handles the batch again event by event (with its retries); those that succeeded find
+    their work done."""
+
+    handlers: Mapping[type[EventData], Callable[[Event[Any]], Awaitable[bool]]]
+
+    async def __call__(self, events: Sequence[Event[Any]]) -> set[str]:
+        groups: dict[str, list[Event[Any]]] = {}
+        for event in events:
+            groups.setdefault(event.data.ordering_key() or event.id, []).append(event)
+        before: set[str] = set()
+
+        async def in_order(group: list[Event[Any]]) -> None:
+            for event in group:
+                if await self.handlers[type(event.data)](event):
+                    before.add(event.id)
+
+        # Every group finishes before a failure is raised: the kernel's event-by-event pass
+        # must not meet a group of this pass still running.
+        outcomes = await asyncio.gather(
+            *(in_order(group) for group in groups.values()), return_exceptions=True
+        )
+        failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failed is not None:
+            raise failed
+        return before
+
+
 def register(runtime: ServiceRuntime, queue: Queue, desk: Desk) -> None:
     """Intake's events, and the counter commands (each audited as its site's device)."""
+    handlers: dict[type[EventData], Callable[[Event[Any]], Awaitable[bool]]] = {
+        RequestSubmitted: queue.on_submitted,
+        RequestCheckedIn: queue.check_in,
+        RequestCancelled: queue.cancel_request,
+    }
     runtime.consume(
         "requests",
         entity_events("request"),
-        {
-            RequestSubmitted: queue.issue_tickets,
-            RequestCheckedIn: queue.check_in,
-            RequestCancelled: queue.cancel_request,
-        },
+        handlers,
+        batch_handler=EachRequestInOrder(handlers),
     )
     _register_commands(runtime.broker, queue, desk, runtime.audit)
 

@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 from giliran.contracts import utcnow
 from giliran.contracts.subjects import SITE_PATTERN
 from giliran.errors import NotFound
+from giliran.runtime import from_app_state
 from services.reporting import charts
 from services.reporting.domain import local_day
 from services.reporting.figures import Counts, DaySummary
@@ -56,13 +57,7 @@ def _wait_series(rows: Sequence[Counts]) -> dict[str, list[float | None]]:
     }
 
 
-def _history(request: Request) -> History:
-    """The use cases the composition root (services/reporting/app.py) set up for this app."""
-    history: History = request.app.state.history
-    return history
-
-
-Histories = Annotated[History, Depends(_history)]
+Histories = Annotated[History, Depends(from_app_state("history", History))]
 api = APIRouter(tags=["history"])
 
 

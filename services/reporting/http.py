@@ -18,6 +18,7 @@ from giliran.contracts import utcnow
 from giliran.contracts.subjects import SITE_PATTERN
 from giliran.errors import DomainError
 from giliran.push import credential_of, limited_stream
+from giliran.runtime import from_app_state
 from services.reporting import charts, exports
 from services.reporting.handlers import (
     DaySummary,
@@ -83,13 +84,7 @@ def _attachment(filename: str) -> dict[str, str]:
     return {"Content-Disposition": f'attachment; filename="{filename}"'}
 
 
-def _reporting(request: Request) -> Reporting:
-    """The use cases the composition root (services/reporting/app.py) set up for this app."""
-    reporting: Reporting = request.app.state.reporting
-    return reporting
-
-
-Reports = Annotated[Reporting, Depends(_reporting)]
+Reports = Annotated[Reporting, Depends(from_app_state("reporting", Reporting))]
 api = APIRouter(tags=["reports"])
 
 

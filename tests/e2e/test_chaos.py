@@ -364,7 +364,19 @@ async def check_invariants(system: Stack, load: Load, http: httpx.AsyncClient) -
                     ]
                     assert len(handled) == len(set(handled)) and set(handled) <= ids
                     inboxes[collection] = len(handled)
-        assert inboxes["inbox_queue_requests"] == counts["request.submitted"]
+        # The queue's requests consumer keeps no inbox (ADR 0192): each ticket names the
+        # request.submitted event that issued it, so every such event was handled, once (one
+        # ticket per service it asked for; a ticket id is its request's and service's).
+        queue_db = mongo[system.settings.database_name("queue")]
+        issued_by = Counter(
+            d["request_event"]
+            for d in await queue_db.tickets.find(
+                {"request_event": {"$exists": True}}, {"request_event": 1}
+            ).to_list()
+        )
+        submitted = [e for e in events if e["type"].startswith("giliran.request.submitted")]
+        assert len(submitted) == counts["request.submitted"]
+        assert issued_by == Counter({e["id"]: len(e["data"]["services"]) for e in submitted})
         assert len(contacts) == counts["request.submitted"]  # every kiosk citizen consented
         # Notify's contact book keeps no inbox (ADR 0185): its one record per request names the
         # contact event that filed it, so each contact is filed, once, in its request's record.

@@ -18,7 +18,7 @@ from giliran.bus import ConsumerMetrics, EventConsumer, ensure_streams
 from giliran.contracts import Event, RequestSubmitted
 from giliran.settings import Settings
 from giliran.store import Inbox, connect
-from tests.conftest import eventually, nats_client, publish, request_event
+from tests.conftest import eventually, nats_client, publish, request_event, running
 
 pytestmark = pytest.mark.integration
 
@@ -112,3 +112,24 @@ async def test_batches_folded_whole_duplicates_named_and_a_poisoned_event_isolat
     finally:
         await consumer.stop()
         await client.close()
+
+
+async def test_consumers_that_dedupe_in_their_documents_make_no_inbox(settings: Settings) -> None:
+    """Reporting and notify fold whole batches (ADR 0170, 0185): none of their consumers has an
+    inbox to read, write, index or trim, so no inbox collection appears in their stores."""
+    for service in ("reporting", "notify"):
+        async with running(service, settings) as svc:
+            assert svc.runtime.consumers
+            assert all(consumer.inbox is None for consumer in svc.runtime.consumers)
+            names = await svc.runtime.db.list_collection_names()
+            assert not [name for name in names if name.startswith("inbox_")], names
+    # A consumer that handles one event at a time cannot be made without one.
+    with pytest.raises(ValueError, match="needs an inbox"):
+        EventConsumer(
+            service="test",
+            durable="test-one-by-one",
+            subject="giliran.*.request.submitted",
+            handlers={},
+            inbox=None,
+            metrics=ConsumerMetrics.create(CollectorRegistry()),
+        )

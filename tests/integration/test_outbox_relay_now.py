@@ -75,6 +75,27 @@ async def test_relay_now_publishes_what_was_written_and_leaves_it_when_publishin
         await eventually(taken_out, within=5, interval=0.05)
         assert await relay.drain_once() == 0
 
+        # A drain meeting the document while its removal is still pending leaves it: no second
+        # publish (a copy to every plain-NATS subscriber, an audit attempt), and the removal
+        # under way still takes it out.
+        pending = sent_event(30)
+        await collection.insert_one({"_id": "d30", "status": "sending"})
+        await collection.update_one(
+            {"_id": "d30"}, with_outbox({"$set": {"status": "sent"}}, [pending])
+        )
+        assert await relay.relay_now(collection, "d30", [pending], remove_together=True)
+        doc = await collection.find_one({"_id": "d30"})
+        assert doc is not None and doc[OUTBOX_COUNT] == 1  # not yet taken out
+        assert await relay.drain_once() == 0
+        assert published[pending.id] == 1
+
+        async def d30_taken_out() -> bool:
+            doc = await collection.find_one({"_id": "d30"})
+            return doc is not None and doc[OUTBOX_COUNT] == 0
+
+        await eventually(d30_taken_out, within=5, interval=0.05)
+        assert published[pending.id] == 1
+
         # A drain meeting the same document at the same moment: at most a second publish of the
         # same id (the server drops it by Nats-Msg-Id), and the count never goes below zero.
         events = [sent_event(n) for n in range(4, 24)]

@@ -1,5 +1,6 @@
 """The pure rule by which a request follows its tickets (services/intake/tickets.py): every pair of
-statuses, older/equal/newer event times, counters kept, and the store filter's status list."""
+statuses, older/equal/newer event times, counters kept, the store filter's status list, and a
+batch's events applied in stream order."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import pytest
 
 from giliran.contracts import TicketCalled, TicketStatus, new_event
 from giliran.store import instant
-from services.intake.tickets import TicketEntry, TicketWait, applied, outranking
+from services.intake.tickets import (
+    TicketEntry,
+    TicketWait,
+    applied,
+    applied_in_order,
+    outranking,
+)
 
 T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 
@@ -94,3 +101,25 @@ def test_the_entry_of_an_event_and_what_a_waiting_answer_merges() -> None:
     further = entry(TicketStatus.COMPLETED, 9).model_dump(mode="json")
     merged = wait.merged({**stored, "tickets": {"r1-KIA": further}})
     assert merged["tickets"]["r1-KIA"] == further
+
+
+def test_a_batch_applied_in_order_keeps_the_furthest_and_says_which_events_changed_nothing() -> (
+    None
+):
+    """A request's events of one fetched batch: completed first, then its called and issued,
+    each twice (duplicates and out of order inside the batch), and a second ticket issued."""
+    issued, called = entry(TicketStatus.WAITING, 0), entry(TicketStatus.CALLED, 5, "2")
+    completed = entry(TicketStatus.COMPLETED, 9)
+    other = entry(TicketStatus.WAITING, 1).model_copy(update={"ticket_id": "r1-KK"})
+    batch = [completed, called, issued, called, completed, issued, other]
+    after, results = applied_in_order({}, batch)
+    assert after == {"r1-KIA": completed, "r1-KK": other}
+    # The first completed sets it; the repeated completed sets the same again (as the store's
+    # filter matches it); the older ones change nothing.
+    assert results == [completed, None, None, None, completed, None, other]
+    # Over what is stored already (the bulk wrote the issued entry): the called moves it on.
+    after, results = applied_in_order({"r1-KIA": issued}, [called, issued])
+    assert after == {"r1-KIA": called} and results == [called, None]
+    # The same batch again over its own outcome: nothing new.
+    again, _ = applied_in_order(after, [called, issued])
+    assert again == after
