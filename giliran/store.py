@@ -12,6 +12,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+from cachetools import TTLCache
 from pydantic import BeforeValidator
 from pymongo import AsyncMongoClient, UpdateOne, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
@@ -173,6 +174,10 @@ Publish = Callable[[Document], Awaitable[None]]
 Audit = Callable[[Document], Awaitable[None]]
 
 
+# Event ids a relay remembers having published, and for how long (far longer than an event
+# waits for its removal; a removal that failed is retried by publishing again after this).
+PUBLISHED_KEPT = 100_000
+PUBLISHED_KEPT_SECONDS = 30.0
 # How long relay_now's published events wait to be taken out of their outboxes together.
 REMOVE_AFTER_SECONDS = 0.1
 
@@ -202,6 +207,15 @@ class OutboxRelay:
         self._full = False
         # relay_now's published events, taken out of their outboxes together a moment later.
         self._published_now: list[tuple[Collection, Any, str]] = []
+        # Events this relay published lately (acknowledged by JetStream), and one publisher at
+        # a time per document (a drain, a hand-over): a drain or a later write's hand-over that
+        # meets such an event again before its removal (a moment behind, or read before it)
+        # does not publish it a second time (JetStream would drop the copy by its Nats-Msg-Id,
+        # but every plain-NATS subscriber of the subject would see it twice). Another
+        # instance's relay still may: that copy is the at-least-once consumers dedupe. An entry
+        # still there after PUBLISHED_KEPT_SECONDS (its removal failed) is published again.
+        self._recent: TTLCache[str, bool] = TTLCache(PUBLISHED_KEPT, PUBLISHED_KEPT_SECONDS)
+        self._publishing: dict[tuple[str, Any], tuple[asyncio.Lock, int]] = {}
         # Their ids, until their removal is done: a drain meeting them in the meantime leaves
         # them (publishing again cost a publish, a copy to plain-NATS subscribers, and an audit
         # attempt; the removal under way takes them out).
@@ -302,7 +316,8 @@ class OutboxRelay:
             if not docs:
                 continue
             published = await asyncio.gather(
-                *(self._publish_document(doc) for doc in docs), return_exceptions=True
+                *(self._publish_document(collection, doc) for doc in docs),
+                return_exceptions=True,
             )
             removals = [
                 # Only the first remover decrements, so concurrent relays never miscount.
@@ -356,7 +371,7 @@ class OutboxRelay:
             log.error("outbox relay_now: the outbox given lacks the events written: %s", missing)
             return False
         try:
-            sent = await self._publish_document({"_id": doc_id, OUTBOX: entries})
+            sent = await self._publish_document(collection, {"_id": doc_id, OUTBOX: entries})
         except Exception as exc:
             log.debug("outbox relay_now: %s; left to the relay", exc)
             return False
@@ -404,12 +419,30 @@ class OutboxRelay:
             except Exception as exc:  # left in the outbox: the relay's poll publishes it again
                 log.warning("outbox: removing %d published event(s) failed: %s", len(removals), exc)
 
-    async def _publish_document(self, doc: Document) -> list[str]:
-        """Publish one document's pending events in order; the ids published. A failure stops
-        the document (its later events must not overtake the one that failed)."""
+    async def _publish_document(self, collection: Collection, doc: Document) -> list[str]:
+        """Publish one document's pending events in order; the ids published (or published
+        already by this relay and not yet taken out). A failure stops the document (its later
+        events must not overtake the one that failed)."""
+        key = (collection.full_name, doc["_id"])
+        lock, users = self._publishing.get(key) or (asyncio.Lock(), 0)
+        self._publishing[key] = (lock, users + 1)
+        try:
+            async with lock:
+                return await self._publish_in_order(doc)
+        finally:
+            lock, users = self._publishing[key]
+            if users > 1:
+                self._publishing[key] = (lock, users - 1)
+            else:
+                del self._publishing[key]
+
+    async def _publish_in_order(self, doc: Document) -> list[str]:
         events = sorted((doc.get(OUTBOX) or {}).values(), key=lambda e: (e["time"], e["id"]))
         sent: list[str] = []
         for event in events:
+            if event["id"] in self._recent:
+                sent.append(str(event["id"]))
+                continue
             try:
                 if AUDIT_NOTE in event:
                     # Recorded before it leaves: an event is only removed once it is audited.
@@ -421,6 +454,7 @@ class OutboxRelay:
                 if not sent:
                     raise
                 break
+            self._recent[str(event["id"])] = True
             sent.append(str(event["id"]))
         return sent
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
 from giliran.catalogue import load_catalogue
-from giliran.contracts import TICKET_EVENTS, CounterClosed, CounterOpened
+from giliran.contracts import TICKET_EVENTS, CounterClosed, CounterOpened, Event
 from giliran.contracts.subjects import event_pattern
 from giliran.runtime import ServiceRuntime, create_http_app
 from giliran.settings import Settings
+from giliran.store import Collection, Document
 from services.queue import domain, http, subscribers
 from services.queue.desk import Desk, DeskPolicy
 from services.queue.handlers import Queue
@@ -27,8 +30,21 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     store = TicketStore(runtime.db)
     runtime.on_startup(store.ensure_indexes)
     runtime.use_outbox(store.tickets, store.counters)
-    # A write's events leave at once; the relay reads only the outbox written to.
+    # A counter's events leave at once; the relay reads only the outbox written to.
     store.wake_relay = runtime.wake_relay
+
+    async def hand_over(
+        collection: Collection,
+        doc_id: str,
+        events: Sequence[Event[Any]],
+        outbox: Mapping[str, Document] | None,
+    ) -> None:
+        # A ticket's events are published by the task that wrote them, taken out of their
+        # outboxes together a moment later (ADR 0192): no relay read after each write. Left to
+        # the relay, woken, when publishing fails.
+        await runtime.relay_now(collection, doc_id, events, outbox=outbox, remove_together=True)
+
+    store.hand_over = hand_over
     queue = Queue(
         store=store,
         catalogue=load_catalogue(settings.catalogue_dir),

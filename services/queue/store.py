@@ -4,7 +4,7 @@ visits (which ticket of a request is being served) and sessions."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -14,6 +14,7 @@ from pymongo.errors import DuplicateKeyError
 
 from giliran.contracts import CounterView, Event, TicketStatus, TicketView
 from giliran.store import (
+    OUTBOX,
     Collection,
     Database,
     Document,
@@ -75,6 +76,12 @@ def counter_view(doc: Document, current: str | None = None) -> CounterView:
 # Wakes the outbox relay for the one collection a write put events in (the service runtime's
 # wake_relay): a queue has two outboxes, and a wake without a name read both.
 WakeRelay = Callable[[Collection], None]
+# Publishes the events a write just put in a ticket's outbox at once, with whatever older ones
+# the outbox as the write returned it still holds (None: only these), and takes them out a
+# moment later (ServiceRuntime.relay_now, ADR 0182, 0192); left to the relay if that fails.
+HandOver = Callable[
+    [Collection, str, Sequence[Event[Any]], Mapping[str, Document] | None], Awaitable[None]
+]
 
 
 def ticket_at(doc: Document | None) -> TicketAt | None:
@@ -128,11 +135,28 @@ class TicketStore:
         self.eta_quotes = database["eta_quotes"]
         self._own_events: TTLCache[str, bool] = TTLCache(OWN_EVENTS_KEPT, OWN_EVENTS_SECONDS)
         self.wake_relay: WakeRelay | None = None
+        self.hand_over: HandOver | None = None
 
     def _sent(self, collection: Collection, events: Sequence[Event[Any]]) -> None:
         """After a write that put `events` in `collection`'s outbox: they leave now."""
         if events and self.wake_relay is not None:
             self.wake_relay(collection)
+
+    async def _handed_over(
+        self,
+        collection: Collection,
+        doc_id: str,
+        events: Sequence[Event[Any]],
+        outbox: Mapping[str, Document] | None,
+    ) -> None:
+        """After a write that put `events` in a ticket's outbox: they leave now, handed to the
+        bus by this task rather than found by the relay's read after a wake (ADR 0192)."""
+        if not events:
+            return
+        if self.hand_over is None:
+            self._sent(collection, events)
+            return
+        await self.hand_over(collection, doc_id, events, outbox)
 
     def _written(self, events: Sequence[Event[Any]]) -> Sequence[Event[Any]]:
         for event in events:
@@ -202,7 +226,8 @@ class TicketStore:
             await self.tickets.insert_one({**doc, **outbox_fields(self._written(events))})
         except DuplicateKeyError:
             return False
-        self._sent(self.tickets, events)
+        # A ticket just inserted: its outbox holds these events only.
+        await self._handed_over(self.tickets, doc["_id"], events, None)
         return True
 
     async def ahead_of(self, doc: Document) -> int:
@@ -309,11 +334,14 @@ class TicketStore:
                 **(extra_match or {}),
             },
             with_outbox(update, self._written(events)),
-            projection=NO_OUTBOX,
+            # The outbox too, as this write left it: an older event still pending there leaves
+            # before these (ADR 0182). Still one command.
             return_document=ReturnDocument.AFTER,
         )
-        if moved is not None:
-            self._sent(self.tickets, events)
+        if moved is None:
+            return None
+        outbox = moved.pop(OUTBOX, None) or {}
+        await self._handed_over(self.tickets, ticket_id, events, outbox)
         return moved
 
     async def mark_shared(self, ticket_id: str, statuses: Sequence[TicketStatus]) -> bool:
