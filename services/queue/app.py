@@ -40,7 +40,7 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
         outbox: Mapping[str, Document] | None,
     ) -> None:
         # A ticket's events are published by the task that wrote them, taken out of their
-        # outboxes together a moment later (ADR 0192): no relay read after each write. Left to
+        # outboxes together a moment later (ADR 0193): no relay read after each write. Left to
         # the relay, woken, when publishing fails.
         await runtime.relay_now(collection, doc_id, events, outbox=outbox, remove_together=True)
 

@@ -78,7 +78,7 @@ def counter_view(doc: Document, current: str | None = None) -> CounterView:
 WakeRelay = Callable[[Collection], None]
 # Publishes the events a write just put in a ticket's outbox at once, with whatever older ones
 # the outbox as the write returned it still holds (None: only these), and takes them out a
-# moment later (ServiceRuntime.relay_now, ADR 0182, 0192); left to the relay if that fails.
+# moment later (ServiceRuntime.relay_now, ADR 0182, 0193); left to the relay if that fails.
 HandOver = Callable[
     [Collection, str, Sequence[Event[Any]], Mapping[str, Document] | None], Awaitable[None]
 ]
@@ -150,7 +150,7 @@ class TicketStore:
         outbox: Mapping[str, Document] | None,
     ) -> None:
         """After a write that put `events` in a ticket's outbox: they leave now, handed to the
-        bus by this task rather than found by the relay's read after a wake (ADR 0192)."""
+        bus by this task rather than found by the relay's read after a wake (ADR 0193)."""
         if not events:
             return
         if self.hand_over is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
@@ -52,7 +52,7 @@ WRONG_SITE = Problem(
 Result = TicketView | CounterView | None
 
 
-@dataclass(frozen=True)
+@dataclass
 class EachRequestInOrder:
     """The requests consumer's batch handler, with no inbox (ADR 0192): each event of a fetched
     batch through its handler, one request's events one after another in stream order and
@@ -93,11 +93,13 @@ def register(runtime: ServiceRuntime, queue: Queue, desk: Desk) -> None:
         RequestCheckedIn: queue.check_in,
         RequestCancelled: queue.cancel_request,
     }
-    runtime.consume(
-        "requests",
-        entity_events("request"),
-        handlers,
-        batch_handler=EachRequestInOrder(handlers),
+    each = EachRequestInOrder(handlers)
+    consumer = runtime.consume("requests", entity_events("request"), handlers, batch_handler=each)
+    # The consumer's own handlers are the observed ones: each event runs inside the citizen's
+    # correlation id and its "process" span, so the tickets it issues carry the citizen's trace
+    # (the registration's trace reached notify's ticket.called through them: test_observability).
+    each.handlers = cast(
+        Mapping[type[EventData], Callable[[Event[Any]], Awaitable[bool]]], consumer.handlers
     )
     _register_commands(runtime.broker, queue, desk, runtime.audit)
 
