@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,18 +20,22 @@ from giliran.contracts.subjects import site_of
 from giliran.hardening import client_key
 
 HEARTBEAT_SECONDS = 15.0
+# How long one rendering of a change is handed to the screens that ask for it: the burst of
+# screens woken by one change, not a screen that connects minutes later.
+RENDERING_REUSED_SECONDS = 1.0
 
 
 class Changes:
     """A version number per key (a site, a request), bumped on every change; watchers wait for
     it to move. An event exists only while someone waits, so keys nobody watches cost an int."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, reuse_seconds: float = RENDERING_REUSED_SECONDS) -> None:
         self._versions: dict[str, int] = defaultdict(int)
         self._moved: dict[str, asyncio.Event] = {}
         # The latest rendering of each (key, view) and the version it shows: every stream of a
         # key gets it, rendered once however many screens watch (a site's TVs and tablets).
-        self._rendered: dict[tuple[str, str], tuple[int, asyncio.Future[str]]] = {}
+        self._rendered: dict[tuple[str, str], tuple[int, float, asyncio.Future[str]]] = {}
+        self._reuse_seconds = reuse_seconds
 
     def version(self, key: str) -> int:
         return self._versions[key]
@@ -65,15 +70,19 @@ class Changes:
         """`render()` of `key` at `version`, made once and shared by every caller asking for
         the same (key, view, version), also while it is being made. The caller guarantees that
         what `render` shows depends on the key alone, never on who asks."""
+        now = time.monotonic()
         made = self._rendered.get((key, view))
-        if made is None or made[0] < version:
-            made = (version, asyncio.ensure_future(render()))
+        if made is None or made[0] < version or now - made[1] > self._reuse_seconds:
+            # A view also shows what moves without a change (the clock, the session of the
+            # hour, memory re-read from the store): a screen that connects long after the last
+            # change gets a fresh rendering, not the one of that change.
+            made = (version, now, asyncio.ensure_future(render()))
             self._rendered[(key, view)] = made
         elif made[0] > version:
             # A newer rendering is out already: this caller is behind, it renders its own.
             return await render()
         try:
-            return await asyncio.shield(made[1])
+            return await asyncio.shield(made[2])
         except Exception:
             if self._rendered.get((key, view)) is made:
                 del self._rendered[(key, view)]  # the next caller tries again

@@ -136,14 +136,19 @@ class DeliveryStore:
         the consumer keeps no inbox (ADR 0185). (`$exists`/`$nin` rather than `$ne`: the
         embedded server's `$ne` does not match a missing field, and its `findAndModify` drops
         `$setOnInsert`.)"""
+        unfiled: Document = {"_id": request_id, "request_event": {"$exists": False}}
         try:
             await self.contacts.update_one(
-                {"_id": request_id, "request_event": {"$exists": False}},
+                unfiled,
                 {"$set": {"request_event": event_id}, "$setOnInsert": {**contact, "purged": False}},
                 upsert=True,
             )
-        except DuplicateKeyError:  # filed already, by this very event
-            return True
+        except DuplicateKeyError:
+            # Filed already by this very event, or the citizen's contact was filed at the same
+            # moment (both upserts found no record; MongoDB retries neither, its filter is not
+            # the key alone): then this request still files itself, as if it had come second.
+            again = await self.contacts.update_one(unfiled, {"$set": {"request_event": event_id}})
+            return again.matched_count == 0
         return False
 
     async def learn_contact(
@@ -153,16 +158,23 @@ class DeliveryStore:
         `contact` in unless the contact was purged meanwhile (PURGED); `first`: fields only
         a new record gets. The record names the event that filled it (`contact_event`): REPEAT
         when this very event had filled it before (ADR 0185)."""
+        unfilled: Document = {
+            "_id": request_id,
+            "purged": False,
+            "contact_event": {"$nin": [event_id]},
+        }
+        filling: Document = {"$set": {**contact, "contact_event": event_id}}
         try:
             await self.contacts.update_one(
-                {"_id": request_id, "purged": False, "contact_event": {"$nin": [event_id]}},
-                {
-                    "$set": {**contact, "contact_event": event_id},
-                    "$setOnInsert": {**first, "purged": False},
-                },
-                upsert=True,
+                unfilled, {**filling, "$setOnInsert": {**first, "purged": False}}, upsert=True
             )
-        except DuplicateKeyError:  # the upsert's insert met the record: purged, or filed already
+        except DuplicateKeyError:
+            # The upsert's insert met the record: purged, filled already by this event, or its
+            # request filed at the same moment (both upserts found no record; MongoDB retries
+            # neither): then the contact is still filled in, as if it had come second.
+            again = await self.contacts.update_one(unfilled, filling)
+            if again.matched_count == 1:
+                return Filing.NEW
             record = await self.contact_record(request_id)
             return Filing.PURGED if record is None or record.purged else Filing.REPEAT
         return Filing.NEW

@@ -88,3 +88,17 @@ async def test_a_screen_that_leaves_does_not_cancel_the_others_rendering() -> No
         await leaving
     assert await staying == "s@1"
     assert board.made == 1
+
+
+async def test_a_screen_that_connects_long_after_the_last_change_gets_a_fresh_rendering() -> None:
+    """The board shows the clock and the session of the hour too, which move without a change:
+    one change's rendering is for the screens it woke, not for one that connects much later."""
+    changes = Changes(reuse_seconds=0.05)
+    board = Renderer(changes, "s")
+    changes.bump("s")
+    assert await changes.rendered("s", "board", 1, board) == "s@1"
+    assert await changes.rendered("s", "board", 1, board) == "s@1"
+    assert board.made == 1  # at once: shared
+    await asyncio.sleep(0.1)
+    assert await changes.rendered("s", "board", 1, board) == "s@1"
+    assert board.made == 2  # later: rendered afresh
