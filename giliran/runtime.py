@@ -162,11 +162,23 @@ class ServiceRuntime:
         max_deliver: int | None = None,
         stream: str = STREAM,
         batch_handler: BatchHandler | None = None,
+        each_of: Callable[[Mapping[type[EventData], EventHandler]], BatchHandler] | None = None,
         linger_seconds: float = 0.0,
     ) -> EventConsumer:
         """Register a durable pull consumer named `<service>-<name>` on `stream` with its own
-        inbox (unused when a `batch_handler` dedupes in its own documents; see EventConsumer)."""
+        inbox, or none when a `batch_handler` dedupes in its own documents (see EventConsumer).
+        `each_of`: the batch handler made over `handlers` as this consumer observes them (each
+        event inside its correlation id and "process" span), for a batch handler that runs
+        each event through its handler rather than folding the batch at once."""
         durable = f"{self.service}-{name}"
+        observed_handlers: dict[type[EventData], EventHandler] = {
+            model: observed(durable, handler, self.bus_metrics, self.settings.log_events)
+            for model, handler in handlers.items()
+        }
+        if each_of is not None:
+            if batch_handler is not None:
+                raise ValueError(f"{durable}: a batch handler or each_of, not both")
+            batch_handler = each_of(observed_handlers)
         if batch_handler is not None:
             batch_handler = observed_batch(
                 durable, batch_handler, self.bus_metrics, self.settings.log_events
@@ -175,10 +187,7 @@ class ServiceRuntime:
             service=self.service,
             durable=durable,
             subject=subject,
-            handlers={
-                model: observed(durable, handler, self.bus_metrics, self.settings.log_events)
-                for model, handler in handlers.items()
-            },
+            handlers=observed_handlers,
             # A batch handler's documents dedupe: no inbox collection is made for it.
             inbox=Inbox(self.db, durable) if batch_handler is None else None,
             metrics=self.consumer_metrics,

@@ -92,12 +92,9 @@ def consume(
     handlers: Mapping[type[EventData], Handler],
     **options: Any,
 ) -> None:
-    each = EachOnce(handlers)
-    consumer = runtime.consume(name, subject, handlers, batch_handler=each, **options)
-    # The consumer's own handlers are the observed ones: each event runs inside its correlation
-    # id and its "process" span, timed by type, as the inbox consumer ran it, so the messages
-    # it causes carry the citizen's correlation id and trace.
-    each.handlers = consumer.handlers
+    # Over the consumer's observed handlers: each event runs inside its correlation id and its
+    # "process" span, timed by type, so the messages it causes carry the citizen's trace.
+    runtime.consume(name, subject, handlers, each_of=EachOnce, **options)
 
 
 def register(runtime: ServiceRuntime, workers: list[ChannelWorker]) -> None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 from pydantic import BaseModel, ValidationError
 
 from giliran.auth import AuditLog, Principal, Role
+from giliran.bus import EventHandler
 from giliran.contracts import (
     CallNext,
     CommandReply,
@@ -52,7 +53,7 @@ WRONG_SITE = Problem(
 Result = TicketView | CounterView | None
 
 
-@dataclass
+@dataclass(frozen=True)
 class EachRequestInOrder:
     """The requests consumer's batch handler, with no inbox (ADR 0192): each event of a fetched
     batch through its handler, one request's events one after another in stream order and
@@ -62,7 +63,8 @@ class EachRequestInOrder:
     handles the batch again event by event (with its retries); those that succeeded find
     their work done."""
 
-    handlers: Mapping[type[EventData], Callable[[Event[Any]], Awaitable[bool]]]
+    # Each says True when its event had been handled before.
+    handlers: Mapping[type[EventData], EventHandler]
 
     async def __call__(self, events: Sequence[Event[Any]]) -> set[str]:
         groups: dict[str, list[Event[Any]]] = {}
@@ -72,7 +74,7 @@ class EachRequestInOrder:
 
         async def in_order(group: list[Event[Any]]) -> None:
             for event in group:
-                if await self.handlers[type(event.data)](event):
+                if await self.handlers[type(event.data)](event) is True:
                     before.add(event.id)
 
         # Every group finishes before a failure is raised: the kernel's event-by-event pass
@@ -93,14 +95,9 @@ def register(runtime: ServiceRuntime, queue: Queue, desk: Desk) -> None:
         RequestCheckedIn: queue.check_in,
         RequestCancelled: queue.cancel_request,
     }
-    each = EachRequestInOrder(handlers)
-    consumer = runtime.consume("requests", entity_events("request"), handlers, batch_handler=each)
-    # The consumer's own handlers are the observed ones: each event runs inside the citizen's
-    # correlation id and its "process" span, so the tickets it issues carry the citizen's trace
-    # (the registration's trace reached notify's ticket.called through them: test_observability).
-    each.handlers = cast(
-        Mapping[type[EventData], Callable[[Event[Any]], Awaitable[bool]]], consumer.handlers
-    )
+    # Over the consumer's observed handlers: each event runs inside the citizen's correlation
+    # id and "process" span, so the tickets it issues carry the citizen's trace.
+    runtime.consume("requests", entity_events("request"), handlers, each_of=EachRequestInOrder)
     _register_commands(runtime.broker, queue, desk, runtime.audit)
 
 
