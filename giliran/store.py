@@ -217,8 +217,9 @@ class OutboxRelay:
         self._recent: TTLCache[str, bool] = TTLCache(PUBLISHED_KEPT, PUBLISHED_KEPT_SECONDS)
         self._publishing: dict[tuple[str, Any], tuple[asyncio.Lock, int]] = {}
         # Their ids, until their removal is done: a drain meeting them in the meantime leaves
-        # them (publishing again cost a publish, a copy to plain-NATS subscribers, and an audit
-        # attempt; the removal under way takes them out).
+        # their documents alone. `_recent` below would already keep it from publishing them
+        # again; this also spares the drain's own removal write of events the removal under
+        # way takes out.
         self._being_removed: set[str] = set()
         self._removing: asyncio.Task[None] | None = None
         # Outbox collections written here since the last drain; nothing named (a poll, or a
