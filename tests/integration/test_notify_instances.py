@@ -100,10 +100,10 @@ async def test_the_same_event_to_two_instances_is_sent_once_and_each_says_it_is_
 async def test_a_kill_between_the_insert_and_the_send_sends_the_message_after_the_restart(
     settings: Settings, tmp_path: Path
 ) -> None:
-    """The message is claimed (held for its first attempt) by its ticket's write, the gateway has the request but has
-    not answered, and the process dies: after the restart the redelivered event finds it held,
-    waits for the hold to lapse, and sends it — one accepted message, one `notification.sent`,
-    the second attempt recorded."""
+    """The message is claimed (held for its first attempt) by its ticket's write (ADR 0198), the
+    gateway has the request but has not answered, and the process dies: after the restart the
+    redelivered event finds it held, waits for the hold to lapse, and sends it — one accepted
+    message, one `notification.sent`, the second attempt recorded."""
     async with FakeGateway() as gw:
         gw.hang(120, n=1, path_prefix="/sms")
         config = tmp_path / "notify.yaml"
