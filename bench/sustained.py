@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -426,6 +427,11 @@ async def run_rate(stack: Stack, rate: float, duration: float, args: argparse.Na
     limits = httpx.Limits(max_connections=400, max_keepalive_connections=400, keepalive_expiry=2)
     headers = {"Authorization": f"Bearer {stack.token}"}
     day = datetime.now(ZoneInfo("Asia/Jakarta")).date().isoformat()
+
+    def desk() -> httpx.AsyncClient:
+        one = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=2)
+        return httpx.AsyncClient(timeout=args.timeout, limits=one, headers=headers)
+
     async with httpx.AsyncClient(timeout=args.timeout, limits=limits, headers=headers) as http:
         base = await report_summary(http, stack, day)
         commands_before = await store_commands(http, stack)
@@ -446,12 +452,17 @@ async def run_rate(stack: Stack, rate: float, duration: float, args: argparse.Na
         load_before = loadavg()
         cpu_self = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
-        counters = [
-            asyncio.create_task(counter(http, stack, run, n)) for n in range(1, args.counters + 1)
-        ]
-        await arrivals(http, stack, run)
-        arrivals_end = time.perf_counter()
-        await asyncio.gather(*counters)
+        # A client of its own per counter (one connection, as an officer's browser): in the one
+        # shared pool every request scanned all its connections (httpcore), and as a lagging
+        # stack left more arrivals open the generator burnt more CPU the more the stack lagged.
+        async with contextlib.AsyncExitStack() as desks:
+            counters = [
+                asyncio.create_task(counter(await desks.enter_async_context(desk()), stack, run, n))
+                for n in range(1, args.counters + 1)
+            ]
+            await arrivals(http, stack, run)
+            arrivals_end = time.perf_counter()
+            await asyncio.gather(*counters)
         phase_end = time.perf_counter()
         load_after = loadavg()
         await asyncio.sleep(0.5)  # the last calls reach the board
