@@ -608,10 +608,17 @@ class ChannelWorker:
             for ticket_id, claim in near.items()
             if claim is not None and claim.cause_event_id != event.id
         }
+        # This event's own, left by a crash (or held by its copy on the other instance): not
+        # told, whatever memory says (another call may have found it claimed).
+        resuming = set(unfinished) | {
+            ticket_id
+            for ticket_id, claim in near.items()
+            if claim is not None and claim.cause_event_id == event.id
+        }
         told = {ticket_id for ticket_id, _ in order if ticket_id in self._told} | others
-        for ticket_id in told:
+        for ticket_id in others:
             self._told[ticket_id] = True
-        due = approaching_due(order, threshold, told - set(unfinished))
+        due = approaching_due(order, threshold, told - resuming)
         for ticket_id, key in unfinished.items():
             if ticket_id not in due and await self.store.finish(
                 key,
@@ -623,7 +630,7 @@ class ChannelWorker:
         for ahead, ticket in enumerate(waiting):
             if ticket.ticket_id not in due:
                 continue
-            if ticket.ticket_id in self._told and ticket.ticket_id not in unfinished:
+            if ticket.ticket_id in self._told and ticket.ticket_id not in resuming:
                 continue  # a call of the same line handled at the same moment here took it
             # Claimed in this process before the first await (calls of one line run at once in
             # a batch); the claim in the ticket's document is the claim between processes.

@@ -7,23 +7,27 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from giliran.contracts import TicketCompleted, new_event
+from giliran.contracts import TicketCompleted, new_event, utcnow
 from giliran.errors import RetryLater, Unprocessable
 from giliran.settings import Settings
 from giliran.store import STORE_COMMANDS
+from services.notify.domain import APPROACHING, Claim, delivery_id
 from tests.conftest import RunningService, eventually, publish, running
 from tests.fakes.gateway import FakeGateway
 from tests.integration.test_notify_channels import (
     SITE,
+    _line_with_one_citizen_fourth,
     deliveries,
     notify_with,
     request,
+    settled_approaching,
     sms_channel,
     ticket_events,
 )
@@ -161,3 +165,48 @@ async def test_a_ticket_event_writes_its_ticket_once_and_the_log_once(
         await worker.on_ticket(completed)
         assert await worker.on_ticket(issued) is True
         assert gw.count("/sms") == 2
+
+
+async def test_a_near_message_left_claimed_by_a_crash_is_sent_once_when_its_call_comes_back(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A process claimed "your turn is near" for K-004 in its ticket's document when K-001 was
+    called, and died before the send (the claim's hold has lapsed; no log record). K-001's call
+    comes back: it finds its own claim, takes it again and sends — once, as attempt 2. A claim
+    left by another call (not this one) is that call's to finish: K-002's call sends nothing."""
+    async with (
+        FakeGateway() as gw,
+        notify_with(settings, tmp_path, [sms_channel(gw)], approaching_ahead=2) as svc,
+    ):
+        tickets, told = await _line_with_one_citizen_fourth(settings, gw)
+        store = svc.app.state.notify_store
+        worker = sms_worker(svc)
+        fourth = tickets[3][0].data.ticket_id
+        await _contact_filed(svc, told.data.request_id)
+        recipient = worker.channel.recipient(await worker.contacts.contact(told.data.request_id))
+        assert recipient is not None
+        first_call = tickets[0][1]
+        key = delivery_id(f"approaching-{fourth}", "sms", recipient.key)
+        now = utcnow()
+        crashed = Claim(
+            delivery_id=key,
+            held_until=now - timedelta(seconds=1),
+            attempts=1,
+            claimed_at=now - timedelta(seconds=30),
+            cause_event_id=first_call.id,
+        )
+        assert await store.claim_near(fourth, crashed)
+        # Another call of the line finds it claimed by K-001's call: told, nothing sent.
+        sent_before = gw.count("/sms")
+        await worker.on_ticket(tickets[1][1])
+        assert gw.count("/sms") == sent_before
+        assert await deliveries(svc, ticket_id=fourth) == [
+            d for d in await deliveries(svc, ticket_id=fourth) if d["template"] != APPROACHING
+        ]
+        # K-001's call again (its redelivery, as after the crash): sent once, attempt 2.
+        await worker.on_ticket(first_call)
+        near = await settled_approaching(svc, fourth)
+        assert (near["status"], near["attempts"]) == ("sent", 2)
+        await worker.on_ticket(first_call)  # and once more: nothing more
+        texts = [r.form["message"] for r in gw.received if "lagi sebelum" in r.form["message"]]
+        assert len(texts) == 1
