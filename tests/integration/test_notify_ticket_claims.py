@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 import yaml
 
-from giliran.contracts import TicketCompleted, new_event, utcnow
+from giliran.contracts import NotificationSent, TicketCompleted, new_event, utcnow
 from giliran.errors import RetryLater, Unprocessable
 from giliran.settings import Settings
-from giliran.store import STORE_COMMANDS
-from services.notify.domain import APPROACHING, Claim, delivery_id
+from giliran.store import STORE_COMMANDS, connect
+from services.notify.domain import APPROACHING, Claim, DeliveryStatus, delivery_id
+from services.notify.store import Delivery, DeliveryStore
 from tests.conftest import RunningService, eventually, publish, running
 from tests.fakes.gateway import FakeGateway
 from tests.integration.test_notify_channels import (
@@ -210,3 +211,62 @@ async def test_a_near_message_left_claimed_by_a_crash_is_sent_once_when_its_call
         await worker.on_ticket(first_call)  # and once more: nothing more
         texts = [r.form["message"] for r in gw.received if "lagi sebelum" in r.form["message"]]
         assert len(texts) == 1
+
+
+async def test_one_events_records_share_one_insert_and_one_that_lost_to_a_drop_stays_dropped(
+    settings: Settings,
+) -> None:
+    """The log's one write for a call's messages, against the real embedded store: records that
+    are new are inserted together; one whose delivery was dropped meanwhile (a redelivery found
+    its ticket had moved on while it was on the wire) stays dropped and announces nothing."""
+    client = connect(settings.mongo_url)
+    store = DeliveryStore(client[f"{settings.db_prefix}_notifyrecords"])
+    try:
+        now = utcnow()
+
+        def record(key: str, status: DeliveryStatus) -> Delivery:
+            return Delivery.model_validate(
+                {
+                    "_id": key,
+                    "site": SITE,
+                    "channel": "sms",
+                    "template": "ticket_called",
+                    "status": status,
+                    "attempts": 1,
+                    "created_at": now,
+                    "cause_event_id": "e1",
+                    "cause_type": "giliran.ticket.called.v1",
+                    "ticket_id": key,
+                }
+            )
+
+        assert await store.start(record("dropped-one", DeliveryStatus.DROPPED))
+        facts = {
+            "cause_event_id": "e1", "cause_type": "giliran.ticket.called.v1",
+            "request_id": "r1", "channel": "sms", "template": "ticket_called",
+        }  # fmt: skip
+        events = [
+            new_event(
+                NotificationSent(
+                    **facts, delivery_id=key, ticket_id=key, cost_units=1, sent_at=now
+                ),
+                site=SITE,
+                source="notify",
+                at=now,
+            )
+            for key in ("new-one", "dropped-one", "new-two")
+        ]
+        outcomes = await store.record_all(
+            [
+                (record(key, DeliveryStatus.SENT), {"sent_at": "x"}, [event])
+                for key, event in zip(("new-one", "dropped-one", "new-two"), events, strict=True)
+            ]
+        )
+        assert outcomes == [(True, None), (False, None), (True, None)]
+        docs = {d["_id"]: d for d in await store.deliveries.find({}).to_list()}
+        assert docs["dropped-one"]["status"] == "dropped" and not docs["dropped-one"].get("outbox")
+        assert docs["new-one"]["status"] == docs["new-two"]["status"] == "sent"
+        assert set(docs["new-two"]["outbox"]) == {events[2].id}
+    finally:
+        await client.drop_database(f"{settings.db_prefix}_notifyrecords")
+        await client.close()
