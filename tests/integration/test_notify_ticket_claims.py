@@ -6,6 +6,7 @@ claim another attempt holds is not sent again; one event's write is the only tic
 from __future__ import annotations
 
 import asyncio
+import signal
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from pathlib import Path
@@ -13,11 +14,13 @@ from typing import Any
 
 import pytest
 import yaml
+from pymongo import AsyncMongoClient
 
 from giliran.contracts import NotificationSent, TicketCompleted, new_event, utcnow
 from giliran.errors import RetryLater, Unprocessable
 from giliran.settings import Settings
-from giliran.store import STORE_COMMANDS, connect
+from giliran.store import STORE_COMMANDS, connect, instant
+from giliran_ops.embedded import free_port
 from services.notify.domain import APPROACHING, Claim, DeliveryStatus, delivery_id
 from services.notify.store import Delivery, DeliveryStore
 from tests.conftest import RunningService, eventually, publish, running
@@ -32,6 +35,7 @@ from tests.integration.test_notify_channels import (
     sms_channel,
     ticket_events,
 )
+from tests.integration.test_notify_crash import start_notify
 from tests.integration.test_notify_instances import sent_events, sms_worker
 
 pytestmark = pytest.mark.integration
@@ -270,3 +274,72 @@ async def test_one_events_records_share_one_insert_and_one_that_lost_to_a_drop_s
     finally:
         await client.drop_database(f"{settings.db_prefix}_notifyrecords")
         await client.close()
+
+
+async def test_a_kill_between_the_near_claim_and_its_record_sends_it_once_after_the_restart(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A real notify process claims "your turn is near" for K-004 when K-001 is called, the
+    gateway has the message but has not answered, and the process is killed -9: the claim is
+    held in K-004's document (naming K-001's call) and the log has nothing. After the restart
+    K-001's call comes back (JetStream's redelivery): once the hold lapsed the message is sent,
+    once, as attempt 2, with one `notification.sent`."""
+    async with FakeGateway() as gw:
+        config = tmp_path / "notify.yaml"
+        # A short hold: 64 messages at 100/s, a 1 s gateway timeout and the 10 s margin.
+        channel = sms_channel(gw, rate_per_second=100, timeout_seconds=1)
+        config.write_text(yaml.safe_dump({"channels": [channel], "approaching_ahead": 2}))
+        port = free_port()
+        notify = await start_notify(settings, config, port)
+        try:
+            tickets, _ = await _line_with_one_citizen_fourth(settings, gw)  # K-004's "issued"
+            fourth = tickets[3][0].data.ticket_id
+            first_call = tickets[0][1]
+            gw.hang(120, n=1, path_prefix="/sms")
+            await publish(settings, first_call)  # K-001 called: K-004 is near, its text hangs
+
+            async def on_the_wire() -> bool:
+                return gw.count("/sms") == 2
+
+            await eventually(on_the_wire, within=20)
+            notify.send_signal(signal.SIGKILL)
+            await notify.wait()
+            mongo = AsyncMongoClient[dict[str, Any]](settings.mongo_url)
+            try:
+                db = mongo[settings.database_name("notify")]
+                ticket = await db["tickets"].find_one({"_id": fourth})
+                assert ticket is not None
+                (held,) = [
+                    c for c in ticket["claims"].values() if "approaching" in c["delivery_id"]
+                ]
+                assert (held["attempts"], held["cause_event_id"]) == (1, first_call.id)
+                assert held["held_until"] > instant(utcnow())
+                assert await db["deliveries"].count_documents({"template": APPROACHING}) == 0
+
+                notify = await start_notify(settings, config, port)
+                before = await sent_events(settings)
+                await publish(settings, first_call, msg_id=f"{first_call.id}-redelivered")
+                # (The hung request is never answered: only the issued text and the resend count.)
+                await gw.wait_for(2, within=60, path_prefix="/sms")
+
+                async def recorded() -> dict[str, Any] | None:
+                    found = await db["deliveries"].find_one({"template": APPROACHING})
+                    return found if found and found["status"] == "sent" else None
+
+                near = await eventually(recorded, within=30)
+                assert (near["ticket_id"], near["attempts"]) == (fourth, 2)
+
+                async def one_more_sent() -> bool:
+                    return await sent_events(settings) == before + 1
+
+                await eventually(one_more_sent, within=30)
+                await asyncio.sleep(1.0)
+                accepted = [r for r in gw.received if r.status == 200]
+                assert len([r for r in accepted if "lagi sebelum" in r.form["message"]]) == 1
+                assert gw.duplicates("/sms") == 0
+            finally:
+                await mongo.close()
+        finally:
+            if notify.returncode is None:
+                notify.send_signal(signal.SIGTERM)
+                await notify.wait()
