@@ -291,12 +291,32 @@ async def test_an_event_leaves_its_outbox_only_once_its_record_is_written(
         assert await records_of(first) == 0
         assert first.id in await pending()
 
-        # Once the trail answers, the next drain records it and takes it out: one record.
+        # The hand-over's own removal meets the refusing trail too, whether it takes the events
+        # out together a moment later (the queue's way) or at once: both stay, notes and all.
+        refusing = OutboxRelay([collection], publish, audit=refused)
+        later, now = recalled(2), recalled(3)
+        with audit.acting(OFFICER, "recall", SITE, "ticket:t1"):
+            doc = await write(collection, "t1", later)
+        assert await refusing.relay_now(
+            collection, "t1", [later], outbox=doc[OUTBOX], remove_together=True
+        )
+        assert refusing._removing is not None
+        await refusing._removing
+        with audit.acting(OFFICER, "recall", SITE, "ticket:t1"):
+            doc = await write(collection, "t1", now)
+        assert await refusing.relay_now(collection, "t1", [now], outbox=doc[OUTBOX])
+        left = await pending()
+        assert {first.id, later.id, now.id} <= set(left)
+        assert all("audit" in left[e.id] for e in (first, later, now))
+
+        # Once the trail answers, the next drain records them and takes them out: one record
+        # each.
         healed = OutboxRelay(
             [collection], publish, audit=AuditLog(client[db_name], "queue").append_noted
         )
-        assert await healed.drain_once() == 1
-        assert await records_of(first) == 1
+        assert await healed.drain_once() == 3
+        for event in (first, later, now):
+            assert await records_of(event) == 1
         assert await pending() == {}
         assert (await audit.verify()).broken is None
     finally:
