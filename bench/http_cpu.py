@@ -264,9 +264,10 @@ async def main_async(args: argparse.Namespace) -> int:
     for name, _ in trees:
         mine = [r for r in rounds if r.tree == name]
         cpus = ", ".join(f"{r.cpu_ms:.2f}" for r in mine)
+        median = statistics.median(r.cpu_ms for r in mine)
         print(
-            f"{name:>10}: CPU ms per lifecycle median {statistics.median(r.cpu_ms for r in mine):.2f}"
-            f" ({cpus}); store commands {statistics.median(r.commands for r in mine):.2f}"
+            f"{name:>10}: CPU ms per lifecycle median {median:.2f} ({cpus}); "
+            f"store commands {statistics.median(r.commands for r in mine):.2f}"
         )
         last = mine[-1].kinds
         for kind, value in sorted(last.items(), key=lambda kv: -kv[1]):
