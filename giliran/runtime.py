@@ -45,6 +45,7 @@ from giliran.bus import (
     publish_event,
 )
 from giliran.contracts import Event, EventData
+from giliran.contracts.events import EVENT_MODELS
 from giliran.contracts.subjects import STREAM, STREAM_OWNER, event_pattern
 from giliran.errors import DomainError
 from giliran.hardening import BodyLimit, SameOrigin, SecurityHeaders
@@ -66,12 +67,19 @@ events_log = logging.getLogger("giliran.events")
 
 Hook = Callable[[], Awaitable[None]]
 INBOX_KEEP = timedelta(days=7)
-# parse_event validates every consumed message's envelope as Event[dict[str, Any]] first.
-# pydantic keeps a parametrized model only while something refers to it (a weak cache): with
-# no reference left, each full garbage collection dropped the class and the next message built
-# it again, schema and validator (~2 ms): 2-3 % of every consuming service's CPU in py-spy
-# samples at 20 lifecycles/s (ADR 0206). Referred to here, it is built once per process.
+# parse_event validates every consumed message as Event[dict[str, Any]], then as Event[<its
+# model>]. pydantic keeps a parametrized model only while something refers to it (a weak
+# cache): with no reference left, a full garbage collection dropped the class and the next
+# message built it again, schema and validator (~2 ms each): 2-3 % of every consuming service's
+# CPU in py-spy samples at 20 lifecycles/s (ADR 0206). Referred to here, each is built once per
+# process: the envelope at import, the events' own models when the first consumer is declared.
 ENVELOPE = Event[dict[str, Any]]  # type: ignore[type-var]
+_PARSED_MODELS: list[type[Event[Any]]] = []
+
+
+def _keep_parsed_models() -> None:
+    if not _PARSED_MODELS:
+        _PARSED_MODELS.extend(Event[model] for model in EVENT_MODELS)  # type: ignore[valid-type]
 
 
 class ServiceRuntime:
@@ -177,6 +185,7 @@ class ServiceRuntime:
         event inside its correlation id and "process" span), for a batch handler that runs
         each event through its handler rather than folding the batch at once."""
         durable = f"{self.service}-{name}"
+        _keep_parsed_models()
         observed_handlers: dict[type[EventData], EventHandler] = {
             model: observed(durable, handler, self.bus_metrics, self.settings.log_events)
             for model, handler in handlers.items()

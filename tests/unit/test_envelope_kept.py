@@ -11,6 +11,8 @@ from typing import Any
 import giliran.runtime  # every service process imports it: it keeps the envelope model
 from giliran.contracts import Event, TicketCalled, new_event
 from giliran.contracts.events import parse_event
+from giliran.runtime import ServiceRuntime
+from giliran.settings import Settings
 
 
 def _ticket_called() -> bytes:
@@ -39,3 +41,17 @@ def test_the_envelope_model_outlives_a_full_collection() -> None:
     # the runtime's reference each collection dropped it and the next parse built another).
     assert envelope() is not None, "the envelope model was collected and built again"
     assert envelope() is Event[dict[str, Any]] is giliran.runtime.ENVELOPE  # type: ignore[type-var]
+
+
+def test_a_consuming_process_keeps_the_models_of_the_events_it_parses() -> None:
+    runtime = ServiceRuntime("intake", Settings(demo=True))
+    runtime.consume("tickets", "giliran.*.ticket.>", {TicketCalled: _no_op})
+    raw = _ticket_called()
+    parsed = weakref.ref(type(parse_event(raw)))
+    gc.collect()
+    assert parsed() is not None, "Event[TicketCalled] was collected: the next parse builds it again"
+    assert type(parse_event(raw)) is parsed()
+
+
+async def _no_op(event: Event[Any]) -> None:
+    return None
