@@ -67,6 +67,10 @@ class Round:
     idle_ms_per_s: float
     errors: int
     kinds: dict[str, float] = field(default_factory=dict)
+    waits: list[float] = field(default_factory=list)  # submit -> ticket, seconds (wall)
+
+    def wait_ms(self, share: float) -> float:
+        return self.waits[min(int(share * len(self.waits)), len(self.waits) - 1)] * 1000
 
 
 async def store_commands(http: httpx.AsyncClient, url: str) -> dict[str, float]:
@@ -82,7 +86,12 @@ async def store_commands(http: httpx.AsyncClient, url: str) -> dict[str, float]:
 
 
 async def lifecycle(
-    http: httpx.AsyncClient, intake: str, queue: str, index: int, errors: list[str]
+    http: httpx.AsyncClient,
+    intake: str,
+    queue: str,
+    index: int,
+    errors: list[str],
+    waits: list[float],
 ) -> None:
     body = {
         "site": SITE,
@@ -93,6 +102,7 @@ async def lifecycle(
         "channel": "counter",
     }
     try:
+        sent = time.perf_counter()
         r = await http.post(f"{intake}/api/v1/requests", json=body)
         if r.status_code not in (201, 202):
             raise RuntimeError(f"submit -> {r.status_code} {r.text[:200]}")
@@ -100,6 +110,7 @@ async def lifecycle(
         while not view["tickets"]:
             await asyncio.sleep(0.1)
             view = (await http.get(f"{intake}/api/v1/requests/{view['request_id']}")).json()
+        waits.append(time.perf_counter() - sent)
         counter = index % COUNTERS + 1
         url = f"{queue}/api/v1/sites/{SITE}/counters/{counter}/call-next"
         for _ in range(500):
@@ -118,17 +129,25 @@ async def lifecycle(
 
 
 async def drive(
-    http: httpx.AsyncClient, intake: str, queue: str, first: int, n: int, rate: float
+    http: httpx.AsyncClient,
+    intake: str,
+    queue: str,
+    first: int,
+    n: int,
+    rate: float,
+    waits: list[float] | None = None,
 ) -> list[str]:
     """`n` lifecycles, arrival i at start + i / rate whatever the earlier ones take."""
     errors: list[str] = []
+    waits = [] if waits is None else waits
     start = time.perf_counter()
     tasks = []
     for i in range(n):
         delay = start + i / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(lifecycle(http, intake, queue, first + i, errors)))
+        task = lifecycle(http, intake, queue, first + i, errors, waits)
+        tasks.append(asyncio.create_task(task))
     await asyncio.gather(*tasks)
     return errors
 
@@ -227,8 +246,9 @@ async def main_async(args: argparse.Namespace) -> int:
                         before = await store_commands(http, intake_url)
                         tracer = start_strace(args.strace, pid, name, number)
                         cpu_before = cpu_seconds(pid)
+                        waits: list[float] = []
                         errors = await drive(
-                            http, intake_url, queue_url, index, args.lifecycles, args.rate
+                            http, intake_url, queue_url, index, args.lifecycles, args.rate, waits
                         )
                         index += args.lifecycles
                         await asyncio.sleep(args.settle)
@@ -247,10 +267,12 @@ async def main_async(args: argparse.Namespace) -> int:
                     }
                     done = Round(name, n, cpu * 1000 / n, sum(kinds.values()), idle, len(errors))
                     done.kinds = kinds
+                    done.waits = sorted(waits)
                     rounds.append(done)
                     print(
                         f"round {number + 1} {name:>10}: intake {done.cpu_ms:5.2f} ms CPU and "
-                        f"{done.commands:5.2f} store commands per lifecycle; idle "
+                        f"{done.commands:5.2f} store commands per lifecycle; submit -> ticket "
+                        f"p50 {done.wait_ms(0.5):.0f} ms, p95 {done.wait_ms(0.95):.0f} ms; idle "
                         f"{idle:4.1f} ms/s; errors {len(errors)}; load "
                         f"{os.getloadavg()[0]:.2f}",
                         flush=True,
