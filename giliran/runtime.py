@@ -624,7 +624,15 @@ def create_http_app(
         finally:
             await runtime.stop()
 
-    app = FastAPI(title=title, version="1", lifespan=lifespan)
+    # FastAPI's own telemetry stays off (ADR 0208): ObservedHttp makes the one SERVER span, by
+    # route template (ADR 0091). FastAPI's native one would be a second SERVER span per request
+    # (and three operation spans) with `url.path`, the raw path: a status link's token.
+    app = FastAPI(
+        title=title,
+        version="1",
+        lifespan=lifespan,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.runtime = runtime
     app.state.auth = runtime.auth
     # /healthz, /readyz and /metrics stay open: probes and Prometheus carry no credentials and
