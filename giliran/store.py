@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from cachetools import TTLCache
 from pydantic import BeforeValidator
@@ -133,7 +133,8 @@ _ACTING: ContextVar[Document | None] = ContextVar("giliran_acting", default=None
 @contextmanager
 def acting(note: Document) -> Iterator[None]:
     """Events written inside this block carry `note` to the relay, which appends it to the
-    audit trail before it publishes the event (giliran.auth.AuditLog.acting builds the note)."""
+    audit trail before it takes the event out of the outbox (ADR 0210; giliran.auth.AuditLog.acting
+    builds the note)."""
     token = _ACTING.set(note)
     try:
         yield
@@ -170,8 +171,8 @@ async def ensure_outbox_index(collection: Collection) -> None:
 
 
 Publish = Callable[[Document], Awaitable[None]]
-# Appends an event's audit note to the audit trail (idempotent per event id).
-Audit = Callable[[Document], Awaitable[None]]
+# Appends outbox entries' audit notes to the audit trail, in one write (idempotent per event id).
+Audit = Callable[[Sequence[Document]], Awaitable[None]]
 
 
 # Event ids a relay remembers having published, and for how long (far longer than an event
@@ -180,6 +181,20 @@ PUBLISHED_KEPT = 100_000
 PUBLISHED_KEPT_SECONDS = 30.0
 # How long relay_now's published events wait to be taken out of their outboxes together.
 REMOVE_AFTER_SECONDS = 0.1
+
+
+# A published event awaiting its removal: collection, document id, event id, outbox entry.
+Published = tuple[Collection, Any, str, Document]
+_T = TypeVar("_T", bound=tuple[Any, ...])
+
+
+def _removal(doc_id: Any, event_id: str) -> UpdateOne:
+    """Takes one published event out of its document's outbox. Only the first remover
+    decrements the count, so concurrent relays never miscount."""
+    return UpdateOne(
+        {"_id": doc_id, f"{OUTBOX}.{event_id}": {"$exists": True}},
+        {"$unset": {f"{OUTBOX}.{event_id}": ""}, "$inc": {OUTBOX_COUNT: -1}},
+    )
 
 
 class OutboxRelay:
@@ -205,8 +220,9 @@ class OutboxRelay:
         self.published = 0
         self.last_error: str | None = None
         self._full = False
-        # relay_now's published events, taken out of their outboxes together a moment later.
-        self._published_now: list[tuple[Collection, Any, str]] = []
+        # relay_now's published events (collection, document, id, entry), taken out of their
+        # outboxes together a moment later.
+        self._published_now: list[Published] = []
         # Events this relay published lately (acknowledged by JetStream), and one publisher at
         # a time per document (a drain, a hand-over): a drain or a later write's hand-over that
         # meets such an event again before its removal (a moment behind, or read before it)
@@ -320,21 +336,19 @@ class OutboxRelay:
                 *(self._publish_document(collection, doc) for doc in docs),
                 return_exceptions=True,
             )
-            removals = [
-                # Only the first remover decrements, so concurrent relays never miscount.
-                UpdateOne(
-                    {"_id": doc["_id"], f"{OUTBOX}.{event_id}": {"$exists": True}},
-                    {"$unset": {f"{OUTBOX}.{event_id}": ""}, "$inc": {OUTBOX_COUNT: -1}},
-                )
+            out = [
+                (doc["_id"], event_id, doc[OUTBOX][event_id])
                 for doc, sent in zip(docs, published, strict=True)
                 if not isinstance(sent, BaseException)
                 for event_id in sent
             ]
-            if removals:
-                await collection.bulk_write(removals, ordered=False)
-                moved += len(removals)
+            out, unaudited = await self._audited(out)
+            if out:
+                await collection.bulk_write([_removal(d, e) for d, e, _ in out], ordered=False)
+                moved += len(out)
             # One outbox that cannot publish must not hold the others back: raise at the end.
             failed = failed or next((p for p in published if isinstance(p, BaseException)), None)
+            failed = failed or unaudited
         self.published += moved
         if failed is not None:
             raise failed
@@ -377,10 +391,11 @@ class OutboxRelay:
             log.debug("outbox relay_now: %s; left to the relay", exc)
             return False
         self.published += len(sent)
+        taken = [(collection, doc_id, event_id, entries[event_id]) for event_id in sent]
         if not remove_together:
-            await self._remove([(collection, doc_id, event_id) for event_id in sent])
+            await self._remove(taken)
             return len(sent) == len(entries)
-        self._published_now.extend((collection, doc_id, event_id) for event_id in sent)
+        self._published_now.extend(taken)
         self._being_removed.update(sent)
         if self._removing is None or self._removing.done():
             self._removing = asyncio.create_task(self._remove_published(), name="outbox-remove")
@@ -393,7 +408,7 @@ class OutboxRelay:
             try:
                 await self._remove(published)
             finally:  # removed, or left for the drain to publish again and remove
-                self._being_removed.difference_update(event_id for _, _, event_id in published)
+                self._being_removed.difference_update(event_id for _, _, event_id, _ in published)
 
     def _not_being_removed(self, doc: Document) -> Document:
         """`doc` without the events relay_now published whose removal is under way. Such an
@@ -405,15 +420,15 @@ class OutboxRelay:
         }
         return {**doc, OUTBOX: left}
 
-    async def _remove(self, published: list[tuple[Collection, Any, str]]) -> None:
+    async def _remove(self, published: list[Published]) -> None:
+        kept, unaudited = await self._audited([(c, d, e, entry) for c, d, e, entry in published])
+        if unaudited is not None:
+            log.warning("outbox: audit records not written, events left in place: %s", unaudited)
         by_collection: dict[int, tuple[Collection, list[UpdateOne]]] = {}
-        for collection, doc_id, event_id in published:
-            # Only the first remover decrements, as in drain_once.
-            removal = UpdateOne(
-                {"_id": doc_id, f"{OUTBOX}.{event_id}": {"$exists": True}},
-                {"$unset": {f"{OUTBOX}.{event_id}": ""}, "$inc": {OUTBOX_COUNT: -1}},
+        for collection, doc_id, event_id, _ in kept:
+            by_collection.setdefault(id(collection), (collection, []))[1].append(
+                _removal(doc_id, event_id)
             )
-            by_collection.setdefault(id(collection), (collection, []))[1].append(removal)
         for collection, removals in by_collection.values():
             try:
                 await collection.bulk_write(removals, ordered=False)
@@ -437,6 +452,20 @@ class OutboxRelay:
             else:
                 del self._publishing[key]
 
+    async def _audited(self, out: list[_T]) -> tuple[list[_T], Exception | None]:
+        """Of the published events `out` (tuples ending with their outbox entry), those that may
+        leave their outboxes: all, once the audit records of those with an audit note are
+        appended, in one write (ADR 0210); only those without a note when that write fails (the
+        others stay, and a later drain records and takes them out), with the failure."""
+        noted = [item[-1] for item in out if AUDIT_NOTE in item[-1]]
+        if not noted or self._audit is None:
+            return out, None
+        try:
+            await self._audit(noted)
+        except Exception as exc:
+            return [item for item in out if AUDIT_NOTE not in item[-1]], exc
+        return out, None
+
     async def _publish_in_order(self, doc: Document) -> list[str]:
         events = sorted((doc.get(OUTBOX) or {}).values(), key=lambda e: (e["time"], e["id"]))
         sent: list[str] = []
@@ -445,12 +474,9 @@ class OutboxRelay:
                 sent.append(str(event["id"]))
                 continue
             try:
-                if AUDIT_NOTE in event:
-                    # Recorded before it leaves: an event is only removed once it is audited.
-                    if self._audit is not None:
-                        await self._audit(event)
-                    event = {k: v for k, v in event.items() if k != AUDIT_NOTE}
-                await self._publish(event)
+                # The audit note stays in the outbox: the record is appended before the event is
+                # taken out (ADR 0210), and never travels on the bus.
+                await self._publish({k: v for k, v in event.items() if k != AUDIT_NOTE})
             except Exception:
                 if not sent:
                     raise

@@ -7,18 +7,18 @@ import hashlib
 import hmac
 import json
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from giliran.auth.accounts import Principal
 from giliran.contracts import utcnow
-from giliran.store import AUDIT_NOTE, Document, acting, from_instant, instant
+from giliran.store import AUDIT_NOTE, DUPLICATE_KEY, Document, acting, from_instant, instant
 
 GENESIS = "0" * 64
 HASHED = (
@@ -155,32 +155,39 @@ class AuditLog:
     ) -> Iterator[None]:
         """Run an action whose record travels with its events (ADR 0106): every event written
         inside the block carries this note in its outbox entry, in the same write as the change,
-        and the outbox relay appends the record (`append_noted`) before publishing the event.
-        A crash cannot leave the change without its record; a command that changed nothing
-        leaves none."""
+        and the outbox relay appends the record (`append_noted`) before it takes the event out
+        of the outbox (ADR 0210). A crash cannot leave the change without its record; a command
+        that changed nothing leaves none."""
         with acting({**_note(who, action, site, target, before), "service": self.service}):
             yield
 
-    async def append_noted(self, event: Document) -> None:
-        """The record of an outbox entry's audit note; none if this event was recorded already
-        (by a relay that crashed before removing the entry, by another instance's drain, or by
-        this process's hand-over a moment before its drain met the entry).
+    async def append_noted(self, events: Sequence[Document]) -> None:
+        """The records of outbox entries' audit notes, in their order, in one insert (ADR 0210:
+        the relay records what it takes out together); none for an event recorded already (by
+        a relay that crashed before removing the entry, by another instance's drain, or by this
+        process a moment before).
 
-        No read first (ADR 0182): the record carries the event id under a unique index, so the
+        No read first (ADR 0182): a record carries its event id under a unique index, so the
         store itself refuses a second record of one event, whoever races whom; the ids this
         process recorded lately spare even that refused write."""
-        event_id = str(event["id"])
-        data = event.get("data") or {}
-        after = {"event": event.get("type"), **{k: data[k] for k in EVENT_FACTS if k in data}}
-        note = dict(event[AUDIT_NOTE])
         async with self._appending:
-            if event_id in self._recorded:
-                return
-            await self._append_one(
-                {**note, "after": _json(after), "event": event_id, RECORDED_EVENT: event_id},
-                from_instant(str(event["time"])),
-            )
-            self._remember(event_id)
+            due: dict[str, tuple[Document, Any]] = {}
+            for event in events:
+                event_id = str(event["id"])
+                if event_id in self._recorded or event_id in due:
+                    continue
+                data = event.get("data") or {}
+                facts = {k: data[k] for k in EVENT_FACTS if k in data}
+                after = {"event": event.get("type"), **facts}
+                fields = {
+                    **dict(event[AUDIT_NOTE]),
+                    "after": _json(after),
+                    "event": event_id,
+                    RECORDED_EVENT: event_id,
+                }
+                due[event_id] = (fields, from_instant(str(event["time"])))
+            if due:
+                await self._append_many(list(due.values()))
 
     def _remember(self, event_id: str) -> None:
         self._recorded[event_id] = None
@@ -189,17 +196,59 @@ class AuditLog:
 
     async def _append(self, fields: Document, at: Any) -> Document:
         async with self._appending:
-            doc = await self._append_one(fields, at)
+            [doc] = await self._append_many([(fields, at)])
         assert doc is not None  # only an event's record can be refused as a repeat
         return doc
 
-    async def _append_one(self, fields: Document, at: Any) -> Document | None:
-        """Append `fields` as the chain's next record; None if its event is recorded already."""
-        for _ in range(MAX_RACES):
+    async def _append_many(self, items: list[tuple[Document, Any]]) -> list[Document | None]:
+        """Append each `(fields, at)` as the chain's next records, in order, in one insert when
+        nobody races us; per item the record written, or None if its event is recorded already.
+
+        The insert is ordered: the store writes up to the first refused record and stops, so
+        what went in is a prefix, and the chain goes on from its last record."""
+        written: list[Document | None] = []
+        remaining = items
+        races = 0
+        while remaining:
             if self._head is None:
                 head = await self.records.find_one({}, sort=[("seq", DESCENDING)])
                 self._head = (int(head["seq"]), str(head["hash"])) if head else (0, GENESIS)
-            seq, previous = self._head[0] + 1, self._head[1]
+            docs = self._chained(remaining, *self._head)
+            try:
+                await self.records.insert_many(docs, ordered=True)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors") or []
+                refused = errors[0] if errors else {}
+                index = int(refused.get("index", -1))
+                if refused.get("code") != DUPLICATE_KEY or not 0 <= index < len(docs):
+                    self._head = None  # what went in is unknown: read the head again
+                    raise
+                self._kept(docs[:index], written)
+                remaining = remaining[index:]
+                if RECORDED_EVENT in str(refused.get("errmsg", "")):
+                    # This event's record exists: nothing written for it, the head unchanged.
+                    self._remember(str(docs[index][RECORDED_EVENT]))
+                    written.append(None)
+                    remaining = remaining[1:]
+                    continue
+                races += 1  # another process took the number: read the head again
+                if races >= MAX_RACES:
+                    raise RuntimeError("audit: could not append after repeated races") from exc
+                self._head = None
+                continue
+            except BaseException:
+                self._head = None  # written or not, we cannot tell: read the head again
+                raise
+            self._kept(docs, written)
+            remaining = []
+        return written
+
+    def _chained(
+        self, items: list[tuple[Document, Any]], seq: int, previous: str
+    ) -> list[Document]:
+        docs: list[Document] = []
+        for fields, at in items:
+            seq += 1
             doc: Document = {
                 "service": self.service,
                 **fields,
@@ -210,20 +259,18 @@ class AuditLog:
                 "prev": previous,
             }
             doc.setdefault("event", None)
-            doc["hash"] = record_hash(doc, previous, self.keys.keys[0])
-            try:
-                await self.records.insert_one(doc)
-            except DuplicateKeyError as exc:
-                if RECORDED_EVENT in str(exc):
-                    return None  # this event's record exists; nothing written, head unchanged
-                self._head = None  # another process took the number: read the head again
-                continue
-            except BaseException:
-                self._head = None  # written or not, we cannot tell: read the head again
-                raise
-            self._head = (seq, doc["hash"])
-            return doc
-        raise RuntimeError("audit: could not append after repeated races")
+            doc["hash"] = previous = record_hash(doc, previous, self.keys.keys[0])
+            docs.append(doc)
+        return docs
+
+    def _kept(self, docs: list[Document], written: list[Document | None]) -> None:
+        """`docs` are in the chain: the head moves to the last, their events are remembered."""
+        for doc in docs:
+            written.append(doc)
+            if doc.get(RECORDED_EVENT) is not None:
+                self._remember(str(doc[RECORDED_EVENT]))
+        if docs:
+            self._head = (int(docs[-1]["seq"]), str(docs[-1]["hash"]))
 
     async def read(
         self, *, site: str | None = None, after_seq: int = 0, limit: int = 200

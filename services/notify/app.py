@@ -57,7 +57,7 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     contacts = ContactBook(store)
 
     async def relay(
-        delivery_id: str, events: Sequence[Event[Any]], outbox: Mapping[str, Document]
+        delivery_id: str, events: Sequence[Event[Any]], outbox: Mapping[str, Document] | None
     ) -> None:
         # The delivery's whole outbox as the write left it: an older event still pending (a
         # `failed` while NATS was away, before the operator's retry sent it) goes out first.

@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from giliran.catalogue import Catalogue
 from giliran.contracts import (
@@ -127,6 +128,68 @@ def next_step(
     if held_until > now:
         return Attempt(Step.WAIT, max(1.0, (held_until - now).total_seconds()))
     return Attempt(Step.TAKE)
+
+
+class Claim(BaseModel):
+    """A ticket message's claim, kept in its ticket's document (ADR 0198): taken in the same
+    write that moves the ticket for the event that causes the message, held by one attempt at a
+    time until `held_until`, and counted. The delivery log gets the message once it was sent (or
+    failed, or dropped); until then the claim is the only record of it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    delivery_id: str
+    held_until: datetime
+    attempts: int = Field(ge=0)
+    claimed_at: datetime
+    last_error: str | None = None
+
+    @field_validator("held_until", "claimed_at", mode="before")
+    @classmethod
+    def _stored_instant(cls, value: Any) -> Any:
+        # Stored as instant strings (ADR 0004); fromisoformat reads the basic form too.
+        return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+class Go(StrEnum):
+    """What a ticket's own message does when its event's write did not take the claim at once."""
+
+    SEND = "send"  # take the claim (again) and send: first time, or a lapsed hold after a crash
+    WAIT = "wait"  # another attempt holds it: come back when the hold ends
+    DONE = "done"  # the log has it settled (sent, failed, dropped): a repeat changes nothing
+    DROP = "drop"  # its ticket moved on before it went: recorded dropped, never sent
+    LOG = "log"  # the log holds it still sending (the operator's retry): the log's own holds decide
+
+
+@dataclass(frozen=True)
+class MessagePlan:
+    go: Go
+    attempt: int = 0  # SEND: the attempt's number
+    wait_seconds: float = 0.0  # WAIT: when to come back
+
+
+def plan_message(
+    template: str,
+    ticket_status: TicketStatus | None,
+    claim: Claim | None,
+    logged: DeliveryStatus | None,
+    now: datetime,
+) -> MessagePlan:
+    """A ticket's own message met again (a redelivered event, the other instance's copy, a
+    second channel, an event late after a later one): the log decides what it holds; else the
+    stale rule; else the claim in the ticket's document — free, held by another attempt, or left
+    by a crashed one (its hold lapsed: the message goes again rather than never, ADR 0005)."""
+    if logged is DeliveryStatus.SENDING:
+        return MessagePlan(Go.LOG)
+    if logged is not None:
+        return MessagePlan(Go.DONE)
+    if is_stale(template, ticket_status):
+        return MessagePlan(Go.DROP)
+    if claim is None:
+        return MessagePlan(Go.SEND, attempt=1)
+    if claim.held_until > now:
+        return MessagePlan(Go.WAIT, wait_seconds=max(1.0, (claim.held_until - now).total_seconds()))
+    return MessagePlan(Go.SEND, attempt=claim.attempts + 1)
 
 
 def approaching_due(

@@ -51,7 +51,9 @@ from services.notify.domain import (
     CANCELLED_TEMPLATE,
     STATUS_LINK,
     TEMPLATE_OF,
+    Claim,
     DeliveryStatus,
+    Go,
     Renderer,
     Step,
     approaching_due,
@@ -59,10 +61,11 @@ from services.notify.domain import (
     first_status,
     is_stale,
     next_step,
+    plan_message,
 )
 from services.notify.gateways import Receipt, receipt_key
 from services.notify.metrics import NotifyMetrics
-from services.notify.store import RELEASED_AT, Delivery, DeliveryStore
+from services.notify.store import RELEASED_AT, Delivery, DeliveryStore, ForeignTicket
 
 log = logging.getLogger("giliran.notify")
 SOURCE = "notify"
@@ -70,6 +73,9 @@ SOURCE = "notify"
 # waiting for the channel's rate limiter in the worst case.
 FETCH_BATCH = 64
 HOLD_MARGIN_SECONDS = 10.0
+# A claim saved on a loaded ticket loses to a write made in between at most this often before the
+# event is retried later (each loss means another event of the ticket was handled meanwhile).
+TAKE_TRIES = 5
 # A ticket waits at most a day in its line: "told" is remembered that long.
 TOLD_SECONDS = 24 * 3600.0
 
@@ -83,6 +89,31 @@ class ReceiptTally:
     repeated: int = 0
     pending: int = 0
     unknown: int = 0
+
+
+@dataclass(frozen=True)
+class Made:
+    """One message made for one recipient on this channel: its delivery id (from its cause, so
+    sending it is idempotent), what the log records about it, and what goes on the wire."""
+
+    key: str
+    cause: str
+    site: str
+    template: str
+    recipient: Recipient
+    facts: Document
+    outgoing: Callable[[str], Outgoing]
+
+    def deliver(self) -> dict[str, Any]:
+        """`ChannelWorker._deliver`'s arguments (the log's own holds, ADR 0165)."""
+        return {
+            "cause": self.cause,
+            "site": self.site,
+            "template": self.template,
+            "recipient": self.recipient,
+            "facts": self.facts,
+            "outgoing": self.outgoing,
+        }
 
 
 __all__ = ["ChannelWorker", "ContactUnknown", "ReceiptTally"]
@@ -108,7 +139,9 @@ class ChannelWorker:
     wake: Callable[[], None]
     # Publishes the events just written to a delivery's outbox and takes them out, without the
     # relay's query for them; the relay's poll moves them if that fails (ADR 0167).
-    relay: Callable[[str, Sequence[Event[Any]], Mapping[str, Document]], Awaitable[None]]
+    # The outbox is the document's whole outbox as the write returned it; None for a document
+    # just inserted with these events only.
+    relay: Callable[[str, Sequence[Event[Any]], Mapping[str, Document] | None], Awaitable[None]]
     # One per process, shared by its channel workers (and its contact-book consumer).
     contacts: ContactBook
     public_url: str = ""
@@ -172,6 +205,7 @@ class ChannelWorker:
                 status_token=contact.status_token,
                 language=contact.language.value,
                 purge_after=instant(keep_until),
+                site=event.site,
             ),
             {"site": event.site, "session_id": contact.session_id},
             event.id,
@@ -194,24 +228,195 @@ class ChannelWorker:
         }
         if isinstance(ticket, TicketIssued):
             fields["ahead_at_issue"] = ticket.waiting_ahead
-        tracked = await self.store.track_ticket(ticket.ticket_id, fields, status)
-        # Without a message to tell by: a repeat when the ticket was already exactly here.
-        repeat = not tracked.moved and tracked.status is status
         template = TEMPLATE_OF.get(type(ticket))
+        made: Made | None = None
         if template is not None:
             data = ticket.model_dump()
             if isinstance(ticket, TicketIssued):
                 data["ahead"] = ticket.waiting_ahead
-            existed = await self._message(
-                event.id, event.site, template, ticket.request_id, data, event, tracked.status
-            )
-            repeat = repeat if existed is None else existed
+            try:
+                # Made before the ticket's write, which takes the message's claim with it.
+                made = await self._make(
+                    event.id, event.site, template, ticket.request_id, data, event
+                )
+            except ContactUnknown:
+                # The ticket moves all the same (other tickets' "near" and stale rules read
+                # it); its message waits for the contact with the event's retry.
+                await self.store.track_ticket(ticket.ticket_id, fields, status)
+                raise
+        if made is None:
+            tracked = await self.store.track_ticket(ticket.ticket_id, fields, status)
+            moved = tracked.moved
+            # Without a message to tell by: a repeat when the ticket was already exactly here.
+            repeat = not tracked.moved and tracked.status is status
+        else:
+            moved, repeat = await self._ticket_message(ticket.ticket_id, fields, status, made)
         if isinstance(ticket, TicketCalled):
             # Moved to "called" by this very write: no earlier handling of this event got as far
             # as the approaching messages (each does this write first, and status only moves
             # forward), so it has none to resume.
-            await self._approaching(event, resumed=not tracked.moved)
+            await self._approaching(event, resumed=not moved)
         return repeat
+
+    async def _ticket_message(
+        self, ticket_id: str, fields: Document, status: TicketStatus, made: Made
+    ) -> tuple[bool, bool]:
+        """A ticket event's own message (ADR 0198): its claim is taken by the ticket's one write
+        for the event, the message sent, and the log written once, after the send. Whether the
+        write moved the ticket forward, and whether the message had been handled before."""
+        now = self.clock()
+        first = Claim(
+            delivery_id=made.key, held_until=now + self._hold(), attempts=1, claimed_at=now
+        )
+        if await self.store.advance(ticket_id, fields, status, first):
+            # The usual case: this event moved the ticket, so nothing handled it before (every
+            # handling makes this write first, and status only moves forward).
+            await self._send_claimed(ticket_id, made, first)
+            return True, False
+        return False, await self._ticket_message_again(ticket_id, fields, status, made)
+
+    async def _ticket_message_again(
+        self, ticket_id: str, fields: Document, status: TicketStatus, made: Made
+    ) -> bool:
+        """The event's write took no claim: the ticket is further along, or the claim exists (a
+        redelivery, the other instance's copy, a crash's leftover). Load, decide (pure:
+        `plan_message`), save with the version loaded; again when someone wrote in between.
+        Whether the message had been handled before."""
+        for _ in range(TAKE_TRIES):
+            notices = await self.store.notices(ticket_id)
+            if notices is not None and notices.site != fields["site"]:
+                raise ForeignTicket(f"ticket {ticket_id}", str(fields["site"]))
+            if notices is None or notices.rank is None or notices.rank < status.rank:
+                # Written before ranks were stored (or not at all): moved the old way first.
+                await self.store.track_ticket(ticket_id, fields, status)
+                continue
+            claim = notices.claim(made.key)
+            logged = await self.store.delivery(made.key)
+            now = self.clock()
+            plan = plan_message(
+                made.template, notices.status, claim, logged.status if logged else None, now
+            )
+            if plan.go is Go.DONE:
+                return True
+            if plan.go is Go.LOG:
+                # Reopened by the operator's retry: the log's own holds decide (ADR 0165).
+                return await self._deliver(ticket_status=notices.status, **made.deliver())
+            if plan.go is Go.WAIT:
+                # Another attempt has it in hand: at-least-once delivery handed this event to a
+                # second consumer (the ack wait ran out while the first waited on the gateway).
+                raise RetryLater(f"delivery {made.key} is being sent", plan.wait_seconds)
+            if plan.go is Go.DROP:
+                dropped, _ = await self.store.record(
+                    self._settled(made, DeliveryStatus.DROPPED, claim, now),
+                    {"last_error": "stale: the ticket has moved on"},
+                )
+                if dropped:
+                    self._finished("dropped")
+                return claim is not None
+            taken = Claim(
+                delivery_id=made.key,
+                held_until=now + self._hold(),
+                attempts=plan.attempt,
+                claimed_at=claim.claimed_at if claim else now,
+                last_error=claim.last_error if claim else None,
+            )
+            if await self.store.take(notices, taken):
+                await self._send_claimed(ticket_id, made, taken)
+                return claim is not None
+        raise RetryLater(f"ticket {ticket_id} kept changing", 1.0)
+
+    async def _send_claimed(self, ticket_id: str, made: Made, claim: Claim) -> None:
+        """One attempt at a message claimed in its ticket's document; the log is written once
+        it is settled (sent or failed), with the event that says so. A crash before that leaves
+        only the held claim: its hold lapses and the redelivered event sends it again, never
+        loses it (ADR 0005)."""
+        try:
+            handed = await self.channel.send(made.recipient, made.outgoing(made.key))
+        except PermanentFailure as exc:
+            reason = scrub(str(exc))
+            refused = isinstance(exc, Refused)
+            await self._fail_claimed(made, claim, reason, refused=refused)
+            raise Unprocessable(f"{self.channel.name}: {reason}") from exc
+        except TransientFailure as exc:
+            reason = scrub(str(exc))
+            attempt = claim.attempts
+            if attempt >= self.retry.max_attempts:
+                await self._fail_claimed(made, claim, f"after {attempt} attempts: {reason}")
+                raise Unprocessable(
+                    f"{self.channel.name}: gave up after {attempt}: {reason}"
+                ) from exc
+            await self.store.let_go(ticket_id, made.key, reason)
+            raise RetryLater(reason, backoff_seconds(attempt, self.retry, exc.retry_after)) from exc
+        now = self.clock()
+        sent = new_event(
+            NotificationSent(
+                **self._outcome(made.key, made.template, made.facts),
+                cost_units=handed.cost,
+                sent_at=now,
+            ),
+            site=made.site,
+            source=SOURCE,
+            at=now,
+        )
+        recorded, outbox = await self.store.record(
+            self._settled(made, DeliveryStatus.SENT, claim, now),
+            {
+                "sent_at": instant(now),
+                "cost_units": handed.cost,
+                "last_error": None,
+                "gateway_id": handed.gateway_id,
+            },
+            [sent],
+        )
+        self._finished("sent", handed.cost)
+        if recorded:
+            await self.relay(made.key, [sent], outbox)
+
+    async def _fail_claimed(
+        self, made: Made, claim: Claim, reason: str, *, refused: bool = False
+    ) -> None:
+        now = self.clock()
+        reason = scrub(reason)
+        failed = new_event(
+            NotificationFailed(
+                **self._outcome(made.key, made.template, made.facts),
+                reason=reason[:500],
+                failed_at=now,
+                refused=refused,
+            ),
+            site=made.site,
+            source=SOURCE,
+            at=now,
+        )
+        recorded, outbox = await self.store.record(
+            self._settled(made, DeliveryStatus.FAILED, claim, now),
+            {"failed_at": instant(now), "last_error": reason, "refused": refused},
+            [failed],
+        )
+        self._finished("failed")
+        if recorded:
+            await self.relay(made.key, [failed], outbox)
+        log.warning("%s: delivery %s failed: %s", self.channel.name, made.key, reason)
+
+    def _settled(
+        self, made: Made, status: DeliveryStatus, claim: Claim | None, now: datetime
+    ) -> Delivery:
+        """The log's record of a claimed message, as it is settled."""
+        return Delivery.model_validate(
+            {
+                "_id": made.key,
+                "site": made.site,
+                "channel": self.channel.name,
+                "medium": self.channel.medium,
+                "recipient": made.recipient.masked,
+                "template": made.template,
+                "status": status,
+                "attempts": claim.attempts if claim else 0,
+                "held_until": RELEASED_AT,
+                "created_at": claim.claimed_at if claim else now,
+                **made.facts,
+            }
+        )
 
     async def on_cancelled(self, event: Event[RequestCancelled]) -> bool:
         template = CANCELLED_TEMPLATE.get(event.data.reason)
@@ -290,9 +495,29 @@ class ChannelWorker:
         """`ticket_status`: the ticket's status as this handler just recorded it, which spares
         the stale check a read; None to read it. Whether the delivery existed already (None:
         nobody to send it to)."""
+        made = await self._make(cause, site, template, request_id, data, event)
+        if made is None:
+            return None
+        return await self._deliver(ticket_status=ticket_status, **made.deliver())
+
+    async def _make(
+        self,
+        cause: str,
+        site: str,
+        template: str,
+        request_id: str,
+        data: dict[str, Any],
+        event: Event[Any],
+    ) -> Made | None:
+        """The message `template` says to the request's contact on this channel, rendered; None
+        when there is nobody to send it to. Raises ContactUnknown until the contact is seen."""
         if isinstance(self.channel, WhatsAppCloudChannel) and not self.channel.handles(template):
             return None  # no approved template for it: WhatsApp would refuse free text
         contact = await self._contact(request_id)
+        if contact is not None and contact.site not in (None, site):
+            # Another site's request named by this site's event (forged, or misrouted): its
+            # citizen is never told anything by it.
+            raise ForeignTicket(f"request {request_id}", site)
         if contact is None and self.channel.medium != "console":
             return None  # purged: nobody to tell
         recipient = self.channel.recipient(contact)
@@ -314,8 +539,8 @@ class ChannelWorker:
         # Only a template channel needs the parts again (a retry has no event to re-render).
         parts = dict(message.variables) if isinstance(self.channel, WhatsAppCloudChannel) else {}
         receipt_url = self.receipt_url(site)
-        return await self._deliver(
-            ticket_status=ticket_status,
+        return Made(
+            key=delivery_id(cause, self.channel.name, recipient.key),
             cause=cause,
             site=site,
             template=template,

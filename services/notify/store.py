@@ -1,5 +1,6 @@
 """Notify's own collections: contacts (purged on schedule), a ticket projection for the stale and
-approaching rules, and the delivery log with its outbox."""
+approaching rules that also holds the claims of each ticket's own messages (ADR 0198), and the
+delivery log with its outbox."""
 
 from __future__ import annotations
 
@@ -14,9 +15,19 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from giliran.contracts import Event, TicketStatus
-from giliran.store import OUTBOX, Database, Document, Instant, indexed, instant, with_outbox
+from giliran.errors import Unprocessable
+from giliran.store import (
+    OUTBOX,
+    Database,
+    Document,
+    Instant,
+    indexed,
+    instant,
+    outbox_fields,
+    with_outbox,
+)
 from services.notify.channels.base import Contact
-from services.notify.domain import DeliveryStatus
+from services.notify.domain import Claim, DeliveryStatus
 
 # A delivery no attempt holds: earlier than any instant (see `DeliveryStore.hold`).
 RELEASED_AT = datetime(1970, 1, 1, tzinfo=UTC)
@@ -41,6 +52,49 @@ class TicketTrack:
 
     status: TicketStatus
     moved: bool
+
+
+def claim_field(delivery_id: str) -> str:
+    """Where a message's claim sits in its ticket's document: `claims.<delivery id>` (a dot
+    would open a sub-document: none of today's ids has one, but an id is not ours to trust)."""
+    return "claims." + delivery_id.replace(".", "%2E").replace("$", "%24")
+
+
+def stored_claim(claim: Claim) -> Document:
+    return {
+        "delivery_id": claim.delivery_id,
+        "held_until": instant(claim.held_until),
+        "attempts": claim.attempts,
+        "claimed_at": instant(claim.claimed_at),
+        "last_error": claim.last_error,
+    }
+
+
+class TicketNotices(BaseModel):
+    """A ticket as notify keeps it (the `tickets` document): how far it got, and the claims of
+    the messages about it that were taken and are not known settled (ADR 0198). `version`
+    counts the document's writes: a decision made on a loaded copy is saved only if nobody
+    wrote in between."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    id: str = Field(alias="_id")
+    site: str
+    status: TicketStatus
+    rank: int | None = None  # written before ranks were stored: none
+    version: int = 0  # written before versions were stored: 0
+    claims: dict[str, Claim] = Field(default_factory=dict)
+
+    def claim(self, delivery_id: str) -> Claim | None:
+        return self.claims.get(claim_field(delivery_id).removeprefix("claims."))
+
+
+class ForeignTicket(Unprocessable):
+    """An event names a ticket (or a request) notify knows at another site: a forged or
+    misrouted event. It changes nothing and tells nobody (dead-lettered, with this reason)."""
+
+    def __init__(self, ticket_id: str, site: str) -> None:
+        super().__init__(f"{ticket_id} is not of site {site}")
 
 
 class Filing(StrEnum):
@@ -190,6 +244,7 @@ class DeliveryStore:
             purged=bool(doc.get("purged")),
             seen=bool(doc.get("contact_seen", True)),
             contact=Contact(
+                site=doc.get("site"),
                 purge_after=doc.get("purge_after"),
                 phone=doc.get("phone"),
                 email=doc.get("email"),
@@ -224,10 +279,18 @@ class DeliveryStore:
         whether this write moved it there from a status before it (False: this event, or one
         as far along, came before). One round trip when the status moves forward, the usual
         case (ADR 0084); a repeat costs two more."""
+        site = fields["site"]
         try:
             doc = await self.tickets.find_one_and_update(
-                {"_id": ticket_id, "rank": {"$lt": status.rank}},
-                {"$set": {**fields, "status": status.value, "rank": status.rank}},
+                # Only the ticket's own site moves it (an event naming another site's ticket
+                # would otherwise make its messages stale: ForeignTicket below).
+                {"_id": ticket_id, "site": site, "rank": {"$lt": status.rank}},
+                {
+                    "$set": {**fields, "status": status.value, "rank": status.rank},
+                    # Every write counts: a claim decided on a loaded copy is saved only if
+                    # nothing was written since (`take`).
+                    "$inc": {"version": 1},
+                },
                 {"status": 1},
                 upsert=True,
                 return_document=ReturnDocument.AFTER,
@@ -236,17 +299,86 @@ class DeliveryStore:
             doc = None
         if doc is not None:
             return TicketTrack(TicketStatus(doc["status"]), moved=True)
-        current = await self.tickets.find_one({"_id": ticket_id}, {"status": 1, "rank": 1})
+        current = await self.tickets.find_one(
+            {"_id": ticket_id}, {"status": 1, "rank": 1, "site": 1}
+        )
+        if current is not None and current.get("site", site) != site:
+            raise ForeignTicket(f"ticket {ticket_id}", site)
         if current is not None and TicketStatus(current["status"]).rank > status.rank:
             return TicketTrack(TicketStatus(current["status"]), moved=False)
         # As far along (a repeat: its fields again), or written before ranks were stored
         # (compare by status, as it was, and add the rank).
         await self.tickets.update_one(
-            {"_id": ticket_id},
-            {"$set": {**fields, "status": status.value, "rank": status.rank}},
+            {"_id": ticket_id, "site": site},
+            {
+                "$set": {**fields, "status": status.value, "rank": status.rank},
+                "$inc": {"version": 1},
+            },
             upsert=True,
         )
         return TicketTrack(status, moved=False)
+
+    async def advance(
+        self, ticket_id: str, fields: Document, status: TicketStatus, claim: Claim
+    ) -> bool:
+        """A ticket event's one write (ADR 0198): the ticket moves forward to `status` and its
+        message's claim is taken, held for the first attempt, in one command — or nothing at
+        all, and False, when the ticket is there already or further along (a repeat, a second
+        channel, a recall, an event late after a later one) or the claim exists: then
+        `notices` and `take` decide. True means this event moved the ticket: nothing handled it
+        before (every handling makes this write first, and status only moves forward)."""
+        path = claim_field(claim.delivery_id)
+        try:
+            after = await self.tickets.find_one_and_update(
+                {
+                    "_id": ticket_id,
+                    "site": fields["site"],  # another site's event never moves it
+                    "rank": {"$lt": status.rank},
+                    path: {"$exists": False},
+                },
+                {
+                    "$set": {
+                        **fields,
+                        "status": status.value,
+                        "rank": status.rank,
+                        path: stored_claim(claim),
+                    },
+                    "$inc": {"version": 1},
+                },
+                {"rank": 1},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:  # MongoDB: it exists, and the filter did not match it
+            return False
+        # (The embedded server answers None instead, and writes nothing.)
+        return after is not None
+
+    async def notices(self, ticket_id: str) -> TicketNotices | None:
+        doc = await self.tickets.find_one({"_id": ticket_id})
+        return TicketNotices.model_validate(doc) if doc is not None else None
+
+    async def take(self, notices: TicketNotices, claim: Claim) -> bool:
+        """Save `claim` (taken again, or first taken by an event that came after a later one)
+        into the ticket's document as it was loaded; False when anyone wrote it meanwhile (the
+        caller loads and decides again)."""
+        version: Any = notices.version if notices.version else {"$exists": False}
+        result = await self.tickets.update_one(
+            {"_id": notices.id, "version": version},
+            {"$set": {claim_field(claim.delivery_id): stored_claim(claim)}, "$inc": {"version": 1}},
+        )
+        return result.modified_count == 1
+
+    async def let_go(self, ticket_id: str, delivery_id: str, reason: str) -> None:
+        """A transient failure: the reason kept and the hold let go, so the retry may send."""
+        path = claim_field(delivery_id)
+        await self.tickets.update_one(
+            {"_id": ticket_id},
+            {
+                "$set": {f"{path}.held_until": RELEASED, f"{path}.last_error": reason},
+                "$inc": {"version": 1},
+            },
+        )
 
     async def ticket_status(self, ticket_id: str) -> TicketStatus | None:
         doc = await self.tickets.find_one({"_id": ticket_id}, {"status": 1})
@@ -268,7 +400,8 @@ class DeliveryStore:
                         "service": service,
                         "status": "waiting",
                     }
-                )
+                ),
+                {"claims": 0},
             )
             .sort([("issued_at", 1), ("_id", 1)])
             .limit(limit)
@@ -298,6 +431,10 @@ class DeliveryStore:
         """Record a new delivery as it is decided: already held for its first attempt (or
         already dropped), in one insert; False when it exists (a redelivery, the other
         replica, the operator's retry), and nothing was written."""
+        return await self.begin(self._log_document(delivery))
+
+    @staticmethod
+    def _log_document(delivery: Delivery) -> Document:
         doc: Document = {
             "_id": delivery.id,
             **delivery.model_dump(mode="python", exclude={"id"}, exclude_none=False),
@@ -309,7 +446,31 @@ class DeliveryStore:
         for optional in ("variables", "purge_after", "text", "language", "segments", "last_error"):
             if doc.get(optional) is None:
                 doc.pop(optional, None)
-        return await self.begin(doc)
+        return doc
+
+    async def record(
+        self,
+        delivery: Delivery,
+        fields: Document,
+        events: Sequence[Event[Any]] = (),
+    ) -> tuple[bool, dict[str, Document] | None]:
+        """A message claimed in its ticket's document, settled (sent, failed or dropped): the
+        log's one write for it, with the events that announce it. Whether it was recorded, and
+        the delivery's whole outbox when it was not a fresh insert (None: just inserted, its
+        outbox holds only `events`). The log has it already when the message was dropped
+        meanwhile (then nothing is recorded: the stale drop won) or the log took it over."""
+        doc = self._log_document(delivery)
+        doc.update(fields)
+        if events:
+            doc.update(outbox_fields(events))
+        try:
+            await self.deliveries.insert_one(doc)
+        except DuplicateKeyError:
+            if not events:
+                return await self.finish(delivery.id, delivery.status, fields), None
+            outbox = await self.finish_announcing(delivery.id, delivery.status, fields, events)
+            return outbox is not None, outbox
+        return True, None
 
     async def delivery(self, delivery_id: str) -> Delivery | None:
         doc = await self.deliveries.find_one({"_id": delivery_id}, {"outbox": 0})

@@ -337,7 +337,7 @@ class Desk:
             for priority, limit in ((False, 4), (True, 2)):
                 if priority and not want_priority:
                     continue
-                head = await self.memory.head(site.site, session_id, service, priority)
+                head = await self.memory.head(site.site, session_id, service, priority, need=limit)
                 docs = head.callable(limit)
                 if docs is None:
                     unknown.append(service)

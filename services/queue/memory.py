@@ -124,7 +124,9 @@ class QueueMemory:
         self.claiming: set[str] = set()
 
     def site(self, site: str) -> SiteMemory:
-        memory = self.sites.setdefault(site, SiteMemory())
+        memory = self.sites.get(site)
+        if memory is None:  # (not `setdefault`: a board rendering asks 16 times and more)
+            memory = self.sites[site] = SiteMemory()
         if time.monotonic() - memory.since > SITE_MAX_AGE:
             self.forget(site)
         return memory
@@ -151,11 +153,23 @@ class QueueMemory:
 
     # --- line heads -------------------------------------------------------------------------
 
-    async def head(self, site: str, session_id: str, service: str, priority: bool) -> LineHead:
+    async def head(
+        self, site: str, session_id: str, service: str, priority: bool, *, need: int = 0
+    ) -> LineHead:
+        """The head of a line; read (again) when it is not in memory, is drained, or cannot
+        tell its first `need` callable tickets (a long line's head called down to fewer than
+        that: read once more here, instead of call-next reading the line's oldest from the
+        store on every call until the head drained)."""
         memory = self.site(site)
         key = (session_id, service, priority)
         found = memory.heads.get(key)
-        if found is not None and (found.tickets or found.complete):
+        # (A head still full that cannot tell is full of held tickets: reading it again would
+        # not help, call-next reads the line's callable ones from the store.)
+        if (
+            found is not None
+            and (found.tickets or found.complete)
+            and (not need or found.callable(need) is not None or len(found.tickets) >= HEAD)
+        ):
             return found
         generation = memory.generation
         # Ten counters clicking at once after a forget read each line once, not ten times: a
@@ -169,11 +183,15 @@ class QueueMemory:
             )
             self._reading[flight] = reading
             reading.add_done_callback(lambda _: self._reading.pop(flight, None))
-        docs = [dict(d) for d in await asyncio.shield(reading)]
+        # A ticket this process moved on (called, cancelled) while the read was on its way is
+        # not waiting any more, whatever the read says: left out, or a counter here would choose
+        # it, lose its write and have the whole site read again.
+        read = await asyncio.shield(reading)
+        docs = [dict(d) for d in read if not self._moved_on(d["_id"])]
         # A drained head read again in the same generation keeps its count: this process's own
         # writes kept it exact, and counting a long line again is what a head spares (ADR 0191).
         kept = found.waiting if found is not None else None
-        loaded = LineHead(tickets=docs[:HEAD], complete=len(docs) <= HEAD, waiting=kept)
+        loaded = LineHead(tickets=docs[:HEAD], complete=len(read) <= HEAD, waiting=kept)
         if loaded.complete:
             loaded.waiting = len(loaded.tickets)
         if memory.generation == generation:  # nobody else wrote meanwhile: keep it
@@ -181,6 +199,10 @@ class QueueMemory:
                 memory.heads.clear()
             memory.heads[key] = loaded
         return loaded
+
+    def _moved_on(self, ticket_id: str) -> bool:
+        moved = self.moved.get(ticket_id)
+        return moved is not None and moved.get("status") != "waiting"
 
     async def waiting(self, site: str, session_id: str, service: str) -> tuple[int, list[Document]]:
         """How many wait in a line (held ones included) and its first tickets in order."""

@@ -165,14 +165,14 @@ async def test_an_action_keeps_its_record_when_the_trail_cannot_be_written(
     async with running("queue", settings) as svc:
         ticket_id = await waiting_ticket(svc)
         records = svc.runtime.audit.records
-        working = records.insert_one
+        working = records.insert_many
         failures: list[str] = []
 
         async def down(*args: Any, **kwargs: Any) -> Any:
             failures.append("refused")
             raise AutoReconnect("the auth database is unreachable")
 
-        records.insert_one = down  # type: ignore[method-assign]
+        records.insert_many = down  # type: ignore[method-assign]
         try:
             action = f"/api/v1/sites/{SITE}/counters/1/tickets/{ticket_id}/call"
             answer = await svc.http.post(action)
@@ -182,7 +182,7 @@ async def test_an_action_keeps_its_record_when_the_trail_cannot_be_written(
             notes = [e["audit"] for e in (pending.get("outbox") or {}).values() if "audit" in e]
             assert [n["action"] for n in notes] == ["call"]
         finally:
-            records.insert_one = working  # type: ignore[method-assign]
+            records.insert_many = working  # type: ignore[method-assign]
         # The call opened the counter (counter.opened) and called the ticket (ticket.called).
         found = await trail(svc, 2)
         assert {(r["action"], r["target"], r["actor"]) for r in found} == {

@@ -19,7 +19,7 @@ from pymongo import AsyncMongoClient
 from giliran.contracts import NotificationFailed, new_event, utcnow
 from giliran.contracts.subjects import STREAM
 from giliran.settings import Settings
-from giliran.store import with_outbox
+from giliran.store import instant, with_outbox
 from giliran_ops.embedded import free_port
 from services.notify.domain import DeliveryStatus, delivery_id
 from services.notify.handlers import ChannelWorker
@@ -100,10 +100,10 @@ async def test_the_same_event_to_two_instances_is_sent_once_and_each_says_it_is_
 async def test_a_kill_between_the_insert_and_the_send_sends_the_message_after_the_restart(
     settings: Settings, tmp_path: Path
 ) -> None:
-    """The delivery is inserted held for its first attempt, the gateway has the request but has
-    not answered, and the process dies: after the restart the redelivered event finds it held,
-    waits for the hold to lapse, and sends it — one accepted message, one `notification.sent`,
-    the second attempt recorded."""
+    """The message is claimed (held for its first attempt) by its ticket's write (ADR 0198), the
+    gateway has the request but has not answered, and the process dies: after the restart the
+    redelivered event finds it held, waits for the hold to lapse, and sends it — one accepted
+    message, one `notification.sent`, the second attempt recorded."""
     async with FakeGateway() as gw:
         gw.hang(120, n=1, path_prefix="/sms")
         config = tmp_path / "notify.yaml"
@@ -128,8 +128,15 @@ async def test_a_kill_between_the_insert_and_the_send_sends_the_message_after_th
             store = AsyncMongoClient[dict[str, Any]](settings.mongo_url)
             try:
                 log = store[settings.database_name("notify")]["deliveries"]
-                (held,) = await log.find({"ticket_id": issued.data.ticket_id}).to_list()
-                assert (held["status"], held["attempts"]) == ("sending", 1)
+                # Held, not settled: the claim sits in the ticket's document (ADR 0198), and the
+                # log has nothing until the message is settled.
+                ticket = await store[settings.database_name("notify")]["tickets"].find_one(
+                    {"_id": issued.data.ticket_id}
+                )
+                assert ticket is not None
+                (held,) = ticket["claims"].values()
+                assert held["attempts"] == 1 and held["held_until"] > instant(utcnow())
+                assert await log.count_documents({"ticket_id": issued.data.ticket_id}) == 0
 
                 notify = await start_notify(settings, config, port)
                 # The event again, as JetStream's redelivery after the ack wait brings it.

@@ -229,3 +229,50 @@ async def test_counters_asking_at_once_share_one_read_of_a_line() -> None:
     later = await memory.head(SITE, SESSION, "KIA", False)
     await first
     assert len(later.tickets) == 2
+
+
+async def test_a_head_called_down_below_what_is_needed_is_read_again_once() -> None:
+    """ADR 0202: call-next needs a line's first 4 callable tickets; a long line's head called
+    down to 3 is read again (and kept), not left for call-next to read the line's oldest from
+    the store on every call until it drained."""
+    store = FakeStore([ticket(n) for n in range(1, 60)])
+    memory = QueueMemory(store)
+    head = await memory.head(SITE, SESSION, "KIA", False, need=4)
+    for t in list(head.tickets)[: HEAD - 3]:
+        memory.left(t)
+        store.tickets.remove(next(x for x in store.tickets if x["_id"] == t["_id"]))
+    assert head.callable(4) is None and store.reads == 1
+    again = await memory.head(SITE, SESSION, "KIA", False, need=4)
+    assert [t["_id"] for t in again.callable(4) or []] == [
+        f"r{n:05d}-KIA" for n in range(HEAD - 2, HEAD + 2)
+    ]
+    assert len(again.tickets) == HEAD and store.reads == 2
+    await memory.head(SITE, SESSION, "KIA", False, need=4)
+    assert store.reads == 2  # kept
+    # The board asks for what the head holds, whatever is callable: no read for it.
+    assert (await memory.waiting(SITE, SESSION, "KIA"))[0] == 59 - (HEAD - 3)
+
+
+async def test_a_full_head_of_held_tickets_is_not_read_again_for_nothing() -> None:
+    """A head that cannot tell while full is full of held citizens (at another booth): reading
+    it again would bring the same; call-next reads the callable ones from the store instead."""
+    store = FakeStore([ticket(n) for n in range(1, 60)])
+    memory = QueueMemory(store)
+    head = await memory.head(SITE, SESSION, "KIA", False)
+    for n in range(1, HEAD - 1):
+        memory.held(SITE, f"r{n:05d}", True, None)
+    assert head.callable(4) is None
+    assert await memory.head(SITE, SESSION, "KIA", False, need=4) is head and store.reads == 1
+
+
+async def test_a_read_that_raced_this_processs_own_call_does_not_bring_the_ticket_back() -> None:
+    """A line read on its way while a counter of this process called its first ticket: the
+    read says it still waits, this process knows better (another counter here would choose
+    it, lose its write and make the whole site be read again)."""
+    store = FakeStore([ticket(n) for n in range(1, 4)])
+    memory = QueueMemory(store)
+    called = {**ticket(1), "status": "called", "counter": "1", "last_call_at": "T001"}
+    store.during_read = lambda: memory.moved_to(called)
+    head = await memory.head(SITE, SESSION, "KIA", False)
+    assert [t["_id"] for t in head.tickets] == ["r00002-KIA", "r00003-KIA"]
+    assert head.complete and head.waiting == 2

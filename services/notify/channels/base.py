@@ -29,6 +29,9 @@ class Contact:
     status_token: str | None = None
     # When notify forgets it (an instant string), and with it the texts that named its link.
     purge_after: str | None = None
+    # The site whose request it is: only that site's events send to it (None: records filed
+    # before it was kept).
+    site: str | None = None
 
 
 @dataclass(frozen=True)
