@@ -84,7 +84,7 @@ def _made_headers(frameable: bool) -> tuple[tuple[bytes, bytes], ...]:
     )
 
 
-# Made once: the headers depend only on whether the path may be framed (ADR 0206).
+# Made once: the headers depend only on whether the path may be framed (ADR 0208).
 _FRAMEABLE_HEADERS = _made_headers(frameable=True)
 _UNFRAMEABLE_HEADERS = _made_headers(frameable=False)
 

@@ -138,7 +138,7 @@ class ObservedHttp:
 
     Runs for every request of every service: the headers are read in one pass over the raw
     list, labelled histogram children are kept, and no span or log record is prepared when
-    tracing or the access log is off (ADR 0206; bench/middleware_cpu.py measures it)."""
+    tracing or the access log is off (ADR 0208; bench/middleware_cpu.py measures it)."""
 
     def __init__(self, app: ASGIApp, duration: Histogram) -> None:
         self.app = app
