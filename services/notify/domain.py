@@ -143,6 +143,9 @@ class Claim(BaseModel):
     attempts: int = Field(ge=0)
     claimed_at: datetime
     last_error: str | None = None
+    # The event that decided it, for messages another event may also decide ("your turn is
+    # near": any call of the line): that event's redelivery resumes it, no other event does.
+    cause_event_id: str | None = None
 
     @field_validator("held_until", "claimed_at", mode="before")
     @classmethod

@@ -3,11 +3,13 @@ once (recorded before and after), retry with backoff, drop stale ones, purge con
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from cachetools import TTLCache
@@ -65,7 +67,13 @@ from services.notify.domain import (
 )
 from services.notify.gateways import Receipt, receipt_key
 from services.notify.metrics import NotifyMetrics
-from services.notify.store import RELEASED_AT, Delivery, DeliveryStore, ForeignTicket
+from services.notify.store import (
+    RELEASED_AT,
+    Delivery,
+    DeliveryStore,
+    ForeignTicket,
+    WaitingTicket,
+)
 
 log = logging.getLogger("giliran.notify")
 SOURCE = "notify"
@@ -114,6 +122,36 @@ class Made:
             "facts": self.facts,
             "outgoing": self.outgoing,
         }
+
+
+class ClaimKind(StrEnum):
+    """Where a claimed message's claim is, which says what a failure for now does with it."""
+
+    OWN = "own"  # the ticket event's own message: the claim lets go, the event comes back
+    NEAR = "near"  # "your turn is near": handed to the log, which the event's retry resumes
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A message claimed in its ticket's document (ADR 0198), not yet sent."""
+
+    ticket_id: str
+    made: Made
+    claim: Claim
+    kind: ClaimKind
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What one attempt leaves for the log: the record, its fields and the event announcing it;
+    `error` when the event is to be dead-lettered once the record is written."""
+
+    delivery: Delivery
+    fields: Document
+    event: Event[Any]
+    metric: str
+    cost: int = 0
+    error: Exception | None = None
 
 
 __all__ = ["ChannelWorker", "ContactUnknown", "ReceiptTally"]
@@ -246,24 +284,29 @@ class ChannelWorker:
                 raise
         if made is None:
             tracked = await self.store.track_ticket(ticket.ticket_id, fields, status)
-            moved = tracked.moved
+            moved, own = tracked.moved, None
             # Without a message to tell by: a repeat when the ticket was already exactly here.
             repeat = not tracked.moved and tracked.status is status
         else:
-            moved, repeat = await self._ticket_message(ticket.ticket_id, fields, status, made)
+            calling = isinstance(ticket, TicketCalled)
+            moved, repeat, own = await self._ticket_message(
+                ticket.ticket_id, fields, status, made, defer=calling
+            )
         if isinstance(ticket, TicketCalled):
             # Moved to "called" by this very write: no earlier handling of this event got as far
             # as the approaching messages (each does this write first, and status only moves
-            # forward), so it has none to resume.
-            await self._approaching(event, resumed=not moved)
+            # forward), so it has none to resume. Its own message goes with them.
+            await self._approaching(event, resumed=not moved, own=own)
         return repeat
 
     async def _ticket_message(
-        self, ticket_id: str, fields: Document, status: TicketStatus, made: Made
-    ) -> tuple[bool, bool]:
+        self, ticket_id: str, fields: Document, status: TicketStatus, made: Made, *, defer: bool
+    ) -> tuple[bool, bool, Claimed | None]:
         """A ticket event's own message (ADR 0198): its claim is taken by the ticket's one write
         for the event, the message sent, and the log written once, after the send. Whether the
-        write moved the ticket forward, and whether the message had been handled before."""
+        write moved the ticket forward, whether the message had been handled before, and — with
+        `defer`, when the write took the claim — the claimed message, left to the caller to
+        send with others."""
         now = self.clock()
         first = Claim(
             delivery_id=made.key, held_until=now + self._hold(), attempts=1, claimed_at=now
@@ -271,9 +314,12 @@ class ChannelWorker:
         if await self.store.advance(ticket_id, fields, status, first):
             # The usual case: this event moved the ticket, so nothing handled it before (every
             # handling makes this write first, and status only moves forward).
-            await self._send_claimed(ticket_id, made, first)
-            return True, False
-        return False, await self._ticket_message_again(ticket_id, fields, status, made)
+            claimed = Claimed(ticket_id, made, first, kind=ClaimKind.OWN)
+            if defer:
+                return True, False, claimed
+            await self._send_all([claimed])
+            return True, False, None
+        return False, await self._ticket_message_again(ticket_id, fields, status, made), None
 
     async def _ticket_message_again(
         self, ticket_id: str, fields: Document, status: TicketStatus, made: Made
@@ -330,73 +376,7 @@ class ChannelWorker:
         it is settled (sent or failed), with the event that says so. A crash before that leaves
         only the held claim: its hold lapses and the redelivered event sends it again, never
         loses it (ADR 0005)."""
-        try:
-            handed = await self.channel.send(made.recipient, made.outgoing(made.key))
-        except PermanentFailure as exc:
-            reason = scrub(str(exc))
-            refused = isinstance(exc, Refused)
-            await self._fail_claimed(made, claim, reason, refused=refused)
-            raise Unprocessable(f"{self.channel.name}: {reason}") from exc
-        except TransientFailure as exc:
-            reason = scrub(str(exc))
-            attempt = claim.attempts
-            if attempt >= self.retry.max_attempts:
-                await self._fail_claimed(made, claim, f"after {attempt} attempts: {reason}")
-                raise Unprocessable(
-                    f"{self.channel.name}: gave up after {attempt}: {reason}"
-                ) from exc
-            await self.store.let_go(ticket_id, made.key, reason)
-            raise RetryLater(reason, backoff_seconds(attempt, self.retry, exc.retry_after)) from exc
-        now = self.clock()
-        sent = new_event(
-            NotificationSent(
-                **self._outcome(made.key, made.template, made.facts),
-                cost_units=handed.cost,
-                sent_at=now,
-            ),
-            site=made.site,
-            source=SOURCE,
-            at=now,
-        )
-        recorded, outbox = await self.store.record(
-            self._settled(made, DeliveryStatus.SENT, claim, now),
-            {
-                "sent_at": instant(now),
-                "cost_units": handed.cost,
-                "last_error": None,
-                "gateway_id": handed.gateway_id,
-            },
-            [sent],
-        )
-        self._finished("sent", handed.cost)
-        if recorded:
-            await self.relay(made.key, [sent], outbox)
-
-    async def _fail_claimed(
-        self, made: Made, claim: Claim, reason: str, *, refused: bool = False
-    ) -> None:
-        now = self.clock()
-        reason = scrub(reason)
-        failed = new_event(
-            NotificationFailed(
-                **self._outcome(made.key, made.template, made.facts),
-                reason=reason[:500],
-                failed_at=now,
-                refused=refused,
-            ),
-            site=made.site,
-            source=SOURCE,
-            at=now,
-        )
-        recorded, outbox = await self.store.record(
-            self._settled(made, DeliveryStatus.FAILED, claim, now),
-            {"failed_at": instant(now), "last_error": reason, "refused": refused},
-            [failed],
-        )
-        self._finished("failed")
-        if recorded:
-            await self.relay(made.key, [failed], outbox)
-        log.warning("%s: delivery %s failed: %s", self.channel.name, made.key, reason)
+        await self._send_all([Claimed(ticket_id, made, claim, kind=ClaimKind.OWN)])
 
     def _settled(
         self, made: Made, status: DeliveryStatus, claim: Claim | None, now: datetime
@@ -580,8 +560,33 @@ class ChannelWorker:
         key = receipt_key(secret, self.channel.name, site)
         return f"{base}/receipts/{self.channel.name}/{site}?key={key}"
 
-    async def _approaching(self, event: Event[TicketFacts], *, resumed: bool = True) -> None:
-        """The line moved: tell those now near the front (once), if they were not already."""
+    async def _approaching(
+        self,
+        event: Event[TicketFacts],
+        *,
+        resumed: bool = True,
+        own: Claimed | None = None,
+    ) -> None:
+        """The line moved: tell those now near the front (once), if they were not already.
+        `own`: the call's own message, claimed and not yet sent: it goes first, and the log gets
+        it and the "near" messages in one write (ADR 0198) — sent even when the rest fails."""
+        batch: list[Claimed] = [own] if own is not None else []
+        try:
+            later = await self._near_front(event, resumed, batch)
+        except Exception:
+            if batch:  # claimed: sent now rather than after its hold lapses
+                with contextlib.suppress(Exception):
+                    await self._send_all(batch)
+            raise
+        await self._send_all(batch)
+        if later is not None:
+            raise later
+
+    async def _near_front(
+        self, event: Event[TicketFacts], resumed: bool, batch: list[Claimed]
+    ) -> RetryLater | None:
+        """Who is near the front now and not told: each one's message claimed into `batch`;
+        a RetryLater to raise once the batch is sent (this event's own claim is still held)."""
         site, called = event.site, event.data
         threshold = self.config.approaching_for(site)
         waiting = await self.store.waiting_in_line(
@@ -589,16 +594,31 @@ class ChannelWorker:
         )
         order = [(t.ticket_id, t.ahead_at_issue) for t in waiting]
         # A redelivered event resumes what it began: its own unfinished "approaching" deliveries
-        # do not count as told, and one whose ticket has left the window since is dropped rather
-        # than left "sending" for ever.
+        # the log took over (after a failure) do not count as told, and one whose ticket has
+        # left the window since is dropped rather than left "sending" for ever.
         unfinished = (
             await self.store.unfinished(event.id, APPROACHING, self.channel.name) if resumed else {}
         )
-        # Told already, as far as this process knows (ADR 0186); a ticket it does not know about
-        # is tried, and the delivery's insert is the check: one another event (the other
-        # instance's, or before a restart) began is that event's to finish, so it is left alone.
-        told = {ticket_id for ticket_id, _ in order if ticket_id in self._told}
-        due = approaching_due(order, threshold, told - set(unfinished))
+        # Told already: as far as this process knows (ADR 0186), or claimed in the ticket's
+        # document by another event (another call of the line, on this instance or the other,
+        # or before a restart): that event's to finish. Its own claim this event resumes.
+        near = {t.ticket_id: self._near_claim(t) for t in waiting}
+        others = {
+            ticket_id
+            for ticket_id, claim in near.items()
+            if claim is not None and claim.cause_event_id != event.id
+        }
+        # This event's own, left by a crash (or held by its copy on the other instance): not
+        # told, whatever memory says (another call may have found it claimed).
+        resuming = set(unfinished) | {
+            ticket_id
+            for ticket_id, claim in near.items()
+            if claim is not None and claim.cause_event_id == event.id
+        }
+        told = {ticket_id for ticket_id, _ in order if ticket_id in self._told} | others
+        for ticket_id in others:
+            self._told[ticket_id] = True
+        due = approaching_due(order, threshold, told - resuming)
         for ticket_id, key in unfinished.items():
             if ticket_id not in due and await self.store.finish(
                 key,
@@ -606,29 +626,207 @@ class ChannelWorker:
                 {"last_error": "stale: the ticket has left the approaching window"},
             ):
                 self._finished("dropped")
+        later: RetryLater | None = None
         for ahead, ticket in enumerate(waiting):
             if ticket.ticket_id not in due:
                 continue
-            if ticket.ticket_id in self._told and ticket.ticket_id not in unfinished:
+            if ticket.ticket_id in self._told and ticket.ticket_id not in resuming:
                 continue  # a call of the same line handled at the same moment here took it
             # Claimed in this process before the first await (calls of one line run at once in
-            # a batch); the delivery's insert is the claim between processes.
+            # a batch); the claim in the ticket's document is the claim between processes.
             self._told[ticket.ticket_id] = True
             data = {**ticket.facts, "ticket_id": ticket.ticket_id, "ahead": ahead}
             try:
-                # Waiting, as the line just read says: the stale rule needs no read of its own.
-                await self._message(
-                    f"approaching-{ticket.ticket_id}",
-                    site,
-                    APPROACHING,
-                    ticket.request_id,
-                    data,
-                    event,
-                    TicketStatus.WAITING,
-                )
+                if ticket.ticket_id in unfinished or ticket.notices.version == 0:
+                    # The log has it (a failure handed it over), or the ticket was written
+                    # before claims were kept (a "near" message then lived in the log only).
+                    # Waiting, as the line just read says: the stale rule needs no read.
+                    await self._message(
+                        f"approaching-{ticket.ticket_id}",
+                        site,
+                        APPROACHING,
+                        ticket.request_id,
+                        data,
+                        event,
+                        TicketStatus.WAITING,
+                    )
+                    continue
+                claimed = await self._claim_near(event, ticket, data, near[ticket.ticket_id])
+            except RetryLater as exc:
+                self._told.pop(ticket.ticket_id, None)  # this event's retry resumes it
+                later = exc
+                continue
             except BaseException:
                 self._told.pop(ticket.ticket_id, None)  # this event's retry resumes it
                 raise
+            if claimed is not None:
+                batch.append(claimed)
+        return later
+
+    def _near_claim(self, ticket: WaitingTicket) -> Claim | None:
+        """The ticket's "your turn is near" claim on this channel, whoever's it is."""
+        prefix = f"approaching-{ticket.ticket_id}:{self.channel.name}:"
+        return next(
+            (c for c in ticket.notices.claims.values() if c.delivery_id.startswith(prefix)), None
+        )
+
+    async def _claim_near(
+        self,
+        event: Event[TicketFacts],
+        ticket: WaitingTicket,
+        data: dict[str, Any],
+        mine: Claim | None,
+    ) -> Claimed | None:
+        """Claim a "your turn is near" in its ticket's document (None: nobody to tell, or
+        another call of the line claimed it first); this event's own claim, left by a crash,
+        is taken again once its hold lapsed."""
+        made = await self._make(
+            f"approaching-{ticket.ticket_id}",
+            event.site,
+            APPROACHING,
+            ticket.request_id,
+            data,
+            event,
+        )
+        if made is None:
+            return None
+        now = self.clock()
+        if mine is None:
+            claim = Claim(
+                delivery_id=made.key,
+                held_until=now + self._hold(),
+                attempts=1,
+                claimed_at=now,
+                cause_event_id=event.id,
+            )
+            taken = await self.store.claim_near(ticket.ticket_id, claim)
+            if not taken:
+                return None  # told (or being told) meanwhile, or no longer waiting
+            return Claimed(ticket.ticket_id, made, claim, kind=ClaimKind.NEAR)
+        if await self.store.delivery(made.key) is not None:
+            return None  # settled in the log already (its record's write answered too late)
+        if mine.held_until > now:
+            # Its copy on the other instance is sending it: back when the hold ends.
+            wait = max(1.0, (mine.held_until - now).total_seconds())
+            raise RetryLater(f"delivery {made.key} is being sent", wait)
+        claim = mine.model_copy(
+            update={"held_until": now + self._hold(), "attempts": mine.attempts + 1}
+        )
+        if not await self.store.take(ticket.notices, claim):
+            raise RetryLater(f"delivery {made.key} changed meanwhile", 1.0)
+        return Claimed(ticket.ticket_id, made, claim, kind=ClaimKind.NEAR)
+
+    async def _send_all(self, batch: Sequence[Claimed]) -> None:
+        """Send each claimed message once, in order, then settle them in the log together (one
+        insert for all, with their `notification.sent`/`failed`). A message that failed for now
+        lets its claim go (its ticket's own) or is handed to the log ("near"), and the event
+        comes back; one refused or out of attempts is recorded failed and the event
+        dead-lettered, after the others are recorded."""
+        settled: list[tuple[Claimed, Settled]] = []
+        failure: Exception | None = None
+        for claimed in batch:
+            outcome = await self._attempt(claimed.made, claimed.claim)
+            if isinstance(outcome, RetryLater):
+                reason = str(outcome)
+                if claimed.kind is ClaimKind.OWN:
+                    await self.store.let_go(claimed.ticket_id, claimed.made.key, reason)
+                else:
+                    self._told.pop(claimed.ticket_id, None)
+                    held = self._settled(
+                        claimed.made, DeliveryStatus.SENDING, claimed.claim, self.clock()
+                    )
+                    await self.store.hand_to_log(held, reason)
+                failure = failure or outcome
+                continue
+            settled.append((claimed, outcome))
+            if outcome.error is not None:
+                failure = failure or outcome.error
+        recorded = await self.store.record_all(
+            [(s.delivery, s.fields, [s.event]) for _, s in settled]
+        )
+        for (claimed, outcome), (done, outbox) in zip(settled, recorded, strict=True):
+            self._finished(outcome.metric, outcome.cost)
+            if outcome.delivery.status is DeliveryStatus.FAILED:
+                log.warning(
+                    "%s: delivery %s failed: %s",
+                    self.channel.name,
+                    claimed.made.key,
+                    outcome.fields.get("last_error"),
+                )
+            if done:
+                await self.relay(claimed.made.key, [outcome.event], outbox)
+        if failure is not None:
+            raise failure
+
+    async def _attempt(self, made: Made, claim: Claim) -> Settled | RetryLater:
+        """One attempt at a claimed message: what the log is to record (sent, or failed for
+        good, with the event that says so), or RetryLater when it failed for now."""
+        try:
+            handed = await self.channel.send(made.recipient, made.outgoing(made.key))
+        except PermanentFailure as exc:
+            # Whatever a gateway said is masked once more here, whichever channel let it through.
+            reason = scrub(str(exc))
+            return self._failed(
+                made, claim, reason, refused=isinstance(exc, Refused), error=f"{reason}"
+            )
+        except TransientFailure as exc:
+            reason = scrub(str(exc))
+            attempt = claim.attempts
+            if attempt >= self.retry.max_attempts:
+                return self._failed(
+                    made,
+                    claim,
+                    f"after {attempt} attempts: {reason}",
+                    error=f"gave up after {attempt}: {reason}",
+                )
+            return RetryLater(reason, backoff_seconds(attempt, self.retry, exc.retry_after))
+        now = self.clock()
+        sent = new_event(
+            NotificationSent(
+                **self._outcome(made.key, made.template, made.facts),
+                cost_units=handed.cost,
+                sent_at=now,
+            ),
+            site=made.site,
+            source=SOURCE,
+            at=now,
+        )
+        return Settled(
+            delivery=self._settled(made, DeliveryStatus.SENT, claim, now),
+            fields={
+                "sent_at": instant(now),
+                "cost_units": handed.cost,
+                "last_error": None,
+                "gateway_id": handed.gateway_id,
+            },
+            event=sent,
+            metric="sent",
+            cost=handed.cost,
+        )
+
+    def _failed(
+        self, made: Made, claim: Claim, reason: str, *, refused: bool = False, error: str
+    ) -> Settled:
+        now = self.clock()
+        reason = scrub(reason)
+        failed = new_event(
+            NotificationFailed(
+                **self._outcome(made.key, made.template, made.facts),
+                reason=reason[:500],
+                failed_at=now,
+                refused=refused,
+            ),
+            site=made.site,
+            source=SOURCE,
+            at=now,
+        )
+        return Settled(
+            delivery=self._settled(made, DeliveryStatus.FAILED, claim, now),
+            fields={"failed_at": instant(now), "last_error": reason, "refused": refused},
+            event=failed,
+            metric="failed",
+            error=Unprocessable(f"{self.channel.name}: {error}"),
+        )
 
     # --- one delivery, exactly once where the channel allows --------------------------------
 

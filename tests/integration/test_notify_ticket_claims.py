@@ -6,27 +6,36 @@ claim another attempt holds is not sent again; one event's write is the only tic
 from __future__ import annotations
 
 import asyncio
+import signal
 from contextlib import AsyncExitStack
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pymongo import AsyncMongoClient
 
-from giliran.contracts import TicketCompleted, new_event
+from giliran.contracts import NotificationSent, TicketCompleted, new_event, utcnow
 from giliran.errors import RetryLater, Unprocessable
 from giliran.settings import Settings
-from giliran.store import STORE_COMMANDS
+from giliran.store import STORE_COMMANDS, connect, instant
+from giliran_ops.embedded import free_port
+from services.notify.domain import APPROACHING, Claim, DeliveryStatus, delivery_id
+from services.notify.store import Delivery, DeliveryStore
 from tests.conftest import RunningService, eventually, publish, running
 from tests.fakes.gateway import FakeGateway
 from tests.integration.test_notify_channels import (
     SITE,
+    _line_with_one_citizen_fourth,
     deliveries,
     notify_with,
     request,
+    settled_approaching,
     sms_channel,
     ticket_events,
 )
+from tests.integration.test_notify_crash import start_notify
 from tests.integration.test_notify_instances import sent_events, sms_worker
 
 pytestmark = pytest.mark.integration
@@ -161,3 +170,176 @@ async def test_a_ticket_event_writes_its_ticket_once_and_the_log_once(
         await worker.on_ticket(completed)
         assert await worker.on_ticket(issued) is True
         assert gw.count("/sms") == 2
+
+
+async def test_a_near_message_left_claimed_by_a_crash_is_sent_once_when_its_call_comes_back(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A process claimed "your turn is near" for K-004 in its ticket's document when K-001 was
+    called, and died before the send (the claim's hold has lapsed; no log record). K-001's call
+    comes back: it finds its own claim, takes it again and sends — once, as attempt 2. A claim
+    left by another call (not this one) is that call's to finish: K-002's call sends nothing."""
+    async with (
+        FakeGateway() as gw,
+        notify_with(settings, tmp_path, [sms_channel(gw)], approaching_ahead=2) as svc,
+    ):
+        tickets, told = await _line_with_one_citizen_fourth(settings, gw)
+        store = svc.app.state.notify_store
+        worker = sms_worker(svc)
+        fourth = tickets[3][0].data.ticket_id
+        await _contact_filed(svc, told.data.request_id)
+        recipient = worker.channel.recipient(await worker.contacts.contact(told.data.request_id))
+        assert recipient is not None
+        first_call = tickets[0][1]
+        key = delivery_id(f"approaching-{fourth}", "sms", recipient.key)
+        now = utcnow()
+        crashed = Claim(
+            delivery_id=key,
+            held_until=now - timedelta(seconds=1),
+            attempts=1,
+            claimed_at=now - timedelta(seconds=30),
+            cause_event_id=first_call.id,
+        )
+        assert await store.claim_near(fourth, crashed)
+        # Another call of the line finds it claimed by K-001's call: told, nothing sent.
+        sent_before = gw.count("/sms")
+        await worker.on_ticket(tickets[1][1])
+        assert gw.count("/sms") == sent_before
+        assert await deliveries(svc, ticket_id=fourth) == [
+            d for d in await deliveries(svc, ticket_id=fourth) if d["template"] != APPROACHING
+        ]
+        # K-001's call again (its redelivery, as after the crash): sent once, attempt 2.
+        await worker.on_ticket(first_call)
+        near = await settled_approaching(svc, fourth)
+        assert (near["status"], near["attempts"]) == ("sent", 2)
+        await worker.on_ticket(first_call)  # and once more: nothing more
+        texts = [r.form["message"] for r in gw.received if "lagi sebelum" in r.form["message"]]
+        assert len(texts) == 1
+
+
+async def test_one_events_records_share_one_insert_and_one_that_lost_to_a_drop_stays_dropped(
+    settings: Settings,
+) -> None:
+    """The log's one write for a call's messages, against the real embedded store: records that
+    are new are inserted together; one whose delivery was dropped meanwhile (a redelivery found
+    its ticket had moved on while it was on the wire) stays dropped and announces nothing."""
+    client = connect(settings.mongo_url)
+    store = DeliveryStore(client[f"{settings.db_prefix}_notifyrecords"])
+    try:
+        now = utcnow()
+
+        def record(key: str, status: DeliveryStatus) -> Delivery:
+            return Delivery.model_validate(
+                {
+                    "_id": key,
+                    "site": SITE,
+                    "channel": "sms",
+                    "template": "ticket_called",
+                    "status": status,
+                    "attempts": 1,
+                    "created_at": now,
+                    "cause_event_id": "e1",
+                    "cause_type": "giliran.ticket.called.v1",
+                    "ticket_id": key,
+                }
+            )
+
+        assert await store.start(record("dropped-one", DeliveryStatus.DROPPED))
+        facts = {
+            "cause_event_id": "e1", "cause_type": "giliran.ticket.called.v1",
+            "request_id": "r1", "channel": "sms", "template": "ticket_called",
+        }  # fmt: skip
+        events = [
+            new_event(
+                NotificationSent(
+                    **facts, delivery_id=key, ticket_id=key, cost_units=1, sent_at=now
+                ),
+                site=SITE,
+                source="notify",
+                at=now,
+            )
+            for key in ("new-one", "dropped-one", "new-two")
+        ]
+        outcomes = await store.record_all(
+            [
+                (record(key, DeliveryStatus.SENT), {"sent_at": "x"}, [event])
+                for key, event in zip(("new-one", "dropped-one", "new-two"), events, strict=True)
+            ]
+        )
+        assert outcomes == [(True, None), (False, None), (True, None)]
+        docs = {d["_id"]: d for d in await store.deliveries.find({}).to_list()}
+        assert docs["dropped-one"]["status"] == "dropped" and not docs["dropped-one"].get("outbox")
+        assert docs["new-one"]["status"] == docs["new-two"]["status"] == "sent"
+        assert set(docs["new-two"]["outbox"]) == {events[2].id}
+    finally:
+        await client.drop_database(f"{settings.db_prefix}_notifyrecords")
+        await client.close()
+
+
+async def test_a_kill_between_the_near_claim_and_its_record_sends_it_once_after_the_restart(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A real notify process claims "your turn is near" for K-004 when K-001 is called, the
+    gateway has the message but has not answered, and the process is killed -9: the claim is
+    held in K-004's document (naming K-001's call) and the log has nothing. After the restart
+    K-001's call comes back (JetStream's redelivery): once the hold lapsed the message is sent,
+    once, as attempt 2, with one `notification.sent`."""
+    async with FakeGateway() as gw:
+        config = tmp_path / "notify.yaml"
+        # A short hold: 64 messages at 100/s, a 1 s gateway timeout and the 10 s margin.
+        channel = sms_channel(gw, rate_per_second=100, timeout_seconds=1)
+        config.write_text(yaml.safe_dump({"channels": [channel], "approaching_ahead": 2}))
+        port = free_port()
+        notify = await start_notify(settings, config, port)
+        try:
+            tickets, _ = await _line_with_one_citizen_fourth(settings, gw)  # K-004's "issued"
+            fourth = tickets[3][0].data.ticket_id
+            first_call = tickets[0][1]
+            gw.hang(120, n=1, path_prefix="/sms")
+            await publish(settings, first_call)  # K-001 called: K-004 is near, its text hangs
+
+            async def on_the_wire() -> bool:
+                return gw.count("/sms") == 2
+
+            await eventually(on_the_wire, within=20)
+            notify.send_signal(signal.SIGKILL)
+            await notify.wait()
+            mongo = AsyncMongoClient[dict[str, Any]](settings.mongo_url)
+            try:
+                db = mongo[settings.database_name("notify")]
+                ticket = await db["tickets"].find_one({"_id": fourth})
+                assert ticket is not None
+                (held,) = [
+                    c for c in ticket["claims"].values() if "approaching" in c["delivery_id"]
+                ]
+                assert (held["attempts"], held["cause_event_id"]) == (1, first_call.id)
+                assert held["held_until"] > instant(utcnow())
+                assert await db["deliveries"].count_documents({"template": APPROACHING}) == 0
+
+                notify = await start_notify(settings, config, port)
+                before = await sent_events(settings)
+                await publish(settings, first_call, msg_id=f"{first_call.id}-redelivered")
+                # (The hung request is never answered: only the issued text and the resend count.)
+                await gw.wait_for(2, within=60, path_prefix="/sms")
+
+                async def recorded() -> dict[str, Any] | None:
+                    found = await db["deliveries"].find_one({"template": APPROACHING})
+                    return found if found and found["status"] == "sent" else None
+
+                near = await eventually(recorded, within=30)
+                assert (near["ticket_id"], near["attempts"]) == (fourth, 2)
+
+                async def one_more_sent() -> bool:
+                    return await sent_events(settings) == before + 1
+
+                await eventually(one_more_sent, within=30)
+                await asyncio.sleep(1.0)
+                accepted = [r for r in gw.received if r.status == 200]
+                assert len([r for r in accepted if "lagi sebelum" in r.form["message"]]) == 1
+                assert gw.duplicates("/sms") == 0
+            finally:
+                await mongo.close()
+        finally:
+            if notify.returncode is None:
+                notify.send_signal(signal.SIGTERM)
+                await notify.wait()
