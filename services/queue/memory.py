@@ -109,6 +109,9 @@ class SiteMemory:
     # Per counter, the ticket called there last (None: none), as this process last wrote or
     # read it: whether the counter seats a ticket, and its priority ratio (ADR 0203).
     last_calls: dict[str, Document | None] = field(default_factory=dict)
+    # Calls this process made while the latest calls were not in memory (a read of them may be
+    # on its way, from before these writes): added to what that read brings.
+    unread_calls: dict[str, Document] = field(default_factory=dict)
 
 
 class QueueMemory:
@@ -151,6 +154,7 @@ class QueueMemory:
         memory.counters = None
         memory.calls = None
         memory.last_calls = {}
+        memory.unread_calls = {}
         for ticket_id in [k for k, d in self.moved.items() if d.get("site") == site]:
             self.moved.pop(ticket_id, None)
         self.forgotten += 1
@@ -319,16 +323,34 @@ class QueueMemory:
             return memory.calls
         generation = memory.generation
         found = await self.store.recent_calls(site, RECENT_CALLS)
-        if memory.generation == generation:
-            memory.calls = found
+        if memory.generation != generation:
+            return found
+        # A call this process made while the read was on its way may be missing from it (the
+        # read left the store first): kept, that call would never reach the boards.
+        late = memory.unread_calls
+        memory.unread_calls = {}
+        if late:
+            merged = {d["_id"]: d for d in found} | late
+            found = sorted(
+                (d for d in merged.values() if d.get("last_call_at")),
+                key=lambda d: str(d["last_call_at"]),
+                reverse=True,
+            )[:RECENT_CALLS]
+        memory.calls = found
         return found
 
     def moved_to(self, doc: Document) -> None:
         """This process wrote `doc` (the ticket as it is now)."""
         self.moved[doc["_id"]] = doc
         self._called_at_counter(doc)
-        calls = self.site(doc["site"]).calls
+        memory = self.site(doc["site"])
+        calls = memory.calls
         if calls is None:
+            if doc.get("last_call_at"):
+                memory.unread_calls.pop(doc["_id"], None)
+                memory.unread_calls[doc["_id"]] = doc  # newest last
+                while len(memory.unread_calls) > RECENT_CALLS:  # only the latest can be shown
+                    del memory.unread_calls[next(iter(memory.unread_calls))]
             return
         others = [c for c in calls if c["_id"] != doc["_id"]]
         if doc.get("last_call_at"):
