@@ -68,6 +68,7 @@ class Round:
     errors: int
     kinds: dict[str, float] = field(default_factory=dict)
     waits: list[float] = field(default_factory=list)  # submit -> ticket, seconds (wall)
+    store_ms: float = 0.0  # the store's CPU per lifecycle (its commands from queue included)
 
     def wait_ms(self, share: float) -> float:
         return self.waits[min(int(share * len(self.waits)), len(self.waits) - 1)] * 1000
@@ -221,6 +222,8 @@ async def main_async(args: argparse.Namespace) -> int:
         )
         await client.close()
         queue_url = f"http://127.0.0.1:{queue.port}"
+        assert store.process is not None
+        store_pid = store.process.pid
         port = free_port()
         intake_url = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {token}"}
@@ -246,6 +249,7 @@ async def main_async(args: argparse.Namespace) -> int:
                         before = await store_commands(http, intake_url)
                         tracer = start_strace(args.strace, pid, name, number)
                         cpu_before = cpu_seconds(pid)
+                        store_before = cpu_seconds(store_pid)
                         waits: list[float] = []
                         errors = await drive(
                             http, intake_url, queue_url, index, args.lifecycles, args.rate, waits
@@ -253,6 +257,7 @@ async def main_async(args: argparse.Namespace) -> int:
                         index += args.lifecycles
                         await asyncio.sleep(args.settle)
                         cpu = cpu_seconds(pid) - cpu_before
+                        store_cpu = cpu_seconds(store_pid) - store_before
                         if tracer is not None:
                             tracer.send_signal(signal.SIGINT)
                             tracer.wait(timeout=30)
@@ -268,10 +273,12 @@ async def main_async(args: argparse.Namespace) -> int:
                     done = Round(name, n, cpu * 1000 / n, sum(kinds.values()), idle, len(errors))
                     done.kinds = kinds
                     done.waits = sorted(waits)
+                    done.store_ms = store_cpu * 1000 / n
                     rounds.append(done)
                     print(
                         f"round {number + 1} {name:>10}: intake {done.cpu_ms:5.2f} ms CPU and "
-                        f"{done.commands:5.2f} store commands per lifecycle; submit -> ticket "
+                        f"{done.commands:5.2f} store commands per lifecycle (store CPU "
+                        f"{done.store_ms:5.2f} ms, queue's included); submit -> ticket "
                         f"p50 {done.wait_ms(0.5):.0f} ms, p95 {done.wait_ms(0.95):.0f} ms; idle "
                         f"{idle:4.1f} ms/s; errors {len(errors)}; load "
                         f"{os.getloadavg()[0]:.2f}",
