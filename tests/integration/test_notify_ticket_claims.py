@@ -22,6 +22,7 @@ from giliran.errors import RetryLater, Unprocessable
 from giliran.settings import Settings
 from giliran.store import STORE_COMMANDS, connect, instant
 from giliran_ops.embedded import free_port
+from services.notify.contacts import ContactUnknown
 from services.notify.domain import APPROACHING, Claim, DeliveryStatus, delivery_id
 from services.notify.store import Delivery, DeliveryStore
 from tests.conftest import RunningService, eventually, publish, running
@@ -439,3 +440,45 @@ async def test_a_call_whose_near_messages_outlast_its_hold_sends_each_message_on
             assert len(own) == 1, own
             assert len(near) == len(set(near)) == 5, near
             assert gw.duplicates("/sms") == 0
+
+
+async def test_a_forged_ticket_in_the_line_neither_strands_nor_delays_a_near_message(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A forged `ticket.issued` of this site names another site's request (and came before that
+    request was seen, so notify keeps it in the line). Calling K-001 brings K-003 (a citizen who
+    consented) and the forged K-004 near the front: K-003's "near" fails for now (503), K-004's
+    request is another site's. The call must come back for K-003 rather than be dead-lettered
+    for K-004: K-003 is told once, the other site's citizen never. (Before, the error for K-004
+    dead-lettered the call with K-003's message handed to the log, `sending` for ever.)"""
+    async with (
+        FakeGateway() as gw,
+        notify_with(settings, tmp_path, [sms_channel(gw)], approaching_ahead=3) as svc,
+    ):
+        quiet, told, elsewhere = request(consent=False), request(), request()
+        for req in (quiet, told):
+            await publish(settings, req)
+        tickets = [
+            ticket_events(quiet, 1, ahead=0),
+            ticket_events(quiet, 2, ahead=1),
+            ticket_events(told, 3, ahead=4),
+        ]
+        for issued, _, _ in tickets:
+            await publish(settings, issued)
+        await gw.wait_for(1)  # K-003's "issued"
+        worker = sms_worker(svc)
+        forged, _, _ = ticket_events(elsewhere, 4, ahead=5)
+        with pytest.raises(ContactUnknown):  # its request not seen yet: kept in the line
+            await worker.on_ticket(forged)
+        await publish(settings, new_event(elsewhere.data, site=OTHER_SITE))
+        await _contact_filed(svc, elsewhere.data.request_id)
+        gw.fail_next(1, status=503, path_prefix="/sms")  # K-003's "near": for now
+        await publish(settings, tickets[0][1])  # K-001 called (no message of its own)
+
+        third = tickets[2][0].data.ticket_id
+        near = await settled_approaching(svc, third)
+        assert (near["status"], near["attempts"]) == ("sent", 2)
+        await asyncio.sleep(1.0)
+        assert [r.status for r in gw.received] == [200, 503, 200]
+        assert not [r for r in gw.received if forged.data.ticket_id in (r.ref or "")]
+        assert await deliveries(svc, ticket_id=forged.data.ticket_id) == []

@@ -10,14 +10,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from giliran.contracts import TicketStatus
+from giliran.errors import RetryLater, Unprocessable
+from services.notify.contacts import ContactUnknown
 from services.notify.domain import (
     STATUS_OF_TEMPLATE,
     Claim,
     DeliveryStatus,
     Go,
-    is_stale,
     plan_message,
 )
+from services.notify.handlers import what_to_raise
 from services.notify.store import TicketNotices, claim_field, stored_claim
 
 NOW = datetime(2026, 12, 7, 22, 0, tzinfo=UTC)
@@ -126,3 +128,17 @@ def test_a_ticket_document_keeps_each_claim_under_its_delivery_id() -> None:
     notices = TicketNotices.model_validate(doc)
     assert notices.claim(odd) == claim and notices.claim("other:sms:abc") is None
     assert notices.version == 3 and notices.status is TicketStatus.WAITING
+
+
+def test_an_event_comes_back_while_any_of_its_messages_failed_only_for_now() -> None:
+    """What a `ticket.called` raises for its messages' failures: a failure for now (a "near"
+    message handed to the log, whose only resumer is the event's redelivery) wins over one that
+    dead-letters the event, whichever came first; failures of one kind keep their order."""
+    refused, foreign = Unprocessable("sms: HTTP 400"), Unprocessable("not of site")
+    for_now, unseen = RetryLater("HTTP 503", 2.0), ContactUnknown("r1")
+    assert what_to_raise([]) is None
+    assert what_to_raise([refused]) is refused
+    assert what_to_raise([refused, foreign]) is refused
+    assert what_to_raise([refused, for_now]) is for_now
+    assert what_to_raise([foreign, unseen, for_now]) is unseen
+    assert what_to_raise([for_now, refused]) is for_now
