@@ -3,7 +3,6 @@ once (recorded before and after), retry with backoff, drop stale ones, purge con
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -157,6 +156,17 @@ class Settled:
 __all__ = ["ChannelWorker", "ContactUnknown", "ReceiptTally"]
 
 
+def what_to_raise(failures: Sequence[Exception]) -> Exception | None:
+    """What one event raises for the failures of its messages: the first that brings it back
+    (failed for now: RetryLater, a contact not seen yet, the store) when there is one, else the
+    first that dead-letters it. A `ticket.called` whose own message was refused for good must
+    still come back while one of its "near" messages failed for now: only its redelivery
+    resumes that message (ADR 0198)."""
+    again = [f for f in failures if not isinstance(f, Unprocessable)]
+    first = again or list(failures)
+    return first[0] if first else None
+
+
 def backoff_seconds(attempt: int, retry: Retry, retry_after: float | None = None) -> float:
     """Exponential backoff with jitter (half to full step), never sooner than the gateway asks."""
     step = min(retry.max_seconds, retry.base_seconds * 2.0 ** max(attempt - 1, 0))
@@ -282,31 +292,36 @@ class ChannelWorker:
                 # it); its message waits for the contact with the event's retry.
                 await self.store.track_ticket(ticket.ticket_id, fields, status)
                 raise
+        failures: list[Exception] = []
         if made is None:
             tracked = await self.store.track_ticket(ticket.ticket_id, fields, status)
-            moved, own = tracked.moved, None
+            moved = tracked.moved
             # Without a message to tell by: a repeat when the ticket was already exactly here.
             repeat = not tracked.moved and tracked.status is status
         else:
-            calling = isinstance(ticket, TicketCalled)
-            moved, repeat, own = await self._ticket_message(
-                ticket.ticket_id, fields, status, made, defer=calling
+            # Sent and logged before anything else (ADR 0198): a failure is raised only once
+            # the "near" messages below had their turn.
+            moved, repeat, failure = await self._ticket_message(
+                ticket.ticket_id, fields, status, made
             )
+            failures += [failure] if failure is not None else []
         if isinstance(ticket, TicketCalled):
             # Moved to "called" by this very write: no earlier handling of this event got as far
             # as the approaching messages (each does this write first, and status only moves
-            # forward), so it has none to resume. Its own message goes with them.
-            await self._approaching(event, resumed=not moved, own=own)
+            # forward), so it has none to resume.
+            await self._near_front(event, resumed=not moved, failures=failures)
+        raised = what_to_raise(failures)
+        if raised is not None:
+            raise raised
         return repeat
 
     async def _ticket_message(
-        self, ticket_id: str, fields: Document, status: TicketStatus, made: Made, *, defer: bool
-    ) -> tuple[bool, bool, Claimed | None]:
+        self, ticket_id: str, fields: Document, status: TicketStatus, made: Made
+    ) -> tuple[bool, bool, Exception | None]:
         """A ticket event's own message (ADR 0198): its claim is taken by the ticket's one write
-        for the event, the message sent, and the log written once, after the send. Whether the
-        write moved the ticket forward, whether the message had been handled before, and — with
-        `defer`, when the write took the claim — the claimed message, left to the caller to
-        send with others."""
+        for the event, the message sent at once, and the log written once, right after the
+        send. Whether the write moved the ticket forward, whether the message had been handled
+        before, and the failure the event is to raise for it (None: sent, or nothing to do)."""
         now = self.clock()
         first = Claim(
             delivery_id=made.key, held_until=now + self._hold(), attempts=1, claimed_at=now
@@ -314,20 +329,18 @@ class ChannelWorker:
         if await self.store.advance(ticket_id, fields, status, first):
             # The usual case: this event moved the ticket, so nothing handled it before (every
             # handling makes this write first, and status only moves forward).
-            claimed = Claimed(ticket_id, made, first, kind=ClaimKind.OWN)
-            if defer:
-                return True, False, claimed
-            await self._send_all([claimed])
-            return True, False, None
-        return False, await self._ticket_message_again(ticket_id, fields, status, made), None
+            failure = await self._send_claimed(Claimed(ticket_id, made, first, ClaimKind.OWN))
+            return True, False, failure
+        repeat, failure = await self._ticket_message_again(ticket_id, fields, status, made)
+        return False, repeat, failure
 
     async def _ticket_message_again(
         self, ticket_id: str, fields: Document, status: TicketStatus, made: Made
-    ) -> bool:
+    ) -> tuple[bool, Exception | None]:
         """The event's write took no claim: the ticket is further along, or the claim exists (a
         redelivery, the other instance's copy, a crash's leftover). Load, decide (pure:
         `plan_message`), save with the version loaded; again when someone wrote in between.
-        Whether the message had been handled before."""
+        Whether the message had been handled before, and the failure of its send, if any."""
         for _ in range(TAKE_TRIES):
             notices = await self.store.notices(ticket_id)
             if notices is not None and notices.site != fields["site"]:
@@ -343,10 +356,13 @@ class ChannelWorker:
                 made.template, notices.status, claim, logged.status if logged else None, now
             )
             if plan.go is Go.DONE:
-                return True
+                return True, None
             if plan.go is Go.LOG:
                 # Reopened by the operator's retry: the log's own holds decide (ADR 0165).
-                return await self._deliver(ticket_status=notices.status, **made.deliver())
+                try:
+                    return await self._deliver(ticket_status=notices.status, **made.deliver()), None
+                except (RetryLater, Unprocessable) as exc:
+                    return True, exc
             if plan.go is Go.WAIT:
                 # Another attempt has it in hand: at-least-once delivery handed this event to a
                 # second consumer (the ack wait ran out while the first waited on the gateway).
@@ -358,7 +374,7 @@ class ChannelWorker:
                 )
                 if dropped:
                     self._finished("dropped")
-                return claim is not None
+                return claim is not None, None
             taken = Claim(
                 delivery_id=made.key,
                 held_until=now + self._hold(),
@@ -367,16 +383,42 @@ class ChannelWorker:
                 last_error=claim.last_error if claim else None,
             )
             if await self.store.take(notices, taken):
-                await self._send_claimed(ticket_id, made, taken)
-                return claim is not None
+                failure = await self._send_claimed(Claimed(ticket_id, made, taken, ClaimKind.OWN))
+                return claim is not None, failure
         raise RetryLater(f"ticket {ticket_id} kept changing", 1.0)
 
-    async def _send_claimed(self, ticket_id: str, made: Made, claim: Claim) -> None:
-        """One attempt at a message claimed in its ticket's document; the log is written once
-        it is settled (sent or failed), with the event that says so. A crash before that leaves
-        only the held claim: its hold lapses and the redelivered event sends it again, never
-        loses it (ADR 0005)."""
-        await self._send_all([Claimed(ticket_id, made, claim, kind=ClaimKind.OWN)])
+    async def _send_claimed(self, claimed: Claimed) -> Exception | None:
+        """One attempt at a message claimed in its ticket's document, and the log's one write
+        for it right after, settled (sent or failed) with the event that says so: its claim's
+        hold, taken just before, covers one attempt and so lasts until the record is written. A
+        crash before the record leaves only the held claim: its hold lapses and the redelivered
+        event sends that one message again, never loses it (ADR 0005).
+        What the event is to raise for it, if anything: RetryLater when it failed for now (its
+        own claim let go, or a "near" message handed to the log, which the event's retry
+        resumes); the dead-lettering error when it was refused or out of attempts."""
+        made, claim = claimed.made, claimed.claim
+        outcome = await self._attempt(made, claim)
+        if isinstance(outcome, RetryLater):
+            reason = str(outcome)
+            if claimed.kind is ClaimKind.OWN:
+                await self.store.let_go(claimed.ticket_id, made.key, reason)
+            else:
+                self._told.pop(claimed.ticket_id, None)
+                held = self._settled(made, DeliveryStatus.SENDING, claim, self.clock())
+                await self.store.hand_to_log(held, reason)
+            return outcome
+        done, outbox = await self.store.record(outcome.delivery, outcome.fields, [outcome.event])
+        self._finished(outcome.metric, outcome.cost)
+        if outcome.delivery.status is DeliveryStatus.FAILED:
+            log.warning(
+                "%s: delivery %s failed: %s",
+                self.channel.name,
+                made.key,
+                outcome.fields.get("last_error"),
+            )
+        if done:
+            await self.relay(made.key, [outcome.event], outbox)
+        return outcome.error
 
     def _settled(
         self, made: Made, status: DeliveryStatus, claim: Claim | None, now: datetime
@@ -560,33 +602,13 @@ class ChannelWorker:
         key = receipt_key(secret, self.channel.name, site)
         return f"{base}/receipts/{self.channel.name}/{site}?key={key}"
 
-    async def _approaching(
-        self,
-        event: Event[TicketFacts],
-        *,
-        resumed: bool = True,
-        own: Claimed | None = None,
-    ) -> None:
-        """The line moved: tell those now near the front (once), if they were not already.
-        `own`: the call's own message, claimed and not yet sent: it goes first, and the log gets
-        it and the "near" messages in one write (ADR 0198) — sent even when the rest fails."""
-        batch: list[Claimed] = [own] if own is not None else []
-        try:
-            later = await self._near_front(event, resumed, batch)
-        except Exception:
-            if batch:  # claimed: sent now rather than after its hold lapses
-                with contextlib.suppress(Exception):
-                    await self._send_all(batch)
-            raise
-        await self._send_all(batch)
-        if later is not None:
-            raise later
-
     async def _near_front(
-        self, event: Event[TicketFacts], resumed: bool, batch: list[Claimed]
-    ) -> RetryLater | None:
-        """Who is near the front now and not told: each one's message claimed into `batch`;
-        a RetryLater to raise once the batch is sent (this event's own claim is still held)."""
+        self, event: Event[TicketFacts], *, resumed: bool, failures: list[Exception]
+    ) -> None:
+        """The line moved: tell those now near the front (once), if they were not already. Each
+        message is claimed in its ticket's document, sent and logged in turn, so each claim's
+        hold covers one attempt (ADR 0198). One ticket's failure does not stop the others: it
+        is added to `failures`, which the event raises once every ticket had its turn."""
         site, called = event.site, event.data
         threshold = self.config.approaching_for(site)
         waiting = await self.store.waiting_in_line(
@@ -626,7 +648,6 @@ class ChannelWorker:
                 {"last_error": "stale: the ticket has left the approaching window"},
             ):
                 self._finished("dropped")
-        later: RetryLater | None = None
         for ahead, ticket in enumerate(waiting):
             if ticket.ticket_id not in due:
                 continue
@@ -652,16 +673,19 @@ class ChannelWorker:
                     )
                     continue
                 claimed = await self._claim_near(event, ticket, data, near[ticket.ticket_id])
-            except RetryLater as exc:
-                self._told.pop(ticket.ticket_id, None)  # this event's retry resumes it
-                later = exc
-                continue
+                failure = await self._send_claimed(claimed) if claimed is not None else None
+            except Exception as exc:  # raised once the other tickets had their turn
+                failure = exc
             except BaseException:
                 self._told.pop(ticket.ticket_id, None)  # this event's retry resumes it
                 raise
-            if claimed is not None:
-                batch.append(claimed)
-        return later
+            if failure is None:
+                continue
+            if not isinstance(failure, Unprocessable):
+                # Failed for now: this event's retry resumes it. (Refused or out of attempts,
+                # recorded failed; or a ticket of another site's request: nobody is told again.)
+                self._told.pop(ticket.ticket_id, None)
+            failures.append(failure)
 
     def _near_claim(self, ticket: WaitingTicket) -> Claim | None:
         """The ticket's "your turn is near" claim on this channel, whoever's it is."""
@@ -715,48 +739,6 @@ class ChannelWorker:
         if not await self.store.take(ticket.notices, claim):
             raise RetryLater(f"delivery {made.key} changed meanwhile", 1.0)
         return Claimed(ticket.ticket_id, made, claim, kind=ClaimKind.NEAR)
-
-    async def _send_all(self, batch: Sequence[Claimed]) -> None:
-        """Send each claimed message once, in order, then settle them in the log together (one
-        insert for all, with their `notification.sent`/`failed`). A message that failed for now
-        lets its claim go (its ticket's own) or is handed to the log ("near"), and the event
-        comes back; one refused or out of attempts is recorded failed and the event
-        dead-lettered, after the others are recorded."""
-        settled: list[tuple[Claimed, Settled]] = []
-        failure: Exception | None = None
-        for claimed in batch:
-            outcome = await self._attempt(claimed.made, claimed.claim)
-            if isinstance(outcome, RetryLater):
-                reason = str(outcome)
-                if claimed.kind is ClaimKind.OWN:
-                    await self.store.let_go(claimed.ticket_id, claimed.made.key, reason)
-                else:
-                    self._told.pop(claimed.ticket_id, None)
-                    held = self._settled(
-                        claimed.made, DeliveryStatus.SENDING, claimed.claim, self.clock()
-                    )
-                    await self.store.hand_to_log(held, reason)
-                failure = failure or outcome
-                continue
-            settled.append((claimed, outcome))
-            if outcome.error is not None:
-                failure = failure or outcome.error
-        recorded = await self.store.record_all(
-            [(s.delivery, s.fields, [s.event]) for _, s in settled]
-        )
-        for (claimed, outcome), (done, outbox) in zip(settled, recorded, strict=True):
-            self._finished(outcome.metric, outcome.cost)
-            if outcome.delivery.status is DeliveryStatus.FAILED:
-                log.warning(
-                    "%s: delivery %s failed: %s",
-                    self.channel.name,
-                    claimed.made.key,
-                    outcome.fields.get("last_error"),
-                )
-            if done:
-                await self.relay(claimed.made.key, [outcome.event], outbox)
-        if failure is not None:
-            raise failure
 
     async def _attempt(self, made: Made, claim: Claim) -> Settled | RetryLater:
         """One attempt at a claimed message: what the log is to record (sent, or failed for

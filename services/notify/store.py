@@ -12,12 +12,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ReturnDocument
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from giliran.contracts import Event, TicketStatus
 from giliran.errors import Unprocessable
 from giliran.store import (
-    DUPLICATE_KEY,
     OUTBOX,
     Database,
     Document,
@@ -486,39 +485,6 @@ class DeliveryStore:
             outbox = await self.finish_announcing(delivery.id, delivery.status, fields, events)
             return outbox is not None, outbox
         return True, None
-
-    async def record_all(
-        self, settled: Sequence[tuple[Delivery, Document, Sequence[Event[Any]]]]
-    ) -> list[tuple[bool, dict[str, Document] | None]]:
-        """`record` for the messages one event settled (its own and "your turn is near"), in one
-        insert; each that meets a document is recorded as `record` would."""
-        if len(settled) <= 1:
-            return [await self.record(*one) for one in settled]
-        docs = []
-        for delivery, fields, events in settled:
-            doc = self._log_document(delivery)
-            doc.update(fields)
-            if events:
-                doc.update(outbox_fields(events))
-            docs.append(doc)
-        met: set[int] = set()
-        try:
-            await self.deliveries.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(error.get("code") != DUPLICATE_KEY for error in errors):
-                raise
-            met = {int(error["index"]) for error in errors}
-        outcomes: list[tuple[bool, dict[str, Document] | None]] = []
-        for index, (delivery, fields, events) in enumerate(settled):
-            if index not in met:
-                outcomes.append((True, None))
-            elif not events:
-                outcomes.append((await self.finish(delivery.id, delivery.status, fields), None))
-            else:
-                outbox = await self.finish_announcing(delivery.id, delivery.status, fields, events)
-                outcomes.append((outbox is not None, outbox))
-        return outcomes
 
     async def hand_to_log(self, delivery: Delivery, reason: str) -> None:
         """A claimed "near" message that failed for now: the log takes it over, `sending` and
