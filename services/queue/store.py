@@ -140,6 +140,13 @@ class TicketStore:
         self._own_events: TTLCache[str, bool] = TTLCache(OWN_EVENTS_KEPT, OWN_EVENTS_SECONDS)
         self.wake_relay: WakeRelay | None = None
         self.hand_over: HandOver | None = None
+        # Told the site after each write with events (the Queue: its boards refresh as the write
+        # is made, not again when the event comes back on the bus).
+        self.changed: Callable[[str], None] | None = None
+
+    def _changed(self, site: object) -> None:
+        if self.changed is not None and isinstance(site, str) and site:
+            self.changed(site)
 
     def _sent(self, collection: Collection, events: Sequence[Event[Any]]) -> None:
         """After a write that put `events` in `collection`'s outbox: they leave now."""
@@ -255,6 +262,7 @@ class TicketStore:
             return False
         # A ticket just inserted: its outbox holds these events only.
         await self._handed_over(self.tickets, doc["_id"], events, None)
+        self._changed(doc.get("site"))
         return True
 
     async def ahead_of(self, doc: Document) -> int:
@@ -381,6 +389,7 @@ class TicketStore:
             return None
         outbox = moved.pop(OUTBOX, None) or {}
         await self._handed_over(self.tickets, ticket_id, events, outbox)
+        self._changed(moved.get("site"))
         return moved
 
     async def mark_shared(self, ticket_id: str, statuses: Sequence[TicketStatus]) -> bool:
@@ -545,7 +554,9 @@ class TicketStore:
             except DuplicateKeyError:
                 return None
             self._sent(self.counters, events)
-            return await self.counter(site, counter)
+            inserted = await self.counter(site, counter)
+            self._changed(site)
+            return inserted
         saved: Document | None = await self.counters.find_one_and_update(
             {"_id": key, "revision": expect_revision},
             update,
@@ -554,6 +565,7 @@ class TicketStore:
         )
         if saved is not None:
             self._sent(self.counters, events)
+            self._changed(site)
         return saved
 
     # --- sessions ----------------------------------------------------------------------------
