@@ -70,10 +70,9 @@ def limited_address(connection: HTTPConnection, exempt: Collection[str]) -> str 
     return address_key(host)
 
 
-def _headers(path: str) -> list[tuple[bytes, bytes]]:
-    frameable = path.startswith(FRAMEABLE)
+def _made_headers(frameable: bool) -> tuple[tuple[bytes, bytes], ...]:
     ancestors = "'self'" if frameable else "'none'"
-    headers = [
+    return (
         (b"content-security-policy", CSP.format(ancestors=ancestors).encode()),
         # Status links carry their token in the path: never sent to another site. (Not
         # no-referrer: Chromium then sends "Origin: null" with our own forms.)
@@ -81,9 +80,17 @@ def _headers(path: str) -> list[tuple[bytes, bytes]]:
         (b"x-content-type-options", b"nosniff"),
         (b"cross-origin-opener-policy", b"same-origin"),
         (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
-    ]
-    headers.append((b"x-frame-options", b"SAMEORIGIN" if frameable else b"DENY"))
-    return headers
+        (b"x-frame-options", b"SAMEORIGIN" if frameable else b"DENY"),
+    )
+
+
+# Made once: the headers depend only on whether the path may be framed (ADR 0208).
+_FRAMEABLE_HEADERS = _made_headers(frameable=True)
+_UNFRAMEABLE_HEADERS = _made_headers(frameable=False)
+
+
+def _headers(path: str) -> tuple[tuple[bytes, bytes], ...]:
+    return _FRAMEABLE_HEADERS if path.startswith(FRAMEABLE) else _UNFRAMEABLE_HEADERS
 
 
 class SecurityHeaders:
@@ -101,11 +108,9 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                message["headers"] = [
-                    *message.get("headers", []),
-                    *((n, v) for n, v in extra if n not in present),
-                ]
+                headers = message.get("headers", [])
+                present = {name.lower() for name, _ in headers}  # a header the app set wins
+                message["headers"] = [*headers, *(h for h in extra if h[0] not in present)]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -20,7 +20,6 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
-from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from giliran import telemetry
@@ -135,20 +134,33 @@ def route_of(scope: Scope) -> str:
 class ObservedHttp:
     """Outermost middleware: correlation id (X-Request-ID in, or a traceparent's trace id, or a
     new one; echoed in the response), a server span when tracing, the latency histogram, and
-    one access log line per request (route template, status, duration)."""
+    one access log line per request (route template, status, duration).
+
+    Runs for every request of every service: the headers are read in one pass over the raw
+    list, labelled histogram children are kept, and no span or log record is prepared when
+    tracing or the access log is off (ADR 0208; bench/middleware_cpu.py measures it)."""
 
     def __init__(self, app: ASGIApp, duration: Histogram) -> None:
         self.app = app
         self.duration = duration
+        # Labelled children by (method, route, status): labels() takes a lock and builds a
+        # tuple per call. As many as the histogram's own series, so no new bound is needed.
+        self._children: dict[tuple[str, str, str], Any] = {}
+
+    def _observe(self, method: str, route: str, status: int, elapsed: float) -> None:
+        key = (method, route, str(status))
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.duration.labels(*key)
+        child.observe(elapsed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        traceparent = headers.get(telemetry.TRACEPARENT)
+        traceparent, request_id = _request_headers(scope)
         cid = (
-            telemetry.acceptable_id(headers.get(telemetry.REQUEST_ID_HEADER))
+            telemetry.acceptable_id(request_id)
             or _trace_id(traceparent)
             or telemetry.new_correlation_id()
         )
@@ -164,8 +176,8 @@ class ObservedHttp:
             done = True
             route = route_of(scope)
             elapsed = time.perf_counter() - start
-            self.duration.labels(method, route, str(status)).observe(elapsed)
-            if route not in QUIET_ROUTES:
+            self._observe(method, route, status, elapsed)
+            if route not in QUIET_ROUTES and log.isEnabledFor(logging.INFO):
                 log.info(
                     "%s %s %d %.1fms",
                     method,
@@ -180,22 +192,65 @@ class ObservedHttp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                MutableHeaders(scope=message)[telemetry.REQUEST_ID_HEADER] = cid
+                streaming = _echo_request_id(message, cid)
                 await send(message)
-                content_type = MutableHeaders(scope=message).get("content-type", "")
-                if content_type.startswith("text/event-stream"):
+                if streaming:
                     finish()  # a stream lasts as long as its viewer: measure until it opens
                 return
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 finish()
 
-        with telemetry.correlated(cid), _server_span(scope, method, traceparent) as named:
-            try:
-                await self.app(scope, receive, observed_send)
-            finally:
-                finish()
-                named(route_of(scope), status)
+        token = telemetry.bind_correlation(cid)
+        try:
+            if not telemetry.tracing():
+                try:
+                    await self.app(scope, receive, observed_send)
+                finally:
+                    finish()
+                return
+            with _server_span(scope, method, traceparent) as named:
+                try:
+                    await self.app(scope, receive, observed_send)
+                finally:
+                    finish()
+                    named(route_of(scope), status)
+        finally:
+            telemetry.unbind_correlation(token)
+
+
+_TRACEPARENT = telemetry.TRACEPARENT.lower().encode("latin-1")
+_REQUEST_ID = telemetry.REQUEST_ID_HEADER.lower().encode("latin-1")
+
+
+def _request_headers(scope: Scope) -> tuple[str | None, str | None]:
+    """The traceparent and X-Request-ID a request carries, each its first value, in one pass
+    over the raw headers (as Starlette's Headers.get reads them: names lowercase, latin-1)."""
+    traceparent: str | None = None
+    request_id: str | None = None
+    for name, value in scope.get("headers", ()):
+        if name == _TRACEPARENT and traceparent is None:
+            traceparent = value.decode("latin-1")
+        elif name == _REQUEST_ID and request_id is None:
+            request_id = value.decode("latin-1")
+    return traceparent, request_id
+
+
+def _echo_request_id(message: Message, cid: str) -> bool:
+    """Sets X-Request-ID on a response's start message (replacing any the app set, as
+    MutableHeaders does); True when the response is a server push stream."""
+    headers: list[tuple[bytes, bytes]] = []
+    content_type: bytes | None = None
+    for name, value in message.get("headers", ()):
+        lowered = name.lower()
+        if lowered == _REQUEST_ID:
+            continue
+        if lowered == b"content-type" and content_type is None:
+            content_type = value
+        headers.append((name, value))
+    headers.append((_REQUEST_ID, cid.encode("latin-1")))
+    message["headers"] = headers
+    return content_type is not None and content_type.startswith(b"text/event-stream")
 
 
 def _trace_id(traceparent: str | None) -> str | None:

@@ -45,6 +45,7 @@ from giliran.bus import (
     publish_event,
 )
 from giliran.contracts import Event, EventData
+from giliran.contracts.events import EVENT_MODELS
 from giliran.contracts.subjects import STREAM, STREAM_OWNER, event_pattern
 from giliran.errors import DomainError
 from giliran.hardening import BodyLimit, SameOrigin, SecurityHeaders
@@ -66,6 +67,19 @@ events_log = logging.getLogger("giliran.events")
 
 Hook = Callable[[], Awaitable[None]]
 INBOX_KEEP = timedelta(days=7)
+# parse_event validates every consumed message as Event[dict[str, Any]], then as Event[<its
+# model>]. pydantic keeps a parametrized model only while something refers to it (a weak
+# cache): with no reference left, a full garbage collection dropped the class and the next
+# message built it again, schema and validator (~2 ms each): 2-3 % of every consuming service's
+# CPU in py-spy samples at 20 lifecycles/s (ADR 0206). Referred to here, each is built once per
+# process: the envelope at import, the events' own models when the first consumer is declared.
+ENVELOPE = Event[dict[str, Any]]  # type: ignore[type-var]
+_PARSED_MODELS: list[type[Event[Any]]] = []
+
+
+def _keep_parsed_models() -> None:
+    if not _PARSED_MODELS:
+        _PARSED_MODELS.extend(Event[model] for model in EVENT_MODELS)  # type: ignore[valid-type]
 
 
 class ServiceRuntime:
@@ -171,6 +185,7 @@ class ServiceRuntime:
         event inside its correlation id and "process" span), for a batch handler that runs
         each event through its handler rather than folding the batch at once."""
         durable = f"{self.service}-{name}"
+        _keep_parsed_models()
         observed_handlers: dict[type[EventData], EventHandler] = {
             model: observed(durable, handler, self.bus_metrics, self.settings.log_events)
             for model, handler in handlers.items()
@@ -609,7 +624,15 @@ def create_http_app(
         finally:
             await runtime.stop()
 
-    app = FastAPI(title=title, version="1", lifespan=lifespan)
+    # FastAPI's own telemetry stays off (ADR 0208): ObservedHttp makes the one SERVER span, by
+    # route template (ADR 0091). FastAPI's native one would be a second SERVER span per request
+    # (and three operation spans) with `url.path`, the raw path: a status link's token.
+    app = FastAPI(
+        title=title,
+        version="1",
+        lifespan=lifespan,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.runtime = runtime
     app.state.auth = runtime.auth
     # /healthz, /readyz and /metrics stay open: probes and Prometheus carry no credentials and

@@ -3,6 +3,7 @@ check-in codes, rate-limit windows and survey answers."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -80,17 +81,41 @@ class Recent(Generic[V]):
     Safe for facts this service alone writes, always through this repository: each write here
     drops the key at once, and a read that was in flight across a write is not kept (the
     write's generation moved), so this instance never answers from before its own change.
-    Another instance's change is seen once the entry expires: at most `ttl` seconds late."""
+    Another instance's change is seen once the entry expires: at most `ttl` seconds late.
+
+    Readers that miss while a read of the same key and generation is in flight wait for that
+    read instead of each sending their own (ADR 0207): when the entry expires under load, every
+    registration in flight missed it at once. What they get is what the store said after they
+    asked, as their own read would have been; a reader arriving after a write (a new
+    generation) never shares a read started before it. A shared read that fails is not
+    shared: each waiting reader then reads for itself."""
 
     def __init__(self, ttl: float, maxsize: int = 1024) -> None:
         self._kept: TTLCache[str, V] = TTLCache(maxsize=maxsize, ttl=ttl)
         self._writes: dict[str, int] = {}
+        self._reading: dict[str, tuple[int, asyncio.Future[V]]] = {}
 
     async def get(self, key: str, load: Callable[[], Awaitable[V]]) -> V:
         if (kept := self._kept.get(key)) is not None:
             return kept
         generation = self._writes.get(key, 0)
-        value = await load()
+        reading = self._reading.get(key)
+        if reading is not None and reading[0] == generation:
+            shared = reading[1]
+            await asyncio.wait([shared])  # its failure is the reader's, not raised here
+            if not shared.cancelled() and shared.exception() is None:
+                return shared.result()
+        read: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+        self._reading[key] = (generation, read)
+        try:
+            value = await load()
+        except BaseException:
+            read.cancel()
+            raise
+        finally:
+            if self._reading.get(key, (0, None))[1] is read:
+                del self._reading[key]
+        read.set_result(value)
         if self._writes.get(key, 0) == generation:
             self._kept[key] = value
         return value

@@ -143,6 +143,9 @@ class Claim(BaseModel):
     attempts: int = Field(ge=0)
     claimed_at: datetime
     last_error: str | None = None
+    # The event that decided it, for messages another event may also decide ("your turn is
+    # near": any call of the line): that event's redelivery resumes it, no other event does.
+    cause_event_id: str | None = None
 
     @field_validator("held_until", "claimed_at", mode="before")
     @classmethod
@@ -176,19 +179,23 @@ def plan_message(
     now: datetime,
 ) -> MessagePlan:
     """A ticket's own message met again (a redelivered event, the other instance's copy, a
-    second channel, an event late after a later one): the log decides what it holds; else the
-    stale rule; else the claim in the ticket's document — free, held by another attempt, or left
-    by a crashed one (its hold lapsed: the message goes again rather than never, ADR 0005)."""
+    second channel, an event late after a later one): the log decides what it holds; else a
+    claim another attempt holds is waited for; else the stale rule; else the claim is free or
+    left by a crashed attempt (its hold lapsed: the message goes again rather than never,
+    ADR 0005)."""
     if logged is DeliveryStatus.SENDING:
         return MessagePlan(Go.LOG)
     if logged is not None:
         return MessagePlan(Go.DONE)
+    if claim is not None and claim.held_until > now:
+        # Held before stale: the attempt holding it may have it on the wire, and a drop recorded
+        # now would be a record of a message the citizen gets, with no notification.sent (the
+        # attempt's record would meet the drop). Its record (or its lapse) decides.
+        return MessagePlan(Go.WAIT, wait_seconds=max(1.0, (claim.held_until - now).total_seconds()))
     if is_stale(template, ticket_status):
         return MessagePlan(Go.DROP)
     if claim is None:
         return MessagePlan(Go.SEND, attempt=1)
-    if claim.held_until > now:
-        return MessagePlan(Go.WAIT, wait_seconds=max(1.0, (claim.held_until - now).total_seconds()))
     return MessagePlan(Go.SEND, attempt=claim.attempts + 1)
 
 

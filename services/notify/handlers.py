@@ -8,6 +8,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from cachetools import TTLCache
@@ -65,7 +66,13 @@ from services.notify.domain import (
 )
 from services.notify.gateways import Receipt, receipt_key
 from services.notify.metrics import NotifyMetrics
-from services.notify.store import RELEASED_AT, Delivery, DeliveryStore, ForeignTicket
+from services.notify.store import (
+    RELEASED_AT,
+    Delivery,
+    DeliveryStore,
+    ForeignTicket,
+    WaitingTicket,
+)
 
 log = logging.getLogger("giliran.notify")
 SOURCE = "notify"
@@ -116,7 +123,48 @@ class Made:
         }
 
 
+class ClaimKind(StrEnum):
+    """Where a claimed message's claim is, which says what a failure for now does with it."""
+
+    OWN = "own"  # the ticket event's own message: the claim lets go, the event comes back
+    NEAR = "near"  # "your turn is near": handed to the log, which the event's retry resumes
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A message claimed in its ticket's document (ADR 0198), not yet sent."""
+
+    ticket_id: str
+    made: Made
+    claim: Claim
+    kind: ClaimKind
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What one attempt leaves for the log: the record, its fields and the event announcing it;
+    `error` when the event is to be dead-lettered once the record is written."""
+
+    delivery: Delivery
+    fields: Document
+    event: Event[Any]
+    metric: str
+    cost: int = 0
+    error: Exception | None = None
+
+
 __all__ = ["ChannelWorker", "ContactUnknown", "ReceiptTally"]
+
+
+def what_to_raise(failures: Sequence[Exception]) -> Exception | None:
+    """What one event raises for the failures of its messages: the first that brings it back
+    (failed for now: RetryLater, a contact not seen yet, the store) when there is one, else the
+    first that dead-letters it. A `ticket.called` whose own message was refused for good must
+    still come back while one of its "near" messages failed for now: only its redelivery
+    resumes that message (ADR 0198)."""
+    again = [f for f in failures if not isinstance(f, Unprocessable)]
+    first = again or list(failures)
+    return first[0] if first else None
 
 
 def backoff_seconds(attempt: int, retry: Retry, retry_after: float | None = None) -> float:
@@ -244,26 +292,36 @@ class ChannelWorker:
                 # it); its message waits for the contact with the event's retry.
                 await self.store.track_ticket(ticket.ticket_id, fields, status)
                 raise
+        failures: list[Exception] = []
         if made is None:
             tracked = await self.store.track_ticket(ticket.ticket_id, fields, status)
             moved = tracked.moved
             # Without a message to tell by: a repeat when the ticket was already exactly here.
             repeat = not tracked.moved and tracked.status is status
         else:
-            moved, repeat = await self._ticket_message(ticket.ticket_id, fields, status, made)
+            # Sent and logged before anything else (ADR 0198): a failure is raised only once
+            # the "near" messages below had their turn.
+            moved, repeat, failure = await self._ticket_message(
+                ticket.ticket_id, fields, status, made
+            )
+            failures += [failure] if failure is not None else []
         if isinstance(ticket, TicketCalled):
             # Moved to "called" by this very write: no earlier handling of this event got as far
             # as the approaching messages (each does this write first, and status only moves
             # forward), so it has none to resume.
-            await self._approaching(event, resumed=not moved)
+            await self._near_front(event, resumed=not moved, failures=failures)
+        raised = what_to_raise(failures)
+        if raised is not None:
+            raise raised
         return repeat
 
     async def _ticket_message(
         self, ticket_id: str, fields: Document, status: TicketStatus, made: Made
-    ) -> tuple[bool, bool]:
+    ) -> tuple[bool, bool, Exception | None]:
         """A ticket event's own message (ADR 0198): its claim is taken by the ticket's one write
-        for the event, the message sent, and the log written once, after the send. Whether the
-        write moved the ticket forward, and whether the message had been handled before."""
+        for the event, the message sent at once, and the log written once, right after the
+        send. Whether the write moved the ticket forward, whether the message had been handled
+        before, and the failure the event is to raise for it (None: sent, or nothing to do)."""
         now = self.clock()
         first = Claim(
             delivery_id=made.key, held_until=now + self._hold(), attempts=1, claimed_at=now
@@ -271,17 +329,18 @@ class ChannelWorker:
         if await self.store.advance(ticket_id, fields, status, first):
             # The usual case: this event moved the ticket, so nothing handled it before (every
             # handling makes this write first, and status only moves forward).
-            await self._send_claimed(ticket_id, made, first)
-            return True, False
-        return False, await self._ticket_message_again(ticket_id, fields, status, made)
+            failure = await self._send_claimed(Claimed(ticket_id, made, first, ClaimKind.OWN))
+            return True, False, failure
+        repeat, failure = await self._ticket_message_again(ticket_id, fields, status, made)
+        return False, repeat, failure
 
     async def _ticket_message_again(
         self, ticket_id: str, fields: Document, status: TicketStatus, made: Made
-    ) -> bool:
+    ) -> tuple[bool, Exception | None]:
         """The event's write took no claim: the ticket is further along, or the claim exists (a
         redelivery, the other instance's copy, a crash's leftover). Load, decide (pure:
         `plan_message`), save with the version loaded; again when someone wrote in between.
-        Whether the message had been handled before."""
+        Whether the message had been handled before, and the failure of its send, if any."""
         for _ in range(TAKE_TRIES):
             notices = await self.store.notices(ticket_id)
             if notices is not None and notices.site != fields["site"]:
@@ -297,10 +356,13 @@ class ChannelWorker:
                 made.template, notices.status, claim, logged.status if logged else None, now
             )
             if plan.go is Go.DONE:
-                return True
+                return True, None
             if plan.go is Go.LOG:
                 # Reopened by the operator's retry: the log's own holds decide (ADR 0165).
-                return await self._deliver(ticket_status=notices.status, **made.deliver())
+                try:
+                    return await self._deliver(ticket_status=notices.status, **made.deliver()), None
+                except (RetryLater, Unprocessable) as exc:
+                    return True, exc
             if plan.go is Go.WAIT:
                 # Another attempt has it in hand: at-least-once delivery handed this event to a
                 # second consumer (the ack wait ran out while the first waited on the gateway).
@@ -312,7 +374,7 @@ class ChannelWorker:
                 )
                 if dropped:
                     self._finished("dropped")
-                return claim is not None
+                return claim is not None, None
             taken = Claim(
                 delivery_id=made.key,
                 held_until=now + self._hold(),
@@ -321,82 +383,42 @@ class ChannelWorker:
                 last_error=claim.last_error if claim else None,
             )
             if await self.store.take(notices, taken):
-                await self._send_claimed(ticket_id, made, taken)
-                return claim is not None
+                failure = await self._send_claimed(Claimed(ticket_id, made, taken, ClaimKind.OWN))
+                return claim is not None, failure
         raise RetryLater(f"ticket {ticket_id} kept changing", 1.0)
 
-    async def _send_claimed(self, ticket_id: str, made: Made, claim: Claim) -> None:
-        """One attempt at a message claimed in its ticket's document; the log is written once
-        it is settled (sent or failed), with the event that says so. A crash before that leaves
-        only the held claim: its hold lapses and the redelivered event sends it again, never
-        loses it (ADR 0005)."""
-        try:
-            handed = await self.channel.send(made.recipient, made.outgoing(made.key))
-        except PermanentFailure as exc:
-            reason = scrub(str(exc))
-            refused = isinstance(exc, Refused)
-            await self._fail_claimed(made, claim, reason, refused=refused)
-            raise Unprocessable(f"{self.channel.name}: {reason}") from exc
-        except TransientFailure as exc:
-            reason = scrub(str(exc))
-            attempt = claim.attempts
-            if attempt >= self.retry.max_attempts:
-                await self._fail_claimed(made, claim, f"after {attempt} attempts: {reason}")
-                raise Unprocessable(
-                    f"{self.channel.name}: gave up after {attempt}: {reason}"
-                ) from exc
-            await self.store.let_go(ticket_id, made.key, reason)
-            raise RetryLater(reason, backoff_seconds(attempt, self.retry, exc.retry_after)) from exc
-        now = self.clock()
-        sent = new_event(
-            NotificationSent(
-                **self._outcome(made.key, made.template, made.facts),
-                cost_units=handed.cost,
-                sent_at=now,
-            ),
-            site=made.site,
-            source=SOURCE,
-            at=now,
-        )
-        recorded, outbox = await self.store.record(
-            self._settled(made, DeliveryStatus.SENT, claim, now),
-            {
-                "sent_at": instant(now),
-                "cost_units": handed.cost,
-                "last_error": None,
-                "gateway_id": handed.gateway_id,
-            },
-            [sent],
-        )
-        self._finished("sent", handed.cost)
-        if recorded:
-            await self.relay(made.key, [sent], outbox)
-
-    async def _fail_claimed(
-        self, made: Made, claim: Claim, reason: str, *, refused: bool = False
-    ) -> None:
-        now = self.clock()
-        reason = scrub(reason)
-        failed = new_event(
-            NotificationFailed(
-                **self._outcome(made.key, made.template, made.facts),
-                reason=reason[:500],
-                failed_at=now,
-                refused=refused,
-            ),
-            site=made.site,
-            source=SOURCE,
-            at=now,
-        )
-        recorded, outbox = await self.store.record(
-            self._settled(made, DeliveryStatus.FAILED, claim, now),
-            {"failed_at": instant(now), "last_error": reason, "refused": refused},
-            [failed],
-        )
-        self._finished("failed")
-        if recorded:
-            await self.relay(made.key, [failed], outbox)
-        log.warning("%s: delivery %s failed: %s", self.channel.name, made.key, reason)
+    async def _send_claimed(self, claimed: Claimed) -> Exception | None:
+        """One attempt at a message claimed in its ticket's document, and the log's one write
+        for it right after, settled (sent or failed) with the event that says so: its claim's
+        hold, taken just before, covers one attempt and so lasts until the record is written. A
+        crash before the record leaves only the held claim: its hold lapses and the redelivered
+        event sends that one message again, never loses it (ADR 0005).
+        What the event is to raise for it, if anything: RetryLater when it failed for now (its
+        own claim let go, or a "near" message handed to the log, which the event's retry
+        resumes); the dead-lettering error when it was refused or out of attempts."""
+        made, claim = claimed.made, claimed.claim
+        outcome = await self._attempt(made, claim)
+        if isinstance(outcome, RetryLater):
+            reason = str(outcome)
+            if claimed.kind is ClaimKind.OWN:
+                await self.store.let_go(claimed.ticket_id, made.key, reason)
+            else:
+                self._told.pop(claimed.ticket_id, None)
+                held = self._settled(made, DeliveryStatus.SENDING, claim, self.clock())
+                await self.store.hand_to_log(held, reason)
+            return outcome
+        done, outbox = await self.store.record(outcome.delivery, outcome.fields, [outcome.event])
+        self._finished(outcome.metric, outcome.cost)
+        if outcome.delivery.status is DeliveryStatus.FAILED:
+            log.warning(
+                "%s: delivery %s failed: %s",
+                self.channel.name,
+                made.key,
+                outcome.fields.get("last_error"),
+            )
+        if done:
+            await self.relay(made.key, [outcome.event], outbox)
+        return outcome.error
 
     def _settled(
         self, made: Made, status: DeliveryStatus, claim: Claim | None, now: datetime
@@ -580,8 +602,13 @@ class ChannelWorker:
         key = receipt_key(secret, self.channel.name, site)
         return f"{base}/receipts/{self.channel.name}/{site}?key={key}"
 
-    async def _approaching(self, event: Event[TicketFacts], *, resumed: bool = True) -> None:
-        """The line moved: tell those now near the front (once), if they were not already."""
+    async def _near_front(
+        self, event: Event[TicketFacts], *, resumed: bool, failures: list[Exception]
+    ) -> None:
+        """The line moved: tell those now near the front (once), if they were not already. Each
+        message is claimed in its ticket's document, sent and logged in turn, so each claim's
+        hold covers one attempt (ADR 0198). One ticket's failure does not stop the others: it
+        is added to `failures`, which the event raises once every ticket had its turn."""
         site, called = event.site, event.data
         threshold = self.config.approaching_for(site)
         waiting = await self.store.waiting_in_line(
@@ -589,16 +616,31 @@ class ChannelWorker:
         )
         order = [(t.ticket_id, t.ahead_at_issue) for t in waiting]
         # A redelivered event resumes what it began: its own unfinished "approaching" deliveries
-        # do not count as told, and one whose ticket has left the window since is dropped rather
-        # than left "sending" for ever.
+        # the log took over (after a failure) do not count as told, and one whose ticket has
+        # left the window since is dropped rather than left "sending" for ever.
         unfinished = (
             await self.store.unfinished(event.id, APPROACHING, self.channel.name) if resumed else {}
         )
-        # Told already, as far as this process knows (ADR 0186); a ticket it does not know about
-        # is tried, and the delivery's insert is the check: one another event (the other
-        # instance's, or before a restart) began is that event's to finish, so it is left alone.
-        told = {ticket_id for ticket_id, _ in order if ticket_id in self._told}
-        due = approaching_due(order, threshold, told - set(unfinished))
+        # Told already: as far as this process knows (ADR 0186), or claimed in the ticket's
+        # document by another event (another call of the line, on this instance or the other,
+        # or before a restart): that event's to finish. Its own claim this event resumes.
+        near = {t.ticket_id: self._near_claim(t) for t in waiting}
+        others = {
+            ticket_id
+            for ticket_id, claim in near.items()
+            if claim is not None and claim.cause_event_id != event.id
+        }
+        # This event's own, left by a crash (or held by its copy on the other instance): not
+        # told, whatever memory says (another call may have found it claimed).
+        resuming = set(unfinished) | {
+            ticket_id
+            for ticket_id, claim in near.items()
+            if claim is not None and claim.cause_event_id == event.id
+        }
+        told = {ticket_id for ticket_id, _ in order if ticket_id in self._told} | others
+        for ticket_id in others:
+            self._told[ticket_id] = True
+        due = approaching_due(order, threshold, told - resuming)
         for ticket_id, key in unfinished.items():
             if ticket_id not in due and await self.store.finish(
                 key,
@@ -609,26 +651,164 @@ class ChannelWorker:
         for ahead, ticket in enumerate(waiting):
             if ticket.ticket_id not in due:
                 continue
-            if ticket.ticket_id in self._told and ticket.ticket_id not in unfinished:
+            if ticket.ticket_id in self._told and ticket.ticket_id not in resuming:
                 continue  # a call of the same line handled at the same moment here took it
             # Claimed in this process before the first await (calls of one line run at once in
-            # a batch); the delivery's insert is the claim between processes.
+            # a batch); the claim in the ticket's document is the claim between processes.
             self._told[ticket.ticket_id] = True
             data = {**ticket.facts, "ticket_id": ticket.ticket_id, "ahead": ahead}
             try:
-                # Waiting, as the line just read says: the stale rule needs no read of its own.
-                await self._message(
-                    f"approaching-{ticket.ticket_id}",
-                    site,
-                    APPROACHING,
-                    ticket.request_id,
-                    data,
-                    event,
-                    TicketStatus.WAITING,
-                )
+                if ticket.ticket_id in unfinished or ticket.notices.version == 0:
+                    # The log has it (a failure handed it over), or the ticket was written
+                    # before claims were kept (a "near" message then lived in the log only).
+                    # Waiting, as the line just read says: the stale rule needs no read.
+                    await self._message(
+                        f"approaching-{ticket.ticket_id}",
+                        site,
+                        APPROACHING,
+                        ticket.request_id,
+                        data,
+                        event,
+                        TicketStatus.WAITING,
+                    )
+                    continue
+                claimed = await self._claim_near(event, ticket, data, near[ticket.ticket_id])
+                failure = await self._send_claimed(claimed) if claimed is not None else None
+            except Exception as exc:  # raised once the other tickets had their turn
+                failure = exc
             except BaseException:
                 self._told.pop(ticket.ticket_id, None)  # this event's retry resumes it
                 raise
+            if failure is None:
+                continue
+            if not isinstance(failure, Unprocessable):
+                # Failed for now: this event's retry resumes it. (Refused or out of attempts,
+                # recorded failed; or a ticket of another site's request: nobody is told again.)
+                self._told.pop(ticket.ticket_id, None)
+            failures.append(failure)
+
+    def _near_claim(self, ticket: WaitingTicket) -> Claim | None:
+        """The ticket's "your turn is near" claim on this channel, whoever's it is."""
+        prefix = f"approaching-{ticket.ticket_id}:{self.channel.name}:"
+        return next(
+            (c for c in ticket.notices.claims.values() if c.delivery_id.startswith(prefix)), None
+        )
+
+    async def _claim_near(
+        self,
+        event: Event[TicketFacts],
+        ticket: WaitingTicket,
+        data: dict[str, Any],
+        mine: Claim | None,
+    ) -> Claimed | None:
+        """Claim a "your turn is near" in its ticket's document (None: nobody to tell, or
+        another call of the line claimed it first); this event's own claim, left by a crash,
+        is taken again once its hold lapsed."""
+        made = await self._make(
+            f"approaching-{ticket.ticket_id}",
+            event.site,
+            APPROACHING,
+            ticket.request_id,
+            data,
+            event,
+        )
+        if made is None:
+            return None
+        now = self.clock()
+        if mine is None:
+            claim = Claim(
+                delivery_id=made.key,
+                held_until=now + self._hold(),
+                attempts=1,
+                claimed_at=now,
+                cause_event_id=event.id,
+            )
+            taken = await self.store.claim_near(ticket.ticket_id, claim)
+            if not taken:
+                return None  # told (or being told) meanwhile, or no longer waiting
+            return Claimed(ticket.ticket_id, made, claim, kind=ClaimKind.NEAR)
+        if await self.store.delivery(made.key) is not None:
+            return None  # settled in the log already (its record's write answered too late)
+        if mine.held_until > now:
+            # Its copy on the other instance is sending it: back when the hold ends.
+            wait = max(1.0, (mine.held_until - now).total_seconds())
+            raise RetryLater(f"delivery {made.key} is being sent", wait)
+        claim = mine.model_copy(
+            update={"held_until": now + self._hold(), "attempts": mine.attempts + 1}
+        )
+        if not await self.store.take(ticket.notices, claim):
+            raise RetryLater(f"delivery {made.key} changed meanwhile", 1.0)
+        return Claimed(ticket.ticket_id, made, claim, kind=ClaimKind.NEAR)
+
+    async def _attempt(self, made: Made, claim: Claim) -> Settled | RetryLater:
+        """One attempt at a claimed message: what the log is to record (sent, or failed for
+        good, with the event that says so), or RetryLater when it failed for now."""
+        try:
+            handed = await self.channel.send(made.recipient, made.outgoing(made.key))
+        except PermanentFailure as exc:
+            # Whatever a gateway said is masked once more here, whichever channel let it through.
+            reason = scrub(str(exc))
+            return self._failed(
+                made, claim, reason, refused=isinstance(exc, Refused), error=f"{reason}"
+            )
+        except TransientFailure as exc:
+            reason = scrub(str(exc))
+            attempt = claim.attempts
+            if attempt >= self.retry.max_attempts:
+                return self._failed(
+                    made,
+                    claim,
+                    f"after {attempt} attempts: {reason}",
+                    error=f"gave up after {attempt}: {reason}",
+                )
+            return RetryLater(reason, backoff_seconds(attempt, self.retry, exc.retry_after))
+        now = self.clock()
+        sent = new_event(
+            NotificationSent(
+                **self._outcome(made.key, made.template, made.facts),
+                cost_units=handed.cost,
+                sent_at=now,
+            ),
+            site=made.site,
+            source=SOURCE,
+            at=now,
+        )
+        return Settled(
+            delivery=self._settled(made, DeliveryStatus.SENT, claim, now),
+            fields={
+                "sent_at": instant(now),
+                "cost_units": handed.cost,
+                "last_error": None,
+                "gateway_id": handed.gateway_id,
+            },
+            event=sent,
+            metric="sent",
+            cost=handed.cost,
+        )
+
+    def _failed(
+        self, made: Made, claim: Claim, reason: str, *, refused: bool = False, error: str
+    ) -> Settled:
+        now = self.clock()
+        reason = scrub(reason)
+        failed = new_event(
+            NotificationFailed(
+                **self._outcome(made.key, made.template, made.facts),
+                reason=reason[:500],
+                failed_at=now,
+                refused=refused,
+            ),
+            site=made.site,
+            source=SOURCE,
+            at=now,
+        )
+        return Settled(
+            delivery=self._settled(made, DeliveryStatus.FAILED, claim, now),
+            fields={"failed_at": instant(now), "last_error": reason, "refused": refused},
+            event=failed,
+            metric="failed",
+            error=Unprocessable(f"{self.channel.name}: {error}"),
+        )
 
     # --- one delivery, exactly once where the channel allows --------------------------------
 

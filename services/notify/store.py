@@ -43,6 +43,8 @@ class WaitingTicket:
     request_id: str
     ahead_at_issue: int
     facts: Document
+    # The ticket's document as loaded (its claims and version), for its "near" message's claim.
+    notices: TicketNotices
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ def stored_claim(claim: Claim) -> Document:
         "attempts": claim.attempts,
         "claimed_at": instant(claim.claimed_at),
         "last_error": claim.last_error,
+        "cause_event_id": claim.cause_event_id,
     }
 
 
@@ -369,6 +372,17 @@ class DeliveryStore:
         )
         return result.modified_count == 1
 
+    async def claim_near(self, ticket_id: str, claim: Claim) -> bool:
+        """Claim a "your turn is near" message in its ticket's document, held for its first
+        attempt: only while the ticket still waits and nobody claimed it (another call of the
+        line, on this instance or the other). False: told already, or no longer waiting."""
+        path = claim_field(claim.delivery_id)
+        result = await self.tickets.update_one(
+            {"_id": ticket_id, "status": TicketStatus.WAITING.value, path: {"$exists": False}},
+            {"$set": {path: stored_claim(claim)}, "$inc": {"version": 1}},
+        )
+        return result.modified_count == 1
+
     async def let_go(self, ticket_id: str, delivery_id: str, reason: str) -> None:
         """A transient failure: the reason kept and the hold let go, so the retry may send."""
         path = claim_field(delivery_id)
@@ -400,8 +414,7 @@ class DeliveryStore:
                         "service": service,
                         "status": "waiting",
                     }
-                ),
-                {"claims": 0},
+                )
             )
             .sort([("issued_at", 1), ("_id", 1)])
             .limit(limit)
@@ -412,7 +425,8 @@ class DeliveryStore:
                 ticket_id=str(doc["_id"]),
                 request_id=str(doc["request_id"]),
                 ahead_at_issue=int(doc.get("ahead_at_issue", 0)),
-                facts=doc,
+                facts={k: v for k, v in doc.items() if k not in ("claims", "version")},
+                notices=TicketNotices.model_validate(doc),
             )
             for doc in found
         ]
@@ -471,6 +485,16 @@ class DeliveryStore:
             outbox = await self.finish_announcing(delivery.id, delivery.status, fields, events)
             return outbox is not None, outbox
         return True, None
+
+    async def hand_to_log(self, delivery: Delivery, reason: str) -> None:
+        """A claimed "near" message that failed for now: the log takes it over, `sending` and
+        not held, with the reason, so the redelivered event resumes it the log's way (and drops
+        it if its ticket has moved on meanwhile, ADR 0005's amendment)."""
+        doc = self._log_document(delivery)
+        doc.update({"status": DeliveryStatus.SENDING.value, "held_until": RELEASED})
+        doc["last_error"] = reason
+        if not await self.begin(doc):
+            await self.note_error(delivery.id, reason)
 
     async def delivery(self, delivery_id: str) -> Delivery | None:
         doc = await self.deliveries.find_one({"_id": delivery_id}, {"outbox": 0})

@@ -59,9 +59,10 @@ class CounterNow(StrEnum):
 
 
 def counter_now(site: str, counter: str, current: TicketAt | None) -> CounterNow:
-    """The state of a counter from the ticket its `current` pointer names (None: no pointer or
-    no such ticket). A pointer at a ticket of another site, or one that moved elsewhere or on,
-    is left over and means nothing."""
+    """The state of a counter from the ticket called there last (None: none). Only that ticket
+    can be seated there (ADR 0203: a counter calls again only once its seat is free); one of
+    another site, or that moved elsewhere or on, means nothing. (A waiting one is the pointer
+    of a reservation, ADR 0161, made by code before ADR 0203; the desk no longer asks.)"""
     if current is None or current.site != site:
         return CounterNow.FREE
     if current.status == TicketStatus.WAITING:
@@ -78,15 +79,20 @@ class LostCall(StrEnum):
     # It still waits: what the call read of it changed (its request got another ticket, so
     # it must now be called under the serving slot, ADR 0190): decide again from the store.
     CHANGED = "changed"
+    # It still waits as the call read it: the counter's seat was another ticket's (ADR 0203),
+    # the counter is busy with another call.
+    SEAT_TAKEN = "seat_taken"
 
 
-def after_lost_call(counter: str, now: TicketAt | None) -> LostCall:
-    """What a call whose conditional ticket write failed (the ticket no longer waited) means,
-    from the ticket as it is now."""
+def after_lost_call(counter: str, now: TicketAt | None, *, called_alone: bool = True) -> LostCall:
+    """What a call whose conditional ticket write failed means, from the ticket as it is now
+    and whether the call was made without the serving slot, on condition that the ticket was
+    still alone in its request (ADR 0190)."""
     if now is not None and now.status in BUSY_STATUSES:
         return LostCall.CALLED_HERE if now.counter == counter else LostCall.TAKEN
     if now is not None and now.status == TicketStatus.WAITING:
-        return LostCall.CHANGED
+        # Only a call that counted on the ticket being alone can have lost to its flag.
+        return LostCall.CHANGED if called_alone and now.shared else LostCall.SEAT_TAKEN
     return LostCall.GONE
 
 

@@ -39,6 +39,7 @@ from services.queue.handlers import SOURCE, Queue
 from services.queue.memory import QueueMemory
 from services.queue.store import (
     TicketStore,
+    counter_key,
     counter_state,
     counter_view,
     facts_of,
@@ -96,7 +97,7 @@ class Desk:
         site = self.queue.site(site_slug)
         counter = domain.counter_of(site, counter_id)
         doc = await self.memory.counter(site.site, counter.id)
-        current = await self.store.at_counter(site.site, counter.id, doc or {})
+        current = await self.store.at_counter(site.site, counter.id)
         if doc is None:
             return CounterView(counter=counter.id, status="closed", services=counter.services)
         return counter_view(doc, current["_id"] if current else None)
@@ -178,8 +179,6 @@ class Desk:
                 "services": chosen,
                 "opened_at": instant(now),
             }
-            if doc is None or doc.get("session_id") != session:
-                fields["normal_since_priority"] = 0
             saved = await self.store.save_counter(
                 site.site, counter_id, fields, events, doc["revision"] if doc else None
             )
@@ -243,7 +242,7 @@ class Desk:
         async with self._locks[f"{site.site}:{counter.id}"]:
             for _ in range(MAX_ROUNDS):
                 doc = await self.memory.counter(site.site, counter.id)
-                busy = await self._busy(site, counter.id, doc)
+                busy = await self._busy(site, counter.id)
                 if busy is not None:
                     raise domain.CounterBusy(counter.id, busy["number"])
                 session = await self._serving_session(site, counter.id, doc)
@@ -257,11 +256,12 @@ class Desk:
                     pinned=bool(doc and doc.get("pinned")),
                     known=doc,
                 )
-                await self._still_free(site, counter.id, doc, state)
                 called = await self._call_chosen(site, counter_state(state))
                 if called is not MOVED:
                     break
-                self.memory.counter_stale(site.site)  # another instance acted here: look again
+                # The seat was taken and freed again meanwhile (another instance called and
+                # completed at this counter): look again.
+                self.memory.counter_stale(site.site)
             else:
                 return None
         self.queue.touched(site.site)
@@ -271,45 +271,43 @@ class Desk:
     def memory(self) -> QueueMemory:
         return self.queue.memory
 
-    async def _busy(self, site: SiteDef, counter: str, doc: Document | None) -> Document | None:
-        """The ticket the counter is calling or serving, if any. A counter points at the ticket
-        it reserved before calling it (ADR 0161): a reserved ticket still waiting is a call
-        in flight here or one a crash cut short, and is called now (by whichever of the two
-        gets there: the ticket's own conditional write lets only one)."""
-        current = counter_state(doc).current if doc else None
-        if not current:
+    async def _busy(self, site: SiteDef, counter: str) -> Document | None:
+        """The ticket the counter is calling or serving, if any: the ticket called there last,
+        if it is still seated there (ADR 0203). From memory when it says the counter is free:
+        a stale "free" only costs the call's write, which the seat refuses; a ticket memory
+        says is seated there is checked against the store (another instance may have
+        completed it), only then."""
+        last = await self._last_call(site, counter)
+        if calling.counter_now(site.site, counter, ticket_at(last)) != calling.CounterNow.BUSY:
             return None
-        doc = self.memory.ticket(current)
-        if doc is None or doc["status"] != "completed":
-            # Only a completed ticket is known for good from memory (it never moves again);
-            # anything else may have moved in another instance.
-            doc = await self.store.get(current)
-        match calling.counter_now(site.site, counter, ticket_at(doc)):
-            case calling.CounterNow.FREE:
-                return None
-            case calling.CounterNow.BUSY:
-                return doc
-            case calling.CounterNow.RESERVED:
-                assert doc is not None
-                # The call in flight or cut short took the citizen's slot if it needed one;
-                # taking it again is a no-op then, and needed if the ticket's request got
-                # another ticket since (ADR 0190).
-                took = await self._take_slot(doc)
-                if took is None:
-                    return None  # the citizen is at another counter: this one is free
-                result, called = await self._call_reserved(site, counter, doc)
-                return called if result == "called" else None
+        assert last is not None
+        now = await self.store.get(last["_id"])
+        if now is not None:
+            self.memory.keep_last_call(site.site, counter, now, self.memory.generation(site.site))
+        if calling.counter_now(site.site, counter, ticket_at(now)) == calling.CounterNow.BUSY:
+            return now
+        return None
 
-    async def _still_free(
-        self, site: SiteDef, counter: str, checked: Document | None, state: Document
-    ) -> None:
-        """Opening may have read the counter again (another instance opened it first): the call
-        is reserved against that revision, so it must be free in that revision too."""
-        if checked is not None and checked.get("revision") == state.get("revision"):
-            return
-        busy = await self._busy(site, counter, state)
-        if busy is not None:
-            raise domain.CounterBusy(counter, busy["number"])
+    async def _last_call(self, site: SiteDef, counter: str) -> Document | None:
+        """The ticket called at `counter` last (ADR 0203): from memory, else one read along an
+        index, kept unless another instance's write was seen while it was read."""
+        known, last = self.memory.last_call(site.site, counter)
+        if known:
+            return last
+        generation = self.memory.generation(site.site)
+        last = await self.store.last_call(site.site, counter)
+        self.memory.keep_last_call(site.site, counter, last, generation)
+        return last
+
+    async def _ratio(self, site: SiteDef, counter: str, session_id: str) -> rules.CounterMemory:
+        """The counter's memory for the priority ratio: normal calls since its last priority
+        call, as its last call in this session left it (none yet: 0, as a counter opened for
+        a new session starts). Kept on each called ticket (ADR 0203): the counter's calls follow
+        each other, so the last one's is the counter's."""
+        last = await self._last_call(site, counter)
+        if last is None or last.get("session_id") != session_id:
+            return rules.CounterMemory()
+        return rules.CounterMemory(int(last.get("counter_ratio", 0)))
 
     async def _serving_session(
         self, site: SiteDef, counter_id: str, doc: Document | None
@@ -362,7 +360,8 @@ class Desk:
 
     async def _call_chosen(self, site: SiteDef, state: CounterState) -> TicketView | _Moved | None:
         services = state.services
-        memory = rules.CounterMemory(state.normal_since_priority)
+        assert state.session_id is not None  # opened for the running session just before
+        memory = await self._ratio(site, state.counter, state.session_id)
         # Priority tickets only matter when one is due by the ratio (or nothing else waits);
         # aged ones are found among the oldest anyway. Appointments only if the session has any.
         ratio_due = memory.normal_since_priority >= self.policy.call.normal_per_priority
@@ -413,11 +412,14 @@ class Desk:
                     continue
                 self.memory.claiming.add(doc["_id"])
                 try:
-                    result, called, state = await self._claim(site, state, doc, choice.priority)
+                    result, called = await self._claim(
+                        site, state.counter, doc, memory.after(choice)
+                    )
                 finally:
                     self.memory.claiming.discard(doc["_id"])
-                if result == "moved":
-                    return MOVED
+                if result == "busy":
+                    await self._refuse_busy(site, state.counter)
+                    return MOVED  # (freed meanwhile: look again)
                 if called is not None:
                     return ticket_view(called)
                 if result == "elsewhere":
@@ -437,43 +439,47 @@ class Desk:
         return None
 
     async def _claim(
-        self, site: SiteDef, state: CounterState, doc: Document, priority: bool
-    ) -> tuple[str, Document | None, CounterState]:
+        self, site: SiteDef, counter: str, doc: Document, after: rules.CounterMemory
+    ) -> tuple[str, Document | None]:
         """Call one waiting ticket at this counter: take its citizen's serving slot if its
-        request has other tickets (ADR 0190), point the counter at it if nobody changed the
-        counter since `state` was read, then call the ticket. ("called", ticket), ("elsewhere",
-        None) when the citizen is at another counter, ("taken", None) when another counter won
-        the ticket, ("moved", None) when the counter or the ticket changed under us (another
-        instance acted at it)."""
-        counter = state.counter
+        request has other tickets (ADR 0190), then call the ticket into the counter's seat in
+        one conditional write (ADR 0203), with the counter's ratio memory `after` this call.
+        ("called", ticket), ("elsewhere", None) when the citizen is at another counter,
+        ("taken", None) when another counter won the ticket, ("busy", None) when the counter
+        seats another ticket (another instance called there)."""
         took = await self._take_slot(doc)
         if took is None:
-            return "elsewhere", None, state
-        reserved = await self.store.reserve_counter(
-            site.site, counter, state.revision, priority, doc["_id"]
-        )
-        if reserved is None:
-            if took:  # a slot another call of this ticket holds is that call's to free
-                await self.store.release_visit(doc["request_id"], doc["_id"])
-            return "moved", None, state
-        self.memory.counter_saved(site.site, reserved)
-        # The next candidate, if this one is lost, is reserved on the new revision.
-        result, called = await self._call_reserved(site, counter, doc)
-        return result, called, counter_state(reserved)
+            return "elsewhere", None
+        result, called = await self._call_reserved(site, counter, doc, after)
+        if result == "busy" and took:  # a slot another call of this ticket holds is its own
+            await self.store.release_visit(doc["request_id"], doc["_id"])
+        return result, called
+
+    async def _refuse_busy(self, site: SiteDef, counter: str) -> None:
+        """The counter's seat was another ticket's: 409 with that ticket's number, or back to
+        the caller if it was freed meanwhile."""
+        seated = await self.store.at_counter(site.site, counter)
+        if seated is not None:
+            self.memory.keep_last_call(
+                site.site, counter, seated, self.memory.generation(site.site)
+            )
+            raise domain.CounterBusy(counter, seated["number"])
 
     async def _call_reserved(
-        self, site: SiteDef, counter: str, doc: Document
+        self, site: SiteDef, counter: str, doc: Document, after: rules.CounterMemory
     ) -> tuple[str, Document | None]:
         """`_claim_ticket`, and once more under the request's serving slot if the ticket turned
         out shared since `doc` was read (ADR 0190: its request got another ticket meanwhile)."""
-        result, found = await self._claim_ticket(site, counter, doc)
+        result, found = await self._claim_ticket(site, counter, doc, after)
         if result != "changed":
             return result, found
         assert found is not None  # the ticket as it is now, still waiting
         took = await self._take_slot(found)
         if took is None:
             return "elsewhere", None
-        result, found = await self._claim_ticket(site, counter, found)
+        result, found = await self._claim_ticket(site, counter, found, after)
+        if result == "busy" and took:
+            await self.store.release_visit(doc["request_id"], doc["_id"])
         return ("taken", None) if result == "changed" else (result, found)
 
     async def _take_slot(self, doc: Document) -> bool | None:
@@ -493,7 +499,7 @@ class Desk:
         return took
 
     async def _claim_ticket(
-        self, site: SiteDef, counter: str, doc: Document
+        self, site: SiteDef, counter: str, doc: Document, after: rules.CounterMemory
     ) -> tuple[str, Document | None]:
         """Call a ticket the counter points at (its serving slot taken when it needs one):
         ("called", ticket) when it is called at `counter` now, by this call or by another
@@ -525,15 +531,21 @@ class Desk:
                 "called_at": instant(now),
                 "last_call_at": instant(now),
                 "held": False,
+                # The counter's ratio memory after this call: the next call here reads it
+                # from this ticket (ADR 0203).
+                "counter_ratio": after.normal_since_priority,
             },
             events=[called],
             # Called without the slot only while it is still alone in its request: should its
             # request have got another ticket since `doc` was read, this write fails.
             extra_match={"multi": False} if alone else None,
+            # Into the counter's seat: should another ticket be seated there (another instance
+            # called at this counter meanwhile), this write fails (ADR 0203).
+            seat=counter_key(site.site, counter),
         )
         if moved is None:
             now_doc = await self.store.get(doc["_id"])
-            match calling.after_lost_call(counter, ticket_at(now_doc)):
+            match calling.after_lost_call(counter, ticket_at(now_doc), called_alone=alone):
                 case calling.LostCall.CALLED_HERE:
                     assert now_doc is not None
                     return "called", now_doc
@@ -543,6 +555,8 @@ class Desk:
                 case calling.LostCall.CHANGED:
                     # (Only a call made without the slot can find it so: nothing to free.)
                     return "changed", now_doc
+                case calling.LostCall.SEAT_TAKEN:
+                    return "busy", None
             return "taken", None
         self.memory.left(doc)
         self.memory.moved_to(moved)
@@ -600,7 +614,7 @@ class Desk:
         async with self._locks[f"{site.site}:{counter.id}"]:
             for _ in range(MAX_ROUNDS):
                 known = await self.memory.counter(site.site, counter.id)
-                busy = await self._busy(site, counter.id, known)
+                busy = await self._busy(site, counter.id)
                 if busy is not None:
                     raise domain.CounterBusy(counter.id, busy["number"])
                 doc = await self._ticket(site, ticket_id)
@@ -608,16 +622,16 @@ class Desk:
                 state = await self._open(
                     site, counter.id, None, doc["session_id"], pinned=False, known=known
                 )
-                await self._still_free(site, counter.id, known, state)
                 if doc["service"] not in counter_state(state).services:
                     raise domain.NotThisCounter(doc["number"], counter.id)
                 if not doc.get("arrived", True):
                     raise domain.NotCheckedIn(doc["number"])
-                result, _, _ = await self._claim(
-                    site, counter_state(state), doc, bool(doc.get("is_priority"))
-                )
-                if result == "moved":
-                    self.memory.counter_stale(site.site)
+                assert state.get("session_id") is not None
+                ratio = await self._ratio(site, counter.id, str(state["session_id"]))
+                result, _ = await self._claim(site, counter.id, doc, ratio.after(_waiting(doc)))
+                if result == "busy":
+                    await self._refuse_busy(site, counter.id)
+                    self.memory.counter_stale(site.site)  # freed meanwhile: look again
                     continue
                 if result == "elsewhere":
                     raise domain.CitizenElsewhere(doc["number"])

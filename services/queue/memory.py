@@ -106,6 +106,12 @@ class SiteMemory:
     heads: dict[tuple[str, str, bool], LineHead] = field(default_factory=dict)
     counters: dict[str, Document] | None = None
     calls: list[Document] | None = None
+    # Per counter, the ticket called there last (None: none), as this process last wrote or
+    # read it: whether the counter seats a ticket, and its priority ratio (ADR 0203).
+    last_calls: dict[str, Document | None] = field(default_factory=dict)
+    # Calls this process made while the latest calls were not in memory (a read of them may be
+    # on its way, from before these writes): added to what that read brings.
+    unread_calls: dict[str, Document] = field(default_factory=dict)
 
 
 class QueueMemory:
@@ -147,6 +153,8 @@ class QueueMemory:
         memory.heads.clear()
         memory.counters = None
         memory.calls = None
+        memory.last_calls = {}
+        memory.unread_calls = {}
         for ticket_id in [k for k, d in self.moved.items() if d.get("site") == site]:
             self.moved.pop(ticket_id, None)
         self.forgotten += 1
@@ -273,6 +281,37 @@ class QueueMemory:
         """A compare-and-set on a counter failed: another instance changed it."""
         self.forget(site)
 
+    # --- the latest call at each counter (ADR 0203) ------------------------------------------
+
+    def last_call(self, site: str, counter: str) -> tuple[bool, Document | None]:
+        """Whether memory knows the ticket called at `counter` last, and that ticket."""
+        calls = self.site(site).last_calls
+        return (counter in calls, calls.get(counter))
+
+    def generation(self, site: str) -> int:
+        return self.site(site).generation
+
+    def keep_last_call(
+        self, site: str, counter: str, doc: Document | None, generation: int
+    ) -> None:
+        """A read of the last call at `counter`, kept unless another instance's write was seen
+        since it began (`generation`)."""
+        memory = self.site(site)
+        if memory.generation == generation:
+            memory.last_calls[counter] = doc
+
+    def _called_at_counter(self, doc: Document) -> None:
+        """This process moved a ticket called at a counter: the latest call there, unless memory
+        knows a later one. (Calls at one counter follow each other: a counter calls again only
+        once its seat is free, so the ticket it seats, or left last, is its latest.)"""
+        counter, called_at = doc.get("counter"), doc.get("called_at")
+        if not counter or not called_at:
+            return
+        calls = self.site(doc["site"]).last_calls
+        known = calls.get(counter)
+        if known is None or str(known.get("called_at") or "") <= str(called_at):
+            calls[counter] = doc
+
     # --- tickets this process moved, and the latest calls ------------------------------------
 
     def ticket(self, ticket_id: str) -> Document | None:
@@ -284,15 +323,34 @@ class QueueMemory:
             return memory.calls
         generation = memory.generation
         found = await self.store.recent_calls(site, RECENT_CALLS)
-        if memory.generation == generation:
-            memory.calls = found
+        if memory.generation != generation:
+            return found
+        # A call this process made while the read was on its way may be missing from it (the
+        # read left the store first): kept, that call would never reach the boards.
+        late = memory.unread_calls
+        memory.unread_calls = {}
+        if late:
+            merged = {d["_id"]: d for d in found} | late
+            found = sorted(
+                (d for d in merged.values() if d.get("last_call_at")),
+                key=lambda d: str(d["last_call_at"]),
+                reverse=True,
+            )[:RECENT_CALLS]
+        memory.calls = found
         return found
 
     def moved_to(self, doc: Document) -> None:
         """This process wrote `doc` (the ticket as it is now)."""
         self.moved[doc["_id"]] = doc
-        calls = self.site(doc["site"]).calls
+        self._called_at_counter(doc)
+        memory = self.site(doc["site"])
+        calls = memory.calls
         if calls is None:
+            if doc.get("last_call_at"):
+                memory.unread_calls.pop(doc["_id"], None)
+                memory.unread_calls[doc["_id"]] = doc  # newest last
+                while len(memory.unread_calls) > RECENT_CALLS:  # only the latest can be shown
+                    del memory.unread_calls[next(iter(memory.unread_calls))]
             return
         others = [c for c in calls if c["_id"] != doc["_id"]]
         if doc.get("last_call_at"):

@@ -4,6 +4,7 @@ visits (which ticket of a request is being served) and sessions."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -29,6 +30,9 @@ from services.queue.calling import CounterState, CounterStatus, TicketAt
 
 NO_OUTBOX = {"outbox": 0}
 BUSY = ("called", "serving")
+# The counter a called or served ticket occupies ("<site>:<counter>"), under a unique index: a
+# counter seats one ticket at a time, so a call is decided by the ticket's one write (ADR 0203).
+SEAT = "seat"
 # Ids of the events this process wrote, until the bus has surely echoed them back: an event
 # seen on the bus and not in here is another queue instance's write (services.queue.memory).
 OWN_EVENTS_KEPT = 100_000
@@ -136,6 +140,13 @@ class TicketStore:
         self._own_events: TTLCache[str, bool] = TTLCache(OWN_EVENTS_KEPT, OWN_EVENTS_SECONDS)
         self.wake_relay: WakeRelay | None = None
         self.hand_over: HandOver | None = None
+        # Told the site after each write with events (the Queue: its boards refresh as the write
+        # is made, not again when the event comes back on the bus).
+        self.changed: Callable[[str], None] | None = None
+
+    def _changed(self, site: object) -> None:
+        if self.changed is not None and isinstance(site, str) and site:
+            self.changed(site)
 
     def _sent(self, collection: Collection, events: Sequence[Event[Any]]) -> None:
         """After a write that put `events` in `collection`'s outbox: they leave now."""
@@ -197,9 +208,32 @@ class TicketStore:
             [("session_id", 1), ("service", 1), ("status", 1), ("completed_at", -1)]
         )
         await self.tickets.create_index([("status", 1), ("held", 1)])
+        # One ticket seated per counter (ADR 0203); sparse: only called and served ones have one.
+        await self.tickets.create_index(SEAT, unique=True, sparse=True)
+        # The latest call at a counter: whether it seats a ticket, and its priority ratio.
+        await self.tickets.create_index([("site", 1), ("counter", 1), ("called_at", -1)])
+        await self._seat_the_busy()
         await self.counters.create_index([("site", 1)])
         await self.sessions.create_index([("site", 1), ("opens_at", -1)])
         await self.eta_quotes.create_index([("ticket_id", 1)])
+
+    async def _seat_the_busy(self) -> None:
+        """Tickets called or served before counters seated them (ADR 0203) take their seat, so
+        that the unique seat holds from the first call after an upgrade. Two at one counter (a
+        state the code before could leave after a crash) keep the first: the second is left
+        for its officer to complete, as before."""
+        for status in BUSY:
+            found = self.tickets.find(
+                indexed({"status": status}), {"site": 1, "counter": 1, SEAT: 1}
+            )
+            for doc in await found.to_list():
+                if doc.get(SEAT) or not doc.get("site") or not doc.get("counter"):
+                    continue
+                with contextlib.suppress(DuplicateKeyError):
+                    await self.tickets.update_one(
+                        {"_id": doc["_id"], "status": {"$in": list(BUSY)}, SEAT: None},
+                        {"$set": {SEAT: counter_key(doc["site"], doc["counter"])}},
+                    )
 
     # --- tickets -----------------------------------------------------------------------------
 
@@ -228,6 +262,7 @@ class TicketStore:
             return False
         # A ticket just inserted: its outbox holds these events only.
         await self._handed_over(self.tickets, doc["_id"], events, None)
+        self._changed(doc.get("site"))
         return True
 
     async def ahead_of(self, doc: Document) -> int:
@@ -320,28 +355,41 @@ class TicketStore:
         events: Sequence[Event[Any]],
         inc: Document | None = None,
         extra_match: Document | None = None,
+        seat: str | None = None,
     ) -> Document | None:
         """Move a ticket from `from_status` with its events in one atomic write; None if it was
-        no longer in that status (another counter got there first)."""
+        no longer in that status (another counter got there first) or, when it is called into
+        `seat` (a counter's key), that seat was another ticket's. A move to a status that is
+        neither called nor served frees the ticket's seat in the same write."""
         statuses = [from_status] if isinstance(from_status, TicketStatus) else list(from_status)
-        update: Document = {"$set": set_fields}
+        update: Document = {"$set": dict(set_fields)}
+        if seat is not None:
+            update["$set"][SEAT] = seat
+        elif set_fields.get("status") not in (None, *BUSY):
+            update["$unset"] = {SEAT: ""}  # it leaves its counter: the counter is free
         if inc:
             update["$inc"] = inc
-        moved: Document | None = await self.tickets.find_one_and_update(
-            {
-                "_id": ticket_id,
-                "status": {"$in": [s.value for s in statuses]},
-                **(extra_match or {}),
-            },
-            with_outbox(update, self._written(events)),
-            # The outbox too, as this write left it: an older event still pending there leaves
-            # before these (ADR 0182). Still one command.
-            return_document=ReturnDocument.AFTER,
-        )
+        try:
+            moved: Document | None = await self.tickets.find_one_and_update(
+                {
+                    "_id": ticket_id,
+                    "status": {"$in": [s.value for s in statuses]},
+                    **(extra_match or {}),
+                },
+                with_outbox(update, self._written(events)),
+                # The outbox too, as this write left it: an older event still pending there
+                # leaves before these (ADR 0182). Still one command.
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            # The seat is another ticket's (MongoDB says so; the embedded store only leaves the
+            # ticket as it was): the caller reads the ticket to tell why, in both cases.
+            moved = None
         if moved is None:
             return None
         outbox = moved.pop(OUTBOX, None) or {}
         await self._handed_over(self.tickets, ticket_id, events, outbox)
+        self._changed(moved.get("site"))
         return moved
 
     async def mark_shared(self, ticket_id: str, statuses: Sequence[TicketStatus]) -> bool:
@@ -362,20 +410,22 @@ class TicketStore:
             query["_id"] = {"$ne": except_ticket}
         await self.tickets.update_many(indexed(query), {"$set": {"held": held}})
 
-    async def at_counter(
-        self, site: str, counter: str, state: Document | None = None
-    ) -> Document | None:
-        """The ticket a counter is calling or serving now, if any: the counter's `current`
-        pointer, checked against the ticket itself (a pointer left by a crash is ignored).
-        A point read, so it costs the same however many tickets the store holds."""
-        state = state if state is not None else await self.counter(site, counter)
-        current = state.get("current") if state else None
-        if not current:
-            return None
-        doc = await self.get(current)
+    async def at_counter(self, site: str, counter: str) -> Document | None:
+        """The ticket a counter is calling or serving now, if any: the one in its seat (ADR
+        0203). A point read on a unique index, the same however many tickets the store holds."""
+        doc = await self.tickets.find_one({SEAT: counter_key(site, counter)}, NO_OUTBOX)
         if doc is None or doc.get("counter") != counter or doc["status"] not in BUSY:
             return None
         return doc
+
+    async def last_call(self, site: str, counter: str) -> Document | None:
+        """The ticket called at a counter last (None: never): seated there while it is called
+        or served, and the counter's priority ratio after it (ADR 0203). Along an index."""
+        cursor = self.tickets.find(indexed({"site": site, "counter": counter}), NO_OUTBOX).sort(
+            [("called_at", -1)]
+        )
+        found: list[Document] = await cursor.limit(1).to_list()
+        return found[0] if found else None
 
     async def waiting_list(
         self, site: str, session_id: str, services: Sequence[str], limit: int
@@ -504,7 +554,9 @@ class TicketStore:
             except DuplicateKeyError:
                 return None
             self._sent(self.counters, events)
-            return await self.counter(site, counter)
+            inserted = await self.counter(site, counter)
+            self._changed(site)
+            return inserted
         saved: Document | None = await self.counters.find_one_and_update(
             {"_id": key, "revision": expect_revision},
             update,
@@ -513,27 +565,8 @@ class TicketStore:
         )
         if saved is not None:
             self._sent(self.counters, events)
+            self._changed(site)
         return saved
-
-    async def reserve_counter(
-        self, site: str, counter: str, revision: int, priority: bool, ticket_id: str
-    ) -> Document | None:
-        """Point the counter at the ticket it is about to call, if nobody changed the counter
-        since `revision` (ADR 0161); the counter as it is now, or None when someone did. In
-        the same write its memory for the priority ratio (normal calls since its last priority
-        call)."""
-        update: Document = (
-            {"$set": {"normal_since_priority": 0, "current": ticket_id}}
-            if priority
-            else {"$inc": {"normal_since_priority": 1}, "$set": {"current": ticket_id}}
-        )
-        update.setdefault("$inc", {})["revision"] = 1
-        return await self.counters.find_one_and_update(
-            {"_id": counter_key(site, counter), "revision": revision},
-            update,
-            projection=NO_OUTBOX,
-            return_document=ReturnDocument.AFTER,
-        )
 
     # --- sessions ----------------------------------------------------------------------------
 

@@ -164,6 +164,10 @@ async def test_running_services_expose_every_metric_the_dashboard_and_rules_use(
             )  # fmt: skip
             assert submitted.status_code == 201, submitted.text
             assert submitted.headers["x-request-id"] == CITIZEN_REQUEST_ID
+            # The citizen follows the status link: its token is a credential, never traced.
+            status_token = submitted.json()["status_page_url"].rsplit("/", 1)[1]
+            followed = await http.get(f"{urls['intake']}/api/v1/status/{status_token}")
+            assert followed.status_code == 200, followed.text
             called = await http.post(
                 f"{urls['queue']}/api/v1/sites/{SITE}/counters/1/call-next", headers=staff
             )
@@ -228,8 +232,14 @@ async def test_running_services_expose_every_metric_the_dashboard_and_rules_use(
         spans[name] = [r for r in parsed if "context" in r and "kind" in r]
         assert len(records[name]) + len(spans[name]) == len(parsed)
         (out / f"log-{name}.jsonl").write_text("\n".join(raw) + "\n")
+    # One SERVER span per request, ours, by route template (ADR 0091, 0208): no second one from
+    # FastAPI's native telemetry, which records the raw path, the status link's token in it.
+    registrations = [s for s in spans["intake"] if s["name"] == "POST /api/v1/requests"]
+    assert len(registrations) == 1, [s["attributes"] for s in registrations]
+    leaked = [s["name"] for n in SERVICES for s in spans[n] if status_token in json.dumps(s)]
+    assert leaked == [], f"the status link's token is in spans: {leaked}"
     # One trace from the registration's HTTP span in intake to the call's message in notify.
-    registration = next(s for s in spans["intake"] if s["name"] == "POST /api/v1/requests")
+    registration = registrations[0]
     trace = registration["context"]["trace_id"]
 
     def traced(service: str, prefix: str) -> bool:

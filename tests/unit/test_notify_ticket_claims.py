@@ -1,6 +1,7 @@
 """What a ticket's own message does when its event's write took no claim (ADR 0198), exhaustively
-and without I/O: the log decides what it holds, then the stale rule, then the claim in the ticket's
-document (free, held by another attempt, or left by a crashed one)."""
+and without I/O: the log decides what it holds, then a claim another attempt holds (waited for,
+stale or not), then the stale rule, then the claim in the ticket's document (free, or left by a
+crashed attempt)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from giliran.contracts import TicketStatus
+from giliran.errors import RetryLater, Unprocessable
+from services.notify.contacts import ContactUnknown
 from services.notify.domain import (
     STATUS_OF_TEMPLATE,
     Claim,
     DeliveryStatus,
     Go,
-    is_stale,
     plan_message,
 )
+from services.notify.handlers import what_to_raise
 from services.notify.store import TicketNotices, claim_field, stored_claim
 
 NOW = datetime(2026, 12, 7, 22, 0, tzinfo=UTC)
@@ -48,28 +51,49 @@ def test_a_message_met_again_is_sent_only_when_nobody_has_or_holds_it(
 ) -> None:
     held = CLAIMS[claim]
     plan = plan_message(template, status, held, logged, NOW)
+    # Each expectation states its whole condition (no `elif` order shared with the rule), so a
+    # rule that checks its cases in another order fails here.
+    on_the_wire = held is not None and held.held_until > NOW
+    stale = status is not None and status.rank > STATUS_OF_TEMPLATE.get(template, status).rank
     if logged is DeliveryStatus.SENDING:
         assert plan.go is Go.LOG  # the operator's retry reopened it: the log's holds decide
-    elif logged is not None:
+    if logged is not None and logged is not DeliveryStatus.SENDING:
         assert plan.go is Go.DONE  # settled: a repeat changes nothing
-    elif is_stale(template, status):
-        assert plan.go is Go.DROP  # "go to counter 2" after the service completed
-    elif held is None:
-        assert (plan.go, plan.attempt) == (Go.SEND, 1)
-    elif held.held_until > NOW:
-        # Another attempt is on the wire (the other instance, the ack wait ran out): never a
-        # second send; back when its hold ends.
+    if logged is None and on_the_wire:
+        # Another attempt may have it on the wire (the other instance, the ack wait ran out):
+        # never a second send, and never a drop either (stale or not: the citizen may be getting
+        # it, and its record must say so); back when its hold ends.
+        assert held is not None
         assert plan.go is Go.WAIT
         assert plan.wait_seconds == max(1.0, (held.held_until - NOW).total_seconds())
-    else:
-        # A crash after the claim (or a transient failure that let go): sent again, counted.
-        assert (plan.go, plan.attempt) == (Go.SEND, held.attempts + 1)
+    if logged is None and not on_the_wire and stale:
+        assert plan.go is Go.DROP  # "go to counter 2" after the service completed
+    if logged is None and not on_the_wire and not stale:
+        # Never sent, or a crash after the claim (or a transient failure that let go): sent
+        # (again), counted.
+        assert (plan.go, plan.attempt) == (Go.SEND, 1 + (held.attempts if held else 0))
+
+
+@pytest.mark.parametrize("status", [TicketStatus.COMPLETED, TicketStatus.NO_SHOW])
+def test_a_called_message_on_the_wire_is_waited_for_even_once_its_ticket_moved_on(
+    status: TicketStatus,
+) -> None:
+    """The service completed while the first attempt's "your number is called" was still with
+    the gateway: its redelivery waits for that attempt's record rather than recording a drop of
+    a message the citizen is getting (which would leave no notification.sent)."""
+    plan = plan_message("ticket_called", status, CLAIMS["held"], None, NOW)
+    assert (plan.go, plan.wait_seconds) == (Go.WAIT, 30.0)
+    lapsed = plan_message("ticket_called", status, CLAIMS["lapsed"], None, NOW)
+    assert lapsed.go is Go.DROP  # that attempt crashed: stale now, so never sent again
 
 
 def test_only_the_templates_about_a_status_can_be_stale() -> None:
     assert set(STATUS_OF_TEMPLATE) == {"ticket_issued", "ticket_approaching", "ticket_called"}
-    late_call = plan_message("ticket_called", TicketStatus.COMPLETED, CLAIMS["held"], None, NOW)
+    # (Not while another attempt holds it: see the test above.)
+    late_call = plan_message("ticket_called", TicketStatus.COMPLETED, CLAIMS["lapsed"], None, NOW)
     assert late_call.go is Go.DROP
+    never_claimed = plan_message("ticket_called", TicketStatus.COMPLETED, None, None, NOW)
+    assert never_claimed.go is Go.DROP
     completed = plan_message("ticket_completed", TicketStatus.COMPLETED, None, None, NOW)
     assert completed.go is Go.SEND
 
@@ -104,3 +128,17 @@ def test_a_ticket_document_keeps_each_claim_under_its_delivery_id() -> None:
     notices = TicketNotices.model_validate(doc)
     assert notices.claim(odd) == claim and notices.claim("other:sms:abc") is None
     assert notices.version == 3 and notices.status is TicketStatus.WAITING
+
+
+def test_an_event_comes_back_while_any_of_its_messages_failed_only_for_now() -> None:
+    """What a `ticket.called` raises for its messages' failures: a failure for now (a "near"
+    message handed to the log, whose only resumer is the event's redelivery) wins over one that
+    dead-letters the event, whichever came first; failures of one kind keep their order."""
+    refused, foreign = Unprocessable("sms: HTTP 400"), Unprocessable("not of site")
+    for_now, unseen = RetryLater("HTTP 503", 2.0), ContactUnknown("r1")
+    assert what_to_raise([]) is None
+    assert what_to_raise([refused]) is refused
+    assert what_to_raise([refused, foreign]) is refused
+    assert what_to_raise([refused, for_now]) is for_now
+    assert what_to_raise([foreign, unseen, for_now]) is unseen
+    assert what_to_raise([for_now, refused]) is for_now

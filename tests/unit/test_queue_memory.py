@@ -276,3 +276,26 @@ async def test_a_read_that_raced_this_processs_own_call_does_not_bring_the_ticke
     head = await memory.head(SITE, SESSION, "KIA", False)
     assert [t["_id"] for t in head.tickets] == ["r00002-KIA", "r00003-KIA"]
     assert head.complete and head.waiting == 2
+
+
+async def test_a_call_made_while_the_latest_calls_are_read_is_not_lost() -> None:
+    """The latest calls were forgotten and are being read again when a counter of this process
+    calls a ticket; the read left the store before that write. The call is still among the
+    latest calls memory keeps (else no board would ever show it)."""
+
+    class SlowCalls(FakeStore):
+        async def recent_calls(self, site: str, limit: int) -> list[Document]:
+            found = await super().recent_calls(site, limit)  # what the store had then
+            if self.during_read is not None:
+                self.during_read()
+            return found
+
+    store = SlowCalls([ticket(1, status="called", counter="1", last_call_at="T001")])
+    memory = QueueMemory(store)
+    called = ticket(2, status="called", counter="2", last_call_at="T002")
+    store.during_read = lambda: memory.moved_to(called)
+    calls = await memory.recent_calls(SITE)
+    assert [c["_id"] for c in calls] == ["r00002-KIA", "r00001-KIA"]
+    store.during_read = None
+    assert [c["_id"] for c in await memory.recent_calls(SITE)] == ["r00002-KIA", "r00001-KIA"]
+    assert store.reads == 1
