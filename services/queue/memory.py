@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from bisect import insort
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -37,6 +38,9 @@ RECENT_CALLS = 8
 # Tickets this process moved (called, completed...): a point read saved on the next action on
 # them; only a hint for their terminal statuses (see `Desk._busy`).
 MOVED_KEPT = 4096
+# Tickets put in lines that a site's memory remembers, for the line heads being read meanwhile
+# (far more than are put in during one read).
+JOINS_KEPT = 256
 MOVED_SECONDS = 600.0
 # The bus watch can lose a message (plain NATS, e.g. across a reconnect): a site's memory is
 # read again at least this often whatever happens, so a lost event is a bounded staleness.
@@ -112,6 +116,11 @@ class SiteMemory:
     # Calls this process made while the latest calls were not in memory (a read of them may be
     # on its way, from before these writes): added to what that read brings.
     unread_calls: dict[str, Document] = field(default_factory=dict)
+    # The tickets this process put in a line lately, numbered: a line head read while one was
+    # put in may not hold it (the read left before the insert), so what was put in after the
+    # read left is added to what it brings.
+    joins: deque[tuple[int, Document]] = field(default_factory=lambda: deque(maxlen=JOINS_KEPT))
+    joined: int = 0
 
 
 class QueueMemory:
@@ -122,7 +131,9 @@ class QueueMemory:
         self.sites: dict[str, SiteMemory] = {}
         self.moved: TTLCache[str, Document] = TTLCache(MOVED_KEPT, MOVED_SECONDS)
         self.forgotten = 0  # how often another instance's write made a site be re-read
-        self._reading: dict[tuple[object, ...], asyncio.Future[list[Document]]] = {}
+        # Line heads being read: the read, and how many tickets this process had put in lines
+        # of the site when it left.
+        self._reading: dict[tuple[object, ...], tuple[asyncio.Future[list[Document]], int]] = {}
         # Tickets a counter of this process is calling right now: the other counters of this
         # process choose among the rest instead of all racing for the oldest ticket (each lost
         # race costs store writes). Only a courtesy between counters of one process: between
@@ -184,13 +195,14 @@ class QueueMemory:
         # read in flight is shared by whoever asks in the same generation (a later generation
         # must not take an answer read before the write that made it).
         flight = (site, *key, generation)
-        reading = self._reading.get(flight)
-        if reading is None:
-            reading = asyncio.ensure_future(
+        shared = self._reading.get(flight)
+        if shared is None:
+            started: asyncio.Future[list[Document]] = asyncio.ensure_future(
                 self.store.line_head(session_id, service, HEAD + 1, priority_only=priority)
             )
-            self._reading[flight] = reading
-            reading.add_done_callback(lambda _: self._reading.pop(flight, None))
+            shared = self._reading[flight] = (started, memory.joined)
+            started.add_done_callback(lambda _: self._reading.pop(flight, None))
+        reading, joined_before = shared
         # A ticket this process moved on (called, cancelled) while the read was on its way is
         # not waiting any more, whatever the read says: left out, or a counter here would choose
         # it, lose its write and have the whole site read again.
@@ -199,10 +211,19 @@ class QueueMemory:
         # A drained head read again in the same generation keeps its count: this process's own
         # writes kept it exact, and counting a long line again is what a head spares (ADR 0191).
         kept = found.waiting if found is not None else None
-        loaded = LineHead(tickets=docs[:HEAD], complete=len(read) <= HEAD, waiting=kept)
-        if loaded.complete:
-            loaded.waiting = len(loaded.tickets)
-        if memory.generation == generation:  # nobody else wrote meanwhile: keep it
+        loaded = LineHead(tickets=docs[:HEAD], complete=len(read) <= HEAD, waiting=None)
+        # Put in this line by this process after the read left (a transfer keeps its arrival,
+        # so it may belong at the front): the read may not hold them. `kept` counted them.
+        for number, doc in memory.joins:
+            if number < joined_before or not self._in_line(doc, key):
+                continue
+            if not self._moved_on(doc["_id"]):
+                loaded.add(dict(doc))
+        loaded.waiting = len(loaded.tickets) if loaded.complete else kept
+        # Joins forgotten before this read came back (more than JOINS_KEPT of them): cannot
+        # tell whether one is missing, so it serves this call but is not kept.
+        complete_joins = not memory.joins or memory.joins[0][0] <= joined_before
+        if memory.generation == generation and complete_joins:  # nobody else wrote meanwhile
             if len(memory.heads) > 64 * 16:  # sessions end: never grow without bound
                 memory.heads.clear()
             memory.heads[key] = loaded
@@ -223,6 +244,15 @@ class QueueMemory:
             return counted, head.tickets
         return head.waiting, head.tickets
 
+    @staticmethod
+    def _in_line(doc: Document, key: tuple[str, str, bool]) -> bool:
+        session_id, service, priority = key
+        return (
+            doc["session_id"] == session_id
+            and doc["service"] == service
+            and (not priority or bool(doc.get("is_priority")))
+        )
+
     def _heads_of(self, doc: Document) -> Iterable[LineHead]:
         heads = self.site(doc["site"]).heads
         for priority in (False, True):
@@ -236,6 +266,9 @@ class QueueMemory:
         """This process put an arrived ticket in its line (issued, checked in, transferred)."""
         if doc.get("status") != "waiting" or not doc.get("arrived", True):
             return
+        memory = self.site(doc["site"])
+        memory.joins.append((memory.joined, dict(doc)))
+        memory.joined += 1
         for head in self._heads_of(doc):
             head.add(dict(doc))
 

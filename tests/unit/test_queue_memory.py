@@ -299,3 +299,59 @@ async def test_a_call_made_while_the_latest_calls_are_read_is_not_lost() -> None
     store.during_read = None
     assert [c["_id"] for c in await memory.recent_calls(SITE)] == ["r00002-KIA", "r00001-KIA"]
     assert store.reads == 1
+
+
+class ReadLeavesFirst(FakeStore):
+    """A read that left the process before `during_read` happened: it does not see it."""
+
+    async def line_head(
+        self, session_id: str, service: str, limit: int, *, priority_only: bool
+    ) -> list[Document]:
+        self.reads += 1
+        found = [dict(t) for t in self._line(session_id, service, priority_only)[:limit]]
+        await asyncio.sleep(0)  # the answer is on its way back
+        if self.during_read is not None:
+            self.during_read()
+        return found
+
+
+def put_in(store: FakeStore, memory: QueueMemory, doc: Document) -> None:
+    store.tickets.append(doc)
+    memory.joined(doc)
+
+
+async def test_a_ticket_put_in_while_a_called_down_head_is_read_again_is_called_first() -> None:
+    """A transfer keeps the citizen's arrival, so it belongs at the front: put in while the head
+    is being read again (the read left before it), it must not be passed over until the head
+    drains."""
+    store = ReadLeavesFirst([ticket(n) for n in range(10, 10 + HEAD + 2)])
+    memory = QueueMemory(store)
+    head = await memory.head(SITE, SESSION, "KIA", False, need=4)
+    for t in list(head.tickets)[: HEAD - 3]:  # called down to 3: read again on the next call
+        memory.left(t)
+        store.tickets.remove(next(x for x in store.tickets if x["_id"] == t["_id"]))
+    transferred = ticket(1)
+    store.during_read = lambda: put_in(store, memory, transferred)
+    again = await memory.head(SITE, SESSION, "KIA", False, need=4)
+    store.during_read = None
+    assert [t["_id"] for t in (again.callable(4) or [])][:2] == ["r00001-KIA", "r00023-KIA"]
+    assert again.complete and again.waiting == len(store.tickets) == 6
+    # Kept: the next call needs no read.
+    reads = store.reads
+    assert (await memory.head(SITE, SESSION, "KIA", False, need=4)) is again
+    assert store.reads == reads
+
+
+async def test_a_ticket_put_in_while_its_line_is_first_read_is_in_the_head() -> None:
+    store = ReadLeavesFirst([ticket(n) for n in range(1, 4)])
+    memory = QueueMemory(store)
+    issued = ticket(4)
+    store.during_read = lambda: put_in(store, memory, issued)
+    head = await memory.head(SITE, SESSION, "KIA", False)
+    store.during_read = None
+    assert [t["_id"] for t in head.tickets][-1] == "r00004-KIA" and head.waiting == 4
+    # Another line's ticket put in meanwhile stays out of this one.
+    store.during_read = lambda: put_in(store, memory, ticket(5, service="KK"))
+    memory.forget(SITE)
+    head = await memory.head(SITE, SESSION, "KIA", False)
+    assert [t["_id"] for t in head.tickets] == [f"r{n:05d}-KIA" for n in range(1, 5)]
