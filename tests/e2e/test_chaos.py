@@ -151,10 +151,18 @@ class Load:
             except httpx.HTTPError:
                 await asyncio.sleep(0.3)
                 continue
-            if r.status_code != 200:
+            if r.status_code == 409 and r.json().get("error", {}).get("code") == "counter_busy":
+                # A call whose answer a crash lost: the counter seats a ticket this officer was
+                # never shown. The console shows it (as it would the officer): serve it.
+                ticket = await self._seated(http)
+                if ticket is None:
+                    await asyncio.sleep(0.2)
+                    continue
+            elif r.status_code != 200:
                 await asyncio.sleep(0.2)
                 continue
-            ticket = r.json()["ticket"]["ticket_id"]
+            else:
+                ticket = r.json()["ticket"]["ticket_id"]
             self.called.append(ticket)
             while True:  # complete it, through whatever fails meanwhile
                 with contextlib.suppress(httpx.HTTPError):
@@ -165,6 +173,12 @@ class Load:
                     if done.status_code == 409:  # already completed before a lost answer
                         break
                 await asyncio.sleep(0.3)
+
+    async def _seated(self, http: httpx.AsyncClient) -> str | None:
+        with contextlib.suppress(httpx.HTTPError, KeyError, ValueError, TypeError):
+            detail = (await http.get(f"{self.stack.url('queue')}{API}/counters/1")).json()
+            return str(detail["current"]["ticket"]["ticket_id"])
+        return None
 
     async def _waiting(self, http: httpx.AsyncClient) -> bool:
         with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
