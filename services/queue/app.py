@@ -41,10 +41,11 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     ) -> None:
         # A ticket's events are published by the task that wrote them, taken out of their
         # outboxes together a moment later (ADR 0193): no relay read after each write. Left to
-        # the relay, woken, when publishing fails. Awaited, not in a task of its own: each
-        # audited event's record is appended one at a time (the chain), and a task per event
-        # let counters outrun that, so notifications fell seconds behind (p50 0.05 → 6 s in two
-        # minutes at 20/s); awaited, the counter's click waits for it instead.
+        # the relay, woken, when publishing fails. Awaited, not in a task of its own: a task per
+        # event let counters outrun the relay, and notifications fell seconds behind (p50 0.05 →
+        # 6 s in two minutes at 20/s, when each event's audit record was appended before it was
+        # published; ADR 0210 moved that after). Awaited, a slow bus holds the click instead;
+        # a bounded hand-over queue would bound both (not built).
         await runtime.relay_now(collection, doc_id, events, outbox=outbox, remove_together=True)
 
     store.hand_over = hand_over
