@@ -791,17 +791,7 @@ class ChannelWorker:
     ) -> Settled:
         now = self.clock()
         reason = scrub(reason)
-        failed = new_event(
-            NotificationFailed(
-                **self._outcome(made.key, made.template, made.facts),
-                reason=reason[:500],
-                failed_at=now,
-                refused=refused,
-            ),
-            site=made.site,
-            source=SOURCE,
-            at=now,
-        )
+        failed = self._failure(made.key, made.site, made.template, made.facts, reason, refused, now)
         return Settled(
             delivery=self._settled(made, DeliveryStatus.FAILED, claim, now),
             fields={"failed_at": instant(now), "last_error": reason, "refused": refused},
@@ -960,17 +950,7 @@ class ChannelWorker:
     ) -> None:
         now = self.clock()
         reason = scrub(reason)
-        failed = new_event(
-            NotificationFailed(
-                **self._outcome(key, template, facts),
-                reason=reason[:500],
-                failed_at=now,
-                refused=refused,
-            ),
-            site=site,
-            source=SOURCE,
-            at=now,
-        )
+        failed = self._failure(key, site, template, facts, reason, refused, now)
         outbox = await self.store.finish_announcing(
             key,
             DeliveryStatus.FAILED,
@@ -985,6 +965,29 @@ class ChannelWorker:
     def _finished(self, outcome: str, cost: int = 0) -> None:
         if self.metrics is not None:
             self.metrics.finished(self.channel.name, outcome, cost)
+
+    def _failure(
+        self,
+        key: str,
+        site: str,
+        template: str,
+        facts: Document,
+        reason: str,
+        refused: bool,
+        at: datetime,
+    ) -> Event[NotificationFailed]:
+        """notification.failed of a delivery, `reason` already scrubbed."""
+        return new_event(
+            NotificationFailed(
+                **self._outcome(key, template, facts),
+                reason=reason[:500],
+                failed_at=at,
+                refused=refused,
+            ),
+            site=site,
+            source=SOURCE,
+            at=at,
+        )
 
     def _outcome(self, key: str, template: str, facts: Document) -> dict[str, Any]:
         """What notification.sent and notification.failed both say about a delivery."""
