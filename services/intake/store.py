@@ -87,8 +87,11 @@ class Recent(Generic[V]):
     read instead of each sending their own (ADR 0207): when the entry expires under load, every
     registration in flight missed it at once. What they get is what the store said after they
     asked, as their own read would have been; a reader arriving after a write (a new
-    generation) never shares a read started before it. A shared read that fails is not
-    shared: each waiting reader then reads for itself."""
+    generation) never shares a read started before it. A shared read that fails fails its
+    waiting readers with the same error: their own read would have met the same store, and a
+    store outage must be answered within one server-selection timeout, not one per reader
+    in turn (tests/integration/test_dependency_failures.py). One cancelled (its reader gave
+    up) is not shared: each waiting reader then reads for itself."""
 
     def __init__(self, ttl: float, maxsize: int = 1024) -> None:
         self._kept: TTLCache[str, V] = TTLCache(maxsize=maxsize, ttl=ttl)
@@ -102,13 +105,17 @@ class Recent(Generic[V]):
         reading = self._reading.get(key)
         if reading is not None and reading[0] == generation:
             shared = reading[1]
-            await asyncio.wait([shared])  # its failure is the reader's, not raised here
-            if not shared.cancelled() and shared.exception() is None:
-                return shared.result()
+            await asyncio.wait([shared])
+            if not shared.cancelled():
+                return shared.result()  # or its failure, raised
         read: asyncio.Future[V] = asyncio.get_running_loop().create_future()
         self._reading[key] = (generation, read)
         try:
             value = await load()
+        except Exception as exc:
+            read.set_exception(exc)
+            read.exception()  # retrieved: nobody waiting is no error of its own
+            raise
         except BaseException:
             read.cancel()
             raise
