@@ -9,9 +9,10 @@ from services.intake.handlers import Intake
 
 # After a short batch the consumer waits this long before fetching again, so the next batch
 # holds the events that came meanwhile: one bulk write for them instead of one each (ADR 0196).
-# A kiosk is waiting for the ticket.issued of its registration: up to 0.1 s more for its
-# answer, and 4-27 % off intake's CPU per lifecycle at 20/s (ADR 0209).
-LINGER_SECONDS = 0.1
+# Short, because a kiosk is waiting for the ticket.issued of its registration: 0.1 s saved
+# some of intake's CPU but doubled the kiosk's median wait and broke the p99 target of issue
+# #17 (ADR 0209, reverted).
+LINGER_SECONDS = 0.03
 
 
 def register(runtime: ServiceRuntime, intake: Intake) -> None:
