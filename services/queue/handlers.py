@@ -252,6 +252,11 @@ class Queue:
         request = event.data
         for _ in range(ISSUE_ATTEMPTS):
             found = await self.store.for_request(request.request_id)
+            if any(d.get("site") != site.site for d in found):
+                # Request ids are intake's and name one site's citizen: an event naming another
+                # site's request is forged or broken, and must not share (or answer with) that
+                # site's tickets.
+                raise Unprocessable(f"request {request.request_id} is another site's")
             existing = {d["service"]: d for d in found}
             if any(code not in existing for code in codes):
                 for doc in found:  # the request gets another ticket (ADR 0190)
