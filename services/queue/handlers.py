@@ -24,8 +24,8 @@ from giliran.contracts import (
     new_event,
     utcnow,
 )
-from giliran.contracts.subjects import session_of_site
-from giliran.errors import Unprocessable
+from giliran.contracts.subjects import session_of_site, site_of
+from giliran.errors import RetryLater, Unprocessable
 from giliran.push import Changes
 from giliran.store import Document, from_instant, instant
 from giliran.telemetry import JOURNEY
@@ -61,6 +61,7 @@ PACE_TTL = 30.0
 # A request's tickets refused this often in a row (each time decided again from a fresh read):
 # given back to the consumer, which delivers the event again later.
 ISSUE_ATTEMPTS = 8
+ISSUED_SUFFIX = f".{TicketIssued.entity}.{TicketIssued.event}"
 
 
 @dataclass
@@ -108,6 +109,10 @@ class Queue:
         self.memory.on_event(subject, event_id)
         if event_id is not None and self.store.own_event(event_id):
             return
+        if subject.endswith(ISSUED_SUFFIX):  # its lines' numbers went on (ADR 0215)
+            site = site_of(subject)
+            if site is not None:
+                self.issuer.other_issued(site)
         self.changes.bump_from_subject(subject)
 
     def site(self, slug: str) -> SiteDef:
@@ -234,7 +239,7 @@ class Queue:
                 doc[FIRST_OF] = request.request_id
             return doc, ticket_event
 
-        return Draft(ticket_id=ticket_id, line=line, make=make)
+        return Draft(ticket_id=ticket_id, site=site.site, line=line, make=make)
 
     async def _issue_carefully(
         self,
@@ -272,18 +277,15 @@ class Queue:
                 # Only a request with no ticket yet marks its first (`first_of`).
                 first = not found and not inserted
                 draft = await self._draft(site, event, code, now, shared=bool(found), first=first)
-                number = await self.issuer.number_for(draft.line)
-                doc, ticket_event = draft.make(number)
-                if await self.store.insert_issued([doc], [ticket_event]) == 1:
-                    self.issuer.took(draft.line, number)
-                    self.memory.joined(doc)
+                written = await self.issuer.issue_one(draft)
+                if written is not None:
+                    self.memory.joined(written)
                     if views:
-                        issued.append(ticket_view(doc))
+                        issued.append(ticket_view(written))
                     inserted = True
                     continue
                 # Refused: the ticket is there (a concurrent delivery won), its number is
                 # another instance's, or the request got a first ticket meanwhile.
-                self.issuer.forget(draft.line)
                 refused = True
                 break
             if refused:
@@ -296,7 +298,8 @@ class Queue:
                 await self.store.set_held(request.request_id, True, except_ticket=holder)
                 self.memory.held(site.site, request.request_id, True, holder)
             return issued, not inserted
-        raise Unprocessable(f"request {request.request_id}: its tickets kept being refused")
+        # Never dead-lettered for this (its ticket would be lost): delivered again shortly.
+        raise RetryLater(f"request {request.request_id}: its tickets kept being refused", 0.5)
 
     async def share(self, ticket_id: str, request_id: str, now: TicketAt | None) -> None:
         """A request is getting another ticket: its ticket `ticket_id` (as it is `now`), if it

@@ -22,6 +22,8 @@ class IssuingStore(Protocol):
 
     async def highest_number(self, line: str) -> int: ...
 
+    async def counted_before(self, line: str) -> int: ...
+
     async def insert_issued(
         self, docs: Sequence[Document], events: Sequence[Event[Any]]
     ) -> int: ...
@@ -36,6 +38,7 @@ class Draft:
     """A ticket about to be issued, everything decided but its number."""
 
     ticket_id: str
+    site: str
     line: str  # services.queue.domain.line_key: numbers run per session and prefix
     # The ticket with number `n`, marked as its request's first (`first_of`) or not.
     make: Callable[[int], Made]
@@ -78,11 +81,17 @@ class Issuer:
     process's insert is refused by the unique `line_number` index; the line's highest is then
     read again and the refused ticket goes the careful way. A number is used only by a written
     ticket, so no number is issued twice and none is skipped; after a restart each line's
-    highest is read once. A second instance sees exactly what this one sees."""
+    highest is read once. A second instance sees exactly what this one sees. To spare the
+    refused writes, another instance's `ticket.issued` seen on the bus (no delivery guarantee:
+    the index stays the guard) makes the lines of its site be read again before their next
+    number (`other_issued`)."""
 
     def __init__(self, store: IssuingStore) -> None:
         self.store = store
         self.highest: LRUCache[str, int] = LRUCache(LINES_KEPT)
+        # Each line's counter from before ADR 0215: read once, never written since.
+        self.counted: LRUCache[str, int] = LRUCache(LINES_KEPT)
+        self.lines_of_site: LRUCache[str, set[str]] = LRUCache(LINES_KEPT)
         self._pending = Batch()
         self._flush: asyncio.Task[None] | None = None
         # One flush writes at a time: a flush numbers from the highest the one before it left
@@ -93,15 +102,48 @@ class Issuer:
         """Another instance issued into `line` (a refused number): read its highest again."""
         self.highest.pop(line, None)
 
+    def other_issued(self, site: str) -> None:
+        """Another instance issued a ticket at `site`: its lines are read again."""
+        for line in self.lines_of_site.get(site, ()):
+            self.forget(line)
+
+    async def _read(self, line: str) -> int:
+        """A line's highest number from the store (its old counter read once per process)."""
+        if line in self.counted:
+            return max(self.counted[line], await self.store.highest_number(line))
+        numbered, counted = await asyncio.gather(
+            self.store.highest_number(line), self.store.counted_before(line)
+        )
+        self.counted[line] = counted
+        return max(numbered, counted)
+
     async def number_for(self, line: str) -> int:
-        """The next number of a line, for the careful path (written by one insert after)."""
+        """The next number of a line (to be written by the caller, `took` after)."""
         if line not in self.highest:
-            self.highest[line] = await self.store.highest_number(line)
+            self.highest[line] = await self._read(line)
         return self.highest[line] + 1
 
-    def took(self, line: str, number: int) -> None:
-        """A ticket numbered `number` in `line` was written by this process."""
-        self.highest[line] = max(self.highest.get(line, 0), number)
+    async def issue_one(self, draft: Draft) -> Document | None:
+        """The careful path's write of one ticket: numbered and written in turn with this
+        process's other writes of tickets (or its concurrent careful writes would all take the
+        same number and all but one be refused, again and again); None when the store refused
+        it (its line is then read again)."""
+        async with self._writing:
+            number = await self.number_for(draft.line)
+            doc, event = draft.make(number)
+            if await self.store.insert_issued([doc], [event]) == 1:
+                self.took(draft, number)
+                return doc
+            self.forget(draft.line)
+            return None
+
+    def took(self, draft: Draft, number: int) -> None:
+        """A ticket numbered `number` in its line was written by this process."""
+        self.highest[draft.line] = max(self.highest.get(draft.line, 0), number)
+        lines = self.lines_of_site.get(draft.site)
+        if lines is None:
+            lines = self.lines_of_site[draft.site] = set()
+        lines.add(draft.line)
 
     async def issue(self, drafts: list[Draft]) -> Issued:
         """Write a new request's tickets (its first one marks the request), with the other
@@ -135,7 +177,7 @@ class Issuer:
         drafts = [d for request, _ in batch.requests for d in request]
         lines = sorted({d.line for d in drafts if d.line not in self.highest})
         for line, highest in zip(
-            lines, await asyncio.gather(*(self.store.highest_number(x) for x in lines)), strict=True
+            lines, await asyncio.gather(*(self._read(x) for x in lines)), strict=True
         ):
             self.highest.setdefault(line, highest)
         numbers = number_drafts(drafts, {d.line: self.highest[d.line] for d in drafts})
@@ -148,7 +190,7 @@ class Issuer:
                 self.forget(draft.line)
             raise
         for draft, number in zip(drafts[:written], numbers[:written], strict=True):
-            self.took(draft.line, number)
+            self.took(draft, number)
         if written < len(drafts):
             # Its number may be another instance's: the line is read again.
             self.forget(drafts[written].line)

@@ -276,22 +276,23 @@ class TicketStore:
     # --- tickets -----------------------------------------------------------------------------
 
     async def highest_number(self, line: str) -> int:
-        """The highest number issued in a line: of the tickets numbered under ADR 0215, or the
-        line's counter from before it (a running Sunday's line goes on, never starts at 1)."""
-        numbered, counted = await asyncio.gather(
-            self.tickets.find(
+        """The highest number of the tickets numbered in a line under ADR 0215 (0: none)."""
+        numbered = (
+            await self.tickets.find(
                 {LINE_NUMBER: {"$gte": line_number(line, 0), "$lt": f"{line}$"}},
                 {LINE_NUMBER: 1},
             )
             .sort([(LINE_NUMBER, -1)])
             .limit(1)
-            .to_list(),
-            self.sequences.find_one({"_id": line}),
+            .to_list()
         )
-        highest = int(counted.get("seq", 0)) if counted else 0
-        if numbered:
-            highest = max(highest, number_in_line(str(numbered[0][LINE_NUMBER])))
-        return highest
+        return number_in_line(str(numbered[0][LINE_NUMBER])) if numbered else 0
+
+    async def counted_before(self, line: str) -> int:
+        """A line's counter from before ADR 0215 (0: none): a running Sunday's line goes on
+        from it after the upgrade, never starts at 1 again. No longer written."""
+        counted = await self.sequences.find_one({"_id": line})
+        return int(counted.get("seq", 0)) if counted else 0
 
     async def insert_issued(self, docs: Sequence[Document], events: Sequence[Event[Any]]) -> int:
         """Write new tickets, `events[i]` in `docs[i]`'s outbox, in ONE command, in order: how

@@ -24,10 +24,14 @@ class FakeStore:
         self.reads: list[str] = []
         self.refuse: set[str] = set()
         self.fail = False
+        self.counted: dict[str, int] = {}
 
     async def highest_number(self, line: str) -> int:
         self.reads.append(line)
         return self.highest.get(line, 0)
+
+    async def counted_before(self, line: str) -> int:
+        return self.counted.get(line, 0)
 
     async def insert_issued(self, docs: Sequence[Document], events: Sequence[Event[Any]]) -> int:
         if self.fail:
@@ -44,7 +48,7 @@ def draft(ticket_id: str, line: str = "s:A") -> Draft:
     def make(number: int) -> tuple[Document, Any]:
         return {"_id": ticket_id, "line": line, "n": number}, None
 
-    return Draft(ticket_id=ticket_id, line=line, make=make)
+    return Draft(ticket_id=ticket_id, site="s", line=line, make=make)
 
 
 def test_numbers_go_on_per_line_from_the_highest() -> None:
@@ -91,6 +95,19 @@ async def test_a_failed_insert_fails_every_request_and_forgets_their_lines() -> 
 
 async def test_a_number_is_remembered_only_once_written() -> None:
     issuer = Issuer(FakeStore({}))
-    issuer.took("s:A", 5)
-    issuer.took("s:A", 3)  # an older write finishing late never lowers it
+    issuer.took(draft("x"), 5)
+    issuer.took(draft("y"), 3)  # an older write finishing late never lowers it
     assert await issuer.number_for("s:A") == 6
+
+
+async def test_a_line_counted_before_goes_on_and_another_instances_issue_is_read_again() -> None:
+    store = FakeStore({})
+    store.counted["s:A"] = 41  # `line_sequences` before ADR 0215
+    issuer = Issuer(store)
+    [first] = (await issuer.issue([draft("r1-A")])).docs
+    assert first["n"] == 42
+    store.highest["s:A"] = 50  # another instance issued up to 50
+    issuer.other_issued("elsewhere")  # another site's issue: nothing to read
+    assert await issuer.number_for("s:A") == 43
+    issuer.other_issued("s")  # its ticket.issued seen on the bus
+    assert await issuer.number_for("s:A") == 51
