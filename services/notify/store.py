@@ -11,8 +11,8 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from giliran.contracts import Event, TicketStatus
 from giliran.errors import Unprocessable
@@ -45,6 +45,45 @@ class WaitingTicket:
     facts: Document
     # The ticket's document as loaded (its claims and version), for its "near" message's claim.
     notices: TicketNotices
+
+
+@dataclass(frozen=True)
+class Advance:
+    """One ticket event's write (`DeliveryStore.advance`): the ticket moved to `status` with its
+    message's claim taken, or nothing at all."""
+
+    ticket_id: str
+    fields: Document
+    status: TicketStatus
+    claim: Claim
+
+
+@dataclass(frozen=True)
+class Record:
+    """A claimed message settled, for the log (`DeliveryStore.record`)."""
+
+    delivery: Delivery
+    fields: Document
+    events: Sequence[Event[Any]] = ()
+
+
+DUPLICATE_KEY = 11000
+
+
+def duplicate_indexes(error: BulkWriteError, size: int) -> tuple[set[int], dict[int, Exception]]:
+    """Which statements of an unordered bulk write met an existing `_id` (an upsert whose
+    filter did not match, an insert of a record that exists), and any other statement's own
+    error; every other statement was written. Both MongoDB and the embedded server report each
+    failed statement by its index."""
+    duplicates: set[int] = set()
+    others: dict[int, Exception] = {}
+    for failure in error.details.get("writeErrors", []):
+        index = int(failure["index"])
+        if int(failure.get("code", 0)) == DUPLICATE_KEY:
+            duplicates.add(index)
+        elif 0 <= index < size:
+            others[index] = Unprocessable(str(failure.get("errmsg", "write failed")))
+    return duplicates, others
 
 
 @dataclass(frozen=True)
@@ -321,6 +360,29 @@ class DeliveryStore:
         )
         return TicketTrack(status, moved=False)
 
+    @staticmethod
+    def _advance_statement(
+        ticket_id: str, fields: Document, status: TicketStatus, claim: Claim
+    ) -> tuple[Document, Document]:
+        path = claim_field(claim.delivery_id)
+        return (
+            {
+                "_id": ticket_id,
+                "site": fields["site"],  # another site's event never moves it
+                "rank": {"$lt": status.rank},
+                path: {"$exists": False},
+            },
+            {
+                "$set": {
+                    **fields,
+                    "status": status.value,
+                    "rank": status.rank,
+                    path: stored_claim(claim),
+                },
+                "$inc": {"version": 1},
+            },
+        )
+
     async def advance(
         self, ticket_id: str, fields: Document, status: TicketStatus, claim: Claim
     ) -> bool:
@@ -330,32 +392,40 @@ class DeliveryStore:
         channel, a recall, an event late after a later one) or the claim exists: then
         `notices` and `take` decide. True means this event moved the ticket: nothing handled it
         before (every handling makes this write first, and status only moves forward)."""
-        path = claim_field(claim.delivery_id)
+        query, update = self._advance_statement(ticket_id, fields, status, claim)
         try:
             after = await self.tickets.find_one_and_update(
-                {
-                    "_id": ticket_id,
-                    "site": fields["site"],  # another site's event never moves it
-                    "rank": {"$lt": status.rank},
-                    path: {"$exists": False},
-                },
-                {
-                    "$set": {
-                        **fields,
-                        "status": status.value,
-                        "rank": status.rank,
-                        path: stored_claim(claim),
-                    },
-                    "$inc": {"version": 1},
-                },
-                {"rank": 1},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
+                query, update, {"rank": 1}, upsert=True, return_document=ReturnDocument.AFTER
             )
         except DuplicateKeyError:  # MongoDB: it exists, and the filter did not match it
             return False
         # (The embedded server answers None instead, and writes nothing.)
         return after is not None
+
+    async def advance_many(self, advances: Sequence[Advance]) -> list[bool | Exception]:
+        """`advance` for the ticket events of one fetched batch (different tickets: one
+        request's events run one after another), in one `update` command of one upsert per
+        ticket (ADR 0220). Each statement's outcome is known: an upsert whose filter does not
+        match meets the ticket's `_id` and fails alone with a duplicate key (False, as
+        `advance`); every other statement moved its ticket (True). One alone is `advance`."""
+        if len(advances) == 1:
+            one = advances[0]
+            return [await self.advance(one.ticket_id, one.fields, one.status, one.claim)]
+        statements = [
+            UpdateOne(
+                *self._advance_statement(a.ticket_id, a.fields, a.status, a.claim), upsert=True
+            )
+            for a in advances
+        ]
+        try:
+            await self.tickets.bulk_write(statements, ordered=False)
+        except BulkWriteError as exc:
+            duplicates, others = duplicate_indexes(exc, len(advances))
+            return [
+                others.get(n, n not in duplicates)
+                for n in range(len(advances))
+            ]
+        return [True] * len(advances)
 
     async def notices(self, ticket_id: str) -> TicketNotices | None:
         doc = await self.tickets.find_one({"_id": ticket_id})
@@ -480,11 +550,50 @@ class DeliveryStore:
         try:
             await self.deliveries.insert_one(doc)
         except DuplicateKeyError:
-            if not events:
-                return await self.finish(delivery.id, delivery.status, fields), None
-            outbox = await self.finish_announcing(delivery.id, delivery.status, fields, events)
-            return outbox is not None, outbox
+            return await self._record_existing(Record(delivery, fields, events))
         return True, None
+
+    async def record_many(
+        self, records: Sequence[Record]
+    ) -> list[tuple[bool, dict[str, Document] | None] | Exception]:
+        """`record` for the messages of one fetched batch answered together, in one `insert`
+        command (ADR 0219); a record that meets its delivery (a stale drop that won, the log took
+        it over) falls back to `record`'s update, alone. One alone is `record`."""
+        if len(records) == 1:
+            one = records[0]
+            return [await self.record(one.delivery, one.fields, one.events)]
+        docs = []
+        for one in records:
+            doc = self._log_document(one.delivery)
+            doc.update(one.fields)
+            if one.events:
+                doc.update(outbox_fields(one.events))
+            docs.append(doc)
+        try:
+            await self.deliveries.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            duplicates, others = duplicate_indexes(exc, len(records))
+        else:
+            duplicates, others = set(), {}
+        outcomes: list[tuple[bool, dict[str, Document] | None] | Exception] = []
+        for n, one in enumerate(records):
+            if n in others:
+                outcomes.append(others[n])
+            elif n not in duplicates:
+                outcomes.append((True, None))
+            else:
+                try:
+                    outcomes.append(await self._record_existing(one))
+                except Exception as exc:  # that record's own failure
+                    outcomes.append(exc)
+        return outcomes
+
+    async def _record_existing(self, one: Record) -> tuple[bool, dict[str, Document] | None]:
+        delivery, fields, events = one.delivery, one.fields, one.events
+        if not events:
+            return await self.finish(delivery.id, delivery.status, fields), None
+        outbox = await self.finish_announcing(delivery.id, delivery.status, fields, events)
+        return outbox is not None, outbox
 
     async def hand_to_log(self, delivery: Delivery, reason: str) -> None:
         """A claimed "near" message that failed for now: the log takes it over, `sending` and
