@@ -21,7 +21,7 @@ from giliran.contracts import (
 )
 from giliran.contracts.subjects import PERSONAL_STREAM, all_events, personal_events
 from giliran.runtime import ServiceRuntime
-from services.notify.batching import GroupCommit
+from services.notify.batching import WINDOW_SECONDS, GroupCommit
 from services.notify.channels.webhook import WebhookChannel
 from services.notify.handlers import ChannelWorker
 
@@ -53,6 +53,8 @@ class EachOnce:
     succeeded cost nothing more."""
 
     handlers: Mapping[type[EventData], EventHandler]
+    # How long a write waits for the batch's other flows at most (ADR 0219).
+    window: float = WINDOW_SECONDS
     _outcomes: dict[str, bool | Exception] = field(default_factory=dict, repr=False)
 
     async def __call__(self, events: Sequence[Event[Any]]) -> set[str]:
@@ -69,7 +71,7 @@ class EachOnce:
 
         # The groups' writes of one step (a ticket's claim, a message's record) go to the store
         # together (ADR 0219, 0220).
-        commit = GroupCommit(flows=len(groups))
+        commit = GroupCommit(flows=len(groups), window=self.window)
 
         async def in_order(group: list[Event[Any]]) -> None:
             with commit.flow():
