@@ -282,6 +282,9 @@ class EventConsumer:
     # Optional: rest this long after a batch smaller than a full fetch, so that under load the
     # next fetch brings more events per batch (for consumers whose readers can wait that long).
     linger_seconds: float = 0.0
+    # Messages per fetch (one round trip to nats-server). A batch handler that writes once per
+    # document per batch (reporting) may take more, so that a rest gathers more events per write.
+    fetch_batch: int = FETCH_BATCH
     _js: JetStreamContext | None = field(default=None, init=False, repr=False)
     _subscription: JetStreamContext.PullSubscription | None = field(
         default=None, init=False, repr=False
@@ -338,12 +341,13 @@ class EventConsumer:
         # pulled batch's messages concurrently and they reach the handler out of stream order
         # (measured: a third of neighbours inverted, so citizens read "completed" before
         # "called"), and its batch mode drops a half-collected batch when nats-py raises a bare
-        # TimeoutError. fetch() returns as soon as messages are there; up to 64 per round trip.
+        # TimeoutError. fetch() returns as soon as messages are there; up to `fetch_batch` per
+        # round trip.
         assert self._subscription is not None
         while self._running:
             self._fetching = True
             try:
-                messages = await self._subscription.fetch(batch=FETCH_BATCH, timeout=1.0)
+                messages = await self._subscription.fetch(batch=self.fetch_batch, timeout=1.0)
             except TimeoutError:  # nothing to do (nats-py raises both kinds of TimeoutError)
                 continue
             except Exception as exc:  # disconnected: the client reconnects by itself
@@ -357,7 +361,7 @@ class EventConsumer:
             except Exception as exc:  # e.g. an ack lost to a disconnect: never stop pulling
                 log.warning("%s: batch not settled (%s); unacked messages come again",
                             self.durable, exc)  # fmt: skip
-            if self.linger_seconds and len(messages) < FETCH_BATCH and self._running:
+            if self.linger_seconds and len(messages) < self.fetch_batch and self._running:
                 self._lingering = True
                 try:
                     await asyncio.sleep(self.linger_seconds)

@@ -32,6 +32,7 @@ from giliran.auth.credentials import CREDENTIALS_CHANGED, REMEMBERED, forget_cre
 from giliran.auth.views import audit_router
 from giliran.auth.web import Auth, LoginRequired, login_redirect, login_router, requires
 from giliran.bus import (
+    FETCH_BATCH,
     BatchHandler,
     ConsumerMetrics,
     EventConsumer,
@@ -178,6 +179,7 @@ class ServiceRuntime:
         batch_handler: BatchHandler | None = None,
         each_of: Callable[[Mapping[type[EventData], EventHandler]], BatchHandler] | None = None,
         linger_seconds: float = 0.0,
+        fetch_batch: int = FETCH_BATCH,
     ) -> EventConsumer:
         """Register a durable pull consumer named `<service>-<name>` on `stream` with its own
         inbox, or none when a `batch_handler` dedupes in its own documents (see EventConsumer).
@@ -211,6 +213,7 @@ class ServiceRuntime:
             stream=stream,
             batch_handler=batch_handler,
             linger_seconds=linger_seconds,
+            fetch_batch=fetch_batch,
         )
         self.consumers.append(consumer)
         return consumer

@@ -107,6 +107,12 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
 
     runtime.on_startup(own_nik_key)
     runtime.on_startup(store.ensure_indexes)
+
+    async def adopt_rate_windows() -> None:
+        # Phone windows counted in `rate_windows` before ADR 0211 still count until they close.
+        await store.adopt_rate_windows(intake.clock())
+
+    runtime.on_startup(adopt_rate_windows)
     if settings.demo:
 
         async def open_demo() -> None:

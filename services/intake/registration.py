@@ -44,6 +44,10 @@ from services.intake.models import (
     SubmitRequest,
     Submitted,
 )
+from services.intake.store import WINDOW_PREFIX, Place, WindowHit
+
+# The phone's window: registrations per phone number per hour (Limits.phone_per_hour).
+PHONE_WINDOW_SECONDS = 3600
 
 
 class Registration(Admission):
@@ -73,6 +77,24 @@ class Registration(Admission):
             retry = max(start + window_seconds - int(now.timestamp()), 1)
             raise RateLimited(what[0], what[1], retry, doing)
 
+    def _phone_hit(self, phone: str | None, now: datetime) -> WindowHit | None:
+        """The hit a registration with `phone` counts in the phone's hourly window: a fixed
+        window counted in the store, correct across concurrent requests and instances."""
+        if phone is None:
+            return None
+        start = int(now.timestamp()) // PHONE_WINDOW_SECONDS * PHONE_WINDOW_SECONDS
+        return WindowHit(
+            key=f"{WINDOW_PREFIX}{self._keyed(phone)}",
+            window_start=str(start),
+            limit=self.limits.phone_per_hour,
+            expires_at=now + timedelta(seconds=2 * PHONE_WINDOW_SECONDS),
+        )
+
+    @staticmethod
+    def _phone_limited(hit: WindowHit, now: datetime) -> RateLimited:
+        retry = max(int(hit.window_start) + PHONE_WINDOW_SECONDS - int(now.timestamp()), 1)
+        return RateLimited("nomor HP ini", "this phone number", retry)
+
     def _keyed(self, value: str) -> str:
         return hmac.new(self.nik_key, value.encode(), hashlib.sha256).hexdigest()
 
@@ -96,13 +118,6 @@ class Registration(Admission):
         site = self.site(command.site)
         now = self.clock()
         applicant = registering.check_applicant(command, site, sessions.local_today(site, now))
-        if applicant.phone is not None:
-            await self._rate_limit(
-                f"phone:{self._keyed(applicant.phone)}",
-                self.limits.phone_per_hour,
-                3600,
-                ("nomor HP ini", "this phone number"),
-            )
         # `client` is None for the exempt box itself (limited_address); a forwarded 127.0.0.1 is
         # a value someone sent, counted like any other address (ADR 0114).
         plan = registering.plan(
@@ -121,6 +136,23 @@ class Registration(Admission):
         nik_hash = domain.nik_hash(nik.nik, self.nik_key) if nik else None
         session_date = session.local_date.isoformat()
         async with AsyncExitStack() as claimed:
+            # The phone's hourly window and the places, in one store command (ADR 0211).
+            hit = self._phone_hit(applicant.phone, now)
+            taken = await self.store.claim_together(
+                hit,
+                session.session_id,
+                [Place(c.what, c.limit, c.amount) for c in plan.claims],
+            )
+            if not taken.counted:
+                assert hit is not None  # only a window can be over its limit
+                raise self._phone_limited(hit, now)
+            for claim in plan.claims[: taken.taken]:
+                claimed.push_async_callback(
+                    self.store.release_place, session.session_id, claim.what, claim.amount
+                )
+            # A place refused is told after the address and NIK rules, as when places were
+            # claimed last: a NIK already registered is refused as such, whatever is left.
+            refused = plan.claims[taken.taken] if taken.taken < len(plan.claims) else None
             if plan.count_address and client is not None:
                 claimed.push_async_callback(
                     await self._admit_address(site, session, client, command, now)
@@ -135,14 +167,8 @@ class Registration(Admission):
                     claimed.push_async_callback(
                         self.store.release_nik, session.session_id, code, nik_hash, request_id
                     )
-            for claim in plan.claims:
-                if not await self.store.claim_place(
-                    session.session_id, claim.what, claim.limit, claim.amount
-                ):
-                    raise claim.refusal
-                claimed.push_async_callback(
-                    self.store.release_place, session.session_id, claim.what, claim.amount
-                )
+            if refused is not None:
+                raise refused.refusal
             checkin_code = None
             if not plan.arrived:
                 checkin_code = await self._new_code(

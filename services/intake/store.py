@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from giliran.contracts import Event, TicketStatus
 from giliran.store import (
@@ -44,6 +45,44 @@ CalendarChange = Callable[[Document], Document]
 
 def _key(*parts: str) -> str:
     return "|".join(parts)
+
+
+# The store's duplicate-key error: how an upsert whose filter refuses an existing document says
+# "over the limit" for its own statement of a multi-statement write (ADR 0211).
+_DUPLICATE_KEY = 11000
+# Windows counted in the quotas collection with a submit's places start with this (ADR 0211).
+WINDOW_PREFIX = "phone:"
+
+
+@dataclass(frozen=True)
+class WindowHit:
+    """One hit to count in a fixed window kept in the quotas collection (ADR 0211): at most
+    `limit` hits per window; `key` starts with WINDOW_PREFIX."""
+
+    key: str
+    window_start: str
+    limit: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Place:
+    """Places to take in one of a session's quota documents (`registering.Claim` without its
+    refusal)."""
+
+    what: str
+    limit: int | None
+    amount: int
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What `claim_together` took: whether the window's hit was counted (False: over its limit,
+    nothing taken), and how many of the places, in the order given, are taken (the first one
+    not taken is refused: none left)."""
+
+    counted: bool
+    taken: int
 
 
 def _instant_or_none(moment: datetime | None) -> str | None:
@@ -142,6 +181,18 @@ class RequestStore:
         self.codes = database["checkin_codes"]
         self.rates = database["rate_windows"]
         self.feedback = database["feedback"]
+        # Which quota documents exist, and whether each was unlimited when last seen (ADR 0211):
+        # only a hint choosing the filter of a claim in `claim_together`. Quota documents are
+        # never deleted, so "exists" stays true; the limit can be changed by an admin through
+        # any instance, and then the hinted filter does not match: that statement fails and
+        # the claim is made again by `claim_place`, which tries both filters. A wrong hint
+        # costs commands, never a wrong answer.
+        self._quota_kinds: LRUCache[str, bool] = LRUCache(maxsize=4096)
+        # Hits counted in `rate_windows` by intake before ADR 0211, for windows still open when
+        # this process started (`adopt_rate_windows`): added to the new count of the same
+        # window, so an upgrade in the middle of an hour gives no phone a second allowance.
+        # Window id -> (hits, when the old document expires); dropped by `forget_rates`.
+        self._earlier_hits: dict[str, tuple[int, str]] = {}
         # Session facts read on every registration (ADR 0176); see `Recent` for why it is safe.
         self._calendars: Recent[Document] = Recent(SESSION_FACTS_SECONDS)
         self._adhoc: Recent[tuple[datetime, list[Document]]] = Recent(SESSION_FACTS_SECONDS)
@@ -155,6 +206,7 @@ class RequestStore:
         await self.requests.create_index([("nik_hash", 1)])
         await self.sessions.create_index([("site", 1), ("closes_at", 1)])
         await self.rates.create_index([("expires_at", 1)])
+        await self.quotas.create_index([("session_id", 1)])
         await self.claims.create_index([("session_date", 1)])
         await self.codes.create_index([("session_date", 1)])
 
@@ -408,6 +460,7 @@ class RequestStore:
                     query, {"$inc": {"used": amount, "remaining": -amount}}, {"_id": 1}
                 )
                 if taken is not None:
+                    self._quota_kinds[_id] = query is unlimited
                     return True
             if attempt == 0:  # missing (first use) or exhausted: make sure it exists, try again
                 await self._create_quota(_id, session_id, what, limit)
@@ -450,6 +503,7 @@ class RequestStore:
                         "used": 0,
                     }
                     await self.quotas.insert_one(fresh)
+                    self._quota_kinds[_id] = limit is None
                     return fresh
                 except DuplicateKeyError:
                     continue
@@ -459,10 +513,77 @@ class RequestStore:
                 {"_id": _id, "used": used}, {"$set": {"limit": limit, "remaining": remaining}}
             )
             if result.matched_count == 1:
+                self._quota_kinds[_id] = limit is None
                 return {**doc, "limit": limit, "remaining": remaining}
 
     async def quotas_of(self, session_id: str) -> list[Document]:
         return await self.quotas.find({"session_id": session_id}).to_list()
+
+    async def claim_together(
+        self, hit: WindowHit | None, session_id: str, places: Sequence[Place]
+    ) -> Claimed:
+        """Count `hit` and take `places` in order, stopping at the first refused, in ONE store
+        command in the usual case (ADR 0211): an ordered multi-statement update of the quotas
+        collection. Each statement is a conditional counter write that upserts on its `_id`:
+        when its filter refuses the existing document ("over the limit", "none left"), the
+        upsert's insert meets that `_id` and the store reports a duplicate-key error for that
+        statement's index; being ordered, nothing after it is applied. Each statement is
+        atomic on its own document, as each separate command was, so concurrent submits and
+        a second instance are serialised per window and per quota as before.
+
+        A place whose document this instance has not seen yet (first use: an upsert would
+        create it wrong), or whose statement is refused, is claimed by `claim_place` instead,
+        which creates a missing document and tries both filters (a limit changed by an admin
+        meanwhile). Nothing is given back here: the caller releases what `Claimed` says."""
+        statements: list[UpdateOne] = []
+        if hit is not None:
+            _id = _key(hit.key, hit.window_start)
+            allowance = hit.limit - self._earlier_hits.get(_id, (0, ""))[0]
+            if allowance <= 0:
+                return Claimed(counted=False, taken=0)
+            statements.append(
+                UpdateOne(
+                    {"_id": _id, "n": {"$lt": allowance}},
+                    {"$inc": {"n": 1}, "$set": {"expires_at": instant(hit.expires_at)}},
+                    upsert=True,
+                )
+            )
+        fused = 0
+        for place in places:
+            _id = _key(session_id, place.what)
+            unlimited = self._quota_kinds.get(_id)
+            if unlimited is None:
+                break  # not seen yet: claim_place creates it if missing
+            query: Document = (
+                {"_id": _id, "limit": None}
+                if unlimited
+                else {"_id": _id, "remaining": {"$gte": place.amount}}
+            )
+            inc = {"$inc": {"used": place.amount, "remaining": -place.amount}}
+            statements.append(UpdateOne(query, inc, upsert=True))
+            fused += 1
+        applied = len(statements)
+        if statements:
+            try:
+                await self.quotas.bulk_write(statements, ordered=True)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors") or []
+                if not errors or any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                    raise
+                applied = int(errors[0]["index"])
+        if hit is not None:
+            if applied == 0:
+                return Claimed(counted=False, taken=0)
+            applied -= 1
+        taken = applied
+        if taken < fused:
+            # The hinted filter refused: none left, or the limit changed kind meanwhile.
+            self._quota_kinds.pop(_key(session_id, places[taken].what), None)
+        for place in places[taken:]:
+            if not await self.claim_place(session_id, place.what, place.limit, place.amount):
+                break
+            taken += 1
+        return Claimed(counted=True, taken=taken)
 
     # --- one active request per NIK per session and service ----------------------------------
 
@@ -553,7 +674,32 @@ class RequestStore:
 
     async def forget_rates(self, now: datetime) -> int:
         result = await self.rates.delete_many({"expires_at": {"$lt": instant(now)}})
-        return result.deleted_count
+        # Windows kept with the quotas (ADR 0211); quota documents have no `expires_at` and
+        # their ids never start with the prefix (the range keeps them out either way).
+        windows = await self.quotas.delete_many(
+            {
+                "_id": {"$gte": WINDOW_PREFIX, "$lt": WINDOW_PREFIX[:-1] + ";"},
+                "expires_at": {"$lt": instant(now)},
+            }
+        )
+        self._earlier_hits = {
+            k: (n, until) for k, (n, until) in self._earlier_hits.items() if until >= instant(now)
+        }
+        return result.deleted_count + windows.deleted_count
+
+    async def adopt_rate_windows(self, now: datetime) -> int:
+        """Read the windows of WINDOW_PREFIX that intake counted in `rate_windows` before
+        ADR 0211 and that are still open (one read, at start), so that their hits count
+        towards the same window now kept with the quotas. Returns how many were adopted."""
+        found = await self.rates.find(
+            {"expires_at": {"$gte": instant(now)}}, {"_id": 1, "n": 1, "expires_at": 1}
+        ).to_list()
+        self._earlier_hits = {
+            str(d["_id"]): (int(d.get("n", 0)), str(d["expires_at"]))
+            for d in found
+            if str(d["_id"]).startswith(WINDOW_PREFIX)
+        }
+        return len(self._earlier_hits)
 
     # --- survey: each answer kept in its request (ADR 0177) ---------------------------------
 

@@ -31,9 +31,11 @@ PROJECTED: tuple[type[EventData], ...] = (
     *TICKET_EVENTS,
 )
 # Reporting's readers (dashboards, exports) can wait this long; under load the consumer then
-# fetches several lifecycles' events at once and folds them with one write per document
-# (docs/decisions/0171-reporting-lingers-between-batches.md).
-LINGER_SECONDS = 0.25
+# fetches many lifecycles' events at once and folds them with one write per document
+# (docs/decisions/0171-reporting-lingers-between-batches.md, 0223-reporting-rests-a-second.md).
+LINGER_SECONDS = 1.0
+# A second of events at 20 lifecycles/s is ~140: a fetch of 64 would cut it in three batches.
+FETCH_BATCH = 256
 
 
 def handlers_for(reporting: Reporting) -> dict[type[EventData], EventHandler]:
@@ -53,4 +55,5 @@ def register(runtime: ServiceRuntime, reporting: Reporting) -> None:
         handlers_for(reporting),
         batch_handler=reporting.fold,
         linger_seconds=LINGER_SECONDS,
+        fetch_batch=FETCH_BATCH,
     )

@@ -18,7 +18,14 @@ from giliran.bus import ConsumerMetrics, EventConsumer, ensure_streams
 from giliran.contracts import Event, RequestSubmitted
 from giliran.settings import Settings
 from giliran.store import Inbox, connect
-from tests.conftest import eventually, nats_client, publish, request_event, running
+from tests.conftest import (
+    eventually,
+    nats_client,
+    publish,
+    publish_many,
+    request_event,
+    running,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +140,48 @@ async def test_consumers_that_dedupe_in_their_documents_make_no_inbox(settings: 
             inbox=None,
             metrics=ConsumerMetrics.create(CollectorRegistry()),
         )
+
+
+async def test_a_consumer_fetches_up_to_its_fetch_batch(settings: Settings) -> None:
+    """Reporting rests a second and fetches up to 256 (ADR 0223): events already waiting come in
+    batches of `fetch_batch`, not the default 64, and never more than it. Each event once."""
+    client = connect(settings.mongo_url)
+    batch_sizes: list[int] = []
+    folded: Counter[str] = Counter()
+    events = [request_event(["KIA"]) for _ in range(250)]
+
+    async def fold(batch: Sequence[Event[Any]]) -> set[str]:
+        batch_sizes.append(len(batch))
+        folded.update(e.id for e in batch)
+        return set()
+
+    async def one(event: Event[Any]) -> set[str]:
+        return await fold([event])
+
+    consumer = EventConsumer(
+        service="test",
+        durable="test-big-fetch",
+        subject="giliran.*.request.submitted",
+        handlers={RequestSubmitted: one},
+        inbox=None,
+        metrics=ConsumerMetrics.create(CollectorRegistry()),
+        batch_handler=fold,
+        fetch_batch=200,
+    )
+    try:
+        async with nats_client(settings) as nc:
+            await ensure_streams(nc.jetstream())
+            await publish_many(settings, events)
+            await consumer.start(nc.jetstream())
+
+            async def all_folded() -> bool:
+                return len(folded) == len(events)
+
+            await eventually(all_folded, within=30)
+            await consumer.stop()
+        assert batch_sizes[0] == 200, batch_sizes  # more than the default 64, capped at 200
+        assert max(batch_sizes) <= 200
+        assert set(folded) == {e.id for e in events} and max(folded.values()) == 1
+    finally:
+        await consumer.stop()
+        await client.close()
