@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from giliran.contracts import (
     Event,
+    EventData,
     FeedbackSubmitted,
     RequestCancelled,
     TicketFacts,
+    TicketIssued,
     TicketStatus,
     TicketView,
     new_event,
@@ -126,6 +128,19 @@ class Intake(Registration):
             return False
         self._moved(request_id, entry)
         return True
+
+    def ticket_heard(self, event: Event[EventData]) -> None:
+        """A `ticket.issued` heard on plain NATS as the queue publishes it (every instance hears
+        it; ADR 0212): a kiosk answer waiting here for that request gets the ticket now, from
+        the event, before this or another instance's consumer writes it to the request. Only
+        the waiting answer is told: the request in the store, the status page and everything
+        else still follow the durable consumer. Checked by the runtime against its subject and
+        publisher; a waiter exists only for a request this instance has just stored."""
+        if not self._waiters or not isinstance(event.data, TicketIssued):
+            return
+        waiter = self._waiters.get(event.data.request_id)
+        if waiter is not None:
+            waiter.seen(TicketEntry.of(cast(Event[TicketFacts], event)))
 
     def _moved(self, request_id: str, entry: TicketEntry) -> None:
         """Tell a kiosk answer waiting here, and the status page's push."""
