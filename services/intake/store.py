@@ -568,9 +568,13 @@ class RequestStore:
                 await self.quotas.bulk_write(statements, ordered=True)
             except BulkWriteError as exc:
                 errors = exc.details.get("writeErrors") or []
-                if not errors or any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                applied = int(errors[0]["index"]) if errors else 0
+                if not errors or errors[0].get("code") != _DUPLICATE_KEY:
+                    # Not a refusal: give back the places the statements before it took.
+                    first = 1 if hit is not None else 0
+                    for place in places[: max(applied - first, 0)]:
+                        await self.release_place(session_id, place.what, place.amount)
                     raise
-                applied = int(errors[0]["index"])
         if hit is not None:
             if applied == 0:
                 return Claimed(counted=False, taken=0)
