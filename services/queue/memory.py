@@ -10,7 +10,8 @@ know as its own, so the site is forgotten and re-read. The watch has no delivery
 nothing here is trusted where a stale value would do harm: a call is claimed by a conditional
 write on the ticket (a stale candidate only loses the claim, and the site is then re-read), a
 counter by its revision (a stale counter only loses the compare-and-set), "nothing waits" is
-confirmed against the store, and a counter that looks busy is checked against the store.
+confirmed against the store (the counter's lines read again, ADR 0217), and a counter that looks
+busy is checked against the store.
 Memory is bounded: at most `HEAD` (+ `HEAD` of slack) tickets per line however long the line
 is, the last `RECENT_CALLS` calls and the counters of each site, and a bounded TTL cache of the
 tickets this process moved.
