@@ -101,16 +101,17 @@ class GroupCommit:
         task.add_done_callback(self._flushes.discard)
 
     async def _flush(self, kinds: list[_Pending]) -> None:
-        for pending in kinds:
+        for n, pending in enumerate(kinds):
             try:
                 outcomes = list(await pending.flusher(pending.items))
             except Exception as exc:  # the one command failed: so did each of its writes
                 outcomes = [exc] * len(pending.items)
-            except BaseException as exc:  # cancelled (shutdown): nobody is left waiting in vain
-                for future in pending.futures:
-                    if not future.done():
-                        future.cancel()
-                raise exc
+            except BaseException:  # cancelled (shutdown): nobody is left waiting in vain
+                for unwritten in kinds[n:]:
+                    for future in unwritten.futures:
+                        if not future.done():
+                            future.cancel()
+                raise
             for future, outcome in zip(pending.futures, outcomes, strict=True):
                 if future.done():  # its submitter was cancelled meanwhile
                     continue

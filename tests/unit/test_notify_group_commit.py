@@ -107,3 +107,29 @@ async def test_each_once_runs_each_request_as_one_flow_of_the_batchs_group_commi
     assert await each(events) == set()
     assert [len(c) for c in writes.commands] == [3, 1]  # K-002 after its request's K-001
     assert writes.commands[1] == [events[3].data.ticket_id]
+
+
+async def test_a_flush_cancelled_at_shutdown_leaves_no_writer_waiting() -> None:
+    """Both kinds' writers are woken (cancelled) when the flush is cancelled mid-command: no
+    flow of a stopping consumer waits for ever."""
+    started = asyncio.Event()
+
+    async def hangs(items: Sequence[str]) -> list[str]:
+        started.set()
+        await asyncio.Event().wait()
+        return list(items)
+
+    writes = Writes()
+    commit = GroupCommit(flows=2, window=3600)
+
+    async def flow(flusher: Any, item: str) -> None:
+        with commit.flow():
+            await batching.submit(flusher, item)
+
+    flows = [asyncio.ensure_future(flow(hangs, "a")), asyncio.ensure_future(flow(writes, "b"))]
+    await started.wait()
+    for task in list(commit._flushes):
+        task.cancel()
+    done = await asyncio.wait_for(asyncio.gather(*flows, return_exceptions=True), 5)
+    assert all(isinstance(d, asyncio.CancelledError) for d in done), done
+    assert writes.commands == []
