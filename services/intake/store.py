@@ -52,6 +52,8 @@ def _key(*parts: str) -> str:
 _DUPLICATE_KEY = 11000
 # Windows counted in the quotas collection with a submit's places start with this (ADR 0211).
 WINDOW_PREFIX = "phone:"
+# Every `_id` that starts with WINDOW_PREFIX (":" + 1 is ";"), as a range the `_id` index serves.
+_WINDOW_IDS: Document = {"$gte": WINDOW_PREFIX, "$lt": WINDOW_PREFIX[:-1] + ";"}
 
 
 @dataclass(frozen=True)
@@ -681,10 +683,7 @@ class RequestStore:
         # Windows kept with the quotas (ADR 0211); quota documents have no `expires_at` and
         # their ids never start with the prefix (the range keeps them out either way).
         windows = await self.quotas.delete_many(
-            {
-                "_id": {"$gte": WINDOW_PREFIX, "$lt": WINDOW_PREFIX[:-1] + ";"},
-                "expires_at": {"$lt": instant(now)},
-            }
+            {"_id": _WINDOW_IDS, "expires_at": {"$lt": instant(now)}}
         )
         self._earlier_hits = {
             k: (n, until) for k, (n, until) in self._earlier_hits.items() if until >= instant(now)
@@ -696,7 +695,8 @@ class RequestStore:
         ADR 0211 and that are still open (one read, at start), so that their hits count
         towards the same window now kept with the quotas. Returns how many were adopted."""
         found = await self.rates.find(
-            {"expires_at": {"$gte": instant(now)}}, {"_id": 1, "n": 1, "expires_at": 1}
+            {"_id": _WINDOW_IDS, "expires_at": {"$gte": instant(now)}},
+            {"_id": 1, "n": 1, "expires_at": 1},
         ).to_list()
         self._earlier_hits = {
             str(d["_id"]): (int(d.get("n", 0)), str(d["expires_at"]))

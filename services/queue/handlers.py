@@ -32,7 +32,7 @@ from giliran.telemetry import JOURNEY
 from services.queue import calling, domain, eta
 from services.queue.calling import TicketAt
 from services.queue.issuing import Draft, Issuer
-from services.queue.memory import QueueMemory
+from services.queue.memory import SITE_MAX_AGE, QueueMemory
 from services.queue.store import (
     FIRST_OF,
     LINE_NUMBER,
@@ -53,6 +53,12 @@ LATE = timedelta(hours=3)
 ARRIVAL_FALLBACK = timedelta(hours=12)
 SESSION_TTL = 1.0
 CACHE_TTL = 2.0
+# The running session and a session's flags are kept this long while no other writer is seen at
+# the site (ADR 0216): only the queue writes them, this process updates its copies as it writes,
+# and another instance's write shows on the bus as an event of the site (its ticket issued,
+# a check-in), which cuts what is kept back to SESSION_TTL / CACHE_TTL, as before. The bus watch
+# may lose a message: then a copy is stale for this long at most, the bound of a site's memory.
+QUIET_TTL = SITE_MAX_AGE
 # A line's pace (its latest service times) is read again at most this often: this process adds
 # its own completions as it makes them (`served`), so only another instance's wait this long to
 # reach an ETA here — the same bound as the rest of a site's memory (ADR 0160). It was read every
@@ -78,11 +84,12 @@ class Queue:
     memory: QueueMemory = field(init=False)
     # Writes new requests' tickets, numbered from memory, one insert per batch (ADR 0215).
     issuer: Issuer = field(init=False)
-    # The running session per site, re-read at most every SESSION_TTL (a new session shows on
-    # other instances within that; on this one at once).
+    # The running session per site, re-read every QUIET_TTL, or SESSION_TTL after another
+    # writer's event at the site (a new session shows on other instances within that; on this
+    # one at once).
     _sessions: dict[str, tuple[float, str | None]] = field(default_factory=dict)
-    # Facts read often and changing slowly, kept for CACHE_TTL: whether a session has
-    # appointments or priority tickets, the inputs of an ETA, the sessions recorded lately.
+    # Whether a session has appointments or priority tickets: read again as the running
+    # session is, with CACHE_TTL for SESSION_TTL.
     _flags: dict[str, tuple[float, SessionFlags]] = field(default_factory=dict)
     # The recent service times of each line (an ETA's pace), read at most every PACE_TTL;
     # this process's own completions are added as they happen, another instance's show
@@ -109,11 +116,25 @@ class Queue:
         self.memory.on_event(subject, event_id)
         if event_id is not None and self.store.own_event(event_id):
             return
+        self._other_wrote(subject)
         if subject.endswith(ISSUED_SUFFIX):  # its lines' numbers went on (ADR 0215)
             site = site_of(subject)
             if site is not None:
                 self.issuer.other_issued(site)
         self.changes.bump_from_subject(subject)
+
+    def _other_wrote(self, subject: str) -> None:
+        """Another writer's event: what is kept of the site's sessions is read again soon."""
+        site = site_of(subject)
+        if site is None:
+            return
+        moment = time.monotonic()
+        cached = self._sessions.get(site)
+        if cached is not None:
+            self._sessions[site] = (min(cached[0], moment + SESSION_TTL), cached[1])
+        for session_id, (expires, flags) in list(self._flags.items()):
+            if expires > moment + CACHE_TTL:
+                self._flags[session_id] = (moment + CACHE_TTL, flags)
 
     def site(self, slug: str) -> SiteDef:
         site = self.catalogue.site(slug)
@@ -419,7 +440,7 @@ class Queue:
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         found = await self.store.session_flags(session_id)
-        self._flags[session_id] = (time.monotonic() + CACHE_TTL, found)
+        self._flags[session_id] = (time.monotonic() + QUIET_TTL, found)
         _forget_expired(self._flags)
         return found
 
@@ -538,7 +559,7 @@ class Queue:
         if cached is not None and cached[0] > moment:
             return cached[1]
         found = await self._current_session(site)
-        self._sessions[site] = (moment + SESSION_TTL, found)
+        self._sessions[site] = (moment + QUIET_TTL, found)
         return found
 
     async def _current_session(self, site: str) -> str | None:
