@@ -53,8 +53,9 @@ def _key(*parts: str) -> str:
 _DUPLICATE_KEY = 11000
 # Windows counted in the quotas collection with a submit's places start with this (ADR 0211).
 WINDOW_PREFIX = "phone:"
-# The `_id` range of those windows (";" follows ":"): only they, wherever they are kept.
-_WINDOWS: Document = {"$gte": WINDOW_PREFIX, "$lt": WINDOW_PREFIX[:-1] + ";"}
+# Every `_id` that starts with WINDOW_PREFIX (":" + 1 is ";"), as a range the `_id` index serves:
+# only the phone windows, wherever they are kept.
+_WINDOW_IDS: Document = {"$gte": WINDOW_PREFIX, "$lt": WINDOW_PREFIX[:-1] + ";"}
 
 
 @dataclass(frozen=True)
@@ -725,7 +726,7 @@ class RequestStore:
         # Windows kept with the quotas (ADR 0211); quota documents have no `expires_at` and
         # their ids never start with the prefix (the range keeps them out either way).
         windows = await self.quotas.delete_many(
-            {"_id": _WINDOWS, "expires_at": {"$lt": instant(now)}}
+            {"_id": _WINDOW_IDS, "expires_at": {"$lt": instant(now)}}
         )
         self._earlier_hits = {
             k: (n, until) for k, (n, until) in self._earlier_hits.items() if until >= instant(now)
@@ -738,7 +739,7 @@ class RequestStore:
         range only: the address windows stay in `rate_windows`), so that their hits count
         towards the same window now kept with the quotas. Returns how many were adopted."""
         found = await self.rates.find(
-            {"_id": _WINDOWS, "expires_at": {"$gte": instant(now)}},
+            {"_id": _WINDOW_IDS, "expires_at": {"$gte": instant(now)}},
             {"_id": 1, "n": 1, "expires_at": 1},
         ).to_list()
         self._earlier_hits = {

@@ -34,6 +34,7 @@ from giliran.contracts import (
 from giliran.errors import Conflict, NotFound, RetryLater, Unprocessable
 from giliran.privacy import scrub
 from giliran.store import Document, instant
+from services.notify import batching
 from services.notify.channels import (
     Channel,
     Contact,
@@ -68,9 +69,11 @@ from services.notify.gateways import Receipt, receipt_key
 from services.notify.metrics import NotifyMetrics
 from services.notify.store import (
     RELEASED_AT,
+    Advance,
     Delivery,
     DeliveryStore,
     ForeignTicket,
+    Record,
     WaitingTicket,
 )
 
@@ -326,7 +329,10 @@ class ChannelWorker:
         first = Claim(
             delivery_id=made.key, held_until=now + self._hold(), attempts=1, claimed_at=now
         )
-        if await self.store.advance(ticket_id, fields, status, first):
+        # With the other ticket events of the batch that reach this step together (ADR 0220).
+        if await batching.submit(
+            self.store.advance_many, Advance(ticket_id, fields, status, first)
+        ):
             # The usual case: this event moved the ticket, so nothing handled it before (every
             # handling makes this write first, and status only moves forward).
             failure = await self._send_claimed(Claimed(ticket_id, made, first, ClaimKind.OWN))
@@ -407,7 +413,11 @@ class ChannelWorker:
                 held = self._settled(made, DeliveryStatus.SENDING, claim, self.clock())
                 await self.store.hand_to_log(held, reason)
             return outcome
-        done, outbox = await self.store.record(outcome.delivery, outcome.fields, [outcome.event])
+        # Logged with the batch's other messages answered by now, at most 20 ms later (ADR 0219):
+        # the hold covers one attempt, the batch's attempts run side by side.
+        done, outbox = await batching.submit(
+            self.store.record_many, Record(outcome.delivery, outcome.fields, [outcome.event])
+        )
         self._finished(outcome.metric, outcome.cost)
         if outcome.delivery.status is DeliveryStatus.FAILED:
             log.warning(

@@ -5,14 +5,14 @@ delivery log with its outbox."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from giliran.contracts import Event, TicketStatus
 from giliran.errors import Unprocessable
@@ -26,6 +26,7 @@ from giliran.store import (
     outbox_fields,
     with_outbox,
 )
+from services.notify import batching
 from services.notify.channels.base import Contact
 from services.notify.domain import Claim, DeliveryStatus
 
@@ -45,6 +46,69 @@ class WaitingTicket:
     facts: Document
     # The ticket's document as loaded (its claims and version), for its "near" message's claim.
     notices: TicketNotices
+
+
+@dataclass(frozen=True)
+class Advance:
+    """One ticket event's write (`DeliveryStore.advance`): the ticket moved to `status` with its
+    message's claim taken, or nothing at all."""
+
+    ticket_id: str
+    fields: Document
+    status: TicketStatus
+    claim: Claim
+
+
+@dataclass(frozen=True)
+class _Filing:
+    """A contact filing (`save_contact`, `learn_contact`) waiting for its batch's command."""
+
+    request_id: str
+    contact: Document
+    event_id: str
+    first: Document = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line's read (`DeliveryStore.waiting_in_line`): its first `limit` waiting tickets."""
+
+    site: str
+    session_id: str
+    service: str
+    limit: int
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.site, self.session_id, self.service)
+
+
+@dataclass(frozen=True)
+class Record:
+    """A claimed message settled, for the log (`DeliveryStore.record`)."""
+
+    delivery: Delivery
+    fields: Document
+    events: Sequence[Event[Any]] = ()
+
+
+DUPLICATE_KEY = 11000
+
+
+def duplicate_indexes(error: BulkWriteError, size: int) -> tuple[set[int], dict[int, Exception]]:
+    """Which statements of an unordered bulk write met an existing `_id` (an upsert whose
+    filter did not match, an insert of a record that exists), and any other statement's own
+    error; every other statement was written. Both MongoDB and the embedded server report each
+    failed statement by its index."""
+    duplicates: set[int] = set()
+    others: dict[int, Exception] = {}
+    for failure in error.details.get("writeErrors", []):
+        index = int(failure["index"])
+        if int(failure.get("code", 0)) == DUPLICATE_KEY:
+            duplicates.add(index)
+        elif 0 <= index < size:
+            others[index] = Unprocessable(str(failure.get("errmsg", "write failed")))
+    return duplicates, others
 
 
 @dataclass(frozen=True)
@@ -192,21 +256,48 @@ class DeliveryStore:
         the event that filed it (`request_event`), so the same write tells a redelivery (True):
         the consumer keeps no inbox (ADR 0185). (`$exists`/`$nin` rather than `$ne`: the
         embedded server's `$ne` does not match a missing field, and its `findAndModify` drops
-        `$setOnInsert`.)"""
-        unfiled: Document = {"_id": request_id, "request_event": {"$exists": False}}
-        try:
-            await self.contacts.update_one(
-                unfiled,
-                {"$set": {"request_event": event_id}, "$setOnInsert": {**contact, "purged": False}},
-                upsert=True,
-            )
-        except DuplicateKeyError:
+        `$setOnInsert`.) Inside a consumer's batch, with the batch's other filings in one
+        command (ADR 0221)."""
+        return await batching.submit(self._save_contacts, _Filing(request_id, contact, event_id))
+
+    async def _save_contacts(self, filings: Sequence[_Filing]) -> list[bool | Exception]:
+        def unfiled(filing: _Filing) -> Document:
+            return {"_id": filing.request_id, "request_event": {"$exists": False}}
+
+        def filed(f: _Filing) -> Document:
+            return {
+                "$set": {"request_event": f.event_id},
+                "$setOnInsert": {**f.contact, "purged": False},
+            }
+
+        duplicates: set[int]
+        others: dict[int, Exception]
+        if len(filings) == 1:  # alone: the one upsert it always was
+            try:
+                await self.contacts.update_one(unfiled(filings[0]), filed(filings[0]), upsert=True)
+                duplicates, others = set(), {}
+            except DuplicateKeyError:
+                duplicates, others = {0}, {}
+        else:
+            statements = [UpdateOne(unfiled(f), filed(f), upsert=True) for f in filings]
+            duplicates, others = await self._bulk(self.contacts, statements)
+        outcomes: list[bool | Exception] = []
+        for n, filing in enumerate(filings):
+            if n in others or n not in duplicates:
+                outcomes.append(others.get(n, False))
+                continue
             # Filed already by this very event, or the citizen's contact was filed at the same
             # moment (both upserts found no record; MongoDB retries neither, its filter is not
             # the key alone): then this request still files itself, as if it had come second.
-            again = await self.contacts.update_one(unfiled, {"$set": {"request_event": event_id}})
-            return again.matched_count == 0
-        return False
+            try:
+                again = await self.contacts.update_one(
+                    unfiled(filing), {"$set": {"request_event": filing.event_id}}
+                )
+            except Exception as exc:  # that filing's own failure
+                outcomes.append(exc)
+            else:
+                outcomes.append(again.matched_count == 0)
+        return outcomes
 
     async def learn_contact(
         self, request_id: str, contact: Document, first: Document, event_id: str
@@ -214,27 +305,70 @@ class DeliveryStore:
         """From `citizen.contact` (the personal stream), before or after its request: fills
         `contact` in unless the contact was purged meanwhile (PURGED); `first`: fields only
         a new record gets. The record names the event that filled it (`contact_event`): REPEAT
-        when this very event had filled it before (ADR 0185)."""
-        unfilled: Document = {
-            "_id": request_id,
-            "purged": False,
-            "contact_event": {"$nin": [event_id]},
-        }
-        filling: Document = {"$set": {**contact, "contact_event": event_id}}
-        try:
-            await self.contacts.update_one(
-                unfilled, {**filling, "$setOnInsert": {**first, "purged": False}}, upsert=True
-            )
-        except DuplicateKeyError:
+        when this very event had filled it before (ADR 0185). Inside a consumer's batch, with
+        the batch's other contacts in one command (ADR 0221)."""
+        return await batching.submit(
+            self._learn_contacts, _Filing(request_id, contact, event_id, first)
+        )
+
+    async def _learn_contacts(self, filings: Sequence[_Filing]) -> list[Filing | Exception]:
+        def unfilled(filing: _Filing) -> Document:
+            return {
+                "_id": filing.request_id,
+                "purged": False,
+                "contact_event": {"$nin": [filing.event_id]},
+            }
+
+        def filling(filing: _Filing) -> Document:
+            return {"$set": {**filing.contact, "contact_event": filing.event_id}}
+
+        def upsert(f: _Filing) -> Document:
+            return {**filling(f), "$setOnInsert": {**f.first, "purged": False}}
+
+        duplicates: set[int]
+        others: dict[int, Exception]
+        if len(filings) == 1:  # alone: the one upsert it always was
+            try:
+                await self.contacts.update_one(
+                    unfilled(filings[0]), upsert(filings[0]), upsert=True
+                )
+                duplicates, others = set(), {}
+            except DuplicateKeyError:
+                duplicates, others = {0}, {}
+        else:
+            statements = [UpdateOne(unfilled(f), upsert(f), upsert=True) for f in filings]
+            duplicates, others = await self._bulk(self.contacts, statements)
+        outcomes: list[Filing | Exception] = []
+        for n, filing in enumerate(filings):
+            if n in others or n not in duplicates:
+                outcomes.append(others.get(n, Filing.NEW))
+                continue
             # The upsert's insert met the record: purged, filled already by this event, or its
             # request filed at the same moment (both upserts found no record; MongoDB retries
             # neither): then the contact is still filled in, as if it had come second.
-            again = await self.contacts.update_one(unfilled, filling)
-            if again.matched_count == 1:
-                return Filing.NEW
-            record = await self.contact_record(request_id)
-            return Filing.PURGED if record is None or record.purged else Filing.REPEAT
-        return Filing.NEW
+            try:
+                again = await self.contacts.update_one(unfilled(filing), filling(filing))
+                if again.matched_count == 1:
+                    outcomes.append(Filing.NEW)
+                    continue
+                record = await self.contact_record(filing.request_id)
+            except Exception as exc:  # that filing's own failure
+                outcomes.append(exc)
+                continue
+            outcomes.append(Filing.PURGED if record is None or record.purged else Filing.REPEAT)
+        return outcomes
+
+    @staticmethod
+    async def _bulk(
+        collection: Any, statements: Sequence[UpdateOne]
+    ) -> tuple[set[int], dict[int, Exception]]:
+        """Upserts in one unordered command: which met an existing `_id` (their filter did not
+        match), and any other statement's own error; the rest were written."""
+        try:
+            await collection.bulk_write(statements, ordered=False)
+        except BulkWriteError as exc:
+            return duplicate_indexes(exc, len(statements))
+        return set(), {}
 
     async def contact(self, request_id: str) -> Document | None:
         return await self.contacts.find_one({"_id": request_id})
@@ -321,6 +455,29 @@ class DeliveryStore:
         )
         return TicketTrack(status, moved=False)
 
+    @staticmethod
+    def _advance_statement(
+        ticket_id: str, fields: Document, status: TicketStatus, claim: Claim
+    ) -> tuple[Document, Document]:
+        path = claim_field(claim.delivery_id)
+        return (
+            {
+                "_id": ticket_id,
+                "site": fields["site"],  # another site's event never moves it
+                "rank": {"$lt": status.rank},
+                path: {"$exists": False},
+            },
+            {
+                "$set": {
+                    **fields,
+                    "status": status.value,
+                    "rank": status.rank,
+                    path: stored_claim(claim),
+                },
+                "$inc": {"version": 1},
+            },
+        )
+
     async def advance(
         self, ticket_id: str, fields: Document, status: TicketStatus, claim: Claim
     ) -> bool:
@@ -330,32 +487,37 @@ class DeliveryStore:
         channel, a recall, an event late after a later one) or the claim exists: then
         `notices` and `take` decide. True means this event moved the ticket: nothing handled it
         before (every handling makes this write first, and status only moves forward)."""
-        path = claim_field(claim.delivery_id)
+        query, update = self._advance_statement(ticket_id, fields, status, claim)
         try:
             after = await self.tickets.find_one_and_update(
-                {
-                    "_id": ticket_id,
-                    "site": fields["site"],  # another site's event never moves it
-                    "rank": {"$lt": status.rank},
-                    path: {"$exists": False},
-                },
-                {
-                    "$set": {
-                        **fields,
-                        "status": status.value,
-                        "rank": status.rank,
-                        path: stored_claim(claim),
-                    },
-                    "$inc": {"version": 1},
-                },
-                {"rank": 1},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
+                query, update, {"rank": 1}, upsert=True, return_document=ReturnDocument.AFTER
             )
         except DuplicateKeyError:  # MongoDB: it exists, and the filter did not match it
             return False
         # (The embedded server answers None instead, and writes nothing.)
         return after is not None
+
+    async def advance_many(self, advances: Sequence[Advance]) -> list[bool | Exception]:
+        """`advance` for the ticket events of one fetched batch (different tickets: one
+        request's events run one after another), in one `update` command of one upsert per
+        ticket (ADR 0220). Each statement's outcome is known: an upsert whose filter does not
+        match meets the ticket's `_id` and fails alone with a duplicate key (False, as
+        `advance`); every other statement moved its ticket (True). One alone is `advance`."""
+        if len(advances) == 1:
+            one = advances[0]
+            return [await self.advance(one.ticket_id, one.fields, one.status, one.claim)]
+        statements = [
+            UpdateOne(
+                *self._advance_statement(a.ticket_id, a.fields, a.status, a.claim), upsert=True
+            )
+            for a in advances
+        ]
+        try:
+            await self.tickets.bulk_write(statements, ordered=False)
+        except BulkWriteError as exc:
+            duplicates, others = duplicate_indexes(exc, len(advances))
+            return [others.get(n, n not in duplicates) for n in range(len(advances))]
+        return [True] * len(advances)
 
     async def notices(self, ticket_id: str) -> TicketNotices | None:
         doc = await self.tickets.find_one({"_id": ticket_id})
@@ -404,7 +566,30 @@ class DeliveryStore:
     async def waiting_in_line(
         self, site: str, session_id: str, service: str, limit: int
     ) -> list[WaitingTicket]:
-        """The first `limit` tickets waiting in one line, in call order."""
+        """The first `limit` tickets waiting in one line, in call order. Calls of one line
+        reaching this read together in a consumer's batch share one read (ADR 0222)."""
+        return await batching.submit(self._lines, Line(site, session_id, service, limit))
+
+    async def _lines(self, lines: Sequence[Line]) -> list[list[WaitingTicket] | Exception]:
+        read: dict[tuple[str, str, str], list[WaitingTicket] | Exception] = {}
+        for line in lines:
+            key = (line.site, line.session_id, line.service)
+            if key in read:
+                continue
+            limit = max(other.limit for other in lines if other.key == key)
+            try:
+                read[key] = await self._line(line.site, line.session_id, line.service, limit)
+            except Exception as exc:  # that line's own failure
+                read[key] = exc
+        outcomes: list[list[WaitingTicket] | Exception] = []
+        for line in lines:
+            found = read[line.key]
+            outcomes.append(found if isinstance(found, Exception) else found[: line.limit])
+        return outcomes
+
+    async def _line(
+        self, site: str, session_id: str, service: str, limit: int
+    ) -> list[WaitingTicket]:
         found = (
             await self.tickets.find(
                 indexed(
@@ -480,11 +665,50 @@ class DeliveryStore:
         try:
             await self.deliveries.insert_one(doc)
         except DuplicateKeyError:
-            if not events:
-                return await self.finish(delivery.id, delivery.status, fields), None
-            outbox = await self.finish_announcing(delivery.id, delivery.status, fields, events)
-            return outbox is not None, outbox
+            return await self._record_existing(Record(delivery, fields, events))
         return True, None
+
+    async def record_many(
+        self, records: Sequence[Record]
+    ) -> list[tuple[bool, dict[str, Document] | None] | Exception]:
+        """`record` for the messages of one fetched batch answered together, in one `insert`
+        command (ADR 0219); a record that meets its delivery (a stale drop that won, the log took
+        it over) falls back to `record`'s update, alone. One alone is `record`."""
+        if len(records) == 1:
+            one = records[0]
+            return [await self.record(one.delivery, one.fields, one.events)]
+        docs = []
+        for one in records:
+            doc = self._log_document(one.delivery)
+            doc.update(one.fields)
+            if one.events:
+                doc.update(outbox_fields(one.events))
+            docs.append(doc)
+        try:
+            await self.deliveries.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            duplicates, others = duplicate_indexes(exc, len(records))
+        else:
+            duplicates, others = set(), {}
+        outcomes: list[tuple[bool, dict[str, Document] | None] | Exception] = []
+        for n, one in enumerate(records):
+            if n in others:
+                outcomes.append(others[n])
+            elif n not in duplicates:
+                outcomes.append((True, None))
+            else:
+                try:
+                    outcomes.append(await self._record_existing(one))
+                except Exception as exc:  # that record's own failure
+                    outcomes.append(exc)
+        return outcomes
+
+    async def _record_existing(self, one: Record) -> tuple[bool, dict[str, Document] | None]:
+        delivery, fields, events = one.delivery, one.fields, one.events
+        if not events:
+            return await self.finish(delivery.id, delivery.status, fields), None
+        outbox = await self.finish_announcing(delivery.id, delivery.status, fields, events)
+        return outbox is not None, outbox
 
     async def hand_to_log(self, delivery: Delivery, reason: str) -> None:
         """A claimed "near" message that failed for now: the log takes it over, `sending` and

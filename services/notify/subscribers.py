@@ -21,6 +21,7 @@ from giliran.contracts import (
 )
 from giliran.contracts.subjects import PERSONAL_STREAM, all_events, personal_events
 from giliran.runtime import ServiceRuntime
+from services.notify.batching import WINDOW_SECONDS, GroupCommit
 from services.notify.channels.webhook import WebhookChannel
 from services.notify.handlers import ChannelWorker
 
@@ -52,6 +53,8 @@ class EachOnce:
     succeeded cost nothing more."""
 
     handlers: Mapping[type[EventData], EventHandler]
+    # How long a write waits for the batch's other flows at most (ADR 0219).
+    window: float = WINDOW_SECONDS
     _outcomes: dict[str, bool | Exception] = field(default_factory=dict, repr=False)
 
     async def __call__(self, events: Sequence[Event[Any]]) -> set[str]:
@@ -66,13 +69,18 @@ class EachOnce:
             groups.setdefault(event.data.ordering_key() or event.id, []).append(event)
         outcomes: dict[str, bool | Exception] = {}
 
+        # The groups' writes of one step (a ticket's claim, a message's record) go to the store
+        # together (ADR 0219, 0220).
+        commit = GroupCommit(flows=len(groups), window=self.window)
+
         async def in_order(group: list[Event[Any]]) -> None:
-            for event in group:
-                try:
-                    repeat = await self.handlers[type(event.data)](event)
-                    outcomes[event.id] = repeat is True
-                except Exception as exc:  # settled by the kernel, one by one
-                    outcomes[event.id] = exc
+            with commit.flow():
+                for event in group:
+                    try:
+                        repeat = await self.handlers[type(event.data)](event)
+                        outcomes[event.id] = repeat is True
+                    except Exception as exc:  # settled by the kernel, one by one
+                        outcomes[event.id] = exc
 
         if len(groups) == 1:
             await in_order(next(iter(groups.values())))

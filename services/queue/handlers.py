@@ -24,15 +24,25 @@ from giliran.contracts import (
     new_event,
     utcnow,
 )
-from giliran.contracts.subjects import session_of_site
-from giliran.errors import Unprocessable
+from giliran.contracts.subjects import session_of_site, site_of
+from giliran.errors import RetryLater, Unprocessable
 from giliran.push import Changes
 from giliran.store import Document, from_instant, instant
 from giliran.telemetry import JOURNEY
 from services.queue import calling, domain, eta
 from services.queue.calling import TicketAt
-from services.queue.memory import QueueMemory
-from services.queue.store import SessionFlags, TicketStore, facts_of, ticket_at, ticket_view
+from services.queue.issuing import Draft, Issuer
+from services.queue.memory import SITE_MAX_AGE, QueueMemory
+from services.queue.store import (
+    FIRST_OF,
+    LINE_NUMBER,
+    SessionFlags,
+    TicketStore,
+    facts_of,
+    line_number,
+    ticket_at,
+    ticket_view,
+)
 
 SOURCE = "queue"
 # A session counts as running from shortly before it opens until a while after it closes (the
@@ -43,11 +53,21 @@ LATE = timedelta(hours=3)
 ARRIVAL_FALLBACK = timedelta(hours=12)
 SESSION_TTL = 1.0
 CACHE_TTL = 2.0
+# The running session and a session's flags are kept this long while no other writer is seen at
+# the site (ADR 0216): only the queue writes them, this process updates its copies as it writes,
+# and another instance's write shows on the bus as an event of the site (its ticket issued,
+# a check-in), which cuts what is kept back to SESSION_TTL / CACHE_TTL, as before. The bus watch
+# may lose a message: then a copy is stale for this long at most, the bound of a site's memory.
+QUIET_TTL = SITE_MAX_AGE
 # A line's pace (its latest service times) is read again at most this often: this process adds
 # its own completions as it makes them (`served`), so only another instance's wait this long to
 # reach an ETA here — the same bound as the rest of a site's memory (ADR 0160). It was read every
 # CACHE_TTL: one `find tickets` per line every 2 s, 0.15 per lifecycle at 20/s.
 PACE_TTL = 30.0
+# A request's tickets refused this often in a row (each time decided again from a fresh read):
+# given back to the consumer, which delivers the event again later.
+ISSUE_ATTEMPTS = 8
+ISSUED_SUFFIX = f".{TicketIssued.entity}.{TicketIssued.event}"
 
 
 @dataclass
@@ -62,11 +82,14 @@ class Queue:
     changes: Changes = field(default_factory=Changes)
     # Lines, counters and latest calls of each site, in memory (ADR 0160).
     memory: QueueMemory = field(init=False)
-    # The running session per site, re-read at most every SESSION_TTL (a new session shows on
-    # other instances within that; on this one at once).
+    # Writes new requests' tickets, numbered from memory, one insert per batch (ADR 0215).
+    issuer: Issuer = field(init=False)
+    # The running session per site, re-read every QUIET_TTL, or SESSION_TTL after another
+    # writer's event at the site (a new session shows on other instances within that; on this
+    # one at once).
     _sessions: dict[str, tuple[float, str | None]] = field(default_factory=dict)
-    # Facts read often and changing slowly, kept for CACHE_TTL: whether a session has
-    # appointments or priority tickets, the inputs of an ETA, the sessions recorded lately.
+    # Whether a session has appointments or priority tickets: read again as the running
+    # session is, with CACHE_TTL for SESSION_TTL.
     _flags: dict[str, tuple[float, SessionFlags]] = field(default_factory=dict)
     # The recent service times of each line (an ETA's pace), read at most every PACE_TTL;
     # this process's own completions are added as they happen, another instance's show
@@ -78,6 +101,7 @@ class Queue:
 
     def __post_init__(self) -> None:
         self.memory = QueueMemory(self.store)
+        self.issuer = Issuer(self.store)
         # Every write with events refreshes this process's boards as it is made (the caller
         # updates memory before its next await, so the rendering it wakes shows the write); its
         # own events coming back on the bus then refresh nothing (`on_event`).
@@ -92,7 +116,25 @@ class Queue:
         self.memory.on_event(subject, event_id)
         if event_id is not None and self.store.own_event(event_id):
             return
+        self._other_wrote(subject)
+        if subject.endswith(ISSUED_SUFFIX):  # its lines' numbers went on (ADR 0215)
+            site = site_of(subject)
+            if site is not None:
+                self.issuer.other_issued(site)
         self.changes.bump_from_subject(subject)
+
+    def _other_wrote(self, subject: str) -> None:
+        """Another writer's event: what is kept of the site's sessions is read again soon."""
+        site = site_of(subject)
+        if site is None:
+            return
+        moment = time.monotonic()
+        cached = self._sessions.get(site)
+        if cached is not None:
+            self._sessions[site] = (min(cached[0], moment + SESSION_TTL), cached[1])
+        for session_id, (expires, flags) in list(self._flags.items()):
+            if expires > moment + CACHE_TTL:
+                self._flags[session_id] = (moment + CACHE_TTL, flags)
 
     def site(self, slug: str) -> SiteDef:
         site = self.catalogue.site(slug)
@@ -133,7 +175,13 @@ class Queue:
     ) -> tuple[list[TicketView], bool]:
         """Issue the request's tickets; with `views`, the tickets as answered. The consumer
         needs none: `ticket_view` (seven instants parsed) was 1 % of the queue's CPU under
-        py-spy at 20/s, a third of it for views nobody read."""
+        py-spy at 20/s, a third of it for views nobody read.
+
+        A request is taken as new: its tickets are written without reading whether it had
+        some, numbered from memory, in the insert its batch shares (ADR 0215). The store
+        refuses that write when it was not new (a redelivery, or another request.submitted
+        for the same request) or when another instance took the number: the rest of it is
+        then issued the careful way, which reads the request's tickets first."""
         request = event.data
         site = self.catalogue.site(event.site)
         if site is None:
@@ -143,37 +191,52 @@ class Queue:
             raise Unprocessable(f"site {site.site} does not offer {unknown}")
         now = self.clock()
         await self._note_session(site.site, request, now)
-        found = await self.store.for_request(request.request_id)
-        existing = {d["service"]: d for d in found}
-        if any(code not in existing for code in request.services):
-            for doc in found:  # the request gets another ticket (ADR 0190)
-                await self.share(doc["_id"], doc["request_id"], ticket_at(doc))
-        issued: list[TicketView] = []
-        inserted = False
-        for code in request.services:
-            if code in existing:
-                if views:
-                    issued.append(ticket_view(existing[code]))
-                continue
-            service = site.service(code)
-            assert service is not None
-            ticket_id = domain.ticket_id_for(request.request_id, code)
-            ahead = await self.waiting_ahead(site.site, request.session_id, code)
-            seq = await self.store.next_sequence(
-                domain.line_key(request.session_id, service.prefix)
-            )
-            quoted = (
-                await self._eta(site, request.session_id, code, ahead, now)
-                if request.arrived
-                else None
-            )
+        codes = list(dict.fromkeys(request.services))
+        drafts = [
+            await self._draft(site, event, code, now, shared=False, first=i == 0)
+            for i, code in enumerate(codes)
+        ]
+        fast = await self.issuer.issue(drafts)
+        for doc in fast.docs:
+            self.memory.joined(doc)
+        if fast.complete:
+            self.changes.bump(site.site)
+            return ([ticket_view(d) for d in fast.docs] if views else []), False
+        issued, before = await self._issue_carefully(site, event, codes, now, views=views)
+        self.changes.bump(site.site)
+        return issued, before and not fast.docs
+
+    async def _draft(
+        self,
+        site: SiteDef,
+        event: Event[RequestSubmitted],
+        code: str,
+        now: datetime,
+        *,
+        shared: bool,
+        first: bool,
+    ) -> Draft:
+        """One ticket of the request, all but its number decided (what it has ahead, its ETA)."""
+        request = event.data
+        service = site.service(code)
+        assert service is not None
+        ticket_id = domain.ticket_id_for(request.request_id, code)
+        ahead = await self.waiting_ahead(site.site, request.session_id, code)
+        quoted = (
+            await self._eta(site, request.session_id, code, ahead, now) if request.arrived else None
+        )
+        line = domain.line_key(request.session_id, service.prefix)
+        # Later events about this ticket (an officer's call) continue this request.
+        journey = telemetry.journey()
+
+        def make(number: int) -> tuple[Document, Event[Any]]:
             ticket_event = new_event(
                 TicketIssued(
                     ticket_id=ticket_id,
                     request_id=request.request_id,
                     session_id=request.session_id,
                     service=code,
-                    number=domain.format_number(service.prefix, seq),
+                    number=domain.format_number(service.prefix, number),
                     issued_at=now,
                     waiting_ahead=ahead,
                     priority=request.priority,
@@ -185,32 +248,79 @@ class Queue:
                 source=SOURCE,
                 at=now,
             )
-            doc = self._ticket_doc(site, ticket_event.data, request, now, shared=bool(found))
-            # Later events about this ticket (an officer's call) continue this request.
-            doc[JOURNEY] = telemetry.journey()
+            doc = self._ticket_doc(site, ticket_event.data, request, now, shared=shared)
+            doc[JOURNEY] = journey
             if quoted is not None:
                 doc["eta"] = instant(quoted)
             # The event that issued it: what the tickets prove each request event was handled
             # once by (tests/e2e/test_chaos.py), with no inbox.
             doc["request_event"] = event.id
-            if await self.store.insert_with_events(doc, [ticket_event]):
-                self.memory.joined(doc)
-                if views:
-                    issued.append(ticket_view(doc))
-                inserted = True
-            elif views:  # a concurrent delivery won; its number stands, this one is left unused
-                again = await self.store.get(ticket_id)
-                assert again is not None
-                issued.append(ticket_view(again))
-        # A request submitted while the citizen is already at a booth (a counter walk-up adds a
-        # service) joins held.
-        # (Only a request that had tickets before can have one at a booth.)
-        holder = await self.store.visit_holder(request.request_id) if existing else None
-        if holder is not None:
-            await self.store.set_held(request.request_id, True, except_ticket=holder)
-            self.memory.held(site.site, request.request_id, True, holder)
-        self.changes.bump(site.site)
-        return issued, not inserted
+            doc[LINE_NUMBER] = line_number(line, number)
+            if first:
+                doc[FIRST_OF] = request.request_id
+            return doc, ticket_event
+
+        return Draft(ticket_id=ticket_id, site=site.site, line=line, make=make)
+
+    async def _issue_carefully(
+        self,
+        site: SiteDef,
+        event: Event[RequestSubmitted],
+        codes: list[str],
+        now: datetime,
+        *,
+        views: bool,
+    ) -> tuple[list[TicketView], bool]:
+        """The request's tickets read first: those it has are answered, its lone ones shared
+        before another is written (ADR 0190), and each missing one written alone. A write the
+        store refuses (its number another instance's, or the request's tickets changed since
+        the read) is decided again from a fresh read."""
+        request = event.data
+        for _ in range(ISSUE_ATTEMPTS):
+            found = await self.store.for_request(request.request_id)
+            if any(d.get("site") != site.site for d in found):
+                # Request ids are intake's and name one site's citizen: an event naming another
+                # site's request is forged or broken, and must not share (or answer with) that
+                # site's tickets.
+                raise Unprocessable(f"request {request.request_id} is another site's")
+            existing = {d["service"]: d for d in found}
+            if any(code not in existing for code in codes):
+                for doc in found:  # the request gets another ticket (ADR 0190)
+                    await self.share(doc["_id"], doc["request_id"], ticket_at(doc))
+            issued: list[TicketView] = []
+            inserted = False
+            refused = False
+            for code in codes:
+                if code in existing:
+                    if views:
+                        issued.append(ticket_view(existing[code]))
+                    continue
+                # Only a request with no ticket yet marks its first (`first_of`).
+                first = not found and not inserted
+                draft = await self._draft(site, event, code, now, shared=bool(found), first=first)
+                written = await self.issuer.issue_one(draft)
+                if written is not None:
+                    self.memory.joined(written)
+                    if views:
+                        issued.append(ticket_view(written))
+                    inserted = True
+                    continue
+                # Refused: the ticket is there (a concurrent delivery won), its number is
+                # another instance's, or the request got a first ticket meanwhile.
+                refused = True
+                break
+            if refused:
+                continue
+            # A request submitted while the citizen is already at a booth (a counter walk-up
+            # adds a service) joins held.
+            # (Only a request that had tickets before can have one at a booth.)
+            holder = await self.store.visit_holder(request.request_id) if existing else None
+            if holder is not None:
+                await self.store.set_held(request.request_id, True, except_ticket=holder)
+                self.memory.held(site.site, request.request_id, True, holder)
+            return issued, not inserted
+        # Never dead-lettered for this (its ticket would be lost): delivered again shortly.
+        raise RetryLater(f"request {request.request_id}: its tickets kept being refused", 0.5)
 
     async def share(self, ticket_id: str, request_id: str, now: TicketAt | None) -> None:
         """A request is getting another ticket: its ticket `ticket_id` (as it is `now`), if it
@@ -330,7 +440,7 @@ class Queue:
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         found = await self.store.session_flags(session_id)
-        self._flags[session_id] = (time.monotonic() + CACHE_TTL, found)
+        self._flags[session_id] = (time.monotonic() + QUIET_TTL, found)
         _forget_expired(self._flags)
         return found
 
@@ -449,7 +559,7 @@ class Queue:
         if cached is not None and cached[0] > moment:
             return cached[1]
         found = await self._current_session(site)
-        self._sessions[site] = (moment + SESSION_TTL, found)
+        self._sessions[site] = (moment + QUIET_TTL, found)
         return found
 
     async def _current_session(self, site: str) -> str | None:

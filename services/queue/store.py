@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from cachetools import TTLCache
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from giliran.contracts import CounterView, Event, TicketStatus, TicketView
 from giliran.store import (
@@ -33,6 +33,18 @@ BUSY = ("called", "serving")
 # The counter a called or served ticket occupies ("<site>:<counter>"), under a unique index: a
 # counter seats one ticket at a time, so a call is decided by the ticket's one write (ADR 0203).
 SEAT = "seat"
+# A ticket's place in its line's numbering ("<session>:<prefix>#<number, 9 digits>"), under a
+# unique index: the number is decided in memory and this index refuses a number issued twice
+# (ADR 0215). Only issued tickets carry it (a transfer or re-check-in keeps its number).
+LINE_NUMBER = "line_number"
+# The request a ticket was the first issued for (its request id), under a unique index: only
+# one ticket per request carries it, so a request's tickets written without reading whether
+# it had some before fail on it when it had (ADR 0215).
+FIRST_OF = "first_of"
+# Marks in `line_sequences` (whose documents before ADR 0215 were the lines' counters).
+FIRST_OF_BACKFILLED = "~first_of_backfilled"
+# Ticket statuses whose request may still bring a citizen to a counter.
+OPEN_STATUSES = ("waiting", "called", "serving")
 # Ids of the events this process wrote, until the bus has surely echoed them back: an event
 # seen on the bus and not in here is another queue instance's write (services.queue.memory).
 OWN_EVENTS_KEPT = 100_000
@@ -213,6 +225,9 @@ class TicketStore:
         # The latest call at a counter: whether it seats a ticket, and its priority ratio.
         await self.tickets.create_index([("site", 1), ("counter", 1), ("called_at", -1)])
         await self._seat_the_busy()
+        await self.tickets.create_index(LINE_NUMBER, unique=True, sparse=True)
+        await self.tickets.create_index(FIRST_OF, unique=True, sparse=True)
+        await self._mark_first_tickets()
         await self.counters.create_index([("site", 1)])
         await self.sessions.create_index([("site", 1), ("opens_at", -1)])
         await self.eta_quotes.create_index([("ticket_id", 1)])
@@ -235,14 +250,74 @@ class TicketStore:
                         {"$set": {SEAT: counter_key(doc["site"], doc["counter"])}},
                     )
 
+    async def _mark_first_tickets(self) -> None:
+        """Tickets issued before ADR 0215 carry no `first_of`: one open ticket per request takes
+        it, so that a request issued again after the upgrade still finds it had tickets (and
+        shares them, ADR 0190). Once per store (a mark says it was done); concurrent instances
+        only lose the unique index to each other."""
+        if await self.sequences.find_one({"_id": FIRST_OF_BACKFILLED}) is not None:
+            return
+        found = self.tickets.find(
+            {"status": {"$in": list(OPEN_STATUSES)}}, {"request_id": 1, FIRST_OF: 1}
+        )
+        marked: set[str] = set()
+        for doc in await found.to_list():
+            request_id = doc.get("request_id")
+            if doc.get(FIRST_OF) or not request_id or request_id in marked:
+                continue
+            marked.add(request_id)
+            with contextlib.suppress(DuplicateKeyError):
+                await self.tickets.update_one(
+                    {"_id": doc["_id"], FIRST_OF: None}, {"$set": {FIRST_OF: request_id}}
+                )
+        with contextlib.suppress(DuplicateKeyError):
+            await self.sequences.insert_one({"_id": FIRST_OF_BACKFILLED})
+
     # --- tickets -----------------------------------------------------------------------------
 
-    async def next_sequence(self, key: str) -> int:
-        doc = await self.sequences.find_one_and_update(
-            {"_id": key}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+    async def highest_number(self, line: str) -> int:
+        """The highest number of the tickets numbered in a line under ADR 0215 (0: none)."""
+        numbered = (
+            await self.tickets.find(
+                {LINE_NUMBER: {"$gte": line_number(line, 0), "$lt": f"{line}$"}},
+                {LINE_NUMBER: 1},
+            )
+            .sort([(LINE_NUMBER, -1)])
+            .limit(1)
+            .to_list()
         )
-        assert doc is not None
-        return int(doc["seq"])
+        return number_in_line(str(numbered[0][LINE_NUMBER])) if numbered else 0
+
+    async def counted_before(self, line: str) -> int:
+        """A line's counter from before ADR 0215 (0: none): a running Sunday's line goes on
+        from it after the upgrade, never starts at 1 again. No longer written."""
+        counted = await self.sequences.find_one({"_id": line})
+        return int(counted.get("seq", 0)) if counted else 0
+
+    async def insert_issued(self, docs: Sequence[Document], events: Sequence[Event[Any]]) -> int:
+        """Write new tickets, `events[i]` in `docs[i]`'s outbox, in ONE command, in order: how
+        many were written before the first that the store refused (all: `len(docs)`). One
+        refused (a unique index: its id, its number, its request's first ticket) stops the
+        rest, so numbers after it are not left with a gap; other failures raise."""
+        if not docs:
+            return 0
+        written = [
+            {**doc, **outbox_fields(self._written([event]))}
+            for doc, event in zip(docs, events, strict=True)
+        ]
+        try:
+            await self.tickets.insert_many(written, ordered=True)
+            done = len(docs)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors") or []
+            if not errors or any(e.get("code") != 11000 for e in errors):
+                raise
+            done = int(errors[0]["index"])
+        for doc, event in zip(docs[:done], events[:done], strict=True):
+            # A ticket just inserted: its outbox holds its event only.
+            await self._handed_over(self.tickets, doc["_id"], [event], None)
+            self._changed(doc.get("site"))
+        return done
 
     async def get(self, ticket_id: str) -> Document | None:
         return await self.tickets.find_one({"_id": ticket_id}, NO_OUTBOX)
@@ -615,6 +690,15 @@ class TicketStore:
         """The site a session was recorded for (from intake's events); None if never seen."""
         doc = await self.sessions.find_one({"_id": session_id}, {"site": 1})
         return str(doc["site"]) if doc and doc.get("site") else None
+
+
+def line_number(line: str, number: int) -> str:
+    """A ticket's `LINE_NUMBER`: fixed width, so the index orders a line's numbers."""
+    return f"{line}#{number:09d}"
+
+
+def number_in_line(value: str) -> int:
+    return int(value.rsplit("#", 1)[1])
 
 
 def audit_facts(doc: Document | None) -> dict[str, Any] | None:

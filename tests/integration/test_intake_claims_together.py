@@ -172,9 +172,9 @@ async def test_a_lapsed_bookings_place_is_taken_again_through_the_other_instance
 async def test_a_phone_over_its_hourly_limit_is_refused_across_two_instances(
     fast: Settings,
 ) -> None:
-    limited = fast.model_copy(update={"rate_phone_per_hour": 2})
+    limited = fast.model_copy(update={"rate_phone_per_hour": 2, "demo": False})
     phone = {"phone": "0812 3456 7890", "consent": True}
-    async with two_instances(limited, None) as (a, b):
+    async with two_instances(limited, SUNDAY_1000_WIB) as (a, b):
         answers = await asyncio.gather(
             *(
                 (a if n % 2 else b).http.post("/api/v1/requests", json=body(n, **phone))
@@ -201,6 +201,8 @@ async def test_phone_windows_counted_before_the_upgrade_still_count(fast: Settin
     instance starts are added to what is counted with the quotas now: no second allowance."""
     limited = fast.model_copy(update={"rate_phone_per_hour": 2})
     phone = {"phone": "0812 3456 7890", "consent": True}
+    if (seconds := datetime.now(UTC).timestamp() % 3600) > 3590:  # the hour is turning
+        await asyncio.sleep(3601 - seconds)
     async with running("intake", limited) as first:
         intake = first.app.state.intake
         now = intake.clock()
@@ -214,6 +216,13 @@ async def test_phone_windows_counted_before_the_upgrade_still_count(fast: Settin
         over = await b.http.post("/api/v1/requests", json=body(2, **phone))
         assert over.status_code == 429, over.text
         assert "nomor HP ini" in over.json()["error"]["message_id"]
+        # Two windows later the windows are forgotten, the old and the new; the quotas stay.
+        store = a.app.state.intake.store
+        later = a.app.state.intake.clock() + timedelta(hours=3)
+        assert await store.forget_rates(later) >= 2
+        assert await store.quotas.find_one({"_id": {"$regex": "^phone:"}}) is None
+        assert await store.rates.find_one({"_id": window}) is None
+        assert [q["what"] for q in await store.quotas.find({}).to_list()] == ["KTP-CETAK"]
 
 
 async def test_a_nik_already_registered_is_refused_through_the_other_instance(
@@ -238,8 +247,11 @@ async def test_a_nik_already_registered_is_refused_through_the_other_instance(
 
 
 async def test_a_flood_from_one_address_is_still_limited(fast: Settings) -> None:
-    limited = fast.model_copy(update={"rate_limit_exempt": [], "rate_ip_per_minute": 3})
-    async with two_instances(limited, None) as (a, b):
+    limited = fast.model_copy(
+        update={"rate_limit_exempt": [], "rate_ip_per_minute": 3, "demo": False}
+    )
+    # A fixed moment: a burst across a minute's boundary would be counted in two windows.
+    async with two_instances(limited, SUNDAY_1000_WIB) as (a, b):
         async with client_from(a, "203.0.113.7") as bot_a, client_from(b, "203.0.113.7") as bot_b:
             answers = await asyncio.gather(
                 *(
