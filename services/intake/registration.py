@@ -138,18 +138,17 @@ class Registration(Admission):
         async with AsyncExitStack() as claimed:
             # The phone's hourly window and the places, in one store command (ADR 0211).
             hit = self._phone_hit(applicant.phone, now)
+            # Each place is on `claimed` as soon as it is known to be taken, also when the
+            # store fails part-way through (a place taken, the next one failing).
             taken = await self.store.claim_together(
                 hit,
                 session.session_id,
                 [Place(c.what, c.limit, c.amount) for c in plan.claims],
+                claimed,
             )
             if not taken.counted:
                 assert hit is not None  # only a window can be over its limit
                 raise self._phone_limited(hit, now)
-            for claim in plan.claims[: taken.taken]:
-                claimed.push_async_callback(
-                    self.store.release_place, session.session_id, claim.what, claim.amount
-                )
             # A place refused is told after the address and NIK rules, as when places were
             # claimed last: a NIK already registered is refused as such, whatever is left.
             refused = plan.claims[taken.taken] if taken.taken < len(plan.claims) else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -52,6 +53,9 @@ def _key(*parts: str) -> str:
 _DUPLICATE_KEY = 11000
 # Windows counted in the quotas collection with a submit's places start with this (ADR 0211).
 WINDOW_PREFIX = "phone:"
+# Every `_id` that starts with WINDOW_PREFIX (":" + 1 is ";"), as a range the `_id` index serves:
+# only the phone windows, wherever they are kept.
+_WINDOW_IDS: Document = {"$gte": WINDOW_PREFIX, "$lt": WINDOW_PREFIX[:-1] + ";"}
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ class Place:
 class Claimed:
     """What `claim_together` took: whether the window's hit was counted (False: over its limit,
     nothing taken), and how many of the places, in the order given, are taken (the first one
-    not taken is refused: none left)."""
+    not taken is refused: none left). Their releases are already on the caller's stack."""
 
     counted: bool
     taken: int
@@ -183,10 +187,12 @@ class RequestStore:
         self.feedback = database["feedback"]
         # Which quota documents exist, and whether each was unlimited when last seen (ADR 0211):
         # only a hint choosing the filter of a claim in `claim_together`. Quota documents are
-        # never deleted, so "exists" stays true; the limit can be changed by an admin through
-        # any instance, and then the hinted filter does not match: that statement fails and
-        # the claim is made again by `claim_place`, which tries both filters. A wrong hint
-        # costs commands, never a wrong answer.
+        # not deleted by the code, so "exists" stays true; one gone anyway (an operator's
+        # cleanup, a restore) is upserted by the hinted statement, seen in the command's
+        # answer, deleted again and claimed by `claim_place` (_drop_stray_quota). The limit
+        # can be changed by an admin through any instance, and then the hinted filter does not
+        # match: that statement fails and the claim is made again by `claim_place`, which
+        # tries both filters. A wrong hint costs commands, never a wrong answer.
         self._quota_kinds: LRUCache[str, bool] = LRUCache(maxsize=4096)
         # Hits counted in `rate_windows` by intake before ADR 0211, for windows still open when
         # this process started (`adopt_rate_windows`): added to the new count of the same
@@ -520,7 +526,11 @@ class RequestStore:
         return await self.quotas.find({"session_id": session_id}).to_list()
 
     async def claim_together(
-        self, hit: WindowHit | None, session_id: str, places: Sequence[Place]
+        self,
+        hit: WindowHit | None,
+        session_id: str,
+        places: Sequence[Place],
+        give_back: AsyncExitStack,
     ) -> Claimed:
         """Count `hit` and take `places` in order, stopping at the first refused, in ONE store
         command in the usual case (ADR 0211): an ordered multi-statement update of the quotas
@@ -534,7 +544,13 @@ class RequestStore:
         A place whose document this instance has not seen yet (first use: an upsert would
         create it wrong), or whose statement is refused, is claimed by `claim_place` instead,
         which creates a missing document and tries both filters (a limit changed by an admin
-        meanwhile). Nothing is given back here: the caller releases what `Claimed` says."""
+        meanwhile). Each place taken is put on `give_back` (its release) as soon as it is
+        known to be taken, before anything else can fail: the caller's exit stack gives it
+        back on any later refusal or failure, including one raised from here (a store error
+        in the one command after earlier statements applied, or in a `claim_place`). A window
+        hit once counted stays counted, whatever follows (ADR 0211). If the one command itself
+        fails without saying which statements applied (a timeout, a lost connection), nothing
+        is known to be taken and nothing is given back: the code before could not know either."""
         statements: list[UpdateOne] = []
         if hit is not None:
             _id = _key(hit.key, hit.window_start)
@@ -548,7 +564,7 @@ class RequestStore:
                     upsert=True,
                 )
             )
-        fused = 0
+        first_place = len(statements)
         for place in places:
             _id = _key(session_id, place.what)
             unlimited = self._quota_kinds.get(_id)
@@ -561,33 +577,62 @@ class RequestStore:
             )
             inc = {"$inc": {"used": place.amount, "remaining": -place.amount}}
             statements.append(UpdateOne(query, inc, upsert=True))
-            fused += 1
-        applied = len(statements)
+        applied = len(statements)  # statements [0, applied) were applied
+        upserted: set[int] = set()
+        failure: BulkWriteError | None = None
         if statements:
             try:
-                await self.quotas.bulk_write(statements, ordered=True)
+                result = await self.quotas.bulk_write(statements, ordered=True)
+                upserted = set(result.upserted_ids or {})
             except BulkWriteError as exc:
                 errors = exc.details.get("writeErrors") or []
-                applied = int(errors[0]["index"]) if errors else 0
-                if not errors or errors[0].get("code") != _DUPLICATE_KEY:
-                    # Not a refusal: give back the places the statements before it took.
-                    first = 1 if hit is not None else 0
-                    for place in places[: max(applied - first, 0)]:
-                        await self.release_place(session_id, place.what, place.amount)
-                    raise
-        if hit is not None:
-            if applied == 0:
-                return Claimed(counted=False, taken=0)
-            applied -= 1
-        taken = applied
-        if taken < fused:
+                if not errors:
+                    raise  # not told which statements applied: nothing known to be taken
+                applied = int(errors[0]["index"])
+                upserted = {int(u["index"]) for u in exc.details.get("upserted") or []}
+                if errors[0].get("code") != _DUPLICATE_KEY:
+                    failure = exc
+        # places[i]'s statement is statements[first_place + i] when it was sent; those before
+        # `applied` were applied (ordered). A quota statement that upserted met no document:
+        # a stray (see _drop_stray_quota), not a place taken.
+        sent = range(min(applied - first_place, len(places)))
+        held = {i for i in sent if first_place + i not in upserted}
+        for i in sorted(held):  # on the caller's stack before anything else can fail
+            give_back.push_async_callback(
+                self.release_place, session_id, places[i].what, places[i].amount
+            )
+        for i in sent:
+            if i not in held:
+                self._quota_kinds.pop(_key(session_id, places[i].what), None)
+                await self._drop_stray_quota(session_id, places[i].what)
+        if failure is not None:
+            raise failure
+        if hit is not None and applied == 0:
+            return Claimed(counted=False, taken=0)
+        if first_place <= applied < len(statements):
             # The hinted filter refused: none left, or the limit changed kind meanwhile.
-            self._quota_kinds.pop(_key(session_id, places[taken].what), None)
-        for place in places[taken:]:
-            if not await self.claim_place(session_id, place.what, place.limit, place.amount):
-                break
+            self._quota_kinds.pop(_key(session_id, places[applied - first_place].what), None)
+        # In order: a place the one command did not take is claimed by claim_place. A place
+        # held beyond the first refused one (only after a stray) stays on `give_back`: the
+        # caller refuses the submit and so gives it back.
+        taken = 0
+        for i, place in enumerate(places):
+            if i not in held:
+                if not await self.claim_place(session_id, place.what, place.limit, place.amount):
+                    break
+                give_back.push_async_callback(
+                    self.release_place, session_id, place.what, place.amount
+                )
             taken += 1
         return Claimed(counted=True, taken=taken)
+
+    async def _drop_stray_quota(self, session_id: str, what: str) -> None:
+        """A hinted quota statement created its document (ADR 0211): the document was gone
+        (an operator's cleanup, a restore). That upsert has `used`/`remaining` but no `limit`,
+        `session_id` or `what`, so `{limit: null}` would match it forever (never enforced) and
+        the admin page would not see it: delete it (only while it still lacks its `limit`)
+        and let `claim_place` create it as it should be."""
+        await self.quotas.delete_one({"_id": _key(session_id, what), "limit": {"$exists": False}})
 
     # --- one active request per NIK per session and service ----------------------------------
 
@@ -681,10 +726,7 @@ class RequestStore:
         # Windows kept with the quotas (ADR 0211); quota documents have no `expires_at` and
         # their ids never start with the prefix (the range keeps them out either way).
         windows = await self.quotas.delete_many(
-            {
-                "_id": {"$gte": WINDOW_PREFIX, "$lt": WINDOW_PREFIX[:-1] + ";"},
-                "expires_at": {"$lt": instant(now)},
-            }
+            {"_id": _WINDOW_IDS, "expires_at": {"$lt": instant(now)}}
         )
         self._earlier_hits = {
             k: (n, until) for k, (n, until) in self._earlier_hits.items() if until >= instant(now)
@@ -693,15 +735,15 @@ class RequestStore:
 
     async def adopt_rate_windows(self, now: datetime) -> int:
         """Read the windows of WINDOW_PREFIX that intake counted in `rate_windows` before
-        ADR 0211 and that are still open (one read, at start), so that their hits count
+        ADR 0211 and that are still open (one read, at start, of the phone windows' `_id`
+        range only: the address windows stay in `rate_windows`), so that their hits count
         towards the same window now kept with the quotas. Returns how many were adopted."""
         found = await self.rates.find(
-            {"expires_at": {"$gte": instant(now)}}, {"_id": 1, "n": 1, "expires_at": 1}
+            {"_id": _WINDOW_IDS, "expires_at": {"$gte": instant(now)}},
+            {"_id": 1, "n": 1, "expires_at": 1},
         ).to_list()
         self._earlier_hits = {
-            str(d["_id"]): (int(d.get("n", 0)), str(d["expires_at"]))
-            for d in found
-            if str(d["_id"]).startswith(WINDOW_PREFIX)
+            str(d["_id"]): (int(d.get("n", 0)), str(d["expires_at"])) for d in found
         }
         return len(self._earlier_hits)
 

@@ -48,7 +48,10 @@ async def test_two_instances_answering_one_ticket_at_once_record_one_answer(
 
         await eventually(one_event)
         await asyncio.sleep(0.5)
-        assert len(published) == 1
+        # One event: both instances' relays may publish the same pending event (at-least-once;
+        # JetStream drops the copy by its Nats-Msg-Id, ADR 0003), and this core subscription
+        # sees every publish, so copies of the same id are not a second answer.
+        assert len({event["id"] for event in published}) == 1, published
         view = (await other.http.get(f"/api/v1/status/{request['token']}")).json()
         assert view["tickets"][0]["survey_open"] is False
 
