@@ -399,9 +399,9 @@ class Desk:
                         await asyncio.sleep(CLAIM_SETTLE_SECONDS)
                         break
                     if not confirmed and not docs:
-                        # Memory may lag behind another instance: ask the store before
-                        # telling an officer nothing waits.
-                        self.memory.forget(site.site)
+                        # Memory may lag behind another instance: ask the store (these lines)
+                        # before telling an officer nothing waits.
+                        self.memory.read_lines_again(site.site, session_id, services)
                         confirmed = True
                         break
                     return None
