@@ -4,6 +4,7 @@ complete, no-show, re-check-in, transfer and cancel. One code path for HTTP and 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -373,6 +374,7 @@ class Desk:
         ratio_due = ratio_due and flags.priorities
         appointments = flags.appointments
         confirmed = False  # "nothing to call" is only said after the store confirms it
+        began = time.monotonic()  # a line read from the store since confirms it as well
         reads = 0  # candidates read again from the store (memory re-reads cost nothing)
         elsewhere: set[str] = set()  # citizens found at another counter during this call
         for _ in range(MAX_ATTEMPTS):
@@ -399,9 +401,9 @@ class Desk:
                         await asyncio.sleep(CLAIM_SETTLE_SECONDS)
                         break
                     if not confirmed and not docs:
-                        # Memory may lag behind another instance: ask the store before
-                        # telling an officer nothing waits.
-                        self.memory.forget(site.site)
+                        # Memory may lag behind another instance: ask the store (these lines)
+                        # before telling an officer nothing waits.
+                        self.memory.read_lines_again(site.site, session_id, services, began)
                         confirmed = True
                         break
                     return None

@@ -144,6 +144,8 @@ class Issuer:
         if lines is None:
             lines = self.lines_of_site[draft.site] = set()
         lines.add(draft.line)
+        if len(lines) > LINES_KEPT:  # a line out of `highest` is read again anyway: forget it
+            lines.intersection_update(self.highest.keys())
 
     async def issue(self, drafts: list[Draft]) -> Issued:
         """Write a new request's tickets (its first one marks the request), with the other
@@ -175,12 +177,18 @@ class Issuer:
 
     async def _write(self, batch: Batch) -> None:
         drafts = [d for request, _ in batch.requests for d in request]
-        lines = sorted({d.line for d in drafts if d.line not in self.highest})
+        # The lines' highest numbers as known when the flush starts. A line may leave memory
+        # while the unknown ones are read (another instance's issued event forgets the site's
+        # lines, the LRU evicts one): the numbers are then those known here, and the unique
+        # index refuses any another instance took meanwhile.
+        known = {d.line: self.highest[d.line] for d in drafts if d.line in self.highest}
+        lines = sorted({d.line for d in drafts} - known.keys())
         for line, highest in zip(
             lines, await asyncio.gather(*(self._read(x) for x in lines)), strict=True
         ):
+            known[line] = highest
             self.highest.setdefault(line, highest)
-        numbers = number_drafts(drafts, {d.line: self.highest[d.line] for d in drafts})
+        numbers = number_drafts(drafts, known)
         made = [d.make(n) for d, n in zip(drafts, numbers, strict=True)]
         try:
             written = await self.store.insert_issued([m[0] for m in made], [m[1] for m in made])

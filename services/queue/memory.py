@@ -10,7 +10,8 @@ know as its own, so the site is forgotten and re-read. The watch has no delivery
 nothing here is trusted where a stale value would do harm: a call is claimed by a conditional
 write on the ticket (a stale candidate only loses the claim, and the site is then re-read), a
 counter by its revision (a stale counter only loses the compare-and-set), "nothing waits" is
-confirmed against the store, and a counter that looks busy is checked against the store.
+confirmed against the store (the counter's lines read again, ADR 0217), and a counter that looks
+busy is checked against the store.
 Memory is bounded: at most `HEAD` (+ `HEAD` of slack) tickets per line however long the line
 is, the last `RECENT_CALLS` calls and the counters of each site, and a bounded TTL cache of the
 tickets this process moved.
@@ -76,6 +77,8 @@ class LineHead:
     tickets: list[Document]
     complete: bool
     waiting: int | None  # how many wait in the whole line (None: not counted yet)
+    # When the read it came from left for the store (time.monotonic()).
+    read_at: float = 0.0
 
     def add(self, doc: Document) -> None:
         if any(t["_id"] == doc["_id"] for t in self.tickets):
@@ -121,6 +124,9 @@ class SiteMemory:
     # read left is added to what it brings.
     joins: deque[tuple[int, Document]] = field(default_factory=lambda: deque(maxlen=JOINS_KEPT))
     joined: int = 0
+    # How often each line head was dropped to be read again (`read_lines_again`): a read that
+    # left before a drop is not kept after it.
+    dropped: dict[tuple[str, str, bool], int] = field(default_factory=dict)
 
 
 class QueueMemory:
@@ -133,7 +139,9 @@ class QueueMemory:
         self.forgotten = 0  # how often another instance's write made a site be re-read
         # Line heads being read: the read, and how many tickets this process had put in lines
         # of the site when it left.
-        self._reading: dict[tuple[object, ...], tuple[asyncio.Future[list[Document]], int]] = {}
+        self._reading: dict[
+            tuple[object, ...], tuple[asyncio.Future[list[Document]], int, float]
+        ] = {}
         # Tickets a counter of this process is calling right now: the other counters of this
         # process choose among the rest instead of all racing for the oldest ticket (each lost
         # race costs store writes). Only a courtesy between counters of one process: between
@@ -162,6 +170,7 @@ class QueueMemory:
         memory.since = time.monotonic()
         memory.generation += 1
         memory.heads.clear()
+        memory.dropped.clear()  # (the generation tells reads apart from now on)
         memory.counters = None
         memory.calls = None
         memory.last_calls = {}
@@ -191,18 +200,19 @@ class QueueMemory:
         ):
             return found
         generation = memory.generation
+        dropped = memory.dropped.get(key, 0)
         # Ten counters clicking at once after a forget read each line once, not ten times: a
         # read in flight is shared by whoever asks in the same generation (a later generation
         # must not take an answer read before the write that made it).
-        flight = (site, *key, generation)
+        flight = (site, *key, generation, dropped)
         shared = self._reading.get(flight)
         if shared is None:
             started: asyncio.Future[list[Document]] = asyncio.ensure_future(
                 self.store.line_head(session_id, service, HEAD + 1, priority_only=priority)
             )
-            shared = self._reading[flight] = (started, memory.joined)
+            shared = self._reading[flight] = (started, memory.joined, time.monotonic())
             started.add_done_callback(lambda _: self._reading.pop(flight, None))
-        reading, joined_before = shared
+        reading, joined_before, read_at = shared
         # A ticket this process moved on (called, cancelled) while the read was on its way is
         # not waiting any more, whatever the read says: left out, or a counter here would choose
         # it, lose its write and have the whole site read again.
@@ -211,7 +221,9 @@ class QueueMemory:
         # A drained head read again in the same generation keeps its count: this process's own
         # writes kept it exact, and counting a long line again is what a head spares (ADR 0191).
         kept = found.waiting if found is not None else None
-        loaded = LineHead(tickets=docs[:HEAD], complete=len(read) <= HEAD, waiting=None)
+        loaded = LineHead(
+            tickets=docs[:HEAD], complete=len(read) <= HEAD, waiting=None, read_at=read_at
+        )
         # Put in this line by this process after the read left (a transfer keeps its arrival,
         # so it may belong at the front): the read may not hold them. `kept` counted them.
         for number, doc in memory.joins:
@@ -223,11 +235,41 @@ class QueueMemory:
         # Joins forgotten before this read came back (more than JOINS_KEPT of them): cannot
         # tell whether one is missing, so it serves this call but is not kept.
         complete_joins = not memory.joins or memory.joins[0][0] <= joined_before
-        if memory.generation == generation and complete_joins:  # nobody else wrote meanwhile
+        # Kept if nobody else wrote meanwhile, and the line was not dropped to be read again.
+        if (
+            memory.generation == generation
+            and memory.dropped.get(key, 0) == dropped
+            and complete_joins
+        ):
             if len(memory.heads) > 64 * 16:  # sessions end: never grow without bound
                 memory.heads.clear()
             memory.heads[key] = loaded
         return loaded
+
+    def read_lines_again(
+        self, site: str, session_id: str, services: Iterable[str], since: float
+    ) -> None:
+        """Call-next found nothing to call in these lines: they are read again from the store
+        before an officer is told so (another instance may have put a ticket in them whose event
+        has not come, or was lost), and nothing else of the site is: its counters and latest
+        calls stay (ADR 0217; before, the whole site was forgotten and every counter's latest
+        call read again). A read of them already on its way may have left before that ticket
+        was written: it is not shared with the next call. A line read from the store since
+        `since` (the asking call began; another counter's check, say) is that check already, as
+        is a read of it on its way that left since then: shared, not read once more."""
+        memory = self.site(site)
+        for service in services:
+            for priority in (False, True):
+                key = (session_id, service, priority)
+                head = memory.heads.get(key)
+                if head is not None and head.read_at >= since:
+                    continue
+                flight = (site, *key, memory.generation, memory.dropped.get(key, 0))
+                on_its_way = self._reading.get(flight)
+                if on_its_way is not None and on_its_way[2] >= since:
+                    continue
+                memory.heads.pop(key, None)
+                memory.dropped[key] = memory.dropped.get(key, 0) + 1
 
     def _moved_on(self, ticket_id: str) -> bool:
         moved = self.moved.get(ticket_id)
