@@ -17,9 +17,11 @@ Outcome = TypeVar("Outcome")
 # is raised to that item's submitter only.
 Flusher = Callable[[Sequence[Item]], Awaitable[Sequence[Outcome | Exception]]]
 
-# A submitted write waits at most this long for the batch's other flows: a record is written at
-# most this long after its message was answered, whatever the others are still doing, so a kill
-# -9 re-sends at most the messages on the wire and those answered in the last 20 ms (ADR 0219).
+# A submitted write waits at most this long for the batch's other flows: the flush that takes a
+# record starts at most this long after its message was answered, whatever the others are still
+# doing (it may then wait behind that flush's other kinds' commands and the log insert's
+# duplicate fallbacks), so a kill -9 re-sends at most the messages on the wire and those answered
+# in that last stretch (ADR 0219).
 WINDOW_SECONDS = 0.02
 
 _current: contextvars.ContextVar[GroupCommit | None] = contextvars.ContextVar(
@@ -96,22 +98,34 @@ class GroupCommit:
         taken, self._pending = self._pending, {}
         if not taken:
             return
-        task = asyncio.get_running_loop().create_task(self._flush(list(taken.values())))
+        kinds = list(taken.values())
+        task = asyncio.get_running_loop().create_task(self._flush(kinds))
         self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
+        # However the flush ends — cancelled mid-command or before its first step (shutdown),
+        # or failed outside any one command —, nobody is left waiting in vain: a callback runs
+        # for every ending, where an `except` in `_flush` misses a cancel before it starts.
+        task.add_done_callback(lambda done: self._settle(done, kinds))
+
+    def _settle(self, flush: asyncio.Task[None], kinds: list[_Pending]) -> None:
+        """Every writer the ended `flush` left waiting: cancelled with it, or given its error."""
+        self._flushes.discard(flush)
+        error = None if flush.cancelled() else flush.exception()
+        for pending in kinds:
+            for future in pending.futures:
+                if future.done():
+                    continue
+                if error is None:
+                    future.cancel()  # its submitter counts itself back in (`submit`)
+                else:
+                    self._active += 1  # as a flush's outcome would (`_flush`)
+                    future.set_exception(error)
 
     async def _flush(self, kinds: list[_Pending]) -> None:
-        for n, pending in enumerate(kinds):
+        for pending in kinds:
             try:
                 outcomes = list(await pending.flusher(pending.items))
             except Exception as exc:  # the one command failed: so did each of its writes
                 outcomes = [exc] * len(pending.items)
-            except BaseException:  # cancelled (shutdown): nobody is left waiting in vain
-                for unwritten in kinds[n:]:
-                    for future in unwritten.futures:
-                        if not future.done():
-                            future.cancel()
-                raise
             for future, outcome in zip(pending.futures, outcomes, strict=True):
                 if future.done():  # its submitter was cancelled meanwhile
                     continue

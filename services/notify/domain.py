@@ -75,6 +75,16 @@ STATUS_OF_TEMPLATE = {
 }
 
 
+def is_requests_ticket(ticket_id: str, request_id: str) -> bool:
+    """Whether `ticket_id` can be one of `request_id`'s tickets: the queue makes every ticket id
+    from its request's (`f"{request_id}-{service}"`, a transfer's `~{service}` and a recheck's
+    `~R` after it: services/queue/domain.py). An event pairing a request with another's ticket
+    is not the queue's: a site's forged `ticket.issued` naming its own request and a ticket of
+    another site that notify has not seen yet would otherwise create that ticket at the
+    forger's site, and the real one's event would then be refused as foreign."""
+    return ticket_id.startswith(f"{request_id}-")
+
+
 def is_stale(template: str, current: TicketStatus | None) -> bool:
     """A message about a state the ticket has already left is not sent: "go to counter 2" after
     the service completed would only confuse (it is recorded as dropped instead)."""

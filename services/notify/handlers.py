@@ -61,6 +61,7 @@ from services.notify.domain import (
     approaching_due,
     delivery_id,
     first_status,
+    is_requests_ticket,
     is_stale,
     next_step,
     plan_message,
@@ -73,6 +74,7 @@ from services.notify.store import (
     Delivery,
     DeliveryStore,
     ForeignTicket,
+    NotRequestsTicket,
     Record,
     WaitingTicket,
 )
@@ -268,6 +270,10 @@ class ChannelWorker:
 
     async def on_ticket(self, event: Event[TicketFacts]) -> bool:
         ticket = event.data
+        if not is_requests_ticket(ticket.ticket_id, ticket.request_id):
+            # Before any write: the request passes its site check (it may be the forger's
+            # own), so only this keeps a forged event from naming another request's ticket.
+            raise NotRequestsTicket(ticket.ticket_id, ticket.request_id)
         status = ticket.status_after
         fields: Document = {
             "site": event.site,
@@ -413,8 +419,9 @@ class ChannelWorker:
                 held = self._settled(made, DeliveryStatus.SENDING, claim, self.clock())
                 await self.store.hand_to_log(held, reason)
             return outcome
-        # Logged with the batch's other messages answered by now, at most 20 ms later (ADR 0219):
-        # the hold covers one attempt, the batch's attempts run side by side.
+        # Logged with the batch's other messages answered by now, in a flush that starts at most
+        # 20 ms later (ADR 0219: it may wait behind that flush's other commands): the hold covers
+        # one attempt, the batch's attempts run side by side.
         done, outbox = await batching.submit(
             self.store.record_many, Record(outcome.delivery, outcome.fields, [outcome.event])
         )

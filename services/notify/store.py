@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
 
 from giliran.contracts import Event, TicketStatus
 from giliran.errors import Unprocessable
@@ -98,8 +98,8 @@ DUPLICATE_KEY = 11000
 def duplicate_indexes(error: BulkWriteError, size: int) -> tuple[set[int], dict[int, Exception]]:
     """Which statements of an unordered bulk write met an existing `_id` (an upsert whose
     filter did not match, an insert of a record that exists), and any other statement's own
-    error; every other statement was written. Both MongoDB and the embedded server report each
-    failed statement by its index."""
+    error, retried as that write alone would be; every other statement was written. Both
+    MongoDB and the embedded server report each failed statement by its index."""
     duplicates: set[int] = set()
     others: dict[int, Exception] = {}
     for failure in error.details.get("writeErrors", []):
@@ -107,7 +107,12 @@ def duplicate_indexes(error: BulkWriteError, size: int) -> tuple[set[int], dict[
         if int(failure.get("code", 0)) == DUPLICATE_KEY:
             duplicates.add(index)
         elif 0 <= index < size:
-            others[index] = Unprocessable(str(failure.get("errmsg", "write failed")))
+            # The store failed that statement (the embedded server reports any SQLite failure,
+            # e.g. "disk I/O error", as code 8): the error the same write alone raises, which
+            # the bus retries with backoff — never Unprocessable, which it dead-letters at once.
+            others[index] = WriteError(
+                str(failure.get("errmsg", "write failed")), int(failure.get("code", 0)), failure
+            )
     return duplicates, others
 
 
@@ -162,6 +167,14 @@ class ForeignTicket(Unprocessable):
 
     def __init__(self, ticket_id: str, site: str) -> None:
         super().__init__(f"{ticket_id} is not of site {site}")
+
+
+class NotRequestsTicket(Unprocessable):
+    """A ticket event whose ticket is not one of its request's (`is_requests_ticket`): forged,
+    not the queue's. Refused before any write; its reason names only the two ids."""
+
+    def __init__(self, ticket_id: str, request_id: str) -> None:
+        super().__init__(f"ticket {ticket_id} is not one of request {request_id}")
 
 
 class Filing(StrEnum):

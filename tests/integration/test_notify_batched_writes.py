@@ -14,14 +14,23 @@ from typing import Any
 
 import pytest
 import yaml
+from pymongo.errors import WriteError
 
-from giliran.contracts import TicketCompleted, TicketStatus, new_event, utcnow
+from giliran.contracts import TicketCompleted, TicketIssued, TicketStatus, new_event, utcnow
+from giliran.contracts.envelope import new_id
+from giliran.errors import Unprocessable
 from giliran.settings import Settings
 from giliran.store import STORE_COMMANDS, connect, instant
 from services.notify.batching import GroupCommit
 from services.notify.domain import Claim
 from services.notify.handlers import ChannelWorker
-from services.notify.store import Advance, DeliveryStore, Filing, ForeignTicket
+from services.notify.store import (
+    Advance,
+    DeliveryStore,
+    Filing,
+    ForeignTicket,
+    NotRequestsTicket,
+)
 from services.notify.subscribers import BatchIncomplete, EachOnce
 from tests.conftest import eventually, publish, running
 from tests.fakes.gateway import FakeGateway
@@ -77,29 +86,29 @@ async def test_each_statement_of_a_batchs_ticket_write_has_its_own_outcome(
     try:
         fields = {"site": SITE, "session_id": "s", "service": "KIA", "request_id": "r"}
         await store.tickets.insert_many([
-            {"_id": "moves", **fields, "status": "waiting", "rank": TicketStatus.WAITING.rank},
-            {"_id": "further", **fields, "status": "completed",
+            {"_id": "r-MOVES", **fields, "status": "waiting", "rank": TicketStatus.WAITING.rank},
+            {"_id": "r-FURTHER", **fields, "status": "completed",
              "rank": TicketStatus.COMPLETED.rank},
-            {"_id": "foreign", **fields, "site": OTHER_SITE, "status": "waiting",
+            {"_id": "r-FOREIGN", **fields, "site": OTHER_SITE, "status": "waiting",
              "rank": TicketStatus.WAITING.rank},
         ])  # fmt: skip
         before = dict(STORE_COMMANDS.counts)
         outcomes = await store.advance_many([
-            Advance("new", fields, TicketStatus.WAITING, claim("a")),
-            Advance("moves", fields, TicketStatus.CALLED, claim("b")),
-            Advance("further", fields, TicketStatus.CALLED, claim("c")),
-            Advance("foreign", fields, TicketStatus.CALLED, claim("d")),
+            Advance("r-NEW", fields, TicketStatus.WAITING, claim("a")),
+            Advance("r-MOVES", fields, TicketStatus.CALLED, claim("b")),
+            Advance("r-FURTHER", fields, TicketStatus.CALLED, claim("c")),
+            Advance("r-FOREIGN", fields, TicketStatus.CALLED, claim("d")),
         ])  # fmt: skip
         spent = {k: v - before.get(k, 0) for k, v in STORE_COMMANDS.counts.items()}
         assert outcomes == [True, True, False, False]
         assert {k: v for k, v in spent.items() if v and k[1] == "tickets"} == {
             ("update", "tickets"): 1
         }
-        foreign = await store.tickets.find_one({"_id": "foreign"})
+        foreign = await store.tickets.find_one({"_id": "r-FOREIGN"})
         assert foreign is not None and foreign["status"] == "waiting" and "claims" not in foreign
-        further = await store.tickets.find_one({"_id": "further"})
+        further = await store.tickets.find_one({"_id": "r-FURTHER"})
         assert further is not None and further["status"] == "completed"
-        moved = await store.notices("moves")
+        moved = await store.notices("r-MOVES")
         assert moved is not None and moved.status is TicketStatus.CALLED and moved.claim("b")
     finally:
         await client.drop_database(db_name)
@@ -259,7 +268,7 @@ async def test_calls_of_one_line_in_a_batch_share_one_read_of_it(settings: Setti
         now = utcnow()
         line = {"site": SITE, "session_id": "s", "status": "waiting", "rank": 0}
         await store.tickets.insert_many([
-            {"_id": f"{service}-{n}", **line, "service": service, "request_id": f"r{n}",
+            {"_id": f"r{n}-{service}", **line, "service": service, "request_id": f"r{n}",
              "issued_at": instant(now + timedelta(seconds=n))}
             for service in ("KIA", "KTP") for n in (3, 1, 2)
         ])  # fmt: skip
@@ -271,9 +280,97 @@ async def test_calls_of_one_line_in_a_batch_share_one_read_of_it(settings: Setti
         )
         spent = {k: v - before.get(k, 0) for k, v in STORE_COMMANDS.counts.items()}
         assert spent.get(("find", "tickets")) == 2, spent
-        assert [t.ticket_id for t in kia] == ["KIA-1", "KIA-2"]
-        assert [t.ticket_id for t in kia_again] == ["KIA-1", "KIA-2"]
-        assert [t.ticket_id for t in ktp] == ["KTP-1", "KTP-2", "KTP-3"]
+        assert [t.ticket_id for t in kia] == ["r1-KIA", "r2-KIA"]
+        assert [t.ticket_id for t in kia_again] == ["r1-KIA", "r2-KIA"]
+        assert [t.ticket_id for t in ktp] == ["r1-KTP", "r2-KTP", "r3-KTP"]
+    finally:
+        await client.drop_database(db_name)
+        await client.close()
+
+
+async def test_a_forged_ticket_event_cannot_take_a_ticket_id_notify_has_not_seen(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Another site's publisher sends `ticket.issued` naming one of its own requests (so the
+    request's site check passes) and the victim's ticket id, not seen yet, in the same fetched
+    batch as the victim's real `ticket.issued`, and alone before it: refused before any write,
+    with a reason that names only ids; the victim's ticket is its own site's and the victim is
+    told, once."""
+    async with FakeGateway() as gw, notify_with(settings, tmp_path, [sms_channel(gw)]) as svc:
+        worker = sms_worker(svc)
+        victim = request()
+        forger = new_event(
+            request().data.model_copy(update={"request_id": new_id()}), site=OTHER_SITE
+        )
+        for req in (victim, forger):
+            await publish(settings, req)
+        for req in (victim, forger):
+
+            async def known(request_id: str = req.data.request_id) -> bool:
+                try:
+                    return await worker.contacts.contact(request_id) is not None
+                except Exception:
+                    return False
+
+            await eventually(known)
+        issued = ticket_events(victim)[0]
+        forged = new_event(
+            TicketIssued(**{**issued.data.model_dump(), "request_id": forger.data.request_id}),
+            site=OTHER_SITE,
+        )
+        store = svc.app.state.notify_store
+        # Alone first (the squat needs no batch): nothing written, nobody told.
+        alone = batch_of(worker)
+        with pytest.raises(BatchIncomplete):
+            await alone([forged])
+        with pytest.raises(NotRequestsTicket) as refused:
+            await alone([forged])  # the kernel's pass: its outcome, the reason it is dead-lettered
+        assert str(refused.value) == (
+            f"ticket {issued.data.ticket_id} is not one of request {forger.data.request_id}"
+        )
+        assert await store.notices(issued.data.ticket_id) is None
+        # Then in one batch with the real event, the forged one first.
+        each = batch_of(worker)
+        with pytest.raises(BatchIncomplete):
+            await each([forged, issued])
+        with pytest.raises(NotRequestsTicket):
+            await each([forged])  # the kernel's one-by-one pass: dead-lettered
+        assert await each([issued]) == set()  # handled in the batch: no error to settle
+        ticket = await store.notices(issued.data.ticket_id)
+        assert ticket is not None and ticket.site == SITE
+        assert ticket.status is TicketStatus.WAITING
+        (delivery,) = await deliveries(svc, ticket_id=issued.data.ticket_id)
+        assert delivery["status"] == "sent" and delivery["request_id"] == victim.data.request_id
+        assert gw.count("/sms") == 1 and gw.duplicates("/sms") == 0
+
+
+async def test_a_statements_store_error_in_a_batch_is_retried_as_the_write_alone_is(
+    settings: Settings,
+) -> None:
+    """One statement of a batch's ticket write fails in the store for a reason other than a
+    duplicate key (the embedded server reports any SQLite failure of a statement, e.g. "disk
+    I/O error", as a write error: here a field the store cannot `$inc`). That writer gets the
+    error pymongo raises for one failed write, which the bus retries with backoff, never
+    `Unprocessable`, which it dead-letters at once; the other statements are written."""
+    client = connect(settings.mongo_url)
+    db_name = f"{settings.db_prefix}_statementerror"
+    store = DeliveryStore(client[db_name])
+    try:
+        fields = {"site": SITE, "session_id": "s", "service": "KIA", "request_id": "r"}
+        await store.tickets.insert_one(
+            {"_id": "r-KIA", **fields, "status": "waiting", "rank": 0, "version": "x"}
+        )
+        failed, moved = await store.advance_many(
+            [
+                Advance("r-KIA", fields, TicketStatus.CALLED, claim("b")),
+                Advance("r-GIZI", fields, TicketStatus.WAITING, claim("c")),
+            ]
+        )
+        # pymongo's error for one failed write (what `update_one` raises alone): retried.
+        assert isinstance(failed, WriteError) and not isinstance(failed, Unprocessable), failed
+        assert failed.code != 11000  # not a duplicate key: no answer about the ticket
+        assert moved is True
+        assert (await store.notices("r-GIZI")) is not None
     finally:
         await client.drop_database(db_name)
         await client.close()

@@ -15,9 +15,11 @@ from services.notify.domain import (
     DeliveryStatus,
     Step,
     first_status,
+    is_requests_ticket,
     is_stale,
     next_step,
 )
+from services.queue.domain import rechecked_id, ticket_id_for, transferred_id
 
 NOW = datetime(2026, 12, 6, 2, 0, tzinfo=UTC)
 TEMPLATE_NAMES = sorted({p.name.split(".")[0] for p in TEMPLATES.glob("*.txt.j2")} | {"event"})
@@ -73,3 +75,18 @@ def test_an_existing_delivery(status: DeliveryStatus, held: str, stale: bool) ->
         # Nobody holds it: a crash or a transient failure let it go; the message goes (again).
         assert decided.step is Step.TAKE
     assert decided.wait_seconds == 0.0 or decided.step is Step.WAIT
+
+
+def test_a_ticket_is_its_requests_only_as_the_queue_makes_its_id() -> None:
+    """Every id the queue makes for a request's ticket (issued, transferred, rechecked, and
+    both together) is that request's; another request's ticket, or a request id that is only a
+    prefix of the ticket's request id, is not."""
+    request_id, other = "01JFZQ8Y3N5T6V7W8X9Y0Z1A2B", "01JFZQ8Y3N5T6V7W8X9Y0Z1A2C"
+    issued = ticket_id_for(request_id, "KIA")
+    for made in (issued, transferred_id(issued, "IMUN"), rechecked_id(issued)):
+        assert is_requests_ticket(made, request_id)
+        assert is_requests_ticket(rechecked_id(transferred_id(made, "GIZI")), request_id)
+        assert not is_requests_ticket(made, other)
+    assert not is_requests_ticket(ticket_id_for(other, "KIA"), request_id)
+    assert not is_requests_ticket(issued, request_id[:-1])
+    assert not is_requests_ticket(request_id, request_id)

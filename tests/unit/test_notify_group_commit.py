@@ -133,3 +133,24 @@ async def test_a_flush_cancelled_at_shutdown_leaves_no_writer_waiting() -> None:
     done = await asyncio.wait_for(asyncio.gather(*flows, return_exceptions=True), 5)
     assert all(isinstance(d, asyncio.CancelledError) for d in done), done
     assert writes.commands == []
+
+
+async def test_a_flush_cancelled_before_its_first_step_leaves_no_writer_waiting() -> None:
+    """A flush task cancelled before it ever ran (a stopping consumer, right after the flush was
+    scheduled) never enters `_flush`: its writers are woken (cancelled) all the same."""
+    writes = Writes()
+    commit = GroupCommit(flows=2, window=3600)
+
+    async def flow(item: str) -> None:
+        with commit.flow():
+            await batching.submit(writes, item)
+
+    flows = [asyncio.ensure_future(flow("a")), asyncio.ensure_future(flow("b"))]
+    await asyncio.sleep(0)  # both flows submitted: the flush is scheduled, not yet started
+    pending = list(commit._flushes)
+    assert pending and not any(task.done() for task in pending)
+    for task in pending:
+        task.cancel()
+    done = await asyncio.wait_for(asyncio.gather(*flows, return_exceptions=True), 5)
+    assert all(isinstance(d, asyncio.CancelledError) for d in done), done
+    assert writes.commands == []  # nothing was written, and nobody was told it was

@@ -118,7 +118,7 @@ def test_a_ticket_document_keeps_each_claim_under_its_delivery_id() -> None:
     path = claim_field(odd)
     assert path.count(".") == 1 and "$" not in path
     doc = {
-        "_id": "t1",
+        "_id": "r1-KIA",
         "site": "cikarang-utara",
         "status": "waiting",
         "rank": TicketStatus.WAITING.rank,
