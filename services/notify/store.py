@@ -283,17 +283,9 @@ class DeliveryStore:
                 "$setOnInsert": {**f.contact, "purged": False},
             }
 
-        duplicates: set[int]
-        others: dict[int, Exception]
-        if len(filings) == 1:  # alone: the one upsert it always was
-            try:
-                await self.contacts.update_one(unfiled(filings[0]), filed(filings[0]), upsert=True)
-                duplicates, others = set(), {}
-            except DuplicateKeyError:
-                duplicates, others = {0}, {}
-        else:
-            statements = [UpdateOne(unfiled(f), filed(f), upsert=True) for f in filings]
-            duplicates, others = await self._bulk(self.contacts, statements)
+        duplicates, others = await self._upserts(
+            self.contacts, [(unfiled(f), filed(f)) for f in filings]
+        )
         outcomes: list[bool | Exception] = []
         for n, filing in enumerate(filings):
             if n in others or n not in duplicates:
@@ -338,19 +330,9 @@ class DeliveryStore:
         def upsert(f: _Filing) -> Document:
             return {**filling(f), "$setOnInsert": {**f.first, "purged": False}}
 
-        duplicates: set[int]
-        others: dict[int, Exception]
-        if len(filings) == 1:  # alone: the one upsert it always was
-            try:
-                await self.contacts.update_one(
-                    unfilled(filings[0]), upsert(filings[0]), upsert=True
-                )
-                duplicates, others = set(), {}
-            except DuplicateKeyError:
-                duplicates, others = {0}, {}
-        else:
-            statements = [UpdateOne(unfilled(f), upsert(f), upsert=True) for f in filings]
-            duplicates, others = await self._bulk(self.contacts, statements)
+        duplicates, others = await self._upserts(
+            self.contacts, [(unfilled(f), upsert(f)) for f in filings]
+        )
         outcomes: list[Filing | Exception] = []
         for n, filing in enumerate(filings):
             if n in others or n not in duplicates:
@@ -372,11 +354,19 @@ class DeliveryStore:
         return outcomes
 
     @staticmethod
-    async def _bulk(
-        collection: Any, statements: Sequence[UpdateOne]
+    async def _upserts(
+        collection: Any, changes: Sequence[tuple[Document, Document]]
     ) -> tuple[set[int], dict[int, Exception]]:
-        """Upserts in one unordered command: which met an existing `_id` (their filter did not
-        match), and any other statement's own error; the rest were written."""
+        """(filter, update) upserts: which met an existing `_id` (their filter did not match),
+        and any other statement's own error; the rest were written. One alone is the plain
+        upsert it always was; more go in one unordered command."""
+        if len(changes) == 1:
+            try:
+                await collection.update_one(*changes[0], upsert=True)
+            except DuplicateKeyError:
+                return {0}, {}
+            return set(), {}
+        statements = [UpdateOne(query, change, upsert=True) for query, change in changes]
         try:
             await collection.bulk_write(statements, ordered=False)
         except BulkWriteError as exc:
