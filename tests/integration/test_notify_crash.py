@@ -61,6 +61,32 @@ async def start_notify(settings: Settings, config: Path, port: int) -> asyncio.s
     return process
 
 
+async def each_recorded_once(settings: Settings, port: int, within: float) -> None:
+    """Every message of the burst recorded as sent, and one `notification.sent` event each."""
+    supervisor = await issue_token(settings, "supervisor", "cikarang-utara")
+    auth = {"Authorization": f"Bearer {supervisor}"}
+    async with httpx.AsyncClient(headers=auth) as client:
+
+        async def all_recorded() -> bool:
+            r = await client.get(
+                f"http://127.0.0.1:{port}/api/v1/deliveries/summary",
+                params={"site": "cikarang-utara"},
+            )
+            channels = r.json()["channels"]
+            return bool(channels) and channels[0]["sent"] == BURST
+
+        await eventually(all_recorded, within=within)
+    async with nats_client(settings) as client:
+        js = client.jetstream()
+
+        async def one_sent_event_each() -> bool:
+            info = await js.stream_info(STREAM, subjects_filter="giliran.*.notification.sent")
+            subjects = info.state.subjects or {}
+            return subjects.get("giliran.cikarang-utara.notification.sent") == BURST
+
+        await eventually(one_sent_event_each, within=30)
+
+
 async def test_kill_9_mid_burst_loses_nothing_and_records_each_delivery_once(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -90,30 +116,7 @@ async def test_kill_9_mid_burst_loses_nothing_and_records_each_delivery_once(
             # the gateway pacing (100/s) keeps that to a handful.
             assert resent <= 5
 
-            supervisor = await issue_token(settings, "supervisor", "cikarang-utara")
-            auth = {"Authorization": f"Bearer {supervisor}"}
-            async with httpx.AsyncClient(headers=auth) as client:
-
-                async def all_recorded() -> bool:
-                    r = await client.get(
-                        f"http://127.0.0.1:{port}/api/v1/deliveries/summary",
-                        params={"site": "cikarang-utara"},
-                    )
-                    channels = r.json()["channels"]
-                    return bool(channels) and channels[0]["sent"] == BURST
-
-                await eventually(all_recorded, within=30)
-            async with nats_client(settings) as client:
-                js = client.jetstream()
-
-                async def one_sent_event_each() -> bool:
-                    info = await js.stream_info(
-                        STREAM, subjects_filter="giliran.*.notification.sent"
-                    )
-                    subjects = info.state.subjects or {}
-                    return subjects.get("giliran.cikarang-utara.notification.sent") == BURST
-
-                await eventually(one_sent_event_each, within=30)
+            await each_recorded_once(settings, port, within=30)
         finally:
             if notify.returncode is None:
                 notify.send_signal(signal.SIGTERM)
@@ -198,30 +201,7 @@ async def test_kill_9_while_a_batchs_messages_are_logged_together_resends_only_t
             # the insert's own round trip): at 100 messages/s, a handful.
             assert resent <= 10
 
-            supervisor = await issue_token(settings, "supervisor", "cikarang-utara")
-            auth = {"Authorization": f"Bearer {supervisor}"}
-            async with httpx.AsyncClient(headers=auth) as client:
-
-                async def all_recorded() -> bool:
-                    r = await client.get(
-                        f"http://127.0.0.1:{port}/api/v1/deliveries/summary",
-                        params={"site": "cikarang-utara"},
-                    )
-                    channels = r.json()["channels"]
-                    return bool(channels) and channels[0]["sent"] == BURST
-
-                await eventually(all_recorded, within=60)
-            async with nats_client(settings) as client:
-                js = client.jetstream()
-
-                async def one_sent_event_each() -> bool:
-                    info = await js.stream_info(
-                        STREAM, subjects_filter="giliran.*.notification.sent"
-                    )
-                    subjects = info.state.subjects or {}
-                    return subjects.get("giliran.cikarang-utara.notification.sent") == BURST
-
-                await eventually(one_sent_event_each, within=30)
+            await each_recorded_once(settings, port, within=60)
         finally:
             if notify.returncode is None:
                 notify.send_signal(signal.SIGTERM)
