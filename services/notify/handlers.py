@@ -299,11 +299,13 @@ class ChannelWorker:
             except ContactUnknown:
                 # The ticket moves all the same (other tickets' "near" and stale rules read
                 # it); its message waits for the contact with the event's retry.
-                await self.store.track_ticket(ticket.ticket_id, fields, status)
+                await self.store.track_ticket(ticket.ticket_id, fields, status, self.channel.name)
                 raise
         failures: list[Exception] = []
         if made is None:
-            tracked = await self.store.track_ticket(ticket.ticket_id, fields, status)
+            tracked = await self.store.track_ticket(
+                ticket.ticket_id, fields, status, self.channel.name
+            )
             moved = tracked.moved
             # Without a message to tell by: a repeat when the ticket was already exactly here.
             repeat = not tracked.moved and tracked.status is status
@@ -337,7 +339,7 @@ class ChannelWorker:
         )
         # With the other ticket events of the batch that reach this step together (ADR 0220).
         if await batching.submit(
-            self.store.advance_many, Advance(ticket_id, fields, status, first)
+            self.store.advance_many, Advance(ticket_id, fields, status, first, self.channel.name)
         ):
             # The usual case: this event moved the ticket, so nothing handled it before (every
             # handling makes this write first, and status only moves forward).
@@ -359,14 +361,15 @@ class ChannelWorker:
                 raise ForeignTicket(f"ticket {ticket_id}", str(fields["site"]))
             if notices is None or notices.rank is None or notices.rank < status.rank:
                 # Written before ranks were stored (or not at all): moved the old way first.
-                await self.store.track_ticket(ticket_id, fields, status)
+                await self.store.track_ticket(ticket_id, fields, status, self.channel.name)
                 continue
             claim = notices.claim(made.key)
             logged = await self.store.delivery(made.key)
             now = self.clock()
-            plan = plan_message(
-                made.template, notices.status, claim, logged.status if logged else None, now
-            )
+            # Stale as this channel has seen the ticket, not as the fastest channel moved it
+            # (ADR 0226): this channel's events come in stream order.
+            seen = notices.seen_by(self.channel.name)
+            plan = plan_message(made.template, seen, claim, logged.status if logged else None, now)
             if plan.go is Go.DONE:
                 return True, None
             if plan.go is Go.LOG:
@@ -394,7 +397,7 @@ class ChannelWorker:
                 claimed_at=claim.claimed_at if claim else now,
                 last_error=claim.last_error if claim else None,
             )
-            if await self.store.take(notices, taken):
+            if await self.store.take(notices, taken, (self.channel.name, status)):
                 failure = await self._send_claimed(Claimed(ticket_id, made, taken, ClaimKind.OWN))
                 return claim is not None, failure
         raise RetryLater(f"ticket {ticket_id} kept changing", 1.0)
