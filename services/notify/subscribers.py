@@ -118,7 +118,14 @@ def register(runtime: ServiceRuntime, workers: list[ChannelWorker]) -> None:
                 RequestLinkRequested: worker.on_link_requested,
                 **dict.fromkeys(TICKET_EVENTS, on_ticket),
             }
-        consume(runtime, worker.channel.name, all_events(), handlers, max_deliver=MAX_DELIVER)
+        consume(
+            runtime,
+            worker.channel.name,
+            all_events(),
+            handlers,
+            max_deliver=MAX_DELIVER,
+            fetch_batch=worker.fetch_batch,
+        )
     # Contacts arrive on their own short-lived stream (ADR 0115), into the one contact book all
     # channels read: one consumer for them, whichever channel's worker files them.
     citizens = [w for w in workers if not isinstance(w.channel, WebhookChannel)]

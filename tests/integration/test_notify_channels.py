@@ -222,6 +222,24 @@ async def test_a_channel_behind_another_still_sends_each_message_of_its_ticket(
         assert gw.duplicates() == 0
 
 
+async def test_the_console_channel_fetches_more_per_batch_than_a_paced_gateway(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """ADR 0225: a batch lasts as long as its slowest request's chain of store round trips, so
+    the console channel (no wire, no pace) takes 256 events per fetch; a gateway's channel keeps
+    64, which its rate limiter and its claims' hold are sized for."""
+    async with (
+        FakeGateway() as gw,
+        notify_with(
+            settings, tmp_path, [sms_channel(gw), {"name": "console", "type": "console"}]
+        ) as svc,
+    ):
+        fetches = {c.durable: c.fetch_batch for c in svc.runtime.consumers}
+        assert fetches["notify-console"] == 256
+        assert fetches["notify-sms"] == 64
+        assert fetches["notify-contact_book"] == 64
+
+
 async def test_without_consent_nobody_is_contacted(settings: Settings, tmp_path: Path) -> None:
     async with (
         FakeGateway() as gw,
