@@ -4,6 +4,7 @@ answer the survey; plus the purge of personal data after a session."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -38,6 +39,8 @@ from services.intake.models import (
 from services.intake.privacy import PERSONAL_FIELDS, purge_before
 from services.intake.registration import Registration
 from services.intake.tickets import TicketEntry, TicketWait, applied, applied_in_order
+
+log = logging.getLogger("giliran.intake")
 
 
 @dataclass
@@ -131,16 +134,27 @@ class Intake(Registration):
 
     def ticket_heard(self, event: Event[EventData]) -> None:
         """A `ticket.issued` heard on plain NATS as the queue publishes it (every instance hears
-        it; ADR 0212): a kiosk answer waiting here for that request gets the ticket now, from
-        the event, before this or another instance's consumer writes it to the request. Only
-        the waiting answer is told: the request in the store, the status page and everything
-        else still follow the durable consumer. Checked by the runtime against its subject and
-        publisher; a waiter exists only for a request this instance has just stored."""
+        it; ADR 0212, 0228): a kiosk answer waiting here for that request gets the ticket now,
+        from the event, before this or another instance's consumer writes it to the request.
+        The runtime checked it against its subject and publisher; it is taken only for the
+        waiting request's site and a service it asked for (`TicketWait.fits`). Only the waiting
+        answer is told: the request in the store, the status page and the printed slip follow
+        the durable consumer or the queue's own answer (`Status.view`), never this notice."""
         if not self._waiters or not isinstance(event.data, TicketIssued):
             return
         waiter = self._waiters.get(event.data.request_id)
-        if waiter is not None:
-            waiter.seen(TicketEntry.of(cast(Event[TicketFacts], event)))
+        if waiter is None:
+            return
+        entry = TicketEntry.of(cast(Event[TicketFacts], event))
+        if waiter.fits(event.site, entry):
+            waiter.seen(entry)
+        else:
+            log.warning(
+                "ticket.issued %s of site %s does not fit request %s; not taken",
+                event.id,
+                event.site,
+                event.data.request_id,
+            )
 
     def _moved(self, request_id: str, entry: TicketEntry) -> None:
         """Tell a kiosk answer waiting here, and the status page's push."""
@@ -174,6 +188,8 @@ class Intake(Registration):
                     doc = await self.store.get(request_id)
                     if doc is None:
                         raise RequestNotFound(request_id)
+                if waiter.site is None:  # what a heard ticket must fit (ADR 0228)
+                    waiter.site, waiter.services = doc["site"], tuple(doc["services"])
                 doc = waiter.merged(doc)
                 if complete(doc) or not looks:
                     return doc

@@ -63,7 +63,9 @@ async def test_a_forged_or_misrouted_issued_event_is_not_taken(
     quick: Settings,  # noqa: F811
 ) -> None:
     """A `ticket.issued` whose body says another publisher, or another site than its subject,
-    put on the subjects every instance hears: the waits run out without a ticket."""
+    or another site's whole notice (subject and body agree) naming this request id, put on the
+    subjects every instance hears: the waits run out without a ticket. The last one was taken
+    by ADR 0212's first landing (ADR 0228: a heard ticket must fit the waiting request)."""
     async with running("intake", quick) as svc:
         await without_consumers(svc)
         request = await registered(svc)
@@ -76,6 +78,7 @@ async def test_a_forged_or_misrouted_issued_event_is_not_taken(
             for event, subject in (
                 (forged, forged.nats_subject),
                 (elsewhere, issued.nats_subject),  # body names another site
+                (elsewhere, elsewhere.nats_subject),  # another site's notice, this request id
                 (issued.model_copy(update={"type": "x"}), issued.nats_subject),
             ):
                 await nc.publish(subject, json.dumps(event.to_json_dict()).encode())
