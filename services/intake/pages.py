@@ -107,13 +107,14 @@ def router(
         """The kiosk's slip, from intake's record or the queue's answer (`issuing`): a kiosk's
         wait may end on the queue's notice before the record holds the ticket (ADR 0228).
 
-        `wait_until` (loop time): a ticket still missing then makes it wait on for it until
-        that moment. The usual case never does; it is for a wait that ended on a notice the
-        queue's answer does not confirm (a forged one), so the slip still gets its number."""
-        loop = asyncio.get_running_loop()
+        `wait_until` (loop time): a ticket still missing then makes it wait once more, at most
+        until that moment. The usual case never does; it is for a wait that ended on a notice
+        the queue's answer does not confirm (a forged one), so the slip still gets its number.
+        Once, not in a loop: a request the queue answers oddly must not spin until then."""
         view = await status.view(token, issuing=True)
-        while view.pending_services and wait_until is not None and loop.time() < wait_until:
-            await intake.wait_for_tickets(view.request_id, wait_until - loop.time())
+        left = (wait_until or 0.0) - asyncio.get_running_loop().time()
+        if view.pending_services and left > 0:
+            await intake.wait_for_tickets(view.request_id, left)
             view = await status.view(token, issuing=True)
         spec = intake.site(view.site)
         return slip_for(view, spec, lang, links.page(request, token), intake.clock()), spec
