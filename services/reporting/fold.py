@@ -300,4 +300,7 @@ def _notification(
     else:
         fields["failed_at"] = instant(event.time)
         fields["refused"] = isinstance(note, NotificationFailed) and note.refused
-    batch.notifications.setdefault(note.delivery_id, FactChange()).fold(event.id, fields)
+    change = batch.notifications.setdefault(note.delivery_id, FactChange())
+    if change.fields.get("site", event.site) != event.site:
+        return  # a delivery belongs to the site that first named it (FactStore.save_notifications)
+    change.fold(event.id, fields)
