@@ -3,9 +3,10 @@ cells add up again: pure rules, no I/O. Cells hold counts and sketches, never a 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -273,6 +274,25 @@ def request_contributions(
     return [Contribution("submitted", key, counts)]
 
 
+class NotificationFact(StrEnum):
+    """The events of a delivery a batch may fold."""
+
+    SENT = "sent"
+    RECEIPT = "receipt"
+    FAILED = "failed"
+
+
+# Which events a delivery's cell contribution belongs to. One that needs facts of two events (the
+# report's cell is its sent's hour; a failure is taken back by a later sent) belongs to both:
+# whichever is written second reads both (as the ETA error of a ticket, ticket_contributions).
+NOTIFICATION_OWNERS = {
+    "sent": {NotificationFact.SENT},
+    "receipt": {NotificationFact.SENT, NotificationFact.RECEIPT},
+    "failed": {NotificationFact.FAILED},
+    "failed_undone": {NotificationFact.SENT, NotificationFact.FAILED},
+}
+
+
 class StoredNotification(BaseModel):
     """What a delivery's fact document tells its cell once a batch's facts are in it: notify
     settles a delivery once, sent or failed, and records at most one delivery report of a sent
@@ -290,7 +310,9 @@ class StoredNotification(BaseModel):
 
 
 def notification_contributions(
-    notification: StoredNotification, timezone: str
+    notification: StoredNotification,
+    timezone: str,
+    folding: Collection[NotificationFact] = tuple(NotificationFact),
 ) -> list[Contribution]:
     """What a delivery adds to the notification cells in its CURRENT state, from its whole fact
     document (not from the events of one batch), so that every batch that touches it, in any
@@ -299,7 +321,9 @@ def notification_contributions(
     cell of the hour it failed. A delivery that failed and was later sent counts as sent (as the
     day summary always did): then `failed_undone` takes its failure back in the same cell, net
     nothing whether or not `failed` had been counted before. A document holding only a receipt
-    (the `sent` not folded yet) counts nothing until its `sent` arrives."""
+    (the `sent` not folded yet) counts nothing until its `sent` arrives. Only the contributions
+    that belong to the events being folded (`folding`) are made: a report's batch does not name
+    the `sent` again, which would make its cell write match nothing and settle fact by fact."""
     found: list[Contribution] = []
     if notification.sent_at is not None:
         key = _notification_key(notification, notification.sent_at, timezone)
@@ -314,7 +338,7 @@ def notification_contributions(
         if notification.sent_at is not None:
             undone = {name: -n for name, n in failed.items()}
             found.append(Contribution("failed_undone", key, undone))
-    return found
+    return [c for c in found if NOTIFICATION_OWNERS[c.name] & set(folding)]
 
 
 def _notification_key(

@@ -33,6 +33,7 @@ from giliran.store import instant
 from services.reporting.cells import (
     CellKey,
     Contribution,
+    NotificationFact,
     RequestCellKey,
     StoredTicket,
     request_contributions,
@@ -128,6 +129,13 @@ class Batch:
             for e in change.events
             if e in seen
         }
+
+
+def notification_facts(change: FactChange) -> set[NotificationFact]:
+    """Which of a delivery's events a batch folds, by the facts it writes."""
+    written = {NotificationFact.SENT: "sent_at", NotificationFact.RECEIPT: "receipt",
+               NotificationFact.FAILED: "failed_at"}  # fmt: skip
+    return {fact for fact, name in written.items() if name in change.fields}
 
 
 def fold(events: Sequence[Event[Any]], timezone: str) -> Batch:

@@ -97,7 +97,11 @@ class Reporting:
             [
                 (delivery_id, c)
                 for delivery_id, notification in notifications.items()
-                for c in notification_contributions(notification, self.timezone)
+                for c in notification_contributions(
+                    notification,
+                    self.timezone,
+                    fold_rules.notification_facts(batch.notifications[delivery_id]),
+                )
             ]
         )
         for site in batch.changed_sites:

@@ -148,7 +148,9 @@ class FactStore:
         site: an event naming another site's delivery (forged, or a mix-up) changes nothing,
         so it cannot move that delivery's figures between sites. Returns the documents the
         batch wrote to, read after the write (one read): what the cells count is a delivery's
-        current state, which may hold facts of earlier batches (a receipt before its sent)."""
+        current state, which may hold facts of earlier batches (a receipt before its sent); a
+        document the write created holds only this batch's facts and is not read again (a
+        delivery's `sent` usually creates its document: most batches read nothing)."""
         if not changes:
             return {}
         writes = [
@@ -156,17 +158,27 @@ class FactStore:
             for k, c in changes.items()
         ]
         try:
-            await self.notifications.bulk_write(writes, ordered=False)
+            upserted = (await self.notifications.bulk_write(writes, ordered=False)).upserted_ids
         except BulkWriteError as exc:  # the other site's document exists: the upsert collides
             errors = exc.details.get("writeErrors", [])
             if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
                 raise
-        found = self.notifications.find({"_id": {"$in": list(changes)}})
-        return {
-            str(doc["_id"]): StoredNotification.model_validate(doc)
-            async for doc in found
-            if doc.get("site") == changes[str(doc["_id"])].fields["site"] and doc.get("channel")
-        }
+            upserted = {u["index"]: u["_id"] for u in exc.details.get("upserted", [])}
+        # A document this write created holds this batch's facts and nothing else: no read.
+        created = {str(key) for key in (upserted or {}).values()}
+        stored = {k: StoredNotification.model_validate(changes[k].fields) for k in created}
+        others = [k for k in changes if k not in created]
+        if others:
+            found = self.notifications.find({"_id": {"$in": others}})
+            stored.update(
+                {
+                    str(doc["_id"]): StoredNotification.model_validate(doc)
+                    async for doc in found
+                    if doc.get("site") == changes[str(doc["_id"])].fields["site"]
+                    and doc.get("channel")
+                }
+            )
+        return stored
 
     async def save_counters(self, changes: Iterable[CounterChange]) -> None:
         """A counter's state after the latest of its open/close events: `order` (a number: the

@@ -219,7 +219,7 @@ async def test_another_sites_event_moves_no_figure_of_the_delivery_it_names(
     assert fact is not None and fact["site"] == SITE and fact["cost_units"] == 2
 
 
-def _summary_commands(before: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+def _commands_since(before: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
     return {k: n - before.get(k, 0) for k, n in STORE_COMMANDS.counts.items()
             if n != before.get(k, 0)}  # fmt: skip
 
@@ -238,7 +238,7 @@ async def test_the_day_summary_reads_the_same_whatever_the_number_of_notificatio
         await reporting.fold(events[start : start + 64])
     before = dict(STORE_COMMANDS.counts)
     summary = await reporting.day_summary(SITE, DAY)
-    commands = _summary_commands(before)
+    commands = _commands_since(before)
     figures = ChannelFigures(sent=deliveries, cost_units=2 * deliveries)
     assert summary.notifications == {"sms": figures}
     assert not [k for k in commands if k[1] == "notification_facts"], commands
@@ -315,3 +315,29 @@ async def test_a_busy_cell_counts_every_fact_of_a_large_batch(settings: Settings
     events = [sent(f"d{i}", at=AT + timedelta(seconds=i)) for i in range(100)]
     await Reporting(store=store).fold(events)
     assert await _notifications(store) == {"sms": ChannelFigures(sent=100, cost_units=200)}
+
+
+async def test_a_batch_of_reports_is_one_fact_write_one_read_and_one_cell_write(
+    settings: Settings,
+) -> None:
+    """Counted by command monitoring: a batch of `sent` creates its documents and reads none of
+    them back; a later batch of their delivery reports reads them once (the report's cell is its
+    sent's hour) and adds to the cell with one write, not one per delivery."""
+    store = await _store(settings, "ncells_writes")
+    reporting = Reporting(store=store)
+    before = dict(STORE_COMMANDS.counts)
+    await reporting.fold([sent(f"d{i}") for i in range(5)])
+    assert _commands_since(before) == {
+        ("update", "notification_facts"): 1,
+        ("update", "notification_cells"): 2,  # the new cell created, then counted into
+    }
+    before = dict(STORE_COMMANDS.counts)
+    await reporting.fold([receipt(f"d{i}", DeliveryOutcome.DELIVERED) for i in range(5)])
+    assert _commands_since(before) == {
+        ("update", "notification_facts"): 1,
+        ("find", "notification_facts"): 1,
+        ("update", "notification_cells"): 1,
+    }
+    assert await _notifications(store) == {
+        "sms": ChannelFigures(sent=5, cost_units=10, delivered=5)
+    }
