@@ -193,6 +193,7 @@ class ServiceRuntime:
         each_of: Callable[[Mapping[type[EventData], EventHandler]], BatchHandler] | None = None,
         linger_seconds: float = 0.0,
         fetch_batch: int = FETCH_BATCH,
+        filter_subjects: tuple[str, ...] = (),
     ) -> EventConsumer:
         """Register a durable pull consumer named `<service>-<name>` on `stream` with its own
         inbox, or none when a `batch_handler` dedupes in its own documents (see EventConsumer).
@@ -227,6 +228,7 @@ class ServiceRuntime:
             batch_handler=batch_handler,
             linger_seconds=linger_seconds,
             fetch_batch=fetch_batch,
+            filter_subjects=filter_subjects,
         )
         self.consumers.append(consumer)
         return consumer
