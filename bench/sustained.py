@@ -45,7 +45,13 @@ from pydantic import SecretStr
 from giliran.auth import AuthStore, Role
 from giliran.settings import REPO_ROOT, SERVICES, Settings
 from giliran.store import connect, count, from_instant
-from giliran_ops.embedded import ManagedProcess, mongo_wire_store, nats_server, service_process
+from giliran_ops.embedded import (
+    ManagedProcess,
+    free_port,
+    mongo_wire_store,
+    nats_server,
+    service_process,
+)
 
 SITE = "cikarang-utara"
 TEMPLATES = ("ticket_issued", "ticket_called", "ticket_completed")
@@ -71,6 +77,7 @@ class Stack:
     infra: list[ManagedProcess]
     services: dict[str, ManagedProcess]
     token: str = ""
+    nats_monitor: str = ""
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.services[name].port}"
@@ -102,9 +109,10 @@ async def start_stack(args: argparse.Namespace) -> Stack:
     catalogue = work / "sites"
     catalogue.mkdir()
     write_catalogue(catalogue, args.counters)
-    nats = nats_server(work).start()
+    monitor = free_port()
+    nats = nats_server(work, monitor_port=monitor).start()
     store = mongo_wire_store(work).start()
-    stack = Stack(work, Settings(), [nats, store], {})
+    stack = Stack(work, Settings(), [nats, store], {}, nats_monitor=f"http://127.0.0.1:{monitor}")
     try:
         await nats.wait_listening()
         await store.wait_listening()
@@ -345,6 +353,32 @@ async def sampler(stack: Stack, run: Run, stop: asyncio.Event) -> None:
             pass
 
 
+async def nats_messages(http: httpx.AsyncClient, stack: Stack) -> dict[int, tuple[str, int, int]]:
+    """Every client connection nats-server has seen (open and closed), by connection id: its
+    name and the messages it published (`in_msgs`) and was delivered (`out_msgs`), as the
+    server counts them. Each is a socket write and read on both sides; JetStream's acks,
+    fetch requests and publish acknowledgements are messages too."""
+    r = await http.get(f"{stack.nats_monitor}/connz", params={"state": "all", "limit": 100000})
+    r.raise_for_status()
+    return {
+        c["cid"]: (c.get("name") or "unnamed", int(c["in_msgs"]), int(c["out_msgs"]))
+        for c in r.json().get("connections", [])
+    }
+
+
+def nats_per_client(
+    before: dict[int, tuple[str, int, int]], after: dict[int, tuple[str, int, int]]
+) -> dict[str, dict[str, int]]:
+    """Messages each named client published and received between two `nats_messages`."""
+    found: dict[str, dict[str, int]] = {}
+    for cid, (name, sent, received) in after.items():
+        _, sent_before, received_before = before.get(cid, (name, 0, 0))
+        mine = found.setdefault(name.removeprefix("giliran-"), {"published": 0, "received": 0})
+        mine["published"] += sent - sent_before
+        mine["received"] += received - received_before
+    return found
+
+
 async def store_commands(http: httpx.AsyncClient, stack: Stack) -> dict[str, Counter[str]]:
     """Each service's store commands so far, by `command collection`, from its /metrics
     (giliran_store_commands_total: PyMongo command monitoring inside the service)."""
@@ -435,6 +469,7 @@ async def run_rate(stack: Stack, rate: float, duration: float, args: argparse.Na
     async with httpx.AsyncClient(timeout=args.timeout, limits=limits, headers=headers) as http:
         base = await report_summary(http, stack, day)
         commands_before = await store_commands(http, stack)
+        nats_before = await nats_messages(http, stack)
         client = connect(stack.settings.mongo_url)
         deliveries = client[stack.settings.database_name("notify")]["deliveries"]
         NOTIFIED_BEFORE[0] = await count(deliveries, {"status": {"$eq": "sent"}})
@@ -470,6 +505,7 @@ async def run_rate(stack: Stack, rate: float, duration: float, args: argparse.Na
         await asyncio.gather(*watchers, return_exceptions=True)
         caught = await catch_up(stack, http, run, day, base)
         commands_after = await store_commands(http, stack)
+        caught["nats_messages"] = nats_per_client(nats_before, await nats_messages(http, stack))
         caught["store_commands"] = {
             name: commands_after[name] - commands_before[name] for name in SERVICES
         }
@@ -581,6 +617,7 @@ def summarise(
         "processes": processes,
         "client_cpu": client_cpu,
         "store_commands": {n: dict(c) for n, c in caught["store_commands"].items()},
+        "nats_messages": caught["nats_messages"],
         "load_before": load_before,
         "load_after": load_after,
         "load_max": max((s["load"] for s in run.seconds), default=0.0),
@@ -649,6 +686,12 @@ def print_result(result: Json) -> None:
         print(f"  {name:<12} {sum(counts.values()) / done:>6.1f}   ({detail})")
     all_commands = sum(sum(c.values()) for c in commands.values())
     print(f"  all services total                      {all_commands / done:.1f}")
+    print("NATS messages per lifecycle (nats-server's count per client: published / received)")
+    flows = r.get("nats_messages", {})
+    for name, flow in sorted(flows.items()):
+        print(f"  {name:<12} {flow['published'] / done:>6.1f} / {flow['received'] / done:<6.1f}")
+    total_flow = sum(f["published"] + f["received"] for f in flows.values())
+    print(f"  all clients, both ways                  {total_flow / done:.1f}")
 
 
 def failures(result: Json) -> int:

@@ -39,13 +39,14 @@ from giliran.bus import (
     EventHandler,
     consumer_exists,
     dead_letters,
+    disagreement,
     ensure_streams,
     event_subject_of,
     jetstream,
     make_broker,
     publish_event,
 )
-from giliran.contracts import Event, EventData
+from giliran.contracts import Event, EventData, UnknownEventType, parse_event
 from giliran.contracts.events import EVENT_MODELS
 from giliran.contracts.subjects import STREAM, STREAM_OWNER, event_pattern
 from giliran.errors import DomainError
@@ -124,6 +125,7 @@ class ServiceRuntime:
         self._periodic_tasks: list[asyncio.Task[None]] = []
         self._watches: list[tuple[str, Callable[[str], None]]] = []
         self._id_watches: list[tuple[str, Callable[[str, str | None], None]]] = []
+        self._event_watches: list[tuple[str, Callable[[Event[EventData]], None]]] = []
         # A credential ended here: every process forgets what it remembered (ADR 0180).
         self.accounts.on_change = self._announce_credentials_changed
         self.watch(CREDENTIALS_CHANGED, forget_credentials)
@@ -157,9 +159,20 @@ class ServiceRuntime:
         with): a service with several instances tells its own events from another's."""
         self._id_watches.append((subject, on_event))
 
+    def watch_events(self, subject: str, on_event: Callable[[Event[EventData]], None]) -> None:
+        """As `watch`, told each message's event: only one that parses and agrees with the
+        subject it came on (`disagreement`: type, site, publisher) is passed on, anything else
+        is dropped. Plain NATS, every instance, no delivery guarantee: for waking what waits in
+        memory, never for state changes (those come through a durable consumer)."""
+        self._event_watches.append((subject, on_event))
+
     @property
     def watches(self) -> list[tuple[str, Callable[[str], None]]]:
-        return list(self._watches) + [(s, _subject_only) for s, _ in self._id_watches]
+        return (
+            list(self._watches)
+            + [(s, _subject_only) for s, _ in self._id_watches]
+            + [(s, _subject_only) for s, _ in self._event_watches]
+        )
 
     def sends(self, *subject_patterns: str) -> None:
         """Declare the commands (request-reply subjects) this service sends to another."""
@@ -180,6 +193,7 @@ class ServiceRuntime:
         each_of: Callable[[Mapping[type[EventData], EventHandler]], BatchHandler] | None = None,
         linger_seconds: float = 0.0,
         fetch_batch: int = FETCH_BATCH,
+        filter_subjects: tuple[str, ...] = (),
     ) -> EventConsumer:
         """Register a durable pull consumer named `<service>-<name>` on `stream` with its own
         inbox, or none when a `batch_handler` dedupes in its own documents (see EventConsumer).
@@ -214,6 +228,7 @@ class ServiceRuntime:
             batch_handler=batch_handler,
             linger_seconds=linger_seconds,
             fetch_batch=fetch_batch,
+            filter_subjects=filter_subjects,
         )
         self.consumers.append(consumer)
         return consumer
@@ -357,6 +372,8 @@ class ServiceRuntime:
                     await self._watch(subject, on_subject)
                 for subject, on_event in self._id_watches:
                     await self._watch_ids(subject, on_event)
+                for subject, on_parsed in self._event_watches:
+                    await self._watch_events(subject, on_parsed)
                 break
             except Exception as exc:
                 log.warning("%s: bus not ready (%s); retrying in %.1fs", self.service, exc, delay)
@@ -386,6 +403,19 @@ class ServiceRuntime:
     async def _watch_ids(self, subject: str, on_event: Callable[[str, str | None], None]) -> None:
         async def deliver(message: Msg) -> None:
             on_event(message.subject, (message.headers or {}).get("Nats-Msg-Id"))
+
+        await self.broker.connection.subscribe(subject, cb=deliver)
+
+    async def _watch_events(
+        self, subject: str, on_event: Callable[[Event[EventData]], None]
+    ) -> None:
+        async def deliver(message: Msg) -> None:
+            try:
+                event = parse_event(message.data)
+            except (UnknownEventType, ValueError):  # pydantic's ValidationError is a ValueError
+                return
+            if disagreement(message.subject, event) is None:
+                on_event(event)
 
         await self.broker.connection.subscribe(subject, cb=deliver)
 

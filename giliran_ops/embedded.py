@@ -131,9 +131,11 @@ def nats_server(
     host: str = "127.0.0.1",
     config: Path | None = None,
     env: dict[str, str] | None = None,
+    monitor_port: int | None = None,
 ) -> ManagedProcess:
     """`config`: a configuration file (users, permissions: deploy/nats/); its passwords come
-    from `env`. Command-line flags below take precedence over the file."""
+    from `env`. Command-line flags below take precedence over the file. `monitor_port` opens
+    nats-server's HTTP monitoring (/varz, /connz) on `host`, for benchmarks that count messages."""
     port = port or free_port(host)
     store_dir = data_dir / "nats"
     store_dir.mkdir(parents=True, exist_ok=True)
@@ -149,6 +151,8 @@ def nats_server(
         "--server_name",
         f"giliran-{port}",
     ]
+    if monitor_port is not None:
+        args += ["--http_port", str(monitor_port)]
     if config is not None:
         args[1:1] = ["--config", str(config)]
     return ManagedProcess("nats-server", args, host, port, data_dir / "logs" / "nats.log", env)

@@ -4,16 +4,19 @@ answer the survey; plus the purge of personal data after a session."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from giliran.contracts import (
     Event,
+    EventData,
     FeedbackSubmitted,
     RequestCancelled,
     TicketFacts,
+    TicketIssued,
     TicketStatus,
     TicketView,
     new_event,
@@ -36,6 +39,8 @@ from services.intake.models import (
 from services.intake.privacy import PERSONAL_FIELDS, purge_before
 from services.intake.registration import Registration
 from services.intake.tickets import TicketEntry, TicketWait, applied, applied_in_order
+
+log = logging.getLogger("giliran.intake")
 
 
 @dataclass
@@ -127,6 +132,30 @@ class Intake(Registration):
         self._moved(request_id, entry)
         return True
 
+    def ticket_heard(self, event: Event[EventData]) -> None:
+        """A `ticket.issued` heard on plain NATS as the queue publishes it (every instance hears
+        it; ADR 0212, 0228): a kiosk answer waiting here for that request gets the ticket now,
+        from the event, before this or another instance's consumer writes it to the request.
+        The runtime checked it against its subject and publisher; it is taken only for the
+        waiting request's site and a service it asked for (`TicketWait.fits`). Only the waiting
+        answer is told: the request in the store, the status page and the printed slip follow
+        the durable consumer or the queue's own answer (`Status.view`), never this notice."""
+        if not self._waiters or not isinstance(event.data, TicketIssued):
+            return
+        waiter = self._waiters.get(event.data.request_id)
+        if waiter is None:
+            return
+        entry = TicketEntry.of(cast(Event[TicketFacts], event))
+        if waiter.fits(event.site, entry):
+            waiter.seen(entry)
+        else:
+            log.warning(
+                "ticket.issued %s of site %s does not fit request %s; not taken",
+                event.id,
+                event.site,
+                event.data.request_id,
+            )
+
     def _moved(self, request_id: str, entry: TicketEntry) -> None:
         """Tell a kiosk answer waiting here, and the status page's push."""
         waiter = self._waiters.get(request_id)
@@ -140,16 +169,18 @@ class Intake(Registration):
         """The request once every service has a ticket, or as it stands after `wait_seconds`.
 
         `submitted`: the request as this process just stored it. Then the answer is built from
-        it and the entries this process's own ticket consumer reports (the usual case: nothing
-        is read). The store is read at most twice (ADR 0195): once half the wait has gone by
-        without every ticket, and once more at its end if they are still not all there, for
-        tickets another instance's consumer wrote. Without `submitted` it is read up front."""
+        it and the tickets heard as they are issued (`ticket_heard`, in every instance, ADR
+        0212) or written by this process's own consumer: the usual case reads nothing. The
+        store is read once, at the end of the wait, if the tickets are still not all there (a
+        plain NATS message lost: the consumer that wrote them may be the other instance's);
+        before ADR 0212 it looked at half the wait too (ADR 0195), which under load, when the
+        queue issues late, found nothing new. Without `submitted` it is read up front."""
         waiter = self._waiters.setdefault(request_id, TicketWait())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
-        # The moments this wait looks in the store if it is not complete by then (none when it
+        # The moment this wait looks in the store if it is not complete by then (none when it
         # does not wait: the caller answers at once with what it has).
-        looks = [deadline - wait_seconds / 2, deadline] if wait_seconds > 0 else []
+        looks = [deadline] if wait_seconds > 0 else []
         doc = submitted
         try:
             while True:
@@ -157,6 +188,8 @@ class Intake(Registration):
                     doc = await self.store.get(request_id)
                     if doc is None:
                         raise RequestNotFound(request_id)
+                if waiter.site is None:  # what a heard ticket must fit (ADR 0228)
+                    waiter.site, waiter.services = doc["site"], tuple(doc["services"])
                 doc = waiter.merged(doc)
                 if complete(doc) or not looks:
                     return doc

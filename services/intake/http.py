@@ -19,7 +19,7 @@ from giliran.hardening import client_key, limited_address
 from giliran.push import Changes, limited_stream
 from services.intake import sessions
 from services.intake.errors import UnknownSite
-from services.intake.handlers import Intake, Scores, SubmitRequest
+from services.intake.handlers import Intake, Scores, SubmitRequest, complete
 from services.intake.models import ResendLink
 from services.intake.status import QueueStatus
 from services.intake.views import (
@@ -96,11 +96,18 @@ class Status:
     queue: QueueStatus
     changes: Changes
 
-    async def view(self, token: str) -> StatusView:
+    async def view(self, token: str, *, issuing: bool = False) -> StatusView:
+        """`issuing`: for a slip printed right after a kiosk's registration (ADR 0228). Its
+        wait may have ended on the queue's notice before intake's ticket consumer wrote the
+        ticket into the request, so the queue is asked even when intake holds none yet, and
+        the ticket it answers is shown: the number comes from the queue's store, never from
+        the notice."""
         doc = await self.intake.by_token(token)
         site = self.intake.site(doc["site"])
         ticket_ids = list((doc.get("tickets") or {}).keys())
-        live = await self.queue.tickets(doc["site"], doc["_id"]) if ticket_ids else None
+        awaited = issuing and not complete(doc) and not doc.get("cancelled_at")
+        ask = bool(ticket_ids) or awaited
+        live = await self.queue.tickets(doc["site"], doc["_id"]) if ask else None
         answered = await self.intake.store.answered(doc) if ticket_ids else set()
         return status_view(doc, site, live, answered)
 

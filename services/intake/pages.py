@@ -101,13 +101,31 @@ def router(
         printer = kiosk_printers.get(kiosk.name)
         return printer if printer is not None and printer.site == site else None
 
-    async def slip_of(request: Request, token: str, lang: str) -> tuple[Slip, SiteDef]:
-        view = await status.view(token)
+    async def slip_of(
+        request: Request, token: str, lang: str, wait_until: float | None = None
+    ) -> tuple[Slip, SiteDef]:
+        """The kiosk's slip, from intake's record or the queue's answer (`issuing`): a kiosk's
+        wait may end on the queue's notice before the record holds the ticket (ADR 0228).
+
+        `wait_until` (loop time): a ticket still missing then makes it wait once more, at most
+        until that moment. The usual case never does; it is for a wait that ended on a notice
+        the queue's answer does not confirm (a forged one), so the slip still gets its number.
+        Once, not in a loop: a request the queue answers oddly must not spin until then."""
+        view = await status.view(token, issuing=True)
+        left = (wait_until or 0.0) - asyncio.get_running_loop().time()
+        if view.pending_services and left > 0:
+            await intake.wait_for_tickets(view.request_id, left)
+            view = await status.view(token, issuing=True)
         spec = intake.site(view.site)
         return slip_for(view, spec, lang, links.page(request, token), intake.clock()), spec
 
     async def to_the_ticket(
-        request: Request, site: str, token: str, lang: str, kiosk: Principal
+        request: Request,
+        site: str,
+        token: str,
+        lang: str,
+        kiosk: Principal,
+        wait_until: float | None = None,
     ) -> RedirectResponse:
         """After a kiosk issued or checked in: print on the kiosk's ESC/POS printer if it has one
         (the page then only shows the ticket), else let the kiosk's browser print the page."""
@@ -116,7 +134,7 @@ def router(
         if printer is not None:
             query["paper"] = str(printer.paper)
         if printer is not None and printer.escpos:
-            slip, _spec = await slip_of(request, token, lang)
+            slip, _spec = await slip_of(request, token, lang, wait_until)
             data = await asyncio.to_thread(
                 escpos_bytes, slip, Paper(printer.paper), printer.profile
             )
@@ -400,8 +418,9 @@ def router(
                 error=message,
                 nik_wanted=isinstance(exc, NikRequired),
             )
+        wait_until = asyncio.get_running_loop().time() + wait_seconds
         await intake.wait_for_tickets(result.doc["_id"], wait_seconds, result.doc)
-        return await to_the_ticket(request, site, result.doc["token"], lang, who)
+        return await to_the_ticket(request, site, result.doc["token"], lang, who, wait_until)
 
     @pages.post("/kiosk/{site}/check-in", response_class=HTMLResponse)
     async def kiosk_check_in(

@@ -83,16 +83,36 @@ def outranking(status: TicketStatus) -> list[str]:
 @dataclass
 class TicketWait:
     """A kiosk's answer waiting for its tickets: the entries this process's own ticket consumer
-    has just written for the request, so the answer needs no read of what was just written."""
+    has just written for the request, and those heard as the queue issued them (ADR 0228), so
+    the answer needs no read of what was just written.
+
+    `site` and `services`: the waiting request's, once known. A ticket heard on plain NATS is
+    taken only if it is for that site and for a service the request asked for and has no ticket
+    for yet (`fits`): another site's notice naming this request id, or a second ticket for one
+    service, never reaches the answer."""
 
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     entries: dict[str, TicketEntry] = field(default_factory=dict)
+    site: str | None = None
+    services: tuple[str, ...] = ()
 
     def seen(self, entry: TicketEntry) -> None:
         self.entries[entry.ticket_id] = (
             applied(self.entries.get(entry.ticket_id), entry) or self.entries[entry.ticket_id]
         )
         self.changed.set()
+
+    def fits(self, site: str, entry: TicketEntry) -> bool:
+        """Whether a heard issued ticket may be this request's (pure): same site, a service
+        it asked for, and not a second ticket for a service it already has one for."""
+        return (
+            self.site == site
+            and entry.service in self.services
+            and all(
+                e.ticket_id == entry.ticket_id or e.service != entry.service
+                for e in self.entries.values()
+            )
+        )
 
     def merged(self, request: Document) -> Document:
         """`request` (as stored or as submitted) with the entries seen here applied over its

@@ -168,6 +168,19 @@ class StatusView(BaseModel):
     checkin: dict[str, str] = {}
 
 
+def issued_unrecorded(doc: Document, queue: dict[str, TicketView] | None) -> list[TicketView]:
+    """Tickets the queue answered for this request that intake's own record does not hold yet
+    (its ticket consumer writes a moment later, ADR 0228): the queue's store is where a number
+    is issued, so a slip printed in that moment still carries it. Only one of the request's own
+    site's answer (the query names the site), for a service it asked for and has no ticket for."""
+    recorded = {t["service"] for t in (doc.get("tickets") or {}).values()}
+    return [
+        t
+        for t in (queue or {}).values()
+        if t.request_id == doc["_id"] and t.service in doc["services"] and t.service not in recorded
+    ]
+
+
 def status_view(
     doc: Document,
     site: SiteDef,
@@ -177,7 +190,7 @@ def status_view(
     """Intake's own record of the tickets, with the queue's position and ETA when it answered."""
     zone = ZoneInfo(site.timezone)
     lines = []
-    for ticket in tickets_of(doc):
+    for ticket in tickets_of(doc) + issued_unrecorded(doc, queue):
         service = site.service(ticket.service)
         live = (queue or {}).get(ticket.ticket_id)
         status = ticket.status

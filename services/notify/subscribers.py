@@ -19,7 +19,12 @@ from giliran.contracts import (
     RequestLinkRequested,
     RequestSubmitted,
 )
-from giliran.contracts.subjects import PERSONAL_STREAM, all_events, personal_events
+from giliran.contracts.subjects import (
+    PERSONAL_STREAM,
+    all_events,
+    entity_events,
+    personal_events,
+)
 from giliran.runtime import ServiceRuntime
 from services.notify.batching import WINDOW_SECONDS, GroupCommit
 from services.notify.channels.webhook import WebhookChannel
@@ -105,6 +110,10 @@ def consume(
     runtime.consume(name, subject, handlers, each_of=EachOnce, **options)
 
 
+def _entities(handlers: Mapping[type[EventData], Handler]) -> tuple[str, ...]:
+    return tuple(sorted({entity_events(model.entity) for model in handlers}))
+
+
 def register(runtime: ServiceRuntime, workers: list[ChannelWorker]) -> None:
     for worker in workers:
         handlers: dict[type[EventData], Handler]
@@ -118,6 +127,11 @@ def register(runtime: ServiceRuntime, workers: list[ChannelWorker]) -> None:
                 RequestLinkRequested: worker.on_link_requested,
                 **dict.fromkeys(TICKET_EVENTS, on_ticket),
             }
+        # Only the entities its handlers read: a citizen channel skipped every event of the
+        # stream it had no handler for (notify's own notification.sent, three per lifecycle),
+        # each one a fetch, a delivery and an ack (ADR 0230).
+        # A webhook takes every event, also of entities added later: no filter.
+        wanted = () if isinstance(worker.channel, WebhookChannel) else _entities(handlers)
         consume(
             runtime,
             worker.channel.name,
@@ -125,6 +139,7 @@ def register(runtime: ServiceRuntime, workers: list[ChannelWorker]) -> None:
             handlers,
             max_deliver=MAX_DELIVER,
             fetch_batch=worker.fetch_batch,
+            filter_subjects=wanted,
         )
     # Contacts arrive on their own short-lived stream (ADR 0115), into the one contact book all
     # channels read: one consumer for them, whichever channel's worker files them.

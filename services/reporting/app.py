@@ -19,6 +19,11 @@ def build(settings: Settings) -> tuple[FastAPI, ServiceRuntime]:
     runtime = ServiceRuntime("reporting", settings)
     store = FactStore(runtime.db)
     runtime.on_startup(store.ensure_indexes)
+
+    async def fill_cells() -> None:  # days folded before notification cells existed (ADR 0224)
+        await store.fill_cells(settings.timezone)
+
+    runtime.on_startup(fill_cells)
     reporting = Reporting(
         store=store, timezone=settings.timezone, target_wait_minutes=settings.target_wait_minutes
     )

@@ -3,10 +3,12 @@ cells add up again: pure rules, no I/O. Cells hold counts and sketches, never a 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
@@ -21,9 +23,10 @@ from giliran.contracts import (
     TicketStarted,
     TicketTransferred,
 )
-from giliran.contracts.events import RequestCheckedIn
+from giliran.contracts.events import DeliveryOutcome, RequestCheckedIn
 from giliran.store import Instant
 from services.reporting import sketch
+from services.reporting.domain import local_day
 
 # Sketches a ticket cell keeps under "sketch" (seconds): wait = queued (check-in, or issue) ->
 # call; service = call -> complete; eta = |actual call - quoted call|.
@@ -74,12 +77,34 @@ class RequestCellKey:
 
 
 @dataclass(frozen=True)
+class NotificationCellKey:
+    """Notifications per site, local day, channel and site-local hour of their outcome (sent or
+    failed). The hour keeps a cell's per-fact marks to one hour of one channel, as a ticket
+    cell's are (docs/decisions/0224-notification-figures-from-cells.md)."""
+
+    site: str
+    day: str
+    channel: str
+    hour: str
+
+    @property
+    def id(self) -> str:
+        return "|".join((self.site, self.day, self.channel, self.hour))
+
+    def fields(self) -> dict[str, str]:
+        return {"site": self.site, "day": self.day, "channel": self.channel, "hour": self.hour}
+
+
+AnyCellKey = CellKey | RequestCellKey | NotificationCellKey
+
+
+@dataclass(frozen=True)
 class Contribution:
     """One fact of one ticket or request, counted once into one cell: `name` is what makes it
     once (the owner document remembers which names it has counted)."""
 
     name: str
-    cell: CellKey | RequestCellKey
+    cell: AnyCellKey
     counts: Mapping[str, int] = field(default_factory=dict)
     samples: Mapping[str, float] = field(default_factory=dict)  # sketch -> seconds
     sums_ms: Mapping[str, int] = field(default_factory=dict)  # signed sums, integer ms
@@ -106,7 +131,7 @@ class CellUpdate:
     """Every new contribution a batch makes to one cell, as one conditional write: the figures
     added up, and the marks of the facts counted (`marks`: the cell's field names for them)."""
 
-    cell: CellKey | RequestCellKey
+    cell: AnyCellKey
     marks: list[str] = field(default_factory=list)
     contributions: list[Contribution] = field(default_factory=list)
 
@@ -127,6 +152,13 @@ class CellUpdate:
         if low:
             update["$min"], update["$max"] = low, high
         return update
+
+    def split(self, most: int) -> list[CellUpdate]:
+        """The same contributions as updates of at most `most` facts each."""
+        return [
+            CellUpdate(self.cell, self.marks[i : i + most], self.contributions[i : i + most])
+            for i in range(0, len(self.marks), most)
+        ]
 
 
 def combine(
@@ -240,6 +272,86 @@ def request_contributions(
     if request.appointment_at:
         counts["booked"] = 1
     return [Contribution("submitted", key, counts)]
+
+
+class NotificationFact(StrEnum):
+    """The events of a delivery a batch may fold."""
+
+    SENT = "sent"
+    RECEIPT = "receipt"
+    FAILED = "failed"
+
+
+# Which events a delivery's cell contribution belongs to. One that needs facts of two events (the
+# report's cell is its sent's hour; a failure is taken back by a later sent) belongs to both:
+# whichever is written second reads both (as the ETA error of a ticket, ticket_contributions).
+NOTIFICATION_OWNERS = {
+    "sent": {NotificationFact.SENT},
+    "receipt": {NotificationFact.SENT, NotificationFact.RECEIPT},
+    "failed": {NotificationFact.FAILED},
+    "failed_undone": {NotificationFact.SENT, NotificationFact.FAILED},
+}
+
+
+class StoredNotification(BaseModel):
+    """What a delivery's fact document tells its cell once a batch's facts are in it: notify
+    settles a delivery once, sent or failed, and records at most one delivery report of a sent
+    one; a report may reach reporting before the `sent` it settles."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    site: str
+    channel: str
+    sent_at: Instant | None = None
+    cost_units: int = 0
+    receipt: DeliveryOutcome | None = None
+    failed_at: Instant | None = None
+    refused: bool = False
+
+
+def notification_contributions(
+    notification: StoredNotification,
+    timezone: str,
+    folding: Collection[NotificationFact] = tuple(NotificationFact),
+) -> list[Contribution]:
+    """What a delivery adds to the notification cells in its CURRENT state, from its whole fact
+    document (not from the events of one batch), so that every batch that touches it, in any
+    order and however often, names the same facts, and each is counted once by its mark:
+    `sent` (with its cost) and its `receipt` in the cell of the hour it was sent; `failed` in the
+    cell of the hour it failed. A delivery that failed and was later sent counts as sent (as the
+    day summary always did): then `failed_undone` takes its failure back in the same cell, net
+    nothing whether or not `failed` had been counted before. A document holding only a receipt
+    (the `sent` not folded yet) counts nothing until its `sent` arrives. Only the contributions
+    that belong to the events being folded (`folding`) are made: a report's batch does not name
+    the `sent` again, which would make its cell write match nothing and settle fact by fact."""
+    found: list[Contribution] = []
+    if notification.sent_at is not None:
+        key = _notification_key(notification, notification.sent_at, timezone)
+        sent = {"sent": 1, "cost_units": notification.cost_units}
+        found.append(Contribution("sent", key, _nonzero(sent)))
+        if notification.receipt is not None:
+            found.append(Contribution("receipt", key, {notification.receipt.value: 1}))
+    if notification.failed_at is not None:
+        key = _notification_key(notification, notification.failed_at, timezone)
+        failed = _nonzero({"failed": 1, "refused": int(notification.refused)})
+        found.append(Contribution("failed", key, failed))
+        if notification.sent_at is not None:
+            undone = {name: -n for name, n in failed.items()}
+            found.append(Contribution("failed_undone", key, undone))
+    return [c for c in found if NOTIFICATION_OWNERS[c.name] & set(folding)]
+
+
+def _notification_key(
+    notification: StoredNotification, at: datetime, timezone: str
+) -> NotificationCellKey:
+    local = at.astimezone(ZoneInfo(timezone))
+    day = local_day(at, timezone).isoformat()
+    return NotificationCellKey(notification.site, day, notification.channel, f"{local:%H}")
+
+
+def _nonzero(counts: Mapping[str, int]) -> dict[str, int]:
+    """A cell keeps no zero counts (a cost-free channel adds no `cost_units` field)."""
+    return {name: n for name, n in counts.items() if n}
 
 
 @dataclass

@@ -169,6 +169,17 @@ def grouped(
     return {k: tally(groups[k]) for k in sorted(groups)}
 
 
+def channel_figures(cells: Iterable[Mapping[str, Any]]) -> dict[str, ChannelFigures]:
+    """Notification cells added up per channel; a channel whose deliveries all moved to another
+    day's cells (failed here, sent the next day) is left out, as one with no delivery."""
+    found: dict[str, ChannelFigures] = {}
+    for channel, t in grouped(cells, lambda c: str(c["channel"])).items():
+        figures = ChannelFigures(**{f: t.count(f) for f in ChannelFigures.model_fields})
+        if figures.sent or figures.failed:
+            found[channel] = figures
+    return found
+
+
 def day_figures(
     site: str,
     day: date,

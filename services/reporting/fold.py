@@ -33,6 +33,7 @@ from giliran.store import instant
 from services.reporting.cells import (
     CellKey,
     Contribution,
+    NotificationFact,
     RequestCellKey,
     StoredTicket,
     request_contributions,
@@ -128,6 +129,13 @@ class Batch:
             for e in change.events
             if e in seen
         }
+
+
+def notification_facts(change: FactChange) -> set[NotificationFact]:
+    """Which of a delivery's events a batch folds, by the facts it writes."""
+    written = {NotificationFact.SENT: "sent_at", NotificationFact.RECEIPT: "receipt",
+               NotificationFact.FAILED: "failed_at"}  # fmt: skip
+    return {fact for fact, name in written.items() if name in change.fields}
 
 
 def fold(events: Sequence[Event[Any]], timezone: str) -> Batch:
@@ -300,4 +308,7 @@ def _notification(
     else:
         fields["failed_at"] = instant(event.time)
         fields["refused"] = isinstance(note, NotificationFailed) and note.refused
-    batch.notifications.setdefault(note.delivery_id, FactChange()).fold(event.id, fields)
+    change = batch.notifications.setdefault(note.delivery_id, FactChange())
+    if change.fields.get("site", event.site) != event.site:
+        return  # a delivery belongs to the site that first named it (FactStore.save_notifications)
+    change.fold(event.id, fields)

@@ -31,7 +31,9 @@ class ReplayStore(FactStore):
 
     def __init__(self, database: Database) -> None:
         super().__init__(database)
-        self._pending: dict[str, dict[str, dict[str, Any]]] = {"ticket": {}, "request": {}}
+        self._pending: dict[str, dict[str, dict[str, Any]]] = {
+            "ticket": {}, "request": {}, "notification": {}
+        }  # fmt: skip
 
     async def add_ticket_cells(self, contributions: Sequence[tuple[str, Contribution]]) -> None:
         for ticket_id, c in contributions:
@@ -40,6 +42,12 @@ class ReplayStore(FactStore):
     async def add_request_cells(self, contributions: Sequence[tuple[str, Contribution]]) -> None:
         for request_id, c in contributions:
             self._add(self._pending["request"], request_id, c)
+
+    async def add_notification_cells(
+        self, contributions: Sequence[tuple[str, Contribution]]
+    ) -> None:
+        for delivery_id, c in contributions:
+            self._add(self._pending["notification"], delivery_id, c)
 
     @staticmethod
     def _add(cells: dict[str, dict[str, Any]], owner_id: str, c: Contribution) -> None:
@@ -53,6 +61,7 @@ class ReplayStore(FactStore):
         for collection, cells in (
             (self.ticket_cells, self._pending["ticket"]),
             (self.request_cells, self._pending["request"]),
+            (self.notification_cells, self._pending["notification"]),
         ):
             if cells:
                 await collection.insert_many(list(cells.values()))

@@ -14,7 +14,14 @@ from pymongo import ReturnDocument, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from giliran.store import DUPLICATE_KEY, Collection, Database, Document, count
-from services.reporting.cells import CellUpdate, Contribution, StoredTicket, combine
+from services.reporting.cells import (
+    CellUpdate,
+    Contribution,
+    StoredNotification,
+    StoredTicket,
+    combine,
+    notification_contributions,
+)
 from services.reporting.fold import CounterChange, FactChange
 
 
@@ -30,10 +37,15 @@ class Facts(Protocol):
         self, changes: Mapping[str, FactChange], eta_owners: Collection_[str]
     ) -> tuple[dict[str, set[str]], dict[str, StoredTicket]]: ...
     async def save_feedback(self, changes: Mapping[str, FactChange]) -> None: ...
-    async def save_notifications(self, changes: Mapping[str, FactChange]) -> None: ...
+    async def save_notifications(
+        self, changes: Mapping[str, FactChange]
+    ) -> dict[str, StoredNotification]: ...
     async def save_counters(self, changes: Iterable[CounterChange]) -> None: ...
     async def add_ticket_cells(self, contributions: Sequence[tuple[str, Contribution]]) -> None: ...
     async def add_request_cells(
+        self, contributions: Sequence[tuple[str, Contribution]]
+    ) -> None: ...
+    async def add_notification_cells(
         self, contributions: Sequence[tuple[str, Contribution]]
     ) -> None: ...
     async def ticket_cells_where(
@@ -45,7 +57,9 @@ class Facts(Protocol):
     async def tickets_on(self, site: str, day: date) -> list[Document]: ...
     async def feedback_between(self, site: str, first: date, last: date) -> list[Document]: ...
     async def completed_between(self, site: str, first: date, last: date) -> int: ...
-    async def notifications_on(self, site: str, day: date) -> list[Document]: ...
+    async def notification_cells_where(
+        self, first: date, last: date, site: str | None = None
+    ) -> list[Document]: ...
     async def counters_on(self, site: str, day: date) -> list[Document]: ...
 
 
@@ -63,7 +77,10 @@ class FactStore:
         self.notifications = database["notification_facts"]
         self.ticket_cells = database["ticket_cells"]
         self.request_cells = database["request_cells"]
+        self.notification_cells = database["notification_cells"]
         self.counters = database["counter_states"]
+        # Which one-off fills of new projections from older facts are done (`fill_cells`).
+        self.fills = database["reporting_fills"]
         # Cells this process knows exist, to skip the create-first write (see _add_to_cells).
         # Safe when stale: nothing deletes a cell but a dropped database, and a cell write that
         # then matches nothing re-creates the cell and settles its facts one by one; another
@@ -73,7 +90,8 @@ class FactStore:
     def collections(self) -> list[Collection]:
         """Every projection (what a rebuild must reproduce)."""
         return [self.requests, self.tickets, self.feedback, self.notifications,
-                self.ticket_cells, self.request_cells, self.counters]  # fmt: skip
+                self.ticket_cells, self.request_cells, self.counters,
+                self.notification_cells]  # fmt: skip
 
     async def ensure_indexes(self) -> None:
         await self.requests.create_index([("site", 1), ("day", 1)])
@@ -84,6 +102,8 @@ class FactStore:
         await self.ticket_cells.create_index([("site", 1), ("day", 1)])
         await self.ticket_cells.create_index([("day", 1)])
         await self.request_cells.create_index([("site", 1), ("day", 1)])
+        await self.notification_cells.create_index([("site", 1), ("day", 1)])
+        await self.notification_cells.create_index([("day", 1)])
         await self.counters.create_index([("site", 1), ("day", 1)])
 
     async def checked_in(self, request_ids: Iterable[str]) -> dict[str, str]:
@@ -121,8 +141,44 @@ class FactStore:
     async def save_feedback(self, changes: Mapping[str, FactChange]) -> None:
         await _set_all(self.feedback, changes)
 
-    async def save_notifications(self, changes: Mapping[str, FactChange]) -> None:
-        await _set_all(self.notifications, changes)
+    async def save_notifications(
+        self, changes: Mapping[str, FactChange]
+    ) -> dict[str, StoredNotification]:
+        """Each delivery's facts ($set, one write for all), only into a document of the same
+        site: an event naming another site's delivery (forged, or a mix-up) changes nothing,
+        so it cannot move that delivery's figures between sites. Returns the documents the
+        batch wrote to, read after the write (one read): what the cells count is a delivery's
+        current state, which may hold facts of earlier batches (a receipt before its sent); a
+        document the write created holds only this batch's facts and is not read again (a
+        delivery's `sent` usually creates its document: most batches read nothing)."""
+        if not changes:
+            return {}
+        writes = [
+            UpdateOne({"_id": k, "site": c.fields["site"]}, {"$set": c.fields}, upsert=True)
+            for k, c in changes.items()
+        ]
+        try:
+            upserted = (await self.notifications.bulk_write(writes, ordered=False)).upserted_ids
+        except BulkWriteError as exc:  # the other site's document exists: the upsert collides
+            errors = exc.details.get("writeErrors", [])
+            if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            upserted = {u["index"]: u["_id"] for u in exc.details.get("upserted", [])}
+        # A document this write created holds this batch's facts and nothing else: no read.
+        created = {str(key) for key in (upserted or {}).values()}
+        stored = {k: StoredNotification.model_validate(changes[k].fields) for k in created}
+        others = [k for k in changes if k not in created]
+        if others:
+            found = self.notifications.find({"_id": {"$in": others}})
+            stored.update(
+                {
+                    str(doc["_id"]): StoredNotification.model_validate(doc)
+                    async for doc in found
+                    if doc.get("site") == changes[str(doc["_id"])].fields["site"]
+                    and doc.get("channel")
+                }
+            )
+        return stored
 
     async def save_counters(self, changes: Iterable[CounterChange]) -> None:
         """A counter's state after the latest of its open/close events: `order` (a number: the
@@ -143,6 +199,11 @@ class FactStore:
 
     async def add_request_cells(self, contributions: Sequence[tuple[str, Contribution]]) -> None:
         await _add_to_cells(self.request_cells, contributions, self._known_cells)
+
+    async def add_notification_cells(
+        self, contributions: Sequence[tuple[str, Contribution]]
+    ) -> None:
+        await _add_to_cells(self.notification_cells, contributions, self._known_cells)
 
     async def contribute_ticket(self, ticket_id: str, c: Contribution) -> None:
         await self.add_ticket_cells([(ticket_id, c)])
@@ -178,13 +239,45 @@ class FactStore:
             },
         )
 
-    async def notifications_on(self, site: str, day: date) -> list[Document]:
-        return await self.notifications.find({"site": site, "day": day.isoformat()}).to_list()
+    async def notification_cells_where(
+        self, first: date, last: date, site: str | None = None
+    ) -> list[Document]:
+        return await _cells_where(self.notification_cells, first, last, site, None)
+
+    async def fill_cells(self, timezone: str) -> int:
+        """Notification cells for the facts folded before they existed (ADR 0224): once per
+        database, every delivery's fact document counted into its cells the way the consumer
+        counts it, a few hundred at a time. Safe beside a running consumer and a second
+        instance doing the same (each fact is counted once by its mark), and after a crash
+        half-way (the fill is marked done only at the end, so the next start runs it again).
+        Returns the deliveries counted (0 when already done)."""
+        if await self.fills.find_one({"_id": "notification_cells"}) is not None:
+            return 0
+        counted = 0
+        page: list[tuple[str, Contribution]] = []
+        async for doc in self.notifications.find({"channel": {"$exists": True}}):
+            stored = StoredNotification.model_validate(doc)
+            page += [(str(doc["_id"]), c) for c in notification_contributions(stored, timezone)]
+            counted += 1
+            if len(page) >= FILL_PAGE:
+                await self.add_notification_cells(page)
+                page = []
+        await self.add_notification_cells(page)
+        await self.fills.update_one(
+            {"_id": "notification_cells"}, {"$set": {"deliveries": counted}}, upsert=True
+        )
+        return counted
 
     async def counters_on(self, site: str, day: date) -> list[Document]:
         return await self.counters.find({"site": site, "day": day.isoformat()}).to_list()
 
 
+# Facts one conditional cell write counts at most. The embedded server (nx-27017 0.8.1) stores
+# "$inc" paths such as "n.called" as literal dotted keys when a filter names 64 fields or more
+# (the _id and 63 marks: measured, tests/integration/test_reporting_notification_cells.py), and
+# a cell read then misses them; a busy cell's batch is written in parts instead (ADR 0224).
+MARKS_PER_WRITE = 48
+FILL_PAGE = 500  # contributions per cell write while filling cells from older facts
 KNOWN_CELLS = 10_000  # cells a process remembers creating (a busy day has a few thousand)
 
 
@@ -204,7 +297,7 @@ async def _add_to_cells(
     twice (docs/decisions/0031-report-cells-exactly-once.md, 0170-reporting-folds-a-batch.md).
     A write that matched nothing (some of its facts were counted before, or its cell is gone)
     is settled fact by fact."""
-    updates = combine(contributions, mark)
+    updates = [part for u in combine(contributions, mark) for part in u.split(MARKS_PER_WRITE)]
     if not updates:
         return
     new = [u for u in updates if u.cell.id not in known]

@@ -7,7 +7,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
-from services.reporting.cells import Contribution, StoredTicket, apply
+from services.reporting.cells import Contribution, StoredNotification, StoredTicket, apply
 from services.reporting.fold import CounterChange, FactChange
 from services.reporting.store import Facts, mark
 
@@ -26,6 +26,7 @@ class InMemoryFacts:
         self.notifications: dict[str, Doc] = {}
         self.ticket_cells: dict[str, Doc] = {}
         self.request_cells: dict[str, Doc] = {}
+        self.notification_cells: dict[str, Doc] = {}
         self.counters: dict[str, Doc] = {}
 
     async def checked_in(self, request_ids: Iterable[str]) -> dict[str, str]:
@@ -59,9 +60,16 @@ class InMemoryFacts:
         for key, change in changes.items():
             self.feedback.setdefault(key, {}).update(change.fields)
 
-    async def save_notifications(self, changes: Mapping[str, FactChange]) -> None:
+    async def save_notifications(
+        self, changes: Mapping[str, FactChange]
+    ) -> dict[str, StoredNotification]:
+        stored = {}
         for key, change in changes.items():
-            self.notifications.setdefault(key, {}).update(change.fields)
+            doc = self.notifications.setdefault(key, {"site": change.fields["site"]})
+            if doc["site"] == change.fields["site"]:  # another site's delivery stays as it is
+                doc.update(change.fields)
+                stored[key] = StoredNotification.model_validate(doc)
+        return stored
 
     async def save_counters(self, changes: Iterable[CounterChange]) -> None:
         for change in changes:
@@ -75,6 +83,12 @@ class InMemoryFacts:
     async def add_request_cells(self, contributions: Sequence[tuple[str, Contribution]]) -> None:
         for owner, c in contributions:
             self._contribute(self.request_cells, owner, c)
+
+    async def add_notification_cells(
+        self, contributions: Sequence[tuple[str, Contribution]]
+    ) -> None:
+        for owner, c in contributions:
+            self._contribute(self.notification_cells, owner, c)
 
     @staticmethod
     def _contribute(cells: dict[str, Doc], owner: str, c: Contribution) -> None:
@@ -123,8 +137,10 @@ class InMemoryFacts:
     async def completed_between(self, site: str, first: date, last: date) -> int:
         return sum(1 for t in self._on(self.tickets, site, first, last) if "completed_at" in t)
 
-    async def notifications_on(self, site: str, day: date) -> list[Doc]:
-        return self._on(self.notifications, site, day, day)
+    async def notification_cells_where(
+        self, first: date, last: date, site: str | None = None
+    ) -> list[Doc]:
+        return self._where(self.notification_cells, first, last, site, None)
 
     async def counters_on(self, site: str, day: date) -> list[Doc]:
         return self._on(self.counters, site, day, day)

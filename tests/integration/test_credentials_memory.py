@@ -20,6 +20,7 @@ from giliran.auth.credentials import REMEMBERED, Remembered
 from giliran.contracts import utcnow
 from giliran.settings import Settings
 from giliran.store import connect
+from giliran_ops.embedded import ManagedProcess
 from tests.conftest import eventually, running, service_process
 
 pytestmark = pytest.mark.integration
@@ -156,3 +157,70 @@ async def test_an_action_asks_the_store_even_before_the_notice_arrives(
         assert acted.status_code == 401, acted.text
         # A read may still be answered from memory until the notice (or 30 s) comes.
         assert (await svc.anonymous.get(COUNTER, headers=auth)).status_code == 200
+
+
+# Three scenarios from the review of ADR 0231 (taken back), where a revoked credential acted
+# again under the credential epoch: each acting process here never receives the notice (its own
+# memory), so only "an action asks the store" refuses it.
+
+
+async def test_revoked_elsewhere_without_the_notice_arriving_is_refused(
+    settings: Settings,
+) -> None:
+    async with running("queue", settings) as queue, running("intake", settings) as intake:
+        accounts = queue.runtime.accounts
+        accounts._remembered = Remembered()  # a process of its own, never told
+        token_id, token = await accounts.issue_token("loket-1", Role.OFFICER, SITE)
+        auth = {"Authorization": f"Bearer {token}"}
+        for _ in range(2):
+            acted = await queue.anonymous.post(f"{COUNTER}/call-next", headers=auth)
+            assert acted.status_code in (200, 204), acted.text
+        assert await intake.runtime.accounts.revoke_token(token_id)
+        acted = await queue.anonymous.post(f"{COUNTER}/call-next", headers=auth)
+        assert acted.status_code == 401, acted.status_code
+
+
+async def test_a_token_revoked_while_nats_restarts_stays_refused(
+    settings: Settings, nats_proc: ManagedProcess
+) -> None:
+    async with running("queue", settings) as queue, running("intake", settings) as intake:
+        accounts = queue.runtime.accounts
+        accounts._remembered = Remembered()
+        token_id, token = await accounts.issue_token("loket-1", Role.OFFICER, SITE)
+        auth = {"Authorization": f"Bearer {token}"}
+        acted = await queue.anonymous.post(f"{COUNTER}/call-next", headers=auth)
+        assert acted.status_code in (200, 204), acted.text
+        nats_proc.stop()
+
+        async def down() -> bool:
+            return not queue.runtime.broker.connection.is_connected
+
+        async def up() -> bool:
+            return bool(queue.runtime.broker.connection.is_connected)
+
+        await eventually(down, within=10)
+        assert await intake.runtime.accounts.revoke_token(token_id)  # no notice can go out
+        acted = await queue.anonymous.post(f"{COUNTER}/call-next", headers=auth)
+        assert acted.status_code == 401, acted.status_code
+        nats_proc.start()
+        await nats_proc.wait_listening()
+        await eventually(up, within=20)
+        acted = await queue.anonymous.post(f"{COUNTER}/call-next", headers=auth)
+        assert acted.status_code == 401, acted.status_code
+
+
+async def test_revoked_by_a_service_cut_off_from_nats_is_refused(settings: Settings) -> None:
+    async with running("queue", settings) as queue, running("intake", settings) as intake:
+        accounts = queue.runtime.accounts
+        accounts._remembered = Remembered()
+        token_id, token = await accounts.issue_token("loket-1", Role.OFFICER, SITE)
+        auth = {"Authorization": f"Bearer {token}"}
+        acted = await queue.anonymous.post(f"{COUNTER}/call-next", headers=auth)
+        assert acted.status_code in (200, 204), acted.text
+        intake.runtime.bus_started.clear()  # as intake sees itself while NATS is away
+        try:
+            assert await intake.runtime.accounts.revoke_token(token_id)
+        finally:
+            intake.runtime.bus_started.set()
+        acted = await queue.anonymous.post(f"{COUNTER}/call-next", headers=auth)
+        assert acted.status_code == 401, acted.status_code

@@ -204,7 +204,12 @@ async def test_hostile_events_are_parked_or_skipped_and_consumers_keep_going(
             counts = outcome_counts(svc.runtime)
             for consumer in svc.runtime.consumers:
                 mine = counts.get(consumer.durable, Counter())
-                delivered = sum(n for s, n in per_subject.items() if _matches(consumer.subject, s))
+                # What its filter lets through (a citizen channel reads only what it handles,
+                # ADR 0230).
+                filters = consumer.filter_subjects or (consumer.subject,)
+                delivered = sum(
+                    n for s, n in per_subject.items() if any(_matches(f, s) for f in filters)
+                )
                 accounted = sum(mine[o] for o in SETTLED_OUTCOMES) + mine["dead_lettered"]
                 assert accounted == delivered, (consumer.durable, dict(mine), delivered)
                 total_parked += mine["dead_lettered"]

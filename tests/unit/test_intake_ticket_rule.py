@@ -123,3 +123,20 @@ def test_a_batch_applied_in_order_keeps_the_furthest_and_says_which_events_chang
     # The same batch again over its own outcome: nothing new.
     again, _ = applied_in_order(after, [called, issued])
     assert again == after
+
+
+def test_a_heard_ticket_fits_only_its_requests_site_and_a_service_without_a_ticket() -> None:
+    """ADR 0228: a `ticket.issued` heard on plain NATS names a request id; it reaches the
+    waiting answer only for that request's site and a service it asked for and has no other
+    ticket for. Before the request is known (no site yet) nothing fits."""
+    wait = TicketWait()
+    issued = entry(TicketStatus.WAITING, 0)
+    assert not wait.fits("cikarang-utara", issued)
+    wait.site, wait.services = "cikarang-utara", ("KIA", "KTP-CETAK")
+    assert wait.fits("cikarang-utara", issued)
+    assert not wait.fits("botram-babelan", issued)  # another site's notice, same request id
+    assert not wait.fits("cikarang-utara", issued.model_copy(update={"service": "AKTA"}))
+    wait.seen(issued)
+    assert wait.fits("cikarang-utara", issued)  # the same ticket again (a redelivery)
+    second = issued.model_copy(update={"ticket_id": "r1-KIA-2", "number": "Z-999"})
+    assert not wait.fits("cikarang-utara", second)  # a second ticket for one service

@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from giliran.catalogue import load_catalogue
-from giliran.contracts import PriorityReason, TicketStatus
+from giliran.contracts import PriorityReason, TicketStatus, TicketView
 from giliran.settings import REPO_ROOT, is_loopback_url
 from services.intake.printing import escpos_bytes, plain
 from services.intake.slip import Paper, slip_for
-from services.intake.views import StatusView, TicketLine, cost_text
+from services.intake.views import StatusView, TicketLine, cost_text, issued_unrecorded
 from tests.escpos_reader import Printout, read
 
 CATALOGUE = load_catalogue(REPO_ROOT / "deploy" / "sites")
@@ -166,3 +166,29 @@ def test_any_site_name_prints_within_the_roll(name: str, paper: Paper) -> None:
 )
 def test_links_only_the_box_can_open(url: str, only_here: bool) -> None:
     assert is_loopback_url(url) is only_here
+
+
+def test_a_slip_shows_a_ticket_the_queue_answered_before_intake_recorded_it() -> None:
+    """ADR 0228: a kiosk's slip may be built before intake's ticket consumer wrote the ticket;
+    the queue's answer for the request carries it. Another request's or another service's
+    ticket in that answer, or a second one for a service already recorded, is not shown."""
+    doc = {"_id": "r1", "services": ["KIA", "KTP-CETAK"], "tickets": {}}
+
+    def view(ticket_id: str, request_id: str, service: str, number: str) -> TicketView:
+        return TicketView(
+            ticket_id=ticket_id,
+            request_id=request_id,
+            number=number,
+            service=service,
+            status=TicketStatus.WAITING,
+        )
+
+    answered = {
+        "t1": view("t1", "r1", "KIA", "C-001"),
+        "t2": view("t2", "r2", "KTP-CETAK", "B-009"),  # another request's
+        "t3": view("t3", "r1", "AKTA", "A-001"),  # a service it did not ask for
+    }
+    assert [t.number for t in issued_unrecorded(doc, answered)] == ["C-001"]
+    recorded = {**doc, "tickets": {"t0": {"ticket_id": "t0", "service": "KIA"}}}
+    assert issued_unrecorded(recorded, answered) == []
+    assert issued_unrecorded(doc, None) == []
