@@ -176,9 +176,9 @@ class TicketNotices(BaseModel):
     rank: int | None = None  # written before ranks were stored: none
     version: int = 0  # written before versions were stored: 0
     claims: dict[str, Claim] = Field(default_factory=dict)
-    # Channel -> the furthest rank that channel's own events moved (or found) the ticket at: the
-    # channels share this document, and one whose gateway is slow reaches an event after a
-    # faster one moved the ticket on (ADR 0226). Written before it was kept: none.
+    # Channel -> the furthest rank that channel's own events wrote the ticket at (a move, a
+    # claim): the channels share this document, and one whose gateway is slow reaches an event
+    # after a faster one moved the ticket on (ADR 0226). Written before it was kept: none.
     seen: dict[str, int] = Field(default_factory=dict)
 
     def claim(self, delivery_id: str) -> Claim | None:
