@@ -158,7 +158,8 @@ def router(
             except PrinterFailed:
                 query |= {"printed": "0", "autoprint": "1"}
         else:
-            if wait_until is not None:
+            # Nothing to wait for once the kiosk's wait is spent (a queue down): the page reads.
+            if wait_until is not None and wait_until > asyncio.get_running_loop().time():
                 await issued_view(token, wait_until)
             query["autoprint"] = "1"
         return RedirectResponse(f"/kiosk/ticket/{token}?{urlencode(query)}", status_code=303)
