@@ -272,11 +272,14 @@ class FactStore:
         return await self.counters.find({"site": site, "day": day.isoformat()}).to_list()
 
 
-# Facts one conditional cell write counts at most. The embedded server (nx-27017 0.8.1) stores
-# "$inc" paths such as "n.called" as literal dotted keys when a filter names 64 fields or more
-# (the _id and 63 marks: measured, tests/integration/test_reporting_notification_cells.py), and
-# a cell read then misses them; a busy cell's batch is written in parts instead (ADR 0224).
-MARKS_PER_WRITE = 48
+# Update paths one cell write names at most. The embedded server (nx-27017 0.8.1) stores "$inc"
+# paths such as "n.called" as literal dotted keys, which no cell read sees, when ONE update names
+# 64 paths or more across "$inc", "$set", "$min" and "$max" together (the filter's fields do not
+# matter; "$set" alone is stored right): measured, tests/integration/test_reporting_cells.py. A
+# ticket's call adds its mark and often a wait bucket: a busy counter's hour folded in one batch
+# (a backlog) passed 64 paths. A larger cell update is written in parts, each conditional on its
+# own marks, so a redelivery still counts each fact once (ADR 0224).
+PATHS_PER_WRITE = 48
 FILL_PAGE = 500  # contributions per cell write while filling cells from older facts
 KNOWN_CELLS = 10_000  # cells a process remembers creating (a busy day has a few thousand)
 
@@ -297,7 +300,7 @@ async def _add_to_cells(
     twice (docs/decisions/0031-report-cells-exactly-once.md, 0170-reporting-folds-a-batch.md).
     A write that matched nothing (some of its facts were counted before, or its cell is gone)
     is settled fact by fact."""
-    updates = [part for u in combine(contributions, mark) for part in u.split(MARKS_PER_WRITE)]
+    updates = [part for u in combine(contributions, mark) for part in u.split(PATHS_PER_WRITE)]
     if not updates:
         return
     new = [u for u in updates if u.cell.id not in known]

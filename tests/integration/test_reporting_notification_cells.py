@@ -302,8 +302,8 @@ async def test_replay_rebuilds_the_live_notification_cells(settings: Settings) -
 async def test_a_busy_cell_counts_every_fact_of_a_large_batch(settings: Settings) -> None:
     """200 facts into one cell in one batch (a backlog's batch, or the fill): every one counted
     in the cell's figures. The embedded server stores the figures under literal dotted keys
-    ("n.called") when one write's filter names 64 fields, which no cell read adds up; the cell
-    write is cut in parts below that (ADR 0224)."""
+    ("n.called") when one update names 64 paths (figures and marks), which no cell read adds up;
+    the cell write is cut in parts below that (ADR 0224)."""
     store = await _store(settings, "ncells_busy")
     key = CellKey(SITE, DAY.isoformat(), "s", "KIA", "09", "1")
     called = [(f"t{i}", Contribution("called", key, {"called": 1})) for i in range(200)]
