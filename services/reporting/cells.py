@@ -313,6 +313,10 @@ class StoredNotification(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     site: str
+    # Whose facts the cells' marks record: the delivery id (its site is the cell's). Absent from
+    # the documents written before a delivery's document was its site's (ADR 0229): then the
+    # document id, which was the delivery id.
+    delivery_id: str | None = None
     channel: str
     sent_at: Instant | None = None
     cost_units: int = 0

@@ -144,26 +144,20 @@ class FactStore:
     async def save_notifications(
         self, changes: Mapping[str, FactChange]
     ) -> dict[str, StoredNotification]:
-        """Each delivery's facts ($set, one write for all), only into a document of the same
-        site: an event naming another site's delivery (forged, or a mix-up) changes nothing,
-        so it cannot move that delivery's figures between sites. Returns the documents the
-        batch wrote to, read after the write (one read): what the cells count is a delivery's
-        current state, which may hold facts of earlier batches (a receipt before its sent); a
-        document the write created holds only this batch's facts and is not read again (a
-        delivery's `sent` usually creates its document: most batches read nothing)."""
+        """Each delivery's facts ($set, one write for all), one document per site and delivery
+        (`fold.notification_key`): another site's event naming a delivery writes its own
+        document, so it can neither move that delivery's figures nor keep its site's events
+        out (ADR 0229). Returns the documents the batch wrote to, read after the write (one
+        read): what the cells count is a delivery's current state, which may hold facts of
+        earlier batches (a receipt before its sent); a document the write created holds only
+        this batch's facts and is not read again (a delivery's `sent` usually creates its
+        document: most batches read nothing)."""
         if not changes:
             return {}
         writes = [
-            UpdateOne({"_id": k, "site": c.fields["site"]}, {"$set": c.fields}, upsert=True)
-            for k, c in changes.items()
+            UpdateOne({"_id": k}, {"$set": c.fields}, upsert=True) for k, c in changes.items()
         ]
-        try:
-            upserted = (await self.notifications.bulk_write(writes, ordered=False)).upserted_ids
-        except BulkWriteError as exc:  # the other site's document exists: the upsert collides
-            errors = exc.details.get("writeErrors", [])
-            if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
-            upserted = {u["index"]: u["_id"] for u in exc.details.get("upserted", [])}
+        upserted = (await self.notifications.bulk_write(writes, ordered=False)).upserted_ids
         # A document this write created holds this batch's facts and nothing else: no read.
         created = {str(key) for key in (upserted or {}).values()}
         stored = {k: StoredNotification.model_validate(changes[k].fields) for k in created}
@@ -174,8 +168,7 @@ class FactStore:
                 {
                     str(doc["_id"]): StoredNotification.model_validate(doc)
                     async for doc in found
-                    if doc.get("site") == changes[str(doc["_id"])].fields["site"]
-                    and doc.get("channel")
+                    if doc.get("channel")
                 }
             )
         return stored
@@ -257,7 +250,8 @@ class FactStore:
         page: list[tuple[str, Contribution]] = []
         async for doc in self.notifications.find({"channel": {"$exists": True}}):
             stored = StoredNotification.model_validate(doc)
-            page += [(str(doc["_id"]), c) for c in notification_contributions(stored, timezone)]
+            owner = stored.delivery_id or str(doc["_id"])
+            page += [(owner, c) for c in notification_contributions(stored, timezone)]
             counted += 1
             if len(page) >= FILL_PAGE:
                 await self.add_notification_cells(page)
