@@ -29,7 +29,6 @@ from giliran import telemetry
 from giliran.auth.accounts import AuthStore, Role
 from giliran.auth.audit import AuditKeys, AuditLog
 from giliran.auth.credentials import CREDENTIALS_CHANGED, REMEMBERED, forget_credentials
-from giliran.auth.epochs import KvEpochs
 from giliran.auth.views import audit_router
 from giliran.auth.web import Auth, LoginRequired, login_redirect, login_router, requires
 from giliran.bus import (
@@ -367,7 +366,6 @@ class ServiceRuntime:
                     configure=self.service == STREAM_OWNER,
                 )
                 await self.broker.start()
-                await self._open_credential_epochs()
                 for consumer in self.consumers:
                     await consumer.start(jetstream(self.broker))
                 for subject, on_subject in self._watches:
@@ -386,27 +384,10 @@ class ServiceRuntime:
         self.relay.start()
         log.info("%s: bus connected, %d consumer(s) started", self.service, len(self.consumers))
 
-    async def _open_credential_epochs(self) -> None:
-        """Without the epoch, every action reads its credential from the store (ADR 0231)."""
-        try:
-            self.accounts.epochs = await KvEpochs.open(
-                self.broker.connection, jetstream(self.broker)
-            )
-        except Exception as exc:
-            self.accounts.epochs = None
-            log.warning("credential epoch unavailable (%s): actions ask the store", exc)
-
     async def _announce_credentials_changed(self) -> None:
         if not (self.bus_started.is_set() and self.broker.connection.is_connected):
             log.warning("credential changed while the bus is down: others notice it within 30 s")
             return
-        # First the epoch, awaited: the change is answered only after every process's next
-        # action would see it (ADR 0231); then the notice that empties their memories.
-        if self.accounts.epochs is not None:
-            try:
-                await self.accounts.epochs.advance()
-            except Exception as exc:
-                log.warning("could not advance the credential epoch (%s)", exc)
         try:
             await self.broker.connection.publish(CREDENTIALS_CHANGED, b"")
             await self.broker.connection.flush(timeout=2)

@@ -7,8 +7,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from giliran.auth.epochs import BUCKET as EPOCH_BUCKET
-from giliran.auth.epochs import KEY as EPOCH_KEY
 from giliran.contracts.subjects import (
     DLQ_STREAM,
     PERSONAL_STREAM,
@@ -67,16 +65,6 @@ def service_grants(runtime: ServiceRuntime) -> Grants:
             publish.append(f"{JS_API}.STREAM.{verb}.{stream}")
     # Operators list a service's dead letters through its own endpoint (message by message).
     publish.append(f"{JS_API}.STREAM.MSG.GET.{DLQ_STREAM}")
-    # The credential epoch (ADR 0231): made if missing, read before an action, advanced by a
-    # credential change. Advancing it costs another service nothing but store reads.
-    epochs = f"KV_{EPOCH_BUCKET}"
-    publish += [
-        f"{JS_API}.STREAM.INFO.{epochs}",
-        f"{JS_API}.STREAM.CREATE.{epochs}",
-        f"{JS_API}.DIRECT.GET.{epochs}.>",
-        f"{JS_API}.STREAM.MSG.GET.{epochs}",  # a bucket made without direct reads
-        f"$KV.{EPOCH_BUCKET}.{EPOCH_KEY}",
-    ]
     for consumer in runtime.consumers:
         durable, stream = consumer.durable, consumer.stream
         publish += [

@@ -17,7 +17,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from giliran.auth.credentials import Epochs, Remembered
+from giliran.auth.credentials import Remembered
 from giliran.contracts import utcnow
 from giliran.store import Document, from_instant, indexed, instant
 
@@ -143,12 +143,6 @@ class AuthStore:
         # Told after every change that can end a credential; the runtime announces it to the
         # other processes (giliran.auth.credentials).
         self.on_change: Callable[[], Awaitable[None]] | None = None
-        # Set by a service's runtime once NATS is up (ADR 0231): an action may trust what this
-        # process remembers only if no credential changed anywhere since it was found.
-        self.epochs: Epochs | None = None
-
-    async def _epoch(self) -> int | None:
-        return await self.epochs.current() if self.epochs is not None else None
 
     async def _changed(self) -> None:
         self._remembered.forget_all()
@@ -304,29 +298,11 @@ class AuthStore:
             {k: v for k, v in doc.items() if k != "digest"} async for doc in self.tokens.find({})
         ]
 
-    async def _recall(self, key: str, fresh: bool) -> tuple[Principal | None, int | None]:
-        """What this process remembers of `key`, and the credential epoch now. An action
-        (`fresh`) takes the memory only if it was found under the epoch that holds now: a
-        revocation anywhere advances it before it is answered, so the next action asks the
-        store even if the notice has not reached this process yet (ADR 0180, 0231). Without
-        an epoch (NATS away, a CLI) an action always asks the store."""
-        if not fresh:
-            remembered = self._remembered.get(key)
-            return (remembered if isinstance(remembered, Principal) else None), None
-        epoch = await self._epoch()
-        if epoch is None:
-            return None, None
-        remembered = self._remembered.get(key, epoch=epoch)
-        return (remembered if isinstance(remembered, Principal) else None), epoch
-
     async def by_token(self, token: str, *, fresh: bool = False) -> Principal | None:
-        """Who a token is; `fresh` (an action) trusts the memory only under the current
-        credential epoch, else asks the store."""
+        """Who a token is; `fresh` asks the store even if this process remembers it (actions)."""
         digest = token_digest(token)
-        # The epoch is read before the store: a change landing between the two leaves what we
-        # found under the older epoch, so the next action reads again.
-        remembered, epoch = await self._recall("token:" + digest, fresh)
-        if remembered is not None:
+        remembered = None if fresh else self._remembered.get("token:" + digest)
+        if isinstance(remembered, Principal):
             return remembered
         # A change announced while we read must not be undone by putting what we read back.
         generation = self._remembered.forgotten
@@ -335,7 +311,7 @@ class AuthStore:
             return None
         found = _token_principal(doc)
         if self._remembered.forgotten == generation:
-            self._remembered.put("token:" + digest, found, epoch=epoch)
+            self._remembered.put("token:" + digest, found)
             self._remembered.put("token-id:" + str(doc["_id"]), found)
         return found
 
@@ -463,11 +439,10 @@ class AuthStore:
             await self._changed()
 
     async def by_session(self, session_id: str, *, fresh: bool = False) -> Principal | None:
-        """Who a session is; `fresh` (an action) trusts the memory only under the current
-        credential epoch, else asks the store."""
+        """Who a session is; `fresh` asks the store even if this process remembers it."""
         digest = token_digest(session_id)
-        remembered, epoch = await self._recall("session:" + digest, fresh)
-        if remembered is not None:
+        remembered = None if fresh else self._remembered.get("session:" + digest)
+        if isinstance(remembered, Principal):
             return remembered
         generation = self._remembered.forgotten
         session = await self.sessions.find_one(indexed({"digest": digest}))
@@ -483,7 +458,7 @@ class AuthStore:
             str(user["_id"]), Role(user["role"]), str(user["site"]), "session", session_id
         )
         if self._remembered.forgotten == generation:
-            self._remembered.put("session:" + digest, found, ends, epoch=epoch)
+            self._remembered.put("session:" + digest, found, ends)
         return found
 
     async def forget_expired(self, now: datetime | None = None) -> int:

@@ -15,7 +15,6 @@ import nats
 from giliran.auth.accounts import ALL_SITES, AccountExists, AuthStore, Role
 from giliran.auth.audit import AuditKeys, AuditLog
 from giliran.auth.credentials import CREDENTIALS_CHANGED, REMEMBER_SECONDS
-from giliran.auth.epochs import KvEpochs
 from giliran.settings import Settings
 from giliran.store import connect
 
@@ -185,9 +184,6 @@ async def _announce(settings: Settings) -> None:
                 allow_reconnect=False,
             )
             try:
-                # The epoch first: the services' next action sees it (ADR 0231).
-                epochs = await KvEpochs.open(connection, connection.jetstream())
-                await epochs.advance()
                 await connection.publish(CREDENTIALS_CHANGED, b"")
                 await connection.flush(timeout=2)
             finally:

@@ -12,7 +12,6 @@ a token issued a moment ago is never refused from memory."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
 
 from cachetools import TTLCache
 
@@ -26,52 +25,32 @@ REMEMBER_SECONDS = 30.0
 REMEMBER_AT_MOST = 4096
 
 
-class Epochs(Protocol):
-    """How many times a credential has changed anywhere (ADR 0231): read before an action
-    trusts what the process remembers, advanced by every change before it is answered."""
-
-    async def current(self) -> int | None:
-        """The count now, or None when it cannot be known (then the store is asked)."""
-        ...
-
-    async def advance(self) -> None: ...
-
-
 class Remembered:
-    """Found credentials by key, each with the moment it ends (a session) or None (a token),
-    and the credential epoch read before it was found (None: found without one)."""
+    """Found credentials by key, each with the moment it ends (a session) or None (a token)."""
 
     def __init__(self, seconds: float = REMEMBER_SECONDS, size: int = REMEMBER_AT_MOST) -> None:
-        self._found: TTLCache[str, tuple[object, datetime | None, int | None]] = TTLCache(
-            size, seconds
-        )
+        self._found: TTLCache[str, tuple[object, datetime | None]] = TTLCache(size, seconds)
         self.seconds = seconds
         self.forgotten = 0
 
     def __len__(self) -> int:
         return len(self._found)
 
-    def get(self, key: str, *, epoch: int | None = None) -> object | None:
-        """What `key` was found to be; with `epoch`, only if it was found under that epoch
-        (no credential changed anywhere since)."""
+    def get(self, key: str) -> object | None:
         if self.seconds <= 0:
             return None
         hit = self._found.get(key)
         if hit is None:
             return None
-        value, ends, found_under = hit
+        value, ends = hit
         if ends is not None and ends < utcnow():
             self._found.pop(key, None)
             return None
-        if epoch is not None and found_under != epoch:
-            return None
         return value
 
-    def put(
-        self, key: str, value: object, ends: datetime | None = None, *, epoch: int | None = None
-    ) -> None:
+    def put(self, key: str, value: object, ends: datetime | None = None) -> None:
         if self.seconds > 0:
-            self._found[key] = (value, ends, epoch)
+            self._found[key] = (value, ends)
 
     def forget_all(self) -> None:
         self._found.clear()

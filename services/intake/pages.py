@@ -31,6 +31,7 @@ from services.intake.printing import PrinterFailed, escpos_bytes, send_to_printe
 from services.intake.problems import describe
 from services.intake.skm import QUESTIONS
 from services.intake.slip import Paper, Slip, slip_for
+from services.intake.views import StatusView
 
 PAGES = Jinja2Templates(directory=FilePath(__file__).parent / "pages")
 Lang = Annotated[str, Query(pattern=r"^(id|en)$")]
@@ -101,21 +102,29 @@ def router(
         printer = kiosk_printers.get(kiosk.name)
         return printer if printer is not None and printer.site == site else None
 
-    async def slip_of(
-        request: Request, token: str, lang: str, wait_until: float | None = None
-    ) -> tuple[Slip, SiteDef]:
-        """The kiosk's slip, from intake's record or the queue's answer (`issuing`): a kiosk's
-        wait may end on the queue's notice before the record holds the ticket (ADR 0228).
+    async def issued_view(token: str, wait_until: float | None = None) -> StatusView:
+        """The request as a slip shows it: intake's record, or the queue's answer (`issuing`)
+        while the record lacks a ticket, since a kiosk's wait may end on the queue's notice
+        before intake's ticket consumer writes it (ADR 0228).
 
         `wait_until` (loop time): a ticket still missing then makes it wait once more, at most
-        until that moment. The usual case never does; it is for a wait that ended on a notice
-        the queue's answer does not confirm (a forged one), so the slip still gets its number.
-        Once, not in a loop: a request the queue answers oddly must not spin until then."""
+        until that moment, for the consumer's write or the queue's next notice. The usual case
+        never does; it is for a wait that ended on a notice the queue's answer does not confirm
+        (a forged one, or a queue too busy to answer in time), so the slip still gets its
+        number. Once, not in a loop: a request the queue answers oddly must not spin until
+        then."""
         view = await status.view(token, issuing=True)
         left = (wait_until or 0.0) - asyncio.get_running_loop().time()
         if view.pending_services and left > 0:
             await intake.wait_for_tickets(view.request_id, left)
             view = await status.view(token, issuing=True)
+        return view
+
+    async def slip_of(
+        request: Request, token: str, lang: str, wait_until: float | None = None
+    ) -> tuple[Slip, SiteDef]:
+        """The kiosk's slip, from `issued_view`."""
+        view = await issued_view(token, wait_until)
         spec = intake.site(view.site)
         return slip_for(view, spec, lang, links.page(request, token), intake.clock()), spec
 
@@ -128,7 +137,12 @@ def router(
         wait_until: float | None = None,
     ) -> RedirectResponse:
         """After a kiosk issued or checked in: print on the kiosk's ESC/POS printer if it has one
-        (the page then only shows the ticket), else let the kiosk's browser print the page."""
+        (the page then only shows the ticket), else let the kiosk's browser print the page.
+
+        Either way a registration's slip gets the same second wait (`wait_until`) before the
+        kiosk moves on: the ESC/POS slip is built from it, and the browser is sent to its page
+        only after it, so the page's own read finds the ticket in intake's record (or the
+        queue's answer) as the ESC/POS slip did (ADR 0228)."""
         query = {"lang": lang}
         printer = printer_of(site, kiosk)
         if printer is not None:
@@ -144,6 +158,9 @@ def router(
             except PrinterFailed:
                 query |= {"printed": "0", "autoprint": "1"}
         else:
+            # Nothing to wait for once the kiosk's wait is spent (a queue down): the page reads.
+            if wait_until is not None and wait_until > asyncio.get_running_loop().time():
+                await issued_view(token, wait_until)
             query["autoprint"] = "1"
         return RedirectResponse(f"/kiosk/ticket/{token}?{urlencode(query)}", status_code=303)
 

@@ -44,6 +44,7 @@ from services.notify.channels import (
     Refused,
     TransientFailure,
 )
+from services.notify.channels.console import ConsoleChannel
 from services.notify.channels.webhook import WebhookChannel
 from services.notify.channels.whatsapp_cloud import WhatsAppCloudChannel
 from services.notify.config import NotifyConfig, Retry
@@ -84,6 +85,14 @@ SOURCE = "notify"
 # At most this many events reach a consumer at once (giliran/bus.py fetches 64), all of them
 # waiting for the channel's rate limiter in the worst case.
 FETCH_BATCH = 64
+# What the console channel's consumer fetches at once. A consumer has one batch in hand at a
+# time, and a batch lasts as long as its slowest request's chain of store round trips (each write
+# a group-commit flush, ADR 0219), not as long as its CPU work: beside a busy store each round
+# trip waits in the store's queue, and notify fell behind at 40 lifecycles/s using 12% of a core.
+# More requests per batch ride the same chain (ADR 0225). Console sends over no wire, so no
+# gateway sees a bigger burst; paced channels keep 64: their pace bounds them first, and their
+# hold covers a whole batch's wait in the rate limiter (`_hold_seconds`).
+UNPACED_FETCH_BATCH = 256
 HOLD_MARGIN_SECONDS = 10.0
 # A claim saved on a loaded ticket loses to a write made in between at most this often before the
 # event is retried later (each loss means another event of the ticket was handled meanwhile).
@@ -212,6 +221,11 @@ class ChannelWorker:
     )
 
     @property
+    def fetch_batch(self) -> int:
+        """How many events this channel's consumer fetches at once (ADR 0225)."""
+        return UNPACED_FETCH_BATCH if isinstance(self.channel, ConsoleChannel) else FETCH_BATCH
+
+    @property
     def contact_retention_hours(self) -> float:
         configured = self.config.contact_retention_hours
         return min(self.retention_hours, configured) if configured else self.retention_hours
@@ -299,11 +313,13 @@ class ChannelWorker:
             except ContactUnknown:
                 # The ticket moves all the same (other tickets' "near" and stale rules read
                 # it); its message waits for the contact with the event's retry.
-                await self.store.track_ticket(ticket.ticket_id, fields, status)
+                await self.store.track_ticket(ticket.ticket_id, fields, status, self.channel.name)
                 raise
         failures: list[Exception] = []
         if made is None:
-            tracked = await self.store.track_ticket(ticket.ticket_id, fields, status)
+            tracked = await self.store.track_ticket(
+                ticket.ticket_id, fields, status, self.channel.name
+            )
             moved = tracked.moved
             # Without a message to tell by: a repeat when the ticket was already exactly here.
             repeat = not tracked.moved and tracked.status is status
@@ -337,7 +353,7 @@ class ChannelWorker:
         )
         # With the other ticket events of the batch that reach this step together (ADR 0220).
         if await batching.submit(
-            self.store.advance_many, Advance(ticket_id, fields, status, first)
+            self.store.advance_many, Advance(ticket_id, fields, status, first, self.channel.name)
         ):
             # The usual case: this event moved the ticket, so nothing handled it before (every
             # handling makes this write first, and status only moves forward).
@@ -359,14 +375,15 @@ class ChannelWorker:
                 raise ForeignTicket(f"ticket {ticket_id}", str(fields["site"]))
             if notices is None or notices.rank is None or notices.rank < status.rank:
                 # Written before ranks were stored (or not at all): moved the old way first.
-                await self.store.track_ticket(ticket_id, fields, status)
+                await self.store.track_ticket(ticket_id, fields, status, self.channel.name)
                 continue
             claim = notices.claim(made.key)
             logged = await self.store.delivery(made.key)
             now = self.clock()
-            plan = plan_message(
-                made.template, notices.status, claim, logged.status if logged else None, now
-            )
+            # Stale as this channel has seen the ticket, not as the fastest channel moved it
+            # (ADR 0226): this channel's events come in stream order.
+            seen = notices.seen_by(self.channel.name)
+            plan = plan_message(made.template, seen, claim, logged.status if logged else None, now)
             if plan.go is Go.DONE:
                 return True, None
             if plan.go is Go.LOG:
@@ -394,7 +411,7 @@ class ChannelWorker:
                 claimed_at=claim.claimed_at if claim else now,
                 last_error=claim.last_error if claim else None,
             )
-            if await self.store.take(notices, taken):
+            if await self.store.take(notices, taken, (self.channel.name, status)):
                 failure = await self._send_claimed(Claimed(ticket_id, made, taken, ClaimKind.OWN))
                 return claim is not None, failure
         raise RetryLater(f"ticket {ticket_id} kept changing", 1.0)

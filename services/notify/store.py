@@ -57,6 +57,9 @@ class Advance:
     fields: Document
     status: TicketStatus
     claim: Claim
+    # The channel whose event this is: how far it has seen the ticket is kept with the write
+    # (`TicketNotices.seen_by`, ADR 0226). None: not kept (a test's write of the claim alone).
+    channel: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,23 @@ def claim_field(delivery_id: str) -> str:
     return "claims." + delivery_id.replace(".", "%2E").replace("$", "%24")
 
 
+def seen_field(channel: str) -> str:
+    """Where the furthest rank a channel's own events moved a ticket to is kept: `seen.<channel>`
+    (a channel's name is `[a-z][a-z0-9-]*`: never a dot or a dollar)."""
+    return f"seen.{channel}"
+
+
+def seen_update(channel: str | None, status: TicketStatus) -> Document:
+    """The `$max` that keeps how far `channel` has seen the ticket (nothing without a channel)."""
+    return {"$max": {seen_field(channel): status.rank}} if channel else {}
+
+
+# Staleness compares ranks only (`is_stale`): one status of each rank stands for it.
+_AT_RANK: dict[int, TicketStatus] = {}
+for _status in reversed(TicketStatus):
+    _AT_RANK[_status.rank] = _status
+
+
 def stored_claim(claim: Claim) -> Document:
     return {
         "delivery_id": claim.delivery_id,
@@ -156,9 +176,22 @@ class TicketNotices(BaseModel):
     rank: int | None = None  # written before ranks were stored: none
     version: int = 0  # written before versions were stored: 0
     claims: dict[str, Claim] = Field(default_factory=dict)
+    # Channel -> the furthest rank that channel's own events wrote the ticket at (a move, a
+    # claim): the channels share this document, and one whose gateway is slow reaches an event
+    # after a faster one moved the ticket on (ADR 0226). Written before it was kept: none.
+    seen: dict[str, int] = Field(default_factory=dict)
 
     def claim(self, delivery_id: str) -> Claim | None:
         return self.claims.get(claim_field(delivery_id).removeprefix("claims."))
+
+    def seen_by(self, channel: str) -> TicketStatus | None:
+        """The ticket as `channel` has seen it, which is what makes its messages stale: its
+        events come in stream order, so a message about a state it saw the ticket leave is
+        late; another channel being further along says nothing about this one's messages.
+        None when the channel has seen none of its events yet (or in a document written before
+        this was kept: its message is then not stale for it, and goes)."""
+        rank = self.seen.get(channel)
+        return _AT_RANK.get(rank) if rank is not None else None
 
 
 class ForeignTicket(Unprocessable):
@@ -412,7 +445,11 @@ class DeliveryStore:
     # --- ticket projection -----------------------------------------------------------------
 
     async def track_ticket(
-        self, ticket_id: str, fields: Document, status: TicketStatus
+        self,
+        ticket_id: str,
+        fields: Document,
+        status: TicketStatus,
+        channel: str | None = None,
     ) -> TicketTrack:
         """Status only moves forward, whatever order events arrive in; returns the ticket's
         status afterwards (further along than `status` when a later event came first) and
@@ -430,6 +467,7 @@ class DeliveryStore:
                     # Every write counts: a claim decided on a loaded copy is saved only if
                     # nothing was written since (`take`).
                     "$inc": {"version": 1},
+                    **seen_update(channel, status),
                 },
                 {"status": 1},
                 upsert=True,
@@ -453,6 +491,7 @@ class DeliveryStore:
             {
                 "$set": {**fields, "status": status.value, "rank": status.rank},
                 "$inc": {"version": 1},
+                **seen_update(channel, status),
             },
             upsert=True,
         )
@@ -460,7 +499,11 @@ class DeliveryStore:
 
     @staticmethod
     def _advance_statement(
-        ticket_id: str, fields: Document, status: TicketStatus, claim: Claim
+        ticket_id: str,
+        fields: Document,
+        status: TicketStatus,
+        claim: Claim,
+        channel: str | None = None,
     ) -> tuple[Document, Document]:
         path = claim_field(claim.delivery_id)
         return (
@@ -478,11 +521,17 @@ class DeliveryStore:
                     path: stored_claim(claim),
                 },
                 "$inc": {"version": 1},
+                **seen_update(channel, status),
             },
         )
 
     async def advance(
-        self, ticket_id: str, fields: Document, status: TicketStatus, claim: Claim
+        self,
+        ticket_id: str,
+        fields: Document,
+        status: TicketStatus,
+        claim: Claim,
+        channel: str | None = None,
     ) -> bool:
         """A ticket event's one write (ADR 0198): the ticket moves forward to `status` and its
         message's claim is taken, held for the first attempt, in one command — or nothing at
@@ -490,7 +539,7 @@ class DeliveryStore:
         channel, a recall, an event late after a later one) or the claim exists: then
         `notices` and `take` decide. True means this event moved the ticket: nothing handled it
         before (every handling makes this write first, and status only moves forward)."""
-        query, update = self._advance_statement(ticket_id, fields, status, claim)
+        query, update = self._advance_statement(ticket_id, fields, status, claim, channel)
         try:
             after = await self.tickets.find_one_and_update(
                 query, update, {"rank": 1}, upsert=True, return_document=ReturnDocument.AFTER
@@ -508,10 +557,13 @@ class DeliveryStore:
         `advance`); every other statement moved its ticket (True). One alone is `advance`."""
         if len(advances) == 1:
             one = advances[0]
-            return [await self.advance(one.ticket_id, one.fields, one.status, one.claim)]
+            return [
+                await self.advance(one.ticket_id, one.fields, one.status, one.claim, one.channel)
+            ]
         statements = [
             UpdateOne(
-                *self._advance_statement(a.ticket_id, a.fields, a.status, a.claim), upsert=True
+                *self._advance_statement(a.ticket_id, a.fields, a.status, a.claim, a.channel),
+                upsert=True,
             )
             for a in advances
         ]
@@ -526,14 +578,21 @@ class DeliveryStore:
         doc = await self.tickets.find_one({"_id": ticket_id})
         return TicketNotices.model_validate(doc) if doc is not None else None
 
-    async def take(self, notices: TicketNotices, claim: Claim) -> bool:
+    async def take(
+        self, notices: TicketNotices, claim: Claim, seen: tuple[str, TicketStatus] | None = None
+    ) -> bool:
         """Save `claim` (taken again, or first taken by an event that came after a later one)
-        into the ticket's document as it was loaded; False when anyone wrote it meanwhile (the
-        caller loads and decides again)."""
+        into the ticket's document as it was loaded, with how far the taking channel has now
+        seen the ticket (`seen`: channel, its event's status); False when anyone wrote it
+        meanwhile (the caller loads and decides again)."""
         version: Any = notices.version if notices.version else {"$exists": False}
         result = await self.tickets.update_one(
             {"_id": notices.id, "version": version},
-            {"$set": {claim_field(claim.delivery_id): stored_claim(claim)}, "$inc": {"version": 1}},
+            {
+                "$set": {claim_field(claim.delivery_id): stored_claim(claim)},
+                "$inc": {"version": 1},
+                **(seen_update(*seen) if seen else {}),
+            },
         )
         return result.modified_count == 1
 

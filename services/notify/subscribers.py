@@ -138,6 +138,7 @@ def register(runtime: ServiceRuntime, workers: list[ChannelWorker]) -> None:
             all_events(),
             handlers,
             max_deliver=MAX_DELIVER,
+            fetch_batch=worker.fetch_batch,
             filter_subjects=wanted,
         )
     # Contacts arrive on their own short-lived stream (ADR 0115), into the one contact book all

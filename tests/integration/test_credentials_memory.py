@@ -17,11 +17,11 @@ import pytest
 
 from giliran.auth import AuthStore, Principal, Role
 from giliran.auth.credentials import REMEMBERED, Remembered
-from giliran.auth.epochs import KvEpochs
 from giliran.contracts import utcnow
 from giliran.settings import Settings
 from giliran.store import connect
-from tests.conftest import eventually, nats_client, running, service_process
+from giliran_ops.embedded import ManagedProcess
+from tests.conftest import eventually, running, service_process
 
 pytestmark = pytest.mark.integration
 
@@ -143,84 +143,84 @@ def test_memory_holds_a_credential_no_longer_than_its_end_or_its_time() -> None:
     assert memory.get("open") is None and memory.get("token") is None
 
 
-async def test_an_action_asks_the_store_once_the_epoch_moved_even_before_the_notice_arrives(
+async def test_an_action_asks_the_store_even_before_the_notice_arrives(
     settings: Settings,
 ) -> None:
     async with running("queue", settings) as svc:
         accounts = svc.runtime.accounts
-        assert accounts.epochs is not None
         token_id, token = await accounts.issue_token("loket-1", Role.OFFICER, SITE)
         auth = {"Authorization": f"Bearer {token}"}
-        before = _reads((await svc.http.get("/metrics")).text)
-        for _ in range(3):  # actions: the first reads the store, the others trust the memory
-            acted = await svc.anonymous.post(f"{COUNTER}/call-next", headers=auth)
-            assert acted.status_code in (200, 204), acted.text
-        assert _reads((await svc.http.get("/metrics")).text) == before + 1
-        # Revoked by another process, whose notice is still on its way: it has only advanced
-        # the epoch (over its own NATS connection), as AuthStore does before it answers.
+        assert (await svc.anonymous.get(COUNTER, headers=auth)).status_code == 200  # remembered
+        # Revoked where no notice comes from (as if it were still on its way).
         await accounts.tokens.update_one({"_id": token_id}, {"$set": {"revoked": True}})
-        async with nats_client(settings) as nc:
-            await (await KvEpochs.open(nc, nc.jetstream())).advance()
         acted = await svc.anonymous.post(f"{COUNTER}/call-next", headers=auth)
         assert acted.status_code == 401, acted.text
         # A read may still be answered from memory until the notice (or 30 s) comes.
         assert (await svc.anonymous.get(COUNTER, headers=auth)).status_code == 200
 
 
-async def test_without_the_epoch_every_action_asks_the_store(settings: Settings) -> None:
-    """NATS away (or a process that cannot read the epoch): the memory never decides an action."""
-    async with running("queue", settings) as svc:
-        accounts = svc.runtime.accounts
-        token_id, token = await accounts.issue_token("loket-1", Role.OFFICER, SITE)
-        auth = {"Authorization": f"Bearer {token}"}
-        accounts.epochs = Unknown()
-        before = _reads((await svc.http.get("/metrics")).text)
-        for _ in range(3):
-            acted = await svc.anonymous.post(f"{COUNTER}/call-next", headers=auth)
-            assert acted.status_code in (200, 204), acted.text
-        assert _reads((await svc.http.get("/metrics")).text) == before + 3
-        # Revoked behind the services' back, no epoch, no notice: the next action is refused.
-        await accounts.tokens.update_one({"_id": token_id}, {"$set": {"revoked": True}})
-        acted = await svc.anonymous.post(f"{COUNTER}/call-next", headers=auth)
-        assert acted.status_code == 401, acted.text
+# Three scenarios from the review of ADR 0231 (taken back), where a revoked credential acted
+# again under the credential epoch: each acting process here never receives the notice (its own
+# memory), so only "an action asks the store" refuses it.
 
 
-class Unknown:
-    """An epoch that cannot be read, as when the NATS connection is down."""
-
-    async def current(self) -> int | None:
-        return None
-
-    async def advance(self) -> None:
-        raise ConnectionError("NATS is not connected")
-
-
-async def test_a_credential_found_under_an_older_epoch_is_not_trusted_by_an_action(
+async def test_revoked_elsewhere_without_the_notice_arriving_is_refused(
     settings: Settings,
 ) -> None:
-    """The epoch is read before the store: a revocation landing between the two leaves the
-    credential remembered under the older epoch, so the next action reads it again."""
-    async with running("queue", settings) as svc:
-        accounts = svc.runtime.accounts
-        assert accounts.epochs is not None
+    async with running("queue", settings) as queue, running("intake", settings) as intake:
+        accounts = queue.runtime.accounts
+        accounts._remembered = Remembered()  # a process of its own, never told
         token_id, token = await accounts.issue_token("loket-1", Role.OFFICER, SITE)
-        real = accounts.epochs
+        auth = {"Authorization": f"Bearer {token}"}
+        for _ in range(2):
+            acted = await queue.anonymous.post(f"{COUNTER}/call-next", headers=auth)
+            assert acted.status_code in (200, 204), acted.text
+        assert await intake.runtime.accounts.revoke_token(token_id)
+        acted = await queue.anonymous.post(f"{COUNTER}/call-next", headers=auth)
+        assert acted.status_code == 401, acted.status_code
 
-        class RevokedMeanwhile:
-            async def current(self) -> int | None:
-                now = await real.current()
-                # Another process revokes and advances after this read, before the store read.
-                await accounts.tokens.update_one({"_id": token_id}, {"$set": {"revoked": True}})
-                await real.advance()
-                await accounts.tokens.update_one({"_id": token_id}, {"$set": {"revoked": False}})
-                return now
 
-            async def advance(self) -> None:
-                await real.advance()
+async def test_a_token_revoked_while_nats_restarts_stays_refused(
+    settings: Settings, nats_proc: ManagedProcess
+) -> None:
+    async with running("queue", settings) as queue, running("intake", settings) as intake:
+        accounts = queue.runtime.accounts
+        accounts._remembered = Remembered()
+        token_id, token = await accounts.issue_token("loket-1", Role.OFFICER, SITE)
+        auth = {"Authorization": f"Bearer {token}"}
+        acted = await queue.anonymous.post(f"{COUNTER}/call-next", headers=auth)
+        assert acted.status_code in (200, 204), acted.text
+        nats_proc.stop()
 
-        accounts.epochs = RevokedMeanwhile()
-        assert await accounts.by_token(token, fresh=True) is not None  # found, under epoch E
-        accounts.epochs = real
-        await accounts.tokens.update_one({"_id": token_id}, {"$set": {"revoked": True}})
-        # The epoch is now E+1: the memory (found under E) does not decide; the store refuses.
-        assert await accounts.by_token(token, fresh=True) is None
+        async def down() -> bool:
+            return not queue.runtime.broker.connection.is_connected
+
+        async def up() -> bool:
+            return bool(queue.runtime.broker.connection.is_connected)
+
+        await eventually(down, within=10)
+        assert await intake.runtime.accounts.revoke_token(token_id)  # no notice can go out
+        acted = await queue.anonymous.post(f"{COUNTER}/call-next", headers=auth)
+        assert acted.status_code == 401, acted.status_code
+        nats_proc.start()
+        await nats_proc.wait_listening()
+        await eventually(up, within=20)
+        acted = await queue.anonymous.post(f"{COUNTER}/call-next", headers=auth)
+        assert acted.status_code == 401, acted.status_code
+
+
+async def test_revoked_by_a_service_cut_off_from_nats_is_refused(settings: Settings) -> None:
+    async with running("queue", settings) as queue, running("intake", settings) as intake:
+        accounts = queue.runtime.accounts
+        accounts._remembered = Remembered()
+        token_id, token = await accounts.issue_token("loket-1", Role.OFFICER, SITE)
+        auth = {"Authorization": f"Bearer {token}"}
+        acted = await queue.anonymous.post(f"{COUNTER}/call-next", headers=auth)
+        assert acted.status_code in (200, 204), acted.text
+        intake.runtime.bus_started.clear()  # as intake sees itself while NATS is away
+        try:
+            assert await intake.runtime.accounts.revoke_token(token_id)
+        finally:
+            intake.runtime.bus_started.set()
+        acted = await queue.anonymous.post(f"{COUNTER}/call-next", headers=auth)
+        assert acted.status_code == 401, acted.status_code

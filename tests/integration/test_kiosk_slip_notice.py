@@ -1,7 +1,8 @@
 """A kiosk's printed slip while its wait hears `ticket.issued` on plain NATS (ADR 0228), over a
 real nats-server, the embedded store, the real queue and intake, and an ESC/POS printer played
-by a TCP listener: the slip carries the number the queue issued, also when a forged or another
-site's notice for the same request comes first, when the notice is missed, and with two intake
+by a TCP listener or the page the kiosk's browser prints: the slip carries the number the queue
+issued, also when a forged or another site's notice for the same request comes first, when the
+queue does not answer intake's question in time, when the notice is missed, and with two intake
 instances. The number on paper comes from intake's record or the queue's answer, never from the
 notice (ADR 0212's first landing printed from the record alone, before the record had it)."""
 
@@ -9,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from giliran.contracts import TicketIssued, new_event, utcnow
@@ -27,6 +31,23 @@ def number_on(out: Printout) -> str:
     """The big number line of a slip, or the words a slip prints when it has none."""
     big = [line.text for line in out.lines if line.style.width == 2]
     return big[0] if big else "(no number)"
+
+
+def numbers_on_page(html: str) -> list[str]:
+    """The ticket numbers the kiosk's ticket page shows (and its browser prints)."""
+    return re.findall(r'data-testid="number">([^<]*)<', html)
+
+
+async def browser_slip(http: httpx.AsyncClient) -> list[str]:
+    """A kiosk without an ESC/POS printer registers: its browser follows the redirect at once
+    to the page it prints. The numbers on that page."""
+    r = await http.post(f"/kiosk/{SITE}", data={"service": "KTP-CETAK"})
+    assert r.status_code == 303, r.text
+    where = urlsplit(r.headers["location"])
+    assert "autoprint=1" in where.query  # the browser prints this page
+    page = await http.get(f"{where.path}?{where.query}")
+    assert page.status_code == 200, page.text
+    return numbers_on_page(page.text)
 
 
 async def waiting_request(intake: RunningService) -> str:
@@ -157,3 +178,66 @@ async def test_two_intake_instances_each_print_their_own_number(settings: Settin
             slips += [read(j) for j in await other_printer.received(3)]
     numbers = sorted(number_on(s) for s in slips)
     assert numbers == [f"B-{n:03d}" for n in range(1, 7)]
+
+
+async def test_a_forged_notice_leaves_the_browser_printed_slip_its_number(
+    settings: Settings,
+) -> None:
+    """As above, for a kiosk whose browser prints the slip (no ESC/POS printer): the forged
+    notice (Z-999) ends the kiosk's wait before the queue runs; the kiosk waits once more, as the
+    ESC/POS path does, before its browser is sent to the page, which then carries B-001. Before
+    this fix the browser got the page at once and it said the number was being issued."""
+    configured = settings.model_copy(update={"public_url": PUBLIC, "ticket_wait_seconds": 20.0})
+    async with running("intake", configured) as intake, Kiosks(intake).at("lobby") as http:
+        taking = asyncio.create_task(browser_slip(http))
+        request_id = await waiting_request(intake)
+        forged = new_event(
+            TicketIssued(
+                ticket_id=f"{request_id}-KTP-CETAK-forged",
+                request_id=request_id,
+                session_id="forged",
+                service="KTP-CETAK",
+                issued_at=utcnow(),
+                waiting_ahead=0,
+                number="Z-999",
+            ),
+            site=SITE,
+            source="queue",
+        )
+        await notice_only(configured, forged.nats_subject, forged)
+        async with running("queue", configured):
+            assert await taking == ["B-001"]
+
+
+@pytest.mark.parametrize("printing", ["browser", "escpos"])
+async def test_a_queue_too_busy_to_answer_still_leaves_the_printed_slip_its_number(
+    settings: Settings, printing: str
+) -> None:
+    """No forgery: the queue issues B-001 as usual, but it never answers intake's
+    `request_status` in time (intake's timeout for it is a microsecond here, as for a queue too
+    busy to answer within 0.5 s: the page then shows what intake knows). The kiosk's wait ends
+    on the notice, before intake's ticket consumer (resting 250 ms between fetches) writes the
+    ticket into the record, so the number can only come from the record: the kiosk waits once
+    more for it, on either path, before it prints or its browser is sent to the page. Before
+    this fix the browser's page, read at once, said the number was being issued (the ESC/POS
+    slip already waited)."""
+    configured = settings.model_copy(
+        update={"public_url": PUBLIC, "status_query_timeout_seconds": 0.000001}
+    )
+    async with PrinterPort() as printer:
+        if printing == "escpos":
+            lobby = KioskPrinter(site=SITE, paper=80, host="127.0.0.1", port=printer.port)
+            configured = configured.model_copy(update={"kiosk_printers": {"lobby": lobby}})
+        async with (
+            running("queue", configured),
+            running("intake", configured) as intake,
+            Kiosks(intake).at("lobby") as http,
+        ):
+            for n in range(1, 4):
+                if printing == "browser":
+                    numbers = await browser_slip(http)
+                else:
+                    went = await take(http)
+                    assert went["printed"] == "1"
+                    numbers = [number_on(read((await printer.received(n))[n - 1]))]
+                assert numbers == [f"B-{n:03d}"]

@@ -190,6 +190,56 @@ async def test_each_channel_sends_each_message_once_even_when_events_come_twice(
             await eventually(sent_events)
 
 
+async def test_a_channel_behind_another_still_sends_each_message_of_its_ticket(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The flake of `..._even_when_events_come_twice` made certain: channels share the ticket's
+    document, and a channel whose gateway is slow comes to "called" after the other channel has
+    moved the ticket to "completed". What is stale for a channel is what it has itself seen
+    (its events come in stream order): its "called" is sent, not dropped."""
+    async with (
+        FakeGateway() as gw,
+        notify_with(settings, tmp_path, [sms_channel(gw), whatsapp_channel(gw)]) as svc,
+    ):
+        gw.hang(1.5, n=1, path_prefix="/sms")  # the SMS gateway is slow to take the first one
+        req = request()
+        events = [req, *ticket_events(req)]
+        for event in events:
+            await publish(settings, event)
+
+        await gw.wait_for(6, within=15)
+
+        async def all_settled() -> list[dict[str, Any]] | None:
+            found = await deliveries(svc, site=SITE)
+            return found if len(found) == 6 else None
+
+        found = await eventually(all_settled)
+        assert sorted((d["channel"], d["template"], d["status"]) for d in found) == sorted(
+            (channel, template, "sent")
+            for channel in ("sms", "wa")
+            for template in ("ticket_issued", "ticket_called", "ticket_completed")
+        )
+        assert gw.duplicates() == 0
+
+
+async def test_the_console_channel_fetches_more_per_batch_than_a_paced_gateway(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """ADR 0225: a batch lasts as long as its slowest request's chain of store round trips, so
+    the console channel (no wire, no pace) takes 256 events per fetch; a gateway's channel keeps
+    64, which its rate limiter and its claims' hold are sized for."""
+    async with (
+        FakeGateway() as gw,
+        notify_with(
+            settings, tmp_path, [sms_channel(gw), {"name": "console", "type": "console"}]
+        ) as svc,
+    ):
+        fetches = {c.durable: c.fetch_batch for c in svc.runtime.consumers}
+        assert fetches["notify-console"] == 256
+        assert fetches["notify-sms"] == 64
+        assert fetches["notify-contact_book"] == 64
+
+
 async def test_without_consent_nobody_is_contacted(settings: Settings, tmp_path: Path) -> None:
     async with (
         FakeGateway() as gw,

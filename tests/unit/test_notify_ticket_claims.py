@@ -142,3 +142,30 @@ def test_an_event_comes_back_while_any_of_its_messages_failed_only_for_now() -> 
     assert what_to_raise([refused, for_now]) is for_now
     assert what_to_raise([foreign, unseen, for_now]) is unseen
     assert what_to_raise([for_now, refused]) is for_now
+
+
+@pytest.mark.parametrize("status", list(TicketStatus))
+def test_a_message_is_stale_by_what_its_own_channel_has_seen_not_by_a_faster_channel(
+    status: TicketStatus,
+) -> None:
+    """ADR 0226: the channels share the ticket's document. The SMS channel, behind, meets its
+    "called" after WhatsApp moved the ticket to `status`: for SMS the ticket is where its own
+    events left it ("waiting"), so its "called" goes; for WhatsApp, which saw `status`, a late
+    "called" is stale exactly as before."""
+    notices = TicketNotices.model_validate(
+        {
+            "_id": "r1-KIA",
+            "site": "cikarang-utara",
+            "status": status.value,
+            "rank": status.rank,
+            "seen": {"sms": TicketStatus.WAITING.rank, "wa": status.rank},
+        }
+    )
+    behind = plan_message("ticket_called", notices.seen_by("sms"), None, None, NOW)
+    assert behind.go is Go.SEND
+    ahead = plan_message("ticket_called", notices.seen_by("wa"), None, None, NOW)
+    assert (ahead.go is Go.DROP) == (status.rank > TicketStatus.CALLED.rank)
+    # A channel that has seen none of the ticket's events yet (or a document from before
+    # channels were kept) holds nothing stale: its first message goes.
+    assert notices.seen_by("email") is None
+    assert plan_message("ticket_issued", None, None, None, NOW).go is Go.SEND
