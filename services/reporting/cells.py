@@ -153,12 +153,24 @@ class CellUpdate:
             update["$min"], update["$max"] = low, high
         return update
 
-    def split(self, most: int) -> list[CellUpdate]:
-        """The same contributions as updates of at most `most` facts each."""
-        return [
-            CellUpdate(self.cell, self.marks[i : i + most], self.contributions[i : i + most])
-            for i in range(0, len(self.marks), most)
-        ]
+    def split(self, most_paths: int) -> list[CellUpdate]:
+        """The same contributions as updates naming at most `most_paths` update paths each
+        (every `$inc`, `$set`, `$min` and `$max` field: figures, sketch buckets and marks), in
+        order; a contribution is never split (it names a handful of paths)."""
+        parts: list[CellUpdate] = []
+        current, paths = CellUpdate(self.cell), set[str]()
+        for name, c in zip(self.marks, self.contributions, strict=True):
+            one = c.update()
+            adds = {f"{op}{path}" for op, fields in one.items() for path in fields} | {name}
+            if current.marks and len(paths | adds) > most_paths:
+                parts.append(current)
+                current, paths = CellUpdate(self.cell), set()
+            current.marks.append(name)
+            current.contributions.append(c)
+            paths |= adds
+        if current.marks:
+            parts.append(current)
+        return parts
 
 
 def combine(
@@ -301,6 +313,10 @@ class StoredNotification(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     site: str
+    # Whose facts the cells' marks record: the delivery id (its site is the cell's). Absent from
+    # the documents written before a delivery's document was its site's (ADR 0229): then the
+    # document id, which was the delivery id.
+    delivery_id: str | None = None
     channel: str
     sent_at: Instant | None = None
     cost_units: int = 0

@@ -88,6 +88,9 @@ class DaySummary(Counts):
     by_session: list[SessionSummary] = []
     by_channel: dict[str, int]
     notifications: dict[str, ChannelFigures] = {}
+    # True while the service still fills the notification cells from facts folded before they
+    # existed (ADR 0229): the notification figures may be short until it is done.
+    notifications_partial: bool = False
 
 
 class KabupatenSummary(BaseModel):
@@ -189,6 +192,7 @@ def day_figures(
     timezone: str,
     target_wait_minutes: float,
     notifications: Mapping[str, ChannelFigures],
+    notifications_partial: bool = False,
 ) -> DaySummary:
     """A site's day from its cells: totals, then per service, counter, hour and session."""
     target = target_wait_minutes * 60
@@ -223,4 +227,5 @@ def day_figures(
         ],
         by_channel={k: t.count("submitted") for k, t in channels.items() if t.count("submitted")},
         notifications=dict(sorted(notifications.items())),
+        notifications_partial=notifications_partial,
     )

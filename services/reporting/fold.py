@@ -284,6 +284,15 @@ def _counter(
     batch.changed_sites.add(event.site)
 
 
+def notification_key(site: str, delivery_id: str) -> str:
+    """A delivery's fact document: one per site and delivery id. The site is the subject's (the
+    consumer dead-letters a body whose site disagrees with it) and only notify may publish
+    notification events, for the site of the delivery's cause: an event of another site naming
+    the same id writes its own document at its own site and never touches this one, whatever
+    the order they arrive in (ADR 0229)."""
+    return f"{site}|{delivery_id}"
+
+
 def _notification(
     batch: Batch,
     event: Event[Any],
@@ -294,6 +303,7 @@ def _notification(
     delivery ends sent."""
     fields: dict[str, Any] = {
         "site": event.site,
+        "delivery_id": note.delivery_id,
         "day": local_day(event.time, timezone).isoformat(),
         "channel": note.channel,
         "template": note.template,
@@ -308,7 +318,5 @@ def _notification(
     else:
         fields["failed_at"] = instant(event.time)
         fields["refused"] = isinstance(note, NotificationFailed) and note.refused
-    change = batch.notifications.setdefault(note.delivery_id, FactChange())
-    if change.fields.get("site", event.site) != event.site:
-        return  # a delivery belongs to the site that first named it (FactStore.save_notifications)
-    change.fold(event.id, fields)
+    key = notification_key(event.site, note.delivery_id)
+    batch.notifications.setdefault(key, FactChange()).fold(event.id, fields)

@@ -74,6 +74,9 @@ class Reporting:
     timezone: str = "Asia/Jakarta"
     target_wait_minutes: float = 30.0
     changes: Changes = field(default_factory=Changes)
+    # True while this process fills the notification cells from facts folded before they existed
+    # (app.py, ADR 0229): until then a summary's notification figures may be short, and say so.
+    filling_notification_cells: bool = False
 
     async def fold(self, events: Sequence[Event[Any]]) -> set[str]:
         """Project a fetched batch: load what the facts need from the store (bookings' check-ins),
@@ -95,12 +98,12 @@ class Reporting:
         await self.store.add_ticket_cells(batch.ticket_cells(stored))
         await self.store.add_notification_cells(
             [
-                (delivery_id, c)
-                for delivery_id, notification in notifications.items()
+                (notification.delivery_id or key, c)
+                for key, notification in notifications.items()
                 for c in notification_contributions(
                     notification,
                     self.timezone,
-                    fold_rules.notification_facts(batch.notifications[delivery_id]),
+                    fold_rules.notification_facts(batch.notifications[key]),
                 )
             ]
         )
@@ -162,6 +165,7 @@ class Reporting:
             notifications=channel_figures(
                 await self.store.notification_cells_where(day, day, site=site)
             ),
+            notifications_partial=self.filling_notification_cells,
         )
 
     async def period(self, site: str, first: date, last: date) -> list[DaySummary]:
@@ -185,6 +189,7 @@ class Reporting:
                 notifications=channel_figures(
                     c for c in notification_cells if c["site"] == site
                 ),
+                notifications_partial=self.filling_notification_cells,
             )
             for site, (site_cells, site_requests) in sorted(by_site.items())
         ]  # fmt: skip

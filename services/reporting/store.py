@@ -144,26 +144,20 @@ class FactStore:
     async def save_notifications(
         self, changes: Mapping[str, FactChange]
     ) -> dict[str, StoredNotification]:
-        """Each delivery's facts ($set, one write for all), only into a document of the same
-        site: an event naming another site's delivery (forged, or a mix-up) changes nothing,
-        so it cannot move that delivery's figures between sites. Returns the documents the
-        batch wrote to, read after the write (one read): what the cells count is a delivery's
-        current state, which may hold facts of earlier batches (a receipt before its sent); a
-        document the write created holds only this batch's facts and is not read again (a
-        delivery's `sent` usually creates its document: most batches read nothing)."""
+        """Each delivery's facts ($set, one write for all), one document per site and delivery
+        (`fold.notification_key`): another site's event naming a delivery writes its own
+        document, so it can neither move that delivery's figures nor keep its site's events
+        out (ADR 0229). Returns the documents the batch wrote to, read after the write (one
+        read): what the cells count is a delivery's current state, which may hold facts of
+        earlier batches (a receipt before its sent); a document the write created holds only
+        this batch's facts and is not read again (a delivery's `sent` usually creates its
+        document: most batches read nothing)."""
         if not changes:
             return {}
         writes = [
-            UpdateOne({"_id": k, "site": c.fields["site"]}, {"$set": c.fields}, upsert=True)
-            for k, c in changes.items()
+            UpdateOne({"_id": k}, {"$set": c.fields}, upsert=True) for k, c in changes.items()
         ]
-        try:
-            upserted = (await self.notifications.bulk_write(writes, ordered=False)).upserted_ids
-        except BulkWriteError as exc:  # the other site's document exists: the upsert collides
-            errors = exc.details.get("writeErrors", [])
-            if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
-            upserted = {u["index"]: u["_id"] for u in exc.details.get("upserted", [])}
+        upserted = (await self.notifications.bulk_write(writes, ordered=False)).upserted_ids
         # A document this write created holds this batch's facts and nothing else: no read.
         created = {str(key) for key in (upserted or {}).values()}
         stored = {k: StoredNotification.model_validate(changes[k].fields) for k in created}
@@ -174,8 +168,7 @@ class FactStore:
                 {
                     str(doc["_id"]): StoredNotification.model_validate(doc)
                     async for doc in found
-                    if doc.get("site") == changes[str(doc["_id"])].fields["site"]
-                    and doc.get("channel")
+                    if doc.get("channel")
                 }
             )
         return stored
@@ -257,7 +250,8 @@ class FactStore:
         page: list[tuple[str, Contribution]] = []
         async for doc in self.notifications.find({"channel": {"$exists": True}}):
             stored = StoredNotification.model_validate(doc)
-            page += [(str(doc["_id"]), c) for c in notification_contributions(stored, timezone)]
+            owner = stored.delivery_id or str(doc["_id"])
+            page += [(owner, c) for c in notification_contributions(stored, timezone)]
             counted += 1
             if len(page) >= FILL_PAGE:
                 await self.add_notification_cells(page)
@@ -272,11 +266,14 @@ class FactStore:
         return await self.counters.find({"site": site, "day": day.isoformat()}).to_list()
 
 
-# Facts one conditional cell write counts at most. The embedded server (nx-27017 0.8.1) stores
-# "$inc" paths such as "n.called" as literal dotted keys when a filter names 64 fields or more
-# (the _id and 63 marks: measured, tests/integration/test_reporting_notification_cells.py), and
-# a cell read then misses them; a busy cell's batch is written in parts instead (ADR 0224).
-MARKS_PER_WRITE = 48
+# Update paths one cell write names at most. The embedded server (nx-27017 0.8.1) stores "$inc"
+# paths such as "n.called" as literal dotted keys, which no cell read sees, when ONE update names
+# 64 paths or more across "$inc", "$set", "$min" and "$max" together (the filter's fields do not
+# matter; "$set" alone is stored right): measured, tests/integration/test_reporting_cells.py. A
+# ticket's call adds its mark and often a wait bucket: a busy counter's hour folded in one batch
+# (a backlog) passed 64 paths. A larger cell update is written in parts, each conditional on its
+# own marks, so a redelivery still counts each fact once (ADR 0224).
+PATHS_PER_WRITE = 48
 FILL_PAGE = 500  # contributions per cell write while filling cells from older facts
 KNOWN_CELLS = 10_000  # cells a process remembers creating (a busy day has a few thousand)
 
@@ -297,7 +294,7 @@ async def _add_to_cells(
     twice (docs/decisions/0031-report-cells-exactly-once.md, 0170-reporting-folds-a-batch.md).
     A write that matched nothing (some of its facts were counted before, or its cell is gone)
     is settled fact by fact."""
-    updates = [part for u in combine(contributions, mark) for part in u.split(MARKS_PER_WRITE)]
+    updates = [part for u in combine(contributions, mark) for part in u.split(PATHS_PER_WRITE)]
     if not updates:
         return
     new = [u for u in updates if u.cell.id not in known]

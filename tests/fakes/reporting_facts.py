@@ -65,10 +65,9 @@ class InMemoryFacts:
     ) -> dict[str, StoredNotification]:
         stored = {}
         for key, change in changes.items():
-            doc = self.notifications.setdefault(key, {"site": change.fields["site"]})
-            if doc["site"] == change.fields["site"]:  # another site's delivery stays as it is
-                doc.update(change.fields)
-                stored[key] = StoredNotification.model_validate(doc)
+            doc = self.notifications.setdefault(key, {})  # one per site and delivery
+            doc.update(change.fields)
+            stored[key] = StoredNotification.model_validate(doc)
         return stored
 
     async def save_counters(self, changes: Iterable[CounterChange]) -> None:

@@ -4,13 +4,16 @@ redelivered after a crash, arrives again as another event, or is handled by two 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from giliran.contracts import TicketCalled, TicketCompleted, TicketIssued, TicketStarted, new_event
 from giliran.settings import Settings
 from giliran.store import connect
 from services.reporting.cells import CellKey, Contribution, tally
+from services.reporting.handlers import Reporting
 from services.reporting.sketch import bucket
 from services.reporting.store import FactStore
 
@@ -89,3 +92,81 @@ async def test_a_dropped_database_under_a_running_service(settings: Settings) ->
     await store.ticket_cells.delete_many({})
     await store.contribute_ticket("t2", CALLED)  # the cache says the cell exists; it does not
     assert await _figures(store) == (1, 1, 120_000)
+
+
+@pytest.mark.parametrize(
+    ("filter_fields", "inc_paths", "set_paths", "nested"),
+    [(2, 63, 0, True), (2, 64, 0, False), (2, 2, 61, True), (2, 2, 62, False),
+     (2, 1, 63, False), (49, 8, 48, True), (49, 16, 48, False), (2, 0, 100, True)],
+)  # fmt: skip
+async def test_the_embedded_server_nests_an_updates_paths_only_below_64(
+    settings: Settings, filter_fields: int, inc_paths: int, set_paths: int, nested: bool
+) -> None:
+    """Why cell writes are cut by their update paths (ADR 0224), pinned on the real embedded
+    server: ONE update naming 64 paths or more across `$inc` and `$set` stores the `$inc` paths
+    as literal dotted keys ("n.k0"), which no read of `n` sees; how many fields the filter names
+    does not matter, and `$set` alone is stored right. If the server is fixed, this fails and
+    the cut (PATHS_PER_WRITE) may go."""
+    cells = connect(settings.mongo_url)[f"{settings.db_prefix}_dotted"]["cells"]
+    await cells.insert_one({"_id": "x", "seen": {}})
+    query = {"_id": "x", **{f"seen.m{i}": {"$exists": False} for i in range(filter_fields - 1)}}
+    update: dict[str, Any] = {"$set": {f"seen.s{i}": 1 for i in range(set_paths)}}
+    if inc_paths:
+        update["$inc"] = {f"n.k{i}": 1 for i in range(inc_paths)}
+    assert (await cells.update_one(query, update)).matched_count == 1
+    doc = await cells.find_one({"_id": "x"})
+    assert doc is not None
+    dotted = [k for k in doc if "." in k]
+    assert (len(doc.get("n", {})), len(doc["seen"]), not dotted) == (
+        (inc_paths, set_paths, True) if nested else (0, set_paths, False)
+    )
+
+
+@pytest.mark.parametrize("calls", [30, 100])
+async def test_a_busy_counters_calls_in_one_write_are_all_counted(
+    settings: Settings, calls: int
+) -> None:
+    """`calls` calls at one counter in one hour added in one batch (a backlog after an outage),
+    each with its own wait: every call adds its mark and often a sketch bucket, so thirty calls
+    passed the embedded server's 64 update paths and the cell lost every count and wait. Each
+    is counted once, and again nothing more (a redelivery)."""
+    store = await _store(settings, f"busy{calls}")
+    waits = [
+        (f"t{i}", Contribution("called", KEY, {"called": 1}, {"wait": 5400.0 * (i + 1) / calls}))
+        for i in range(calls)
+    ]
+    for _ in range(2):
+        await store.add_ticket_cells(waits)
+        [cell] = await store.ticket_cells.find({}).to_list()
+        assert not [k for k in cell if "." in k]
+        assert (cell["n"], cell["sketch"]["wait"]["n"], len(cell["seen"])) == (
+            {"called": calls}, calls, calls,
+        )  # fmt: skip
+
+
+async def test_one_counters_backlog_batch_counts_every_ticket(settings: Settings) -> None:
+    """A one-counter site's hour folded as one consumer batch (a backlog after reporting was
+    down; FETCH_BATCH is 64): 16 tickets issued, called, started and completed at counter 1,
+    each with its own wait and service time. The day summary shows 16 called and 16 completed
+    with every wait and service time, and the same after the batch is delivered again."""
+    site, t0 = KEY.site, datetime(2026, 11, 29, 2, 0, tzinfo=UTC)  # 09:00 WIB
+    events: list[Any] = []
+    for i in range(16):
+        base = {"ticket_id": f"t{i}", "request_id": f"r{i}", "session_id": "s",
+                "service": "KTP-CETAK", "number": f"B-{i + 1:03d}", "issued_at": t0}  # fmt: skip
+        called = t0 + timedelta(seconds=60 * (i + 1) + 7 * i)
+        done = called + timedelta(seconds=45 * (i + 1))
+        at_counter = {**base, "counter": "1", "called_at": called}
+        events += [
+            new_event(TicketIssued(**base, waiting_ahead=i), site=site, at=t0),
+            new_event(TicketCalled(**at_counter), site=site, at=called),
+            new_event(TicketStarted(**at_counter, started_at=called), site=site, at=called),
+            new_event(TicketCompleted(**at_counter, completed_at=done), site=site, at=done),
+        ]
+    reporting = Reporting(store=await _store(settings, "backlog"))
+    for _ in range(2):
+        await reporting.fold(events)
+        day = await reporting.day_summary(site, t0.date())
+        assert (day.issued, day.called, day.completed) == (16, 16, 16)
+        waits, services = day.wait_seconds, day.service_seconds
+        assert (waits.count, waits.max, services.count, services.max) == (16, 1065.0, 16, 720.0)

@@ -196,9 +196,12 @@ async def test_two_instances_folding_the_same_events_at_once(settings: Settings)
 async def test_another_sites_event_moves_no_figure_of_the_delivery_it_names(
     settings: Settings,
 ) -> None:
-    """An event of OTHER_SITE naming SITE's delivery (a forged body on a subject its publisher
-    may use, or a mix-up): SITE's figures stay, OTHER_SITE gains none, the fact stays SITE's.
-    Before ADR 0224 the fact document took the other site and SITE's summary lost the delivery."""
+    """Events of OTHER_SITE naming SITE's delivery id (a mix-up, or a body forged by the one
+    user allowed to publish notification events), before, amid and after SITE's own, in batches
+    and one at a time: SITE's figures and fact stay as SITE's events alone make them, and
+    OTHER_SITE's as its events alone make them — a delivery is its site's (ADR 0229). Before
+    ADR 0224 the fact document took the other site; under ADR 0224 the first site to name the
+    id took the delivery and the genuine site's later events were dropped."""
     store = await _store(settings, "ncells_other_site")
     reporting = Reporting(store=store)
     await reporting.fold([sent("d1"), receipt("d1", DeliveryOutcome.DELIVERED)])
@@ -214,9 +217,45 @@ async def test_another_sites_event_moves_no_figure_of_the_delivery_it_names(
     for event in forged:
         await reporting.fold([event])  # and one at a time
     assert await _notifications(store) == {"sms": ChannelFigures(sent=2, cost_units=4, delivered=1)}
+    alone = await _store(settings, "ncells_other_site_alone")
+    await Reporting(store=alone).fold(forged)
+    assert await _notifications(store, OTHER_SITE) == await _notifications(alone, OTHER_SITE)
+    fact = await store.notifications.find_one({"site": SITE, "delivery_id": "d1"})
+    assert fact is not None and fact["cost_units"] == 2 and fact["receipt"] == "delivered"
+
+
+async def test_another_sites_event_first_does_not_take_the_delivery(settings: Settings) -> None:
+    """OTHER_SITE's report naming a delivery reaches reporting before the delivery's own `sent`;
+    SITE's `sent` and report follow in later batches: SITE counts the delivery, sent and
+    delivered, and OTHER_SITE counts nothing (a report alone is no delivery). Under ADR 0224 the
+    other site's event created the document and SITE's events were acknowledged unwritten."""
+    store = await _store(settings, "ncells_other_first")
+    reporting = Reporting(store=store)
+    await reporting.fold([receipt("y1", DeliveryOutcome.UNDELIVERED, site=OTHER_SITE)])
+    await reporting.fold([sent("y1")])
+    await reporting.fold([receipt("y1", DeliveryOutcome.DELIVERED)])
+    assert await _notifications(store) == {"sms": ChannelFigures(sent=1, cost_units=2, delivered=1)}
     assert await _notifications(store, OTHER_SITE) == {}
-    fact = await store.notifications.find_one({"_id": "d1"})
-    assert fact is not None and fact["site"] == SITE and fact["cost_units"] == 2
+
+
+async def test_another_sites_event_first_in_a_batch_keeps_the_real_one(
+    settings: Settings,
+) -> None:
+    """One batch holds OTHER_SITE's report naming SITE's sent delivery, then SITE's real report:
+    the real one is written and counted (under ADR 0224 the batch's fold dropped it)."""
+    store = await _store(settings, "ncells_other_in_batch")
+    reporting = Reporting(store=store)
+    await reporting.fold([sent("x1")])
+    await reporting.fold(
+        [
+            receipt("x1", DeliveryOutcome.UNDELIVERED, site=OTHER_SITE),
+            receipt("x1", DeliveryOutcome.DELIVERED),
+        ]
+    )
+    fact = await store.notifications.find_one({"site": SITE, "delivery_id": "x1"})
+    assert fact is not None and fact["receipt"] == "delivered"
+    assert await _notifications(store) == {"sms": ChannelFigures(sent=1, cost_units=2, delivered=1)}
+    assert await _notifications(store, OTHER_SITE) == {}
 
 
 def _commands_since(before: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
@@ -248,24 +287,92 @@ async def test_the_day_summary_reads_the_same_whatever_the_number_of_notificatio
     }  # fmt: skip
 
 
+def _as_before_cells(facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fact documents as the code before ADR 0224 wrote them: one per delivery id, its `_id`."""
+    return [
+        {
+            **{k: v for k, v in d.items() if k != "delivery_id"},
+            "_id": d.get("delivery_id", d["_id"]),
+        }
+        for d in facts
+    ]
+
+
+async def _summary(svc: Any) -> dict[str, Any]:
+    r = await svc.http.get(f"/api/v1/sites/{SITE}/summary", params={"date": DAY.isoformat()})
+    assert r.status_code == 200, r.text
+    found: dict[str, Any] = r.json()
+    return found
+
+
+def _shown(summary: dict[str, Any]) -> dict[str, ChannelFigures]:
+    return {k: ChannelFigures(**v) for k, v in summary["notifications"].items()}
+
+
 async def test_days_folded_before_the_cells_existed_are_filled_once(settings: Settings) -> None:
     """Facts as the code before ADR 0224 left them (no cells): the running service fills the
-    cells from them at start, once; a fill that died half-way runs again without counting a
-    delivery twice; the day summary shows the old day's figures."""
+    cells from them once it runs, once; a fill that died half-way runs again without counting a
+    delivery twice, nor does the consumer folding the same deliveries again; the day summary
+    shows the old day's figures, marked partial until the fill is done."""
     store = await _store(settings, "reporting")  # the database `running` uses
     assert settings.database_name("reporting") == f"{settings.db_prefix}_reporting"
     events = a_day()
-    await store.notifications.insert_many(await _facts_of(events, settings))
+    await store.notifications.insert_many(_as_before_cells(await _facts_of(events, settings)))
     async with running("reporting", settings) as svc:
-        r = await svc.http.get(f"/api/v1/sites/{SITE}/summary", params={"date": DAY.isoformat()})
-        assert r.status_code == 200, r.text
-        shown = {k: ChannelFigures(**v) for k, v in r.json()["notifications"].items()}
-        assert shown == EXPECTED
+        assert _shown(await _filled(svc)) == EXPECTED
     assert await store.fill_cells("Asia/Jakarta") == 0  # done: not again
     await store.fills.delete_many({})  # as if the fill had died before marking itself done
     assert await store.fill_cells("Asia/Jakarta") == 5
     await Reporting(store=store).fold(events)  # and the consumer folding the same deliveries
     assert await _notifications(store) == EXPECTED
+
+
+async def _filled(svc: Any) -> dict[str, Any]:
+    async def done() -> dict[str, Any] | None:
+        summary = await _summary(svc)
+        return None if summary["notifications_partial"] else summary
+
+    found: dict[str, Any] = await eventually(done, within=30)
+    return found
+
+
+async def test_the_fill_does_not_hold_the_service_back(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fill is held (as a long history would hold it): the service starts all the same,
+    HTTP answers with the notification figures marked partial, and the consumer folds a new
+    delivery meanwhile; released, the fill completes and the mark goes, nothing counted twice.
+    Before ADR 0229 the fill ran inside startup: neither HTTP nor the bus started until it
+    ended (this test then times out starting the service)."""
+    store = await _store(settings, "reporting")
+    events = a_day()
+    await store.notifications.insert_many(_as_before_cells(await _facts_of(events, settings)))
+    release, started = asyncio.Event(), asyncio.Event()
+    fill = FactStore.fill_cells
+
+    async def held(self: FactStore, timezone: str) -> int:
+        started.set()
+        await release.wait()
+        return await fill(self, timezone)
+
+    monkeypatch.setattr(FactStore, "fill_cells", held)
+    async with asyncio.timeout(60), running("reporting", settings) as svc:
+        await asyncio.wait_for(started.wait(), 30)
+        meanwhile = await _summary(svc)
+        assert meanwhile["notifications_partial"] is True
+        assert _shown(meanwhile) == {}  # the old day's cells are not filled yet
+        await publish(settings, sent("new", channel="whatsapp", cost=4))
+        await eventually(
+            lambda: _summary_has(svc, "whatsapp", ChannelFigures(sent=1, cost_units=4))
+        )
+        release.set()
+        done = await _filled(svc)
+    whatsapp = EXPECTED["whatsapp"].model_copy(update={"sent": 2, "cost_units": 4})
+    assert _shown(done) == {**EXPECTED, "whatsapp": whatsapp}
+
+
+async def _summary_has(svc: Any, channel: str, figures: ChannelFigures) -> bool:
+    return _shown(await _summary(svc)).get(channel) == figures
 
 
 async def _facts_of(events: list[Event[Any]], settings: Settings) -> list[dict[str, Any]]:
@@ -302,8 +409,8 @@ async def test_replay_rebuilds_the_live_notification_cells(settings: Settings) -
 async def test_a_busy_cell_counts_every_fact_of_a_large_batch(settings: Settings) -> None:
     """200 facts into one cell in one batch (a backlog's batch, or the fill): every one counted
     in the cell's figures. The embedded server stores the figures under literal dotted keys
-    ("n.called") when one write's filter names 64 fields, which no cell read adds up; the cell
-    write is cut in parts below that (ADR 0224)."""
+    ("n.called") when one update names 64 paths (figures and marks), which no cell read adds up;
+    the cell write is cut in parts below that (ADR 0224)."""
     store = await _store(settings, "ncells_busy")
     key = CellKey(SITE, DAY.isoformat(), "s", "KIA", "09", "1")
     called = [(f"t{i}", Contribution("called", key, {"called": 1})) for i in range(200)]

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from giliran.contracts import (
+    DeliveryOutcome,
+    NotificationReceipt,
+    NotificationSent,
     Outcome,
     RequestCheckedIn,
     RequestSubmitted,
@@ -20,11 +23,18 @@ from giliran.contracts import (
     TicketCompleted,
     TicketFacts,
     TicketIssued,
+    new_event,
 )
 from services.reporting import fold
-from services.reporting.cells import CellKey, StoredTicket, combine, ticket_contributions
+from services.reporting.cells import (
+    CellKey,
+    Contribution,
+    StoredTicket,
+    combine,
+    ticket_contributions,
+)
 from services.reporting.handlers import Reporting
-from services.reporting.store import mark
+from services.reporting.store import PATHS_PER_WRITE, mark
 from tests.fakes.reporting_facts import InMemoryFacts
 from tests.unit.test_projection_properties import citizens, lifecycle, project
 
@@ -152,3 +162,40 @@ def test_the_latest_counter_event_of_a_batch_wins_ties_to_closed() -> None:
     for order in ([opened, same_time], [same_time, opened]):
         [change] = fold.fold(order, "Asia/Jakarta").counters.values()
         assert change.fields["state"] in ("closed", "paused")
+
+
+@given(st.lists(st.floats(min_value=0, max_value=20_000), min_size=1, max_size=300))
+@settings(max_examples=60, deadline=None)
+def test_a_cell_update_is_cut_into_whole_contributions_of_at_most_48_paths(
+    waits: list[float],
+) -> None:
+    """However many calls with whatever waits one cell gets in a batch, its update is written
+    in parts that each name fewer than the embedded server's 64 update paths (figures, sketch
+    buckets, min/max and marks together) and, taken together, hold every contribution once,
+    in order (ADR 0224)."""
+    key = CellKey("cikarang-utara", "2026-11-29", "s", "KIA", "09", "1")
+    calls = [(f"t{i}", Contribution("called", key, {"called": 1}, {"wait": w}))
+             for i, w in enumerate(waits)]  # fmt: skip
+    [update] = combine(calls, mark)
+    parts = update.split(PATHS_PER_WRITE)
+    assert [c for p in parts for c in p.contributions] == [c for _, c in calls]
+    assert [m for p in parts for m in p.marks] == update.marks
+    for part in parts:
+        assert sum(len(fields) for fields in part.update().values()) <= PATHS_PER_WRITE < 64
+
+
+def test_a_delivery_named_by_two_sites_is_two_documents_one_per_site() -> None:
+    """Another site's event naming a delivery id folds into its own site's document, in any
+    order within a batch, and never into (or out of) the named site's (ADR 0229)."""
+    facts = {"delivery_id": "d1", "cause_event_id": "e", "cause_type": "giliran.ticket.called.v1",
+             "channel": "sms", "template": "ticket_called"}  # fmt: skip
+    at = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
+    report = NotificationReceipt(**facts, outcome=DeliveryOutcome.UNDELIVERED, reported_at=at)
+    theirs = new_event(report, site="botram-babelan", at=at)
+    ours = new_event(NotificationSent(**facts, cost_units=2, sent_at=at), site="cikarang-utara")
+    for events in ([theirs, ours], [ours, theirs]):
+        batch = fold.fold(events, "Asia/Jakarta")
+        assert {k: (c.fields["site"], c.events) for k, c in batch.notifications.items()} == {
+            fold.notification_key("botram-babelan", "d1"): ("botram-babelan", [theirs.id]),
+            fold.notification_key("cikarang-utara", "d1"): ("cikarang-utara", [ours.id]),
+        }
