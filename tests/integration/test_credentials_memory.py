@@ -21,7 +21,7 @@ from giliran.contracts import utcnow
 from giliran.settings import Settings
 from giliran.store import connect
 from giliran_ops.embedded import ManagedProcess
-from tests.conftest import eventually, running, service_process
+from tests.conftest import RunningService, eventually, running, service_process
 
 pytestmark = pytest.mark.integration
 
@@ -164,17 +164,23 @@ async def test_an_action_asks_the_store_even_before_the_notice_arrives(
 # memory), so only "an action asks the store" refuses it.
 
 
+async def _acting_unnoticed(queue: RunningService) -> tuple[str, dict[str, str]]:
+    """An officer's token that has acted at the queue, remembered there by a memory of its
+    own, which no notice ever empties."""
+    accounts = queue.runtime.accounts
+    accounts._remembered = Remembered()
+    token_id, token = await accounts.issue_token("loket-1", Role.OFFICER, SITE)
+    auth = {"Authorization": f"Bearer {token}"}
+    acted = await queue.anonymous.post(f"{COUNTER}/call-next", headers=auth)
+    assert acted.status_code in (200, 204), acted.text
+    return token_id, auth
+
+
 async def test_revoked_elsewhere_without_the_notice_arriving_is_refused(
     settings: Settings,
 ) -> None:
     async with running("queue", settings) as queue, running("intake", settings) as intake:
-        accounts = queue.runtime.accounts
-        accounts._remembered = Remembered()  # a process of its own, never told
-        token_id, token = await accounts.issue_token("loket-1", Role.OFFICER, SITE)
-        auth = {"Authorization": f"Bearer {token}"}
-        for _ in range(2):
-            acted = await queue.anonymous.post(f"{COUNTER}/call-next", headers=auth)
-            assert acted.status_code in (200, 204), acted.text
+        token_id, auth = await _acting_unnoticed(queue)
         assert await intake.runtime.accounts.revoke_token(token_id)
         acted = await queue.anonymous.post(f"{COUNTER}/call-next", headers=auth)
         assert acted.status_code == 401, acted.status_code
@@ -184,12 +190,7 @@ async def test_a_token_revoked_while_nats_restarts_stays_refused(
     settings: Settings, nats_proc: ManagedProcess
 ) -> None:
     async with running("queue", settings) as queue, running("intake", settings) as intake:
-        accounts = queue.runtime.accounts
-        accounts._remembered = Remembered()
-        token_id, token = await accounts.issue_token("loket-1", Role.OFFICER, SITE)
-        auth = {"Authorization": f"Bearer {token}"}
-        acted = await queue.anonymous.post(f"{COUNTER}/call-next", headers=auth)
-        assert acted.status_code in (200, 204), acted.text
+        token_id, auth = await _acting_unnoticed(queue)
         nats_proc.stop()
 
         async def down() -> bool:
@@ -211,12 +212,7 @@ async def test_a_token_revoked_while_nats_restarts_stays_refused(
 
 async def test_revoked_by_a_service_cut_off_from_nats_is_refused(settings: Settings) -> None:
     async with running("queue", settings) as queue, running("intake", settings) as intake:
-        accounts = queue.runtime.accounts
-        accounts._remembered = Remembered()
-        token_id, token = await accounts.issue_token("loket-1", Role.OFFICER, SITE)
-        auth = {"Authorization": f"Bearer {token}"}
-        acted = await queue.anonymous.post(f"{COUNTER}/call-next", headers=auth)
-        assert acted.status_code in (200, 204), acted.text
+        token_id, auth = await _acting_unnoticed(queue)
         intake.runtime.bus_started.clear()  # as intake sees itself while NATS is away
         try:
             assert await intake.runtime.accounts.revoke_token(token_id)
