@@ -16,6 +16,7 @@ from services.reporting.cells import CellKey, Contribution, tally
 from services.reporting.handlers import Reporting
 from services.reporting.sketch import bucket
 from services.reporting.store import FactStore
+from services.reporting.subscribers import FETCH_BATCH
 
 pytestmark = pytest.mark.integration
 
@@ -145,13 +146,14 @@ async def test_a_busy_counters_calls_in_one_write_are_all_counted(
 
 
 async def test_one_counters_backlog_batch_counts_every_ticket(settings: Settings) -> None:
-    """A one-counter site's hour folded as one consumer batch (a backlog after reporting was
-    down; FETCH_BATCH is 64): 16 tickets issued, called, started and completed at counter 1,
-    each with its own wait and service time. The day summary shows 16 called and 16 completed
-    with every wait and service time, and the same after the batch is delivered again."""
+    """A one-counter site's hour folded as one full consumer batch (a backlog after reporting
+    was down): FETCH_BATCH / 4 tickets issued, called, started and completed at counter 1,
+    each with its own wait and service time. The day summary shows every one called and
+    completed with every wait and service time, and the same after the batch comes again."""
     site, t0 = KEY.site, datetime(2026, 11, 29, 2, 0, tzinfo=UTC)  # 09:00 WIB
     events: list[Any] = []
-    for i in range(16):
+    n = FETCH_BATCH // 4
+    for i in range(n):
         base = {"ticket_id": f"t{i}", "request_id": f"r{i}", "session_id": "s",
                 "service": "KTP-CETAK", "number": f"B-{i + 1:03d}", "issued_at": t0}  # fmt: skip
         called = t0 + timedelta(seconds=60 * (i + 1) + 7 * i)
@@ -167,6 +169,9 @@ async def test_one_counters_backlog_batch_counts_every_ticket(settings: Settings
     for _ in range(2):
         await reporting.fold(events)
         day = await reporting.day_summary(site, t0.date())
-        assert (day.issued, day.called, day.completed) == (16, 16, 16)
+        assert (day.issued, day.called, day.completed) == (n, n, n)
         waits, services = day.wait_seconds, day.service_seconds
-        assert (waits.count, waits.max, services.count, services.max) == (16, 1065.0, 16, 720.0)
+        longest_wait, longest_service = 60.0 * n + 7 * (n - 1), 45.0 * n
+        assert (waits.count, waits.max, services.count, services.max) == (
+            n, longest_wait, n, longest_service,
+        )  # fmt: skip
