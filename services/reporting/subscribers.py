@@ -34,10 +34,8 @@ PROJECTED: tuple[type[EventData], ...] = (
 # fetches several lifecycles' events at once and folds them with one write per document
 # (docs/decisions/0171-reporting-lingers-between-batches.md; a 1 s rest was taken back, 0223).
 LINGER_SECONDS = 0.25
-# Up to 256 events per fetch (ADR 0232): behind a busy store each batch's writes wait their turn,
-# so at 40/s a batch of 64 could not keep up (48 s behind after five minutes); the rest after a
-# short batch stays 0.25 s, so readers wait no longer than before.
-FETCH_BATCH = 256
+# 256 kept reporting current at 40/s but the citizens' path fell further behind (ADR 0232).
+FETCH_BATCH = 64
 
 
 def handlers_for(reporting: Reporting) -> dict[type[EventData], EventHandler]:
