@@ -100,14 +100,13 @@ async def test_ticket_life_from_registration_to_report(settings: Settings) -> No
         wait = summary["wait_seconds"]
         assert isinstance(wait, dict) and wait["count"] == 1 and wait["p50"] >= 0
 
-        status = await intake.http.get(f"/api/v1/requests/{body['request_id']}")
-        statuses = {t["number"]: t["status"] for t in status.json()["tickets"]}
+        # Intake's record follows the queue's events (its ticket consumer rests up to 250 ms,
+        # ADR 0228): poll it, never assert on one read taken before it has caught up.
         assert await eventually(
             lambda: _statuses(
                 intake.http, body["request_id"], {"B-001": "completed", "F-001": "waiting"}
             )
         )
-        assert statuses["F-001"] == "waiting"
 
         for service in (intake, queue, notify, reporting):
             ready = await service.http.get("/readyz")
