@@ -7,6 +7,7 @@ into two instances' batches — sent once."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from pathlib import Path
@@ -48,6 +49,18 @@ pytestmark = pytest.mark.integration
 OTHER_SITE = "another-site"
 
 
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[DeliveryStore]:
+    """Notify's store on a database of its own, dropped after the test."""
+    client = connect(settings.mongo_url)
+    name = f"{settings.db_prefix}_deliveries_{new_id()}"
+    try:
+        yield DeliveryStore(client[name])
+    finally:
+        await client.drop_database(name)
+        await client.close()
+
+
 def batch_of(worker: ChannelWorker, window: float = 5.0) -> EachOnce:
     """The sms consumer's batch handler, as `subscribers.register` builds it; by default its
     writes wait for every flow of the batch (the 20 ms window is `test_notify_group_commit`'s:
@@ -75,95 +88,79 @@ def claim(key: str) -> Claim:
 
 
 async def test_each_statement_of_a_batchs_ticket_write_has_its_own_outcome(
-    settings: Settings,
+    store: DeliveryStore,
 ) -> None:
     """One `update` with an upsert per ticket: a new ticket and one moved forward are moved
     (True); one already further along and another site's ticket are not (False), and neither
     is written — the refusal of a forged event starts from this False (ADR 0198)."""
-    client = connect(settings.mongo_url)
-    db_name = f"{settings.db_prefix}_advancemany"
-    store = DeliveryStore(client[db_name])
-    try:
-        fields = {"site": SITE, "session_id": "s", "service": "KIA", "request_id": "r"}
-        await store.tickets.insert_many([
-            {"_id": "r-MOVES", **fields, "status": "waiting", "rank": TicketStatus.WAITING.rank},
-            {"_id": "r-FURTHER", **fields, "status": "completed",
-             "rank": TicketStatus.COMPLETED.rank},
-            {"_id": "r-FOREIGN", **fields, "site": OTHER_SITE, "status": "waiting",
-             "rank": TicketStatus.WAITING.rank},
-        ])  # fmt: skip
-        before = dict(STORE_COMMANDS.counts)
-        outcomes = await store.advance_many([
-            Advance("r-NEW", fields, TicketStatus.WAITING, claim("a")),
-            Advance("r-MOVES", fields, TicketStatus.CALLED, claim("b")),
-            Advance("r-FURTHER", fields, TicketStatus.CALLED, claim("c")),
-            Advance("r-FOREIGN", fields, TicketStatus.CALLED, claim("d")),
-        ])  # fmt: skip
-        spent = {k: v - before.get(k, 0) for k, v in STORE_COMMANDS.counts.items()}
-        assert outcomes == [True, True, False, False]
-        assert {k: v for k, v in spent.items() if v and k[1] == "tickets"} == {
-            ("update", "tickets"): 1
-        }
-        foreign = await store.tickets.find_one({"_id": "r-FOREIGN"})
-        assert foreign is not None and foreign["status"] == "waiting" and "claims" not in foreign
-        further = await store.tickets.find_one({"_id": "r-FURTHER"})
-        assert further is not None and further["status"] == "completed"
-        moved = await store.notices("r-MOVES")
-        assert moved is not None and moved.status is TicketStatus.CALLED and moved.claim("b")
-    finally:
-        await client.drop_database(db_name)
-        await client.close()
+    fields = {"site": SITE, "session_id": "s", "service": "KIA", "request_id": "r"}
+    await store.tickets.insert_many([
+        {"_id": "r-MOVES", **fields, "status": "waiting", "rank": TicketStatus.WAITING.rank},
+        {"_id": "r-FURTHER", **fields, "status": "completed",
+         "rank": TicketStatus.COMPLETED.rank},
+        {"_id": "r-FOREIGN", **fields, "site": OTHER_SITE, "status": "waiting",
+         "rank": TicketStatus.WAITING.rank},
+    ])  # fmt: skip
+    before = dict(STORE_COMMANDS.counts)
+    outcomes = await store.advance_many([
+        Advance("r-NEW", fields, TicketStatus.WAITING, claim("a")),
+        Advance("r-MOVES", fields, TicketStatus.CALLED, claim("b")),
+        Advance("r-FURTHER", fields, TicketStatus.CALLED, claim("c")),
+        Advance("r-FOREIGN", fields, TicketStatus.CALLED, claim("d")),
+    ])  # fmt: skip
+    spent = {k: v - before.get(k, 0) for k, v in STORE_COMMANDS.counts.items()}
+    assert outcomes == [True, True, False, False]
+    assert {k: v for k, v in spent.items() if v and k[1] == "tickets"} == {("update", "tickets"): 1}
+    foreign = await store.tickets.find_one({"_id": "r-FOREIGN"})
+    assert foreign is not None and foreign["status"] == "waiting" and "claims" not in foreign
+    further = await store.tickets.find_one({"_id": "r-FURTHER"})
+    assert further is not None and further["status"] == "completed"
+    moved = await store.notices("r-MOVES")
+    assert moved is not None and moved.status is TicketStatus.CALLED and moved.claim("b")
 
 
 async def test_each_filing_of_a_batchs_contact_write_has_its_own_outcome(
-    settings: Settings,
+    store: DeliveryStore,
 ) -> None:
     """The contact book's filings of one batch in one `update`: a new contact, the same event
     again (a repeat) and a purged record (stays purged: nothing personal comes back) each told
     apart; the requests' filings likewise (new, repeat, filed after its contact)."""
-    client = connect(settings.mongo_url)
-    db_name = f"{settings.db_prefix}_contactsmany"
-    store = DeliveryStore(client[db_name])
-    try:
-        await store.contacts.insert_many([
-            {"_id": "again", "contact_event": "e-again", "phone": "+62811", "purged": False},
-            {"_id": "purged", "purged": True, "phone": None},
-            {"_id": "contact-first", "contact_event": "e-cf", "phone": "+62812",
-             "purged": False},
-        ])  # fmt: skip
-        phone = {"phone": "+62813", "contact_seen": True}
-        before = dict(STORE_COMMANDS.counts)
-        learnt = await together(
-            store.learn_contact("new", phone, {"site": SITE}, "e-new"),
-            store.learn_contact("again", phone, {"site": SITE}, "e-again"),
-            store.learn_contact("purged", phone, {"site": SITE}, "e-purged"),
-        )
-        spent = {k: v - before.get(k, 0) for k, v in STORE_COMMANDS.counts.items()}
-        # One command for the three; the two that met their record are then told apart alone.
-        assert spent.get(("update", "contacts")) == 1 + 2, spent
-        assert learnt == [Filing.NEW, Filing.REPEAT, Filing.PURGED]
-        purged = await store.contacts.find_one({"_id": "purged"})
-        assert purged is not None and purged["phone"] is None
-        again = await store.contacts.find_one({"_id": "again"})
-        assert again is not None and again["phone"] == "+62811"
+    await store.contacts.insert_many([
+        {"_id": "again", "contact_event": "e-again", "phone": "+62811", "purged": False},
+        {"_id": "purged", "purged": True, "phone": None},
+        {"_id": "contact-first", "contact_event": "e-cf", "phone": "+62812",
+         "purged": False},
+    ])  # fmt: skip
+    phone = {"phone": "+62813", "contact_seen": True}
+    before = dict(STORE_COMMANDS.counts)
+    learnt = await together(
+        store.learn_contact("new", phone, {"site": SITE}, "e-new"),
+        store.learn_contact("again", phone, {"site": SITE}, "e-again"),
+        store.learn_contact("purged", phone, {"site": SITE}, "e-purged"),
+    )
+    spent = {k: v - before.get(k, 0) for k, v in STORE_COMMANDS.counts.items()}
+    # One command for the three; the two that met their record are then told apart alone.
+    assert spent.get(("update", "contacts")) == 1 + 2, spent
+    assert learnt == [Filing.NEW, Filing.REPEAT, Filing.PURGED]
+    purged = await store.contacts.find_one({"_id": "purged"})
+    assert purged is not None and purged["phone"] is None
+    again = await store.contacts.find_one({"_id": "again"})
+    assert again is not None and again["phone"] == "+62811"
 
-        filed = await together(
-            store.save_contact("req-new", {"site": SITE}, "r-new"),
-            store.save_contact("new", {"site": SITE}, "r-x"),  # filed by its contact first
-            store.save_contact("req-new2", {"site": SITE}, "r-new2"),
-        )
-        assert filed == [False, False, False]
-        again_filed = await together(
-            store.save_contact("req-new", {"site": SITE}, "r-new"),
-            store.save_contact("req-other", {"site": SITE}, "r-other"),
-        )
-        assert again_filed == [True, False]
-        first = await store.contacts.find_one({"_id": "new"})
-        assert first is not None and first["request_event"] == "r-x"
-        assert first["phone"] == "+62813"
-    finally:
-        await client.drop_database(db_name)
-        await client.close()
+    filed = await together(
+        store.save_contact("req-new", {"site": SITE}, "r-new"),
+        store.save_contact("new", {"site": SITE}, "r-x"),  # filed by its contact first
+        store.save_contact("req-new2", {"site": SITE}, "r-new2"),
+    )
+    assert filed == [False, False, False]
+    again_filed = await together(
+        store.save_contact("req-new", {"site": SITE}, "r-new"),
+        store.save_contact("req-other", {"site": SITE}, "r-other"),
+    )
+    assert again_filed == [True, False]
+    first = await store.contacts.find_one({"_id": "new"})
+    assert first is not None and first["request_event"] == "r-x"
+    assert first["phone"] == "+62813"
 
 
 async def test_a_batch_of_first_handlings_is_one_ticket_write_and_one_log_insert(
@@ -258,34 +255,27 @@ async def test_a_batch_racing_into_two_instances_sends_each_message_once(
             await eventually(four_sent)
 
 
-async def test_calls_of_one_line_in_a_batch_share_one_read_of_it(settings: Settings) -> None:
+async def test_calls_of_one_line_in_a_batch_share_one_read_of_it(store: DeliveryStore) -> None:
     """Two calls of one line reaching the line read together read it once; another line is
     read on its own; each gets its line's first tickets in call order."""
-    client = connect(settings.mongo_url)
-    db_name = f"{settings.db_prefix}_linesmany"
-    store = DeliveryStore(client[db_name])
-    try:
-        now = utcnow()
-        line = {"site": SITE, "session_id": "s", "status": "waiting", "rank": 0}
-        await store.tickets.insert_many([
-            {"_id": f"r{n}-{service}", **line, "service": service, "request_id": f"r{n}",
-             "issued_at": instant(now + timedelta(seconds=n))}
-            for service in ("KIA", "KTP") for n in (3, 1, 2)
-        ])  # fmt: skip
-        before = dict(STORE_COMMANDS.counts)
-        kia, kia_again, ktp = await together(
-            store.waiting_in_line(SITE, "s", "KIA", 2),
-            store.waiting_in_line(SITE, "s", "KIA", 2),
-            store.waiting_in_line(SITE, "s", "KTP", 3),
-        )
-        spent = {k: v - before.get(k, 0) for k, v in STORE_COMMANDS.counts.items()}
-        assert spent.get(("find", "tickets")) == 2, spent
-        assert [t.ticket_id for t in kia] == ["r1-KIA", "r2-KIA"]
-        assert [t.ticket_id for t in kia_again] == ["r1-KIA", "r2-KIA"]
-        assert [t.ticket_id for t in ktp] == ["r1-KTP", "r2-KTP", "r3-KTP"]
-    finally:
-        await client.drop_database(db_name)
-        await client.close()
+    now = utcnow()
+    line = {"site": SITE, "session_id": "s", "status": "waiting", "rank": 0}
+    await store.tickets.insert_many([
+        {"_id": f"r{n}-{service}", **line, "service": service, "request_id": f"r{n}",
+         "issued_at": instant(now + timedelta(seconds=n))}
+        for service in ("KIA", "KTP") for n in (3, 1, 2)
+    ])  # fmt: skip
+    before = dict(STORE_COMMANDS.counts)
+    kia, kia_again, ktp = await together(
+        store.waiting_in_line(SITE, "s", "KIA", 2),
+        store.waiting_in_line(SITE, "s", "KIA", 2),
+        store.waiting_in_line(SITE, "s", "KTP", 3),
+    )
+    spent = {k: v - before.get(k, 0) for k, v in STORE_COMMANDS.counts.items()}
+    assert spent.get(("find", "tickets")) == 2, spent
+    assert [t.ticket_id for t in kia] == ["r1-KIA", "r2-KIA"]
+    assert [t.ticket_id for t in kia_again] == ["r1-KIA", "r2-KIA"]
+    assert [t.ticket_id for t in ktp] == ["r1-KTP", "r2-KTP", "r3-KTP"]
 
 
 async def test_a_forged_ticket_event_cannot_take_a_ticket_id_notify_has_not_seen(
@@ -345,32 +335,25 @@ async def test_a_forged_ticket_event_cannot_take_a_ticket_id_notify_has_not_seen
 
 
 async def test_a_statements_store_error_in_a_batch_is_retried_as_the_write_alone_is(
-    settings: Settings,
+    store: DeliveryStore,
 ) -> None:
     """One statement of a batch's ticket write fails in the store for a reason other than a
     duplicate key (the embedded server reports any SQLite failure of a statement, e.g. "disk
     I/O error", as a write error: here a field the store cannot `$inc`). That writer gets the
     error pymongo raises for one failed write, which the bus retries with backoff, never
     `Unprocessable`, which it dead-letters at once; the other statements are written."""
-    client = connect(settings.mongo_url)
-    db_name = f"{settings.db_prefix}_statementerror"
-    store = DeliveryStore(client[db_name])
-    try:
-        fields = {"site": SITE, "session_id": "s", "service": "KIA", "request_id": "r"}
-        await store.tickets.insert_one(
-            {"_id": "r-KIA", **fields, "status": "waiting", "rank": 0, "version": "x"}
-        )
-        failed, moved = await store.advance_many(
-            [
-                Advance("r-KIA", fields, TicketStatus.CALLED, claim("b")),
-                Advance("r-GIZI", fields, TicketStatus.WAITING, claim("c")),
-            ]
-        )
-        # pymongo's error for one failed write (what `update_one` raises alone): retried.
-        assert isinstance(failed, WriteError) and not isinstance(failed, Unprocessable), failed
-        assert failed.code != 11000  # not a duplicate key: no answer about the ticket
-        assert moved is True
-        assert (await store.notices("r-GIZI")) is not None
-    finally:
-        await client.drop_database(db_name)
-        await client.close()
+    fields = {"site": SITE, "session_id": "s", "service": "KIA", "request_id": "r"}
+    await store.tickets.insert_one(
+        {"_id": "r-KIA", **fields, "status": "waiting", "rank": 0, "version": "x"}
+    )
+    failed, moved = await store.advance_many(
+        [
+            Advance("r-KIA", fields, TicketStatus.CALLED, claim("b")),
+            Advance("r-GIZI", fields, TicketStatus.WAITING, claim("c")),
+        ]
+    )
+    # pymongo's error for one failed write (what `update_one` raises alone): retried.
+    assert isinstance(failed, WriteError) and not isinstance(failed, Unprocessable), failed
+    assert failed.code != 11000  # not a duplicate key: no answer about the ticket
+    assert moved is True
+    assert (await store.notices("r-GIZI")) is not None
